@@ -1,0 +1,538 @@
+//! The real-time engine: host blocks in, Opus packets out to the network ring; packets in from
+//! the network ring, jitter-buffered, decoded and mixed into the host's output.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use rtrb::{Consumer, Producer, RingBuffer};
+
+use crate::codec::{CodecSettings, FrameDuration, FrameEncoder};
+use crate::fifo::SampleFifo;
+use crate::packet::{PacketSlot, StreamId};
+use crate::resample::{FixedSide, RateConverter, CHUNK_FRAMES};
+use crate::stats::EngineStats;
+use crate::stream::{RemoteStream, TargetDepth};
+use crate::{EngineError, INTERNAL_RATE_HZ};
+
+/// Host sample rates the engine accepts; anything else is refused at activation.
+pub const SUPPORTED_RATES_HZ: [u32; 6] = [44_100, 48_000, 88_200, 96_000, 176_400, 192_000];
+/// Largest host block processed in one piece; longer blocks are split, never refused.
+pub const MAX_BLOCK_FRAMES: usize = 8192;
+/// Remote streams mixed at once: a full relay-forwarded room (DESIGN: up to 20) plus stems.
+pub const MAX_REMOTE_STREAMS: usize = 32;
+/// Outgoing ring: 256 frames is 640 ms at 2.5 ms frames, far more than the network thread
+/// ever lags; when it does, the newest frame is dropped and counted.
+const SEND_RING_SLOTS: usize = 256;
+/// Incoming ring: room for 32 streams bursting 16 frames each between two audio callbacks.
+const RECV_RING_SLOTS: usize = 512;
+/// The stream id the engine uses for its own packets played back in loopback mode.
+pub const LOOPBACK_STREAM: StreamId = StreamId(u16::MAX);
+
+/// Fixed facts about the host, known at activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Host sample rate; one of [`SUPPORTED_RATES_HZ`].
+    pub sample_rate_hz: u32,
+    /// 1 (mono) or 2 (stereo).
+    pub host_channels: usize,
+    /// Largest block the host promised; clamped to 1..=[`MAX_BLOCK_FRAMES`].
+    pub max_block_frames: usize,
+}
+
+/// How deep the jitter buffers run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JitterMode {
+    /// Deep enough to cover this host's block and the sender's frame.
+    Auto,
+    /// A fixed amount of audio ahead, in milliseconds.
+    Manual {
+        /// Audio held ahead of playout.
+        depth_ms: f32,
+    },
+}
+
+/// Per-block controls, read from the plugin's parameters (or a test) on every call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineParams {
+    /// Linear gain applied to what is sent.
+    pub send_gain: f32,
+    /// Send silence instead of the input.
+    pub send_muted: bool,
+    /// Linear gain of the dry input in the output (zero latency, never coded).
+    pub monitor_gain: f32,
+    /// Linear gain of the remote mix in the output.
+    pub remote_gain: f32,
+    /// Play our own packets back through the receive path.
+    pub loopback: bool,
+    /// Encoder settings.
+    pub codec: CodecSettings,
+    /// Jitter-buffer depth.
+    pub jitter: JitterMode,
+}
+
+impl Default for EngineParams {
+    fn default() -> Self {
+        Self {
+            send_gain: 1.0,
+            send_muted: false,
+            monitor_gain: 1.0,
+            remote_gain: 1.0,
+            loopback: false,
+            codec: CodecSettings::default(),
+            jitter: JitterMode::Auto,
+        }
+    }
+}
+
+/// The network side's ends of the engine's rings.
+///
+/// # Thread
+/// Moved to the network thread; it pops `outgoing` and pushes `incoming` without blocking.
+pub struct NetworkLink {
+    /// Our encoded frames, oldest first.
+    pub outgoing: Consumer<PacketSlot>,
+    /// Remote frames for the engine to play; `stream` says whose.
+    pub incoming: Producer<PacketSlot>,
+    /// The engine's counters.
+    pub stats: Arc<EngineStats>,
+}
+
+/// Linear per-block gain ramp, so parameter moves never click.
+#[derive(Debug, Clone, Copy)]
+struct GainRamp {
+    current: f32,
+}
+
+impl GainRamp {
+    /// Gain for sample `i` of a block of `frames` is `start + step * (i + 1)`.
+    fn ramp(&mut self, target: f32, frames: usize) -> (f32, f32) {
+        let start = self.current;
+        self.current = target;
+        (start, (target - start) / frames.max(1) as f32)
+    }
+}
+
+fn sane_gain(g: f32) -> f32 {
+    // 8.0 = +18 dB, beyond anything the parameters offer; also stops NaN from a bad caller.
+    if g.is_finite() {
+        g.clamp(0.0, 8.0)
+    } else {
+        0.0
+    }
+}
+
+/// The real-time engine.
+///
+/// # Thread
+/// Built in `activate()` (allocates); [`Engine::process`] and [`Engine::reset`] run on the
+/// audio thread and neither allocate, lock nor make system calls.
+pub struct Engine {
+    config: EngineConfig,
+    stats: Arc<EngineStats>,
+    to_net: Producer<PacketSlot>,
+    from_net: Consumer<PacketSlot>,
+    encoder: FrameEncoder,
+    send_seq: u32,
+    media_time: u64,
+    /// Host input of the current block as interleaved stereo, sanitised.
+    host_in: Vec<f32>,
+    /// Host-rate send audio waiting for the resampler (unused at 48 kHz).
+    send_in: SampleFifo,
+    send_conv: Option<RateConverter>,
+    /// 48 kHz send audio waiting to fill an Opus frame.
+    send_fifo: SampleFifo,
+    out_conv: Option<RateConverter>,
+    /// Host-rate remote mix waiting to be played (unused at 48 kHz).
+    out_fifo: SampleFifo,
+    mix48: Vec<f32>,
+    conv_scratch: Vec<f32>,
+    packet: PacketSlot,
+    streams: Vec<RemoteStream>,
+    loopback: RemoteStream,
+    loopback_on: bool,
+    send_gain: GainRamp,
+    monitor_gain: GainRamp,
+    remote_gain: GainRamp,
+    largest_block_48k: usize,
+}
+
+impl Engine {
+    /// Builds an engine for `config`, with every buffer it will ever need.
+    pub fn new(config: EngineConfig) -> Result<(Self, NetworkLink), EngineError> {
+        if !SUPPORTED_RATES_HZ.contains(&config.sample_rate_hz) {
+            return Err(EngineError::UnsupportedSampleRate(config.sample_rate_hz));
+        }
+        if !(1..=2).contains(&config.host_channels) {
+            return Err(EngineError::UnsupportedChannels(config.host_channels));
+        }
+        let config = EngineConfig {
+            max_block_frames: config.max_block_frames.clamp(1, MAX_BLOCK_FRAMES),
+            ..config
+        };
+        let max_block = config.max_block_frames;
+        let rate = config.sample_rate_hz;
+        let (send_conv, out_conv) = if rate == INTERNAL_RATE_HZ {
+            (None, None)
+        } else {
+            (
+                Some(RateConverter::new(
+                    rate,
+                    INTERNAL_RATE_HZ,
+                    FixedSide::Input,
+                    2,
+                )?),
+                Some(RateConverter::new(
+                    INTERNAL_RATE_HZ,
+                    rate,
+                    FixedSide::Output,
+                    2,
+                )?),
+            )
+        };
+        // Largest 48 kHz span one host block can turn into, plus the converter's chunking.
+        let block_48k = (max_block * INTERNAL_RATE_HZ as usize).div_ceil(rate as usize);
+        let (conv_out_max, render_max) = match (&send_conv, &out_conv) {
+            (Some(s), Some(o)) => (
+                s.output_frames_max().max(o.output_frames_max()),
+                o.input_frames_max(),
+            ),
+            _ => (0, max_block),
+        };
+        let stats = Arc::new(EngineStats::default());
+        let (to_net, outgoing) = RingBuffer::new(SEND_RING_SLOTS);
+        let (incoming, from_net) = RingBuffer::new(RECV_RING_SLOTS);
+        let streams = (0..MAX_REMOTE_STREAMS)
+            .map(|_| RemoteStream::new(render_max))
+            .collect::<Result<Vec<_>, _>>()?;
+        let engine = Self {
+            config,
+            stats: Arc::clone(&stats),
+            to_net,
+            from_net,
+            encoder: FrameEncoder::new(CodecSettings::default())?,
+            send_seq: 0,
+            media_time: 0,
+            host_in: vec![0.0; 2 * max_block],
+            send_in: SampleFifo::with_capacity(2, max_block + CHUNK_FRAMES),
+            send_conv,
+            send_fifo: SampleFifo::with_capacity(
+                2,
+                block_48k + conv_out_max + FrameDuration::Ms20.samples(),
+            ),
+            out_conv,
+            out_fifo: SampleFifo::with_capacity(2, max_block + CHUNK_FRAMES),
+            mix48: vec![0.0; 2 * render_max],
+            conv_scratch: vec![0.0; 2 * conv_out_max],
+            packet: PacketSlot::empty(),
+            streams,
+            loopback: RemoteStream::new(render_max)?,
+            loopback_on: false,
+            send_gain: GainRamp { current: 1.0 },
+            monitor_gain: GainRamp { current: 1.0 },
+            remote_gain: GainRamp { current: 1.0 },
+            largest_block_48k: 0,
+        };
+        Ok((
+            engine,
+            NetworkLink {
+                outgoing,
+                incoming,
+                stats,
+            },
+        ))
+    }
+
+    /// The configuration in force (with the block size clamped).
+    pub fn config(&self) -> EngineConfig {
+        self.config
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    /// Samples of look-ahead Opus adds to the send path.
+    pub fn codec_lookahead_samples(&mut self) -> usize {
+        self.encoder.lookahead_samples()
+    }
+
+    /// Drops all buffered audio and streams, as after a transport jump.
+    pub fn reset(&mut self) {
+        self.send_in.clear();
+        self.send_fifo.clear();
+        self.out_fifo.clear();
+        for conv in [&mut self.send_conv, &mut self.out_conv]
+            .into_iter()
+            .flatten()
+        {
+            conv.reset();
+        }
+        self.encoder.reset();
+        self.streams.iter_mut().for_each(RemoteStream::reset);
+        self.loopback.reset();
+        self.loopback_on = false;
+        self.largest_block_48k = 0;
+        self.stats.streams_active.store(0, Relaxed);
+    }
+
+    /// Processes one host block in place: `channels` holds the input on entry and the output on
+    /// return. Any length works, including 0 and more than the configured maximum.
+    pub fn process(&mut self, channels: &mut [&mut [f32]], params: &EngineParams) {
+        let frames = channels.iter().map(|c| c.len()).min().unwrap_or(0);
+        if frames == 0 {
+            return;
+        }
+        self.encoder.apply(params.codec);
+        if params.loopback != self.loopback_on {
+            self.loopback_on = params.loopback;
+            self.loopback.reset();
+            if params.loopback {
+                self.loopback.claim(LOOPBACK_STREAM);
+            }
+        }
+        let mut offset = 0;
+        while offset < frames {
+            let n = (frames - offset).min(self.config.max_block_frames);
+            self.process_chunk(channels, offset, n, params);
+            offset += n;
+        }
+    }
+
+    fn process_chunk(
+        &mut self,
+        channels: &mut [&mut [f32]],
+        offset: usize,
+        n: usize,
+        params: &EngineParams,
+    ) {
+        let block_48k =
+            (n * INTERNAL_RATE_HZ as usize).div_ceil(self.config.sample_rate_hz as usize);
+        self.largest_block_48k = self.largest_block_48k.max(block_48k);
+        self.read_input(channels, offset, n);
+        self.send(n, params);
+        self.receive();
+        self.render_remote(n, params.jitter);
+        self.write_output(channels, offset, n, params);
+    }
+
+    /// Copies the host input into `host_in` as stereo, replacing non-finite samples.
+    fn read_input(&mut self, channels: &[&mut [f32]], offset: usize, n: usize) {
+        let left = &channels[0][offset..offset + n];
+        let right = channels.get(1).map(|c| &c[offset..offset + n]);
+        let clean = |s: f32| if s.is_finite() { s } else { 0.0 };
+        let bad = |c: &[f32]| c.iter().filter(|s| !s.is_finite()).count() as u64;
+        let mut peak = 0.0f32;
+        for (i, dst) in self.host_in[..2 * n].chunks_exact_mut(2).enumerate() {
+            let l = clean(left[i]);
+            let r = right.map_or(l, |c| clean(c[i]));
+            dst[0] = l;
+            dst[1] = r;
+            peak = peak.max(l.abs()).max(r.abs());
+        }
+        EngineStats::add(
+            &self.stats.samples_sanitised,
+            bad(left) + right.map_or(0, bad),
+        );
+        self.stats.input_peak.store(peak, Relaxed);
+    }
+
+    /// Send path: gain, resample to 48 kHz, cut into Opus frames, encode, hand to the network.
+    fn send(&mut self, n: usize, params: &EngineParams) {
+        let target = if params.send_muted {
+            0.0
+        } else {
+            sane_gain(params.send_gain)
+        };
+        let (g0, step) = self.send_gain.ramp(target, n);
+        let fifo = if self.send_conv.is_some() {
+            &mut self.send_in
+        } else {
+            &mut self.send_fifo
+        };
+        let dst = fifo.push_silence(n);
+        for (i, (d, s)) in dst
+            .chunks_exact_mut(2)
+            .zip(self.host_in.chunks_exact(2))
+            .enumerate()
+        {
+            let g = g0 + step * (i + 1) as f32;
+            d[0] = s[0] * g;
+            d[1] = s[1] * g;
+        }
+        if let Some(conv) = &mut self.send_conv {
+            while self.send_in.frames() >= conv.input_frames_next() {
+                let (used, made) = conv.process(self.send_in.as_slice(), &mut self.conv_scratch);
+                if used == 0 {
+                    break;
+                }
+                self.send_in.consume(used);
+                self.send_fifo.push(&self.conv_scratch[..2 * made]);
+            }
+        }
+        let frame = params.codec.frame.samples();
+        while self.send_fifo.frames() >= frame {
+            let pcm = &self.send_fifo.as_slice()[..2 * frame];
+            match self.encoder.encode(pcm, self.packet.buffer_mut()) {
+                Ok(len) => {
+                    self.packet.set_len(len);
+                    self.packet.stream = StreamId(0);
+                    self.packet.seq = self.send_seq;
+                    self.packet.media_time = self.media_time;
+                    if self.to_net.push(self.packet).is_ok() {
+                        EngineStats::add(&self.stats.packets_sent, 1);
+                    } else {
+                        EngineStats::add(&self.stats.send_ring_full, 1);
+                    }
+                    if self.loopback_on {
+                        EngineStats::add(&self.stats.packets_received, 1);
+                        self.loopback.insert(&self.packet, &self.stats);
+                    }
+                }
+                Err(_) => EngineStats::add(&self.stats.encode_errors, 1),
+            }
+            // Sequence and media time advance even when encoding failed, so the receiver sees
+            // a gap to conceal rather than a time warp.
+            self.send_seq = self.send_seq.wrapping_add(1);
+            self.media_time += frame as u64;
+            self.send_fifo.consume(frame);
+        }
+    }
+
+    /// Moves everything the network delivered into the streams' jitter buffers.
+    fn receive(&mut self) {
+        let mut received = 0;
+        // Bounded by the ring's size: the producer may keep pushing while we drain.
+        for _ in 0..RECV_RING_SLOTS {
+            let Ok(packet) = self.from_net.pop() else {
+                break;
+            };
+            received += 1;
+            let slot = match self
+                .streams
+                .iter()
+                .position(|s| s.id() == Some(packet.stream))
+            {
+                Some(i) => Some(i),
+                None => self
+                    .streams
+                    .iter()
+                    .position(|s| s.id().is_none())
+                    .inspect(|&i| {
+                        self.streams[i].claim(packet.stream);
+                    }),
+            };
+            match slot {
+                Some(i) => self.streams[i].insert(&packet, &self.stats),
+                None => EngineStats::add(&self.stats.stream_table_full, 1),
+            }
+        }
+        EngineStats::add(&self.stats.packets_received, received);
+    }
+
+    /// Renders `n` host-rate frames of the remote mix into `mix48` (at 48 kHz) or `out_fifo`.
+    fn render_remote(&mut self, n: usize, jitter: JitterMode) {
+        let target = match jitter {
+            JitterMode::Auto => TargetDepth::Auto {
+                block_48k: self.largest_block_48k,
+            },
+            JitterMode::Manual { depth_ms } => TargetDepth::Samples(
+                (depth_ms.clamp(0.0, 1000.0) * INTERNAL_RATE_HZ as f32 / 1000.0) as usize,
+            ),
+        };
+        let mut mixer = Mixer {
+            streams: &mut self.streams,
+            loopback: self.loopback_on.then_some(&mut self.loopback),
+            stats: &self.stats,
+            target,
+        };
+        match &mut self.out_conv {
+            None => mixer.render(&mut self.mix48[..2 * n]),
+            Some(conv) => {
+                while self.out_fifo.frames() < n {
+                    let need = conv.input_frames_next();
+                    mixer.render(&mut self.mix48[..2 * need]);
+                    let (_, made) = conv.process(&self.mix48[..2 * need], &mut self.conv_scratch);
+                    if made == 0 {
+                        break;
+                    }
+                    self.out_fifo.push(&self.conv_scratch[..2 * made]);
+                }
+            }
+        }
+        let active = self.streams.iter().filter(|s| s.id().is_some()).count();
+        self.stats.streams_active.store(active as u32, Relaxed);
+    }
+
+    /// Output = dry input × monitor + remote mix × remote level, written back to the host.
+    fn write_output(
+        &mut self,
+        channels: &mut [&mut [f32]],
+        offset: usize,
+        n: usize,
+        params: &EngineParams,
+    ) {
+        let (m0, m_step) = self.monitor_gain.ramp(sane_gain(params.monitor_gain), n);
+        let (r0, r_step) = self.remote_gain.ramp(sane_gain(params.remote_gain), n);
+        let mix: &[f32] = if self.out_conv.is_some() {
+            let got = self.out_fifo.frames().min(n);
+            &self.out_fifo.as_slice()[..2 * got]
+        } else {
+            &self.mix48[..2 * n]
+        };
+        let mut peak = 0.0f32;
+        for i in 0..n {
+            let m = m0 + m_step * (i + 1) as f32;
+            let r = r0 + r_step * (i + 1) as f32;
+            let remote = |c: usize| mix.get(2 * i + c).copied().unwrap_or(0.0);
+            let l = self.host_in[2 * i] * m + remote(0) * r;
+            let rr = self.host_in[2 * i + 1] * m + remote(1) * r;
+            match channels {
+                [mono] => mono[offset + i] = 0.5 * (l + rr),
+                [left, right, ..] => {
+                    left[offset + i] = l;
+                    right[offset + i] = rr;
+                }
+                [] => {}
+            }
+            peak = peak.max(l.abs()).max(rr.abs());
+        }
+        if self.out_conv.is_some() {
+            self.out_fifo.consume(n);
+        }
+        self.stats.output_peak.store(peak, Relaxed);
+    }
+}
+
+/// Sums every active stream into a 48 kHz stereo buffer.
+struct Mixer<'a> {
+    streams: &'a mut [RemoteStream],
+    loopback: Option<&'a mut RemoteStream>,
+    stats: &'a EngineStats,
+    target: TargetDepth,
+}
+
+impl Mixer<'_> {
+    fn render(&mut self, mix: &mut [f32]) {
+        mix.fill(0.0);
+        let target = self.target;
+        let stats = self.stats;
+        let prepare = |s: &mut RemoteStream| s.set_target(target);
+        if let Some(lb) = self.loopback.as_deref_mut() {
+            prepare(lb);
+            lb.render_into(mix, 1.0, stats);
+            stats
+                .jitter_depth_packets
+                .store(lb.depth_packets() as u32, Relaxed);
+        }
+        for s in self.streams.iter_mut().filter(|s| s.id().is_some()) {
+            prepare(s);
+            if !s.render_into(mix, 1.0, stats) {
+                s.reset();
+            }
+            stats
+                .jitter_depth_packets
+                .store(s.depth_packets() as u32, Relaxed);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Counters and meters the audio thread publishes for the GUI, the CLI and tests.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use atomic_float::AtomicF32;
+
+/// Engine counters, written by the audio thread with relaxed atomics (no ordering is implied
+/// between fields; each is individually exact).
+///
+/// # Thread
+/// Written by the audio thread; read from any thread.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Frames encoded and handed to the network ring.
+    pub packets_sent: AtomicU64,
+    /// Encoded frames dropped because the network side had not drained its ring.
+    pub send_ring_full: AtomicU64,
+    /// Packets taken from the network ring (including loopback's own packets).
+    pub packets_received: AtomicU64,
+    /// Packets that arrived after their playout moment.
+    pub packets_late: AtomicU64,
+    /// Packets received twice.
+    pub packets_duplicate: AtomicU64,
+    /// Packets skipped to bring an overfull buffer back to its depth.
+    pub packets_overrun: AtomicU64,
+    /// Packets from a new stream when every stream slot was taken.
+    pub stream_table_full: AtomicU64,
+    /// Frames decoded from real packets.
+    pub frames_decoded: AtomicU64,
+    /// Frames concealed by Opus packet-loss concealment.
+    pub frames_concealed: AtomicU64,
+    /// Payloads Opus refused to decode (concealed instead).
+    pub decode_errors: AtomicU64,
+    /// Frames Opus failed to encode (not sent).
+    pub encode_errors: AtomicU64,
+    /// Non-finite input samples replaced by silence.
+    pub samples_sanitised: AtomicU64,
+    /// Remote streams currently playing or buffering.
+    pub streams_active: AtomicU32,
+    /// Jitter-buffer depth of the most recently rendered stream, in packets.
+    pub jitter_depth_packets: AtomicU32,
+    /// Peak absolute input sample of the last block.
+    pub input_peak: AtomicF32,
+    /// Peak absolute output sample of the last block.
+    pub output_peak: AtomicF32,
+}
+
+impl EngineStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n != 0 {
+            counter.fetch_add(n, Relaxed);
+        }
+    }
+
+    /// A plain copy of every counter, for printing.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            packets_sent: self.packets_sent.load(Relaxed),
+            send_ring_full: self.send_ring_full.load(Relaxed),
+            packets_received: self.packets_received.load(Relaxed),
+            packets_late: self.packets_late.load(Relaxed),
+            packets_duplicate: self.packets_duplicate.load(Relaxed),
+            packets_overrun: self.packets_overrun.load(Relaxed),
+            stream_table_full: self.stream_table_full.load(Relaxed),
+            frames_decoded: self.frames_decoded.load(Relaxed),
+            frames_concealed: self.frames_concealed.load(Relaxed),
+            decode_errors: self.decode_errors.load(Relaxed),
+            samples_sanitised: self.samples_sanitised.load(Relaxed),
+            streams_active: self.streams_active.load(Relaxed),
+            jitter_depth_packets: self.jitter_depth_packets.load(Relaxed),
+        }
+    }
+}
+
+/// A copy of [`EngineStats`] at one moment; fields as documented there.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub packets_sent: u64,
+    pub send_ring_full: u64,
+    pub packets_received: u64,
+    pub packets_late: u64,
+    pub packets_duplicate: u64,
+    pub packets_overrun: u64,
+    pub stream_table_full: u64,
+    pub frames_decoded: u64,
+    pub frames_concealed: u64,
+    pub decode_errors: u64,
+    pub samples_sanitised: u64,
+    pub streams_active: u32,
+    pub jitter_depth_packets: u32,
+}

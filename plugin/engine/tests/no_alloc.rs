@@ -1,0 +1,177 @@
+//! The engine's process path allocates nothing: thousands of blocks of varying size at a
+//! resampled rate, with packets arriving, missing, malformed, duplicated, from more streams
+//! than the engine holds, settings changing underneath, and the outgoing ring full.
+
+use assert_no_alloc::{assert_no_alloc, reset_violation_count, violation_count, AllocDisabler};
+use echoel_engine::signal::TestSignal;
+use echoel_engine::{
+    CodecSettings, Engine, EngineConfig, EngineParams, FrameDuration, JitterMode, PacketSlot,
+    StreamId, MAX_REMOTE_STREAMS,
+};
+use opus::{Application, Channels, Encoder};
+
+#[global_allocator]
+static ALLOCATOR: AllocDisabler = AllocDisabler;
+
+/// Deterministic pseudo-random numbers (no allocation, no dependency).
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self, bound: usize) -> usize {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % bound.max(1)
+    }
+}
+
+/// Real Opus packets of each frame size, made before the measured region.
+fn encoded_frames(frame: FrameDuration, count: usize) -> Vec<Vec<u8>> {
+    let mut enc = Encoder::new(48_000, Channels::Stereo, Application::LowDelay).unwrap();
+    let mut sig = TestSignal::new(48_000);
+    (0..count)
+        .map(|_| {
+            let pcm: Vec<f32> = (0..frame.samples())
+                .flat_map(|_| {
+                    let s = sig.next_sample();
+                    [s, s]
+                })
+                .collect();
+            let mut out = vec![0u8; 1275];
+            let n = enc.encode_float(&pcm, &mut out).unwrap();
+            out.truncate(n);
+            out
+        })
+        .collect()
+}
+
+#[test]
+fn the_harness_detects_an_allocation() {
+    reset_violation_count();
+    assert_no_alloc(|| {
+        let v = std::hint::black_box(vec![1u8; 64]);
+        drop(v);
+    });
+    assert!(
+        violation_count() > 0,
+        "assert_no_alloc must see a Vec allocation"
+    );
+    reset_violation_count();
+}
+
+fn run_engine(rate: u32, host_channels: usize, seed: u64) {
+    let max_block = 8192;
+    let (mut engine, mut link) = Engine::new(EngineConfig {
+        sample_rate_hz: rate,
+        host_channels,
+        max_block_frames: max_block,
+    })
+    .unwrap();
+    let packets = [
+        encoded_frames(FrameDuration::Ms2_5, 64),
+        encoded_frames(FrameDuration::Ms10, 16),
+    ];
+    let mut rng = Lcg(seed);
+    let mut chans: Vec<Vec<f32>> = (0..host_channels).map(|_| vec![0.0; max_block]).collect();
+    let mut sig = TestSignal::new(rate);
+    let mut seqs = vec![0u32; MAX_REMOTE_STREAMS + 4];
+    let mut params = EngineParams::default();
+
+    for block in 0..3000 {
+        // The network side's work happens outside the measured region: it is another thread.
+        for _ in 0..rng.next(24) {
+            let stream = rng.next(seqs.len());
+            let kind = rng.next(20);
+            seqs[stream] = seqs[stream].wrapping_add(if kind == 0 { 3 } else { 1 });
+            let seq = if kind == 1 {
+                seqs[stream].wrapping_sub(40)
+            } else {
+                seqs[stream]
+            };
+            let set = &packets[stream % 2];
+            let payload: &[u8] = if kind == 2 {
+                &[0xff, 0x00, 0x13]
+            } else {
+                &set[seq as usize % set.len()]
+            };
+            let p = PacketSlot::new(StreamId(stream as u16), seq, u64::from(seq) * 120, payload)
+                .unwrap();
+            let _ = link.incoming.push(p);
+            if kind == 3 {
+                let _ = link.incoming.push(p);
+            }
+        }
+        // Blocks of 1 to 8192 frames, mostly small as hosts use them, now and then huge.
+        let n = match rng.next(10) {
+            0 => 1 + rng.next(max_block),
+            1 => 1,
+            _ => 1 + rng.next(512),
+        };
+        for c in chans.iter_mut() {
+            for s in &mut c[..n] {
+                *s = sig.next_sample();
+            }
+        }
+        if block % 97 == 0 {
+            chans[0][0] = f32::NAN;
+        }
+        if block % 50 == 0 {
+            params = EngineParams {
+                send_gain: rng.next(200) as f32 / 100.0,
+                send_muted: rng.next(5) == 0,
+                monitor_gain: rng.next(100) as f32 / 100.0,
+                remote_gain: 1.0,
+                loopback: rng.next(2) == 0,
+                codec: CodecSettings {
+                    bitrate_bps: 48_000 + 16_000 * rng.next(13) as u32,
+                    frame: [
+                        FrameDuration::Ms2_5,
+                        FrameDuration::Ms5,
+                        FrameDuration::Ms10,
+                        FrameDuration::Ms20,
+                    ][rng.next(4)],
+                    send_mono: rng.next(2) == 0,
+                    complexity: rng.next(11) as u8,
+                },
+                jitter: if rng.next(2) == 0 {
+                    JitterMode::Auto
+                } else {
+                    JitterMode::Manual {
+                        depth_ms: rng.next(60) as f32,
+                    }
+                },
+            };
+        }
+        let mut slices: Vec<&mut [f32]> = chans.iter_mut().map(|c| &mut c[..n]).collect();
+        assert_no_alloc(|| {
+            engine.process(&mut slices, &params);
+            if block % 500 == 0 {
+                engine.reset();
+            }
+        });
+    }
+    let stats = engine.stats().snapshot();
+    // The scenario really exercised every path it claims to.
+    assert!(stats.send_ring_full > 0, "{stats:?}");
+    assert!(stats.frames_concealed > 0, "{stats:?}");
+    assert!(stats.decode_errors > 0, "{stats:?}");
+    assert!(stats.packets_late > 0, "{stats:?}");
+    assert!(stats.packets_duplicate > 0, "{stats:?}");
+    assert!(stats.frames_decoded > 1000, "{stats:?}");
+    assert!(stats.samples_sanitised > 0, "{stats:?}");
+    assert!(stats.stream_table_full > 0, "{stats:?}");
+    println!("{rate} Hz, {host_channels} ch: {stats:?}");
+}
+
+#[test]
+fn process_path_never_allocates() {
+    reset_violation_count();
+    run_engine(44_100, 2, 1);
+    run_engine(48_000, 1, 2);
+    run_engine(96_000, 2, 3);
+    assert_eq!(
+        violation_count(),
+        0,
+        "the engine allocated on the audio path"
+    );
+}
