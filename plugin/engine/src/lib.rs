@@ -14,6 +14,7 @@ pub mod codec;
 mod engine;
 pub mod fifo;
 pub mod jitter;
+pub mod measure;
 pub mod packet;
 pub mod resample;
 pub mod signal;

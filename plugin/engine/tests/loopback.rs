@@ -1,92 +1,58 @@
 //! The whole engine path in loopback: host block → (resample) → Opus → jitter buffer → decode
 //! → (resample) → host block, across host rates and block sizes.
 
-use echoel_engine::analysis::align;
+use echoel_engine::measure::LoopbackRun;
 use echoel_engine::signal::TestSignal;
 use echoel_engine::{CodecSettings, Engine, EngineConfig, EngineParams, FrameDuration, JitterMode};
 
-/// Runs `seconds` of the test signal through a loopback engine with the dry monitor muted, so
-/// the output is only the coded path. Returns (input, output) of the left channel.
-fn run(rate: u32, blocks: &[usize], seconds: f32, codec: CodecSettings) -> (Vec<f32>, Vec<f32>) {
-    let max_block = *blocks.iter().max().unwrap();
-    let (mut engine, _link) = Engine::new(EngineConfig {
-        sample_rate_hz: rate,
-        host_channels: 2,
-        max_block_frames: max_block,
-    })
-    .unwrap();
-    let params = EngineParams {
-        monitor_gain: 0.0,
-        loopback: true,
-        codec,
-        ..EngineParams::default()
-    };
-    let total = (seconds * rate as f32) as usize;
-    let input = TestSignal::new(rate).take_mono(total);
-    let mut output = Vec::with_capacity(total);
-    let (mut l, mut r) = (vec![0.0; max_block], vec![0.0; max_block]);
-    let mut pos = 0;
-    for &b in blocks.iter().cycle() {
-        if pos >= total {
-            break;
-        }
-        let n = b.min(total - pos);
-        l[..n].copy_from_slice(&input[pos..pos + n]);
-        r[..n].copy_from_slice(&input[pos..pos + n]);
-        let mut chans: [&mut [f32]; 2] = [&mut l[..n], &mut r[..n]];
-        engine.process(&mut chans, &params);
-        output.extend_from_slice(&l[..n]);
-        pos += n;
-    }
-    (input, output)
-}
-
-/// Aligns the middle second of the output against the input and checks quality and latency.
-fn assert_path(rate: u32, input: &[f32], output: &[f32], max_latency_ms: f32) -> f32 {
-    let start = rate as usize / 2;
-    let reference = &input[start..start + rate as usize];
-    let max_lag = (max_latency_ms * 1.5 * rate as f32 / 1000.0) as usize;
-    let a = align(reference, &output[start..], max_lag).expect("signal present");
-    let ms = a.lag_ms(rate);
+/// Runs the engine in loopback and checks quality and latency; returns the latency in ms.
+fn assert_path(run: LoopbackRun, max_latency_ms: f32) -> f32 {
+    let report = run.run(max_latency_ms * 1.5).unwrap();
+    let a = report.alignment.expect("signal came back");
+    let ms = a.lag_ms(run.rate_hz);
     println!(
-        "{rate} Hz: lag {:.2} ms, correlation {:.4}, SNR {:.1} dB",
-        ms, a.correlation, a.snr_db
+        "{} Hz: lag {:.2} ms, correlation {:.4}, SNR {:.1} dB, {:?}",
+        run.rate_hz, ms, a.correlation, a.snr_db, report.stats
     );
     assert!(a.correlation > 0.95, "correlation {a:?}");
     assert!(a.snr_db > 12.0, "SNR {a:?}");
     assert!(ms < max_latency_ms, "latency {ms} ms");
+    assert_eq!(
+        report.stats.frames_concealed, 0,
+        "a clean loopback conceals nothing"
+    );
     ms
 }
 
 #[test]
 fn loopback_at_48k_with_small_blocks_is_a_few_milliseconds() {
-    let (i, o) = run(48_000, &[64], 2.0, CodecSettings::default());
     // Frame 2.5 + lookahead 2.5 + one frame of buffer + block phase: well under 10 ms.
-    assert_path(48_000, &i, &o, 10.0);
+    assert_path(LoopbackRun::new(48_000, 64, 2.0), 10.0);
 }
 
 #[test]
 fn loopback_at_44k1_with_large_blocks() {
-    let (i, o) = run(44_100, &[1024], 2.0, CodecSettings::default());
     // A 1024-frame block (23 ms) dominates; the buffer needs one more block of packets.
-    assert_path(44_100, &i, &o, 60.0);
+    assert_path(LoopbackRun::new(44_100, 1024, 2.0), 60.0);
 }
 
 #[test]
 fn loopback_with_varying_blocks_at_96k_and_20ms_frames() {
-    let codec = CodecSettings {
-        frame: FrameDuration::Ms20,
-        bitrate_bps: 96_000,
-        ..CodecSettings::default()
+    let run = LoopbackRun {
+        blocks: vec![1, 7, 480, 33, 4096, 128, 999],
+        codec: CodecSettings {
+            frame: FrameDuration::Ms20,
+            bitrate_bps: 96_000,
+            ..CodecSettings::default()
+        },
+        ..LoopbackRun::new(96_000, 1, 2.5)
     };
-    let (i, o) = run(96_000, &[1, 7, 480, 33, 4096, 128, 999], 2.5, codec);
-    assert_path(96_000, &i, &o, 150.0);
+    assert_path(run, 150.0);
 }
 
 #[test]
 fn loopback_with_single_frame_blocks_at_88k2() {
-    let (i, o) = run(88_200, &[1], 1.8, CodecSettings::default());
-    assert_path(88_200, &i, &o, 10.0);
+    assert_path(LoopbackRun::new(88_200, 1, 1.8), 10.0);
 }
 
 #[test]
@@ -156,29 +122,13 @@ fn unsupported_rate_and_layout_are_refused_with_a_clear_message() {
 
 #[test]
 fn manual_depth_adds_the_requested_latency() {
-    let shallow = CodecSettings::default();
-    let (i, o) = run(48_000, &[64], 2.0, shallow);
-    let base = assert_path(48_000, &i, &o, 10.0);
-    // Same path with 20 ms of manual depth: latency grows by roughly that.
-    let (mut engine, _link) = Engine::new(EngineConfig {
-        sample_rate_hz: 48_000,
-        host_channels: 2,
-        max_block_frames: 64,
-    })
-    .unwrap();
-    let params = EngineParams {
-        monitor_gain: 0.0,
-        loopback: true,
-        jitter: JitterMode::Manual { depth_ms: 20.0 },
-        ..EngineParams::default()
-    };
-    let input = TestSignal::new(48_000).take_mono(96_000);
-    let mut out = Vec::new();
-    for chunk in input.chunks(64) {
-        let (mut l, mut r) = (chunk.to_vec(), chunk.to_vec());
-        engine.process(&mut [&mut l[..], &mut r[..]], &params);
-        out.extend_from_slice(&l);
-    }
-    let deep = assert_path(48_000, &input, &out, 40.0);
+    let base = assert_path(LoopbackRun::new(48_000, 64, 2.0), 10.0);
+    let deep = assert_path(
+        LoopbackRun {
+            jitter: JitterMode::Manual { depth_ms: 20.0 },
+            ..LoopbackRun::new(48_000, 64, 2.0)
+        },
+        40.0,
+    );
     assert!(deep - base > 12.0, "manual 20 ms depth: {base} → {deep} ms");
 }

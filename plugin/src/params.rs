@@ -1,0 +1,238 @@
+//! The plugin's parameters and persisted settings.
+//!
+//! Automatable: what a musician rides during a song (send gain and mute, monitor level, remote
+//! level) and the loopback switch. Everything that reconfigures the codec or the buffer is a
+//! non-automatable setting: changing it mid-phrase is never musical.
+
+use std::sync::{Arc, RwLock};
+
+use echoel_engine::{CodecSettings, EngineParams, FrameDuration, JitterMode};
+use nice_plug::prelude::*;
+
+/// Level faders run from −60 dB (treated as off) to +6 dB.
+const LEVEL_MIN_DB: f32 = -60.0;
+const LEVEL_MAX_DB: f32 = 6.0;
+
+/// Opus frame size as offered to the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum FrameChoice {
+    /// 2.5 ms frames.
+    #[id = "2.5ms"]
+    #[name = "2.5 ms"]
+    Ms2_5,
+    /// 5 ms frames.
+    #[id = "5ms"]
+    #[name = "5 ms"]
+    Ms5,
+    /// 10 ms frames.
+    #[id = "10ms"]
+    #[name = "10 ms"]
+    Ms10,
+    /// 20 ms frames.
+    #[id = "20ms"]
+    #[name = "20 ms"]
+    Ms20,
+}
+
+impl From<FrameChoice> for FrameDuration {
+    fn from(c: FrameChoice) -> Self {
+        match c {
+            FrameChoice::Ms2_5 => Self::Ms2_5,
+            FrameChoice::Ms5 => Self::Ms5,
+            FrameChoice::Ms10 => Self::Ms10,
+            FrameChoice::Ms20 => Self::Ms20,
+        }
+    }
+}
+
+/// Channels sent to the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum SendChannels {
+    /// Both channels.
+    #[id = "stereo"]
+    Stereo,
+    /// The sum of both channels: half the bits for a mono source.
+    #[id = "mono"]
+    Mono,
+}
+
+/// How the jitter buffer's depth is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum JitterChoice {
+    /// The engine chooses.
+    #[id = "auto"]
+    Auto,
+    /// The depth setting below.
+    #[id = "manual"]
+    Manual,
+}
+
+/// Echoel Jam's parameters.
+///
+/// # Thread
+/// Shared by the host, the editor and the audio thread; every field is atomic or locked only
+/// off the audio thread (the persisted strings).
+#[derive(Params)]
+pub struct EchoelParams {
+    /// Level of this track as sent to the room.
+    #[id = "send_gain"]
+    pub send_gain: FloatParam,
+    /// Sends silence while on.
+    #[id = "send_mute"]
+    pub send_mute: BoolParam,
+    /// Level of the dry input in this track's output (zero latency, never coded).
+    #[id = "monitor"]
+    pub monitor_level: FloatParam,
+    /// Level of the other musicians in this track's output.
+    #[id = "remote"]
+    pub remote_level: FloatParam,
+    /// Hear yourself through the codec and the jitter buffer.
+    #[id = "loopback"]
+    pub loopback: BoolParam,
+
+    /// Opus bitrate.
+    #[id = "bitrate"]
+    pub bitrate_kbps: IntParam,
+    /// Opus frame size.
+    #[id = "frame"]
+    pub frame: EnumParam<FrameChoice>,
+    /// Mono or stereo sending.
+    #[id = "send_channels"]
+    pub send_channels: EnumParam<SendChannels>,
+    /// Opus complexity (CPU versus quality).
+    #[id = "complexity"]
+    pub complexity: IntParam,
+    /// Jitter-buffer mode.
+    #[id = "jitter_mode"]
+    pub jitter_mode: EnumParam<JitterChoice>,
+    /// Jitter-buffer depth in manual mode.
+    #[id = "jitter_depth"]
+    pub jitter_depth_ms: FloatParam,
+
+    /// The name others see.
+    #[persist = "display-name"]
+    pub display_name: Arc<RwLock<String>>,
+    /// The room this instance joins (empty: none). It carries the room secret, like a key kept
+    /// in the project.
+    #[persist = "invite"]
+    pub invite: Arc<RwLock<String>>,
+}
+
+fn level_param(name: &str) -> FloatParam {
+    FloatParam::new(
+        name,
+        0.0,
+        FloatRange::Linear {
+            min: LEVEL_MIN_DB,
+            max: LEVEL_MAX_DB,
+        },
+    )
+    .with_step_size(0.1)
+    .with_unit(" dB")
+    .with_value_to_string(Arc::new(|db| {
+        if db <= LEVEL_MIN_DB {
+            "-inf".to_owned()
+        } else {
+            format!("{db:.1}")
+        }
+    }))
+}
+
+/// Fader value in dB to linear gain; the bottom of the fader is silence.
+fn level_gain(db: f32) -> f32 {
+    if db <= LEVEL_MIN_DB {
+        0.0
+    } else {
+        util::db_to_gain(db)
+    }
+}
+
+impl Default for EchoelParams {
+    fn default() -> Self {
+        let codec = CodecSettings::default();
+        Self {
+            send_gain: level_param("Send Gain"),
+            send_mute: BoolParam::new("Send Mute", false),
+            monitor_level: level_param("Monitor Level"),
+            remote_level: level_param("Remote Level"),
+            loopback: BoolParam::new("Loopback", false),
+            bitrate_kbps: IntParam::new(
+                "Bitrate",
+                (codec.bitrate_bps / 1000) as i32,
+                IntRange::Linear {
+                    min: (echoel_engine::codec::MIN_BITRATE_BPS / 1000) as i32,
+                    max: (echoel_engine::codec::MAX_BITRATE_BPS / 1000) as i32,
+                },
+            )
+            .with_unit(" kbit/s")
+            .non_automatable(),
+            frame: EnumParam::new("Frame Size", FrameChoice::Ms2_5).non_automatable(),
+            send_channels: EnumParam::new("Send Channels", SendChannels::Stereo).non_automatable(),
+            complexity: IntParam::new(
+                "Complexity",
+                i32::from(codec.complexity),
+                IntRange::Linear { min: 0, max: 10 },
+            )
+            .non_automatable(),
+            jitter_mode: EnumParam::new("Jitter Mode", JitterChoice::Auto).non_automatable(),
+            jitter_depth_ms: FloatParam::new(
+                "Jitter Depth",
+                10.0,
+                FloatRange::Linear {
+                    min: 0.0,
+                    max: 200.0,
+                },
+            )
+            .with_step_size(0.5)
+            .with_unit(" ms")
+            .non_automatable(),
+            display_name: Arc::new(RwLock::new(String::new())),
+            invite: Arc::new(RwLock::new(String::new())),
+        }
+    }
+}
+
+impl EchoelParams {
+    /// The engine's view of the parameters. Reads atomics only.
+    ///
+    /// # Thread
+    /// Audio thread (also safe anywhere else).
+    pub fn engine_params(&self) -> EngineParams {
+        EngineParams {
+            send_gain: level_gain(self.send_gain.value()),
+            send_muted: self.send_mute.value(),
+            monitor_gain: level_gain(self.monitor_level.value()),
+            remote_gain: level_gain(self.remote_level.value()),
+            loopback: self.loopback.value(),
+            codec: CodecSettings {
+                bitrate_bps: self.bitrate_kbps.value().max(0) as u32 * 1000,
+                frame: self.frame.value().into(),
+                send_mono: self.send_channels.value() == SendChannels::Mono,
+                complexity: self.complexity.value().clamp(0, 10) as u8,
+            },
+            jitter: match self.jitter_mode.value() {
+                JitterChoice::Auto => JitterMode::Auto,
+                JitterChoice::Manual => JitterMode::Manual {
+                    depth_ms: self.jitter_depth_ms.value(),
+                },
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_unity_and_the_faders_bottom_is_silence() {
+        let p = EchoelParams::default().engine_params();
+        assert_eq!(p.send_gain, 1.0);
+        assert_eq!(p.monitor_gain, 1.0);
+        assert_eq!(p.remote_gain, 1.0);
+        assert!(!p.loopback);
+        assert_eq!(p.codec, CodecSettings::default());
+        assert_eq!(level_gain(LEVEL_MIN_DB), 0.0);
+        assert!((level_gain(-6.0) - 0.501).abs() < 0.001);
+    }
+}
