@@ -399,15 +399,15 @@ impl Engine {
         }
     }
 
-    /// Moves everything the network delivered into the streams' jitter buffers.
+    /// Moves everything the network delivered into the streams' jitter buffers, reading the
+    /// ring in place so each packet is copied once, into its jitter buffer.
     fn receive(&mut self) {
-        let mut received = 0;
-        // Bounded by the ring's size: the producer may keep pushing while we drain.
-        for _ in 0..RECV_RING_SLOTS {
-            let Ok(packet) = self.from_net.pop() else {
-                break;
-            };
-            received += 1;
+        let Ok(chunk) = self.from_net.read_chunk(self.from_net.slots()) else {
+            return;
+        };
+        let (first, second) = chunk.as_slices();
+        let received = (first.len() + second.len()) as u64;
+        for packet in first.iter().chain(second) {
             let slot = match self
                 .streams
                 .iter()
@@ -423,10 +423,11 @@ impl Engine {
                     }),
             };
             match slot {
-                Some(i) => self.streams[i].insert(&packet, &self.stats),
+                Some(i) => self.streams[i].insert(packet, &self.stats),
                 None => EngineStats::add(&self.stats.stream_table_full, 1),
             }
         }
+        chunk.commit_all();
         EngineStats::add(&self.stats.packets_received, received);
     }
 

@@ -57,6 +57,18 @@ impl SampleFifo {
         &mut self.buf[start..start + n]
     }
 
+    /// Free space for up to `frames` frames, for a producer to write in place; follow with
+    /// [`Self::commit`].
+    pub fn spare_mut(&mut self, frames: usize) -> &mut [f32] {
+        let n = frames.min(self.free_frames()) * self.channels;
+        &mut self.buf[self.len..self.len + n]
+    }
+
+    /// Marks `frames` frames written through [`Self::spare_mut`] as held.
+    pub fn commit(&mut self, frames: usize) {
+        self.len = (self.len + frames * self.channels).min(self.buf.len());
+    }
+
     /// Drops the oldest `frames` frames (or all).
     pub fn consume(&mut self, frames: usize) {
         let n = (frames * self.channels).min(self.len);

@@ -53,7 +53,9 @@ fn seq_ahead(a: u32, b: u32) -> i64 {
 /// # Thread
 /// Owned by the audio thread; no method allocates.
 pub struct FixedJitterBuffer {
-    slots: Vec<Option<PacketSlot>>,
+    slots: Vec<PacketSlot>,
+    /// Whether `slots[i]` holds a packet not yet played or skipped.
+    held: Vec<bool>,
     next_seq: u32,
     newest_seq: u32,
     depth: usize,
@@ -68,7 +70,8 @@ impl FixedJitterBuffer {
     /// An empty buffer that starts playing once `depth` packets wait (clamped to the capacity).
     pub fn new(depth: usize) -> Self {
         Self {
-            slots: vec![None; JITTER_CAPACITY],
+            slots: vec![PacketSlot::empty(); JITTER_CAPACITY],
+            held: vec![false; JITTER_CAPACITY],
             next_seq: 0,
             newest_seq: 0,
             depth: depth.clamp(1, JITTER_CAPACITY / 2),
@@ -104,7 +107,7 @@ impl FixedJitterBuffer {
 
     /// Forgets everything.
     pub fn reset(&mut self) {
-        self.slots.iter_mut().for_each(|s| *s = None);
+        self.held.fill(false);
         self.state = State::Idle;
         self.missing_run = 0;
         self.last_played = None;
@@ -139,11 +142,12 @@ impl FixedJitterBuffer {
                 outcome = Arrival::Restarted;
             }
         }
-        let slot = &mut self.slots[Self::index(seq)];
-        if slot.is_some_and(|held| held.seq == seq) {
+        let idx = Self::index(seq);
+        if self.held[idx] && self.slots[idx].seq == seq {
             return Arrival::Duplicate;
         }
-        *slot = Some(*packet);
+        self.slots[idx].copy_from(packet);
+        self.held[idx] = true;
         if seq_ahead(seq, self.newest_seq) > 0 {
             self.newest_seq = seq;
         }
@@ -169,7 +173,7 @@ impl FixedJitterBuffer {
         // latency returns to the target instead of growing for the rest of the session.
         let slack = self.depth.max(2);
         while self.span() > self.depth + slack {
-            self.slots[Self::index(self.next_seq)] = None;
+            self.held[Self::index(self.next_seq)] = false;
             self.next_seq = self.next_seq.wrapping_add(1);
             self.overrun_drops += 1;
         }
@@ -179,12 +183,10 @@ impl FixedJitterBuffer {
         self.next_seq = seq.wrapping_add(1);
         self.last_played = Some(seq);
         // A slot may still hold an older packet that shared its index; only `seq` counts.
-        let hit = matches!(&self.slots[idx], Some(p) if p.seq == seq);
-        if hit {
+        if self.held[idx] && self.slots[idx].seq == seq {
+            self.held[idx] = false;
             self.missing_run = 0;
-            return self.slots[idx]
-                .as_ref()
-                .map_or(Playout::Missing, Playout::Packet);
+            return Playout::Packet(&self.slots[idx]);
         }
         self.missing_run += 1;
         if !queued_after && self.missing_run >= REBUFFER_AFTER_MISSING {

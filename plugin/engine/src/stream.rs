@@ -37,7 +37,6 @@ pub struct RemoteStream {
     jitter: FixedJitterBuffer,
     decoder: Decoder,
     decoded: SampleFifo,
-    scratch: Vec<f32>,
     last_packet_samples: usize,
     target: TargetDepth,
     idle_frames: u64,
@@ -51,8 +50,8 @@ impl RemoteStream {
             jitter: FixedJitterBuffer::new(1),
             decoder: Decoder::new(INTERNAL_RATE_HZ, Channels::Stereo)
                 .map_err(|e| EngineError::Codec(e.to_string()))?,
-            decoded: SampleFifo::with_capacity(2, max_render_frames + MAX_PACKET_SAMPLES),
-            scratch: vec![0.0; 2 * MAX_PACKET_SAMPLES],
+            // Room for a full render plus the largest packet decoded on top of a nearly full one.
+            decoded: SampleFifo::with_capacity(2, max_render_frames + 2 * MAX_PACKET_SAMPLES),
             last_packet_samples: 120,
             target: TargetDepth::Samples(0),
             idle_frames: 0,
@@ -118,39 +117,42 @@ impl RemoteStream {
         let overrun_before = self.jitter.overrun_drops();
         while self.decoded.frames() < frames {
             let want = frames - self.decoded.frames();
-            let decoded = match self.jitter.pop() {
-                Playout::Packet(p) => {
-                    match self
-                        .decoder
-                        .decode_float(p.payload(), &mut self.scratch, false)
-                    {
-                        Ok(n) if n > 0 => {
-                            EngineStats::add(&stats.frames_decoded, 1);
-                            if n != self.last_packet_samples {
-                                self.last_packet_samples = n;
-                                self.update_depth();
-                            }
-                            n
+            let out = self.decoded.spare_mut(MAX_PACKET_SAMPLES);
+            let made = match self.jitter.pop() {
+                Playout::Packet(p) => match self.decoder.decode_float(p.payload(), out, false) {
+                    Ok(n) if n > 0 => {
+                        EngineStats::add(&stats.frames_decoded, 1);
+                        if n != self.last_packet_samples {
+                            self.last_packet_samples = n;
+                            self.update_depth();
                         }
-                        _ => {
-                            EngineStats::add(&stats.decode_errors, 1);
-                            self.conceal(stats)
-                        }
+                        n
                     }
+                    _ => {
+                        EngineStats::add(&stats.decode_errors, 1);
+                        Self::conceal(&mut self.decoder, self.last_packet_samples, out, stats)
+                    }
+                },
+                Playout::Missing => {
+                    Self::conceal(&mut self.decoder, self.last_packet_samples, out, stats)
                 }
-                Playout::Missing => self.conceal(stats),
                 Playout::Silent => {
-                    self.decoded.push_silence(want);
-                    continue;
+                    let n = want.min(out.len() / 2);
+                    out[..2 * n].fill(0.0);
+                    n
                 }
             };
-            self.decoded.push(&self.scratch[..2 * decoded]);
+            if made == 0 {
+                // Unreachable with the FIFO sized in `new`; never spin on the audio thread.
+                break;
+            }
+            self.decoded.commit(made);
         }
         EngineStats::add(
             &stats.packets_overrun,
             self.jitter.overrun_drops() - overrun_before,
         );
-        let held = &self.decoded.as_slice()[..2 * frames];
+        let held = &self.decoded.as_slice()[..2 * frames.min(self.decoded.frames())];
         for (m, s) in mix.iter_mut().zip(held) {
             *m += s * gain;
         }
@@ -159,17 +161,14 @@ impl RemoteStream {
         self.idle_frames < IDLE_FRAMES_BEFORE_FREE
     }
 
-    /// Opus packet-loss concealment for one frame of the last packet's length.
-    fn conceal(&mut self, stats: &EngineStats) -> usize {
+    /// Opus packet-loss concealment for one frame of `frame` samples into `out`.
+    fn conceal(decoder: &mut Decoder, frame: usize, out: &mut [f32], stats: &EngineStats) -> usize {
         EngineStats::add(&stats.frames_concealed, 1);
-        let n = self.last_packet_samples.min(MAX_PACKET_SAMPLES);
-        match self
-            .decoder
-            .decode_float(&[], &mut self.scratch[..2 * n], false)
-        {
+        let n = frame.min(MAX_PACKET_SAMPLES);
+        match decoder.decode_float(&[], &mut out[..2 * n], false) {
             Ok(got) if got > 0 => got,
             _ => {
-                self.scratch[..2 * n].fill(0.0);
+                out[..2 * n].fill(0.0);
                 n
             }
         }
