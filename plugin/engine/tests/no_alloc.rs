@@ -74,7 +74,7 @@ fn run_engine(rate: u32, host_channels: usize, seed: u64) {
     let mut rng = Lcg(seed);
     let mut chans: Vec<Vec<f32>> = (0..host_channels).map(|_| vec![0.0; max_block]).collect();
     let mut sig = TestSignal::new(rate);
-    let mut seqs = vec![0u32; MAX_REMOTE_STREAMS + 4];
+    let mut seqs = [0u32; MAX_REMOTE_STREAMS + 4];
     let mut params = EngineParams::default();
 
     for block in 0..3000 {
