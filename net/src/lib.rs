@@ -1,3 +1,11 @@
-//! Echoel Jam's network side. The wire format, end-to-end crypto, the sans-IO room protocol,
-//! the QUIC transport and the relay land here (see DESIGN.md, "Network" and "Security"); the
-//! audio engine reaches it only through `echoel_engine::NetworkLink`'s rings.
+//! Echoel Jam's network side: invites, the wire format, end-to-end crypto and (in
+//! `transport`, `relay`, `peer`) the QUIC runtime. Knows nothing of audio hosts: the plugin and
+//! the headless peer bridge it to the engine's rings.
+
+pub mod crypto;
+pub mod invite;
+pub mod wire;
+
+pub use crypto::{MemberKeys, RoomSecret, RotationPolicy};
+pub use invite::{CertFingerprint, Invite, InviteError, RoomId};
+pub use wire::MemberId;
