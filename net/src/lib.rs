@@ -4,6 +4,11 @@
 
 pub mod crypto;
 pub mod invite;
+pub mod relay;
+pub mod session;
+pub mod store;
+pub mod tls;
+pub mod transport;
 pub mod wire;
 
 pub use crypto::{MemberKeys, RoomSecret, RotationPolicy};

@@ -162,6 +162,12 @@ pub enum ClientMessage {
         /// HMAC under the room verifier.
         proof: [u8; 32],
     },
+    /// Members this client now reaches directly: the relay stops forwarding its audio to
+    /// them (and resumes when they leave the list).
+    Route {
+        /// Directly reached members.
+        direct: Vec<MemberId>,
+    },
     /// An end-to-end message for one member (`Some`) or everyone else (`None`).
     Send {
         /// Recipient.

@@ -97,6 +97,32 @@ pub struct NetworkLink {
     pub stats: Arc<EngineStats>,
 }
 
+/// Receives each remote stream's own audio as it is mixed, for per-musician recording or
+/// aux outputs.
+///
+/// # Thread
+/// Called on the audio thread, inside [`Engine::process_tapped`]: implementations must not
+/// allocate, lock or block.
+pub trait StemTap {
+    /// `samples` is interleaved stereo at 48 kHz, in the order the mixer renders it.
+    fn stem(&mut self, stream: StreamId, samples: &[f32]);
+
+    /// Whether this tap wants stems at all (rendering them separately costs a copy).
+    fn wants_stems(&self) -> bool {
+        true
+    }
+}
+
+/// The tap of plain [`Engine::process`]: takes nothing.
+struct NoTap;
+
+impl StemTap for NoTap {
+    fn stem(&mut self, _: StreamId, _: &[f32]) {}
+    fn wants_stems(&self) -> bool {
+        false
+    }
+}
+
 /// Linear per-block gain ramp, so parameter moves never click.
 #[derive(Debug, Clone, Copy)]
 struct GainRamp {
@@ -145,6 +171,8 @@ pub struct Engine {
     /// Host-rate remote mix waiting to be played (unused at 48 kHz).
     out_fifo: SampleFifo,
     mix48: Vec<f32>,
+    /// One stream's render before it joins the mix, for [`StemTap`]s.
+    stem48: Vec<f32>,
     conv_scratch: Vec<f32>,
     packet: PacketSlot,
     streams: Vec<RemoteStream>,
@@ -198,11 +226,11 @@ impl Engine {
             ),
             _ => (0, max_block),
         };
-        let stats = Arc::new(EngineStats::default());
+        let stats = Arc::new(EngineStats::with_stream_slots(MAX_REMOTE_STREAMS + 1));
         let (to_net, outgoing) = RingBuffer::new(SEND_RING_SLOTS);
         let (incoming, from_net) = RingBuffer::new(RECV_RING_SLOTS);
         let streams = (0..MAX_REMOTE_STREAMS)
-            .map(|_| RemoteStream::new(render_max))
+            .map(|slot| RemoteStream::new(render_max, slot))
             .collect::<Result<Vec<_>, _>>()?;
         let engine = Self {
             config,
@@ -222,10 +250,11 @@ impl Engine {
             out_conv,
             out_fifo: SampleFifo::with_capacity(2, max_block + CHUNK_FRAMES),
             mix48: vec![0.0; 2 * render_max],
+            stem48: vec![0.0; 2 * render_max],
             conv_scratch: vec![0.0; 2 * conv_out_max],
             packet: PacketSlot::empty(),
             streams,
-            loopback: RemoteStream::new(render_max)?,
+            loopback: RemoteStream::new(render_max, MAX_REMOTE_STREAMS)?,
             loopback_on: false,
             send_gain: GainRamp { current: 1.0 },
             monitor_gain: GainRamp { current: 1.0 },
@@ -269,8 +298,9 @@ impl Engine {
             conv.reset();
         }
         self.encoder.reset();
-        self.streams.iter_mut().for_each(RemoteStream::reset);
-        self.loopback.reset();
+        for s in self.streams.iter_mut().chain([&mut self.loopback]) {
+            s.reset(&self.stats);
+        }
         self.loopback_on = false;
         self.largest_block_48k = 0;
         self.stats.streams_active.store(0, Relaxed);
@@ -279,6 +309,16 @@ impl Engine {
     /// Processes one host block in place: `channels` holds the input on entry and the output on
     /// return. Any length works, including 0 and more than the configured maximum.
     pub fn process(&mut self, channels: &mut [&mut [f32]], params: &EngineParams) {
+        self.process_tapped(channels, params, &mut NoTap);
+    }
+
+    /// [`Engine::process`], also handing every stream's own audio to `tap`.
+    pub fn process_tapped(
+        &mut self,
+        channels: &mut [&mut [f32]],
+        params: &EngineParams,
+        tap: &mut dyn StemTap,
+    ) {
         let frames = channels.iter().map(|c| c.len()).min().unwrap_or(0);
         if frames == 0 {
             return;
@@ -286,15 +326,15 @@ impl Engine {
         self.encoder.apply(params.codec);
         if params.loopback != self.loopback_on {
             self.loopback_on = params.loopback;
-            self.loopback.reset();
+            self.loopback.reset(&self.stats);
             if params.loopback {
-                self.loopback.claim(LOOPBACK_STREAM);
+                self.loopback.claim(LOOPBACK_STREAM, &self.stats);
             }
         }
         let mut offset = 0;
         while offset < frames {
             let n = (frames - offset).min(self.config.max_block_frames);
-            self.process_chunk(channels, offset, n, params);
+            self.process_chunk(channels, offset, n, params, &mut *tap);
             offset += n;
         }
     }
@@ -305,6 +345,7 @@ impl Engine {
         offset: usize,
         n: usize,
         params: &EngineParams,
+        tap: &mut dyn StemTap,
     ) {
         let block_48k =
             (n * INTERNAL_RATE_HZ as usize).div_ceil(self.config.sample_rate_hz as usize);
@@ -312,7 +353,7 @@ impl Engine {
         self.read_input(channels, offset, n);
         self.send(n, params);
         self.receive();
-        self.render_remote(n, params.jitter);
+        self.render_remote(n, params.jitter, tap);
         self.write_output(channels, offset, n, params);
     }
 
@@ -419,7 +460,7 @@ impl Engine {
                     .iter()
                     .position(|s| s.id().is_none())
                     .inspect(|&i| {
-                        self.streams[i].claim(packet.stream);
+                        self.streams[i].claim(packet.stream, &self.stats);
                     }),
             };
             match slot {
@@ -432,7 +473,7 @@ impl Engine {
     }
 
     /// Renders `n` host-rate frames of the remote mix into `mix48` (at 48 kHz) or `out_fifo`.
-    fn render_remote(&mut self, n: usize, jitter: JitterMode) {
+    fn render_remote(&mut self, n: usize, jitter: JitterMode, tap: &mut dyn StemTap) {
         let target = match jitter {
             JitterMode::Auto => TargetDepth::Auto {
                 block_48k: self.largest_block_48k,
@@ -446,13 +487,14 @@ impl Engine {
             loopback: self.loopback_on.then_some(&mut self.loopback),
             stats: &self.stats,
             target,
+            stem: &mut self.stem48,
         };
         match &mut self.out_conv {
-            None => mixer.render(&mut self.mix48[..2 * n]),
+            None => mixer.render(&mut self.mix48[..2 * n], tap),
             Some(conv) => {
                 while self.out_fifo.frames() < n {
                     let need = conv.input_frames_next();
-                    mixer.render(&mut self.mix48[..2 * need]);
+                    mixer.render(&mut self.mix48[..2 * need], &mut *tap);
                     let (_, made) = conv.process(&self.mix48[..2 * need], &mut self.conv_scratch);
                     if made == 0 {
                         break;
@@ -511,29 +553,39 @@ struct Mixer<'a> {
     loopback: Option<&'a mut RemoteStream>,
     stats: &'a EngineStats,
     target: TargetDepth,
+    stem: &'a mut [f32],
 }
 
 impl Mixer<'_> {
-    fn render(&mut self, mix: &mut [f32]) {
+    fn render(&mut self, mix: &mut [f32], tap: &mut dyn StemTap) {
         mix.fill(0.0);
-        let target = self.target;
         let stats = self.stats;
-        let prepare = |s: &mut RemoteStream| s.set_target(target);
-        if let Some(lb) = self.loopback.as_deref_mut() {
-            prepare(lb);
-            lb.render_into(mix, 1.0, stats);
-            stats
-                .jitter_depth_packets
-                .store(lb.depth_packets() as u32, Relaxed);
-        }
-        for s in self.streams.iter_mut().filter(|s| s.id().is_some()) {
-            prepare(s);
-            if !s.render_into(mix, 1.0, stats) {
-                s.reset();
-            }
+        let target = self.target;
+        let loopback = self.loopback.as_deref_mut();
+        let active = self.streams.iter_mut().filter(|s| s.id().is_some());
+        for s in loopback.into_iter().chain(active) {
+            s.set_target(target);
+            let alive = if tap.wants_stems() {
+                // Render alone first so the tap sees this stream only, then mix it in.
+                {
+                    let stem = &mut self.stem[..mix.len()];
+                    stem.fill(0.0);
+                    let alive = s.render_into(stem, 1.0, stats);
+                    if let Some(id) = s.id() {
+                        tap.stem(id, stem);
+                    }
+                    mix.iter_mut().zip(stem.iter()).for_each(|(m, x)| *m += x);
+                    alive
+                }
+            } else {
+                s.render_into(mix, 1.0, stats)
+            };
             stats
                 .jitter_depth_packets
                 .store(s.depth_packets() as u32, Relaxed);
+            if !alive && s.id() != Some(LOOPBACK_STREAM) {
+                s.reset(stats);
+            }
         }
     }
 }

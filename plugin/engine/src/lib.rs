@@ -25,11 +25,11 @@ use thiserror::Error;
 
 pub use codec::{CodecSettings, FrameDuration};
 pub use engine::{
-    Engine, EngineConfig, EngineParams, JitterMode, NetworkLink, LOOPBACK_STREAM, MAX_BLOCK_FRAMES,
-    MAX_REMOTE_STREAMS, SUPPORTED_RATES_HZ,
+    Engine, EngineConfig, EngineParams, JitterMode, NetworkLink, StemTap, LOOPBACK_STREAM,
+    MAX_BLOCK_FRAMES, MAX_REMOTE_STREAMS, SUPPORTED_RATES_HZ,
 };
-pub use packet::{PacketSlot, StreamId, MAX_OPUS_PACKET_BYTES};
-pub use stats::{EngineStats, StatsSnapshot};
+pub use packet::{opus_packet_samples, PacketSlot, StreamId, MAX_OPUS_PACKET_BYTES};
+pub use stats::{EngineStats, StatsSnapshot, StreamSnapshot};
 
 /// The engine's internal sample rate: Opus's native rate.
 pub const INTERNAL_RATE_HZ: u32 = 48_000;

@@ -116,6 +116,12 @@ impl std::fmt::Debug for PacketSlot {
     }
 }
 
+/// Samples per channel at 48 kHz that an Opus packet holds, read from its table-of-contents
+/// byte; `None` if it is not a valid Opus packet.
+pub fn opus_packet_samples(payload: &[u8]) -> Option<usize> {
+    opus::packet::get_nb_samples(payload, crate::INTERNAL_RATE_HZ).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

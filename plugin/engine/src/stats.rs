@@ -4,6 +4,44 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use atomic_float::AtomicF32;
 
+/// Counters of one remote stream slot.
+///
+/// # Thread
+/// Written by the audio thread; read from any thread.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    /// The stream in this slot, or [`StreamStats::FREE`].
+    pub stream: AtomicU32,
+    /// Frames decoded from real packets.
+    pub frames_decoded: AtomicU64,
+    /// Frames concealed.
+    pub frames_concealed: AtomicU64,
+    /// Packets that arrived after their playout moment.
+    pub packets_late: AtomicU64,
+    /// Jitter-buffer depth, in packets.
+    pub depth_packets: AtomicU32,
+}
+
+impl StreamStats {
+    /// Marks a slot with no stream.
+    pub const FREE: u32 = u32::MAX;
+}
+
+/// A copy of one stream's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSnapshot {
+    /// The stream.
+    pub stream: crate::StreamId,
+    /// Frames decoded from real packets.
+    pub frames_decoded: u64,
+    /// Frames concealed.
+    pub frames_concealed: u64,
+    /// Late packets.
+    pub packets_late: u64,
+    /// Jitter-buffer depth, in packets.
+    pub depth_packets: u32,
+}
+
 /// Engine counters, written by the audio thread with relaxed atomics (no ordering is implied
 /// between fields; each is individually exact).
 ///
@@ -11,6 +49,8 @@ use atomic_float::AtomicF32;
 /// Written by the audio thread; read from any thread.
 #[derive(Debug, Default)]
 pub struct EngineStats {
+    /// Per stream slot (remote streams, then the loopback stream).
+    pub streams: Vec<StreamStats>,
     /// Frames encoded and handed to the network ring.
     pub packets_sent: AtomicU64,
     /// Encoded frames dropped because the network side had not drained its ring.
@@ -46,6 +86,37 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
+    /// Counters with `slots` per-stream slots, all free.
+    pub fn with_stream_slots(slots: usize) -> Self {
+        let streams = (0..slots)
+            .map(|_| StreamStats {
+                stream: AtomicU32::new(StreamStats::FREE),
+                ..StreamStats::default()
+            })
+            .collect();
+        Self {
+            streams,
+            ..Self::default()
+        }
+    }
+
+    /// Every stream slot in use.
+    pub fn stream_snapshots(&self) -> Vec<StreamSnapshot> {
+        self.streams
+            .iter()
+            .filter_map(|s| {
+                let id = s.stream.load(Relaxed);
+                (id != StreamStats::FREE).then(|| StreamSnapshot {
+                    stream: crate::StreamId(id as u16),
+                    frames_decoded: s.frames_decoded.load(Relaxed),
+                    frames_concealed: s.frames_concealed.load(Relaxed),
+                    packets_late: s.packets_late.load(Relaxed),
+                    depth_packets: s.depth_packets.load(Relaxed),
+                })
+            })
+            .collect()
+    }
+
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         if n != 0 {
             counter.fetch_add(n, Relaxed);

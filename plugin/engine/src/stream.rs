@@ -6,7 +6,9 @@ use opus::{Channels, Decoder};
 use crate::fifo::SampleFifo;
 use crate::jitter::{Arrival, FixedJitterBuffer, Playout};
 use crate::packet::{PacketSlot, StreamId};
-use crate::stats::EngineStats;
+use std::sync::atomic::Ordering::Relaxed;
+
+use crate::stats::{EngineStats, StreamStats};
 use crate::{EngineError, INTERNAL_RATE_HZ};
 
 /// Longest Opus packet: 120 ms (RFC 6716 §3.2.5), 5760 samples at 48 kHz.
@@ -34,6 +36,8 @@ pub enum TargetDepth {
 /// Owned by the audio thread; allocated in `activate()`, never afterwards.
 pub struct RemoteStream {
     id: Option<StreamId>,
+    /// Index of this stream's counters in [`EngineStats::streams`].
+    slot: usize,
     jitter: FixedJitterBuffer,
     decoder: Decoder,
     decoded: SampleFifo,
@@ -44,9 +48,10 @@ pub struct RemoteStream {
 
 impl RemoteStream {
     /// A free stream slot whose renders never ask for more than `max_render_frames`.
-    pub fn new(max_render_frames: usize) -> Result<Self, EngineError> {
+    pub fn new(max_render_frames: usize, slot: usize) -> Result<Self, EngineError> {
         Ok(Self {
             id: None,
+            slot,
             jitter: FixedJitterBuffer::new(1),
             decoder: Decoder::new(INTERNAL_RATE_HZ, Channels::Stereo)
                 .map_err(|e| EngineError::Codec(e.to_string()))?,
@@ -64,13 +69,22 @@ impl RemoteStream {
     }
 
     /// Claims the slot for `id`, clearing anything left from a previous stream.
-    pub fn claim(&mut self, id: StreamId) {
-        self.reset();
+    pub fn claim(&mut self, id: StreamId, stats: &EngineStats) {
+        self.reset(stats);
         self.id = Some(id);
+        if let Some(s) = stats.streams.get(self.slot) {
+            s.stream.store(u32::from(id.0), Relaxed);
+        }
     }
 
     /// Frees the slot.
-    pub fn reset(&mut self) {
+    pub fn reset(&mut self, stats: &EngineStats) {
+        if let Some(s) = stats.streams.get(self.slot) {
+            s.stream.store(StreamStats::FREE, Relaxed);
+            for c in [&s.frames_decoded, &s.frames_concealed, &s.packets_late] {
+                c.store(0, Relaxed);
+            }
+        }
         self.id = None;
         self.jitter.reset();
         self.decoded.clear();
@@ -105,7 +119,10 @@ impl RemoteStream {
         self.idle_frames = 0;
         match self.jitter.insert(packet) {
             Arrival::Queued | Arrival::Restarted => {}
-            Arrival::Late => EngineStats::add(&stats.packets_late, 1),
+            Arrival::Late => {
+                EngineStats::add(&stats.packets_late, 1);
+                self.count(stats, |s| &s.packets_late);
+            }
             Arrival::Duplicate => EngineStats::add(&stats.packets_duplicate, 1),
         }
     }
@@ -115,6 +132,7 @@ impl RemoteStream {
     pub fn render_into(&mut self, mix: &mut [f32], gain: f32, stats: &EngineStats) -> bool {
         let frames = mix.len() / 2;
         let overrun_before = self.jitter.overrun_drops();
+        let mut concealed = 0u64;
         while self.decoded.frames() < frames {
             let want = frames - self.decoded.frames();
             let out = self.decoded.spare_mut(MAX_PACKET_SAMPLES);
@@ -122,6 +140,7 @@ impl RemoteStream {
                 Playout::Packet(p) => match self.decoder.decode_float(p.payload(), out, false) {
                     Ok(n) if n > 0 => {
                         EngineStats::add(&stats.frames_decoded, 1);
+                        self.count(stats, |s| &s.frames_decoded);
                         if n != self.last_packet_samples {
                             self.last_packet_samples = n;
                             self.update_depth();
@@ -130,10 +149,12 @@ impl RemoteStream {
                     }
                     _ => {
                         EngineStats::add(&stats.decode_errors, 1);
+                        concealed += 1;
                         Self::conceal(&mut self.decoder, self.last_packet_samples, out, stats)
                     }
                 },
                 Playout::Missing => {
+                    concealed += 1;
                     Self::conceal(&mut self.decoder, self.last_packet_samples, out, stats)
                 }
                 Playout::Silent => {
@@ -148,6 +169,10 @@ impl RemoteStream {
             }
             self.decoded.commit(made);
         }
+        if let Some(s) = stats.streams.get(self.slot) {
+            s.frames_concealed.fetch_add(concealed, Relaxed);
+            s.depth_packets.store(self.jitter.depth() as u32, Relaxed);
+        }
         EngineStats::add(
             &stats.packets_overrun,
             self.jitter.overrun_drops() - overrun_before,
@@ -159,6 +184,16 @@ impl RemoteStream {
         self.decoded.consume(frames);
         self.idle_frames += frames as u64;
         self.idle_frames < IDLE_FRAMES_BEFORE_FREE
+    }
+
+    fn count(
+        &self,
+        stats: &EngineStats,
+        field: impl Fn(&StreamStats) -> &std::sync::atomic::AtomicU64,
+    ) {
+        if let Some(s) = stats.streams.get(self.slot) {
+            field(s).fetch_add(1, Relaxed);
+        }
     }
 
     /// Opus packet-loss concealment for one frame of `frame` samples into `out`.

@@ -1,0 +1,576 @@
+//! The relay: admits members to rooms, tells them each other's addresses, forwards their sealed
+//! datagrams (SFU) and their end-to-end control messages, and reports metrics. It holds room
+//! verifiers and its own TLS key, nothing that opens audio or key grants.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use quinn::Connection;
+use rand_core::{OsRng, RngCore};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+use crate::crypto::AdmissionVerifier;
+use crate::invite::{CertFingerprint, RoomId};
+use crate::store::RoomStore;
+use crate::tls::{endpoint_config, Identity, TlsError};
+use crate::transport::{read_frame, write_frame};
+use crate::wire::{
+    AudioHeader, ClientMessage, MemberId, MemberInfo, Refusal, RelayMessage, AUDIO_HEADER_LEN,
+    TAG_LEN,
+};
+
+/// Most members per room: one bit each in the direct-route mask.
+pub const MAX_MEMBERS: usize = 64;
+/// A client must finish joining within this time.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to run a relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// UDP address to serve on.
+    pub listen: SocketAddr,
+    /// Folder holding the certificate, key and rooms.
+    pub state_dir: PathBuf,
+    /// TCP address for Prometheus-style metrics, if any.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// The relay could not start.
+#[derive(Debug, Error)]
+pub enum RelayError {
+    /// Identity or TLS setup.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}: {source} — is another relay running there?")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Relay counters, exported as metrics.
+#[derive(Debug, Default)]
+pub struct RelayMetrics {
+    /// Members admitted.
+    pub joins: AtomicU64,
+    /// Joins refused for a wrong secret.
+    pub refused_wrong_secret: AtomicU64,
+    /// Joins refused for an unknown room.
+    pub refused_unknown_room: AtomicU64,
+    /// Joins refused otherwise (full, protocol, timeout).
+    pub refused_other: AtomicU64,
+    /// Datagrams received from members.
+    pub datagrams_in: AtomicU64,
+    /// Datagram copies sent to members.
+    pub datagrams_forwarded: AtomicU64,
+    /// Datagrams dropped: not an audio datagram.
+    pub dropped_malformed: AtomicU64,
+    /// Datagrams dropped: the sender was not (yet) admitted.
+    pub dropped_not_member: AtomicU64,
+    /// Datagram copies quinn refused to queue.
+    pub dropped_send: AtomicU64,
+    /// Control messages forwarded between members.
+    pub control_forwarded: AtomicU64,
+}
+
+struct Member {
+    info: MemberInfo,
+    conn: Connection,
+    control: mpsc::UnboundedSender<RelayMessage>,
+    /// Members this one reaches directly: the relay does not forward its audio to them.
+    direct: AtomicU64,
+}
+
+struct Room {
+    verifier: AdmissionVerifier,
+    members: Mutex<BTreeMap<MemberId, Arc<Member>>>,
+    /// Snapshot of `members` for the forwarding path, replaced on every join and leave.
+    targets: RwLock<Arc<Vec<Arc<Member>>>>,
+}
+
+impl Room {
+    fn refresh_targets(&self, members: &BTreeMap<MemberId, Arc<Member>>) {
+        let snapshot = Arc::new(members.values().cloned().collect());
+        *self.targets.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+
+    fn broadcast(&self, except: MemberId, msg: &RelayMessage) {
+        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
+        for m in members.values().filter(|m| m.info.id != except) {
+            let _ = m.control.send(msg.clone());
+        }
+    }
+}
+
+struct Shared {
+    store: RoomStore,
+    rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
+    metrics: RelayMetrics,
+}
+
+impl Shared {
+    /// The room, loading it from the store if the relay has not seen it yet (rooms made by
+    /// `echoel invite` while the relay runs).
+    fn room(&self, id: &RoomId) -> Option<Arc<Room>> {
+        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = rooms.get(id) {
+            return Some(r.clone());
+        }
+        let verifier = match self.store.load() {
+            Ok(mut all) => all.remove(id)?,
+            Err(e) => {
+                tracing::warn!("cannot read the room store: {e}");
+                return None;
+            }
+        };
+        let room = Arc::new(Room {
+            verifier,
+            members: Mutex::new(BTreeMap::new()),
+            targets: RwLock::new(Arc::new(Vec::new())),
+        });
+        rooms.insert(id.clone(), room.clone());
+        Some(room)
+    }
+}
+
+/// A bound relay, ready to run.
+pub struct Relay {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    metrics_listener: Option<tokio::net::TcpListener>,
+    fingerprint: CertFingerprint,
+}
+
+impl Relay {
+    /// Loads (or creates) the identity and binds the sockets. Call within a tokio runtime.
+    pub async fn bind(config: &RelayConfig) -> Result<Self, RelayError> {
+        let identity = Identity::load_or_create(&config.state_dir)?;
+        let socket =
+            std::net::UdpSocket::bind(config.listen).map_err(|source| RelayError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let endpoint = quinn::Endpoint::new(
+            endpoint_config(),
+            Some(identity.server_config()?),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| RelayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let metrics_listener = match config.metrics {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| RelayError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            endpoint,
+            shared: Arc::new(Shared {
+                store: RoomStore::new(&config.state_dir),
+                rooms: Mutex::new(HashMap::new()),
+                metrics: RelayMetrics::default(),
+            }),
+            metrics_listener,
+            fingerprint: identity.fingerprint(),
+        })
+    }
+
+    /// The UDP address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
+    /// The metrics address actually bound.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The certificate fingerprint invites must pin.
+    pub fn fingerprint(&self) -> CertFingerprint {
+        self.fingerprint
+    }
+
+    /// Live counters.
+    pub fn metrics(&self) -> Arc<impl std::ops::Deref<Target = RelayMetrics>> {
+        Arc::new(MetricsView(self.shared.clone()))
+    }
+
+    /// Serves until `shutdown` completes, then closes every connection cleanly.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        if let Some(listener) = self.metrics_listener {
+            tokio::spawn(serve_metrics(listener, self.shared.clone()));
+        }
+        let accept = async {
+            while let Some(incoming) = self.endpoint.accept().await {
+                let shared = self.shared.clone();
+                tokio::spawn(async move {
+                    match incoming.await {
+                        Ok(conn) => serve_member(conn, shared).await,
+                        Err(e) => tracing::debug!("handshake failed: {e}"),
+                    }
+                });
+            }
+        };
+        tokio::select! {
+            _ = accept => {}
+            _ = shutdown => {}
+        }
+        self.endpoint.close(0u32.into(), b"relay shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+struct MetricsView(Arc<Shared>);
+impl std::ops::Deref for MetricsView {
+    type Target = RelayMetrics;
+    fn deref(&self) -> &RelayMetrics {
+        &self.0.metrics
+    }
+}
+
+/// One member's connection from handshake to goodbye.
+async fn serve_member(conn: Connection, shared: Arc<Shared>) {
+    let admitted: Arc<RwLock<Option<(Arc<Room>, Arc<Member>)>>> = Arc::new(RwLock::new(None));
+    let datagrams = tokio::spawn(forward_datagrams(
+        conn.clone(),
+        admitted.clone(),
+        shared.clone(),
+    ));
+    match admit(&conn, &shared).await {
+        Ok((room, member, send, recv, rx)) => {
+            *admitted.write().unwrap_or_else(|e| e.into_inner()) =
+                Some((room.clone(), member.clone()));
+            run_control(&room, &member, send, recv, rx, &shared).await;
+            // Gone: out of the room, and everyone is told.
+            let id = member.info.id;
+            {
+                let mut members = room.members.lock().unwrap_or_else(|e| e.into_inner());
+                members.remove(&id);
+                room.refresh_targets(&members);
+            }
+            room.broadcast(id, &RelayMessage::Left(id));
+            tracing::info!("member {} left", member.info.name);
+        }
+        Err(refusal) => {
+            let m = &shared.metrics;
+            match refusal {
+                Refusal::WrongSecret => &m.refused_wrong_secret,
+                Refusal::UnknownRoom => &m.refused_unknown_room,
+                _ => &m.refused_other,
+            }
+            .fetch_add(1, Relaxed);
+            // Let the refusal reach the client before the close.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            conn.close(1u32.into(), refusal.explain().as_bytes());
+        }
+    }
+    datagrams.abort();
+}
+
+type Admitted = (
+    Arc<Room>,
+    Arc<Member>,
+    quinn::SendStream,
+    quinn::RecvStream,
+    mpsc::UnboundedReceiver<RelayMessage>,
+);
+
+/// Join → challenge → proof → welcome, or a refusal.
+async fn admit(conn: &Connection, shared: &Shared) -> Result<Admitted, Refusal> {
+    let (mut send, mut recv) = tokio::time::timeout(JOIN_TIMEOUT, conn.accept_bi())
+        .await
+        .map_err(|_| Refusal::Protocol)?
+        .map_err(|_| Refusal::Protocol)?;
+    let result = async {
+        let join = tokio::time::timeout(JOIN_TIMEOUT, read_frame::<ClientMessage>(&mut recv)).await;
+        let Ok(Ok(Some(ClientMessage::Join { room, name }))) = join else {
+            return Err(Refusal::Protocol);
+        };
+        let room_id = RoomId::new(&room).map_err(|_| Refusal::UnknownRoom)?;
+        let room = shared.room(&room_id).ok_or(Refusal::UnknownRoom)?;
+        let mut nonce = [0u8; 32];
+        OsRng.fill_bytes(&mut nonce);
+        write_frame(&mut send, &RelayMessage::Challenge { nonce })
+            .await
+            .map_err(|_| Refusal::Protocol)?;
+        let proof =
+            tokio::time::timeout(JOIN_TIMEOUT, read_frame::<ClientMessage>(&mut recv)).await;
+        let Ok(Ok(Some(ClientMessage::Proof { proof }))) = proof else {
+            return Err(Refusal::Protocol);
+        };
+        let binding = channel_binding(conn, &room_id).ok_or(Refusal::Protocol)?;
+        if !room.verifier.check(&nonce, &binding, &proof) {
+            return Err(Refusal::WrongSecret);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (member, others) = {
+            let mut members = room.members.lock().unwrap_or_else(|e| e.into_inner());
+            let id = (0..MAX_MEMBERS as u8)
+                .map(MemberId)
+                .find(|id| !members.contains_key(id))
+                .ok_or(Refusal::RoomFull)?;
+            let member = Arc::new(Member {
+                info: MemberInfo {
+                    id,
+                    name: name.chars().take(64).collect(),
+                    observed: conn.remote_address(),
+                },
+                conn: conn.clone(),
+                control: tx,
+                direct: AtomicU64::new(0),
+            });
+            let others: Vec<MemberInfo> = members.values().map(|m| m.info.clone()).collect();
+            members.insert(id, member.clone());
+            room.refresh_targets(&members);
+            (member, others)
+        };
+        let welcome = RelayMessage::Welcome {
+            you: member.info.id,
+            observed: member.info.observed,
+            members: others,
+        };
+        write_frame(&mut send, &welcome)
+            .await
+            .map_err(|_| Refusal::Protocol)?;
+        room.broadcast(member.info.id, &RelayMessage::Joined(member.info.clone()));
+        shared.metrics.joins.fetch_add(1, Relaxed);
+        tracing::info!(
+            "member {} joined room {room_id} as {:?}",
+            member.info.name,
+            member.info.id
+        );
+        Ok((room, member, rx))
+    }
+    .await;
+    match result {
+        Ok((room, member, rx)) => Ok((room, member, send, recv, rx)),
+        Err(refusal) => {
+            let _ = write_frame(&mut send, &RelayMessage::Refused(refusal)).await;
+            let _ = send.finish();
+            Err(refusal)
+        }
+    }
+}
+
+/// Keying material both ends derive from this TLS session, so a proof cannot be replayed on
+/// another connection.
+pub(crate) fn channel_binding(conn: &Connection, room: &RoomId) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    conn.export_keying_material(
+        &mut out,
+        b"EXPORTER-echoel-admission",
+        room.as_str().as_bytes(),
+    )
+    .ok()?;
+    Some(out)
+}
+
+/// Relays a member's control messages until it leaves.
+async fn run_control(
+    room: &Room,
+    member: &Member,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    mut outbox: mpsc::UnboundedReceiver<RelayMessage>,
+    shared: &Shared,
+) {
+    let writer = async {
+        while let Some(msg) = outbox.recv().await {
+            if write_frame(&mut send, &msg).await.is_err() {
+                break;
+            }
+        }
+    };
+    let reader = async {
+        loop {
+            match read_frame::<ClientMessage>(&mut recv).await {
+                Ok(Some(ClientMessage::Send { to, body })) => {
+                    let msg = RelayMessage::From {
+                        from: member.info.id,
+                        body,
+                    };
+                    match to {
+                        Some(to) => {
+                            let members = room.members.lock().unwrap_or_else(|e| e.into_inner());
+                            if let Some(m) = members.get(&to) {
+                                let _ = m.control.send(msg);
+                            }
+                        }
+                        None => room.broadcast(member.info.id, &msg),
+                    }
+                    shared.metrics.control_forwarded.fetch_add(1, Relaxed);
+                }
+                Ok(Some(ClientMessage::Route { direct })) => {
+                    let mask = direct
+                        .iter()
+                        .filter(|m| usize::from(m.0) < MAX_MEMBERS)
+                        .fold(0u64, |acc, m| acc | 1 << m.0);
+                    member.direct.store(mask, Relaxed);
+                }
+                Ok(Some(_)) => {} // joining messages after joining: ignored
+                Ok(None) | Err(_) => break,
+            }
+        }
+    };
+    tokio::select! {
+        _ = writer => {}
+        _ = reader => {}
+        _ = member.conn.closed() => {}
+    }
+}
+
+/// Forwards a member's datagrams to the rest of its room, prefixed with its id. Datagrams
+/// before admission are counted and dropped.
+async fn forward_datagrams(
+    conn: Connection,
+    admitted: Arc<RwLock<Option<(Arc<Room>, Arc<Member>)>>>,
+    shared: Arc<Shared>,
+) {
+    let m = &shared.metrics;
+    while let Ok(datagram) = conn.read_datagram().await {
+        m.datagrams_in.fetch_add(1, Relaxed);
+        let Some((room, me)) = admitted.read().unwrap_or_else(|e| e.into_inner()).clone() else {
+            m.dropped_not_member.fetch_add(1, Relaxed);
+            continue;
+        };
+        if datagram.len() < AUDIO_HEADER_LEN + TAG_LEN || AudioHeader::decode(&datagram).is_err() {
+            m.dropped_malformed.fetch_add(1, Relaxed);
+            continue;
+        }
+        let out = prefix(me.info.id, &datagram);
+        let targets = room
+            .targets
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let direct = me.direct.load(Relaxed);
+        for t in targets.iter() {
+            let id = t.info.id;
+            if id == me.info.id || direct & (1 << id.0) != 0 {
+                continue;
+            }
+            match t.conn.send_datagram(out.clone()) {
+                Ok(()) => m.datagrams_forwarded.fetch_add(1, Relaxed),
+                Err(_) => m.dropped_send.fetch_add(1, Relaxed),
+            };
+        }
+    }
+}
+
+fn prefix(sender: MemberId, datagram: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(1 + datagram.len());
+    b.put_u8(sender.0);
+    b.extend_from_slice(datagram);
+    b.freeze()
+}
+
+/// Prometheus text exposition of the relay's state.
+fn render_metrics(shared: &Shared) -> String {
+    let m = &shared.metrics;
+    let rooms = shared.rooms.lock().unwrap_or_else(|e| e.into_inner());
+    let members: usize = rooms
+        .values()
+        .map(|r| r.members.lock().unwrap_or_else(|e| e.into_inner()).len())
+        .sum();
+    let mut s = String::new();
+    let mut gauge = |name: &str, help: &str, v: u64| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    };
+    gauge(
+        "echoel_relay_rooms",
+        "Rooms with state loaded.",
+        rooms.len() as u64,
+    );
+    gauge("echoel_relay_members", "Members connected.", members as u64);
+    let counters: [(&str, &str, &AtomicU64); 10] = [
+        ("echoel_relay_joins_total", "Members admitted.", &m.joins),
+        (
+            "echoel_relay_refused_wrong_secret_total",
+            "Joins refused: wrong secret.",
+            &m.refused_wrong_secret,
+        ),
+        (
+            "echoel_relay_refused_unknown_room_total",
+            "Joins refused: unknown room.",
+            &m.refused_unknown_room,
+        ),
+        (
+            "echoel_relay_refused_other_total",
+            "Joins refused: full, timeout or protocol.",
+            &m.refused_other,
+        ),
+        (
+            "echoel_relay_datagrams_in_total",
+            "Datagrams received.",
+            &m.datagrams_in,
+        ),
+        (
+            "echoel_relay_datagrams_forwarded_total",
+            "Datagram copies forwarded.",
+            &m.datagrams_forwarded,
+        ),
+        (
+            "echoel_relay_dropped_malformed_total",
+            "Datagrams dropped: malformed.",
+            &m.dropped_malformed,
+        ),
+        (
+            "echoel_relay_dropped_not_member_total",
+            "Datagrams dropped: sender not admitted.",
+            &m.dropped_not_member,
+        ),
+        (
+            "echoel_relay_dropped_send_total",
+            "Datagram copies not queued.",
+            &m.dropped_send,
+        ),
+        (
+            "echoel_relay_control_forwarded_total",
+            "Control messages forwarded.",
+            &m.control_forwarded,
+        ),
+    ];
+    for (name, help, v) in counters {
+        let _ = writeln!(
+            s,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            v.load(Relaxed)
+        );
+    }
+    s
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut req = [0u8; 1024];
+            let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut req)).await;
+            let body = render_metrics(&shared);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+    }
+}

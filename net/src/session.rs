@@ -1,0 +1,716 @@
+//! A member's session: joins a room through the relay, exchanges end-to-end keys, finds direct
+//! paths to the other members, and carries sealed audio both ways. Reconnects with backoff when
+//! the relay goes away.
+//!
+//! Audio enters through [`SessionHandle::send_audio`] (any thread, never blocks on the
+//! network) and leaves through the `on_audio` callback (network thread).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn::Connection;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::crypto::{CryptoError, MemberKeys, RotationPolicy};
+use crate::invite::Invite;
+use crate::relay::channel_binding;
+use crate::tls::{
+    direct_client_config, endpoint_config, relay_client_config, Identity, SERVER_NAME,
+};
+use crate::transport::{read_frame, write_frame};
+use crate::wire::{
+    decode_body, encode_peer, ClientMessage, Forwarded, MemberId, MemberInfo, PeerMessage, Refusal,
+    RelayMessage,
+};
+
+/// How long a direct path may take before the relay carries that member's audio.
+pub const DIRECT_PATH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Key rotation and expiry are checked this often.
+const KEY_TICK: Duration = Duration::from_millis(250);
+
+/// How to join a room.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The room.
+    pub invite: Invite,
+    /// Name shown to the others.
+    pub name: String,
+    /// Never try direct paths.
+    pub force_relay: bool,
+    /// Key rotation policy.
+    pub rotation: RotationPolicy,
+}
+
+/// A path to another member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Straight to the member.
+    Direct,
+    /// Through the relay.
+    Relay,
+}
+
+/// What we know about another member.
+#[derive(Debug, Clone)]
+pub struct MemberStatus {
+    /// The member.
+    pub info: MemberInfo,
+    /// How its audio reaches us / ours reaches it.
+    pub path: Path,
+    /// Round-trip time of the path, if measured.
+    pub rtt: Option<Duration>,
+    /// Whether we hold its audio key yet.
+    pub keyed: bool,
+}
+
+/// Where the session stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionState {
+    /// Connecting to the relay (first time or again).
+    Connecting,
+    /// In the room.
+    Joined {
+        /// Our member id.
+        you: MemberId,
+    },
+    /// The relay refused us; the session stopped.
+    Refused(Refusal),
+    /// Waiting to retry after an error.
+    Retrying(String),
+}
+
+/// Counters of the session's datagrams.
+#[derive(Debug, Default)]
+pub struct SessionCounters {
+    /// Audio datagrams sent (per destination).
+    pub sent: AtomicU64,
+    /// Audio datagrams opened and delivered.
+    pub delivered: AtomicU64,
+    /// Dropped: tag did not verify.
+    pub forged: AtomicU64,
+    /// Dropped: seen before.
+    pub replayed: AtomicU64,
+    /// Dropped: no key (yet) for that sender and epoch.
+    pub unkeyed: AtomicU64,
+    /// Dropped: not an audio datagram.
+    pub malformed: AtomicU64,
+    /// Times the session (re)joined the room.
+    pub joins: AtomicU64,
+}
+
+/// A snapshot for the GUI and the CLI.
+#[derive(Debug, Clone)]
+pub struct SessionStatus {
+    /// Connection state.
+    pub state: SessionState,
+    /// Other members.
+    pub members: Vec<MemberStatus>,
+}
+
+/// Why a session could not start.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    /// Local socket or TLS setup.
+    #[error("cannot start networking: {0}")]
+    Setup(String),
+}
+
+type AudioCallback = Box<dyn FnMut(MemberId, u32, &[u8]) + Send>;
+
+/// State shared by the handle (send path) and the network tasks.
+struct Shared {
+    keys: Mutex<Option<MemberKeys>>,
+    me: Mutex<Option<MemberId>>,
+    relay: Mutex<Option<Connection>>,
+    /// Direct connections by member.
+    direct: Mutex<BTreeMap<MemberId, Connection>>,
+    members: Mutex<BTreeMap<MemberId, MemberInfo>>,
+    /// Outbox of the current relay connection's control stream.
+    control: Mutex<Option<mpsc::UnboundedSender<ClientMessage>>>,
+    state: Mutex<SessionState>,
+    on_audio: Mutex<AudioCallback>,
+    counters: SessionCounters,
+    stopped: AtomicBool,
+    scratch: Mutex<Vec<u8>>,
+}
+
+/// The application's side of a running session.
+///
+/// # Thread
+/// Any thread; [`SessionHandle::send_audio`] takes short locks and never waits on I/O, so a
+/// pump thread (not the audio thread) calls it.
+#[derive(Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl SessionHandle {
+    /// Seals one encoded frame and sends it to every member: directly where a direct path
+    /// exists, once through the relay for the rest.
+    pub fn send_audio(&self, seq: u32, payload: &[u8]) {
+        let s = &self.shared;
+        let mut keys = s.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some(keys), Some(me)) = (
+            keys.as_mut(),
+            *s.me.lock().unwrap_or_else(|e| e.into_inner()),
+        ) else {
+            return;
+        };
+        let mut buf = s.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        // Room for the member id in front, so the direct copy needs no second buffer.
+        buf.clear();
+        buf.push(me.0);
+        let mut sealed = Vec::new();
+        keys.seal_audio(seq, payload, &mut sealed);
+        buf.extend_from_slice(&sealed);
+        let with_id = Bytes::copy_from_slice(&buf);
+        let plain = with_id.slice(1..);
+        let direct = s.direct.lock().unwrap_or_else(|e| e.into_inner());
+        for conn in direct.values() {
+            if conn.send_datagram(with_id.clone()).is_ok() {
+                s.counters.sent.fetch_add(1, Relaxed);
+            }
+        }
+        let members = s.members.lock().unwrap_or_else(|e| e.into_inner());
+        let needs_relay = members.keys().any(|m| !direct.contains_key(m));
+        if needs_relay {
+            if let Some(relay) = s.relay.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                if relay.send_datagram(plain).is_ok() {
+                    s.counters.sent.fetch_add(1, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The session's counters.
+    pub fn counters(&self) -> &SessionCounters {
+        &self.shared.counters
+    }
+
+    /// Current state and members.
+    pub fn status(&self) -> SessionStatus {
+        let s = &self.shared;
+        let direct = s.direct.lock().unwrap_or_else(|e| e.into_inner());
+        let relay = s.relay.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let keys = s.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let members = s
+            .members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|info| {
+                let d = direct.get(&info.id);
+                MemberStatus {
+                    info: info.clone(),
+                    path: if d.is_some() {
+                        Path::Direct
+                    } else {
+                        Path::Relay
+                    },
+                    rtt: d.or(relay.as_ref()).map(Connection::rtt),
+                    keyed: keys.as_ref().is_some_and(|k| k.can_open_from(info.id)),
+                }
+            })
+            .collect();
+        SessionStatus {
+            state: s.state.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            members,
+        }
+    }
+
+    /// Leaves the room and stops reconnecting.
+    pub fn stop(&self) {
+        self.shared.stopped.store(true, Relaxed);
+        if let Some(c) = self
+            .shared
+            .relay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            c.close(0u32.into(), b"bye");
+        }
+        for (_, c) in
+            std::mem::take(&mut *self.shared.direct.lock().unwrap_or_else(|e| e.into_inner()))
+        {
+            c.close(0u32.into(), b"bye");
+        }
+    }
+}
+
+/// Starts a session on the current tokio runtime. `on_audio(from, seq, payload)` receives
+/// every opened audio frame on the network thread.
+pub fn start(
+    config: SessionConfig,
+    on_audio: impl FnMut(MemberId, u32, &[u8]) + Send + 'static,
+) -> Result<SessionHandle, SessionError> {
+    let setup = |e: &dyn std::fmt::Display| SessionError::Setup(e.to_string());
+    let identity = Identity::generate().map_err(|e| setup(&e))?;
+    let bind: SocketAddr = if config.invite.host.contains(':') {
+        "[::]:0".parse().expect("valid")
+    } else {
+        "0.0.0.0:0".parse().expect("valid")
+    };
+    let socket = std::net::UdpSocket::bind(bind).map_err(|e| setup(&e))?;
+    let mut endpoint = quinn::Endpoint::new(
+        endpoint_config(),
+        Some(identity.server_config().map_err(|e| setup(&e))?),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| setup(&e))?;
+    endpoint.set_default_client_config(
+        relay_client_config(config.invite.fingerprint).map_err(|e| setup(&e))?,
+    );
+    let shared = Arc::new(Shared {
+        keys: Mutex::new(None),
+        me: Mutex::new(None),
+        relay: Mutex::new(None),
+        direct: Mutex::new(BTreeMap::new()),
+        members: Mutex::new(BTreeMap::new()),
+        control: Mutex::new(None),
+        state: Mutex::new(SessionState::Connecting),
+        on_audio: Mutex::new(Box::new(on_audio)),
+        counters: SessionCounters::default(),
+        stopped: AtomicBool::new(false),
+        scratch: Mutex::new(Vec::with_capacity(1500)),
+    });
+    tokio::spawn(accept_direct(endpoint.clone(), shared.clone()));
+    tokio::spawn(run(endpoint, config, shared.clone()));
+    Ok(SessionHandle { shared })
+}
+
+fn set_state(shared: &Shared, state: SessionState) {
+    *shared.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
+}
+
+/// Connects, serves until disconnected, and retries with backoff until stopped or refused.
+async fn run(endpoint: quinn::Endpoint, config: SessionConfig, shared: Arc<Shared>) {
+    let mut backoff = BACKOFF_MIN;
+    while !shared.stopped.load(Relaxed) {
+        set_state(&shared, SessionState::Connecting);
+        match join(&endpoint, &config, &shared).await {
+            Ok(joined) => {
+                backoff = BACKOFF_MIN;
+                serve(&endpoint, &config, &shared, joined).await;
+                tracing::info!("disconnected from the relay; reconnecting");
+            }
+            Err(JoinError::Refused(r)) => {
+                tracing::error!("the relay refused to admit us: {}", r.explain());
+                set_state(&shared, SessionState::Refused(r));
+                return;
+            }
+            Err(JoinError::Other(msg)) => {
+                tracing::warn!("{msg}");
+                set_state(&shared, SessionState::Retrying(msg));
+            }
+        }
+        if shared.stopped.load(Relaxed) {
+            break;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+enum JoinError {
+    Refused(Refusal),
+    Other(String),
+}
+
+struct Joined {
+    conn: Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    me: MemberId,
+    others: Vec<MemberInfo>,
+}
+
+async fn join(
+    endpoint: &quinn::Endpoint,
+    config: &SessionConfig,
+    shared: &Shared,
+) -> Result<Joined, JoinError> {
+    let inv = &config.invite;
+    let relay = format!("{}:{}", inv.host, inv.port);
+    let addr = tokio::net::lookup_host(&relay)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            JoinError::Other(format!(
+                "relay {relay} not found — check the invite's address"
+            ))
+        })?;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        JoinError::Other(format!("relay {relay} unreachable ({e}) — is it running?"))
+    };
+    let conn = endpoint
+        .connect(addr, SERVER_NAME)
+        .map_err(|e| unreachable(&e))?
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unreachable(&e))?;
+    let lost =
+        |e: &dyn std::fmt::Display| JoinError::Other(format!("lost the relay while joining: {e}"));
+    write_frame(
+        &mut send,
+        &ClientMessage::Join {
+            room: inv.room.to_string(),
+            name: config.name.clone(),
+        },
+    )
+    .await
+    .map_err(|e| lost(&e))?;
+    let nonce = match read_frame::<RelayMessage>(&mut recv).await {
+        Ok(Some(RelayMessage::Challenge { nonce })) => nonce,
+        Ok(Some(RelayMessage::Refused(r))) => return Err(JoinError::Refused(r)),
+        Ok(_) => return Err(JoinError::Refused(Refusal::Protocol)),
+        Err(e) => return Err(lost(&e)),
+    };
+    let binding = channel_binding(&conn, &inv.room).ok_or_else(|| lost(&"no TLS exporter"))?;
+    let proof = inv.secret.admission_proof(&inv.room, &nonce, &binding);
+    write_frame(&mut send, &ClientMessage::Proof { proof })
+        .await
+        .map_err(|e| lost(&e))?;
+    match read_frame::<RelayMessage>(&mut recv).await {
+        Ok(Some(RelayMessage::Welcome { you, members, .. })) => {
+            shared.counters.joins.fetch_add(1, Relaxed);
+            Ok(Joined {
+                conn,
+                send,
+                recv,
+                me: you,
+                others: members,
+            })
+        }
+        Ok(Some(RelayMessage::Refused(r))) => Err(JoinError::Refused(r)),
+        Ok(_) => Err(JoinError::Refused(Refusal::Protocol)),
+        // A refusal closes the connection; the reason arrives as the close frame.
+        Err(e) => Err(lost(&e)),
+    }
+}
+
+/// In the room until the relay connection ends.
+async fn serve(
+    endpoint: &quinn::Endpoint,
+    config: &SessionConfig,
+    shared: &Arc<Shared>,
+    joined: Joined,
+) {
+    let Joined {
+        conn,
+        mut send,
+        mut recv,
+        me,
+        others,
+    } = joined;
+    let now = Instant::now();
+    let auth = config.invite.secret.member_auth(&config.invite.room);
+    *shared.keys.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some(MemberKeys::new(me, auth, config.rotation, now));
+    *shared.me.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
+    *shared.relay.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+    {
+        let mut members = shared.members.lock().unwrap_or_else(|e| e.into_inner());
+        members.clear();
+        members.extend(others.iter().map(|m| (m.id, m.clone())));
+    }
+    set_state(shared, SessionState::Joined { you: me });
+    tracing::info!(
+        "joined room {} as {me:?} with {} others",
+        config.invite.room,
+        others.len()
+    );
+
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
+    *shared.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(out_tx.clone());
+    let announce = |keys: &MemberKeys, to: Option<MemberId>| ClientMessage::Send {
+        to,
+        body: encode_peer(&PeerMessage::Announce(keys.announce())),
+    };
+    if let Some(k) = shared
+        .keys
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        let _ = out_tx.send(announce(k, None));
+    }
+    for m in &others {
+        try_direct(endpoint, shared, config, me, m);
+    }
+
+    let writer = async {
+        while let Some(msg) = out_rx.recv().await {
+            if write_frame(&mut send, &msg).await.is_err() {
+                break;
+            }
+        }
+    };
+    let reader = async {
+        while let Ok(Some(msg)) = read_frame::<RelayMessage>(&mut recv).await {
+            match msg {
+                RelayMessage::Joined(info) => {
+                    shared
+                        .members
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(info.id, info.clone());
+                    if let Some(k) = shared
+                        .keys
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_ref()
+                    {
+                        let _ = out_tx.send(announce(k, Some(info.id)));
+                    }
+                    try_direct(endpoint, shared, config, me, &info);
+                }
+                RelayMessage::Left(id) => {
+                    shared
+                        .members
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id);
+                    if let Some(c) = shared
+                        .direct
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&id)
+                    {
+                        c.close(0u32.into(), b"left");
+                    }
+                    if let Some(k) = shared
+                        .keys
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_mut()
+                    {
+                        k.remove_member(id);
+                    }
+                }
+                RelayMessage::From { from, body } => {
+                    handle_peer_message(shared, from, &body, &out_tx)
+                }
+                _ => {}
+            }
+        }
+    };
+    let datagrams = async {
+        while let Ok(d) = conn.read_datagram().await {
+            receive_datagram(shared, &d);
+        }
+    };
+    let keys_tick = async {
+        let mut tick = tokio::time::interval(KEY_TICK);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let mut keys = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(k) = keys.as_mut() else { continue };
+            if let Some((ann, grants)) = k.maybe_rotate(now) {
+                let _ = out_tx.send(ClientMessage::Send {
+                    to: None,
+                    body: encode_peer(&PeerMessage::Announce(ann)),
+                });
+                for g in grants {
+                    let to = Some(g.to);
+                    let _ = out_tx.send(ClientMessage::Send {
+                        to,
+                        body: encode_peer(&PeerMessage::Grant(g)),
+                    });
+                }
+            }
+            k.expire(now);
+        }
+    };
+    tokio::select! {
+        _ = writer => {}
+        _ = reader => {}
+        _ = datagrams => {}
+        _ = keys_tick => {}
+        _ = conn.closed() => {}
+    }
+    *shared.relay.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *shared.control.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    *shared.me.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    for (_, c) in std::mem::take(&mut *shared.direct.lock().unwrap_or_else(|e| e.into_inner())) {
+        c.close(0u32.into(), b"rejoining");
+    }
+    shared
+        .members
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+}
+
+fn handle_peer_message(
+    shared: &Shared,
+    from: MemberId,
+    body: &[u8],
+    out: &mpsc::UnboundedSender<ClientMessage>,
+) {
+    let Ok(msg) = decode_body::<PeerMessage>(body) else {
+        shared.counters.malformed.fetch_add(1, Relaxed);
+        return;
+    };
+    let mut keys = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(k) = keys.as_mut() else { return };
+    let result = match msg {
+        PeerMessage::Announce(a) if a.member == from => k.accept_announce(&a).map(|grant| {
+            let _ = out.send(ClientMessage::Send {
+                to: Some(from),
+                body: encode_peer(&PeerMessage::Grant(grant)),
+            });
+        }),
+        PeerMessage::Grant(g) if g.from == from => k.accept_grant(&g, Instant::now()),
+        _ => Err(CryptoError::NotForUs),
+    };
+    if let Err(e) = result {
+        tracing::warn!("key message from {from:?} refused: {e}");
+        shared.counters.forged.fetch_add(1, Relaxed);
+    }
+}
+
+/// Opens a `[sender][sealed audio]` datagram and hands the frame to the application.
+fn receive_datagram(shared: &Shared, bytes: &[u8]) {
+    let c = &shared.counters;
+    let Ok(fwd) = Forwarded::parse(bytes) else {
+        c.malformed.fetch_add(1, Relaxed);
+        return;
+    };
+    let mut buf = fwd.datagram.to_vec();
+    let opened = {
+        let mut keys = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+        match keys.as_mut() {
+            Some(k) => k
+                .open_audio(fwd.sender, &mut buf)
+                .map(|(seq, p)| (seq, p.len())),
+            None => Err(CryptoError::UnknownKey),
+        }
+    };
+    match opened {
+        Ok((seq, len)) => {
+            c.delivered.fetch_add(1, Relaxed);
+            let payload = &buf[crate::wire::AUDIO_HEADER_LEN..crate::wire::AUDIO_HEADER_LEN + len];
+            (shared.on_audio.lock().unwrap_or_else(|e| e.into_inner()))(fwd.sender, seq, payload);
+        }
+        Err(CryptoError::Replay | CryptoError::TooOld) => {
+            c.replayed.fetch_add(1, Relaxed);
+        }
+        Err(CryptoError::UnknownKey) => {
+            c.unkeyed.fetch_add(1, Relaxed);
+        }
+        Err(CryptoError::Forged) => {
+            c.forged.fetch_add(1, Relaxed);
+        }
+        Err(_) => {
+            c.malformed.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Tries a direct path to `other`. The member with the lower id dials (one connection per
+/// pair: zero-length connection ids route by address); the other accepts.
+fn try_direct(
+    endpoint: &quinn::Endpoint,
+    shared: &Arc<Shared>,
+    config: &SessionConfig,
+    me: MemberId,
+    other: &MemberInfo,
+) {
+    if config.force_relay || me > other.id {
+        return;
+    }
+    let Ok(client) = direct_client_config() else {
+        return;
+    };
+    let (endpoint, shared, other) = (endpoint.clone(), shared.clone(), other.clone());
+    tokio::spawn(async move {
+        let Ok(connecting) = endpoint.connect_with(client, other.observed, SERVER_NAME) else {
+            return;
+        };
+        match tokio::time::timeout(DIRECT_PATH_TIMEOUT, connecting).await {
+            Ok(Ok(conn)) => {
+                tracing::info!("direct path to {} ({:?})", other.name, other.id);
+                adopt_direct(&shared, other.id, conn).await;
+            }
+            _ => tracing::info!(
+                "no direct path to {} within {DIRECT_PATH_TIMEOUT:?}; using the relay",
+                other.name
+            ),
+        }
+    });
+}
+
+/// Accepts direct paths dialled by other members, recognised by their observed address.
+async fn accept_direct(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let Ok(conn) = incoming.await else { return };
+            let remote = conn.remote_address();
+            let member = shared
+                .members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .find(|m| m.observed == remote)
+                .map(|m| m.id);
+            let Some(id) = member else {
+                conn.close(2u32.into(), b"unknown member");
+                return;
+            };
+            adopt_direct(&shared, id, conn).await;
+        });
+    }
+}
+
+/// Uses `conn` for `member`'s audio until it closes, then falls back to the relay.
+async fn adopt_direct(shared: &Arc<Shared>, member: MemberId, conn: Connection) {
+    // Tells the relay which members no longer need our audio forwarded.
+    let update_route = |shared: &Shared| {
+        let direct = shared
+            .direct
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        if let Some(out) = shared
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = out.send(ClientMessage::Route { direct });
+        }
+    };
+    shared
+        .direct
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(member, conn.clone());
+    update_route(shared);
+    while let Ok(d) = conn.read_datagram().await {
+        receive_datagram(shared, &d);
+    }
+    let mut direct = shared.direct.lock().unwrap_or_else(|e| e.into_inner());
+    if direct
+        .get(&member)
+        .is_some_and(|c| c.stable_id() == conn.stable_id())
+    {
+        direct.remove(&member);
+    }
+    drop(direct);
+    update_route(shared);
+}

@@ -1,0 +1,111 @@
+//! Joins the engine's rings to a network session. A pump thread moves our encoded frames from
+//! the engine's outgoing ring into the session; frames the session opens go into the engine's
+//! incoming ring. Neither side ever waits for the other.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use echoel_engine::{opus_packet_samples, NetworkLink, PacketSlot, StreamId};
+use echoel_net::session::{self, SessionConfig, SessionError, SessionHandle};
+
+/// How long an encoded frame can wait between the audio thread and the socket: a tenth of a
+/// 2.5 ms frame, for a wake-up cost of a few thousand cheap sleeps a second.
+const PUMP_INTERVAL: Duration = Duration::from_micros(250);
+
+/// The process's network runtime: one thread, shared by every plugin instance.
+pub fn network_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("echoel-net")
+            .enable_all()
+            .build()
+            .expect("the network thread can start")
+    })
+}
+
+/// A running connection between an engine and a room.
+///
+/// # Thread
+/// Created and dropped on a non-audio thread (dropping joins the pump thread).
+pub struct Bridge {
+    session: SessionHandle,
+    stop: Arc<AtomicBool>,
+    pump: Option<JoinHandle<()>>,
+    /// Remote frames dropped because the engine's incoming ring was full.
+    pub dropped_incoming: Arc<AtomicU64>,
+}
+
+impl Bridge {
+    /// Starts the session on `runtime` and the pump thread.
+    pub fn start(
+        link: NetworkLink,
+        config: SessionConfig,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Self, SessionError> {
+        let NetworkLink {
+            mut outgoing,
+            mut incoming,
+            ..
+        } = link;
+        let dropped = Arc::new(AtomicU64::new(0));
+        let dropped_in = dropped.clone();
+        let session = {
+            let _entered = runtime.enter();
+            session::start(config, move |from, seq, payload| {
+                // Media time from the packet's own duration; senders keep one frame size.
+                let frame = opus_packet_samples(payload).unwrap_or(120) as u64;
+                let stream = StreamId(u16::from(from.0));
+                let pushed = PacketSlot::new(stream, seq, u64::from(seq) * frame, payload)
+                    .ok()
+                    .is_some_and(|slot| incoming.push(slot).is_ok());
+                if !pushed {
+                    dropped_in.fetch_add(1, Relaxed);
+                }
+            })?
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let pump = {
+            let (session, stop) = (session.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("echoel-pump".into())
+                .spawn(move || {
+                    while !stop.load(Relaxed) {
+                        let mut sent = false;
+                        while let Ok(p) = outgoing.pop() {
+                            session.send_audio(p.seq, p.payload());
+                            sent = true;
+                        }
+                        if !sent {
+                            std::thread::sleep(PUMP_INTERVAL);
+                        }
+                    }
+                })
+                .map_err(|e| SessionError::Setup(e.to_string()))?
+        };
+        Ok(Self {
+            session,
+            stop,
+            pump: Some(pump),
+            dropped_incoming: dropped,
+        })
+    }
+
+    /// The session, for status and counters.
+    pub fn session(&self) -> &SessionHandle {
+        &self.session
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        self.session.stop();
+        if let Some(p) = self.pump.take() {
+            let _ = p.join();
+        }
+    }
+}
