@@ -74,6 +74,12 @@ impl RoomId {
         }
     }
 
+    /// A fresh random id, `room-` and eight hex digits.
+    pub fn random() -> Self {
+        use rand_core::{OsRng, RngCore};
+        Self(format!("room-{:08x}", OsRng.next_u32()))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -126,6 +126,8 @@ pub enum SessionError {
 type AudioCallback = Box<dyn FnMut(MemberId, u32, &[u8]) + Send>;
 
 /// State shared by the handle (send path) and the network tasks.
+/// Locks are taken in this field order (keys, me, scratch, direct, members, relay) whenever
+/// more than one is held.
 struct Shared {
     keys: Mutex<Option<MemberKeys>>,
     me: Mutex<Option<MemberId>>,
@@ -198,13 +200,17 @@ impl SessionHandle {
     /// Current state and members.
     pub fn status(&self) -> SessionStatus {
         let s = &self.shared;
-        let direct = s.direct.lock().unwrap_or_else(|e| e.into_inner());
-        let relay = s.relay.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Lock order everywhere: keys, me, scratch, direct, members, relay.
         let keys = s.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let members = s
-            .members
+        let direct = s.direct.lock().unwrap_or_else(|e| e.into_inner());
+        let members = s.members.lock().unwrap_or_else(|e| e.into_inner());
+        let relay_rtt = s
+            .relay
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(Connection::rtt);
+        let members = members
             .values()
             .map(|info| {
                 let d = direct.get(&info.id);
@@ -215,7 +221,7 @@ impl SessionHandle {
                     } else {
                         Path::Relay
                     },
-                    rtt: d.or(relay.as_ref()).map(Connection::rtt),
+                    rtt: d.map(Connection::rtt).or(relay_rtt),
                     keyed: keys.as_ref().is_some_and(|k| k.can_open_from(info.id)),
                 }
             })
@@ -224,6 +230,25 @@ impl SessionHandle {
             state: s.state.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             members,
         }
+    }
+
+    /// Bytes sent on every path (UDP payloads incl. QUIC headers), for on-wire bitrates.
+    pub fn wire_tx_bytes(&self) -> u64 {
+        let s = &self.shared;
+        let relay = s
+            .relay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or(0, |c| c.stats().udp_tx.bytes);
+        let direct: u64 = s
+            .direct
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| c.stats().udp_tx.bytes)
+            .sum();
+        relay + direct
     }
 
     /// Leaves the room and stops reconnecting.

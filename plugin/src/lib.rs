@@ -3,6 +3,8 @@
 //! The plugin owns parameters and state; all audio work is the engine's, built in
 //! `activate()` and run in `process()` without allocating.
 
+pub mod bridge;
+pub mod headless;
 pub mod params;
 
 use std::num::NonZeroU32;

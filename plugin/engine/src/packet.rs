@@ -8,7 +8,7 @@ pub const MAX_OPUS_PACKET_BYTES: usize = 1275;
 
 /// Which remote stream a packet belongs to. The network side assigns these; the engine only
 /// uses them to keep one jitter buffer and one decoder per stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct StreamId(pub u16);
 
 /// One encoded Opus frame with its stream position, stored inline.

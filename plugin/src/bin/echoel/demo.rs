@@ -1,84 +1,145 @@
-//! `echoel demo`: the engine in loopback over a generated signal at the host settings musicians
-//! use, with the measured path latency and quality. Every row runs the real path: host block →
-//! resampler → Opus low-delay → jitter buffer → decoder → resampler → host block.
+//! `echoel demo`: a relay and three headless musicians on this machine, each playing its own
+//! voice for a few seconds; prints who heard whom, how late and how cleanly, and writes what
+//! each heard as WAV.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context};
-use echoel_plugin::engine::measure::LoopbackRun;
-use echoel_plugin::engine::{CodecSettings, FrameDuration};
+use anyhow::Context;
+use echoel_net::relay::{Relay, RelayConfig};
+use echoel_plugin::bridge::network_runtime;
+use echoel_plugin::engine::{CodecSettings, INTERNAL_RATE_HZ};
+use echoel_plugin::headless::{
+    self, file_stem, measure_lag, HeadlessOptions, HeadlessReport, Source,
+};
 
-/// Host rate, block size and frame size of each row.
-const CONFIGS: [(u32, usize, FrameDuration); 5] = [
-    (48_000, 64, FrameDuration::Ms2_5),
-    (48_000, 128, FrameDuration::Ms5),
-    (44_100, 256, FrameDuration::Ms2_5),
-    (96_000, 512, FrameDuration::Ms10),
-    (44_100, 1024, FrameDuration::Ms20),
-];
+const MUSICIANS: [&str; 3] = ["ana", "ben", "cleo"];
 
-pub fn run(seconds: f32, out: &Path) -> anyhow::Result<()> {
-    ensure!(
-        (1.0..=600.0).contains(&seconds),
-        "--seconds must be between 1 and 600"
+pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (2.0..=600.0).contains(&seconds),
+        "--seconds must be between 2 and 600"
     );
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
-    println!("Echoel Jam engine loopback: what a musician hears of themselves through the codec");
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let rt = network_runtime();
+    let state_dir = std::env::temp_dir().join(format!("echoel-demo-relay-{}", std::process::id()));
+    let relay = rt.block_on(Relay::bind(&RelayConfig {
+        listen: "127.0.0.1:0".parse()?,
+        state_dir: state_dir.clone(),
+        metrics: None,
+    }))?;
+    let relay_addr = relay.local_addr()?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let relay_task = rt.spawn(relay.run(async {
+        let _ = stop_rx.await;
+    }));
+    let invite = crate::make_invite(&state_dir, &relay_addr.to_string(), Some("demo"))?;
     println!(
-        "{:>8} {:>6} {:>6} {:>11} {:>12} {:>8} {:>10} {:>8}",
-        "rate", "block", "frame", "latency ms", "correlation", "SNR dB", "concealed", "depth"
+        "relay on {relay_addr}, room `demo`; {} musicians playing for {seconds} s{}",
+        MUSICIANS.len(),
+        if force_relay {
+            ", all through the relay"
+        } else {
+            ""
+        }
     );
-    let mut worst_corr = 1.0f32;
-    for (rate, block, frame) in CONFIGS {
-        let run = LoopbackRun {
-            codec: CodecSettings {
-                frame,
-                ..CodecSettings::default()
-            },
-            ..LoopbackRun::new(rate, block, seconds)
-        };
-        let report = run.run(250.0)?;
-        let a = report
-            .alignment
-            .context("nothing came back through the loopback path")?;
-        worst_corr = worst_corr.min(a.correlation);
-        println!(
-            "{:>8} {:>6} {:>6.1} {:>11.2} {:>12.4} {:>8.1} {:>10} {:>8}",
-            rate,
-            block,
-            frame.millis(),
-            a.lag_ms(rate),
-            a.correlation,
-            a.snr_db,
-            report.stats.frames_concealed,
-            report.stats.jitter_depth_packets
-        );
-        let stem = format!("{rate}hz-{block}-{}ms", frame.millis());
-        write_wav(&out.join(format!("{stem}-sent.wav")), rate, &report.input)?;
-        write_wav(&out.join(format!("{stem}-heard.wav")), rate, &report.output)?;
-    }
-    println!("WAV files in {}", out.display());
-    ensure!(
-        worst_corr > 0.9,
-        "the decoded signal does not match what was sent (correlation {worst_corr:.3})"
-    );
-    Ok(())
-}
 
-fn write_wav(path: &Path, rate: u32, samples: &[f32]) -> anyhow::Result<()> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: rate,
-        bits_per_sample: 32,
-        sample_format: hound::SampleFormat::Float,
-    };
-    let mut w = hound::WavWriter::create(path, spec)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    for &s in samples {
-        w.write_sample(s)?;
+    // One shared start instant: everyone's recordings share a timeline.
+    let start_at = Instant::now() + Duration::from_millis(1500);
+    let handles: Vec<_> = MUSICIANS
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let opts = HeadlessOptions {
+                invite: invite.clone(),
+                name: (*name).to_owned(),
+                source: Source::Voice(i as u32 + 1),
+                seconds,
+                force_relay,
+                codec: CodecSettings::default(),
+                start_at: Some(start_at),
+            };
+            std::thread::Builder::new()
+                .name(format!("musician-{name}"))
+                .spawn(move || headless::run(opts, network_runtime().handle()))
+        })
+        .collect::<Result<_, _>>()?;
+    let reports: Vec<HeadlessReport> = handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a musician thread panicked"))?
+                .map_err(anyhow::Error::from)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let _ = stop_tx.send(());
+    let _ = rt.block_on(relay_task);
+    let _ = std::fs::remove_dir_all(&state_dir);
+
+    println!(
+        "\n{:<14} {:>6} {:>11} {:>12} {:>8} {:>10} {:>7} {:>13}",
+        "heard",
+        "path",
+        "latency ms",
+        "correlation",
+        "loss %",
+        "concealed",
+        "depth",
+        "sender kbit/s"
+    );
+    let mut worst = 1.0f32;
+    for listener in &reports {
+        let dir = out.join(file_stem(&listener.name));
+        std::fs::create_dir_all(&dir)?;
+        crate::wav::write(
+            &out.join(format!("{}-sent.wav", file_stem(&listener.name))),
+            INTERNAL_RATE_HZ,
+            &listener.sent,
+        )?;
+        for rec in listener.recordings.values() {
+            let Some(sender) = reports.iter().find(|r| r.name == rec.name) else {
+                continue;
+            };
+            let a = measure_lag(&sender.sent, &rec.samples, 250.0);
+            let (decoded, concealed, depth) = rec.stream.map_or((0, 0, 0), |s| {
+                (s.frames_decoded, s.frames_concealed, s.depth_packets)
+            });
+            let loss = 100.0 * concealed as f64 / (decoded + concealed).max(1) as f64;
+            let kbps = sender.wire_tx_bytes as f64 * 8.0 / 1000.0 / f64::from(seconds + 1.5);
+            let (lat, corr) = a.map_or(("-".into(), 0.0), |a| {
+                (format!("{:.2}", a.lag_ms(INTERNAL_RATE_HZ)), a.correlation)
+            });
+            worst = worst.min(corr);
+            println!(
+                "{:<14} {:>6} {:>11} {:>12.4} {:>8.2} {:>10} {:>7} {:>13.1}",
+                format!("{} → {}", rec.name, listener.name),
+                if rec.direct { "direct" } else { "relay" },
+                lat,
+                corr,
+                loss,
+                concealed,
+                depth,
+                kbps
+            );
+            crate::wav::write(
+                &dir.join(format!("{}.wav", file_stem(&rec.name))),
+                INTERNAL_RATE_HZ,
+                &rec.samples,
+            )?;
+        }
     }
-    w.finalize()
-        .with_context(|| format!("cannot finish {}", path.display()))?;
+    println!(
+        "\nWAV files in {} (NAME-sent.wav and, per listener, what they heard from each)",
+        out.display()
+    );
+    let pairs: usize = reports.iter().map(|r| r.recordings.len()).sum();
+    anyhow::ensure!(
+        pairs == MUSICIANS.len() * (MUSICIANS.len() - 1),
+        "only {pairs} of 6 musician pairs heard each other"
+    );
+    anyhow::ensure!(
+        worst > 0.9,
+        "someone heard a damaged signal (correlation {worst:.3})"
+    );
     Ok(())
 }

@@ -1,9 +1,14 @@
-//! `echoel`: Echoel Jam's command line.
+//! `echoel`: Echoel Jam's command line — relay, invites, headless musicians and the demo.
 
 mod demo;
+mod loopback;
+mod peer;
+mod wav;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -19,19 +24,163 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the audio engine on a generated signal and reports latency and quality.
+    /// A relay and three musicians on this machine: who hears whom, how late, how clean.
     Demo {
-        /// Seconds of audio per configuration.
-        #[arg(long, default_value_t = 3.0)]
+        /// Seconds each musician plays.
+        #[arg(long, default_value_t = 4.0)]
         seconds: f32,
-        /// Folder for the WAV files (sent and received, per configuration).
+        /// Folder for what each musician heard, as WAV.
         #[arg(long, default_value = "out/demo")]
         out: PathBuf,
+        /// Send everything through the relay instead of direct paths.
+        #[arg(long)]
+        force_relay: bool,
+        /// Instead: only the engine in loopback at several host settings (no network).
+        #[arg(long)]
+        loopback: bool,
     },
+    /// Runs a relay.
+    Relay {
+        /// UDP address to serve on.
+        #[arg(long, default_value = "0.0.0.0:4433")]
+        listen: SocketAddr,
+        /// Folder for the relay's certificate, key and rooms (kept across restarts).
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// TCP address serving Prometheus-style metrics.
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
+    },
+    /// Makes a room on a relay (run beside it) and prints its invite.
+    Invite {
+        /// The relay's state folder.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// The address musicians reach the relay at, HOST:PORT.
+        #[arg(long)]
+        relay_addr: String,
+        /// Room name (letters, digits, - _ .); a random one if omitted.
+        #[arg(long)]
+        room: Option<String>,
+    },
+    /// A headless musician: joins a room, plays, records what it hears.
+    Peer(peer::PeerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
-        Command::Demo { seconds, out } => demo::run(seconds, &out),
+        Command::Demo {
+            seconds,
+            out,
+            force_relay,
+            loopback,
+        } => {
+            if loopback {
+                loopback::run(seconds, &out)
+            } else {
+                demo::run(seconds, &out, force_relay)
+            }
+        }
+        Command::Relay {
+            listen,
+            state_dir,
+            metrics,
+        } => relay(listen, state_dir, metrics),
+        Command::Invite {
+            state_dir,
+            relay_addr,
+            room,
+        } => {
+            let invite = make_invite(&state_dir, &relay_addr, room.as_deref())?;
+            println!("{invite}");
+            Ok(())
+        }
+        Command::Peer(args) => peer::run(args),
     }
+}
+
+fn relay(
+    listen: SocketAddr,
+    state_dir: PathBuf,
+    metrics: Option<SocketAddr>,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the relay's runtime")?;
+    rt.block_on(async {
+        let config = echoel_net::relay::RelayConfig {
+            listen,
+            state_dir,
+            metrics,
+        };
+        let relay = echoel_net::relay::Relay::bind(&config).await?;
+        eprintln!(
+            "relay on {} (certificate {}){}",
+            relay.local_addr()?,
+            relay.fingerprint(),
+            relay
+                .metrics_addr()
+                .map(|a| format!(", metrics on http://{a}/metrics"))
+                .unwrap_or_default()
+        );
+        relay.run(shutdown_signal()).await;
+        eprintln!("relay stopped");
+        anyhow::Ok(())
+    })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Creates a room in the relay's store and returns its invite.
+pub fn make_invite(
+    state_dir: &std::path::Path,
+    relay_addr: &str,
+    room: Option<&str>,
+) -> anyhow::Result<echoel_net::Invite> {
+    use echoel_net::{Invite, RoomId, RoomSecret};
+    let identity = echoel_net::tls::Identity::load_or_create(state_dir)?;
+    let room = match room {
+        Some(r) => RoomId::new(r).context("room names use letters, digits, - _ . (at most 64)")?,
+        None => RoomId::random(),
+    };
+    let secret = RoomSecret::generate();
+    // Round-trip through the parser so a bad --relay-addr is caught here, not by the band.
+    let probe = format!(
+        "echoel://{relay_addr}/{room}?fp={}&secret={}",
+        identity.fingerprint(),
+        secret.to_base64()
+    );
+    let invite: Invite = probe
+        .parse()
+        .with_context(|| format!("--relay-addr {relay_addr} is not HOST:PORT"))?;
+    echoel_net::store::RoomStore::new(state_dir)
+        .put(&room, &secret.verifier(&room))
+        .with_context(|| format!("cannot save the room in {}", state_dir.display()))?;
+    Ok(invite)
 }

@@ -1,0 +1,139 @@
+//! `echoel peer`: a headless musician.
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context};
+use echoel_plugin::bridge::network_runtime;
+use echoel_plugin::engine::{CodecSettings, FrameDuration, INTERNAL_RATE_HZ};
+use echoel_plugin::headless::{self, file_stem, measure_lag, HeadlessOptions, Source};
+
+/// Options of `echoel peer`.
+#[derive(clap::Args)]
+pub struct PeerArgs {
+    /// The room's invite line (echoel://…).
+    #[arg(long)]
+    invite: String,
+    /// Play this WAV file (any rate, mixed to mono).
+    #[arg(long, conflicts_with = "tone")]
+    input: Option<PathBuf>,
+    /// Play a sine at this frequency in Hz.
+    #[arg(long)]
+    tone: Option<f32>,
+    /// Send back what you hear (a latency partner) instead of a signal.
+    #[arg(long, conflicts_with_all = ["input", "tone"])]
+    echo: bool,
+    /// Folder to record each remote musician to, as NAME.wav.
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// How long to play.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f32,
+    /// The name others see.
+    #[arg(long, default_value = "headless")]
+    name: String,
+    /// Send everything through the relay.
+    #[arg(long)]
+    force_relay: bool,
+    /// Opus frame size in ms: 2.5, 5, 10 or 20.
+    #[arg(long, default_value_t = 2.5)]
+    frame_ms: f32,
+    /// Opus bitrate in kbit/s (48–256).
+    #[arg(long, default_value_t = 128)]
+    bitrate: u32,
+}
+
+/// Frame size from milliseconds.
+pub fn frame_from_ms(ms: f32) -> anyhow::Result<FrameDuration> {
+    [
+        FrameDuration::Ms2_5,
+        FrameDuration::Ms5,
+        FrameDuration::Ms10,
+        FrameDuration::Ms20,
+    ]
+    .into_iter()
+    .find(|f| (f.millis() - ms).abs() < 0.01)
+    .ok_or_else(|| anyhow!("--frame-ms must be 2.5, 5, 10 or 20"))
+}
+
+pub fn run(args: PeerArgs) -> anyhow::Result<()> {
+    let invite = args.invite.parse().map_err(|e| anyhow!("{e}"))?;
+    anyhow::ensure!(
+        (0.5..=36_000.0).contains(&args.seconds),
+        "--seconds must be between 0.5 and 36000"
+    );
+    anyhow::ensure!(
+        (48..=256).contains(&args.bitrate),
+        "--bitrate must be between 48 and 256 kbit/s"
+    );
+    let source = match (&args.input, args.tone, args.echo) {
+        (_, _, true) => Source::Echo,
+        (Some(path), _, _) => Source::Samples(crate::wav::read_mono_48k(path)?),
+        (None, Some(hz), _) => {
+            anyhow::ensure!(
+                (20.0..=20_000.0).contains(&hz),
+                "--tone must be between 20 and 20000 Hz"
+            );
+            Source::Tone(hz)
+        }
+        (None, None, false) => Source::Voice(1),
+    };
+    if let Some(dir) = &args.record {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let opts = HeadlessOptions {
+        invite,
+        name: args.name.clone(),
+        source,
+        seconds: args.seconds,
+        force_relay: args.force_relay,
+        codec: CodecSettings {
+            frame: frame_from_ms(args.frame_ms)?,
+            bitrate_bps: args.bitrate * 1000,
+            ..CodecSettings::default()
+        },
+        start_at: None,
+    };
+    let report = headless::run(opts, network_runtime().handle())?;
+    println!(
+        "{}: sent {} frames, {} datagrams",
+        report.name, report.engine.packets_sent, report.datagrams_sent
+    );
+    let (forged, replayed, unkeyed) = report.refused;
+    println!(
+        "refused datagrams: {forged} forged, {replayed} replayed, {unkeyed} without a key yet"
+    );
+    if report.recordings.is_empty() {
+        println!("heard nobody — is anyone else in the room?");
+    }
+    for rec in report.recordings.values() {
+        let path = if rec.direct { "direct" } else { "relay" };
+        let (decoded, concealed) = rec
+            .stream
+            .map_or((0, 0), |s| (s.frames_decoded, s.frames_concealed));
+        print!(
+            "  {:<16} {:>6}  {decoded} frames, {concealed} concealed",
+            rec.name, path
+        );
+        if !args.echo {
+            // A partner running --echo returns our own signal: its lag is the round trip.
+            if let Some(a) =
+                measure_lag(&report.sent, &rec.samples, 400.0).filter(|a| a.correlation > 0.5)
+            {
+                print!(
+                    ", round trip {:.2} ms (correlation {:.3})",
+                    a.lag_ms(INTERNAL_RATE_HZ),
+                    a.correlation
+                );
+            }
+        }
+        println!();
+        if let Some(dir) = &args.record {
+            crate::wav::write(
+                &dir.join(format!("{}.wav", file_stem(&rec.name))),
+                INTERNAL_RATE_HZ,
+                &rec.samples,
+            )?;
+        }
+    }
+    Ok(())
+}

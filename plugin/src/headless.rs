@@ -1,0 +1,292 @@
+//! A headless musician: the engine on a real-time paced thread instead of a DAW, joined to a
+//! room through the same bridge the plugin uses. Sends a signal (or echoes what it hears),
+//! records each remote musician separately, and reports what happened.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use echoel_engine::signal::TestSignal;
+use echoel_engine::{
+    CodecSettings, Engine, EngineConfig, EngineError, EngineParams, StatsSnapshot, StemTap,
+    StreamId, StreamSnapshot, INTERNAL_RATE_HZ,
+};
+use echoel_net::session::{SessionConfig, SessionError, SessionState, SessionStatus};
+use echoel_net::{Invite, RotationPolicy};
+use thiserror::Error;
+
+use crate::bridge::Bridge;
+
+/// Host block of the headless peer: 64 frames (1.33 ms), what a low-latency studio runs.
+pub const BLOCK_FRAMES: usize = 64;
+
+/// What the peer plays into the room.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The test signal's voice `n` (distinct per musician, see [`TestSignal::voice`]).
+    Voice(u32),
+    /// A sine at this frequency.
+    Tone(f32),
+    /// These mono 48 kHz samples, then silence.
+    Samples(Vec<f32>),
+    /// Whatever it hears: a latency partner.
+    Echo,
+}
+
+/// How to run a headless peer.
+#[derive(Debug, Clone)]
+pub struct HeadlessOptions {
+    /// The room.
+    pub invite: Invite,
+    /// Name shown to others.
+    pub name: String,
+    /// What to play.
+    pub source: Source,
+    /// How long to play.
+    pub seconds: f32,
+    /// Never try direct paths.
+    pub force_relay: bool,
+    /// Encoder settings.
+    pub codec: CodecSettings,
+    /// When audio starts; several peers given the same instant share one timeline, so their
+    /// recordings' lags are comparable.
+    pub start_at: Option<Instant>,
+}
+
+/// One remote musician as recorded by a peer.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    /// Their name.
+    pub name: String,
+    /// Left channel at 48 kHz from our start instant (silence until their first packet).
+    pub samples: Vec<f32>,
+    /// How their audio reached us.
+    pub direct: bool,
+    /// Their stream's counters in our engine.
+    pub stream: Option<StreamSnapshot>,
+}
+
+/// What a headless run produced.
+#[derive(Debug)]
+pub struct HeadlessReport {
+    /// Our name.
+    pub name: String,
+    /// What we sent (left channel, 48 kHz).
+    pub sent: Vec<f32>,
+    /// Each remote musician, by member id.
+    pub recordings: BTreeMap<u8, Recording>,
+    /// Engine counters.
+    pub engine: StatsSnapshot,
+    /// Session state at the end.
+    pub status: SessionStatus,
+    /// Bytes our UDP socket sent, all paths, for the on-wire bitrate.
+    pub wire_tx_bytes: u64,
+    /// Audio datagrams sent (one per path).
+    pub datagrams_sent: u64,
+    /// Datagrams refused as forged, replayed or unkeyed.
+    pub refused: (u64, u64, u64),
+}
+
+/// A headless run failed.
+#[derive(Debug, Error)]
+pub enum HeadlessError {
+    /// The engine could not start.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The network could not start.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The relay refused us.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Collects each stream's stem, padded to our timeline.
+struct Recorder {
+    position: usize,
+    tracks: BTreeMap<StreamId, Vec<f32>>,
+    capacity: usize,
+}
+
+impl StemTap for Recorder {
+    fn stem(&mut self, stream: StreamId, samples: &[f32]) {
+        let capacity = self.capacity;
+        let track = self
+            .tracks
+            .entry(stream)
+            .or_insert_with(|| Vec::with_capacity(capacity));
+        // This thread paces itself; it is not a host's audio thread, so growing is allowed.
+        track.resize(self.position, 0.0);
+        track.extend(samples.iter().step_by(2));
+    }
+}
+
+/// Runs a headless peer to completion on the calling thread, with its network session on
+/// `runtime`.
+pub fn run(
+    opts: HeadlessOptions,
+    runtime: &tokio::runtime::Handle,
+) -> Result<HeadlessReport, HeadlessError> {
+    let (mut engine, link) = Engine::new(EngineConfig {
+        sample_rate_hz: INTERNAL_RATE_HZ,
+        host_channels: 2,
+        max_block_frames: BLOCK_FRAMES,
+    })?;
+    let bridge = Bridge::start(
+        link,
+        SessionConfig {
+            invite: opts.invite.clone(),
+            name: opts.name.clone(),
+            force_relay: opts.force_relay,
+            rotation: RotationPolicy::default(),
+        },
+        runtime,
+    )?;
+    let params = EngineParams {
+        monitor_gain: 0.0,
+        codec: opts.codec,
+        ..EngineParams::default()
+    };
+    let total_blocks = (opts.seconds * INTERNAL_RATE_HZ as f32) as usize / BLOCK_FRAMES;
+    let total_frames = total_blocks * BLOCK_FRAMES;
+    let mut recorder = Recorder {
+        position: 0,
+        tracks: BTreeMap::new(),
+        capacity: total_frames,
+    };
+    let mut voice = match opts.source {
+        Source::Voice(v) => Some(TestSignal::voice(INTERNAL_RATE_HZ, v)),
+        _ => None,
+    };
+    let mut sent = Vec::with_capacity(total_frames);
+    let (mut l, mut r) = (vec![0.0f32; BLOCK_FRAMES], vec![0.0f32; BLOCK_FRAMES]);
+    let mut names: BTreeMap<u8, (String, bool)> = BTreeMap::new();
+    let period = Duration::from_secs_f64(BLOCK_FRAMES as f64 / f64::from(INTERNAL_RATE_HZ));
+    let start = opts.start_at.unwrap_or_else(Instant::now);
+    for block in 0..total_blocks {
+        let deadline = start + period * block as u32;
+        if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let pos = block * BLOCK_FRAMES;
+        match &opts.source {
+            Source::Voice(_) => {
+                let v = voice.as_mut().expect("voice source has a generator");
+                l.iter_mut().for_each(|s| *s = v.next_sample());
+                r.copy_from_slice(&l);
+            }
+            Source::Tone(hz) => {
+                for (i, s) in l.iter_mut().enumerate() {
+                    let t = (pos + i) as f32 / INTERNAL_RATE_HZ as f32;
+                    *s = 0.3 * (std::f32::consts::TAU * hz * t).sin();
+                }
+                r.copy_from_slice(&l);
+            }
+            Source::Samples(samples) => {
+                for (i, s) in l.iter_mut().enumerate() {
+                    *s = samples.get(pos + i).copied().unwrap_or(0.0);
+                }
+                r.copy_from_slice(&l);
+            }
+            // The previous block's output (what we heard) is this block's input.
+            Source::Echo => {}
+        }
+        sent.extend_from_slice(&l);
+        recorder.position = pos;
+        engine.process_tapped(&mut [&mut l[..], &mut r[..]], &params, &mut recorder);
+        if !matches!(opts.source, Source::Echo) {
+            l.fill(0.0);
+            r.fill(0.0);
+        }
+        if block % 64 == 0 {
+            if let SessionState::Refused(reason) = bridge.session().status().state {
+                return Err(HeadlessError::Refused(reason.explain().to_owned()));
+            }
+            for m in bridge.session().status().members {
+                let direct = m.path == echoel_net::session::Path::Direct;
+                names.insert(m.info.id.0, (m.info.name, direct));
+            }
+        }
+    }
+    let status = bridge.session().status();
+    for m in &status.members {
+        let direct = m.path == echoel_net::session::Path::Direct;
+        names.insert(m.info.id.0, (m.info.name.clone(), direct));
+    }
+    let streams = engine.stats().stream_snapshots();
+    let recordings = recorder
+        .tracks
+        .into_iter()
+        .filter(|(id, _)| *id != echoel_engine::LOOPBACK_STREAM)
+        .map(|(id, mut samples)| {
+            samples.resize(total_frames, 0.0);
+            let member = id.0 as u8;
+            let (name, direct) = names
+                .get(&member)
+                .cloned()
+                .unwrap_or_else(|| (format!("member-{member}"), false));
+            let stream = streams.iter().copied().find(|s| s.stream == id);
+            (
+                member,
+                Recording {
+                    name,
+                    samples,
+                    direct,
+                    stream,
+                },
+            )
+        })
+        .collect();
+    let c = bridge.session().counters();
+    use std::sync::atomic::Ordering::Relaxed;
+    Ok(HeadlessReport {
+        name: opts.name,
+        sent,
+        recordings,
+        engine: engine.stats().snapshot(),
+        status,
+        wire_tx_bytes: bridge.session().wire_tx_bytes(),
+        datagrams_sent: c.sent.load(Relaxed),
+        refused: (
+            c.forged.load(Relaxed),
+            c.replayed.load(Relaxed),
+            c.unkeyed.load(Relaxed),
+        ),
+    })
+}
+
+/// Latency of `heard` behind `sent` (same timeline, 48 kHz), measured over one second from
+/// half a second in, when keys and buffers have settled.
+pub fn measure_lag(
+    sent: &[f32],
+    heard: &[f32],
+    max_lag_ms: f32,
+) -> Option<echoel_engine::analysis::Alignment> {
+    let rate = INTERNAL_RATE_HZ as usize;
+    let start = rate / 2;
+    let len = rate.min(sent.len().saturating_sub(start + rate / 4));
+    if len < rate / 10 || heard.len() <= start {
+        return None;
+    }
+    let max_lag = (max_lag_ms / 1000.0 * rate as f32) as usize;
+    echoel_engine::analysis::align(&sent[start..start + len], &heard[start..], max_lag)
+}
+
+/// A file-system-safe version of a musician's name.
+pub fn file_stem(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect();
+    if s.is_empty() {
+        "musician".into()
+    } else {
+        s
+    }
+}
