@@ -32,6 +32,58 @@ pub const MAX_MEMBERS: usize = 64;
 /// A client must finish joining within this time.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Makes a room in the relay's state folder (creating the relay identity if needed) and returns
+/// its invite. `relay_addr` is how musicians reach the relay, `HOST:PORT`.
+pub fn create_room(
+    state_dir: &std::path::Path,
+    relay_addr: &str,
+    room: Option<&str>,
+) -> Result<crate::Invite, CreateRoomError> {
+    let identity = Identity::load_or_create(state_dir)?;
+    let room = match room {
+        Some(r) => RoomId::new(r).map_err(|_| CreateRoomError::RoomName)?,
+        None => RoomId::random(),
+    };
+    let secret = crate::RoomSecret::generate();
+    // Through the invite parser, so a bad address is caught here and not by the band.
+    let invite: crate::Invite = format!(
+        "echoel://{relay_addr}/{room}?fp={}&secret={}",
+        identity.fingerprint(),
+        secret.to_base64()
+    )
+    .parse()
+    .map_err(|_| CreateRoomError::Address(relay_addr.to_owned()))?;
+    RoomStore::new(state_dir)
+        .put(&room, &secret.verifier(&room))
+        .map_err(|source| CreateRoomError::Store {
+            path: state_dir.display().to_string(),
+            source,
+        })?;
+    Ok(invite)
+}
+
+/// A room could not be made.
+#[derive(Debug, Error)]
+pub enum CreateRoomError {
+    /// Identity setup.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Bad room name.
+    #[error("room names use letters, digits, - _ . (1 to 64 characters)")]
+    RoomName,
+    /// Bad relay address.
+    #[error("relay address `{0}` is not HOST:PORT")]
+    Address(String),
+    /// The room store could not be written.
+    #[error("cannot save the room in {path}: {source}")]
+    Store {
+        /// State folder.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// How to run a relay.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
@@ -114,6 +166,8 @@ impl Room {
 }
 
 struct Shared {
+    #[cfg(feature = "danger-test-hooks")]
+    tap: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
     store: RoomStore,
     rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
     metrics: RelayMetrics,
@@ -182,6 +236,8 @@ impl Relay {
         Ok(Self {
             endpoint,
             shared: Arc::new(Shared {
+                #[cfg(feature = "danger-test-hooks")]
+                tap: Mutex::new(None),
                 store: RoomStore::new(&config.state_dir),
                 rooms: Mutex::new(HashMap::new()),
                 metrics: RelayMetrics::default(),
@@ -211,6 +267,14 @@ impl Relay {
     /// Live counters.
     pub fn metrics(&self) -> Arc<impl std::ops::Deref<Target = RelayMetrics>> {
         Arc::new(MetricsView(self.shared.clone()))
+    }
+
+    /// Test hook: every datagram the relay receives from an admitted member, as received.
+    #[cfg(feature = "danger-test-hooks")]
+    pub fn danger_tap_datagrams(&self) -> mpsc::UnboundedReceiver<Bytes> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.shared.tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+        rx
     }
 
     /// Serves until `shutdown` completes, then closes every connection cleanly.
@@ -246,9 +310,12 @@ impl std::ops::Deref for MetricsView {
     }
 }
 
+/// A connection's membership, once admitted; read by its datagram forwarder.
+type Membership = Arc<RwLock<Option<(Arc<Room>, Arc<Member>)>>>;
+
 /// One member's connection from handshake to goodbye.
 async fn serve_member(conn: Connection, shared: Arc<Shared>) {
-    let admitted: Arc<RwLock<Option<(Arc<Room>, Arc<Member>)>>> = Arc::new(RwLock::new(None));
+    let admitted: Membership = Arc::new(RwLock::new(None));
     let datagrams = tokio::spawn(forward_datagrams(
         conn.clone(),
         admitted.clone(),
@@ -301,7 +368,12 @@ async fn admit(conn: &Connection, shared: &Shared) -> Result<Admitted, Refusal> 
         .map_err(|_| Refusal::Protocol)?;
     let result = async {
         let join = tokio::time::timeout(JOIN_TIMEOUT, read_frame::<ClientMessage>(&mut recv)).await;
-        let Ok(Ok(Some(ClientMessage::Join { room, name }))) = join else {
+        let Ok(Ok(Some(ClientMessage::Join {
+            room,
+            name,
+            participant,
+        }))) = join
+        else {
             return Err(Refusal::Protocol);
         };
         let room_id = RoomId::new(&room).map_err(|_| Refusal::UnknownRoom)?;
@@ -330,6 +402,7 @@ async fn admit(conn: &Connection, shared: &Shared) -> Result<Admitted, Refusal> 
             let member = Arc::new(Member {
                 info: MemberInfo {
                     id,
+                    participant,
                     name: name.chars().take(64).collect(),
                     observed: conn.remote_address(),
                 },
@@ -439,11 +512,7 @@ async fn run_control(
 
 /// Forwards a member's datagrams to the rest of its room, prefixed with its id. Datagrams
 /// before admission are counted and dropped.
-async fn forward_datagrams(
-    conn: Connection,
-    admitted: Arc<RwLock<Option<(Arc<Room>, Arc<Member>)>>>,
-    shared: Arc<Shared>,
-) {
+async fn forward_datagrams(conn: Connection, admitted: Membership, shared: Arc<Shared>) {
     let m = &shared.metrics;
     while let Ok(datagram) = conn.read_datagram().await {
         m.datagrams_in.fetch_add(1, Relaxed);
@@ -454,6 +523,15 @@ async fn forward_datagrams(
         if datagram.len() < AUDIO_HEADER_LEN + TAG_LEN || AudioHeader::decode(&datagram).is_err() {
             m.dropped_malformed.fetch_add(1, Relaxed);
             continue;
+        }
+        #[cfg(feature = "danger-test-hooks")]
+        if let Some(tap) = shared
+            .tap
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = tap.send(datagram.clone());
         }
         let out = prefix(me.info.id, &datagram);
         let targets = room

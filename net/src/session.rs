@@ -24,15 +24,18 @@ use crate::tls::{
 };
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{
-    decode_body, encode_peer, ClientMessage, Forwarded, MemberId, MemberInfo, PeerMessage, Refusal,
-    RelayMessage,
+    decode_body, encode_peer, ClientMessage, Forwarded, MemberId, MemberInfo, ParticipantId,
+    PeerMessage, Refusal, RelayMessage,
 };
 
 /// How long a direct path may take before the relay carries that member's audio.
 pub const DIRECT_PATH_TIMEOUT: Duration = Duration::from_secs(1);
-/// Reconnect backoff bounds.
+/// Reconnect backoff bounds: a band waits at most a second between attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A relay handshake unanswered this long is abandoned and retried. A dead relay on UDP sends
+/// no refusal, and waiting out the idle timeout would leave the band silent twice as long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Key rotation and expiry are checked this often.
 const KEY_TICK: Duration = Duration::from_millis(250);
 
@@ -123,7 +126,7 @@ pub enum SessionError {
     Setup(String),
 }
 
-type AudioCallback = Box<dyn FnMut(MemberId, u32, &[u8]) + Send>;
+type AudioCallback = Box<dyn FnMut(ParticipantId, u32, &[u8]) + Send>;
 
 /// State shared by the handle (send path) and the network tasks.
 /// Locks are taken in this field order (keys, me, scratch, direct, members, relay) whenever
@@ -141,6 +144,7 @@ struct Shared {
     on_audio: Mutex<AudioCallback>,
     counters: SessionCounters,
     stopped: AtomicBool,
+    participant: ParticipantId,
     scratch: Mutex<Vec<u8>>,
 }
 
@@ -190,6 +194,24 @@ impl SessionHandle {
                 }
             }
         }
+    }
+
+    /// Test hook: seals `payload` as our audio frame `seq` without sending it.
+    #[cfg(feature = "danger-test-hooks")]
+    pub fn danger_seal(&self, seq: u32, payload: &[u8]) -> Option<Vec<u8>> {
+        let mut keys = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        keys.as_mut()?.seal_audio(seq, payload, &mut out);
+        Some(out)
+    }
+
+    /// Test hook: sends raw bytes as a datagram to the relay.
+    #[cfg(feature = "danger-test-hooks")]
+    pub fn danger_send_raw(&self, datagram: &[u8]) -> bool {
+        let relay = self.shared.relay.lock().unwrap_or_else(|e| e.into_inner());
+        relay
+            .as_ref()
+            .is_some_and(|c| c.send_datagram(Bytes::copy_from_slice(datagram)).is_ok())
     }
 
     /// The session's counters.
@@ -272,29 +294,16 @@ impl SessionHandle {
 }
 
 /// Starts a session on the current tokio runtime. `on_audio(from, seq, payload)` receives
-/// every opened audio frame on the network thread.
+/// every opened audio frame on the network thread; `from` identifies the musician across
+/// reconnections.
 pub fn start(
     config: SessionConfig,
-    on_audio: impl FnMut(MemberId, u32, &[u8]) + Send + 'static,
+    on_audio: impl FnMut(ParticipantId, u32, &[u8]) + Send + 'static,
 ) -> Result<SessionHandle, SessionError> {
-    let setup = |e: &dyn std::fmt::Display| SessionError::Setup(e.to_string());
-    let identity = Identity::generate().map_err(|e| setup(&e))?;
-    let bind: SocketAddr = if config.invite.host.contains(':') {
-        "[::]:0".parse().expect("valid")
-    } else {
-        "0.0.0.0:0".parse().expect("valid")
-    };
-    let socket = std::net::UdpSocket::bind(bind).map_err(|e| setup(&e))?;
-    let mut endpoint = quinn::Endpoint::new(
-        endpoint_config(),
-        Some(identity.server_config().map_err(|e| setup(&e))?),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|e| setup(&e))?;
-    endpoint.set_default_client_config(
-        relay_client_config(config.invite.fingerprint).map_err(|e| setup(&e))?,
-    );
+    // Fail now, not in the background, if TLS cannot be set up at all.
+    let identity = Identity::generate().map_err(|e| SessionError::Setup(e.to_string()))?;
+    relay_client_config(config.invite.fingerprint)
+        .map_err(|e| SessionError::Setup(e.to_string()))?;
     let shared = Arc::new(Shared {
         keys: Mutex::new(None),
         me: Mutex::new(None),
@@ -306,11 +315,36 @@ pub fn start(
         on_audio: Mutex::new(Box::new(on_audio)),
         counters: SessionCounters::default(),
         stopped: AtomicBool::new(false),
+        participant: ParticipantId(rand_core::RngCore::next_u64(&mut rand_core::OsRng)),
         scratch: Mutex::new(Vec::with_capacity(1500)),
     });
-    tokio::spawn(accept_direct(endpoint.clone(), shared.clone()));
-    tokio::spawn(run(endpoint, config, shared.clone()));
+    tokio::spawn(run(identity, config, shared.clone()));
     Ok(SessionHandle { shared })
+}
+
+/// A fresh endpoint on a new socket. Each connection attempt gets its own: with zero-length
+/// connection ids quinn routes by address, and a draining connection to the old relay would
+/// otherwise swallow the new handshake.
+fn make_endpoint(identity: &Identity, config: &SessionConfig) -> Result<quinn::Endpoint, String> {
+    let bind: SocketAddr = if config.invite.host.contains(':') {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+    };
+    let socket =
+        std::net::UdpSocket::bind(bind).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    let server = identity.server_config().map_err(|e| e.to_string())?;
+    let mut endpoint = quinn::Endpoint::new(
+        endpoint_config(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    endpoint.set_default_client_config(
+        relay_client_config(config.invite.fingerprint).map_err(|e| e.to_string())?,
+    );
+    Ok(endpoint)
 }
 
 fn set_state(shared: &Shared, state: SessionState) {
@@ -318,10 +352,19 @@ fn set_state(shared: &Shared, state: SessionState) {
 }
 
 /// Connects, serves until disconnected, and retries with backoff until stopped or refused.
-async fn run(endpoint: quinn::Endpoint, config: SessionConfig, shared: Arc<Shared>) {
+async fn run(identity: Identity, config: SessionConfig, shared: Arc<Shared>) {
     let mut backoff = BACKOFF_MIN;
     while !shared.stopped.load(Relaxed) {
         set_state(&shared, SessionState::Connecting);
+        let endpoint = match make_endpoint(&identity, &config) {
+            Ok(e) => e,
+            Err(msg) => {
+                set_state(&shared, SessionState::Retrying(msg));
+                tokio::time::sleep(BACKOFF_MAX).await;
+                continue;
+            }
+        };
+        let acceptor = tokio::spawn(accept_direct(endpoint.clone(), shared.clone()));
         match join(&endpoint, &config, &shared).await {
             Ok(joined) => {
                 backoff = BACKOFF_MIN;
@@ -331,6 +374,8 @@ async fn run(endpoint: quinn::Endpoint, config: SessionConfig, shared: Arc<Share
             Err(JoinError::Refused(r)) => {
                 tracing::error!("the relay refused to admit us: {}", r.explain());
                 set_state(&shared, SessionState::Refused(r));
+                acceptor.abort();
+                endpoint.close(0u32.into(), b"refused");
                 return;
             }
             Err(JoinError::Other(msg)) => {
@@ -338,6 +383,8 @@ async fn run(endpoint: quinn::Endpoint, config: SessionConfig, shared: Arc<Share
                 set_state(&shared, SessionState::Retrying(msg));
             }
         }
+        acceptor.abort();
+        endpoint.close(0u32.into(), b"reconnecting");
         if shared.stopped.load(Relaxed) {
             break;
         }
@@ -378,10 +425,12 @@ async fn join(
     let unreachable = |e: &dyn std::fmt::Display| {
         JoinError::Other(format!("relay {relay} unreachable ({e}) — is it running?"))
     };
-    let conn = endpoint
+    let connecting = endpoint
         .connect(addr, SERVER_NAME)
-        .map_err(|e| unreachable(&e))?
+        .map_err(|e| unreachable(&e))?;
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
+        .map_err(|_| unreachable(&"no answer"))?
         .map_err(|e| unreachable(&e))?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unreachable(&e))?;
     let lost =
@@ -391,6 +440,7 @@ async fn join(
         &ClientMessage::Join {
             room: inv.room.to_string(),
             name: config.name.clone(),
+            participant: shared.participant,
         },
     )
     .await
@@ -625,9 +675,19 @@ fn receive_datagram(shared: &Shared, bytes: &[u8]) {
     };
     match opened {
         Ok((seq, len)) => {
+            let participant = shared
+                .members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&fwd.sender)
+                .map(|m| m.participant);
+            let Some(participant) = participant else {
+                c.unkeyed.fetch_add(1, Relaxed);
+                return;
+            };
             c.delivered.fetch_add(1, Relaxed);
             let payload = &buf[crate::wire::AUDIO_HEADER_LEN..crate::wire::AUDIO_HEADER_LEN + len];
-            (shared.on_audio.lock().unwrap_or_else(|e| e.into_inner()))(fwd.sender, seq, payload);
+            (shared.on_audio.lock().unwrap_or_else(|e| e.into_inner()))(participant, seq, payload);
         }
         Err(CryptoError::Replay | CryptoError::TooOld) => {
             c.replayed.fetch_add(1, Relaxed);

@@ -111,11 +111,18 @@ impl<'a> Forwarded<'a> {
     }
 }
 
+/// A musician's identity for the life of a session: stays the same when it rejoins after a
+/// relay restart and gets a new [`MemberId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ParticipantId(pub u64);
+
 /// Information about a room member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
     /// The member's id.
     pub id: MemberId,
+    /// Who it is, across reconnections.
+    pub participant: ParticipantId,
     /// Display name.
     pub name: String,
     /// The member's address as the relay sees it (for direct paths).
@@ -156,6 +163,8 @@ pub enum ClientMessage {
         room: String,
         /// Display name.
         name: String,
+        /// Stable identity across reconnections.
+        participant: ParticipantId,
     },
     /// Answer to [`RelayMessage::Challenge`].
     Proof {
@@ -273,6 +282,7 @@ mod tests {
             ClientMessage::Join {
                 room: "band".into(),
                 name: "Ana".into(),
+                participant: ParticipantId(7),
             },
             ClientMessage::Proof { proof: [5; 32] },
             ClientMessage::Send {
@@ -308,6 +318,7 @@ mod tests {
         fn relay_messages_round_trip(name in "[a-zA-Z ]{0,20}", id in any::<u8>(), port in 1u16..) {
             let m = RelayMessage::Joined(MemberInfo {
                 id: MemberId(id),
+                participant: ParticipantId(u64::from(port)),
                 name,
                 observed: SocketAddr::from(([127, 0, 0, 1], port)),
             });

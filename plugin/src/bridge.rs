@@ -3,12 +3,13 @@
 //! incoming ring. Neither side ever waits for the other.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use echoel_engine::{opus_packet_samples, NetworkLink, PacketSlot, StreamId};
 use echoel_net::session::{self, SessionConfig, SessionError, SessionHandle};
+use echoel_net::wire::ParticipantId;
 
 /// How long an encoded frame can wait between the audio thread and the socket: a tenth of a
 /// 2.5 ms frame, for a wake-up cost of a few thousand cheap sleeps a second.
@@ -37,6 +38,9 @@ pub struct Bridge {
     pump: Option<JoinHandle<()>>,
     /// Remote frames dropped because the engine's incoming ring was full.
     pub dropped_incoming: Arc<AtomicU64>,
+    /// Engine stream of each participant: index = stream id. A musician keeps their stream
+    /// (and jitter buffer, and recording) across reconnections.
+    streams: Arc<Mutex<Vec<ParticipantId>>>,
 }
 
 impl Bridge {
@@ -53,12 +57,21 @@ impl Bridge {
         } = link;
         let dropped = Arc::new(AtomicU64::new(0));
         let dropped_in = dropped.clone();
+        let streams = Arc::new(Mutex::new(Vec::new()));
+        let table = streams.clone();
         let session = {
             let _entered = runtime.enter();
             session::start(config, move |from, seq, payload| {
+                let stream = {
+                    let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
+                    let i = t.iter().position(|p| *p == from).unwrap_or_else(|| {
+                        t.push(from);
+                        t.len() - 1
+                    });
+                    StreamId(i as u16)
+                };
                 // Media time from the packet's own duration; senders keep one frame size.
                 let frame = opus_packet_samples(payload).unwrap_or(120) as u64;
-                let stream = StreamId(u16::from(from.0));
                 let pushed = PacketSlot::new(stream, seq, u64::from(seq) * frame, payload)
                     .ok()
                     .is_some_and(|slot| incoming.push(slot).is_ok());
@@ -91,7 +104,14 @@ impl Bridge {
             stop,
             pump: Some(pump),
             dropped_incoming: dropped,
+            streams,
         })
+    }
+
+    /// Who plays on an engine stream.
+    pub fn participant_of(&self, stream: StreamId) -> Option<ParticipantId> {
+        let t = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        t.get(usize::from(stream.0)).copied()
     }
 
     /// The session, for status and counters.

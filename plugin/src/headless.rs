@@ -72,8 +72,8 @@ pub struct HeadlessReport {
     pub name: String,
     /// What we sent (left channel, 48 kHz).
     pub sent: Vec<f32>,
-    /// Each remote musician, by member id.
-    pub recordings: BTreeMap<u8, Recording>,
+    /// Each remote musician, by engine stream (stable across reconnections).
+    pub recordings: BTreeMap<u16, Recording>,
     /// Engine counters.
     pub engine: StatsSnapshot,
     /// Session state at the end.
@@ -159,7 +159,8 @@ pub fn run(
     };
     let mut sent = Vec::with_capacity(total_frames);
     let (mut l, mut r) = (vec![0.0f32; BLOCK_FRAMES], vec![0.0f32; BLOCK_FRAMES]);
-    let mut names: BTreeMap<u8, (String, bool)> = BTreeMap::new();
+    // Participant → (name, direct path?), refreshed as the room changes.
+    let mut names: BTreeMap<u64, (String, bool)> = BTreeMap::new();
     let period = Duration::from_secs_f64(BLOCK_FRAMES as f64 / f64::from(INTERNAL_RATE_HZ));
     let start = opts.start_at.unwrap_or_else(Instant::now);
     for block in 0..total_blocks {
@@ -203,14 +204,14 @@ pub fn run(
             }
             for m in bridge.session().status().members {
                 let direct = m.path == echoel_net::session::Path::Direct;
-                names.insert(m.info.id.0, (m.info.name, direct));
+                names.insert(m.info.participant.0, (m.info.name, direct));
             }
         }
     }
     let status = bridge.session().status();
     for m in &status.members {
         let direct = m.path == echoel_net::session::Path::Direct;
-        names.insert(m.info.id.0, (m.info.name.clone(), direct));
+        names.insert(m.info.participant.0, (m.info.name.clone(), direct));
     }
     let streams = engine.stats().stream_snapshots();
     let recordings = recorder
@@ -219,14 +220,13 @@ pub fn run(
         .filter(|(id, _)| *id != echoel_engine::LOOPBACK_STREAM)
         .map(|(id, mut samples)| {
             samples.resize(total_frames, 0.0);
-            let member = id.0 as u8;
-            let (name, direct) = names
-                .get(&member)
-                .cloned()
-                .unwrap_or_else(|| (format!("member-{member}"), false));
+            let (name, direct) = bridge
+                .participant_of(id)
+                .and_then(|p| names.get(&p.0).cloned())
+                .unwrap_or_else(|| (format!("stream-{}", id.0), false));
             let stream = streams.iter().copied().find(|s| s.stream == id);
             (
-                member,
+                id.0,
                 Recording {
                     name,
                     samples,

@@ -1,1 +1,170 @@
-//! End-to-end tests live in `tests/`; this crate only gives them a home in the workspace.
+//! Helpers for the end-to-end tests: a relay on its own runtime, rooms, and bands of headless
+//! musicians sharing one start instant.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use echoel_net::relay::{Relay, RelayConfig};
+use echoel_net::Invite;
+use echoel_plugin::engine::CodecSettings;
+use echoel_plugin::headless::{self, HeadlessError, HeadlessOptions, HeadlessReport, Source};
+
+/// A relay serving on loopback on its own runtime.
+pub struct TestRelay {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state folder.
+    pub state_dir: PathBuf,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The relay's counters, while it runs.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl TestRelay {
+    /// Starts a relay on `addr` (port 0: any free port) with state in `state_dir`; `prepare`
+    /// may set up test hooks before it serves.
+    pub fn start_with(addr: SocketAddr, state_dir: &Path, prepare: impl FnOnce(&Relay)) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("relay runtime");
+        let relay = runtime
+            .block_on(Relay::bind(&RelayConfig {
+                listen: addr,
+                state_dir: state_dir.to_owned(),
+                metrics: Some("127.0.0.1:0".parse().expect("valid")),
+            }))
+            .expect("relay binds");
+        prepare(&relay);
+        let addr = relay.local_addr().expect("bound");
+        let metrics_addr = relay.metrics_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let serving = runtime.spawn(relay.run(async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            state_dir: state_dir.to_owned(),
+            stop: Some(tx),
+            serving: Some(serving),
+            runtime: Some(runtime),
+            metrics_addr,
+        }
+    }
+
+    /// Starts a relay on any free loopback port.
+    pub fn start(state_dir: &Path) -> Self {
+        Self::start_with("127.0.0.1:0".parse().expect("valid"), state_dir, |_| {})
+    }
+
+    /// A new room on this relay.
+    pub fn room(&self, name: &str) -> Invite {
+        echoel_net::relay::create_room(&self.state_dir, &self.addr.to_string(), Some(name))
+            .expect("room")
+    }
+
+    /// The metrics text, fetched over HTTP like Prometheus would.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let Some(addr) = self.metrics_addr else {
+            return String::new();
+        };
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .expect("metrics reachable");
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n")
+            .expect("request");
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body
+    }
+
+    /// A counter's value from [`Self::metrics`].
+    pub fn metric(&self, name: &str) -> u64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// Shuts the relay down cleanly, as `echoel relay` does on SIGTERM: members are told.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let (Some(rt), Some(serving)) = (self.runtime.as_ref(), self.serving.take()) {
+            let _ =
+                rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), serving).await });
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One musician of a test band.
+pub struct Musician {
+    /// Name.
+    pub name: &'static str,
+    /// What it plays.
+    pub source: Source,
+}
+
+/// Runs musicians together from one start instant and returns their reports in order.
+pub fn play(
+    invite: &Invite,
+    band: Vec<Musician>,
+    seconds: f32,
+    force_relay: bool,
+    runtime: &tokio::runtime::Runtime,
+) -> Vec<Result<HeadlessReport, HeadlessError>> {
+    let start_at = Instant::now() + Duration::from_millis(1200);
+    let threads: Vec<_> = band
+        .into_iter()
+        .map(|m| {
+            let opts = HeadlessOptions {
+                invite: invite.clone(),
+                name: m.name.to_owned(),
+                source: m.source,
+                seconds,
+                force_relay,
+                codec: CodecSettings::default(),
+                start_at: Some(start_at),
+            };
+            let handle = runtime.handle().clone();
+            std::thread::spawn(move || headless::run(opts, &handle))
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("musician thread"))
+        .collect()
+}
+
+/// A runtime for musicians' network sessions (one thread, as in the plugin). Logs go to the
+/// test's output when `RUST_LOG` is set.
+pub fn network_runtime() -> tokio::runtime::Runtime {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("network runtime")
+}

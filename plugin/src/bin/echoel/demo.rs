@@ -33,7 +33,7 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
     let relay_task = rt.spawn(relay.run(async {
         let _ = stop_rx.await;
     }));
-    let invite = crate::make_invite(&state_dir, &relay_addr.to_string(), Some("demo"))?;
+    let invite = echoel_net::relay::create_room(&state_dir, &relay_addr.to_string(), Some("demo"))?;
     println!(
         "relay on {relay_addr}, room `demo`; {} musicians playing for {seconds} s{}",
         MUSICIANS.len(),

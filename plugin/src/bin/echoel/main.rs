@@ -98,7 +98,7 @@ fn main() -> anyhow::Result<()> {
             relay_addr,
             room,
         } => {
-            let invite = make_invite(&state_dir, &relay_addr, room.as_deref())?;
+            let invite = echoel_net::relay::create_room(&state_dir, &relay_addr, room.as_deref())?;
             println!("{invite}");
             Ok(())
         }
@@ -155,32 +155,4 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
     }
-}
-
-/// Creates a room in the relay's store and returns its invite.
-pub fn make_invite(
-    state_dir: &std::path::Path,
-    relay_addr: &str,
-    room: Option<&str>,
-) -> anyhow::Result<echoel_net::Invite> {
-    use echoel_net::{Invite, RoomId, RoomSecret};
-    let identity = echoel_net::tls::Identity::load_or_create(state_dir)?;
-    let room = match room {
-        Some(r) => RoomId::new(r).context("room names use letters, digits, - _ . (at most 64)")?,
-        None => RoomId::random(),
-    };
-    let secret = RoomSecret::generate();
-    // Round-trip through the parser so a bad --relay-addr is caught here, not by the band.
-    let probe = format!(
-        "echoel://{relay_addr}/{room}?fp={}&secret={}",
-        identity.fingerprint(),
-        secret.to_base64()
-    );
-    let invite: Invite = probe
-        .parse()
-        .with_context(|| format!("--relay-addr {relay_addr} is not HOST:PORT"))?;
-    echoel_net::store::RoomStore::new(state_dir)
-        .put(&room, &secret.verifier(&room))
-        .with_context(|| format!("cannot save the room in {}", state_dir.display()))?;
-    Ok(invite)
 }

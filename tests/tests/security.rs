@@ -1,0 +1,171 @@
+//! Admission and end-to-end protection against a wrong secret, tampering, replay, forgery and
+//! a curious relay.
+
+use std::time::{Duration, Instant};
+
+use echoel_net::crypto::{MemberKeys, RotationPolicy};
+use echoel_net::session::{self, SessionConfig, SessionHandle, SessionState};
+use echoel_net::wire::ParticipantId;
+use echoel_net::wire::Refusal;
+use echoel_net::{MemberId, RoomSecret};
+use echoel_plugin::headless::{HeadlessError, Source};
+use echoel_tests::{network_runtime, play, Musician, TestRelay};
+
+#[test]
+fn a_wrong_secret_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let mut invite = relay.room("private");
+    invite.secret = RoomSecret::generate();
+    let rt = network_runtime();
+    let result = play(
+        &invite,
+        vec![Musician {
+            name: "intruder",
+            source: Source::Voice(1),
+        }],
+        1.5,
+        true,
+        &rt,
+    );
+    match &result[0] {
+        Err(HeadlessError::Refused(msg)) => assert!(msg.contains("wrong room secret"), "{msg}"),
+        other => panic!(
+            "expected a refusal, got {:?}",
+            other.as_ref().map(|r| &r.name)
+        ),
+    }
+    assert_eq!(relay.metric("echoel_relay_refused_wrong_secret_total"), 1);
+    assert_eq!(relay.metric("echoel_relay_datagrams_forwarded_total"), 0);
+}
+
+fn join(
+    rt: &tokio::runtime::Runtime,
+    invite: &echoel_net::Invite,
+    name: &str,
+    inbox: std::sync::mpsc::Sender<(ParticipantId, u32, Vec<u8>)>,
+) -> SessionHandle {
+    let _guard = rt.enter();
+    session::start(
+        SessionConfig {
+            invite: invite.clone(),
+            name: name.into(),
+            force_relay: true,
+            rotation: RotationPolicy::default(),
+        },
+        move |from, seq, payload| {
+            let _ = inbox.send((from, seq, payload.to_vec()));
+        },
+    )
+    .unwrap()
+}
+
+/// Waits (bounded) until `cond` holds.
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn tampered_replayed_and_forged_datagrams_are_dropped_and_counted_and_the_relay_cannot_read_audio()
+{
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let mut capture = None;
+    let relay = TestRelay::start_with("127.0.0.1:0".parse().unwrap(), dir.path(), |r| {
+        capture = Some(r.danger_tap_datagrams());
+    });
+    let mut capture = capture.unwrap();
+    let invite = relay.room("guarded");
+    let rt = network_runtime();
+    let (tx_a, rx_a) = std::sync::mpsc::channel();
+    let (tx_b, _rx_b) = std::sync::mpsc::channel();
+    let alice = join(&rt, &invite, "alice", tx_a);
+    let bob = join(&rt, &invite, "bob", tx_b);
+    wait_for("keys both ways", || {
+        let keyed = |h: &SessionHandle| h.status().members.iter().any(|m| m.keyed);
+        keyed(&alice) && keyed(&bob)
+    });
+
+    let secret_audio = b"PLAINTEXT-OPUS-FRAME-0123456789";
+    let sealed = bob.danger_seal(1, secret_audio).expect("bob is keyed");
+    assert!(bob.danger_send_raw(&sealed));
+    let (_, seq, payload) = rx_a
+        .recv_timeout(Duration::from_secs(3))
+        .expect("alice hears bob");
+    assert_eq!((seq, payload.as_slice()), (1, &secret_audio[..]));
+    let from = alice.status().members[0].info.id;
+
+    // Replay: the same bytes again.
+    assert!(bob.danger_send_raw(&sealed));
+    // Tampering: one bit of the ciphertext flipped.
+    let mut flipped = bob.danger_seal(2, secret_audio).unwrap();
+    flipped[6] ^= 0x08;
+    assert!(bob.danger_send_raw(&flipped));
+    // Forgery: sealed by someone holding only what the relay holds (the verifier).
+    let relay_knowledge = RoomSecret::from_bytes(invite.secret.verifier(&invite.room).to_bytes());
+    let mut forger = MemberKeys::new(
+        from,
+        relay_knowledge.member_auth(&invite.room),
+        RotationPolicy::default(),
+        Instant::now(),
+    );
+    let mut forged = Vec::new();
+    forger.seal_audio(3, b"injected", &mut forged);
+    assert!(bob.danger_send_raw(&forged));
+
+    let c = alice.counters();
+    wait_for("alice to count the bad datagrams", || {
+        c.replayed.load(Relaxed) >= 1 && c.forged.load(Relaxed) >= 2
+    });
+    assert!(
+        rx_a.recv_timeout(Duration::from_millis(300)).is_err(),
+        "nothing bad was delivered"
+    );
+    println!(
+        "alice: delivered {}, replayed {}, forged {}",
+        c.delivered.load(Relaxed),
+        c.replayed.load(Relaxed),
+        c.forged.load(Relaxed)
+    );
+
+    // What the relay saw: no plaintext, and nothing it holds opens it.
+    let mut seen = Vec::new();
+    while let Ok(d) = capture.try_recv() {
+        seen.push(d);
+    }
+    assert!(!seen.is_empty(), "the relay saw bob's datagrams");
+    for d in &seen {
+        assert!(
+            !d.windows(secret_audio.len()).any(|w| w == secret_audio),
+            "plaintext at the relay"
+        );
+        let mut relay_keys = MemberKeys::new(
+            MemberId(250),
+            relay_knowledge.member_auth(&invite.room),
+            RotationPolicy::default(),
+            Instant::now(),
+        );
+        let mut bytes = d.to_vec();
+        assert!(relay_keys.open_audio(from, &mut bytes).is_err());
+    }
+    alice.stop();
+    bob.stop();
+}
+
+#[test]
+fn an_unknown_room_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let mut invite = relay.room("real");
+    invite.room = echoel_net::RoomId::new("imaginary").unwrap();
+    let rt = network_runtime();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let h = join(&rt, &invite, "lost", tx);
+    wait_for("a refusal", || {
+        h.status().state == SessionState::Refused(Refusal::UnknownRoom)
+    });
+}
