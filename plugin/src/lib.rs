@@ -10,8 +10,12 @@ pub mod params;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use echoel_engine::{Engine, EngineConfig};
+use echoel_engine::{Engine, EngineConfig, NetworkLink};
+use echoel_net::session::SessionConfig;
+use echoel_net::{Invite, RotationPolicy};
 use nice_plug::prelude::*;
+
+use bridge::{network_runtime, Bridge};
 
 pub use echoel_engine as engine;
 use params::EchoelParams;
@@ -20,6 +24,8 @@ use params::EchoelParams;
 pub struct EchoelJam {
     params: Arc<EchoelParams>,
     engine: Option<Engine>,
+    /// The room connection, when the persisted invite names one.
+    bridge: Option<Bridge>,
 }
 
 impl Default for EchoelJam {
@@ -27,6 +33,7 @@ impl Default for EchoelJam {
         Self {
             params: Arc::new(EchoelParams::default()),
             engine: None,
+            bridge: None,
         }
     }
 }
@@ -70,11 +77,12 @@ impl Plugin for EchoelJam {
             host_channels: layout.main_output_channels.map_or(0, |c| c.get() as usize),
             max_block_frames: buffer_config.max_buffer_size as usize,
         };
-        // The network thread takes the rings' other ends once a room is joined; until then the
-        // engine counts its unsent frames and plays only loopback.
+        // Dropping the old bridge (if re-activated) stops its session before the new one.
+        self.bridge = None;
         match Engine::new(config) {
-            Ok((engine, _network_link)) => {
+            Ok((engine, link)) => {
                 self.engine = Some(engine);
+                self.bridge = self.join_room(link);
                 true
             }
             Err(err) => {
@@ -83,6 +91,10 @@ impl Plugin for EchoelJam {
                 false
             }
         }
+    }
+
+    fn deactivate(&mut self) {
+        self.bridge = None;
     }
 
     fn reset(&mut self) {
@@ -103,6 +115,47 @@ impl Plugin for EchoelJam {
         engine.process(buffer.as_slice(), &self.params.engine_params());
         // Remote musicians keep playing while this track is silent.
         ProcessStatus::KeepAlive
+    }
+}
+
+impl EchoelJam {
+    /// Joins the room of the persisted invite, if any, on the process's network thread. Until
+    /// then the engine counts its unsent frames and plays only loopback.
+    fn join_room(&self, link: NetworkLink) -> Option<Bridge> {
+        let text = self.params.invite.read().ok()?.trim().to_owned();
+        if text.is_empty() {
+            return None;
+        }
+        let invite: Invite = match text.parse() {
+            Ok(i) => i,
+            Err(err) => {
+                nice_error!("Echoel Jam: the saved invite is unusable: {err}");
+                return None;
+            }
+        };
+        let name = self
+            .params
+            .display_name
+            .read()
+            .map(|n| n.trim().to_owned())
+            .unwrap_or_default();
+        let config = SessionConfig {
+            invite,
+            name: if name.is_empty() {
+                "Echoel Jam".into()
+            } else {
+                name
+            },
+            force_relay: false,
+            rotation: RotationPolicy::default(),
+        };
+        match Bridge::start(link, config, network_runtime().handle()) {
+            Ok(b) => Some(b),
+            Err(err) => {
+                nice_error!("Echoel Jam cannot join the room: {err}");
+                None
+            }
+        }
     }
 }
 
