@@ -254,23 +254,23 @@ impl SessionHandle {
         }
     }
 
-    /// Bytes sent on every path (UDP payloads incl. QUIC headers), for on-wire bitrates.
-    pub fn wire_tx_bytes(&self) -> u64 {
+    /// UDP payload bytes (QUIC headers included) and UDP datagrams sent on every path of the
+    /// current connection, for on-wire bitrates.
+    pub fn wire_tx(&self) -> (u64, u64) {
         let s = &self.shared;
-        let relay = s
-            .relay
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map_or(0, |c| c.stats().udp_tx.bytes);
-        let direct: u64 = s
+        let direct: Vec<Connection> = s
             .direct
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .map(|c| c.stats().udp_tx.bytes)
-            .sum();
-        relay + direct
+            .cloned()
+            .collect();
+        let relay = s.relay.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        relay
+            .iter()
+            .chain(&direct)
+            .map(|c| c.stats().udp_tx)
+            .fold((0, 0), |(b, d), u| (b + u.bytes, d + u.datagrams))
     }
 
     /// Leaves the room and stops reconnecting.

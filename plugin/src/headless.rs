@@ -244,7 +244,7 @@ pub fn run(
         recordings,
         engine: engine.stats().snapshot(),
         status,
-        wire_tx_bytes: bridge.session().wire_tx_bytes(),
+        wire_tx_bytes: bridge.session().wire_tx().0,
         datagrams_sent: c.sent.load(Relaxed),
         refused: (
             c.forged.load(Relaxed),
