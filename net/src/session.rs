@@ -24,12 +24,19 @@ use crate::tls::{
 };
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{
-    decode_body, encode_peer, ClientMessage, Forwarded, MemberId, MemberInfo, ParticipantId,
-    PeerMessage, Refusal, RelayMessage,
+    decode_body, encode_peer, forwarded_items, ClientMessage, Forwarded, MemberId, MemberInfo,
+    ParticipantId, PeerMessage, Refusal, RelayMessage,
 };
 
 /// How long a direct path may take before the relay carries that member's audio.
 pub const DIRECT_PATH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Direct paths are tried this many times, this far apart (NAT mappings and busy peers
+/// settle); meanwhile and afterwards the relay carries the audio.
+const DIRECT_PATH_ATTEMPTS: u32 = 3;
+const DIRECT_PATH_RETRY: Duration = Duration::from_secs(2);
+/// An incoming direct path may arrive before we have processed the relay's news of its
+/// dialler; wait this long to recognise it.
+const RECOGNISE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Reconnect backoff bounds: a band waits at most a second between attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -656,13 +663,22 @@ fn handle_peer_message(
     }
 }
 
-/// Opens a `[sender][sealed audio]` datagram and hands the frame to the application.
+/// Opens what a relay or a direct path delivered: one `[sender][sealed audio]` datagram or a
+/// bundle of them, and hands each frame to the application.
 fn receive_datagram(shared: &Shared, bytes: &[u8]) {
+    for item in forwarded_items(bytes) {
+        match item {
+            Ok(fwd) => receive_forwarded(shared, fwd),
+            Err(_) => {
+                shared.counters.malformed.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+fn receive_forwarded(shared: &Shared, fwd: Forwarded<'_>) {
     let c = &shared.counters;
-    let Ok(fwd) = Forwarded::parse(bytes) else {
-        c.malformed.fetch_add(1, Relaxed);
-        return;
-    };
     let mut buf = fwd.datagram.to_vec();
     let opened = {
         let mut keys = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
@@ -721,18 +737,36 @@ fn try_direct(
     };
     let (endpoint, shared, other) = (endpoint.clone(), shared.clone(), other.clone());
     tokio::spawn(async move {
-        let Ok(connecting) = endpoint.connect_with(client, other.observed, SERVER_NAME) else {
-            return;
-        };
-        match tokio::time::timeout(DIRECT_PATH_TIMEOUT, connecting).await {
-            Ok(Ok(conn)) => {
-                tracing::info!("direct path to {} ({:?})", other.name, other.id);
-                adopt_direct(&shared, other.id, conn).await;
+        for attempt in 1..=DIRECT_PATH_ATTEMPTS {
+            let still_here = shared
+                .members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&other.id);
+            let already = shared
+                .direct
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&other.id);
+            if !still_here || already || shared.stopped.load(Relaxed) {
+                return;
             }
-            _ => tracing::info!(
-                "no direct path to {} within {DIRECT_PATH_TIMEOUT:?}; using the relay",
-                other.name
-            ),
+            let Ok(connecting) = endpoint.connect_with(client.clone(), other.observed, SERVER_NAME)
+            else {
+                return;
+            };
+            match tokio::time::timeout(DIRECT_PATH_TIMEOUT, connecting).await {
+                Ok(Ok(conn)) => {
+                    tracing::info!("direct path to {} ({:?})", other.name, other.id);
+                    adopt_direct(&shared, other.id, conn).await;
+                    return;
+                }
+                _ => tracing::info!(
+                    "no direct path to {} (attempt {attempt}); the relay carries its audio",
+                    other.name
+                ),
+            }
+            tokio::time::sleep(DIRECT_PATH_RETRY).await;
         }
     });
 }
@@ -744,13 +778,21 @@ async fn accept_direct(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let Ok(conn) = incoming.await else { return };
             let remote = conn.remote_address();
-            let member = shared
-                .members
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .find(|m| m.observed == remote)
-                .map(|m| m.id);
+            let find = || {
+                shared
+                    .members
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .values()
+                    .find(|m| m.observed == remote)
+                    .map(|m| m.id)
+            };
+            let deadline = tokio::time::Instant::now() + RECOGNISE_TIMEOUT;
+            let mut member = find();
+            while member.is_none() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                member = find();
+            }
             let Some(id) = member else {
                 conn.close(2u32.into(), b"unknown member");
                 return;

@@ -116,6 +116,53 @@ impl<'a> Forwarded<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ParticipantId(pub u64);
 
+/// First byte of a relay bundle: several forwarded datagrams for one member in one QUIC
+/// datagram. Member ids stay below this (at most 64 per room), so a plain forwarded datagram
+/// never starts with it.
+pub const BUNDLE_MARKER: u8 = 0xB0;
+
+/// Packs forwarded datagrams (`[sender][datagram]` each) into one bundle:
+/// `[BUNDLE_MARKER] ([len:16 BE] [forwarded])*`.
+pub fn bundle<'a>(items: impl IntoIterator<Item = &'a [u8]>, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(BUNDLE_MARKER);
+    for item in items {
+        out.extend_from_slice(&(item.len() as u16).to_be_bytes());
+        out.extend_from_slice(item);
+    }
+}
+
+/// Bytes a bundle adds per item.
+pub const BUNDLE_ITEM_OVERHEAD: usize = 2;
+
+/// The forwarded datagrams in what a relay sent: one, or each item of a bundle. A malformed
+/// item ends the walk with an error.
+pub fn forwarded_items(bytes: &[u8]) -> impl Iterator<Item = Result<Forwarded<'_>, WireError>> {
+    let mut rest = match bytes.split_first() {
+        Some((&BUNDLE_MARKER, items)) => Some(items),
+        _ => None,
+    };
+    let mut single = if rest.is_none() { Some(bytes) } else { None };
+    std::iter::from_fn(move || {
+        if let Some(one) = single.take() {
+            return Some(Forwarded::parse(one));
+        }
+        let items = rest.take()?;
+        if items.is_empty() {
+            return None;
+        }
+        let Some((len, tail)) = items.split_first_chunk::<2>() else {
+            return Some(Err(WireError::Truncated));
+        };
+        let len = usize::from(u16::from_be_bytes(*len));
+        let Some((item, tail)) = tail.split_at_checked(len) else {
+            return Some(Err(WireError::Truncated));
+        };
+        rest = Some(tail);
+        Some(Forwarded::parse(item))
+    })
+}
+
 /// Information about a room member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
@@ -312,6 +359,34 @@ mod tests {
             let _ = decode_body::<ClientMessage>(&bytes);
             let _ = decode_body::<RelayMessage>(&bytes);
             let _ = decode_body::<PeerMessage>(&bytes);
+        }
+
+        #[test]
+        fn bundles_round_trip(lens in proptest::collection::vec(19usize..300, 1..8)) {
+            let items: Vec<Vec<u8>> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| {
+                    let mut v = vec![i as u8, 0x10, 0, i as u8];
+                    v.resize(n + 1, 0xaa);
+                    v
+                })
+                .collect();
+            let mut out = Vec::new();
+            bundle(items.iter().map(Vec::as_slice), &mut out);
+            let parsed: Vec<_> = forwarded_items(&out).collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(parsed.len(), items.len());
+            for (p, item) in parsed.iter().zip(&items) {
+                prop_assert_eq!(p.sender, MemberId(item[0]));
+                prop_assert_eq!(p.datagram, &item[1..]);
+            }
+        }
+
+        #[test]
+        fn random_bundles_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let mut b = bytes.clone();
+            b.insert(0, BUNDLE_MARKER);
+            prop_assert!(forwarded_items(&b).take(1000).count() <= 600);
         }
 
         #[test]
