@@ -16,8 +16,8 @@ use thiserror::Error;
 
 use crate::bridge::Bridge;
 
-/// Host block of the headless peer: 64 frames (1.33 ms), what a low-latency studio runs.
-pub const BLOCK_FRAMES: usize = 64;
+/// Host block of the headless peer: 32 frames (0.67 ms), what a low-latency studio runs.
+pub const BLOCK_FRAMES: usize = 32;
 
 /// What the peer plays into the room.
 #[derive(Debug, Clone)]

@@ -122,7 +122,7 @@ fn round_trip_to_an_echo_partner() {
     let a = measure_lag(&player.sent, &heard.samples, 300.0).expect("signal");
     let rtt = a.lag_ms(INTERNAL_RATE_HZ);
     println!(
-        "mouth-to-ear round trip at 2.5 ms frames, 64-frame blocks: {rtt:.2} ms (correlation {:.3}; target ≤ 16 ms)",
+        "mouth-to-ear round trip at 2.5 ms frames, 32-frame blocks: {rtt:.2} ms (correlation {:.3}; target ≤ 16 ms)",
         a.correlation
     );
     assert!(a.correlation > 0.8, "{a:?}");
