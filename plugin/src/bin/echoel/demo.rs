@@ -105,7 +105,8 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 (s.frames_decoded, s.frames_concealed, s.depth_packets)
             });
             let loss = 100.0 * concealed as f64 / (decoded + concealed).max(1) as f64;
-            let kbps = sender.wire_tx_bytes as f64 * 8.0 / 1000.0 / f64::from(seconds + 1.5);
+            // All paths of the sender, over the playing time (the wait before it is near idle).
+            let kbps = sender.wire_tx_bytes as f64 * 8.0 / 1000.0 / f64::from(seconds);
             let (lat, corr) = a.map_or(("-".into(), 0.0), |a| {
                 (format!("{:.2}", a.lag_ms(INTERNAL_RATE_HZ)), a.correlation)
             });
