@@ -2,6 +2,7 @@
 //! playout request once `depth` packets are waiting. Pure: no clock, no I/O, no allocation
 //! after construction.
 
+use super::seq_ahead;
 use crate::packet::PacketSlot;
 
 /// Packets held at most. 64 covers 160 ms at 2.5 ms frames and 1.28 s at 20 ms frames, beyond
@@ -41,11 +42,6 @@ enum State {
     Idle,
     Buffering,
     Playing,
-}
-
-/// Signed distance from `b` to `a` in wrapping sequence space.
-fn seq_ahead(a: u32, b: u32) -> i64 {
-    i64::from(a.wrapping_sub(b) as i32)
 }
 
 /// Fixed-depth jitter buffer.

@@ -1,0 +1,416 @@
+//! An adaptive jitter buffer driven by a playout schedule.
+//!
+//! Packet *i* (media time `m`) is due at `m + base + target` on the receiver's sample clock,
+//! where `base` is the smallest `arrival − media` seen over a recent window (the fastest path)
+//! and `target` a high quantile of how much later than that packets arrive, plus a margin.
+//! At each playout request the buffer compares the moment the frame will be heard (`now`) with
+//! the schedule:
+//!
+//! - due packet here → play it; far behind schedule with the next one already here → drop it
+//!   (shrink);
+//! - due packet missing and newer ones here → it is lost: conceal and move on;
+//! - due packet missing and nothing newer → a delay spike: conceal without moving on, so the
+//!   delay grows at once; its late arrival raises the target immediately.
+//!
+//! Pure: no clock, no I/O; times are the caller's sample counts. No allocation after
+//! construction.
+
+use super::seq_ahead;
+use crate::packet::PacketSlot;
+
+/// Packets held at most (see [`super::JITTER_CAPACITY`]).
+const CAPACITY: usize = super::JITTER_CAPACITY;
+
+/// How the target is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveConfig {
+    /// Fraction of packets that should arrive in time (e.g. 0.995).
+    pub quantile: f32,
+    /// Packets in the statistics window (2000 ≈ 5 s at 2.5 ms frames).
+    pub window: usize,
+    /// Added to the quantile: the receiver's own block quantisation plus a little slack.
+    pub margin_samples: u32,
+    /// The target never exceeds this.
+    pub max_target_samples: u32,
+    /// How fast the target may fall, in samples per second of audio (slow and inaudible).
+    pub shrink_per_second: u32,
+    /// `Some(n)`: a fixed target of `n` samples (manual mode).
+    pub manual_target_samples: Option<u32>,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        Self {
+            quantile: 0.995,
+            window: 2000,
+            margin_samples: 48,
+            max_target_samples: 48 * 200,
+            shrink_per_second: 48,
+            manual_target_samples: None,
+        }
+    }
+}
+
+/// What to play next.
+#[derive(Debug, Clone, Copy)]
+pub enum Decision<'a> {
+    /// Decode and play this packet.
+    Play(&'a PacketSlot),
+    /// The due packet is lost: conceal one frame; the schedule moves on.
+    Lost,
+    /// The due packet is late: conceal one frame and wait for it (the delay grows).
+    Stall,
+    /// Nothing to play yet: silence.
+    Idle,
+}
+
+/// Counters since construction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AdaptiveStats {
+    /// Packets played.
+    pub played: u64,
+    /// Frames concealed for lost packets.
+    pub lost: u64,
+    /// Frames concealed while waiting for a late packet.
+    pub stalled: u64,
+    /// Packets skipped to shrink the delay.
+    pub dropped: u64,
+    /// Packets that arrived after their slot had passed.
+    pub late: u64,
+    /// Duplicates refused.
+    pub duplicate: u64,
+}
+
+/// The adaptive jitter buffer.
+///
+/// # Thread
+/// Owned by the audio thread; no method allocates.
+pub struct JitterBuffer {
+    config: AdaptiveConfig,
+    slots: Vec<PacketSlot>,
+    held: Vec<bool>,
+    /// Next sequence number to play, once started.
+    next_seq: Option<u32>,
+    newest_seq: u32,
+    /// Media time of `next_seq` (advances by the last frame length when it is missing).
+    next_media: u64,
+    frame_samples: u64,
+    /// `arrival − media` of the last `window` packets (ring) and a scratch copy for quantiles.
+    delays: Vec<i64>,
+    delays_len: usize,
+    delays_at: usize,
+    scratch: Vec<i64>,
+    since_quantile: usize,
+    base: i64,
+    target: i64,
+    quantile_target: i64,
+    last_shrink_at: u64,
+    stats: AdaptiveStats,
+}
+
+impl JitterBuffer {
+    /// An empty buffer.
+    pub fn new(config: AdaptiveConfig) -> Self {
+        let window = config.window.max(16);
+        let target = i64::from(
+            config
+                .manual_target_samples
+                .unwrap_or(config.margin_samples),
+        );
+        Self {
+            config: AdaptiveConfig { window, ..config },
+            slots: vec![PacketSlot::empty(); CAPACITY],
+            held: vec![false; CAPACITY],
+            next_seq: None,
+            newest_seq: 0,
+            next_media: 0,
+            frame_samples: 120,
+            delays: vec![0; window],
+            delays_len: 0,
+            delays_at: 0,
+            scratch: vec![0; window],
+            since_quantile: 0,
+            base: i64::MAX,
+            target,
+            quantile_target: target,
+            last_shrink_at: 0,
+            stats: AdaptiveStats::default(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AdaptiveStats {
+        self.stats
+    }
+
+    /// Current target, in samples above the fastest path.
+    pub fn target_samples(&self) -> u64 {
+        self.target.max(0) as u64
+    }
+
+    /// Forgets everything but the configuration.
+    pub fn reset(&mut self) {
+        *self = Self::new(self.config);
+    }
+
+    fn index(seq: u32) -> usize {
+        seq as usize % CAPACITY
+    }
+
+    /// When `media` is due, on the receiver's clock.
+    fn due(&self, media: u64) -> i64 {
+        media as i64 + self.base + self.target
+    }
+
+    /// Stores a packet that arrived at `arrival` (receiver samples).
+    pub fn insert(&mut self, arrival: u64, packet: &PacketSlot) {
+        let delay = arrival as i64 - packet.media_time as i64;
+        self.record_delay(delay, arrival);
+        if let Some(next) = self.next_seq {
+            let ahead = seq_ahead(packet.seq, next);
+            if ahead < 0 {
+                // Its moment passed: raise the target at once to what it needed.
+                self.stats.late += 1;
+                self.grow_to(delay - self.base + self.config.margin_samples as i64);
+                return;
+            }
+            if ahead >= CAPACITY as i64 {
+                self.reset_playout();
+            }
+        }
+        let idx = Self::index(packet.seq);
+        if self.held[idx] && self.slots[idx].seq == packet.seq {
+            self.stats.duplicate += 1;
+            return;
+        }
+        self.slots[idx].copy_from(packet);
+        self.held[idx] = true;
+        match self.next_seq {
+            None => {
+                self.next_seq = Some(packet.seq);
+                self.next_media = packet.media_time;
+                self.newest_seq = packet.seq;
+            }
+            Some(next) => {
+                if seq_ahead(packet.seq, self.newest_seq) > 0 {
+                    self.newest_seq = packet.seq;
+                }
+                // An earlier packet than the one we wait for (reordered before we started).
+                if seq_ahead(packet.seq, next) < 0 {
+                    self.next_seq = Some(packet.seq);
+                    self.next_media = packet.media_time;
+                }
+            }
+        }
+    }
+
+    fn reset_playout(&mut self) {
+        self.held.fill(false);
+        self.next_seq = None;
+    }
+
+    fn record_delay(&mut self, delay: i64, now: u64) {
+        let w = self.config.window;
+        self.delays[self.delays_at] = delay;
+        self.delays_at = (self.delays_at + 1) % w;
+        self.delays_len = (self.delays_len + 1).min(w);
+        if delay < self.base {
+            self.base = delay;
+        }
+        if self.config.manual_target_samples.is_some() {
+            return;
+        }
+        self.since_quantile += 1;
+        // A quantile over the window every 16 packets: ~40 ms at 2.5 ms frames.
+        if self.since_quantile >= 16 || self.delays_len < 16 {
+            self.since_quantile = 0;
+            self.refresh_quantile(now);
+        }
+    }
+
+    /// Recomputes base (window minimum) and the quantile target; shrinks towards it slowly.
+    fn refresh_quantile(&mut self, now: u64) {
+        let n = self.delays_len;
+        let window = &self.delays[..n];
+        self.base = window.iter().copied().min().unwrap_or(0);
+        let s = &mut self.scratch[..n];
+        s.copy_from_slice(window);
+        let k = ((n as f32 - 1.0) * self.config.quantile.clamp(0.5, 1.0)).round() as usize;
+        let (_, q, _) = s.select_nth_unstable(k.min(n - 1));
+        let wanted = (*q - self.base + self.config.margin_samples as i64)
+            .min(self.config.max_target_samples as i64);
+        self.quantile_target = wanted;
+        if wanted > self.target {
+            self.target = wanted;
+        } else {
+            // Fall by at most `shrink_per_second` per second of arrivals.
+            let elapsed = now.saturating_sub(self.last_shrink_at);
+            let step = (elapsed as i64 * self.config.shrink_per_second as i64) / 48_000;
+            if step > 0 {
+                self.target = (self.target - step).max(wanted);
+                self.last_shrink_at = now;
+            }
+        }
+    }
+
+    fn grow_to(&mut self, wanted: i64) {
+        if self.config.manual_target_samples.is_none() {
+            self.target = self
+                .target
+                .max(wanted.min(self.config.max_target_samples as i64));
+        }
+    }
+
+    /// Decides the next frame, to be heard from receiver time `now`.
+    pub fn next(&mut self, now: u64) -> Decision<'_> {
+        let Some(seq) = self.next_seq else {
+            return Decision::Idle;
+        };
+        let now = now as i64;
+        let idx = Self::index(seq);
+        let present = self.held[idx] && self.slots[idx].seq == seq;
+        let frame = self.frame_samples as i64;
+        if present {
+            let media = self.slots[idx].media_time;
+            let due = self.due(media);
+            if now + frame / 2 < due {
+                // Early: wait (silence before the start, concealment once playing is avoided
+                // by starting exactly on schedule).
+                return Decision::Idle;
+            }
+            let next_idx = Self::index(seq.wrapping_add(1));
+            let next_here = self.held[next_idx] && self.slots[next_idx].seq == seq.wrapping_add(1);
+            if now > due + 2 * frame && next_here {
+                // Far behind schedule with the next frame waiting: skip to shrink the delay.
+                self.held[idx] = false;
+                self.stats.dropped += 1;
+                self.advance(seq, media + self.frame_samples);
+                return self.next(now as u64);
+            }
+            self.held[idx] = false;
+            self.stats.played += 1;
+            self.advance(seq, media + self.frame_samples);
+            return Decision::Play(&self.slots[idx]);
+        }
+        let due = self.due(self.next_media);
+        if now < due + frame / 2 {
+            // Not due yet and not here: wait quietly only if we never played; otherwise this
+            // is a gap in a playing stream — conceal without moving on.
+            return if self.stats.played == 0 {
+                Decision::Idle
+            } else {
+                self.stats.stalled += 1;
+                Decision::Stall
+            };
+        }
+        if seq_ahead(self.newest_seq, seq) > 0 {
+            self.stats.lost += 1;
+            self.advance(seq, self.next_media + self.frame_samples);
+            Decision::Lost
+        } else {
+            self.stats.stalled += 1;
+            Decision::Stall
+        }
+    }
+
+    fn advance(&mut self, seq: u32, next_media: u64) {
+        self.next_seq = Some(seq.wrapping_add(1));
+        self.next_media = next_media;
+    }
+
+    /// Records the length of the frames being played (from the decoder).
+    pub fn set_frame_samples(&mut self, samples: u64) {
+        self.frame_samples = samples.max(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::StreamId;
+    use proptest::prelude::*;
+
+    const F: u64 = 120;
+
+    fn pkt(seq: u32) -> PacketSlot {
+        PacketSlot::new(StreamId(1), seq, u64::from(seq) * F, &seq.to_le_bytes()).unwrap()
+    }
+
+    /// Plays `frames` frames at 120-sample ticks with packets arriving per `arrival(seq)`
+    /// (None = lost); returns the decisions as (seq played | None) and the buffer.
+    fn run(frames: u32, arrival: impl Fn(u32) -> Option<u64>) -> (Vec<Option<u32>>, AdaptiveStats) {
+        let mut jb = JitterBuffer::new(AdaptiveConfig::default());
+        let mut arrivals: Vec<(u64, u32)> = (0..frames + 50)
+            .filter_map(|s| arrival(s).map(|a| (a, s)))
+            .collect();
+        arrivals.sort();
+        let mut next_arrival = 0;
+        let mut out = Vec::new();
+        for tick in 0..u64::from(frames) {
+            let now = tick * F;
+            while next_arrival < arrivals.len() && arrivals[next_arrival].0 <= now {
+                jb.insert(arrivals[next_arrival].0, &pkt(arrivals[next_arrival].1));
+                next_arrival += 1;
+            }
+            match jb.next(now) {
+                Decision::Play(p) => out.push(Some(p.seq)),
+                Decision::Lost | Decision::Stall => out.push(None),
+                Decision::Idle => {}
+            }
+        }
+        (out, jb.stats())
+    }
+
+    #[test]
+    fn steady_arrivals_play_everything_in_order_without_concealment() {
+        let (out, stats) = run(400, |s| Some(u64::from(s) * F + 30));
+        let played: Vec<u32> = out.iter().flatten().copied().collect();
+        assert!(played.windows(2).all(|w| w[1] == w[0] + 1));
+        assert_eq!(stats.lost + stats.stalled, 0, "{stats:?}");
+        assert!(stats.played >= 390);
+    }
+
+    #[test]
+    fn a_lost_packet_is_concealed_once_and_playout_moves_on() {
+        let (out, stats) = run(200, |s| (s != 50).then(|| u64::from(s) * F + 30));
+        assert_eq!(stats.lost, 1, "{stats:?}");
+        assert!(out.contains(&Some(51)));
+        assert!(!out.contains(&Some(50)));
+    }
+
+    #[test]
+    fn a_delay_spike_grows_the_delay_instead_of_losing_audio() {
+        // Packets 100..110 are held up 10 frames (a Wi-Fi stall), then arrive together.
+        let (out, stats) = run(300, |s| {
+            let base = u64::from(s) * F + 30;
+            Some(if (100..110).contains(&s) {
+                110 * F + 30
+            } else {
+                base
+            })
+        });
+        let played: Vec<u32> = out.iter().flatten().copied().collect();
+        for s in 100..110 {
+            assert!(played.contains(&s), "{s} was played, not lost");
+        }
+        assert!(stats.stalled > 0 && stats.lost == 0, "{stats:?}");
+    }
+
+    proptest! {
+        /// Whatever the arrival pattern: nothing plays twice, order is kept.
+        #[test]
+        fn never_plays_twice_or_out_of_order(
+            jitter in proptest::collection::vec(0u64..2000, 300),
+            lost in proptest::collection::vec(any::<bool>(), 300),
+        ) {
+            let (out, _) = run(290, |s| {
+                let i = s as usize % 300;
+                (!lost[i] || i % 7 != 0).then(|| u64::from(s) * F + jitter[i])
+            });
+            let played: Vec<u32> = out.iter().flatten().copied().collect();
+            for w in played.windows(2) {
+                prop_assert!(w[1] > w[0], "{} after {}", w[1], w[0]);
+            }
+        }
+    }
+}
