@@ -405,7 +405,7 @@ mod tests {
         ) {
             let (out, _) = run(290, |s| {
                 let i = s as usize % 300;
-                (!lost[i] || i % 7 != 0).then(|| u64::from(s) * F + jitter[i])
+                (!lost[i] || !i.is_multiple_of(7)).then(|| u64::from(s) * F + jitter[i])
             });
             let played: Vec<u32> = out.iter().flatten().copied().collect();
             for w in played.windows(2) {
