@@ -6,6 +6,7 @@
 
 pub mod adaptive;
 pub mod fixed;
+pub mod sim;
 
 pub use fixed::{Arrival, FixedJitterBuffer, Playout, JITTER_CAPACITY};
 

@@ -1,5 +1,6 @@
 //! `echoel`: Echoel Jam's command line — relay, invites, headless musicians and the demo.
 
+mod bench;
 mod demo;
 mod loopback;
 mod peer;
@@ -65,6 +66,24 @@ enum Command {
     },
     /// A headless musician: joins a room, plays, records what it hears.
     Peer(peer::PeerArgs),
+    /// Benchmarks that print a table.
+    Bench {
+        #[command(subcommand)]
+        what: BenchKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchKind {
+    /// Playout algorithms on seeded network traces.
+    Jitter {
+        /// Length of each trace.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Trace seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -103,6 +122,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Peer(args) => peer::run(args),
+        Command::Bench {
+            what: BenchKind::Jitter { seconds, seed },
+        } => bench::jitter(seconds, seed),
     }
 }
 
