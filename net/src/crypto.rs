@@ -570,18 +570,19 @@ impl MemberKeys {
         }
     }
 
-    /// Seals one audio payload as a datagram (header ‖ ciphertext ‖ tag) into `out`.
+    /// Seals one audio payload as a datagram (header ‖ ciphertext ‖ tag), appended to `out`
+    /// (so a caller can put a prefix in front without a second buffer).
     pub fn seal_audio(&mut self, seq: u32, payload: &[u8], out: &mut Vec<u8>) {
         let cur = self.current();
         let header = AudioHeader {
             epoch: cur.epoch,
             seq_low: seq as u16,
         };
-        out.clear();
+        let start = out.len();
         out.extend_from_slice(&header.encode());
         out.extend_from_slice(payload);
         // The header is authenticated as associated data; only the payload is encrypted.
-        let (aad, body) = out.split_at_mut(AUDIO_HEADER_LEN);
+        let (aad, body) = out[start..].split_at_mut(AUDIO_HEADER_LEN);
         let tag = cur
             .cipher
             .encrypt_in_place_detached(&nonce(self.me, cur.epoch, seq), aad, body)
@@ -700,6 +701,7 @@ mod tests {
             b.open_audio(MemberId(1), &mut replay).unwrap_err(),
             CryptoError::Replay
         );
+        dg.clear();
         a.seal_audio(8, b"opus frame", &mut dg);
         let mut flipped8 = dg.clone();
         flipped8[5] ^= 0x40;

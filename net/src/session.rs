@@ -181,9 +181,7 @@ impl SessionHandle {
         // Room for the member id in front, so the direct copy needs no second buffer.
         buf.clear();
         buf.push(me.0);
-        let mut sealed = Vec::new();
-        keys.seal_audio(seq, payload, &mut sealed);
-        buf.extend_from_slice(&sealed);
+        keys.seal_audio(seq, payload, &mut buf);
         let with_id = Bytes::copy_from_slice(&buf);
         let plain = with_id.slice(1..);
         let direct = s.direct.lock().unwrap_or_else(|e| e.into_inner());
