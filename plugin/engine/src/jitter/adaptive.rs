@@ -10,7 +10,7 @@
 //!   (shrink);
 //! - due packet missing and newer ones here → it is lost: conceal and move on;
 //! - due packet missing and nothing newer → a delay spike: conceal without moving on, so the
-//!   delay grows at once; its late arrival raises the target immediately.
+//!   delay grows at once; the statistics window then raises the target if spikes recur.
 //!
 //! Pure: no clock, no I/O; times are the caller's sample counts. No allocation after
 //! construction.
@@ -43,7 +43,7 @@ impl Default for AdaptiveConfig {
         Self {
             quantile: 0.995,
             window: 2000,
-            margin_samples: 48,
+            margin_samples: 24,
             max_target_samples: 48 * 200,
             shrink_per_second: 48,
             manual_target_samples: None,
@@ -105,6 +105,9 @@ pub struct JitterBuffer {
     target: i64,
     quantile_target: i64,
     last_shrink_at: u64,
+    /// The packet we last concealed a frame for while waiting. If it proves lost, that frame
+    /// already stood in for it and playout moves on without a second concealment.
+    stalled_on: Option<u32>,
     stats: AdaptiveStats,
 }
 
@@ -134,6 +137,7 @@ impl JitterBuffer {
             target,
             quantile_target: target,
             last_shrink_at: 0,
+            stalled_on: None,
             stats: AdaptiveStats::default(),
         }
     }
@@ -169,9 +173,9 @@ impl JitterBuffer {
         if let Some(next) = self.next_seq {
             let ahead = seq_ahead(packet.seq, next);
             if ahead < 0 {
-                // Its moment passed: raise the target at once to what it needed.
+                // Its moment passed. The delay statistics already hold it; one straggler of a
+                // heavy tail must not move the target (bursts do, through the quantile).
                 self.stats.late += 1;
-                self.grow_to(delay - self.base + self.config.margin_samples as i64);
                 return;
             }
             if ahead >= CAPACITY as i64 {
@@ -253,14 +257,6 @@ impl JitterBuffer {
         }
     }
 
-    fn grow_to(&mut self, wanted: i64) {
-        if self.config.manual_target_samples.is_none() {
-            self.target = self
-                .target
-                .max(wanted.min(self.config.max_target_samples as i64));
-        }
-    }
-
     /// Decides the next frame, to be heard from receiver time `now`.
     pub fn next(&mut self, now: u64) -> Decision<'_> {
         let Some(seq) = self.next_seq else {
@@ -289,6 +285,7 @@ impl JitterBuffer {
             }
             self.held[idx] = false;
             self.stats.played += 1;
+            self.stalled_on = None;
             self.advance(seq, media + self.frame_samples);
             return Decision::Play(&self.slots[idx]);
         }
@@ -299,18 +296,26 @@ impl JitterBuffer {
             return if self.stats.played == 0 {
                 Decision::Idle
             } else {
-                self.stats.stalled += 1;
-                Decision::Stall
+                self.stall(seq)
             };
         }
         if seq_ahead(self.newest_seq, seq) > 0 {
             self.stats.lost += 1;
             self.advance(seq, self.next_media + self.frame_samples);
+            if self.stalled_on.take() == Some(seq) {
+                // Already concealed while we waited for it: play on.
+                return self.next(now as u64);
+            }
             Decision::Lost
         } else {
-            self.stats.stalled += 1;
-            Decision::Stall
+            self.stall(seq)
         }
+    }
+
+    fn stall(&mut self, seq: u32) -> Decision<'static> {
+        self.stats.stalled += 1;
+        self.stalled_on = Some(seq);
+        Decision::Stall
     }
 
     fn advance(&mut self, seq: u32, next_media: u64) {
