@@ -209,9 +209,13 @@ pub fn run(
         }
     }
     let status = bridge.session().status();
+    // Only members not seen while playing: at the end, peers that finished first are already
+    // closing their direct paths, which is not the path their audio took.
     for m in &status.members {
         let direct = m.path == echoel_net::session::Path::Direct;
-        names.insert(m.info.participant.0, (m.info.name.clone(), direct));
+        names
+            .entry(m.info.participant.0)
+            .or_insert_with(|| (m.info.name.clone(), direct));
     }
     let streams = engine.stats().stream_snapshots();
     let recordings = recorder
@@ -254,21 +258,43 @@ pub fn run(
     })
 }
 
-/// Latency of `heard` behind `sent` (same timeline, 48 kHz), measured over one second from
-/// half a second in, when keys and buffers have settled.
+/// Latency of `heard` behind `sent` (same timeline, 48 kHz) in steady state, once keys and the
+/// jitter buffer have settled: the last second that `sent` and `max_lag_ms` leave room for is
+/// cut into four windows, each aligned on its own, and the window with the median lag is
+/// returned. An adaptive buffer may add a frame of delay at any moment (a late packet); a
+/// window that straddles that step is outvoted instead of spoiling the whole measurement.
 pub fn measure_lag(
     sent: &[f32],
     heard: &[f32],
     max_lag_ms: f32,
 ) -> Option<echoel_engine::analysis::Alignment> {
+    const WINDOWS: usize = 4;
     let rate = INTERNAL_RATE_HZ as usize;
-    let start = rate / 2;
-    let len = rate.min(sent.len().saturating_sub(start + rate / 4));
-    if len < rate / 10 || heard.len() <= start {
+    let max_lag = (max_lag_ms / 1000.0 * rate as f32) as usize;
+    // Leave the lag and a quarter second of tail (the last packets in flight) at the end.
+    let end = sent
+        .len()
+        .min(heard.len())
+        .saturating_sub(max_lag + rate / 4);
+    let start = end.saturating_sub(rate).max(rate / 2);
+    let window = end.saturating_sub(start) / WINDOWS;
+    if window < rate / 40 {
         return None;
     }
-    let max_lag = (max_lag_ms / 1000.0 * rate as f32) as usize;
-    echoel_engine::analysis::align(&sent[start..start + len], &heard[start..], max_lag)
+    let mut found: Vec<_> = (0..WINDOWS)
+        .filter_map(|i| {
+            let a = start + i * window;
+            echoel_engine::analysis::align(&sent[a..a + window], &heard[a..], max_lag)
+        })
+        .collect();
+    found.sort_by_key(|a| a.lag_samples);
+    // Upper median: with a tie of two lags, the later (the delay the buffer settled on); the
+    // best-correlated window at that lag.
+    let median = found.get(found.len() / 2)?.lag_samples;
+    found
+        .into_iter()
+        .filter(|a| a.lag_samples == median)
+        .max_by(|a, b| a.correlation.total_cmp(&b.correlation))
 }
 
 /// A file-system-safe version of a musician's name.

@@ -38,12 +38,13 @@ fn assert_everyone_heard_everyone(reports: &[HeadlessReport], max_ms: f32, direc
             let a = measure_lag(&sender.sent, &rec.samples, 200.0).expect("signal");
             let ms = a.lag_ms(INTERNAL_RATE_HZ);
             println!(
-                "{} → {}: {:.2} ms, correlation {:.4}, {}",
+                "{} → {}: {:.2} ms, correlation {:.4}, {}, {:?}",
                 rec.name,
                 listener.name,
                 ms,
                 a.correlation,
-                if rec.direct { "direct" } else { "relay" }
+                if rec.direct { "direct" } else { "relay" },
+                rec.stream
             );
             assert!(
                 a.correlation > 0.9,
@@ -125,6 +126,14 @@ fn round_trip_to_an_echo_partner() {
         "mouth-to-ear round trip at 2.5 ms frames, 32-frame blocks: {rtt:.2} ms (correlation {:.3}; target ≤ 16 ms)",
         a.correlation
     );
+    for r in &reports {
+        for rec in r.recordings.values() {
+            println!(
+                "  {} hears {}: {:?}, skipped {}",
+                r.name, rec.name, rec.stream, r.engine.packets_overrun
+            );
+        }
+    }
     assert!(a.correlation > 0.8, "{a:?}");
     // Two coded passes plus two buffers; bounded generously here, the target is in the note.
     assert!(rtt < 40.0, "round trip {rtt} ms");

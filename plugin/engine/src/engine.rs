@@ -475,9 +475,7 @@ impl Engine {
     /// Renders `n` host-rate frames of the remote mix into `mix48` (at 48 kHz) or `out_fifo`.
     fn render_remote(&mut self, n: usize, jitter: JitterMode, tap: &mut dyn StemTap) {
         let target = match jitter {
-            JitterMode::Auto => TargetDepth::Auto {
-                block_48k: self.largest_block_48k,
-            },
+            JitterMode::Auto => TargetDepth::Auto,
             JitterMode::Manual { depth_ms } => TargetDepth::Samples(
                 (depth_ms.clamp(0.0, 1000.0) * INTERNAL_RATE_HZ as f32 / 1000.0) as usize,
             ),
@@ -487,6 +485,9 @@ impl Engine {
             loopback: self.loopback_on.then_some(&mut self.loopback),
             stats: &self.stats,
             target,
+            // Resampling renders in the converter's chunks, up to one chunk ahead of the block.
+            block_48k: self.largest_block_48k
+                + self.out_conv.as_ref().map_or(0, |c| c.input_frames_max()),
             stem: &mut self.stem48,
         };
         match &mut self.out_conv {
@@ -553,6 +554,7 @@ struct Mixer<'a> {
     loopback: Option<&'a mut RemoteStream>,
     stats: &'a EngineStats,
     target: TargetDepth,
+    block_48k: usize,
     stem: &'a mut [f32],
 }
 
@@ -565,6 +567,7 @@ impl Mixer<'_> {
         let active = self.streams.iter_mut().filter(|s| s.id().is_some());
         for s in loopback.into_iter().chain(active) {
             s.set_target(target);
+            s.set_block(self.block_48k);
             let alive = if tap.wants_stems() {
                 // Render alone first so the tap sees this stream only, then mix it in.
                 {
@@ -581,8 +584,8 @@ impl Mixer<'_> {
                 s.render_into(mix, 1.0, stats)
             };
             stats
-                .jitter_depth_packets
-                .store(s.depth_packets() as u32, Relaxed);
+                .jitter_depth_samples
+                .store(s.depth_samples().min(u64::from(u32::MAX)) as u32, Relaxed);
             if !alive && s.id() != Some(LOOPBACK_STREAM) {
                 s.reset(stats);
             }

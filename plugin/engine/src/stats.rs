@@ -18,8 +18,8 @@ pub struct StreamStats {
     pub frames_concealed: AtomicU64,
     /// Packets that arrived after their playout moment.
     pub packets_late: AtomicU64,
-    /// Jitter-buffer depth, in packets.
-    pub depth_packets: AtomicU32,
+    /// Jitter-buffer playout delay above the fastest path, in 48 kHz samples.
+    pub depth_samples: AtomicU32,
 }
 
 impl StreamStats {
@@ -38,8 +38,8 @@ pub struct StreamSnapshot {
     pub frames_concealed: u64,
     /// Late packets.
     pub packets_late: u64,
-    /// Jitter-buffer depth, in packets.
-    pub depth_packets: u32,
+    /// Jitter-buffer playout delay above the fastest path, in 48 kHz samples.
+    pub depth_samples: u32,
 }
 
 /// Engine counters, written by the audio thread with relaxed atomics (no ordering is implied
@@ -61,7 +61,7 @@ pub struct EngineStats {
     pub packets_late: AtomicU64,
     /// Packets received twice.
     pub packets_duplicate: AtomicU64,
-    /// Packets skipped to bring an overfull buffer back to its depth.
+    /// Packets skipped to bring the playout delay down to its target.
     pub packets_overrun: AtomicU64,
     /// Packets from a new stream when every stream slot was taken.
     pub stream_table_full: AtomicU64,
@@ -77,8 +77,8 @@ pub struct EngineStats {
     pub samples_sanitised: AtomicU64,
     /// Remote streams currently playing or buffering.
     pub streams_active: AtomicU32,
-    /// Jitter-buffer depth of the most recently rendered stream, in packets.
-    pub jitter_depth_packets: AtomicU32,
+    /// Jitter-buffer delay of the most recently rendered stream, in 48 kHz samples.
+    pub jitter_depth_samples: AtomicU32,
     /// Peak absolute input sample of the last block.
     pub input_peak: AtomicF32,
     /// Peak absolute output sample of the last block.
@@ -111,7 +111,7 @@ impl EngineStats {
                     frames_decoded: s.frames_decoded.load(Relaxed),
                     frames_concealed: s.frames_concealed.load(Relaxed),
                     packets_late: s.packets_late.load(Relaxed),
-                    depth_packets: s.depth_packets.load(Relaxed),
+                    depth_samples: s.depth_samples.load(Relaxed),
                 })
             })
             .collect()
@@ -138,7 +138,7 @@ impl EngineStats {
             decode_errors: self.decode_errors.load(Relaxed),
             samples_sanitised: self.samples_sanitised.load(Relaxed),
             streams_active: self.streams_active.load(Relaxed),
-            jitter_depth_packets: self.jitter_depth_packets.load(Relaxed),
+            jitter_depth_samples: self.jitter_depth_samples.load(Relaxed),
         }
     }
 }
@@ -159,5 +159,5 @@ pub struct StatsSnapshot {
     pub decode_errors: u64,
     pub samples_sanitised: u64,
     pub streams_active: u32,
-    pub jitter_depth_packets: u32,
+    pub jitter_depth_samples: u32,
 }

@@ -4,7 +4,7 @@
 use opus::{Channels, Decoder};
 
 use crate::fifo::SampleFifo;
-use crate::jitter::{Arrival, FixedJitterBuffer, Playout};
+use crate::jitter::adaptive::{AdaptiveConfig, Decision, JitterBuffer};
 use crate::packet::{PacketSlot, StreamId};
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -17,16 +17,16 @@ const MAX_PACKET_SAMPLES: usize = 5760;
 /// A stream that sends nothing for 2 s has left; its slot is freed for another.
 const IDLE_FRAMES_BEFORE_FREE: u64 = 2 * INTERNAL_RATE_HZ as u64;
 
-/// How much audio a stream holds ahead of playout.
+/// Added to the host block in the jitter buffer's least target: the audio thread's own
+/// wake-up jitter (0.5 ms).
+const FLOOR_MARGIN_SAMPLES: usize = 24;
+
+/// How much later than the fastest path a stream plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetDepth {
-    /// One packet more than a host block of this many 48 kHz samples spans: the least that
-    /// survives the block-versus-frame phase without concealing.
-    Auto {
-        /// The host's largest block, in 48 kHz samples.
-        block_48k: usize,
-    },
-    /// A fixed amount of audio ahead, in 48 kHz samples.
+    /// Learned from arrival statistics (the adaptive buffer).
+    Auto,
+    /// A fixed delay above the fastest path, in 48 kHz samples (manual mode).
     Samples(usize),
 }
 
@@ -38,12 +38,22 @@ pub struct RemoteStream {
     id: Option<StreamId>,
     /// Index of this stream's counters in [`EngineStats::streams`].
     slot: usize,
-    jitter: FixedJitterBuffer,
+    jitter: JitterBuffer,
     decoder: Decoder,
     decoded: SampleFifo,
     last_packet_samples: usize,
     target: TargetDepth,
     idle_frames: u64,
+    /// 48 kHz samples this stream has rendered since it was claimed: the receiver clock its
+    /// jitter buffer schedules against. Arrivals are stamped with it at block start.
+    clock: u64,
+    /// Packets dropped to shrink the delay, as last published.
+    dropped_seen: u64,
+    /// The host's largest block at 48 kHz.
+    block_48k: usize,
+    /// A frame decoded but skipped to shrink the delay, waiting to be blended into the next.
+    skipped: Vec<f32>,
+    skipped_frames: usize,
 }
 
 impl RemoteStream {
@@ -52,14 +62,19 @@ impl RemoteStream {
         Ok(Self {
             id: None,
             slot,
-            jitter: FixedJitterBuffer::new(1),
+            jitter: JitterBuffer::new(AdaptiveConfig::default()),
             decoder: Decoder::new(INTERNAL_RATE_HZ, Channels::Stereo)
                 .map_err(|e| EngineError::Codec(e.to_string()))?,
             // Room for a full render plus the largest packet decoded on top of a nearly full one.
             decoded: SampleFifo::with_capacity(2, max_render_frames + 2 * MAX_PACKET_SAMPLES),
             last_packet_samples: 120,
-            target: TargetDepth::Samples(0),
+            target: TargetDepth::Auto,
             idle_frames: 0,
+            clock: 0,
+            dropped_seen: 0,
+            block_48k: 0,
+            skipped: vec![0.0; 2 * MAX_PACKET_SAMPLES],
+            skipped_frames: 0,
         })
     }
 
@@ -90,40 +105,49 @@ impl RemoteStream {
         self.decoded.clear();
         let _ = self.decoder.reset_state();
         self.idle_frames = 0;
+        self.clock = 0;
+        self.dropped_seen = 0;
+        self.skipped_frames = 0;
     }
 
     /// Sets the playout depth.
     pub fn set_target(&mut self, target: TargetDepth) {
         if target != self.target {
             self.target = target;
-            self.update_depth();
+            self.jitter.set_manual_target(match target {
+                TargetDepth::Auto => None,
+                TargetDepth::Samples(n) => Some(n.min(u32::MAX as usize) as u32),
+            });
         }
     }
 
-    fn update_depth(&mut self) {
-        let frame = self.last_packet_samples.max(1);
-        let packets = match self.target {
-            TargetDepth::Auto { block_48k } => block_48k.div_ceil(frame) + 1,
-            TargetDepth::Samples(n) => n.div_ceil(frame),
-        };
-        self.jitter.set_depth(packets.max(1));
+    /// Tells the jitter buffer the largest block the host renders, in 48 kHz samples.
+    pub fn set_block(&mut self, block_48k: usize) {
+        if block_48k != self.block_48k {
+            self.block_48k = block_48k;
+            let floor = block_48k + FLOOR_MARGIN_SAMPLES;
+            self.jitter
+                .set_floor_samples(floor.min(u32::MAX as usize) as u32);
+        }
     }
 
-    /// Jitter-buffer depth in packets.
-    pub fn depth_packets(&self) -> usize {
-        self.jitter.depth()
+    /// Playout delay above the fastest path, in 48 kHz samples.
+    pub fn depth_samples(&self) -> u64 {
+        self.jitter.target_samples()
     }
 
-    /// Queues a packet for playout.
+    /// Queues a packet for playout, stamped with this block's start on the stream's clock.
     pub fn insert(&mut self, packet: &PacketSlot, stats: &EngineStats) {
         self.idle_frames = 0;
-        match self.jitter.insert(packet) {
-            Arrival::Queued | Arrival::Restarted => {}
-            Arrival::Late => {
-                EngineStats::add(&stats.packets_late, 1);
-                self.count(stats, |s| &s.packets_late);
-            }
-            Arrival::Duplicate => EngineStats::add(&stats.packets_duplicate, 1),
+        let before = self.jitter.stats();
+        self.jitter.insert(self.clock, packet);
+        let after = self.jitter.stats();
+        if after.late > before.late {
+            EngineStats::add(&stats.packets_late, 1);
+            Self::count(self.slot, stats, |s| &s.packets_late);
+        }
+        if after.duplicate > before.duplicate {
+            EngineStats::add(&stats.packets_duplicate, 1);
         }
     }
 
@@ -131,19 +155,20 @@ impl RemoteStream {
     /// Returns false once the stream has been idle long enough to free its slot.
     pub fn render_into(&mut self, mix: &mut [f32], gain: f32, stats: &EngineStats) -> bool {
         let frames = mix.len() / 2;
-        let overrun_before = self.jitter.overrun_drops();
         let mut concealed = 0u64;
         while self.decoded.frames() < frames {
             let want = frames - self.decoded.frames();
+            // The first sample of what is decoded now is heard after what is queued before it.
+            let now = self.clock + self.decoded.frames() as u64;
             let out = self.decoded.spare_mut(MAX_PACKET_SAMPLES);
-            let made = match self.jitter.pop() {
-                Playout::Packet(p) => match self.decoder.decode_float(p.payload(), out, false) {
+            let made = match self.jitter.next(now) {
+                Decision::Play(p) => match self.decoder.decode_float(p.payload(), out, false) {
                     Ok(n) if n > 0 => {
                         EngineStats::add(&stats.frames_decoded, 1);
-                        self.count(stats, |s| &s.frames_decoded);
+                        Self::count(self.slot, stats, |s| &s.frames_decoded);
                         if n != self.last_packet_samples {
                             self.last_packet_samples = n;
-                            self.update_depth();
+                            self.jitter.set_frame_samples(n as u64);
                         }
                         n
                     }
@@ -153,12 +178,23 @@ impl RemoteStream {
                         Self::conceal(&mut self.decoder, self.last_packet_samples, out, stats)
                     }
                 },
-                Playout::Missing => {
+                Decision::Skip(p) => {
+                    // Decode to keep the decoder continuous; blended into the next frame.
+                    let n = self
+                        .decoder
+                        .decode_float(p.payload(), &mut self.skipped, false)
+                        .unwrap_or_default();
+                    self.skipped_frames = n;
+                    continue;
+                }
+                Decision::Lost | Decision::Stall => {
                     concealed += 1;
                     Self::conceal(&mut self.decoder, self.last_packet_samples, out, stats)
                 }
-                Playout::Silent => {
-                    let n = want.min(out.len() / 2);
+                Decision::Idle => {
+                    // Not started: silence up to the next frame boundary at most, so the first
+                    // packet starts close to its moment.
+                    let n = want.min(self.last_packet_samples).min(out.len() / 2);
                     out[..2 * n].fill(0.0);
                     n
                 }
@@ -167,32 +203,57 @@ impl RemoteStream {
                 // Unreachable with the FIFO sized in `new`; never spin on the audio thread.
                 break;
             }
+            if self.skipped_frames > 0 {
+                Self::blend(
+                    &self.skipped[..2 * self.skipped_frames],
+                    &mut out[..2 * made],
+                );
+                self.skipped_frames = 0;
+            }
             self.decoded.commit(made);
         }
+        let dropped = self.jitter.stats().dropped;
         if let Some(s) = stats.streams.get(self.slot) {
             s.frames_concealed.fetch_add(concealed, Relaxed);
-            s.depth_packets.store(self.jitter.depth() as u32, Relaxed);
+            s.depth_samples.store(
+                self.depth_samples().min(u64::from(u32::MAX)) as u32,
+                Relaxed,
+            );
         }
-        EngineStats::add(
-            &stats.packets_overrun,
-            self.jitter.overrun_drops() - overrun_before,
-        );
+        EngineStats::add(&stats.packets_overrun, dropped - self.dropped_seen);
+        self.dropped_seen = dropped;
         let held = &self.decoded.as_slice()[..2 * frames.min(self.decoded.frames())];
         for (m, s) in mix.iter_mut().zip(held) {
             *m += s * gain;
         }
         self.decoded.consume(frames);
+        self.clock += frames as u64;
         self.idle_frames += frames as u64;
         self.idle_frames < IDLE_FRAMES_BEFORE_FREE
     }
 
     fn count(
-        &self,
+        slot: usize,
         stats: &EngineStats,
         field: impl Fn(&StreamStats) -> &std::sync::atomic::AtomicU64,
     ) {
-        if let Some(s) = stats.streams.get(self.slot) {
+        if let Some(s) = stats.streams.get(slot) {
             field(s).fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Crossfades from a skipped frame into the frame that replaces it, so shrinking the delay
+    /// by a frame leaves no step in the waveform.
+    fn blend(skipped: &[f32], out: &mut [f32]) {
+        let frames = (skipped.len().min(out.len()) / 2).max(1);
+        for (i, (o, s)) in out
+            .chunks_exact_mut(2)
+            .zip(skipped.chunks_exact(2))
+            .enumerate()
+        {
+            let w = (i + 1) as f32 / frames as f32;
+            o[0] = s[0] * (1.0 - w) + o[0] * w;
+            o[1] = s[1] * (1.0 - w) + o[1] * w;
         }
     }
 

@@ -1,14 +1,17 @@
 //! Jitter buffers: packets held by sequence number and released for playout.
 //!
-//! - [`fixed`]: a fixed depth in packets; what the engine plays through today.
-//! - [`adaptive`]: a playout schedule learned from arrival statistics (work in progress: pure
-//!   and tested, not yet wired into the engine).
+//! - [`adaptive`]: the playout schedule the engine uses, learned from arrival statistics
+//!   (or fixed, in manual mode);
+//! - [`sim`]: trace-driven comparison with baseline algorithms.
 
 pub mod adaptive;
-pub mod fixed;
 pub mod sim;
 
-pub use fixed::{Arrival, FixedJitterBuffer, Playout, JITTER_CAPACITY};
+pub use adaptive::{AdaptiveConfig, AdaptiveStats, Decision, JitterBuffer};
+
+/// Packets held at most. 64 covers 160 ms at 2.5 ms frames and 1.28 s at 20 ms frames, beyond
+/// any depth a live performance can bear.
+pub const JITTER_CAPACITY: usize = 64;
 
 /// Signed distance from `b` to `a` in wrapping sequence space.
 pub(crate) fn seq_ahead(a: u32, b: u32) -> i64 {

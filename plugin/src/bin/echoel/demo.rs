@@ -77,14 +77,14 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&state_dir);
 
     println!(
-        "\n{:<14} {:>6} {:>11} {:>12} {:>8} {:>10} {:>7} {:>13}",
+        "\n{:<14} {:>6} {:>11} {:>12} {:>8} {:>10} {:>8} {:>13}",
         "heard",
         "path",
         "latency ms",
         "correlation",
         "loss %",
         "concealed",
-        "depth",
+        "depth ms",
         "sender kbit/s"
     );
     let mut worst = 1.0f32;
@@ -101,8 +101,9 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 continue;
             };
             let a = measure_lag(&sender.sent, &rec.samples, 250.0);
-            let (decoded, concealed, depth) = rec.stream.map_or((0, 0, 0), |s| {
-                (s.frames_decoded, s.frames_concealed, s.depth_packets)
+            let (decoded, concealed, depth) = rec.stream.map_or((0, 0, 0.0), |s| {
+                let depth_ms = f64::from(s.depth_samples) / 48.0;
+                (s.frames_decoded, s.frames_concealed, depth_ms)
             });
             let loss = 100.0 * concealed as f64 / (decoded + concealed).max(1) as f64;
             // All paths of the sender, over the playing time (the wait before it is near idle).
@@ -112,7 +113,7 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
             });
             worst = worst.min(corr);
             println!(
-                "{:<14} {:>6} {:>11} {:>12.4} {:>8.2} {:>10} {:>7} {:>13.1}",
+                "{:<14} {:>6} {:>11} {:>12.4} {:>8.2} {:>10} {:>8.2} {:>13.1}",
                 format!("{} → {}", rec.name, listener.name),
                 if rec.direct { "direct" } else { "relay" },
                 lat,

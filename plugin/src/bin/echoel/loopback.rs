@@ -27,7 +27,7 @@ pub fn run(seconds: f32, out: &Path) -> anyhow::Result<()> {
     println!("Echoel Jam engine loopback: what a musician hears of themselves through the codec");
     println!(
         "{:>8} {:>6} {:>6} {:>11} {:>12} {:>8} {:>10} {:>8}",
-        "rate", "block", "frame", "latency ms", "correlation", "SNR dB", "concealed", "depth"
+        "rate", "block", "frame", "latency ms", "correlation", "SNR dB", "concealed", "depth ms"
     );
     let mut worst_corr = 1.0f32;
     for (rate, block, frame) in CONFIGS {
@@ -44,7 +44,7 @@ pub fn run(seconds: f32, out: &Path) -> anyhow::Result<()> {
             .context("nothing came back through the loopback path")?;
         worst_corr = worst_corr.min(a.correlation);
         println!(
-            "{:>8} {:>6} {:>6.1} {:>11.2} {:>12.4} {:>8.1} {:>10} {:>8}",
+            "{:>8} {:>6} {:>6.1} {:>11.2} {:>12.4} {:>8.1} {:>10} {:>8.2}",
             rate,
             block,
             frame.millis(),
@@ -52,7 +52,7 @@ pub fn run(seconds: f32, out: &Path) -> anyhow::Result<()> {
             a.correlation,
             a.snr_db,
             report.stats.frames_concealed,
-            report.stats.jitter_depth_packets
+            f64::from(report.stats.jitter_depth_samples) / 48.0
         );
         let stem = format!("{rate}hz-{block}-{}ms", frame.millis());
         crate::wav::write(&out.join(format!("{stem}-sent.wav")), rate, &report.input)?;
