@@ -17,10 +17,6 @@ const MAX_PACKET_SAMPLES: usize = 5760;
 /// A stream that sends nothing for 2 s has left; its slot is freed for another.
 const IDLE_FRAMES_BEFORE_FREE: u64 = 2 * INTERNAL_RATE_HZ as u64;
 
-/// Added to the host block in the jitter buffer's least target: the audio thread's own
-/// wake-up jitter (0.5 ms).
-const FLOOR_MARGIN_SAMPLES: usize = 24;
-
 /// How much later than the fastest path a stream plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetDepth {
@@ -125,9 +121,8 @@ impl RemoteStream {
     pub fn set_block(&mut self, block_48k: usize) {
         if block_48k != self.block_48k {
             self.block_48k = block_48k;
-            let floor = block_48k + FLOOR_MARGIN_SAMPLES;
             self.jitter
-                .set_floor_samples(floor.min(u32::MAX as usize) as u32);
+                .set_render_ahead(block_48k.min(u32::MAX as usize) as u32);
         }
     }
 
@@ -192,9 +187,9 @@ impl RemoteStream {
                     Self::conceal(&mut self.decoder, self.last_packet_samples, out, stats)
                 }
                 Decision::Idle => {
-                    // Not started: silence up to the next frame boundary at most, so the first
-                    // packet starts close to its moment.
-                    let n = want.min(self.last_packet_samples).min(out.len() / 2);
+                    // Not started: silence up to the first packet's moment.
+                    let until = self.jitter.idle_samples(now) as usize;
+                    let n = want.min(until).min(out.len() / 2);
                     out[..2 * n].fill(0.0);
                     n
                 }

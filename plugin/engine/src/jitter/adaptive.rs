@@ -15,11 +15,15 @@
 //! Pure: no clock, no I/O; times are the caller's sample counts. No allocation after
 //! construction.
 
+use super::drift::DriftEstimator;
 use super::seq_ahead;
 use crate::packet::PacketSlot;
 
 /// Packets held at most (see [`super::JITTER_CAPACITY`]).
 const CAPACITY: usize = super::JITTER_CAPACITY;
+
+/// Arrivals seen before playout starts.
+const START_AFTER_PACKETS: usize = 8;
 
 /// Playout during which stalls do not hold the delay up (one second).
 const WARMUP_SAMPLES: u64 = 48_000;
@@ -27,11 +31,11 @@ const WARMUP_SAMPLES: u64 = 48_000;
 /// How the target is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdaptiveConfig {
-    /// Fraction of packets that should arrive in time (e.g. 0.995).
+    /// Fraction of packets whose delay the target covers (e.g. 0.98).
     pub quantile: f32,
     /// Packets in the statistics window (2000 ≈ 5 s at 2.5 ms frames).
     pub window: usize,
-    /// Added to the quantile: the receiver's own block quantisation plus a little slack.
+    /// Slack added to the quantile.
     pub margin_samples: u32,
     /// The target never exceeds this.
     pub max_target_samples: u32,
@@ -52,9 +56,11 @@ pub struct AdaptiveConfig {
 impl Default for AdaptiveConfig {
     fn default() -> Self {
         Self {
-            quantile: 0.995,
+            // Stalls rescue most packets beyond the quantile (they wait instead of being lost),
+            // so a 98 % quantile already keeps late loss near 0.1 %.
+            quantile: 0.98,
             window: 2000,
-            margin_samples: 24,
+            margin_samples: 0,
             max_target_samples: 48 * 200,
             shrink_per_second: 48,
             manual_target_samples: None,
@@ -122,15 +128,18 @@ pub struct JitterBuffer {
     target: i64,
     quantile_target: i64,
     last_shrink_at: u64,
-    /// The packet we last concealed a frame for while waiting. If it proves lost, that frame
-    /// already stood in for it and playout moves on without a second concealment.
-    stalled_on: Option<u32>,
-    /// The adaptive target never goes below this (the receiver's block quantisation).
-    floor: i64,
+    /// Frames concealed while waiting since the last one played. Packets that then prove lost
+    /// are covered by them (no second concealment, no added delay); the rest is delay added.
+    stall_credit: u32,
+    /// The least adaptive target: the receiver's render size.
+    render_ahead: i64,
     /// Frames played since the last skip.
     since_skip: u32,
     /// Samples played since the last stall.
     since_stall: u64,
+    /// How far behind its moment the last frame played (negative: ahead), in samples.
+    last_error: i64,
+    drift: DriftEstimator,
     /// `since_stall` before a first stall on a packet, restored if that packet proves lost.
     since_stall_saved: Option<u64>,
     stats: AdaptiveStats,
@@ -162,11 +171,13 @@ impl JitterBuffer {
             target,
             quantile_target: target,
             last_shrink_at: 0,
-            stalled_on: None,
-            floor: 0,
+            stall_credit: 0,
+            render_ahead: 0,
             since_skip: u32::MAX,
             since_stall: u64::MAX,
             since_stall_saved: None,
+            last_error: 0,
+            drift: DriftEstimator::default(),
             stats: AdaptiveStats::default(),
         }
     }
@@ -174,6 +185,17 @@ impl JitterBuffer {
     /// Counters.
     pub fn stats(&self) -> AdaptiveStats {
         self.stats
+    }
+
+    /// How much slower the sender's clock runs than ours, in ppm (negative: faster). Playing
+    /// each frame stretched by `1 + ppm·10⁻⁶` keeps the buffer from draining or filling.
+    pub fn drift_ppm(&self) -> f64 {
+        self.drift.ppm()
+    }
+
+    /// How far behind the schedule the last played frame was (negative: ahead), in samples.
+    pub fn schedule_error(&self) -> i64 {
+        self.last_error
     }
 
     /// Current target, in samples above the fastest path.
@@ -193,20 +215,21 @@ impl JitterBuffer {
             None => self
                 .quantile_target
                 .max(i64::from(self.config.margin_samples))
-                .max(self.floor),
+                .max(self.render_ahead),
         };
     }
 
-    /// Sets the least adaptive target: a receiver that renders `samples` at a time needs each
-    /// packet that much before its moment, whatever the network does.
-    pub fn set_floor_samples(&mut self, samples: u32) {
-        self.floor = i64::from(samples.min(self.config.max_target_samples));
+    /// Sets the least target: the receiver's render size (its largest block, in samples).
+    /// Arrivals are stamped per block, so a block of spread is in the statistics anyway; this
+    /// keeps the first packets, before any statistics, from stalling on it.
+    pub fn set_render_ahead(&mut self, samples: u32) {
+        self.render_ahead = i64::from(samples.min(self.config.max_target_samples));
         if self.config.manual_target_samples.is_none() {
-            self.target = self.target.max(self.floor);
+            self.target = self.target.max(self.render_ahead);
         }
     }
 
-    /// Forgets everything but the configuration and the floor, in place (no allocation).
+    /// Forgets everything but the configuration and the render size, in place (no allocation).
     pub fn reset(&mut self) {
         let target = i64::from(
             self.config
@@ -224,12 +247,16 @@ impl JitterBuffer {
         self.target = target;
         self.quantile_target = target;
         self.last_shrink_at = 0;
-        self.stalled_on = None;
+        self.stall_credit = 0;
         self.since_skip = u32::MAX;
         self.since_stall = u64::MAX;
         self.since_stall_saved = None;
+        self.last_error = 0;
+        self.drift.reset();
         self.stats = AdaptiveStats::default();
-        self.set_floor_samples(self.floor as u32);
+        let ahead = self.render_ahead;
+        self.render_ahead = 0;
+        self.set_render_ahead(ahead as u32);
     }
 
     fn index(seq: u32) -> usize {
@@ -244,6 +271,7 @@ impl JitterBuffer {
     /// Stores a packet that arrived at `arrival` (receiver samples).
     pub fn insert(&mut self, arrival: u64, packet: &PacketSlot) {
         let delay = arrival as i64 - packet.media_time as i64;
+        self.drift.observe(arrival, delay);
         self.record_delay(delay, arrival);
         if let Some(next) = self.next_seq {
             let ahead = seq_ahead(packet.seq, next);
@@ -294,7 +322,7 @@ impl JitterBuffer {
         self.delays_at = (self.delays_at + 1) % w;
         self.delays_len = (self.delays_len + 1).min(w);
         if delay < self.base {
-            self.base = delay;
+            self.rebase(delay);
         }
         self.since_quantile += 1;
         // A quantile over the window every 16 packets: ~40 ms at 2.5 ms frames.
@@ -304,17 +332,31 @@ impl JitterBuffer {
         }
     }
 
+    /// Moves the fastest-path reference, keeping the schedule (`base + target`) where it was:
+    /// the target then moves towards what the statistics want at its usual pace, so a route
+    /// change is followed smoothly instead of by a jump of the whole schedule.
+    fn rebase(&mut self, base: i64) {
+        if self.base != i64::MAX && self.config.manual_target_samples.is_none() {
+            let moved = base - self.base;
+            self.target = (self.target - moved).clamp(0, self.config.max_target_samples as i64);
+        }
+        self.base = base;
+    }
+
     /// Recomputes base (window minimum) and the quantile target; shrinks towards it slowly.
     fn refresh_quantile(&mut self, now: u64) {
         let n = self.delays_len;
-        let window = &self.delays[..n];
-        self.base = window.iter().copied().min().unwrap_or(0);
+        if n == 0 {
+            return;
+        }
+        let base = self.delays[..n].iter().copied().min().unwrap_or(0);
+        self.rebase(base);
         let s = &mut self.scratch[..n];
-        s.copy_from_slice(window);
+        s.copy_from_slice(&self.delays[..n]);
         let k = ((n as f32 - 1.0) * self.config.quantile.clamp(0.5, 1.0)).round() as usize;
         let (_, q, _) = s.select_nth_unstable(k.min(n - 1));
         let wanted = (*q - self.base + self.config.margin_samples as i64)
-            .max(self.floor)
+            .max(self.render_ahead)
             .min(self.config.max_target_samples as i64);
         self.quantile_target = wanted;
         if self.config.manual_target_samples.is_some() {
@@ -334,6 +376,24 @@ impl JitterBuffer {
         }
     }
 
+    /// After [`Decision::Idle`]: how much silence to play before asking again, so the first
+    /// frame starts on its moment (1 sample to one frame).
+    pub fn idle_samples(&self, now: u64) -> u64 {
+        let frame = self.frame_samples;
+        let Some(seq) = self.next_seq else {
+            return frame;
+        };
+        let idx = Self::index(seq);
+        if !(self.held[idx] && self.slots[idx].seq == seq) {
+            return frame;
+        }
+        if self.delays_len < START_AFTER_PACKETS {
+            return frame;
+        }
+        let due = self.due(self.slots[idx].media_time);
+        (due - now as i64).clamp(1, frame as i64) as u64
+    }
+
     /// Decides the next frame, to be heard from receiver time `now`.
     pub fn next(&mut self, now: u64) -> Decision<'_> {
         let Some(seq) = self.next_seq else {
@@ -346,17 +406,27 @@ impl JitterBuffer {
         if present {
             let media = self.slots[idx].media_time;
             let due = self.due(media);
-            if now + frame / 2 < due {
-                // Early: silence before the start; once playing, the target has just grown, so
-                // conceal one frame to let the delay catch up (never a gap of silence).
-                return if self.stats.played == 0 {
-                    Decision::Idle
-                } else {
-                    self.stall(seq)
-                };
-            }
             let next_idx = Self::index(seq.wrapping_add(1));
             let next_here = self.held[next_idx] && self.slots[next_idx].seq == seq.wrapping_add(1);
+            if self.stats.played == 0 {
+                if now < due || self.delays_len < START_AFTER_PACKETS {
+                    // Before the start: silence until the moment (see `idle_samples`), and
+                    // until a few arrivals show the path (the first packet may be unusually
+                    // fast).
+                    return Decision::Idle;
+                }
+                if now >= due + frame && next_here {
+                    // Its moment passed while we waited to start: start with a later one.
+                    self.held[idx] = false;
+                    self.advance(seq, media + self.frame_samples);
+                    return self.next(now as u64);
+                }
+            }
+            if now + frame / 2 < due {
+                // Early while playing: the target has just grown, so conceal one frame to let
+                // the delay catch up (never a gap of silence).
+                return self.stall();
+            }
             let behind = now > due + self.config.drop_after_frames as i64 * frame;
             let settled = self.since_stall >= u64::from(self.config.settle_samples);
             if behind && settled && next_here && self.since_skip >= self.config.frames_between_skips
@@ -372,9 +442,10 @@ impl JitterBuffer {
             }
             self.held[idx] = false;
             self.stats.played += 1;
+            self.last_error = now - due;
             self.since_skip = self.since_skip.saturating_add(1);
             self.since_stall = self.since_stall.saturating_add(self.frame_samples);
-            self.stalled_on = None;
+            self.stall_credit = 0;
             self.advance(seq, media + self.frame_samples);
             return Decision::Play(&self.slots[idx]);
         }
@@ -385,39 +456,46 @@ impl JitterBuffer {
             return if self.stats.played == 0 {
                 Decision::Idle
             } else {
-                self.stall(seq)
+                self.stall()
             };
         }
         if seq_ahead(self.newest_seq, seq) > 0 {
             self.stats.lost += 1;
             self.advance(seq, self.next_media + self.frame_samples);
-            if self.stalled_on.take() == Some(seq) {
-                // Already concealed while we waited for it: play on. One frame of waiting for
-                // a packet that proved lost added no delay, so it does not hold the delay up.
-                if let Some(saved) = self.since_stall_saved.take() {
-                    self.since_stall = saved;
+            if self.stall_credit > 0 {
+                // Already concealed while we waited for it: play on.
+                self.stall_credit -= 1;
+                if self.stall_credit == 0 {
+                    // Every frame of waiting stood in for a lost packet: no delay was added,
+                    // so nothing holds the delay up.
+                    if let Some(saved) = self.since_stall_saved.take() {
+                        self.since_stall = saved;
+                    }
                 }
                 return self.next(now as u64);
             }
             Decision::Lost
         } else {
-            self.stall(seq)
+            self.stall()
         }
     }
 
-    fn stall(&mut self, seq: u32) -> Decision<'static> {
+    /// The first second of playout, while the path is being learnt.
+    fn warming_up(&self) -> bool {
+        self.stats.played * self.frame_samples < WARMUP_SAMPLES
+    }
+
+    fn stall(&mut self) -> Decision<'static> {
         self.stats.stalled += 1;
-        self.since_stall_saved = if self.stalled_on == Some(seq) {
-            None
-        } else {
-            Some(self.since_stall)
-        };
+        if self.stall_credit == 0 {
+            self.since_stall_saved = Some(self.since_stall);
+        }
         // While the first second plays the path is still being learnt (connection set-up
         // bursts): a stall then is not held against shrinking back.
-        if self.stats.played * self.frame_samples >= WARMUP_SAMPLES {
+        if !self.warming_up() {
             self.since_stall = 0;
         }
-        self.stalled_on = Some(seq);
+        self.stall_credit += 1;
         Decision::Stall
     }
 

@@ -2,9 +2,11 @@
 //!
 //! - [`adaptive`]: the playout schedule the engine uses, learned from arrival statistics
 //!   (or fixed, in manual mode);
+//! - [`drift`]: the sender's clock rate against ours, from the same arrivals;
 //! - [`sim`]: trace-driven comparison with baseline algorithms.
 
 pub mod adaptive;
+pub mod drift;
 pub mod sim;
 
 pub use adaptive::{AdaptiveConfig, AdaptiveStats, Decision, JitterBuffer};

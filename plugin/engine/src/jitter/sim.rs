@@ -114,6 +114,14 @@ pub trait Algorithm {
     fn arrive(&mut self, arrival: u64, seq: u32, media: u64);
     /// The frame to be heard from receiver time `now`.
     fn next(&mut self, now: u64) -> Step;
+    /// After [`Step::Idle`] at `now`: silence to play before asking again.
+    fn idle_samples(&self, _now: u64, frame: u64) -> f64 {
+        frame as f64 / 4.0
+    }
+    /// Receiver samples each played or concealed frame sample lasts (drift correction).
+    fn stretch(&self) -> f64 {
+        1.0
+    }
 }
 
 /// Ours: [`JitterBuffer`].
@@ -126,6 +134,12 @@ impl Algorithm for Ours {
     fn arrive(&mut self, arrival: u64, seq: u32, media: u64) {
         let p = PacketSlot::new(StreamId(0), seq, media, &[0xfc]).expect("one byte fits");
         self.0.insert(arrival, &p);
+    }
+    fn stretch(&self) -> f64 {
+        1.0 + self.0.drift_ppm() * 1e-6
+    }
+    fn idle_samples(&self, now: u64, _frame: u64) -> f64 {
+        self.0.idle_samples(now) as f64
     }
     fn next(&mut self, now: u64) -> Step {
         loop {
@@ -390,6 +404,10 @@ impl Algorithm for JamulusLike {
         self.queue.arrive(seq);
     }
     fn next(&mut self, _now: u64) -> Step {
+        if self.queue.held.is_empty() && !self.queue.started {
+            // No stream yet: nothing to measure.
+            return Step::Idle;
+        }
         for (i, (held, rate)) in self.sims.iter_mut().enumerate() {
             let underrun = *held == 0;
             *held = if underrun {
@@ -399,10 +417,14 @@ impl Algorithm for JamulusLike {
             };
             Self::record(rate, underrun);
         }
+        // The smallest size under the bound; if none is, the one with the fewest errors.
         let best = self
             .sims
             .iter()
             .position(|(_, r)| *r < Self::ERROR_BOUND)
+            .or_else(|| {
+                (0..self.sims.len()).min_by(|&a, &b| self.sims[a].1.total_cmp(&self.sims[b].1))
+            })
             .map_or(Self::MAX_SIZE as u64, |i| i as u64 + 1);
         let mut shrink = false;
         if best > self.size {
@@ -548,23 +570,30 @@ pub fn simulate(trace: &Trace, algo: &mut dyn Algorithm, block: u64) -> Outcome 
         .collect();
     arrivals.sort_unstable();
     let end = trace.sent_at(n) as u64;
-    let (mut next_arrival, mut produced, mut t) = (0usize, 0u64, 0u64);
+    let (mut next_arrival, mut produced, mut t) = (0usize, 0f64, 0u64);
     let mut played = vec![false; n];
     let mut delays = Vec::with_capacity(n);
     let (mut frames, mut concealed, mut disc, mut last_seq) = (0u64, 0u64, 0u64, None::<u32>);
     let mut was_playing = false;
     while t < end {
-        // Arrivals are seen at block boundaries, as on a real audio thread.
+        // Arrivals are seen, and stamped, at block boundaries, as on a real audio thread.
         while next_arrival < arrivals.len() && arrivals[next_arrival].0 <= t {
-            let (a, seq) = arrivals[next_arrival];
-            algo.arrive(a, seq, u64::from(seq) * trace.frame);
+            let (_, seq) = arrivals[next_arrival];
+            algo.arrive(t, seq, u64::from(seq) * trace.frame);
             next_arrival += 1;
         }
-        while produced < t + block {
-            match algo.next(produced) {
+        while produced < (t + block) as f64 {
+            let step = algo.next(produced as u64);
+            // Silence before the start is as long as the algorithm asks (a quarter frame unless
+            // it knows better); audio lasts a frame, stretched by drift correction.
+            let length = match step {
+                Step::Idle => algo.idle_samples(produced as u64, trace.frame),
+                _ => trace.frame as f64 * algo.stretch(),
+            };
+            match step {
                 Step::Play(seq) => {
                     played[seq as usize] = true;
-                    delays.push((produced as f64 - trace.sent_at(seq as usize)) / PER_MS);
+                    delays.push((produced - trace.sent_at(seq as usize)) / PER_MS);
                     if last_seq.is_some_and(|l| seq > l + 1) {
                         disc += 1;
                     }
@@ -582,7 +611,7 @@ pub fn simulate(trace: &Trace, algo: &mut dyn Algorithm, block: u64) -> Outcome 
                 }
                 Step::Idle => {}
             }
-            produced += trace.frame;
+            produced += length;
         }
         t += block;
     }
@@ -620,9 +649,11 @@ pub fn best_fixed(trace: &Trace, block: u64) -> (u64, Outcome) {
     }
 }
 
-/// Our algorithm with its default configuration.
-pub fn ours() -> Ours {
-    Ours(JitterBuffer::new(AdaptiveConfig::default()))
+/// Our algorithm with its default configuration, for a receiver rendering `block` samples.
+pub fn ours(block: u64) -> Ours {
+    let mut jb = JitterBuffer::new(AdaptiveConfig::default());
+    jb.set_render_ahead(block as u32);
+    Ours(jb)
 }
 
 /// The three adaptive baselines, fresh, for `frame`-sample packets.
@@ -640,16 +671,85 @@ mod tests {
 
     #[test]
     fn ours_stays_close_to_the_hindsight_optimum_on_gaussian_jitter() {
-        let traces = Trace::synthetic(20.0, 7);
+        let traces = Trace::synthetic(60.0, 1);
         let gaussian = &traces[0];
         let (_, best) = best_fixed(gaussian, 64);
-        let o = simulate(gaussian, &mut ours(), 64);
+        let o = simulate(gaussian, &mut ours(64), 64);
         println!("best fixed {best:?}\nours {o:?}");
         assert!(o.late_loss_pct <= 1.0, "{o:?}");
         assert!(
             o.mean_delay_ms <= 1.15 * best.mean_delay_ms,
             "ours {o:?} vs best fixed {best:?}"
         );
+    }
+
+    /// 100 ppm of drift for ten simulated minutes: the drift is measured and played out, so
+    /// playout stays within a frame of its schedule with no stall/skip cycle.
+    #[test]
+    fn drift_is_absorbed_without_underrun_or_overrun_cycles() {
+        for ppm in [100.0, -100.0] {
+            let trace = Trace {
+                name: "drift".into(),
+                frame: 120,
+                drift_ppm: ppm,
+                delays: (0..600 * 400)
+                    .map(|i| Some(480 + (i * 7919 % 97) as u32))
+                    .collect(),
+            };
+            let mut algo = Watch(ours(64), 0, 0, 0);
+            simulate(&trace, &mut algo, 64);
+            let jb = &(algo.0).0;
+            let s = jb.stats();
+            println!(
+                "{ppm} ppm: estimated {:.1}, {s:?}, worst schedule error {} samples, depth {}",
+                jb.drift_ppm(),
+                algo.1,
+                jb.target_samples()
+            );
+            assert!((jb.drift_ppm() - ppm).abs() < 10.0, "{}", jb.drift_ppm());
+            assert!(
+                algo.1 <= 120,
+                "playout drifted {} samples off its schedule",
+                algo.1
+            );
+            assert_eq!(
+                algo.2 + algo.3,
+                0,
+                "stalls/skips after the first minute: {s:?}"
+            );
+        }
+    }
+
+    /// Ours, recording after the first simulated minute the worst schedule error and the stalls
+    /// and skips.
+    struct Watch(Ours, i64, u64, u64);
+
+    impl Algorithm for Watch {
+        fn name(&self) -> String {
+            self.0.name()
+        }
+        fn arrive(&mut self, arrival: u64, seq: u32, media: u64) {
+            self.0.arrive(arrival, seq, media)
+        }
+        fn stretch(&self) -> f64 {
+            self.0.stretch()
+        }
+        fn idle_samples(&self, now: u64, frame: u64) -> f64 {
+            self.0.idle_samples(now, frame)
+        }
+        fn next(&mut self, now: u64) -> Step {
+            let before = self.0 .0.stats();
+            let step = self.0.next(now);
+            if now > 60 * 48_000 {
+                let after = self.0 .0.stats();
+                self.2 += after.stalled - before.stalled;
+                self.3 += after.dropped - before.dropped;
+                if matches!(step, Step::Play(_)) {
+                    self.1 = self.1.max(self.0 .0.schedule_error().abs());
+                }
+            }
+            step
+        }
     }
 
     #[test]

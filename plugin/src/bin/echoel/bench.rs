@@ -37,7 +37,7 @@ pub fn jitter(seconds: f64, seed: u64) -> anyhow::Result<()> {
     let (mut pass, mut rows) = (0, 0);
     for trace in Trace::synthetic(seconds, seed) {
         let (depth, best) = best_fixed(&trace, BLOCK);
-        let o = simulate(&trace, &mut ours(), BLOCK);
+        let o = simulate(&trace, &mut ours(BLOCK), BLOCK);
         row(&trace.name, "echoel adaptive", &o, "");
         let v = Verdict::against_best_fixed(&o, &best);
         row(
