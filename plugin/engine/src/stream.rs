@@ -6,6 +6,7 @@ use opus::{Channels, Decoder};
 use crate::fifo::SampleFifo;
 use crate::jitter::adaptive::{AdaptiveConfig, Decision, JitterBuffer};
 use crate::packet::{PacketSlot, StreamId};
+use crate::resample::DriftStretcher;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::stats::{EngineStats, StreamStats};
@@ -50,6 +51,9 @@ pub struct RemoteStream {
     /// A frame decoded but skipped to shrink the delay, waiting to be blended into the next.
     skipped: Vec<f32>,
     skipped_frames: usize,
+    /// Clock-drift correction from the sender's clock (`decoded`) to ours (`stretched`).
+    drift: DriftStretcher,
+    stretched: SampleFifo,
 }
 
 impl RemoteStream {
@@ -71,6 +75,8 @@ impl RemoteStream {
             block_48k: 0,
             skipped: vec![0.0; 2 * MAX_PACKET_SAMPLES],
             skipped_frames: 0,
+            drift: DriftStretcher::default(),
+            stretched: SampleFifo::with_capacity(2, max_render_frames),
         })
     }
 
@@ -99,6 +105,8 @@ impl RemoteStream {
         self.id = None;
         self.jitter.reset();
         self.decoded.clear();
+        self.stretched.clear();
+        self.drift.reset();
         let _ = self.decoder.reset_state();
         self.idle_frames = 0;
         self.clock = 0;
@@ -151,10 +159,48 @@ impl RemoteStream {
     pub fn render_into(&mut self, mix: &mut [f32], gain: f32, stats: &EngineStats) -> bool {
         let frames = mix.len() / 2;
         let mut concealed = 0u64;
-        while self.decoded.frames() < frames {
-            let want = frames - self.decoded.frames();
+        // Decoded audio runs on the sender's clock; the drift converter stretches it onto ours
+        // by the measured rate difference, so the buffer neither drains nor fills.
+        self.drift
+            .set_ratio(1.0 + self.jitter.drift_ppm().clamp(-1000.0, 1000.0) * 1e-6);
+        if self.stretched.frames() < frames {
+            let make = frames - self.stretched.frames();
+            let need = self.drift.input_needed(make);
+            concealed += self.decode_until(need, self.stretched.frames(), stats);
+            let out = self.stretched.spare_mut(make);
+            let made = out.len() / 2;
+            let used = self.drift.process(self.decoded.as_slice(), out);
+            self.decoded.consume(used);
+            self.stretched.commit(made);
+        }
+        let dropped = self.jitter.stats().dropped;
+        if let Some(s) = stats.streams.get(self.slot) {
+            s.frames_concealed.fetch_add(concealed, Relaxed);
+            s.depth_samples.store(
+                self.depth_samples().min(u64::from(u32::MAX)) as u32,
+                Relaxed,
+            );
+        }
+        EngineStats::add(&stats.packets_overrun, dropped - self.dropped_seen);
+        self.dropped_seen = dropped;
+        let held = &self.stretched.as_slice()[..2 * frames.min(self.stretched.frames())];
+        for (m, s) in mix.iter_mut().zip(held) {
+            *m += s * gain;
+        }
+        self.stretched.consume(frames);
+        self.clock += frames as u64;
+        self.idle_frames += frames as u64;
+        self.idle_frames < IDLE_FRAMES_BEFORE_FREE
+    }
+
+    /// Decodes (or conceals, or waits in silence) until `decoded` holds `target` frames;
+    /// `queued` frames on our clock play before them. Returns the frames concealed.
+    fn decode_until(&mut self, target: usize, queued: usize, stats: &EngineStats) -> u64 {
+        let mut concealed = 0u64;
+        while self.decoded.frames() < target {
+            let want = target - self.decoded.frames();
             // The first sample of what is decoded now is heard after what is queued before it.
-            let now = self.clock + self.decoded.frames() as u64;
+            let now = self.clock + (queued + self.decoded.frames()) as u64;
             let out = self.decoded.spare_mut(MAX_PACKET_SAMPLES);
             let made = match self.jitter.next(now) {
                 Decision::Play(p) => match self.decoder.decode_float(p.payload(), out, false) {
@@ -207,24 +253,7 @@ impl RemoteStream {
             }
             self.decoded.commit(made);
         }
-        let dropped = self.jitter.stats().dropped;
-        if let Some(s) = stats.streams.get(self.slot) {
-            s.frames_concealed.fetch_add(concealed, Relaxed);
-            s.depth_samples.store(
-                self.depth_samples().min(u64::from(u32::MAX)) as u32,
-                Relaxed,
-            );
-        }
-        EngineStats::add(&stats.packets_overrun, dropped - self.dropped_seen);
-        self.dropped_seen = dropped;
-        let held = &self.decoded.as_slice()[..2 * frames.min(self.decoded.frames())];
-        for (m, s) in mix.iter_mut().zip(held) {
-            *m += s * gain;
-        }
-        self.decoded.consume(frames);
-        self.clock += frames as u64;
-        self.idle_frames += frames as u64;
-        self.idle_frames < IDLE_FRAMES_BEFORE_FREE
+        concealed
     }
 
     fn count(

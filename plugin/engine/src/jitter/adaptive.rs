@@ -415,8 +415,9 @@ impl JitterBuffer {
                     // fast).
                     return Decision::Idle;
                 }
-                if now >= due + frame && next_here {
-                    // Its moment passed while we waited to start: start with a later one.
+                if now > due && next_here {
+                    // Its moment passed while we waited to start: start on the next one's
+                    // moment instead, exactly.
                     self.held[idx] = false;
                     self.advance(seq, media + self.frame_samples);
                     return self.next(now as u64);
