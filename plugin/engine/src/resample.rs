@@ -159,10 +159,15 @@ impl Default for DriftStretcher {
 }
 
 impl DriftStretcher {
-    /// Output frames per input frame, e.g. `1 + 100e-6` to play 100 ppm slower.
+    /// Output frames per input frame, e.g. `1 + 100e-6` to play 100 ppm slower. Within
+    /// 1 ppm of 1 it is exactly 1 (a copy): below that the buffer's own slack absorbs it.
     pub fn set_ratio(&mut self, ratio: f64) {
         if ratio.is_finite() && (0.99..=1.01).contains(&ratio) {
-            self.step = 1.0 / ratio;
+            self.step = if (ratio - 1.0).abs() < 1e-6 {
+                1.0
+            } else {
+                1.0 / ratio
+            };
         }
     }
 
@@ -180,6 +185,16 @@ impl DriftStretcher {
     /// [`Self::input_needed`] frames); returns the input frames consumed.
     pub fn process(&mut self, input: &[f32], out: &mut [f32]) -> usize {
         let frames_in = input.len() / 2;
+        if self.step == 1.0 && self.frac == 0.0 {
+            // No drift (the usual case, and until it is measured): a plain copy.
+            let n = (out.len() / 2).min(frames_in);
+            out[..2 * n].copy_from_slice(&input[..2 * n]);
+            out[2 * n..].fill(0.0);
+            if n > 0 {
+                self.prev = [input[2 * (n - 1)], input[2 * (n - 1) + 1]];
+            }
+            return n;
+        }
         let at = |i: isize, c: usize| -> f32 {
             if i < 0 {
                 self.prev[c]
@@ -191,8 +206,14 @@ impl DriftStretcher {
         for o in out.chunks_exact_mut(2) {
             let i = pos.floor() as isize;
             let t = (pos - i as f64) as f32;
+            let inside = i >= 1 && (i as usize) + 2 < frames_in;
             for (c, y) in o.iter_mut().enumerate() {
-                let (x0, x1, x2, x3) = (at(i - 1, c), at(i, c), at(i + 1, c), at(i + 2, c));
+                let (x0, x1, x2, x3) = if inside {
+                    let k = 2 * (i as usize - 1) + c;
+                    (input[k], input[k + 2], input[k + 4], input[k + 6])
+                } else {
+                    (at(i - 1, c), at(i, c), at(i + 1, c), at(i + 2, c))
+                };
                 // Catmull-Rom: passes through x1 at t = 0 and x2 at t = 1.
                 let a = -0.5 * x0 + 1.5 * x1 - 1.5 * x2 + 0.5 * x3;
                 let b = x0 - 2.5 * x1 + 2.0 * x2 - 0.5 * x3;

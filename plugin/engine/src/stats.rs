@@ -20,6 +20,12 @@ pub struct StreamStats {
     pub packets_late: AtomicU64,
     /// Jitter-buffer playout delay above the fastest path, in 48 kHz samples.
     pub depth_samples: AtomicU32,
+    /// Packets that never came (concealed once newer ones had arrived).
+    pub packets_lost: AtomicU64,
+    /// Packets skipped (blended away) to bring the delay down.
+    pub packets_dropped: AtomicU64,
+    /// The sender's clock against ours, ppm (positive: theirs is slower).
+    pub drift_ppm: AtomicF32,
 }
 
 impl StreamStats {
@@ -28,7 +34,7 @@ impl StreamStats {
 }
 
 /// A copy of one stream's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StreamSnapshot {
     /// The stream.
     pub stream: crate::StreamId,
@@ -40,6 +46,12 @@ pub struct StreamSnapshot {
     pub packets_late: u64,
     /// Jitter-buffer playout delay above the fastest path, in 48 kHz samples.
     pub depth_samples: u32,
+    /// Packets that never came.
+    pub packets_lost: u64,
+    /// Packets skipped to bring the delay down.
+    pub packets_dropped: u64,
+    /// The sender's clock against ours, ppm.
+    pub drift_ppm: f32,
 }
 
 /// Engine counters, written by the audio thread with relaxed atomics (no ordering is implied
@@ -112,6 +124,9 @@ impl EngineStats {
                     frames_concealed: s.frames_concealed.load(Relaxed),
                     packets_late: s.packets_late.load(Relaxed),
                     depth_samples: s.depth_samples.load(Relaxed),
+                    packets_lost: s.packets_lost.load(Relaxed),
+                    packets_dropped: s.packets_dropped.load(Relaxed),
+                    drift_ppm: s.drift_ppm.load(Relaxed),
                 })
             })
             .collect()

@@ -98,9 +98,16 @@ impl RemoteStream {
     pub fn reset(&mut self, stats: &EngineStats) {
         if let Some(s) = stats.streams.get(self.slot) {
             s.stream.store(StreamStats::FREE, Relaxed);
-            for c in [&s.frames_decoded, &s.frames_concealed, &s.packets_late] {
+            for c in [
+                &s.frames_decoded,
+                &s.frames_concealed,
+                &s.packets_late,
+                &s.packets_lost,
+                &s.packets_dropped,
+            ] {
                 c.store(0, Relaxed);
             }
+            s.drift_ppm.store(0.0, Relaxed);
         }
         self.id = None;
         self.jitter.reset();
@@ -180,6 +187,10 @@ impl RemoteStream {
                 self.depth_samples().min(u64::from(u32::MAX)) as u32,
                 Relaxed,
             );
+            let j = self.jitter.stats();
+            s.packets_lost.store(j.lost, Relaxed);
+            s.packets_dropped.store(j.dropped, Relaxed);
+            s.drift_ppm.store(self.jitter.drift_ppm() as f32, Relaxed);
         }
         EngineStats::add(&stats.packets_overrun, dropped - self.dropped_seen);
         self.dropped_seen = dropped;

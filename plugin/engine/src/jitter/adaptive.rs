@@ -607,5 +607,60 @@ mod tests {
                 prop_assert!(w[1] > w[0], "{} after {}", w[1], w[0]);
             }
         }
+
+        /// Across the sequence wrap, with duplicates and reordering: each packet plays at most
+        /// once, in order, and the delay stays bounded by the configured maximum.
+        #[test]
+        fn wrap_duplicates_and_reordering_keep_order_and_bounded_delay(
+            start in (u32::MAX - 200)..=u32::MAX,
+            jitter in proptest::collection::vec(0u64..3000, 400),
+            dup in proptest::collection::vec(any::<bool>(), 400),
+        ) {
+            let config = AdaptiveConfig::default();
+            let mut jb = JitterBuffer::new(config);
+            let mut arrivals: Vec<(u64, u32)> = Vec::new();
+            for i in 0..400u32 {
+                let at = u64::from(i) * F + jitter[i as usize];
+                arrivals.push((at, i));
+                if dup[i as usize] {
+                    arrivals.push((at + jitter[(i as usize + 1) % 400], i));
+                }
+            }
+            arrivals.sort();
+            let (mut next, mut seen) = (0, std::collections::HashSet::new());
+            let mut last: Option<u32> = None;
+            for tick in 0..390u64 {
+                let now = tick * F;
+                while next < arrivals.len() && arrivals[next].0 <= now {
+                    let (at, i) = arrivals[next];
+                    let seq = start.wrapping_add(i);
+                    let p = PacketSlot::new(StreamId(1), seq, u64::from(i) * F, &[1]).unwrap();
+                    jb.insert(at, &p);
+                    next += 1;
+                }
+                loop {
+                    let (seq, skipped) = match jb.next(now) {
+                        Decision::Play(p) => (p.seq, false),
+                        Decision::Skip(p) => (p.seq, true),
+                        _ => break,
+                    };
+                    prop_assert!(seen.insert(seq), "{seq} came out twice");
+                    if let Some(l) = last {
+                        prop_assert!(seq_ahead(seq, l) > 0, "{seq} after {l}");
+                    }
+                    last = Some(seq);
+                    let media = u64::from(seq.wrapping_sub(start)) * F;
+                    prop_assert!(
+                        now.saturating_sub(media) <= u64::from(config.max_target_samples) + 4000,
+                        "frame {seq} played {} samples after its media time",
+                        now - media
+                    );
+                    if !skipped {
+                        break;
+                    }
+                }
+                prop_assert!(jb.target_samples() <= u64::from(config.max_target_samples));
+            }
+        }
     }
 }

@@ -89,6 +89,60 @@ impl Trace {
         ]
     }
 
+    /// Parses a trace file: `#` comments, a `frame N` line, then one line per packet with
+    /// its one-way delay in samples or `-` if it was lost.
+    pub fn parse(name: &str, text: &str) -> Result<Trace, String> {
+        let mut frame = None;
+        let mut delays = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some(f) = line.strip_prefix("frame ") {
+                frame = Some(
+                    f.parse()
+                        .map_err(|_| format!("line {}: bad frame", i + 1))?,
+                );
+            } else if line == "-" {
+                delays.push(None);
+            } else {
+                let d = line
+                    .parse()
+                    .map_err(|_| format!("line {}: not a delay: {line}", i + 1))?;
+                delays.push(Some(d));
+            }
+        }
+        let frame = frame.ok_or("no `frame` line")?;
+        if delays.is_empty() {
+            return Err("no packets".into());
+        }
+        Ok(Trace {
+            name: name.to_owned(),
+            frame,
+            drift_ppm: 0.0,
+            delays,
+        })
+    }
+
+    /// The traces recorded from real loopback jams through the userspace impairment proxy
+    /// (`echoel bench record-trace`), kept under `tests/traces/`.
+    pub fn recorded() -> Vec<Trace> {
+        [
+            (
+                "rec-wifi",
+                include_str!("../../../../tests/traces/wifi-loopback.trace"),
+            ),
+            (
+                "rec-congested",
+                include_str!("../../../../tests/traces/congested-loopback.trace"),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, text)| Trace::parse(name, text).ok())
+        .collect()
+    }
+
     /// When packet `i` left the sender, in receiver samples.
     fn sent_at(&self, i: usize) -> f64 {
         i as f64 * self.frame as f64 * (1.0 + self.drift_ppm * 1e-6)
@@ -750,6 +804,18 @@ mod tests {
             }
             step
         }
+    }
+
+    #[test]
+    fn recorded_traces_load_and_malformed_ones_are_refused() {
+        let recorded = Trace::recorded();
+        assert_eq!(recorded.len(), 2);
+        for t in &recorded {
+            assert!(t.delays.len() >= 4000, "{}: {}", t.name, t.delays.len());
+            assert!(t.delays.iter().flatten().count() > t.delays.len() * 9 / 10);
+        }
+        assert!(Trace::parse("x", "frame 120\n12\nabc\n").is_err());
+        assert!(Trace::parse("x", "12\n").is_err());
     }
 
     #[test]

@@ -35,7 +35,9 @@ pub fn jitter(seconds: f64, seed: u64) -> anyhow::Result<()> {
         "trace", "algorithm", "mean ms", "p99 ms", "late %", "concealed %", "disc"
     );
     let (mut pass, mut rows) = (0, 0);
-    for trace in Trace::synthetic(seconds, seed) {
+    let mut traces = Trace::synthetic(seconds, seed);
+    traces.extend(Trace::recorded());
+    for trace in traces {
         let (depth, best) = best_fixed(&trace, BLOCK);
         let o = simulate(&trace, &mut ours(BLOCK), BLOCK);
         row(&trace.name, "echoel adaptive", &o, "");

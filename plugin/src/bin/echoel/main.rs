@@ -4,6 +4,7 @@ mod bench;
 mod demo;
 mod loopback;
 mod peer;
+mod record;
 mod wav;
 
 use std::net::SocketAddr;
@@ -84,6 +85,18 @@ enum BenchKind {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Records a trace from a real jam path on loopback through a userspace impairment proxy.
+    RecordTrace {
+        /// How the proxy impairs the sender's traffic.
+        #[arg(long, value_enum)]
+        profile: record::Profile,
+        /// Length of the recording.
+        #[arg(long, default_value_t = 20.0)]
+        seconds: f64,
+        /// Trace file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -125,6 +138,14 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             what: BenchKind::Jitter { seconds, seed },
         } => bench::jitter(seconds, seed),
+        Command::Bench {
+            what:
+                BenchKind::RecordTrace {
+                    profile,
+                    seconds,
+                    out,
+                },
+        } => record::record(profile, seconds, &out),
     }
 }
 

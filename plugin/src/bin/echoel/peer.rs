@@ -107,13 +107,20 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
     }
     for rec in report.recordings.values() {
         let path = if rec.direct { "direct" } else { "relay" };
-        let (decoded, concealed) = rec
-            .stream
-            .map_or((0, 0), |s| (s.frames_decoded, s.frames_concealed));
-        print!(
-            "  {:<16} {:>6}  {decoded} frames, {concealed} concealed",
-            rec.name, path
-        );
+        print!("  {:<16} {:>6}", rec.name, path);
+        if let Some(s) = rec.stream {
+            print!(
+                "  {} frames, {} concealed ({} lost, {} late), {} skipped, buffer {:.2} ms, \
+                 clock {:+.1} ppm",
+                s.frames_decoded,
+                s.frames_concealed,
+                s.packets_lost,
+                s.packets_late,
+                s.packets_dropped,
+                f64::from(s.depth_samples) / 48.0,
+                s.drift_ppm
+            );
+        }
         if !args.echo {
             // A partner running --echo returns our own signal: its lag is the round trip.
             if let Some(a) =
