@@ -573,10 +573,23 @@ impl MemberKeys {
     /// Seals one audio payload as a datagram (header ‖ ciphertext ‖ tag), appended to `out`
     /// (so a caller can put a prefix in front without a second buffer).
     pub fn seal_audio(&mut self, seq: u32, payload: &[u8], out: &mut Vec<u8>) {
+        self.seal_audio_with(seq, payload, false, out);
+    }
+
+    /// [`Self::seal_audio`] with the header's redundancy flag: `payload` is then a
+    /// [`crate::wire::pack_frames`] container.
+    pub fn seal_audio_with(
+        &mut self,
+        seq: u32,
+        payload: &[u8],
+        redundant: bool,
+        out: &mut Vec<u8>,
+    ) {
         let cur = self.current();
         let header = AudioHeader {
             epoch: cur.epoch,
             seq_low: seq as u16,
+            redundant,
         };
         let start = out.len();
         out.extend_from_slice(&header.encode());
@@ -632,6 +645,19 @@ impl MemberKeys {
             remote.highest_seq = Some(seq);
         }
         Ok((seq, body))
+    }
+}
+
+impl MemberKeys {
+    /// Whether frame `seq` from `from`, carried redundantly in a later datagram sealed under
+    /// `epoch`, was never opened: only then is the copy worth handing on. It is not marked,
+    /// so the frame's own datagram, if merely late, still opens (and is not taken for a
+    /// replay).
+    pub fn missing(&self, from: MemberId, epoch: Epoch, seq: u32) -> bool {
+        self.remotes
+            .get(&from)
+            .and_then(|r| r.keys.iter().rev().find(|k| k.epoch == epoch))
+            .is_some_and(|key| key.window.check(seq).is_ok())
     }
 }
 

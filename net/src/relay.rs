@@ -265,6 +265,11 @@ impl Room {
 struct Shared {
     #[cfg(feature = "danger-test-hooks")]
     tap: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
+    /// Test hook: drop every n-th audio datagram (0: none), a lossy path on loopback.
+    #[cfg(feature = "danger-test-hooks")]
+    drop_every: AtomicU64,
+    #[cfg(feature = "danger-test-hooks")]
+    seen: AtomicU64,
     store: RoomStore,
     rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
     metrics: RelayMetrics,
@@ -335,6 +340,10 @@ impl Relay {
             shared: Arc::new(Shared {
                 #[cfg(feature = "danger-test-hooks")]
                 tap: Mutex::new(None),
+                #[cfg(feature = "danger-test-hooks")]
+                drop_every: AtomicU64::new(0),
+                #[cfg(feature = "danger-test-hooks")]
+                seen: AtomicU64::new(0),
                 store: RoomStore::new(&config.state_dir),
                 rooms: Mutex::new(HashMap::new()),
                 metrics: RelayMetrics::default(),
@@ -372,6 +381,12 @@ impl Relay {
         let (tx, rx) = mpsc::unbounded_channel();
         *self.shared.tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
         rx
+    }
+
+    /// Test hook: drops every `n`-th audio datagram members send (0: none).
+    #[cfg(feature = "danger-test-hooks")]
+    pub fn danger_drop_every(&self, n: u64) {
+        self.shared.drop_every.store(n, Relaxed);
     }
 
     /// Serves until `shutdown` completes, then closes every connection cleanly.
@@ -632,6 +647,13 @@ async fn forward_datagrams(conn: Connection, admitted: Membership, shared: Arc<S
             .as_ref()
         {
             let _ = tap.send(datagram.clone());
+        }
+        #[cfg(feature = "danger-test-hooks")]
+        {
+            let n = shared.drop_every.load(Relaxed);
+            if n > 0 && (shared.seen.fetch_add(1, Relaxed) + 1).is_multiple_of(n) {
+                continue;
+            }
         }
         let out = prefix(me.info.id, &datagram);
         let targets = room

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,9 @@ use crate::tls::{
 };
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{
-    decode_body, encode_peer, forwarded_items, ClientMessage, Forwarded, MemberId, MemberInfo,
-    ParticipantId, PeerMessage, Refusal, RelayMessage,
+    decode_body, encode_peer, forwarded_items, unpack_frames, AudioHeader, ClientMessage,
+    Forwarded, MemberId, MemberInfo, ParticipantId, PeerMessage, Refusal, RelayMessage,
+    MAX_REDUNDANT,
 };
 
 /// How long a direct path may take before the relay carries that member's audio.
@@ -114,6 +115,8 @@ pub struct SessionCounters {
     pub malformed: AtomicU64,
     /// Times the session (re)joined the room.
     pub joins: AtomicU64,
+    /// Lost frames recovered from the redundancy of later datagrams.
+    pub recovered: AtomicU64,
 }
 
 /// A snapshot for the GUI and the CLI.
@@ -152,7 +155,19 @@ struct Shared {
     counters: SessionCounters,
     stopped: AtomicBool,
     participant: ParticipantId,
-    scratch: Mutex<Vec<u8>>,
+    scratch: Mutex<SendScratch>,
+    /// Earlier frames each audio datagram carries (0 to [`MAX_REDUNDANT`]).
+    redundancy: AtomicU8,
+}
+
+/// The send path's reusable buffers.
+struct SendScratch {
+    /// The sealed datagram, behind a byte for our member id.
+    buf: Vec<u8>,
+    /// The plaintext container when frames are sent redundantly.
+    plain: Vec<u8>,
+    /// The last frames sent, newest first, with their sequence numbers.
+    history: [(Option<u32>, Vec<u8>); MAX_REDUNDANT],
 }
 
 /// The application's side of a running session.
@@ -177,12 +192,38 @@ impl SessionHandle {
         ) else {
             return;
         };
-        let mut buf = s.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let mut scratch = s.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        let SendScratch {
+            buf,
+            plain,
+            history,
+        } = &mut *scratch;
         // Room for the member id in front, so the direct copy needs no second buffer.
         buf.clear();
         buf.push(me.0);
-        keys.seal_audio(seq, payload, &mut buf);
-        let with_id = Bytes::copy_from_slice(&buf);
+        let redundancy = usize::from(s.redundancy.load(Relaxed)).min(MAX_REDUNDANT);
+        if redundancy == 0 {
+            keys.seal_audio(seq, payload, buf);
+        } else {
+            // The frames just before this one, newest first, as far as they are consecutive.
+            let mut older: [&[u8]; MAX_REDUNDANT] = [&[]; MAX_REDUNDANT];
+            let mut n = 0;
+            for (k, (hseq, frame)) in history.iter().take(redundancy).enumerate() {
+                if *hseq != Some(seq.wrapping_sub(k as u32 + 1)) {
+                    break;
+                }
+                older[k] = frame;
+                n += 1;
+            }
+            plain.clear();
+            crate::wire::pack_frames(payload, &older[..n], plain);
+            keys.seal_audio_with(seq, plain, true, buf);
+        }
+        history.rotate_right(1);
+        history[0].0 = Some(seq);
+        history[0].1.clear();
+        history[0].1.extend_from_slice(payload);
+        let with_id = Bytes::copy_from_slice(buf);
         let plain = with_id.slice(1..);
         let direct = s.direct.lock().unwrap_or_else(|e| e.into_inner());
         for conn in direct.values() {
@@ -199,6 +240,15 @@ impl SessionHandle {
                 }
             }
         }
+    }
+
+    /// Makes every audio datagram also carry the `frames` frames before it (0 to
+    /// [`MAX_REDUNDANT`]), so a receiver fills single and double losses from the next
+    /// datagram, at the cost of that much more bitrate.
+    pub fn set_redundancy(&self, frames: u8) {
+        self.shared
+            .redundancy
+            .store(frames.min(MAX_REDUNDANT as u8), Relaxed);
     }
 
     /// Test hook: seals `payload` as our audio frame `seq` without sending it.
@@ -321,7 +371,12 @@ pub fn start(
         counters: SessionCounters::default(),
         stopped: AtomicBool::new(false),
         participant: ParticipantId(rand_core::RngCore::next_u64(&mut rand_core::OsRng)),
-        scratch: Mutex::new(Vec::with_capacity(1500)),
+        scratch: Mutex::new(SendScratch {
+            buf: Vec::with_capacity(1500),
+            plain: Vec::with_capacity(1500),
+            history: std::array::from_fn(|_| (None, Vec::with_capacity(1500))),
+        }),
+        redundancy: AtomicU8::new(0),
     });
     tokio::spawn(run(identity, config, shared.clone()));
     Ok(SessionHandle { shared })
@@ -678,6 +733,9 @@ fn receive_datagram(shared: &Shared, bytes: &[u8]) {
 fn receive_forwarded(shared: &Shared, fwd: Forwarded<'_>) {
     let c = &shared.counters;
     let mut buf = fwd.datagram.to_vec();
+    // Which earlier frames the datagram carries that we never had (redundancy), by offset
+    // back from its own sequence number.
+    let mut fresh = [false; MAX_REDUNDANT];
     let opened = {
         let mut keys = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
         match keys.as_mut() {
@@ -686,6 +744,20 @@ fn receive_forwarded(shared: &Shared, fwd: Forwarded<'_>) {
                 .map(|(seq, p)| (seq, p.len())),
             None => Err(CryptoError::UnknownKey),
         }
+        .inspect(|&(seq, len)| {
+            let Ok(header) = AudioHeader::decode(&buf) else {
+                return;
+            };
+            let body = &buf[crate::wire::AUDIO_HEADER_LEN..crate::wire::AUDIO_HEADER_LEN + len];
+            if let (true, Some(k), Ok((_, older))) =
+                (header.redundant, keys.as_mut(), unpack_frames(body))
+            {
+                for (i, frame) in older.iter().enumerate() {
+                    let back = seq.wrapping_sub(i as u32 + 1);
+                    fresh[i] = frame.is_some() && k.missing(fwd.sender, header.epoch, back);
+                }
+            }
+        })
     };
     match opened {
         Ok((seq, len)) => {
@@ -701,7 +773,23 @@ fn receive_forwarded(shared: &Shared, fwd: Forwarded<'_>) {
             };
             c.delivered.fetch_add(1, Relaxed);
             let payload = &buf[crate::wire::AUDIO_HEADER_LEN..crate::wire::AUDIO_HEADER_LEN + len];
-            (shared.on_audio.lock().unwrap_or_else(|e| e.into_inner()))(participant, seq, payload);
+            let mut on_audio = shared.on_audio.lock().unwrap_or_else(|e| e.into_inner());
+            let redundant = AudioHeader::decode(&buf).is_ok_and(|h| h.redundant);
+            match (redundant, unpack_frames(payload)) {
+                (false, _) => on_audio(participant, seq, payload),
+                (true, Ok((primary, older))) => {
+                    // Recovered frames first, oldest first, so they arrive in order.
+                    for i in (0..MAX_REDUNDANT).rev() {
+                        if let (true, Some(frame)) = (fresh[i], older[i]) {
+                            c.recovered.fetch_add(1, Relaxed);
+                            on_audio(participant, seq.wrapping_sub(i as u32 + 1), frame);
+                        }
+                    }
+                    on_audio(participant, seq, primary);
+                }
+                // Sealed by a member but not a container: nothing we can play.
+                (true, Err(_)) => {}
+            }
         }
         Err(CryptoError::Replay | CryptoError::TooOld) => {
             c.replayed.fetch_add(1, Relaxed);

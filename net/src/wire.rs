@@ -34,6 +34,10 @@ pub const TAG_LEN: usize = 16;
 pub const MAX_CONTROL_FRAME: usize = 16 * 1024;
 /// Kind nibble of an audio datagram.
 const KIND_AUDIO: u8 = 0x1;
+/// Kind nibble of an audio datagram that also carries earlier frames (see [`pack_frames`]).
+const KIND_AUDIO_REDUNDANT: u8 = 0x2;
+/// Earlier frames an audio datagram may carry.
+pub const MAX_REDUNDANT: usize = 2;
 
 /// A member's index in its room, assigned by the relay at admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -63,13 +67,20 @@ pub struct AudioHeader {
     pub epoch: Epoch,
     /// Low 16 bits of the sender's sequence number.
     pub seq_low: u16,
+    /// The sealed body is a [`pack_frames`] container, not a bare frame.
+    pub redundant: bool,
 }
 
 impl AudioHeader {
     /// The three header bytes.
     pub fn encode(&self) -> [u8; AUDIO_HEADER_LEN] {
         let [hi, lo] = self.seq_low.to_be_bytes();
-        [(KIND_AUDIO << 4) | (self.epoch & 0x0f), hi, lo]
+        let kind = if self.redundant {
+            KIND_AUDIO_REDUNDANT
+        } else {
+            KIND_AUDIO
+        };
+        [(kind << 4) | (self.epoch & 0x0f), hi, lo]
     }
 
     /// Parses the header at the start of `bytes`.
@@ -77,14 +88,55 @@ impl AudioHeader {
         let [b0, hi, lo] = *bytes
             .first_chunk::<AUDIO_HEADER_LEN>()
             .ok_or(WireError::Truncated)?;
-        if b0 >> 4 != KIND_AUDIO {
-            return Err(WireError::UnknownKind);
-        }
+        let redundant = match b0 >> 4 {
+            KIND_AUDIO => false,
+            KIND_AUDIO_REDUNDANT => true,
+            _ => return Err(WireError::UnknownKind),
+        };
         Ok(Self {
             epoch: b0 & 0x0f,
             seq_low: u16::from_be_bytes([hi, lo]),
+            redundant,
         })
     }
+}
+
+/// Packs a frame with up to [`MAX_REDUNDANT`] earlier ones (newest first: `older[0]` is the
+/// frame before `primary`), so a receiver that lost those can fill the gap:
+/// `[count] ([len:16 BE] [frame])* [primary]`.
+pub fn pack_frames(primary: &[u8], older: &[&[u8]], out: &mut Vec<u8>) {
+    let older = &older[..older.len().min(MAX_REDUNDANT)];
+    out.push(older.len() as u8);
+    for frame in older {
+        let len = frame.len().min(usize::from(u16::MAX));
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+        out.extend_from_slice(&frame[..len]);
+    }
+    out.extend_from_slice(primary);
+}
+
+/// The earlier frames of a container, newest first.
+pub type OlderFrames<'a> = [Option<&'a [u8]>; MAX_REDUNDANT];
+
+/// Splits a [`pack_frames`] container into the primary frame and the earlier ones (newest
+/// first).
+pub fn unpack_frames(bytes: &[u8]) -> Result<(&[u8], OlderFrames<'_>), WireError> {
+    let (&count, mut rest) = bytes.split_first().ok_or(WireError::Truncated)?;
+    if usize::from(count) > MAX_REDUNDANT {
+        return Err(WireError::Malformed);
+    }
+    let mut older = [None; MAX_REDUNDANT];
+    for slot in older.iter_mut().take(usize::from(count)) {
+        let (len, tail) = rest.split_first_chunk::<2>().ok_or(WireError::Truncated)?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        if tail.len() < len {
+            return Err(WireError::Truncated);
+        }
+        let (frame, tail) = tail.split_at(len);
+        *slot = Some(frame);
+        rest = tail;
+    }
+    Ok((rest, older))
 }
 
 /// A datagram as the relay forwards it: the sender's id, then the member's datagram untouched.
@@ -305,16 +357,35 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn redundant_frames_round_trip_and_bad_containers_are_refused() {
+        let mut out = Vec::new();
+        pack_frames(b"now", &[b"before", b"earlier"], &mut out);
+        let (primary, older) = unpack_frames(&out).unwrap();
+        assert_eq!(primary, b"now");
+        assert_eq!(older, [Some(&b"before"[..]), Some(&b"earlier"[..])]);
+        assert_eq!(unpack_frames(&[3]), Err(WireError::Malformed));
+        assert_eq!(unpack_frames(&[1, 0, 9, 1]), Err(WireError::Truncated));
+        assert_eq!(unpack_frames(&[]), Err(WireError::Truncated));
+        let h = AudioHeader {
+            epoch: 3,
+            seq_low: 7,
+            redundant: true,
+        };
+        assert_eq!(AudioHeader::decode(&h.encode()), Ok(h));
+    }
+
+    #[test]
     fn audio_header_is_three_bytes_and_round_trips() {
         let h = AudioHeader {
             epoch: 9,
             seq_low: 0xbeef,
+            redundant: false,
         };
         let b = h.encode();
         assert_eq!(b, [0x19, 0xbe, 0xef]);
         assert_eq!(AudioHeader::decode(&b).unwrap(), h);
         assert_eq!(
-            AudioHeader::decode(&[0x29, 0, 0]).unwrap_err(),
+            AudioHeader::decode(&[0x39, 0, 0]).unwrap_err(),
             WireError::UnknownKind
         );
         assert_eq!(
@@ -347,14 +418,30 @@ mod tests {
 
     proptest! {
         #[test]
-        fn header_round_trips(epoch in 0u8..16, seq in any::<u16>()) {
-            let h = AudioHeader { epoch, seq_low: seq };
+        fn header_round_trips(epoch in 0u8..16, seq in any::<u16>(), redundant in any::<bool>()) {
+            let h = AudioHeader { epoch, seq_low: seq, redundant };
             prop_assert_eq!(AudioHeader::decode(&h.encode()).unwrap(), h);
+        }
+
+        #[test]
+        fn frame_containers_round_trip(
+            primary in proptest::collection::vec(any::<u8>(), 0..300),
+            older in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..3),
+        ) {
+            let refs: Vec<&[u8]> = older.iter().map(Vec::as_slice).collect();
+            let mut out = Vec::new();
+            pack_frames(&primary, &refs, &mut out);
+            let (p, o) = unpack_frames(&out).unwrap();
+            prop_assert_eq!(p, &primary[..]);
+            for (i, frame) in older.iter().enumerate() {
+                prop_assert_eq!(o[i], Some(&frame[..]));
+            }
         }
 
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = AudioHeader::decode(&bytes);
+            let _ = unpack_frames(&bytes);
             let _ = Forwarded::parse(&bytes);
             let _ = decode_body::<ClientMessage>(&bytes);
             let _ = decode_body::<RelayMessage>(&bytes);

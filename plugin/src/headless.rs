@@ -45,6 +45,8 @@ pub struct HeadlessOptions {
     pub seconds: f32,
     /// Never try direct paths.
     pub force_relay: bool,
+    /// Earlier frames each datagram also carries (0–2).
+    pub redundancy: u8,
     /// Encoder settings.
     pub codec: CodecSettings,
     /// When audio starts; several peers given the same instant share one timeline, so their
@@ -84,6 +86,8 @@ pub struct HeadlessReport {
     pub datagrams_sent: u64,
     /// Datagrams refused as forged, replayed or unkeyed.
     pub refused: (u64, u64, u64),
+    /// Lost frames recovered from the redundancy of later datagrams.
+    pub recovered: u64,
 }
 
 /// A headless run failed.
@@ -141,6 +145,7 @@ pub fn run(
         },
         runtime,
     )?;
+    bridge.session().set_redundancy(opts.redundancy);
     let params = EngineParams {
         monitor_gain: 0.0,
         codec: opts.codec,
@@ -255,6 +260,7 @@ pub fn run(
             c.replayed.load(Relaxed),
             c.unkeyed.load(Relaxed),
         ),
+        recovered: c.recovered.load(Relaxed),
     })
 }
 

@@ -113,6 +113,11 @@ impl Plugin for EchoelJam {
             return ProcessStatus::Normal;
         };
         engine.process(buffer.as_slice(), &self.params.engine_params());
+        if let Some(bridge) = &self.bridge {
+            // An atomic store: safe on the audio thread.
+            let frames = self.params.redundancy.value().clamp(0, 2) as u8;
+            bridge.session().set_redundancy(frames);
+        }
         // Remote musicians keep playing while this track is silent.
         ProcessStatus::KeepAlive
     }

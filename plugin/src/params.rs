@@ -108,6 +108,9 @@ pub struct EchoelParams {
     /// Jitter-buffer depth in manual mode.
     #[id = "jitter_depth"]
     pub jitter_depth_ms: FloatParam,
+    /// Earlier frames each packet also carries (0–2), so others fill losses from the next.
+    #[id = "redundancy"]
+    pub redundancy: IntParam,
 
     /// The name others see.
     #[persist = "display-name"]
@@ -175,6 +178,9 @@ impl Default for EchoelParams {
             )
             .non_automatable(),
             jitter_mode: EnumParam::new("Jitter Mode", JitterChoice::Auto).non_automatable(),
+            redundancy: IntParam::new("Redundancy", 0, IntRange::Linear { min: 0, max: 2 })
+                .with_unit(" frames")
+                .non_automatable(),
             jitter_depth_ms: FloatParam::new(
                 "Jitter Depth",
                 10.0,

@@ -132,6 +132,18 @@ pub fn play(
     force_relay: bool,
     runtime: &tokio::runtime::Runtime,
 ) -> Vec<Result<HeadlessReport, HeadlessError>> {
+    play_with(invite, band, seconds, force_relay, 0, runtime)
+}
+
+/// [`play`], every musician sending `redundancy` earlier frames in each datagram.
+pub fn play_with(
+    invite: &Invite,
+    band: Vec<Musician>,
+    seconds: f32,
+    force_relay: bool,
+    redundancy: u8,
+    runtime: &tokio::runtime::Runtime,
+) -> Vec<Result<HeadlessReport, HeadlessError>> {
     let start_at = Instant::now() + Duration::from_millis(1200);
     let threads: Vec<_> = band
         .into_iter()
@@ -142,6 +154,7 @@ pub fn play(
                 source: m.source,
                 seconds,
                 force_relay,
+                redundancy,
                 codec: CodecSettings::default(),
                 start_at: Some(start_at),
             };

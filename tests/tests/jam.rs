@@ -3,7 +3,7 @@
 
 use echoel_plugin::engine::INTERNAL_RATE_HZ;
 use echoel_plugin::headless::{measure_lag, HeadlessReport, Source};
-use echoel_tests::{network_runtime, play, Musician, TestRelay};
+use echoel_tests::{network_runtime, play, play_with, Musician, TestRelay};
 
 fn band() -> Vec<Musician> {
     ["ana", "ben", "cleo"]
@@ -192,4 +192,53 @@ fn relay_restart_resumes_audio_within_three_seconds() {
         assert!(resumed < 3.0, "audio resumed after {resumed} s");
         assert!(r.engine.frames_decoded > 0);
     }
+}
+
+#[test]
+fn redundancy_fills_the_losses_of_a_lossy_relay_path() {
+    let dir = tempfile::tempdir().unwrap();
+    // The relay drops every 10th audio datagram: a 10 % lossy path.
+    let relay = TestRelay::start_with("127.0.0.1:0".parse().unwrap(), dir.path(), |r| {
+        r.danger_drop_every(10)
+    });
+    let rt = network_runtime();
+    let duo = || {
+        ["ana", "ben"]
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| Musician {
+                name,
+                source: Source::Voice(i as u32 + 1),
+            })
+            .collect::<Vec<_>>()
+    };
+    let concealed = |reports: &[HeadlessReport]| -> (u64, u64, f32) {
+        let mut total = (0, 0, 1.0f32);
+        for listener in reports {
+            total.1 += listener.recovered;
+            for rec in listener.recordings.values() {
+                total.0 += rec.stream.map_or(0, |s| s.frames_concealed);
+                let sender = reports.iter().find(|r| r.name == rec.name).unwrap();
+                let a = measure_lag(&sender.sent, &rec.samples, 200.0).expect("signal");
+                total.2 = total.2.min(a.correlation);
+            }
+        }
+        total
+    };
+    let plain: Vec<_> = play_with(&relay.room("plain"), duo(), 2.5, true, 0, &rt)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let red: Vec<_> = play_with(&relay.room("red"), duo(), 2.5, true, 1, &rt)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (c0, r0, _) = concealed(&plain);
+    let (c1, r1, corr) = concealed(&red);
+    println!("10 % loss: {c0} frames concealed without redundancy; with one frame of redundancy {c1} concealed, {r1} recovered (correlation {corr:.3})");
+    assert_eq!(r0, 0);
+    assert!(c0 > 100, "the path was not lossy: {c0} concealed");
+    assert!(r1 > 100, "nothing recovered: {r1}");
+    assert!(c1 * 4 < c0, "redundancy left {c1} of {c0} concealments");
+    assert!(corr > 0.9, "correlation {corr}");
 }

@@ -56,6 +56,7 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 source: Source::Voice(i as u32 + 1),
                 seconds,
                 force_relay,
+                redundancy: 0,
                 codec: CodecSettings::default(),
                 start_at: Some(start_at),
             };

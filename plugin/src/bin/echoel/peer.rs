@@ -34,6 +34,10 @@ pub struct PeerArgs {
     /// Send everything through the relay.
     #[arg(long)]
     force_relay: bool,
+    /// Earlier frames each packet also carries (0–2): the others fill lost packets from the
+    /// next one, for up to that much more bitrate.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    redundancy: u8,
     /// Opus frame size in ms: 2.5, 5, 10 or 20.
     #[arg(long, default_value_t = 2.5)]
     frame_ms: f32,
@@ -86,6 +90,7 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
         source,
         seconds: args.seconds,
         force_relay: args.force_relay,
+        redundancy: args.redundancy,
         codec: CodecSettings {
             frame: frame_from_ms(args.frame_ms)?,
             bitrate_bps: args.bitrate * 1000,
