@@ -21,10 +21,11 @@ pub struct Trace {
     pub delays: Vec<Option<u32>>,
 }
 
-/// Deterministic xorshift generator for traces.
-struct Rng(u64);
+/// Deterministic xorshift generator for traces and impairments (seed: any non-zero value).
+pub struct Rng(pub u64);
 impl Rng {
-    fn next_f64(&mut self) -> f64 {
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -559,7 +560,8 @@ pub struct Outcome {
     pub mean_delay_ms: f64,
     /// 99th percentile of that delay, ms.
     pub p99_delay_ms: f64,
-    /// Packets that arrived but were never played, % of packets sent.
+    /// Packets that arrived but were never played, from the first one played on, % of
+    /// packets sent.
     pub late_loss_pct: f64,
     /// Concealed frames, % of frames output after the start.
     pub concealed_pct: f64,
@@ -669,10 +671,12 @@ pub fn simulate(trace: &Trace, algo: &mut dyn Algorithm, block: u64) -> Outcome 
         }
         t += block;
     }
-    let arrived_unplayed = trace
-        .delays
+    // Late loss counts from the first packet played: what an algorithm passes over before
+    // it starts is never a gap anyone hears.
+    let first = played.iter().position(|&p| p).unwrap_or(n);
+    let arrived_unplayed = trace.delays[first..]
         .iter()
-        .zip(&played)
+        .zip(&played[first..])
         .filter(|(d, p)| d.is_some() && !**p)
         .count();
     delays.sort_by(|a, b| a.total_cmp(b));

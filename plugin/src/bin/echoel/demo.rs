@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::local_relay::LocalRelay;
 use anyhow::Context;
-use echoel_net::relay::{Relay, RelayConfig};
 use echoel_plugin::bridge::network_runtime;
 use echoel_plugin::engine::{CodecSettings, INTERNAL_RATE_HZ};
 use echoel_plugin::headless::{
@@ -22,18 +22,8 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
     );
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let rt = network_runtime();
-    let state_dir = std::env::temp_dir().join(format!("echoel-demo-relay-{}", std::process::id()));
-    let relay = rt.block_on(Relay::bind(&RelayConfig {
-        listen: "127.0.0.1:0".parse()?,
-        state_dir: state_dir.clone(),
-        metrics: None,
-    }))?;
-    let relay_addr = relay.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let relay_task = rt.spawn(relay.run(async {
-        let _ = stop_rx.await;
-    }));
-    let invite = echoel_net::relay::create_room(&state_dir, &relay_addr.to_string(), Some("demo"))?;
+    let relay = LocalRelay::start(rt, "demo")?;
+    let (relay_addr, invite) = (relay.addr, relay.invite.clone());
     println!(
         "relay on {relay_addr}, room `demo`; {} musicians playing for {seconds} s{}",
         MUSICIANS.len(),
@@ -73,9 +63,7 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 .map_err(anyhow::Error::from)
         })
         .collect::<anyhow::Result<_>>()?;
-    let _ = stop_tx.send(());
-    let _ = rt.block_on(relay_task);
-    let _ = std::fs::remove_dir_all(&state_dir);
+    relay.stop(rt);
 
     println!(
         "\n{:<14} {:>6} {:>11} {:>12} {:>8} {:>10} {:>8} {:>13}",

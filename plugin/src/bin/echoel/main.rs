@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod local_relay;
 mod loopback;
 mod peer;
 mod record;

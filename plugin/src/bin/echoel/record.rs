@@ -12,11 +12,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::local_relay::LocalRelay;
 use anyhow::Context;
 use echoel_net::crypto::RotationPolicy;
-use echoel_net::relay::{Relay, RelayConfig};
 use echoel_net::session::{self, SessionConfig};
 use echoel_plugin::bridge::network_runtime;
+use echoel_plugin::engine::jitter::sim::Rng;
 use tokio::net::UdpSocket;
 
 /// Frame period of the recorded sender (2.5 ms).
@@ -29,17 +30,6 @@ pub enum Profile {
     Wifi,
     /// A congested uplink: a queue that slowly fills and drains (0–12 ms), bursts of loss.
     Congested,
-}
-
-/// Deterministic xorshift for the impairment.
-struct Rng(u64);
-impl Rng {
-    fn unit(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// Extra delay for a datagram sent `t` seconds in, or `None` to drop it.
@@ -65,29 +55,29 @@ impl Impairment {
     fn delay_ms(&mut self, t: f64) -> Option<f64> {
         match self.profile {
             Profile::Wifi => {
-                if self.rng.unit() < 0.003 {
+                if self.rng.next_f64() < 0.003 {
                     return None;
                 }
                 if t >= self.next_stall {
-                    self.stall_until = t + 0.020 + 0.020 * self.rng.unit();
-                    self.next_stall = t + 1.0 + self.rng.unit();
+                    self.stall_until = t + 0.020 + 0.020 * self.rng.next_f64();
+                    self.next_stall = t + 1.0 + self.rng.next_f64();
                 }
                 // Held until the stall ends, then released in a burst.
                 let stall = (self.stall_until - t).max(0.0) * 1000.0;
-                Some(1.0 + 2.0 * self.rng.unit() + stall)
+                Some(1.0 + 2.0 * self.rng.next_f64() + stall)
             }
             Profile::Congested => {
                 // Gilbert–Elliott loss: bursts of drops while the queue overflows.
                 self.lossy = if self.lossy {
-                    self.rng.unit() > 0.2
+                    self.rng.next_f64() > 0.2
                 } else {
-                    self.rng.unit() < 0.005
+                    self.rng.next_f64() < 0.005
                 };
-                if self.lossy && self.rng.unit() < 0.6 {
+                if self.lossy && self.rng.next_f64() < 0.6 {
                     return None;
                 }
                 let queue = 6.0 * (1.0 - (t * std::f64::consts::TAU / 7.0).cos());
-                Some(2.0 + queue + 1.5 * self.rng.unit())
+                Some(2.0 + queue + 1.5 * self.rng.next_f64())
             }
         }
     }
@@ -128,19 +118,8 @@ pub fn record(profile: Profile, seconds: f64, out: &Path) -> anyhow::Result<()> 
         "--seconds must be between 2 and 600"
     );
     let rt = network_runtime();
-    let state_dir = std::env::temp_dir().join(format!("echoel-trace-relay-{}", std::process::id()));
-    let relay = rt.block_on(Relay::bind(&RelayConfig {
-        listen: "127.0.0.1:0".parse()?,
-        state_dir: state_dir.clone(),
-        metrics: None,
-    }))?;
-    let relay_addr = relay.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let relay_task = rt.spawn(relay.run(async {
-        let _ = stop_rx.await;
-    }));
-    let invite =
-        echoel_net::relay::create_room(&state_dir, &relay_addr.to_string(), Some("trace"))?;
+    let relay = LocalRelay::start(rt, "trace")?;
+    let (relay_addr, invite) = (relay.addr, relay.invite.clone());
     let start = Instant::now();
     let proxy_socket = rt.block_on(UdpSocket::bind("127.0.0.1:0"))?;
     let proxy_addr = proxy_socket.local_addr()?;
@@ -196,9 +175,7 @@ pub fn record(profile: Profile, seconds: f64, out: &Path) -> anyhow::Result<()> 
     let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();
     sender.stop();
     receiver.stop();
-    let _ = stop_tx.send(());
-    let _ = rt.block_on(relay_task);
-    let _ = std::fs::remove_dir_all(&state_dir);
+    relay.stop(rt);
 
     let mut text = format!(
         "# echoel trace: {profile:?} profile through the userspace proxy, relay path on \
