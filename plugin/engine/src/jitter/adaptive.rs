@@ -25,8 +25,9 @@ const CAPACITY: usize = super::JITTER_CAPACITY;
 /// Arrivals seen before playout starts.
 const START_AFTER_PACKETS: usize = 8;
 
-/// Playout during which stalls do not hold the delay up (one second).
-const WARMUP_SAMPLES: u64 = 48_000;
+/// Playout during which stalls do not hold the delay up: two seconds, long enough to cover the
+/// connection's set-up and the switch from the relay to a direct path (about one second in).
+const WARMUP_SAMPLES: u64 = 2 * 48_000;
 
 /// How the target is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
