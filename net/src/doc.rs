@@ -1,0 +1,696 @@
+//! The room's shared session document: one automerge document per room, edited offline-first by
+//! every member and merged with automerge's sync protocol.
+//!
+//! Shape (keys of the root map):
+//!
+//! | key | type | meaning |
+//! | --- | --- | --- |
+//! | `tempo` | f64 | beats per minute |
+//! | `time_signature` | str | e.g. `"4/4"` |
+//! | `key` | str | e.g. `"A minor"` |
+//! | `tracks` | map: track id → track | see below |
+//! | `chart` | text | the chord chart, typed together |
+//! | `markers` | list of `{beat: f64, label: str}` | song structure |
+//!
+//! A track is `{name: str, owner: str, instrument: str, muted: bool, notes: map}`; its notes map
+//! a note id to `{pitch: i64, start: f64 (beats), length: f64 (beats), velocity: i64}`.
+//!
+//! Conflicts follow what a band expects: concurrent tempo changes resolve to one deterministic
+//! winner everywhere and the writer who lost can tell ([`SessionDoc::tempo_notice`]); edits on
+//! different tracks or fields merge silently; concurrent edits of one note field stay listed
+//! ([`SessionDoc::note_conflicts`]) until someone writes it again; chart typing converges.
+
+use automerge::sync::{self, SyncDoc};
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, AutomergeError, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use thiserror::Error;
+
+/// A document operation failed.
+#[derive(Debug, Error)]
+pub enum DocError {
+    /// The bytes are not a session document (corrupt store, wrong file).
+    #[error("not a session document: {0}")]
+    Corrupt(String),
+    /// The document lacks a part its shape requires (written by something else).
+    #[error("the session document has no {0}")]
+    Missing(&'static str),
+    /// No such track or note.
+    #[error("no {0} with id {1}")]
+    NotFound(&'static str, String),
+    /// Automerge refused the operation.
+    #[error("document error: {0}")]
+    Automerge(#[from] AutomergeError),
+}
+
+/// One note of a track.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Note {
+    /// MIDI pitch.
+    pub pitch: i64,
+    /// Start, in beats from the song's start.
+    pub start: f64,
+    /// Length in beats.
+    pub length: f64,
+    /// MIDI velocity.
+    pub velocity: i64,
+}
+
+/// A track as read from the document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Track {
+    /// Its id (key in `tracks`).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Who added it.
+    pub owner: String,
+    /// Instrument.
+    pub instrument: String,
+    /// Muted for everyone.
+    pub muted: bool,
+}
+
+/// Our tempo lost to a concurrent one: the GUI offers "keep mine" or "take theirs".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TempoNotice {
+    /// What we wrote.
+    pub mine: f64,
+    /// What the room now has.
+    pub theirs: f64,
+}
+
+/// A note field two members changed at once; every value stays listed until one is picked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoteConflict {
+    /// The track.
+    pub track: String,
+    /// The note.
+    pub note: String,
+    /// The field (`pitch`, `start`, `length` or `velocity`).
+    pub field: String,
+    /// The concurrent values, the one shown first.
+    pub values: Vec<f64>,
+}
+
+/// The shared session document of one room, as one member holds it.
+pub struct SessionDoc {
+    doc: AutoCommit,
+    /// The tempo we last wrote, to tell whether a concurrent one won.
+    my_tempo: Option<f64>,
+    /// Tracks and notes created here, for ids unique to this member.
+    created: u64,
+}
+
+const NOTE_FIELDS: [&str; 4] = ["pitch", "start", "length", "velocity"];
+
+impl SessionDoc {
+    /// A new room's document: 120 BPM, 4/4, C major, no tracks, an empty chart.
+    pub fn new() -> Result<Self, DocError> {
+        let mut doc = AutoCommit::new();
+        doc.put(ROOT, "tempo", 120.0)?;
+        doc.put(ROOT, "time_signature", "4/4")?;
+        doc.put(ROOT, "key", "C major")?;
+        doc.put_object(ROOT, "tracks", ObjType::Map)?;
+        doc.put_object(ROOT, "chart", ObjType::Text)?;
+        doc.put_object(ROOT, "markers", ObjType::List)?;
+        doc.commit();
+        Ok(Self {
+            doc,
+            my_tempo: None,
+            created: 0,
+        })
+    }
+
+    /// A replica that has nothing yet and fills from a peer through [`DocSync`]; its edits
+    /// before the first sync would make a second copy of every part, so it makes none.
+    pub fn empty() -> Self {
+        Self {
+            doc: AutoCommit::new(),
+            my_tempo: None,
+            created: 0,
+        }
+    }
+
+    /// Loads a saved document (from the plugin state or the room's store).
+    pub fn load(bytes: &[u8]) -> Result<Self, DocError> {
+        let doc = AutoCommit::load(bytes).map_err(|e| DocError::Corrupt(e.to_string()))?;
+        let me = Self {
+            doc,
+            my_tempo: None,
+            created: 0,
+        };
+        me.part("tracks")?;
+        Ok(me)
+    }
+
+    /// The whole document, compacted: what the plugin state and the store keep.
+    pub fn save(&mut self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// Folds in another replica's edits (offline edits coming back, or a saved copy).
+    pub fn merge(&mut self, other: &mut SessionDoc) -> Result<(), DocError> {
+        self.doc.merge(&mut other.doc)?;
+        Ok(())
+    }
+
+    fn part(&self, key: &'static str) -> Result<ObjId, DocError> {
+        match self.doc.get(ROOT, key)? {
+            Some((Value::Object(_), id)) => Ok(id),
+            _ => Err(DocError::Missing(key)),
+        }
+    }
+
+    fn scalar(&self, obj: &ObjId, key: &str) -> Option<ScalarValue> {
+        match self.doc.get(obj, key).ok()?? {
+            (Value::Scalar(v), _) => Some(v.into_owned()),
+            _ => None,
+        }
+    }
+
+    fn string(&self, obj: &ObjId, key: &str) -> String {
+        match self.scalar(obj, key) {
+            Some(ScalarValue::Str(s)) => s.to_string(),
+            _ => String::new(),
+        }
+    }
+
+    fn number(v: &ScalarValue) -> Option<f64> {
+        match v {
+            ScalarValue::F64(x) => Some(*x),
+            ScalarValue::Int(x) => Some(*x as f64),
+            ScalarValue::Uint(x) => Some(*x as f64),
+            _ => None,
+        }
+    }
+
+    /// The room's tempo (the deterministic winner if members wrote it at once).
+    pub fn tempo(&self) -> f64 {
+        self.scalar(&ROOT, "tempo")
+            .as_ref()
+            .and_then(Self::number)
+            .unwrap_or(120.0)
+    }
+
+    /// Proposes a tempo (clamped to 20–400 BPM).
+    pub fn set_tempo(&mut self, bpm: f64) -> Result<(), DocError> {
+        let bpm = if bpm.is_finite() {
+            bpm.clamp(20.0, 400.0)
+        } else {
+            120.0
+        };
+        self.doc.put(ROOT, "tempo", bpm)?;
+        self.doc.commit();
+        self.my_tempo = Some(bpm);
+        Ok(())
+    }
+
+    /// Set when our last tempo lost to a concurrent one.
+    pub fn tempo_notice(&self) -> Option<TempoNotice> {
+        let mine = self.my_tempo?;
+        let values = self.doc.get_all(ROOT, "tempo").ok()?;
+        let concurrent: Vec<f64> = values
+            .iter()
+            .filter_map(|(v, _)| v.as_scalar().and_then(Self::number))
+            .collect();
+        let theirs = self.tempo();
+        (concurrent.len() > 1 && concurrent.contains(&mine) && theirs != mine)
+            .then_some(TempoNotice { mine, theirs })
+    }
+
+    /// Answers a [`TempoNotice`]: `keep_mine` writes ours again over both, otherwise theirs is
+    /// confirmed; either way the conflict is gone for everyone.
+    pub fn resolve_tempo(&mut self, keep_mine: bool) -> Result<(), DocError> {
+        let value = match (keep_mine, self.my_tempo) {
+            (true, Some(mine)) => mine,
+            _ => self.tempo(),
+        };
+        self.set_tempo(value)
+    }
+
+    /// Time signature and key.
+    pub fn meter_and_key(&self) -> (String, String) {
+        (
+            self.string(&ROOT, "time_signature"),
+            self.string(&ROOT, "key"),
+        )
+    }
+
+    /// Sets the time signature (e.g. `"7/8"`).
+    pub fn set_time_signature(&mut self, sig: &str) -> Result<(), DocError> {
+        self.doc.put(ROOT, "time_signature", sig)?;
+        self.doc.commit();
+        Ok(())
+    }
+
+    /// Sets the key (e.g. `"F# minor"`).
+    pub fn set_key(&mut self, key: &str) -> Result<(), DocError> {
+        self.doc.put(ROOT, "key", key)?;
+        self.doc.commit();
+        Ok(())
+    }
+
+    fn fresh_id(&mut self, prefix: &str) -> String {
+        self.created += 1;
+        let actor = self.doc.get_actor().to_hex_string();
+        format!("{prefix}-{}-{}", &actor[..actor.len().min(8)], self.created)
+    }
+
+    /// Adds a track; returns its id.
+    pub fn add_track(
+        &mut self,
+        name: &str,
+        owner: &str,
+        instrument: &str,
+    ) -> Result<String, DocError> {
+        let tracks = self.part("tracks")?;
+        let id = self.fresh_id("t");
+        let t = self.doc.put_object(&tracks, id.as_str(), ObjType::Map)?;
+        self.doc.put(&t, "name", name)?;
+        self.doc.put(&t, "owner", owner)?;
+        self.doc.put(&t, "instrument", instrument)?;
+        self.doc.put(&t, "muted", false)?;
+        self.doc.put_object(&t, "notes", ObjType::Map)?;
+        self.doc.commit();
+        Ok(id)
+    }
+
+    fn track_obj(&self, id: &str) -> Result<ObjId, DocError> {
+        let tracks = self.part("tracks")?;
+        match self.doc.get(&tracks, id)? {
+            Some((Value::Object(_), obj)) => Ok(obj),
+            _ => Err(DocError::NotFound("track", id.to_owned())),
+        }
+    }
+
+    /// Mutes or unmutes a track for everyone.
+    pub fn set_muted(&mut self, track: &str, muted: bool) -> Result<(), DocError> {
+        let t = self.track_obj(track)?;
+        self.doc.put(&t, "muted", muted)?;
+        self.doc.commit();
+        Ok(())
+    }
+
+    /// Every track, by id.
+    pub fn tracks(&self) -> Vec<Track> {
+        let Ok(tracks) = self.part("tracks") else {
+            return Vec::new();
+        };
+        self.doc
+            .keys(&tracks)
+            .filter_map(|id| {
+                let t = self.track_obj(&id).ok()?;
+                Some(Track {
+                    name: self.string(&t, "name"),
+                    owner: self.string(&t, "owner"),
+                    instrument: self.string(&t, "instrument"),
+                    muted: matches!(self.scalar(&t, "muted"), Some(ScalarValue::Boolean(true))),
+                    id,
+                })
+            })
+            .collect()
+    }
+
+    fn notes_obj(&self, track: &str) -> Result<ObjId, DocError> {
+        let t = self.track_obj(track)?;
+        match self.doc.get(&t, "notes")? {
+            Some((Value::Object(_), obj)) => Ok(obj),
+            _ => Err(DocError::Missing("notes")),
+        }
+    }
+
+    /// Adds a note to a track; returns its id.
+    pub fn add_note(&mut self, track: &str, note: Note) -> Result<String, DocError> {
+        let notes = self.notes_obj(track)?;
+        let id = self.fresh_id("n");
+        let n = self.doc.put_object(&notes, id.as_str(), ObjType::Map)?;
+        self.doc.put(&n, "pitch", note.pitch)?;
+        self.doc.put(&n, "start", note.start)?;
+        self.doc.put(&n, "length", note.length)?;
+        self.doc.put(&n, "velocity", note.velocity)?;
+        self.doc.commit();
+        Ok(id)
+    }
+
+    fn note_obj(&self, track: &str, note: &str) -> Result<ObjId, DocError> {
+        let notes = self.notes_obj(track)?;
+        match self.doc.get(&notes, note)? {
+            Some((Value::Object(_), obj)) => Ok(obj),
+            _ => Err(DocError::NotFound("note", note.to_owned())),
+        }
+    }
+
+    /// Rewrites a note (every field: this also settles any conflict on it).
+    pub fn edit_note(&mut self, track: &str, note: &str, value: Note) -> Result<(), DocError> {
+        let n = self.note_obj(track, note)?;
+        self.doc.put(&n, "pitch", value.pitch)?;
+        self.doc.put(&n, "start", value.start)?;
+        self.doc.put(&n, "length", value.length)?;
+        self.doc.put(&n, "velocity", value.velocity)?;
+        self.doc.commit();
+        Ok(())
+    }
+
+    /// A track's notes, by id.
+    pub fn notes(&self, track: &str) -> Vec<(String, Note)> {
+        let Ok(notes) = self.notes_obj(track) else {
+            return Vec::new();
+        };
+        self.doc
+            .keys(&notes)
+            .filter_map(|id| {
+                let n = self.note_obj(track, &id).ok()?;
+                let num = |k| self.scalar(&n, k).as_ref().and_then(Self::number);
+                Some((
+                    id,
+                    Note {
+                        pitch: num("pitch")? as i64,
+                        start: num("start")?,
+                        length: num("length")?,
+                        velocity: num("velocity")? as i64,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Note fields changed concurrently and not settled since.
+    pub fn note_conflicts(&self) -> Vec<NoteConflict> {
+        let mut out = Vec::new();
+        for track in self.tracks() {
+            for (id, _) in self.notes(&track.id) {
+                let Ok(n) = self.note_obj(&track.id, &id) else {
+                    continue;
+                };
+                for field in NOTE_FIELDS {
+                    let values: Vec<f64> = self
+                        .doc
+                        .get_all(&n, field)
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|(v, _)| v.as_scalar().and_then(Self::number))
+                        .collect();
+                    if values.len() > 1 {
+                        out.push(NoteConflict {
+                            track: track.id.clone(),
+                            note: id.clone(),
+                            field: field.to_owned(),
+                            values,
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The chord chart.
+    pub fn chart(&self) -> String {
+        self.part("chart")
+            .ok()
+            .and_then(|c| self.doc.text(&c).ok())
+            .unwrap_or_default()
+    }
+
+    /// Types into the chart: deletes `delete` characters at `pos` and inserts `text` there.
+    pub fn splice_chart(&mut self, pos: usize, delete: usize, text: &str) -> Result<(), DocError> {
+        let chart = self.part("chart")?;
+        let len = self.doc.length(&chart);
+        let pos = pos.min(len);
+        let delete = delete.min(len - pos);
+        self.doc.splice_text(&chart, pos, delete as isize, text)?;
+        self.doc.commit();
+        Ok(())
+    }
+
+    /// Appends to the chart.
+    pub fn chart_append(&mut self, text: &str) -> Result<(), DocError> {
+        let len = self.chart().chars().count();
+        self.splice_chart(len, 0, text)
+    }
+
+    /// Adds a marker at `beat`.
+    pub fn add_marker(&mut self, beat: f64, label: &str) -> Result<(), DocError> {
+        let markers = self.part("markers")?;
+        let at = self.doc.length(&markers);
+        let m = self.doc.insert_object(&markers, at, ObjType::Map)?;
+        self.doc.put(&m, "beat", beat)?;
+        self.doc.put(&m, "label", label)?;
+        self.doc.commit();
+        Ok(())
+    }
+
+    /// Markers in document order.
+    pub fn markers(&self) -> Vec<(f64, String)> {
+        let Ok(markers) = self.part("markers") else {
+            return Vec::new();
+        };
+        (0..self.doc.length(&markers))
+            .filter_map(|i| match self.doc.get(&markers, i).ok()?? {
+                (Value::Object(_), m) => Some((
+                    self.scalar(&m, "beat")
+                        .as_ref()
+                        .and_then(Self::number)
+                        .unwrap_or(0.0),
+                    self.string(&m, "label"),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The document as JSON (for `echoel peer --print-session`).
+    pub fn to_json(&self) -> String {
+        let tracks: Vec<String> = self
+            .tracks()
+            .iter()
+            .map(|t| {
+                let notes: Vec<String> = self
+                    .notes(&t.id)
+                    .iter()
+                    .map(|(id, n)| {
+                        format!(
+                            "{{\"id\":{},\"pitch\":{},\"start\":{},\"length\":{},\"velocity\":{}}}",
+                            json_str(id),
+                            n.pitch,
+                            n.start,
+                            n.length,
+                            n.velocity
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{{\"id\":{},\"name\":{},\"owner\":{},\"instrument\":{},\"muted\":{},\"notes\":[{}]}}",
+                    json_str(&t.id),
+                    json_str(&t.name),
+                    json_str(&t.owner),
+                    json_str(&t.instrument),
+                    t.muted,
+                    notes.join(",")
+                )
+            })
+            .collect();
+        let markers: Vec<String> = self
+            .markers()
+            .iter()
+            .map(|(beat, label)| format!("{{\"beat\":{beat},\"label\":{}}}", json_str(label)))
+            .collect();
+        let (sig, key) = self.meter_and_key();
+        format!(
+            "{{\"tempo\":{},\"time_signature\":{},\"key\":{},\"tracks\":[{}],\"chart\":{},\"markers\":[{}]}}",
+            self.tempo(),
+            json_str(&sig),
+            json_str(&key),
+            tracks.join(","),
+            json_str(&self.chart()),
+            markers.join(",")
+        )
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Automerge's sync protocol with one peer: one per peer, kept across reconnects.
+#[derive(Default)]
+pub struct DocSync {
+    state: sync::State,
+}
+
+impl DocSync {
+    /// The next message for this peer, if it lacks anything we have.
+    pub fn generate(&mut self, doc: &mut SessionDoc) -> Option<Vec<u8>> {
+        doc.doc
+            .sync()
+            .generate_sync_message(&mut self.state)
+            .map(|m| m.encode())
+    }
+
+    /// Applies a message from this peer.
+    pub fn receive(&mut self, doc: &mut SessionDoc, message: &[u8]) -> Result<(), DocError> {
+        let m = sync::Message::decode(message).map_err(|e| DocError::Corrupt(e.to_string()))?;
+        doc.doc.sync().receive_sync_message(&mut self.state, m)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Syncs every pair until nobody has anything to send (bounded).
+    fn sync_all(docs: &mut [SessionDoc]) {
+        let n = docs.len();
+        let mut states: Vec<Vec<DocSync>> = (0..n)
+            .map(|_| (0..n).map(|_| DocSync::default()).collect())
+            .collect();
+        for _round in 0..20 {
+            let mut quiet = true;
+            for a in 0..n {
+                for b in 0..n {
+                    if a == b {
+                        continue;
+                    }
+                    if let Some(msg) = states[a][b].generate(&mut docs[a]) {
+                        quiet = false;
+                        states[b][a].receive(&mut docs[b], &msg).unwrap();
+                    }
+                }
+            }
+            if quiet {
+                return;
+            }
+        }
+        panic!("sync did not settle in 20 rounds");
+    }
+
+    fn band() -> Vec<SessionDoc> {
+        let mut first = SessionDoc::new().unwrap();
+        let bytes = first.save();
+        let mut docs = vec![first];
+        for _ in 0..2 {
+            let mut d = SessionDoc::load(&bytes).unwrap();
+            d.doc.set_actor(automerge::ActorId::random());
+            docs.push(d);
+        }
+        docs
+    }
+
+    #[test]
+    fn concurrent_edits_converge_and_tempo_has_one_winner_with_a_notice_for_the_loser() {
+        let mut docs = band();
+        docs[0].set_tempo(96.0).unwrap();
+        docs[1].set_tempo(132.0).unwrap();
+        let bass = docs[0].add_track("bass", "ana", "bass").unwrap();
+        let keys = docs[1].add_track("keys", "ben", "piano").unwrap();
+        docs[2].chart_append("| Am | F | C | G |").unwrap();
+        docs[0].chart_append("intro: ").unwrap();
+        docs[2].add_marker(16.0, "verse").unwrap();
+        sync_all(&mut docs);
+
+        let json = docs[0].to_json();
+        for d in &docs[1..] {
+            assert_eq!(d.to_json(), json);
+        }
+        assert_eq!(docs[0].tracks().len(), 2);
+        assert!(docs[0].chart().contains("| Am | F | C | G |"));
+        assert!(docs[0].chart().contains("intro: "));
+        let tempo = docs[0].tempo();
+        assert!(tempo == 96.0 || tempo == 132.0);
+        let notices: Vec<_> = docs.iter().map(SessionDoc::tempo_notice).collect();
+        assert_eq!(
+            notices.iter().filter(|n| n.is_some()).count(),
+            1,
+            "exactly the writer who lost is told: {notices:?}"
+        );
+        // The loser keeps theirs; everyone converges on it with no conflict left.
+        let loser = notices.iter().position(Option::is_some).unwrap();
+        let mine = notices[loser].unwrap().mine;
+        docs[loser].resolve_tempo(true).unwrap();
+        sync_all(&mut docs);
+        assert!(docs
+            .iter()
+            .all(|d| d.tempo() == mine && d.tempo_notice().is_none()));
+        // Different tracks merged silently.
+        assert!(docs[2].tracks().iter().any(|t| t.id == bass));
+        assert!(docs[2].tracks().iter().any(|t| t.id == keys));
+        assert!(docs[0].note_conflicts().is_empty());
+    }
+
+    #[test]
+    fn the_same_note_edited_at_once_is_listed_until_someone_picks() {
+        let mut docs = band();
+        let t = docs[0].add_track("lead", "ana", "guitar").unwrap();
+        let c4 = Note {
+            pitch: 60,
+            start: 0.0,
+            length: 1.0,
+            velocity: 100,
+        };
+        let n = docs[0].add_note(&t, c4).unwrap();
+        sync_all(&mut docs);
+        docs[0].edit_note(&t, &n, Note { pitch: 62, ..c4 }).unwrap();
+        docs[1].edit_note(&t, &n, Note { pitch: 64, ..c4 }).unwrap();
+        sync_all(&mut docs);
+        let conflicts = docs[2].note_conflicts();
+        let pitch = conflicts
+            .iter()
+            .find(|c| c.field == "pitch")
+            .expect("listed");
+        let mut values = pitch.values.clone();
+        values.sort_by(f64::total_cmp);
+        assert_eq!(values, vec![62.0, 64.0]);
+        docs[2].edit_note(&t, &n, Note { pitch: 64, ..c4 }).unwrap();
+        sync_all(&mut docs);
+        assert!(docs.iter().all(|d| d.note_conflicts().is_empty()));
+        assert_eq!(docs[0].notes(&t)[0].1.pitch, 64);
+    }
+
+    #[test]
+    fn offline_edits_merge_on_return_and_a_save_round_trips() {
+        let mut docs = band();
+        let mut offline = SessionDoc::load(&docs[0].save()).unwrap();
+        offline.doc.set_actor(automerge::ActorId::random());
+        offline.add_track("drums", "cleo", "drums").unwrap();
+        offline.set_key("D minor").unwrap();
+        docs[0].set_time_signature("7/8").unwrap();
+        docs[0].merge(&mut offline).unwrap();
+        assert_eq!(docs[0].meter_and_key(), ("7/8".into(), "D minor".into()));
+        assert!(docs[0].tracks().iter().any(|t| t.name == "drums"));
+        let saved = docs[0].save();
+        assert_eq!(
+            SessionDoc::load(&saved).unwrap().to_json(),
+            docs[0].to_json()
+        );
+    }
+
+    #[test]
+    fn corrupt_bytes_and_foreign_documents_are_refused() {
+        assert!(matches!(
+            SessionDoc::load(b"not automerge"),
+            Err(DocError::Corrupt(_))
+        ));
+        let mut other = AutoCommit::new();
+        other.put(ROOT, "hello", "world").unwrap();
+        assert!(matches!(
+            SessionDoc::load(&other.save()),
+            Err(DocError::Missing("tracks"))
+        ));
+        let mut sync = DocSync::default();
+        let mut doc = SessionDoc::new().unwrap();
+        assert!(sync.receive(&mut doc, b"\x00garbage").is_err());
+    }
+}
