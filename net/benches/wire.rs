@@ -42,6 +42,7 @@ fn main() {
                 name: name.into(),
                 force_relay: true,
                 rotation: RotationPolicy::default(),
+                initial_doc: None,
             },
             |_, _, _| {},
         )

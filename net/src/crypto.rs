@@ -66,6 +66,12 @@ impl RoomSecret {
         AdmissionVerifier(self.derive("echoel v1 admission", room))
     }
 
+    /// The key that seals the session document's sync messages between members.
+    pub fn doc_cipher(&self, room: &RoomId) -> DocCipher {
+        let key = self.derive("echoel v1 session-doc", room);
+        DocCipher(ChaCha20Poly1305::new(Key::from_slice(&key)))
+    }
+
     /// The key that authenticates members to each other.
     pub fn member_auth(&self, room: &RoomId) -> MemberAuthKey {
         MemberAuthKey(self.derive("echoel v1 member-auth", room))
@@ -645,6 +651,48 @@ impl MemberKeys {
             remote.highest_seq = Some(seq);
         }
         Ok((seq, body))
+    }
+}
+
+/// Seals the session document's sync messages: only members (who hold the room secret) can
+/// read or forge them; the relay that carries them cannot.
+pub struct DocCipher(ChaCha20Poly1305);
+
+impl DocCipher {
+    /// Seals `plain` from `from` with a fresh random nonce.
+    pub fn seal(&self, from: MemberId, plain: &[u8]) -> ([u8; 12], Vec<u8>) {
+        let mut nonce = [0u8; 12];
+        OsRng.fill_bytes(&mut nonce);
+        let mut body = plain.to_vec();
+        let tag = self
+            .0
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &[from.0], &mut body)
+            .expect("a session document message is far below the AEAD limit");
+        body.extend_from_slice(&tag);
+        (nonce, body)
+    }
+
+    /// Opens what [`Self::seal`] made for a message from `from`.
+    pub fn open(
+        &self,
+        from: MemberId,
+        nonce: &[u8; 12],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < TAG_LEN {
+            return Err(CryptoError::Malformed);
+        }
+        let (body, tag) = sealed.split_at(sealed.len() - TAG_LEN);
+        let mut body = body.to_vec();
+        self.0
+            .decrypt_in_place_detached(
+                Nonce::from_slice(nonce),
+                &[from.0],
+                &mut body,
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| CryptoError::Forged)?;
+        Ok(body)
     }
 }
 

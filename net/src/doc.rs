@@ -21,8 +21,10 @@
 //! ([`SessionDoc::note_conflicts`]) until someone writes it again; chart typing converges.
 
 use automerge::sync::{self, SyncDoc};
-use automerge::transaction::Transactable;
-use automerge::{AutoCommit, AutomergeError, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{
+    ActorId, AutoCommit, AutomergeError, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT,
+};
 use thiserror::Error;
 
 /// A document operation failed.
@@ -103,17 +105,24 @@ pub struct SessionDoc {
 
 const NOTE_FIELDS: [&str; 4] = ["pitch", "start", "length", "velocity"];
 
+/// The actor of the shared genesis change.
+const GENESIS_ACTOR: &[u8] = b"echoel-session-genesis";
+
 impl SessionDoc {
-    /// A new room's document: 120 BPM, 4/4, C major, no tracks, an empty chart.
+    /// A room's document before anyone edits it: 120 BPM, 4/4, C major, no tracks, an empty
+    /// chart. The same bytes on every member (a fixed actor and time), so members that start
+    /// apart share one set of parts instead of each making their own; edits then carry this
+    /// member's own random actor.
     pub fn new() -> Result<Self, DocError> {
-        let mut doc = AutoCommit::new();
+        let mut doc = AutoCommit::new().with_actor(ActorId::from(GENESIS_ACTOR));
         doc.put(ROOT, "tempo", 120.0)?;
         doc.put(ROOT, "time_signature", "4/4")?;
         doc.put(ROOT, "key", "C major")?;
         doc.put_object(ROOT, "tracks", ObjType::Map)?;
         doc.put_object(ROOT, "chart", ObjType::Text)?;
         doc.put_object(ROOT, "markers", ObjType::List)?;
-        doc.commit();
+        doc.commit_with(CommitOptions::default().with_time(0));
+        doc.set_actor(ActorId::random());
         Ok(Self {
             doc,
             my_tempo: None,
@@ -121,24 +130,16 @@ impl SessionDoc {
         })
     }
 
-    /// A replica that has nothing yet and fills from a peer through [`DocSync`]; its edits
-    /// before the first sync would make a second copy of every part, so it makes none.
-    pub fn empty() -> Self {
-        Self {
-            doc: AutoCommit::new(),
-            my_tempo: None,
-            created: 0,
-        }
-    }
-
     /// Loads a saved document (from the plugin state or the room's store).
     pub fn load(bytes: &[u8]) -> Result<Self, DocError> {
         let doc = AutoCommit::load(bytes).map_err(|e| DocError::Corrupt(e.to_string()))?;
-        let me = Self {
+        let mut me = Self {
             doc,
             my_tempo: None,
             created: 0,
         };
+        // Our edits under a fresh actor: a loaded copy is a new replica, not its saver.
+        me.doc.set_actor(ActorId::random());
         me.part("tracks")?;
         Ok(me)
     }
@@ -577,16 +578,9 @@ mod tests {
         panic!("sync did not settle in 20 rounds");
     }
 
+    /// Three members who each started the room's document on their own.
     fn band() -> Vec<SessionDoc> {
-        let mut first = SessionDoc::new().unwrap();
-        let bytes = first.save();
-        let mut docs = vec![first];
-        for _ in 0..2 {
-            let mut d = SessionDoc::load(&bytes).unwrap();
-            d.doc.set_actor(automerge::ActorId::random());
-            docs.push(d);
-        }
-        docs
+        (0..3).map(|_| SessionDoc::new().unwrap()).collect()
     }
 
     #[test]
@@ -663,7 +657,6 @@ mod tests {
     fn offline_edits_merge_on_return_and_a_save_round_trips() {
         let mut docs = band();
         let mut offline = SessionDoc::load(&docs[0].save()).unwrap();
-        offline.doc.set_actor(automerge::ActorId::random());
         offline.add_track("drums", "cleo", "drums").unwrap();
         offline.set_key("D minor").unwrap();
         docs[0].set_time_signature("7/8").unwrap();

@@ -16,7 +16,8 @@ use quinn::Connection;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::crypto::{CryptoError, MemberKeys, RotationPolicy};
+use crate::crypto::{CryptoError, DocCipher, MemberKeys, RotationPolicy};
+use crate::doc::{DocError, DocSync, SessionDoc};
 use crate::invite::Invite;
 use crate::relay::channel_binding;
 use crate::tls::{
@@ -58,6 +59,9 @@ pub struct SessionConfig {
     pub force_relay: bool,
     /// Key rotation policy.
     pub rotation: RotationPolicy,
+    /// The session document to start from (saved in the DAW project or the room's store);
+    /// `None` starts from the room's genesis document.
+    pub initial_doc: Option<Vec<u8>>,
 }
 
 /// A path to another member.
@@ -158,6 +162,97 @@ struct Shared {
     scratch: Mutex<SendScratch>,
     /// Earlier frames each audio datagram carries (0 to [`MAX_REDUNDANT`]).
     redundancy: AtomicU8,
+    /// The room's session document; taken alone (or before `control`).
+    doc: Mutex<DocState>,
+}
+
+/// The session document, its sealing key and one sync state per peer.
+struct DocState {
+    doc: SessionDoc,
+    /// By participant, so a peer that reconnects with a new member id is the same peer.
+    peers: BTreeMap<ParticipantId, DocSync>,
+    cipher: DocCipher,
+}
+
+/// Largest sealed document message sent in one control frame (with room for its framing).
+const MAX_DOC_MESSAGE: usize = crate::wire::MAX_CONTROL_FRAME - 256;
+
+/// Sends `to` whatever of the session document it lacks, if anything.
+fn sync_doc_to(
+    shared: &Shared,
+    out: &mpsc::UnboundedSender<ClientMessage>,
+    me: MemberId,
+    to: &MemberInfo,
+) {
+    let mut d = shared.doc.lock().unwrap_or_else(|e| e.into_inner());
+    let DocState { doc, peers, cipher } = &mut *d;
+    let Some(msg) = peers.entry(to.participant).or_default().generate(doc) else {
+        return;
+    };
+    let (nonce, sealed) = cipher.seal(me, &msg);
+    if sealed.len() > MAX_DOC_MESSAGE {
+        // Splitting large first syncs across frames is still to come.
+        tracing::warn!(
+            "session document message of {} bytes is too large to send",
+            sealed.len()
+        );
+        return;
+    }
+    let _ = out.send(ClientMessage::Send {
+        to: Some(to.id),
+        body: encode_peer(&PeerMessage::Doc { nonce, sealed }),
+    });
+}
+
+/// Syncs the document with every member we know.
+fn sync_doc_all(shared: &Shared) {
+    let me = *shared.me.lock().unwrap_or_else(|e| e.into_inner());
+    let members: Vec<MemberInfo> = shared
+        .members
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let out = shared
+        .control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if let (Some(me), Some(out)) = (me, out) {
+        for m in &members {
+            sync_doc_to(shared, &out, me, m);
+        }
+    }
+}
+
+/// A document sync message from member `from`: apply it, then answer everyone who now lacks
+/// something (the sender first).
+fn receive_doc(shared: &Shared, from: MemberId, nonce: &[u8; 12], sealed: &[u8]) {
+    let participant = shared
+        .members
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&from)
+        .map(|m| m.participant);
+    let Some(participant) = participant else {
+        return;
+    };
+    {
+        let mut d = shared.doc.lock().unwrap_or_else(|e| e.into_inner());
+        let DocState { doc, peers, cipher } = &mut *d;
+        let Ok(plain) = cipher.open(from, nonce, sealed) else {
+            shared.counters.forged.fetch_add(1, Relaxed);
+            tracing::warn!("session document message from {from:?} did not verify");
+            return;
+        };
+        if let Err(e) = peers.entry(participant).or_default().receive(doc, &plain) {
+            shared.counters.malformed.fetch_add(1, Relaxed);
+            tracing::warn!("session document message from {from:?} refused: {e}");
+            return;
+        }
+    }
+    sync_doc_all(shared);
 }
 
 /// The send path's reusable buffers.
@@ -249,6 +344,35 @@ impl SessionHandle {
         self.shared
             .redundancy
             .store(frames.min(MAX_REDUNDANT as u8), Relaxed);
+    }
+
+    /// Edits the room's session document and sends the change to every member.
+    pub fn edit_doc<T>(
+        &self,
+        edit: impl FnOnce(&mut SessionDoc) -> Result<T, DocError>,
+    ) -> Result<T, DocError> {
+        let result = edit(
+            &mut self
+                .shared
+                .doc
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .doc,
+        )?;
+        sync_doc_all(&self.shared);
+        Ok(result)
+    }
+
+    /// Reads the session document.
+    pub fn read_doc<T>(&self, read: impl FnOnce(&mut SessionDoc) -> T) -> T {
+        read(
+            &mut self
+                .shared
+                .doc
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .doc,
+        )
     }
 
     /// Test hook: seals `payload` as our audio frame `seq` without sending it.
@@ -377,6 +501,18 @@ pub fn start(
             history: std::array::from_fn(|_| (None, Vec::with_capacity(1500))),
         }),
         redundancy: AtomicU8::new(0),
+        doc: Mutex::new(DocState {
+            doc: config
+                .initial_doc
+                .as_deref()
+                .map(SessionDoc::load)
+                .transpose()
+                .map_err(|e| SessionError::Setup(e.to_string()))?
+                .map_or_else(SessionDoc::new, Ok)
+                .map_err(|e| SessionError::Setup(e.to_string()))?,
+            peers: BTreeMap::new(),
+            cipher: config.invite.secret.doc_cipher(&config.invite.room),
+        }),
     });
     tokio::spawn(run(identity, config, shared.clone()));
     Ok(SessionHandle { shared })
@@ -583,6 +719,14 @@ async fn serve(
     for m in &others {
         try_direct(endpoint, shared, config, me, m);
     }
+    // A fresh sync with everyone: they may have missed our edits while we were away.
+    shared
+        .doc
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .peers
+        .clear();
+    sync_doc_all(shared);
 
     let writer = async {
         while let Some(msg) = out_rx.recv().await {
@@ -609,6 +753,13 @@ async fn serve(
                         let _ = out_tx.send(announce(k, Some(info.id)));
                     }
                     try_direct(endpoint, shared, config, me, &info);
+                    shared
+                        .doc
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .peers
+                        .remove(&info.participant);
+                    sync_doc_to(shared, &out_tx, me, &info);
                 }
                 RelayMessage::Left(id) => {
                     shared
@@ -698,6 +849,10 @@ fn handle_peer_message(
         shared.counters.malformed.fetch_add(1, Relaxed);
         return;
     };
+    if let PeerMessage::Doc { nonce, sealed } = &msg {
+        receive_doc(shared, from, nonce, sealed);
+        return;
+    }
     let mut keys = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
     let Some(k) = keys.as_mut() else { return };
     let result = match msg {

@@ -324,6 +324,13 @@ pub enum PeerMessage {
     Announce(KeyAnnounce),
     /// My sender key, sealed to you.
     Grant(KeyGrant),
+    /// A session-document sync message, sealed under the room's document key.
+    Doc {
+        /// AEAD nonce.
+        nonce: [u8; 12],
+        /// Ciphertext and tag.
+        sealed: Vec<u8>,
+    },
 }
 
 /// Encodes a control message as one length-prefixed frame.

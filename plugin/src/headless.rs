@@ -47,11 +47,24 @@ pub struct HeadlessOptions {
     pub force_relay: bool,
     /// Earlier frames each datagram also carries (0–2).
     pub redundancy: u8,
+    /// Edits made to the session document once in the room.
+    pub edits: Vec<DocEdit>,
     /// Encoder settings.
     pub codec: CodecSettings,
     /// When audio starts; several peers given the same instant share one timeline, so their
     /// recordings' lags are comparable.
     pub start_at: Option<Instant>,
+}
+
+/// An edit of the room's session document, made from the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocEdit {
+    /// Propose a tempo (BPM).
+    SetTempo(f64),
+    /// Add a track with this name, owned by us.
+    AddTrack(String),
+    /// Append text to the chord chart.
+    ChartAppend(String),
 }
 
 /// One remote musician as recorded by a peer.
@@ -88,6 +101,10 @@ pub struct HeadlessReport {
     pub refused: (u64, u64, u64),
     /// Lost frames recovered from the redundancy of later datagrams.
     pub recovered: u64,
+    /// The session document at the end, as JSON.
+    pub session_json: String,
+    /// The session document at the end (automerge binary).
+    pub session_doc: Vec<u8>,
 }
 
 /// A headless run failed.
@@ -142,6 +159,7 @@ pub fn run(
             name: opts.name.clone(),
             force_relay: opts.force_relay,
             rotation: RotationPolicy::default(),
+            initial_doc: None,
         },
         runtime,
     )?;
@@ -168,6 +186,7 @@ pub fn run(
     let mut names: BTreeMap<u64, (String, bool)> = BTreeMap::new();
     let period = Duration::from_secs_f64(BLOCK_FRAMES as f64 / f64::from(INTERNAL_RATE_HZ));
     let start = opts.start_at.unwrap_or_else(Instant::now);
+    let mut edits_made = false;
     for block in 0..total_blocks {
         let deadline = start + period * block as u32;
         if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
@@ -204,8 +223,13 @@ pub fn run(
             r.fill(0.0);
         }
         if block % 64 == 0 {
-            if let SessionState::Refused(reason) = bridge.session().status().state {
+            let state = bridge.session().status().state;
+            if let SessionState::Refused(reason) = state {
                 return Err(HeadlessError::Refused(reason.explain().to_owned()));
+            }
+            if !edits_made && matches!(state, SessionState::Joined { .. }) {
+                edits_made = true;
+                apply_edits(bridge.session(), &opts.name, &opts.edits);
             }
             for m in bridge.session().status().members {
                 let direct = m.path == echoel_net::session::Path::Direct;
@@ -261,7 +285,23 @@ pub fn run(
             c.unkeyed.load(Relaxed),
         ),
         recovered: c.recovered.load(Relaxed),
+        session_json: bridge.session().read_doc(|d| d.to_json()),
+        session_doc: bridge.session().read_doc(|d| d.save()),
     })
+}
+
+/// Makes the command line's document edits, logging any the document refuses.
+fn apply_edits(session: &echoel_net::session::SessionHandle, me: &str, edits: &[DocEdit]) {
+    for edit in edits {
+        let done = session.edit_doc(|doc| match edit {
+            DocEdit::SetTempo(bpm) => doc.set_tempo(*bpm),
+            DocEdit::AddTrack(name) => doc.add_track(name, me, "").map(|_| ()),
+            DocEdit::ChartAppend(text) => doc.chart_append(text),
+        });
+        if let Err(e) = done {
+            tracing::warn!("session edit {edit:?} refused: {e}");
+        }
+    }
 }
 
 /// Latency of `heard` behind `sent` (same timeline, 48 kHz) in steady state, once keys and the

@@ -153,6 +153,7 @@ impl EchoelJam {
             },
             force_relay: false,
             rotation: RotationPolicy::default(),
+            initial_doc: None,
         };
         match Bridge::start(link, config, network_runtime().handle()) {
             Ok(b) => Some(b),

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use echoel_net::relay::{Relay, RelayConfig};
 use echoel_net::Invite;
 use echoel_plugin::engine::CodecSettings;
-use echoel_plugin::headless::{self, HeadlessError, HeadlessOptions, HeadlessReport, Source};
+use echoel_plugin::headless::{
+    self, DocEdit, HeadlessError, HeadlessOptions, HeadlessReport, Source,
+};
 
 /// A relay serving on loopback on its own runtime.
 pub struct TestRelay {
@@ -144,10 +146,32 @@ pub fn play_with(
     redundancy: u8,
     runtime: &tokio::runtime::Runtime,
 ) -> Vec<Result<HeadlessReport, HeadlessError>> {
+    let band = band.into_iter().map(|m| (m, Vec::new())).collect();
+    run_band(invite, band, seconds, force_relay, redundancy, runtime)
+}
+
+/// [`play`], each musician also making its session-document edits once in the room.
+pub fn play_editing(
+    invite: &Invite,
+    band: Vec<(Musician, Vec<DocEdit>)>,
+    seconds: f32,
+    runtime: &tokio::runtime::Runtime,
+) -> Vec<Result<HeadlessReport, HeadlessError>> {
+    run_band(invite, band, seconds, false, 0, runtime)
+}
+
+fn run_band(
+    invite: &Invite,
+    band: Vec<(Musician, Vec<DocEdit>)>,
+    seconds: f32,
+    force_relay: bool,
+    redundancy: u8,
+    runtime: &tokio::runtime::Runtime,
+) -> Vec<Result<HeadlessReport, HeadlessError>> {
     let start_at = Instant::now() + Duration::from_millis(1200);
     let threads: Vec<_> = band
         .into_iter()
-        .map(|m| {
+        .map(|(m, edits)| {
             let opts = HeadlessOptions {
                 invite: invite.clone(),
                 name: m.name.to_owned(),
@@ -155,6 +179,7 @@ pub fn play_with(
                 seconds,
                 force_relay,
                 redundancy,
+                edits,
                 codec: CodecSettings::default(),
                 start_at: Some(start_at),
             };

@@ -2,8 +2,9 @@
 //! in direct and relay mode, and the relay restarts without ending the jam.
 
 use echoel_plugin::engine::INTERNAL_RATE_HZ;
+use echoel_plugin::headless::DocEdit;
 use echoel_plugin::headless::{measure_lag, HeadlessReport, Source};
-use echoel_tests::{network_runtime, play, play_with, Musician, TestRelay};
+use echoel_tests::{network_runtime, play, play_editing, play_with, Musician, TestRelay};
 
 fn band() -> Vec<Musician> {
     ["ana", "ben", "cleo"]
@@ -243,4 +244,36 @@ fn redundancy_fills_the_losses_of_a_lossy_relay_path() {
     assert!(r1 > 100, "nothing recovered: {r1}");
     assert!(c1 * 4 < c0, "redundancy left {c1} of {c0} concealments");
     assert!(corr > 0.9, "correlation {corr}");
+}
+
+#[test]
+fn three_members_edit_the_session_at_once_and_hold_the_same_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let rt = network_runtime();
+    let edits = |i: usize| match i {
+        0 => vec![DocEdit::SetTempo(96.0), DocEdit::AddTrack("bass".into())],
+        1 => vec![DocEdit::SetTempo(132.0), DocEdit::AddTrack("keys".into())],
+        _ => vec![DocEdit::ChartAppend("| Am | F | C | G |".into())],
+    };
+    let band = band()
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| (m, edits(i)))
+        .collect();
+    let reports: Vec<_> = play_editing(&relay.room("session"), band, 2.0, &rt)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let json = &reports[0].session_json;
+    println!("{json}");
+    for r in &reports[1..] {
+        assert_eq!(&r.session_json, json, "{} holds another document", r.name);
+    }
+    assert!(json.contains("\"name\":\"bass\"") && json.contains("\"name\":\"keys\""));
+    assert!(json.contains("| Am | F | C | G |"));
+    assert!(
+        json.contains("\"tempo\":96") || json.contains("\"tempo\":132"),
+        "{json}"
+    );
 }

@@ -52,6 +52,7 @@ fn join(
             name: name.into(),
             force_relay: true,
             rotation: RotationPolicy::default(),
+            initial_doc: None,
         },
         move |from, seq, payload| {
             let _ = inbox.send((from, seq, payload.to_vec()));

@@ -47,6 +47,7 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 seconds,
                 force_relay,
                 redundancy: 0,
+                edits: Vec::new(),
                 codec: CodecSettings::default(),
                 start_at: Some(start_at),
             };

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context};
 use echoel_plugin::bridge::network_runtime;
 use echoel_plugin::engine::{CodecSettings, FrameDuration, INTERNAL_RATE_HZ};
-use echoel_plugin::headless::{self, file_stem, measure_lag, HeadlessOptions, Source};
+use echoel_plugin::headless::{self, file_stem, measure_lag, DocEdit, HeadlessOptions, Source};
 
 /// Options of `echoel peer`.
 #[derive(clap::Args)]
@@ -38,6 +38,21 @@ pub struct PeerArgs {
     /// next one, for up to that much more bitrate.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
     redundancy: u8,
+    /// Proposes this tempo (BPM) to the room's session once in.
+    #[arg(long)]
+    set_tempo: Option<f64>,
+    /// Adds a track with this name to the session (repeatable).
+    #[arg(long)]
+    add_track: Vec<String>,
+    /// Appends this text to the session's chord chart.
+    #[arg(long)]
+    chart_append: Option<String>,
+    /// Prints the session document as JSON at exit.
+    #[arg(long)]
+    print_session: bool,
+    /// Writes the session document (automerge binary) to FILE at exit.
+    #[arg(long, value_name = "FILE")]
+    save_session: Option<PathBuf>,
     /// Opus frame size in ms: 2.5, 5, 10 or 20.
     #[arg(long, default_value_t = 2.5)]
     frame_ms: f32,
@@ -91,6 +106,13 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
         seconds: args.seconds,
         force_relay: args.force_relay,
         redundancy: args.redundancy,
+        edits: args
+            .set_tempo
+            .map(DocEdit::SetTempo)
+            .into_iter()
+            .chain(args.add_track.iter().cloned().map(DocEdit::AddTrack))
+            .chain(args.chart_append.clone().map(DocEdit::ChartAppend))
+            .collect(),
         codec: CodecSettings {
             frame: frame_from_ms(args.frame_ms)?,
             bitrate_bps: args.bitrate * 1000,
@@ -146,6 +168,13 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
                 &rec.samples,
             )?;
         }
+    }
+    if args.print_session {
+        println!("{}", report.session_json);
+    }
+    if let Some(file) = &args.save_session {
+        std::fs::write(file, &report.session_doc)
+            .with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(())
 }

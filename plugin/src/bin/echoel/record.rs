@@ -132,6 +132,7 @@ pub fn record(profile: Profile, seconds: f64, out: &Path) -> anyhow::Result<()> 
         name: name.to_owned(),
         force_relay: true,
         rotation: RotationPolicy::default(),
+        initial_doc: None,
     };
     let receiver = {
         let _guard = rt.enter();
