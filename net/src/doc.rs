@@ -149,6 +149,17 @@ impl SessionDoc {
         self.doc.save()
     }
 
+    /// The document's bytes if it changed since `seen` (which is updated), for keeping a
+    /// saved copy current without saving when nothing happened.
+    pub fn save_if_changed(&mut self, seen: &mut Vec<automerge::ChangeHash>) -> Option<Vec<u8>> {
+        let heads = self.doc.get_heads();
+        if heads == *seen {
+            return None;
+        }
+        *seen = heads;
+        Some(self.doc.save())
+    }
+
     /// Folds in another replica's edits (offline edits coming back, or a saved copy).
     pub fn merge(&mut self, other: &mut SessionDoc) -> Result<(), DocError> {
         self.doc.merge(&mut other.doc)?;

@@ -3,9 +3,9 @@
 //! incoming ring. Neither side ever waits for the other.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use echoel_engine::{opus_packet_samples, NetworkLink, PacketSlot, StreamId};
 use echoel_net::session::{self, SessionConfig, SessionError, SessionHandle};
@@ -14,6 +14,9 @@ use echoel_net::wire::ParticipantId;
 /// How long an encoded frame can wait between the audio thread and the socket: a twentieth
 /// of a 2.5 ms frame, for a wake-up cost of under ten thousand cheap sleeps a second.
 const PUMP_INTERVAL: Duration = Duration::from_micros(125);
+
+/// How often the pump refreshes the project's copy of the session document.
+const DOC_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The process's network runtime: one thread, shared by every plugin instance.
 pub fn network_runtime() -> &'static tokio::runtime::Runtime {
@@ -44,11 +47,14 @@ pub struct Bridge {
 }
 
 impl Bridge {
-    /// Starts the session on `runtime` and the pump thread.
+    /// Starts the session on `runtime` and the pump thread. With `keep_doc`, the pump copies
+    /// the session document there whenever it changed (once a second at most), so the host
+    /// saves it with the project.
     pub fn start(
         link: NetworkLink,
         config: SessionConfig,
         runtime: &tokio::runtime::Handle,
+        keep_doc: Option<Arc<RwLock<Vec<u8>>>>,
     ) -> Result<Self, SessionError> {
         let NetworkLink {
             mut outgoing,
@@ -86,7 +92,19 @@ impl Bridge {
             std::thread::Builder::new()
                 .name("echoel-pump".into())
                 .spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut last_save = Instant::now();
                     while !stop.load(Relaxed) {
+                        if let Some(keep) = &keep_doc {
+                            if last_save.elapsed() >= DOC_SAVE_INTERVAL {
+                                last_save = Instant::now();
+                                if let Some(bytes) =
+                                    session.read_doc(|d| d.save_if_changed(&mut seen))
+                                {
+                                    *keep.write().unwrap_or_else(|e| e.into_inner()) = bytes;
+                                }
+                            }
+                        }
                         let mut sent = false;
                         while let Ok(p) = outgoing.pop() {
                             session.send_audio(p.seq, p.payload());

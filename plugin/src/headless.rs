@@ -162,6 +162,7 @@ pub fn run(
             initial_doc: None,
         },
         runtime,
+        None,
     )?;
     bridge.session().set_redundancy(opts.redundancy);
     let params = EngineParams {

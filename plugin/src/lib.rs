@@ -153,12 +153,29 @@ impl EchoelJam {
             },
             force_relay: false,
             rotation: RotationPolicy::default(),
-            initial_doc: None,
+            initial_doc: self.saved_session(),
         };
-        match Bridge::start(link, config, network_runtime().handle()) {
+        let keep = Some(self.params.session_doc.clone());
+        match Bridge::start(link, config, network_runtime().handle(), keep) {
             Ok(b) => Some(b),
             Err(err) => {
                 nice_error!("Echoel Jam cannot join the room: {err}");
+                None
+            }
+        }
+    }
+
+    /// The session document saved with the project, if it is readable; otherwise the room's
+    /// copy wins, with a warning (the unreadable bytes stay in the project until then).
+    fn saved_session(&self) -> Option<Vec<u8>> {
+        let bytes = self.params.session_doc.read().ok()?.clone();
+        if bytes.is_empty() {
+            return None;
+        }
+        match echoel_net::doc::SessionDoc::load(&bytes) {
+            Ok(_) => Some(bytes),
+            Err(err) => {
+                nice_warn!("Echoel Jam: the session saved in this project is unreadable ({err}); using the room's");
                 None
             }
         }

@@ -119,6 +119,10 @@ pub struct EchoelParams {
     /// in the project.
     #[persist = "invite"]
     pub invite: Arc<RwLock<String>>,
+    /// The room's session document (automerge bytes), kept with the project so it opens with
+    /// the song as it was, and merges with the room's on reconnect.
+    #[persist = "session"]
+    pub session_doc: Arc<RwLock<Vec<u8>>>,
 }
 
 fn level_param(name: &str) -> FloatParam {
@@ -194,6 +198,7 @@ impl Default for EchoelParams {
             .non_automatable(),
             display_name: Arc::new(RwLock::new(String::new())),
             invite: Arc::new(RwLock::new(String::new())),
+            session_doc: Arc::new(RwLock::new(Vec::new())),
         }
     }
 }
@@ -240,5 +245,21 @@ mod tests {
         assert_eq!(p.codec, CodecSettings::default());
         assert_eq!(level_gain(LEVEL_MIN_DB), 0.0);
         assert!((level_gain(-6.0) - 0.501).abs() < 0.001);
+    }
+
+    #[test]
+    fn the_session_document_round_trips_through_the_plugin_state() {
+        let mut doc = echoel_net::doc::SessionDoc::new().unwrap();
+        doc.set_tempo(87.0).unwrap();
+        doc.add_track("cello", "ana", "cello").unwrap();
+        let saved = EchoelParams::default();
+        *saved.session_doc.write().unwrap() = doc.save();
+        let fields = saved.serialize_fields();
+        let restored = EchoelParams::default();
+        restored.deserialize_fields(&fields);
+        let bytes = restored.session_doc.read().unwrap().clone();
+        let back = echoel_net::doc::SessionDoc::load(&bytes).unwrap();
+        assert_eq!(back.to_json(), doc.to_json());
+        assert_eq!(back.tempo(), 87.0);
     }
 }
