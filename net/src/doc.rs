@@ -536,6 +536,77 @@ fn json_str(s: &str) -> String {
     out
 }
 
+/// The copy of each room's document kept in the user's data folder, so edits made offline
+/// survive without a DAW project and merge when the room is back.
+pub struct DocStore {
+    path: std::path::PathBuf,
+}
+
+impl DocStore {
+    /// The store of room `room` under `dir` (see [`DocStore::default_dir`]).
+    pub fn new(dir: &std::path::Path, room: &str) -> Self {
+        let safe: String = room
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Self {
+            path: dir.join(format!("{safe}.automerge")),
+        }
+    }
+
+    /// The user's data folder for room documents: `$XDG_DATA_HOME/echoel/rooms`,
+    /// `~/.local/share/echoel/rooms`, or `%APPDATA%\echoel\rooms`.
+    pub fn default_dir() -> Option<std::path::PathBuf> {
+        let env = |k| std::env::var_os(k).filter(|v| !v.is_empty());
+        let base = env("XDG_DATA_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| env("APPDATA").map(std::path::PathBuf::from))
+            .or_else(|| env("HOME").map(|h| std::path::PathBuf::from(h).join(".local/share")))?;
+        Some(base.join("echoel").join("rooms"))
+    }
+
+    /// Where the document lives.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The stored document, `None` if there is none yet. A file that is not a session document
+    /// is moved aside (`*.corrupt-SECONDS`) with a warning, never overwritten or fatal.
+    pub fn load(&self) -> Option<SessionDoc> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        match SessionDoc::load(&bytes) {
+            Ok(doc) => Some(doc),
+            Err(e) => {
+                let secs = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let aside = self.path.with_extension(format!("corrupt-{secs}"));
+                tracing::warn!(
+                    "session store {} is unreadable ({e}); moved to {}",
+                    self.path.display(),
+                    aside.display()
+                );
+                let _ = std::fs::rename(&self.path, &aside);
+                None
+            }
+        }
+    }
+
+    /// Writes the document atomically (a crash or a full disk leaves the old copy intact).
+    pub fn save(&self, bytes: &[u8]) -> std::io::Result<()> {
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::store::write_atomically(&self.path, bytes, true)
+    }
+}
+
 /// Automerge's sync protocol with one peer: one per peer, kept across reconnects.
 #[derive(Default)]
 pub struct DocSync {
@@ -679,6 +750,32 @@ mod tests {
             SessionDoc::load(&saved).unwrap().to_json(),
             docs[0].to_json()
         );
+    }
+
+    #[test]
+    fn the_room_store_keeps_documents_and_moves_a_corrupt_file_aside() {
+        let dir = std::env::temp_dir().join(format!("echoel-doc-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = DocStore::new(&dir, "friday/../jam");
+        assert!(store.path().starts_with(&dir));
+        assert!(store.load().is_none());
+        let mut doc = SessionDoc::new().unwrap();
+        doc.set_key("E minor").unwrap();
+        store.save(&doc.save()).unwrap();
+        assert_eq!(store.load().unwrap().to_json(), doc.to_json());
+        std::fs::write(store.path(), b"half a file").unwrap();
+        assert!(store.load().is_none());
+        assert!(
+            !store.path().exists(),
+            "the corrupt file was moved, not kept in the way"
+        );
+        let aside = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+            .count();
+        assert_eq!(aside, 1, "and not deleted");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use echoel_engine::{opus_packet_samples, NetworkLink, PacketSlot, StreamId};
+use echoel_net::doc::DocStore;
 use echoel_net::session::{self, SessionConfig, SessionError, SessionHandle};
 use echoel_net::wire::ParticipantId;
 
@@ -15,7 +16,28 @@ use echoel_net::wire::ParticipantId;
 /// of a 2.5 ms frame, for a wake-up cost of under ten thousand cheap sleeps a second.
 const PUMP_INTERVAL: Duration = Duration::from_micros(125);
 
-/// How often the pump refreshes the project's copy of the session document.
+/// Where the session document is kept while playing: the project (saved by the host) and
+/// the room's store in the user's data folder.
+pub struct DocKeeping {
+    /// The plugin's persisted copy.
+    pub project: Arc<RwLock<Vec<u8>>>,
+    /// The room's store, if the data folder is known.
+    pub store: Option<DocStore>,
+}
+
+impl DocKeeping {
+    fn keep(&self, bytes: Vec<u8>) {
+        if let Some(store) = &self.store {
+            // A full disk or a read-only folder costs the local copy, never the session.
+            if let Err(e) = store.save(&bytes) {
+                tracing::warn!("cannot save the session to {}: {e}", store.path().display());
+            }
+        }
+        *self.project.write().unwrap_or_else(|e| e.into_inner()) = bytes;
+    }
+}
+
+/// How often the pump refreshes the kept copies of the session document.
 const DOC_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The process's network runtime: one thread, shared by every plugin instance.
@@ -48,13 +70,12 @@ pub struct Bridge {
 
 impl Bridge {
     /// Starts the session on `runtime` and the pump thread. With `keep_doc`, the pump copies
-    /// the session document there whenever it changed (once a second at most), so the host
-    /// saves it with the project.
+    /// the session document there whenever it changed (once a second at most).
     pub fn start(
         link: NetworkLink,
         config: SessionConfig,
         runtime: &tokio::runtime::Handle,
-        keep_doc: Option<Arc<RwLock<Vec<u8>>>>,
+        keep_doc: Option<DocKeeping>,
     ) -> Result<Self, SessionError> {
         let NetworkLink {
             mut outgoing,
@@ -101,7 +122,7 @@ impl Bridge {
                                 if let Some(bytes) =
                                     session.read_doc(|d| d.save_if_changed(&mut seen))
                                 {
-                                    *keep.write().unwrap_or_else(|e| e.into_inner()) = bytes;
+                                    keep.keep(bytes);
                                 }
                             }
                         }

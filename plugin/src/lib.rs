@@ -15,7 +15,8 @@ use echoel_net::session::SessionConfig;
 use echoel_net::{Invite, RotationPolicy};
 use nice_plug::prelude::*;
 
-use bridge::{network_runtime, Bridge};
+use bridge::{network_runtime, Bridge, DocKeeping};
+use echoel_net::doc::{DocStore, SessionDoc};
 
 pub use echoel_engine as engine;
 use params::EchoelParams;
@@ -153,9 +154,18 @@ impl EchoelJam {
             },
             force_relay: false,
             rotation: RotationPolicy::default(),
-            initial_doc: self.saved_session(),
+            initial_doc: None,
         };
-        let keep = Some(self.params.session_doc.clone());
+        let store =
+            DocStore::default_dir().map(|dir| DocStore::new(&dir, config.invite.room.as_str()));
+        let config = SessionConfig {
+            initial_doc: self.saved_session(store.as_ref()),
+            ..config
+        };
+        let keep = Some(DocKeeping {
+            project: self.params.session_doc.clone(),
+            store,
+        });
         match Bridge::start(link, config, network_runtime().handle(), keep) {
             Ok(b) => Some(b),
             Err(err) => {
@@ -165,20 +175,34 @@ impl EchoelJam {
         }
     }
 
-    /// The session document saved with the project, if it is readable; otherwise the room's
-    /// copy wins, with a warning (the unreadable bytes stay in the project until then).
-    fn saved_session(&self) -> Option<Vec<u8>> {
-        let bytes = self.params.session_doc.read().ok()?.clone();
-        if bytes.is_empty() {
-            return None;
-        }
-        match echoel_net::doc::SessionDoc::load(&bytes) {
-            Ok(_) => Some(bytes),
-            Err(err) => {
-                nice_warn!("Echoel Jam: the session saved in this project is unreadable ({err}); using the room's");
-                None
+    /// The session document to start from: the project's copy merged with the room's store
+    /// (edits made without this project). An unreadable project copy is logged and skipped (its
+    /// bytes stay in the project until the session replaces them); a corrupt store file is
+    /// moved aside by the store.
+    fn saved_session(&self, store: Option<&DocStore>) -> Option<Vec<u8>> {
+        let project = self.params.session_doc.read().ok()?.clone();
+        let mut doc = if project.is_empty() {
+            None
+        } else {
+            match SessionDoc::load(&project) {
+                Ok(d) => Some(d),
+                Err(err) => {
+                    nice_warn!("Echoel Jam: the session saved in this project is unreadable ({err}); using the room's");
+                    None
+                }
+            }
+        };
+        if let Some(mut stored) = store.and_then(DocStore::load) {
+            match &mut doc {
+                Some(d) => {
+                    if let Err(err) = d.merge(&mut stored) {
+                        nice_warn!("Echoel Jam: cannot merge the local session store: {err}");
+                    }
+                }
+                None => doc = Some(stored),
             }
         }
+        doc.map(|mut d| d.save())
     }
 }
 
