@@ -204,16 +204,19 @@ fn sync_doc_to(
     });
 }
 
-/// Syncs the document with every member we know.
-fn sync_doc_all(shared: &Shared) {
-    let me = *shared.me.lock().unwrap_or_else(|e| e.into_inner());
-    let members: Vec<MemberInfo> = shared
-        .members
-        .lock()
+/// A copy of a shared map's values, so no lock is held while they are used.
+fn values_of<K, V: Clone>(map: &Mutex<BTreeMap<K, V>>) -> Vec<V> {
+    map.lock()
         .unwrap_or_else(|e| e.into_inner())
         .values()
         .cloned()
-        .collect();
+        .collect()
+}
+
+/// Syncs the document with every member we know.
+fn sync_doc_all(shared: &Shared) {
+    let me = *shared.me.lock().unwrap_or_else(|e| e.into_inner());
+    let members = values_of(&shared.members);
     let out = shared
         .control
         .lock()
@@ -437,13 +440,7 @@ impl SessionHandle {
     /// current connection, for on-wire bitrates.
     pub fn wire_tx(&self) -> (u64, u64) {
         let s = &self.shared;
-        let direct: Vec<Connection> = s
-            .direct
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let direct = values_of(&s.direct);
         let relay = s.relay.lock().unwrap_or_else(|e| e.into_inner()).clone();
         relay
             .iter()

@@ -51,9 +51,10 @@ pub struct RemoteStream {
     /// A frame decoded but skipped to shrink the delay, waiting to be blended into the next.
     skipped: Vec<f32>,
     skipped_frames: usize,
-    /// Clock-drift correction from the sender's clock (`decoded`) to ours (`stretched`).
+    /// Clock-drift correction from the sender's clock (`decoded`) to ours: each render is
+    /// stretched into `stretched`, then mixed.
     drift: DriftStretcher,
-    stretched: SampleFifo,
+    stretched: Vec<f32>,
 }
 
 impl RemoteStream {
@@ -76,7 +77,7 @@ impl RemoteStream {
             skipped: vec![0.0; 2 * MAX_PACKET_SAMPLES],
             skipped_frames: 0,
             drift: DriftStretcher::default(),
-            stretched: SampleFifo::with_capacity(2, max_render_frames),
+            stretched: vec![0.0; 2 * max_render_frames],
         })
     }
 
@@ -112,7 +113,6 @@ impl RemoteStream {
         self.id = None;
         self.jitter.reset();
         self.decoded.clear();
-        self.stretched.clear();
         self.drift.reset();
         let _ = self.decoder.reset_state();
         self.idle_frames = 0;
@@ -170,16 +170,12 @@ impl RemoteStream {
         // by the measured rate difference, so the buffer neither drains nor fills.
         self.drift
             .set_ratio(1.0 + self.jitter.drift_ppm().clamp(-1000.0, 1000.0) * 1e-6);
-        if self.stretched.frames() < frames {
-            let make = frames - self.stretched.frames();
-            let need = self.drift.input_needed(make);
-            concealed += self.decode_until(need, self.stretched.frames(), stats);
-            let out = self.stretched.spare_mut(make);
-            let made = out.len() / 2;
-            let used = self.drift.process(self.decoded.as_slice(), out);
-            self.decoded.consume(used);
-            self.stretched.commit(made);
-        }
+        let frames = frames.min(self.stretched.len() / 2);
+        let need = self.drift.input_needed(frames);
+        concealed += self.decode_until(need, stats);
+        let out = &mut self.stretched[..2 * frames];
+        let used = self.drift.process(self.decoded.as_slice(), out);
+        self.decoded.consume(used);
         let dropped = self.jitter.stats().dropped;
         if let Some(s) = stats.streams.get(self.slot) {
             s.frames_concealed.fetch_add(concealed, Relaxed);
@@ -194,24 +190,22 @@ impl RemoteStream {
         }
         EngineStats::add(&stats.packets_overrun, dropped - self.dropped_seen);
         self.dropped_seen = dropped;
-        let held = &self.stretched.as_slice()[..2 * frames.min(self.stretched.frames())];
-        for (m, s) in mix.iter_mut().zip(held) {
+        for (m, s) in mix.iter_mut().zip(&self.stretched[..2 * frames]) {
             *m += s * gain;
         }
-        self.stretched.consume(frames);
         self.clock += frames as u64;
         self.idle_frames += frames as u64;
         self.idle_frames < IDLE_FRAMES_BEFORE_FREE
     }
 
-    /// Decodes (or conceals, or waits in silence) until `decoded` holds `target` frames;
-    /// `queued` frames on our clock play before them. Returns the frames concealed.
-    fn decode_until(&mut self, target: usize, queued: usize, stats: &EngineStats) -> u64 {
+    /// Decodes (or conceals, or waits in silence) until `decoded` holds `target` frames.
+    /// Returns the frames concealed.
+    fn decode_until(&mut self, target: usize, stats: &EngineStats) -> u64 {
         let mut concealed = 0u64;
         while self.decoded.frames() < target {
             let want = target - self.decoded.frames();
             // The first sample of what is decoded now is heard after what is queued before it.
-            let now = self.clock + (queued + self.decoded.frames()) as u64;
+            let now = self.clock + self.decoded.frames() as u64;
             let out = self.decoded.spare_mut(MAX_PACKET_SAMPLES);
             let made = match self.jitter.next(now) {
                 Decision::Play(p) => match self.decoder.decode_float(p.payload(), out, false) {
