@@ -1,0 +1,374 @@
+//! What the editor shows and what it asks for. The editor never reaches into the session or
+//! the engine: it draws a [`Snapshot`] published by the plugin's control thread and pushes
+//! [`Command`]s back, so a slow frame or a closed window can never hold up audio.
+
+/// Everything the editor shows, as of one moment.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// The room connection.
+    pub link: LinkStatus,
+    /// This musician.
+    pub me: Me,
+    /// The other members, present or recently gone.
+    pub people: Vec<Person>,
+    /// The shared session document.
+    pub session: SessionView,
+    /// The host's tempo, when it reports one.
+    pub host_tempo: Option<f64>,
+    /// Whether host tempo changes are proposed to the room.
+    pub push_host_tempo: bool,
+    /// The room's network quality, from this member's side.
+    pub network: NetworkQuality,
+}
+
+/// Where the connection stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum LinkStatus {
+    /// Not connected: no invite yet, or disconnected.
+    #[default]
+    Offline,
+    /// Reaching the relay.
+    Connecting,
+    /// In the room.
+    Joined,
+    /// Lost the relay; trying again. The text says why.
+    Retrying(String),
+    /// Gave up; the text says why ("wrong room secret — ask for a fresh invite").
+    Failed(String),
+}
+
+/// This musician.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Me {
+    /// Display name.
+    pub name: String,
+    /// Instrument.
+    pub instrument: String,
+    /// Room id, when connected.
+    pub room: String,
+    /// The track this musician plays.
+    pub active_track: Option<String>,
+    /// Peak input level, 0–1 (linear).
+    pub input_level: f32,
+}
+
+/// How another member's audio reaches us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    /// Peer to peer.
+    Direct,
+    /// Through the relay.
+    Relay,
+}
+
+/// Another member of the room.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Person {
+    /// Stable id across reconnections.
+    pub participant: u64,
+    /// Display name.
+    pub name: String,
+    /// Instrument.
+    pub instrument: String,
+    /// Track id they play, if they chose one.
+    pub track: Option<String>,
+    /// Audio path.
+    pub path: Option<PathKind>,
+    /// Round-trip time.
+    pub rtt_ms: Option<f32>,
+    /// Our jitter buffer's depth for them.
+    pub jitter_ms: f32,
+    /// Their frames lost or concealed, percent.
+    pub loss_pct: f32,
+    /// Their peak level as we hear it, 0–1.
+    pub level: f32,
+    /// Our gain for them, dB.
+    pub gain_db: f32,
+    /// We muted them.
+    pub muted: bool,
+    /// We solo them.
+    pub solo: bool,
+    /// Not heard from within the presence timeout.
+    pub gone: bool,
+    /// Typing in the chart now.
+    pub typing: bool,
+    /// Their chart cursor and selection end (character indices).
+    pub cursor: Option<(usize, usize)>,
+}
+
+/// The shared session document, read for display.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionView {
+    /// BPM.
+    pub tempo: f64,
+    /// Time signature, such as "4/4".
+    pub meter: String,
+    /// Key, such as "E minor".
+    pub key: String,
+    /// Tracks.
+    pub tracks: Vec<TrackView>,
+    /// The chord chart.
+    pub chart: String,
+    /// Markers: beat and label.
+    pub markers: Vec<(f64, String)>,
+    /// Our tempo lost to a concurrent one.
+    pub tempo_notice: Option<TempoNoticeView>,
+    /// Note fields changed at once by two members.
+    pub note_conflicts: Vec<NoteConflictView>,
+}
+
+impl Default for SessionView {
+    fn default() -> Self {
+        Self {
+            tempo: 120.0,
+            meter: "4/4".into(),
+            key: String::new(),
+            tracks: Vec::new(),
+            chart: String::new(),
+            markers: Vec::new(),
+            tempo_notice: None,
+            note_conflicts: Vec::new(),
+        }
+    }
+}
+
+/// A track of the document.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrackView {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Who added it.
+    pub owner: String,
+    /// Instrument.
+    pub instrument: String,
+    /// Muted for everyone.
+    pub muted: bool,
+    /// How many notes it holds.
+    pub notes: usize,
+}
+
+/// "Your tempo lost": what we wrote and what the room has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TempoNoticeView {
+    /// Ours.
+    pub mine: f64,
+    /// The room's.
+    pub theirs: f64,
+}
+
+/// A note field with concurrent values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoteConflictView {
+    /// Track id.
+    pub track: String,
+    /// Track name, for display.
+    pub track_name: String,
+    /// Note id.
+    pub note: String,
+    /// Field name.
+    pub field: String,
+    /// The values, the one in effect first.
+    pub values: Vec<f64>,
+}
+
+/// Network summary over every stream we receive.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct NetworkQuality {
+    /// Worst loss of any member, percent.
+    pub worst_loss_pct: f32,
+    /// Deepest jitter buffer, ms.
+    pub max_jitter_ms: f32,
+    /// Largest round trip, ms.
+    pub max_rtt_ms: f32,
+    /// Frames rebuilt from redundancy.
+    pub recovered: u64,
+    /// Frames concealed (lost or late).
+    pub concealed: u64,
+    /// Our outgoing audio, kbit/s.
+    pub send_kbps: f32,
+}
+
+/// How the network feels, for one glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quality {
+    /// Nothing to worry about.
+    Good,
+    /// Audible now and then.
+    Fair,
+    /// Expect dropouts or a long delay.
+    Poor,
+}
+
+impl NetworkQuality {
+    /// Loss above 1 % or a buffer over 40 ms is heard as dropouts or lag; above 0.1 % or 20 ms
+    /// it is noticed by a careful ear.
+    pub fn grade(&self) -> Quality {
+        if self.worst_loss_pct > 1.0 || self.max_jitter_ms > 40.0 || self.max_rtt_ms > 120.0 {
+            Quality::Poor
+        } else if self.worst_loss_pct > 0.1 || self.max_jitter_ms > 20.0 || self.max_rtt_ms > 60.0
+        {
+            Quality::Fair
+        } else {
+            Quality::Good
+        }
+    }
+}
+
+/// What the musician asked for. Applied by the control thread, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Join the room of an invite.
+    Connect {
+        /// The invite as pasted.
+        invite: String,
+        /// Display name.
+        name: String,
+        /// Instrument.
+        instrument: String,
+    },
+    /// Leave the room.
+    Disconnect,
+    /// Propose a tempo.
+    SetTempo(f64),
+    /// Propose a time signature.
+    SetMeter(String),
+    /// Propose a key.
+    SetKey(String),
+    /// Answer a tempo conflict.
+    ResolveTempo {
+        /// Write ours again (`true`) or take the room's.
+        keep_mine: bool,
+    },
+    /// Follow the host's tempo.
+    SetPushHostTempo(bool),
+    /// Add a track.
+    AddTrack {
+        /// Name.
+        name: String,
+        /// Instrument.
+        instrument: String,
+    },
+    /// Mute a track for everyone.
+    SetTrackMuted {
+        /// Track id.
+        track: String,
+        /// Muted.
+        muted: bool,
+    },
+    /// Choose the track this musician plays.
+    SetActiveTrack(Option<String>),
+    /// Replace `delete` characters at `pos` of the chart with `insert`.
+    EditChart {
+        /// Character index.
+        pos: usize,
+        /// Characters removed.
+        delete: usize,
+        /// Text inserted.
+        insert: String,
+    },
+    /// Where this musician's chart cursor is (shown to others).
+    ChartCursor {
+        /// Cursor and selection end, if the chart has focus.
+        cursor: Option<(usize, usize)>,
+        /// Typing now.
+        typing: bool,
+    },
+    /// Add a marker.
+    AddMarker {
+        /// Beat.
+        beat: f64,
+        /// Label.
+        label: String,
+    },
+    /// Settle a note conflict on one value.
+    PickNoteValue {
+        /// Track id.
+        track: String,
+        /// Note id.
+        note: String,
+        /// Field.
+        field: String,
+        /// Chosen value.
+        value: f64,
+    },
+    /// Our gain for a member.
+    SetPeerGain {
+        /// Who.
+        participant: u64,
+        /// dB.
+        gain_db: f32,
+    },
+    /// Mute a member for us.
+    SetPeerMuted {
+        /// Who.
+        participant: u64,
+        /// Muted.
+        muted: bool,
+    },
+    /// Solo a member for us.
+    SetPeerSolo {
+        /// Who.
+        participant: u64,
+        /// Solo.
+        solo: bool,
+    },
+}
+
+/// The single edit that turns `old` into `new`, in characters: common prefix and suffix kept.
+/// `None` when they are equal.
+pub fn chart_edit(old: &str, new: &str) -> Option<(usize, usize, String)> {
+    if old == new {
+        return None;
+    }
+    let a: Vec<char> = old.chars().collect();
+    let b: Vec<char> = new.chars().collect();
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let max_suffix = a.len().min(b.len()) - prefix;
+    let suffix = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take(max_suffix)
+        .take_while(|(x, y)| x == y)
+        .count();
+    let delete = a.len() - prefix - suffix;
+    let insert: String = b[prefix..b.len() - suffix].iter().collect();
+    Some((prefix, delete, insert))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chart_edits_are_minimal_and_apply() {
+        for (old, new) in [
+            ("", "Am"),
+            ("Am F C G", "Am F C G\nDm"),
+            ("Am F C G", "Am C G"),
+            ("aaa", "aaaa"),
+            ("Em7 — A7", "Em9 — A7"),
+            ("abc", ""),
+        ] {
+            let (pos, delete, insert) = chart_edit(old, new).unwrap();
+            let mut chars: Vec<char> = old.chars().collect();
+            chars.splice(pos..pos + delete, insert.chars());
+            assert_eq!(chars.into_iter().collect::<String>(), new, "{old:?} → {new:?}");
+            assert!(delete + insert.chars().count() <= old.len().max(new.len()));
+        }
+        assert_eq!(chart_edit("same", "same"), None);
+        assert_eq!(chart_edit("Am F", "Am C F"), Some((3, 0, "C ".into())));
+    }
+
+    #[test]
+    fn quality_grades_by_the_worst_member() {
+        let mut q = NetworkQuality::default();
+        assert_eq!(q.grade(), Quality::Good);
+        q.worst_loss_pct = 0.5;
+        assert_eq!(q.grade(), Quality::Fair);
+        q.max_jitter_ms = 45.0;
+        assert_eq!(q.grade(), Quality::Poor);
+    }
+}

@@ -1,0 +1,329 @@
+//! The editor driven headless: typing and clicking must produce the right commands, and the
+//! rendered panels are kept as PNG snapshots under `docs/gui/` (shown in the README).
+
+use echoel_gui::model::{
+    NetworkQuality, NoteConflictView, PathKind, Person, SessionView, TempoNoticeView, TrackView,
+};
+use echoel_gui::{draw, egui, Command, EditorState, LinkStatus, Snapshot};
+use egui_kittest::kittest::Queryable;
+use egui_kittest::{Harness, SnapshotOptions};
+
+struct App {
+    snap: Snapshot,
+    applied: u64,
+    state: EditorState,
+    out: Vec<Command>,
+}
+
+impl App {
+    fn new(snap: Snapshot) -> Self {
+        Self {
+            snap,
+            applied: 0,
+            state: EditorState::new("Mara", "bass", ""),
+            out: Vec::new(),
+        }
+    }
+
+    /// Commands other than cursor/typing presence, which the chart sends on its own.
+    fn commands(&mut self) -> Vec<Command> {
+        self.applied = self.state_sent();
+        std::mem::take(&mut self.out)
+            .into_iter()
+            .filter(|c| !matches!(c, Command::ChartCursor { .. }))
+            .collect()
+    }
+
+    fn state_sent(&self) -> u64 {
+        // Every command counts as applied once the test has looked at it.
+        self.applied + self.out.len() as u64
+    }
+}
+
+fn harness(snap: Snapshot) -> Harness<'static, App> {
+    let (w, h) = echoel_gui::DEFAULT_SIZE;
+    Harness::builder()
+        .with_size(egui::Vec2::new(w as f32, h as f32))
+        .build_ui_state(
+            |ui, app: &mut App| {
+                let App {
+                    snap,
+                    applied,
+                    state,
+                    out,
+                } = app;
+                draw(ui, snap, *applied, state, out);
+            },
+            App::new(snap),
+        )
+}
+
+fn jam() -> Snapshot {
+    let tracks = vec![
+        TrackView {
+            id: "t1".into(),
+            name: "Bass".into(),
+            owner: "Mara".into(),
+            instrument: "bass".into(),
+            muted: false,
+            notes: 12,
+        },
+        TrackView {
+            id: "t2".into(),
+            name: "Keys".into(),
+            owner: "Ilse".into(),
+            instrument: "rhodes".into(),
+            muted: false,
+            notes: 0,
+        },
+        TrackView {
+            id: "t3".into(),
+            name: "Drums".into(),
+            owner: "Tomás".into(),
+            instrument: "drums".into(),
+            muted: true,
+            notes: 0,
+        },
+    ];
+    let people = vec![
+        Person {
+            participant: 7,
+            name: "Ilse".into(),
+            instrument: "keys".into(),
+            track: Some("t2".into()),
+            path: Some(PathKind::Direct),
+            rtt_ms: Some(11.8),
+            jitter_ms: 2.5,
+            loss_pct: 0.0,
+            level: 0.4,
+            gain_db: 0.0,
+            typing: true,
+            cursor: Some((14, 14)),
+            ..Person::default()
+        },
+        Person {
+            participant: 8,
+            name: "Tomás".into(),
+            instrument: "drums".into(),
+            track: Some("t3".into()),
+            path: Some(PathKind::Relay),
+            rtt_ms: Some(38.2),
+            jitter_ms: 7.5,
+            loss_pct: 0.4,
+            level: 0.8,
+            gain_db: -3.0,
+            solo: true,
+            ..Person::default()
+        },
+        Person {
+            participant: 9,
+            name: "Ren".into(),
+            instrument: "guitar".into(),
+            gone: true,
+            ..Person::default()
+        },
+    ];
+    Snapshot {
+        link: LinkStatus::Joined,
+        me: echoel_gui::model::Me {
+            name: "Mara".into(),
+            instrument: "bass".into(),
+            room: "friday-band".into(),
+            active_track: Some("t1".into()),
+            input_level: 0.3,
+        },
+        people,
+        session: SessionView {
+            tempo: 96.0,
+            meter: "4/4".into(),
+            key: "E minor".into(),
+            tracks,
+            chart: "[Verse] Em7 | A7 | Em7 | A7\n[Chorus] Cmaj7 | D | Em | Em".into(),
+            markers: vec![(0.0, "Intro".into()), (32.0, "Chorus".into())],
+            tempo_notice: Some(TempoNoticeView {
+                mine: 100.0,
+                theirs: 96.0,
+            }),
+            note_conflicts: vec![NoteConflictView {
+                track: "t1".into(),
+                track_name: "Bass".into(),
+                note: "n3".into(),
+                field: "pitch".into(),
+                values: vec![40.0, 43.0],
+            }],
+        },
+        host_tempo: Some(96.0),
+        push_host_tempo: false,
+        network: NetworkQuality {
+            worst_loss_pct: 0.4,
+            max_jitter_ms: 7.5,
+            max_rtt_ms: 38.2,
+            recovered: 12,
+            concealed: 3,
+            send_kbps: 132.0,
+        },
+    }
+}
+
+fn snapshot_options() -> SnapshotOptions {
+    // Snapshots live with the documentation they illustrate.
+    SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/gui"))
+}
+
+#[test]
+fn connecting_sends_the_invite_name_and_instrument() {
+    let mut h = harness(Snapshot::default());
+    h.run();
+    assert!(
+        h.query_by_label("Disconnect").is_none(),
+        "offline shows no disconnect"
+    );
+    h.get_by_label("Invite").click();
+    h.run();
+    h.get_by_label("Invite").type_text("echoel://relay.example:4433/friday-band#s3cret");
+    h.run();
+    h.get_by_label("Connect").click();
+    h.run();
+    let cmds = h.state_mut().commands();
+    assert_eq!(
+        cmds,
+        vec![Command::Connect {
+            invite: "echoel://relay.example:4433/friday-band#s3cret".into(),
+            name: "Mara".into(),
+            instrument: "bass".into(),
+        }]
+    );
+    h.snapshot_options("connect", &snapshot_options());
+}
+
+#[test]
+fn a_failed_join_says_why_and_offers_to_connect_again() {
+    let mut snap = Snapshot::default();
+    snap.link = LinkStatus::Failed("wrong room secret — ask for a fresh invite".into());
+    let mut h = harness(snap);
+    h.run();
+    assert!(h
+        .query_by_label_contains("wrong room secret")
+        .is_some());
+    assert!(h.query_by_label("Connect").is_some());
+}
+
+#[test]
+fn the_tempo_conflict_offers_keep_mine_and_take_theirs() {
+    let mut h = harness(jam());
+    h.run();
+    h.get_by_label("Keep mine").click();
+    h.run();
+    assert_eq!(
+        h.state_mut().commands(),
+        vec![Command::ResolveTempo { keep_mine: true }]
+    );
+    h.get_by_label("Take theirs").click();
+    h.run();
+    assert_eq!(
+        h.state_mut().commands(),
+        vec![Command::ResolveTempo { keep_mine: false }]
+    );
+    h.get_by_label("Use 43").click();
+    h.run();
+    assert_eq!(
+        h.state_mut().commands(),
+        vec![Command::PickNoteValue {
+            track: "t1".into(),
+            note: "n3".into(),
+            field: "pitch".into(),
+            value: 43.0
+        }]
+    );
+    h.snapshot_options("session", &snapshot_options());
+}
+
+#[test]
+fn tracks_markers_and_people_controls_send_commands() {
+    let mut h = harness(jam());
+    h.run();
+    h.get_by_label("New track").click();
+    h.run();
+    h.get_by_label("New track").type_text("Horns");
+    h.run();
+    h.get_by_label("Add track").click();
+    h.run();
+    h.get_by_label("Label").click();
+    h.run();
+    h.get_by_label("Label").type_text("Bridge");
+    h.run();
+    h.get_by_label("Add marker").click();
+    h.run();
+    h.get_all_by_label("M").next().unwrap().click();
+    h.run();
+    h.get_all_by_label("S").nth(1).unwrap().click();
+    h.run();
+    h.get_by_label("Push host tempo").click();
+    h.run();
+    assert_eq!(
+        h.state_mut().commands(),
+        vec![
+            Command::AddTrack {
+                name: "Horns".into(),
+                instrument: "bass".into()
+            },
+            Command::AddMarker {
+                beat: 0.0,
+                label: "Bridge".into()
+            },
+            Command::SetPeerMuted {
+                participant: 7,
+                muted: true
+            },
+            Command::SetPeerSolo {
+                participant: 8,
+                solo: false
+            },
+            Command::SetPushHostTempo(true),
+        ]
+    );
+}
+
+#[test]
+fn chart_typing_becomes_splices_and_remote_edits_keep_ours() {
+    let mut h = harness(jam());
+    h.run();
+    let before = h.state().snap.session.chart.clone();
+    h.get_by_label("Chord chart").click();
+    h.run();
+    h.key_press(egui::Key::End);
+    h.run();
+    h.get_by_label("Chord chart").type_text(" | B7");
+    h.run();
+    let edits: Vec<Command> = h.state_mut().commands();
+    let mut chart: Vec<char> = before.chars().collect();
+    for e in &edits {
+        let Command::EditChart { pos, delete, insert } = e else {
+            panic!("unexpected {e:?}");
+        };
+        chart.splice(*pos..pos + delete, insert.chars());
+    }
+    let ours: String = chart.into_iter().collect();
+    assert!(ours.ends_with(" | B7"), "{ours:?}");
+    assert!(!edits.is_empty());
+
+    // A bandmate's edit at the top arrives together with ours: the text shows both.
+    let merged = format!("[Intro] Em\n{ours}");
+    h.state_mut().snap.session.chart = merged.clone();
+    h.run();
+    assert_eq!(h.get_by_label("Chord chart").value().as_deref(), Some(merged.as_str()));
+}
+
+#[test]
+fn host_tempo_mismatch_is_shown_and_can_be_proposed() {
+    let mut snap = jam();
+    snap.session.tempo_notice = None;
+    snap.session.note_conflicts.clear();
+    snap.host_tempo = Some(104.0);
+    let mut h = harness(snap);
+    h.run();
+    assert!(h.query_by_label_contains("Host tempo 104.00 BPM differs").is_some());
+    h.get_by_label("Propose host tempo").click();
+    h.run();
+    assert_eq!(h.state_mut().commands(), vec![Command::SetTempo(104.0)]);
+}
