@@ -72,6 +72,13 @@ impl RoomSecret {
         DocCipher(ChaCha20Poly1305::new(Key::from_slice(&key)))
     }
 
+    /// The key that seals presence updates; its own key, so a presence message can never be
+    /// taken for a document message.
+    pub fn presence_cipher(&self, room: &RoomId) -> DocCipher {
+        let key = self.derive("echoel v1 presence", room);
+        DocCipher(ChaCha20Poly1305::new(Key::from_slice(&key)))
+    }
+
     /// The key that authenticates members to each other.
     pub fn member_auth(&self, room: &RoomId) -> MemberAuthKey {
         MemberAuthKey(self.derive("echoel v1 member-auth", room))
@@ -654,8 +661,9 @@ impl MemberKeys {
     }
 }
 
-/// Seals the session document's sync messages: only members (who hold the room secret) can
-/// read or forge them; the relay that carries them cannot.
+/// Seals the session document's sync messages (and, under another key, presence): only
+/// members (who hold the room secret) can read or forge them; the relay that carries them
+/// cannot.
 pub struct DocCipher(ChaCha20Poly1305);
 
 impl DocCipher {

@@ -352,13 +352,42 @@ impl SessionDoc {
         }
     }
 
-    /// Rewrites a note (every field: this also settles any conflict on it).
+    /// Changes a note. Only the fields that differ are written, so two members changing
+    /// different fields of one note at once both keep their change.
     pub fn edit_note(&mut self, track: &str, note: &str, value: Note) -> Result<(), DocError> {
         let n = self.note_obj(track, note)?;
-        self.doc.put(&n, "pitch", value.pitch)?;
-        self.doc.put(&n, "start", value.start)?;
-        self.doc.put(&n, "length", value.length)?;
-        self.doc.put(&n, "velocity", value.velocity)?;
+        let old = self.notes(track).into_iter().find(|(id, _)| id == note);
+        let old = old.map(|(_, v)| v);
+        if old.is_none_or(|o| o.pitch != value.pitch) {
+            self.doc.put(&n, "pitch", value.pitch)?;
+        }
+        if old.is_none_or(|o| o.start != value.start) {
+            self.doc.put(&n, "start", value.start)?;
+        }
+        if old.is_none_or(|o| o.length != value.length) {
+            self.doc.put(&n, "length", value.length)?;
+        }
+        if old.is_none_or(|o| o.velocity != value.velocity) {
+            self.doc.put(&n, "velocity", value.velocity)?;
+        }
+        self.doc.commit();
+        Ok(())
+    }
+
+    /// Settles one field of a note on `value` (the answer to a [`NoteConflict`]).
+    pub fn set_note_field(
+        &mut self,
+        track: &str,
+        note: &str,
+        field: &str,
+        value: f64,
+    ) -> Result<(), DocError> {
+        let n = self.note_obj(track, note)?;
+        match field {
+            "pitch" | "velocity" => self.doc.put(&n, field, value.round() as i64)?,
+            "start" | "length" => self.doc.put(&n, field, value)?,
+            _ => return Err(DocError::NotFound("note field", field.to_owned())),
+        }
         self.doc.commit();
         Ok(())
     }
@@ -401,7 +430,13 @@ impl SessionDoc {
                         .unwrap_or_default()
                         .iter()
                         .filter_map(|(v, _)| v.as_scalar().and_then(Self::number))
-                        .collect();
+                        .fold(Vec::new(), |mut seen, v| {
+                            // The same value written twice is no conflict.
+                            if !seen.contains(&v) {
+                                seen.push(v);
+                            }
+                            seen
+                        });
                     if values.len() > 1 {
                         out.push(NoteConflict {
                             track: track.id.clone(),

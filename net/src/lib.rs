@@ -5,6 +5,7 @@
 pub mod crypto;
 pub mod doc;
 pub mod invite;
+pub mod presence;
 pub mod relay;
 pub mod session;
 pub mod store;

@@ -19,6 +19,9 @@ use tokio::sync::mpsc;
 use crate::crypto::{CryptoError, DocCipher, MemberKeys, RotationPolicy};
 use crate::doc::{DocError, DocSync, SessionDoc};
 use crate::invite::Invite;
+use crate::presence::{
+    PeerPresence, Presence, PresenceBook, PresenceOutbox, PresenceUpdate, MAX_RATE_HZ,
+};
 use crate::relay::channel_binding;
 use crate::tls::{
     direct_client_config, endpoint_config, relay_client_config, Identity, SERVER_NAME,
@@ -164,6 +167,10 @@ struct Shared {
     redundancy: AtomicU8,
     /// The room's session document; taken alone (or before `control`).
     doc: Mutex<DocState>,
+    /// Presence: ours to send, everyone else's as received; each taken alone.
+    presence_out: Mutex<PresenceOutbox>,
+    presence_in: Mutex<PresenceBook>,
+    presence_cipher: DocCipher,
 }
 
 /// The session document, its sealing key and one sync state per peer.
@@ -256,6 +263,47 @@ fn receive_doc(shared: &Shared, from: MemberId, nonce: &[u8; 12], sealed: &[u8])
         }
     }
     sync_doc_all(shared);
+}
+
+/// A presence update from member `from`.
+fn receive_presence(shared: &Shared, from: MemberId, nonce: &[u8; 12], sealed: &[u8]) {
+    let participant = shared
+        .members
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&from)
+        .map(|m| m.participant);
+    let Some(participant) = participant else {
+        return;
+    };
+    let Ok(plain) = shared.presence_cipher.open(from, nonce, sealed) else {
+        shared.counters.forged.fetch_add(1, Relaxed);
+        return;
+    };
+    let Ok(update) = decode_body::<PresenceUpdate>(&plain) else {
+        shared.counters.malformed.fetch_add(1, Relaxed);
+        return;
+    };
+    shared
+        .presence_in
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .receive(participant, update, Instant::now());
+}
+
+/// Our presence update to broadcast now, sealed, if one is due.
+fn presence_due(shared: &Shared, me: MemberId) -> Option<ClientMessage> {
+    let update = shared
+        .presence_out
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .due(Instant::now())?;
+    let plain = postcard::to_stdvec(&update).ok()?;
+    let (nonce, sealed) = shared.presence_cipher.seal(me, &plain);
+    Some(ClientMessage::Send {
+        to: None,
+        body: encode_peer(&PeerMessage::Presence { nonce, sealed }),
+    })
 }
 
 /// The send path's reusable buffers.
@@ -436,6 +484,25 @@ impl SessionHandle {
         }
     }
 
+    /// Sets what the others see of us: sent within a tenth of a second (and once a second
+    /// regardless, as a heartbeat).
+    pub fn set_presence(&self, presence: Presence) {
+        self.shared
+            .presence_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(presence);
+    }
+
+    /// Everyone's presence as last heard, with those silent for a while marked gone.
+    pub fn presence(&self) -> Vec<PeerPresence> {
+        self.shared
+            .presence_in
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .list(Instant::now())
+    }
+
     /// UDP payload bytes (QUIC headers included) and UDP datagrams sent on every path of the
     /// current connection, for on-wire bitrates.
     pub fn wire_tx(&self) -> (u64, u64) {
@@ -510,6 +577,9 @@ pub fn start(
             peers: BTreeMap::new(),
             cipher: config.invite.secret.doc_cipher(&config.invite.room),
         }),
+        presence_out: Mutex::new(PresenceOutbox::default()),
+        presence_in: Mutex::new(PresenceBook::default()),
+        presence_cipher: config.invite.secret.presence_cipher(&config.invite.room),
     });
     tokio::spawn(run(identity, config, shared.clone()));
     Ok(SessionHandle { shared })
@@ -741,6 +811,12 @@ async fn serve(
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .insert(info.id, info.clone());
+                    // A newcomer sees who is here at once, not at the next heartbeat.
+                    shared
+                        .presence_out
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .touch();
                     if let Some(k) = shared
                         .keys
                         .lock()
@@ -816,11 +892,22 @@ async fn serve(
             k.expire(now);
         }
     };
+    let presence_tick = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / MAX_RATE_HZ);
+        loop {
+            tick.tick().await;
+            let me = *shared.me.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(msg) = me.and_then(|me| presence_due(shared, me)) {
+                let _ = out_tx.send(msg);
+            }
+        }
+    };
     tokio::select! {
         _ = writer => {}
         _ = reader => {}
         _ = datagrams => {}
         _ = keys_tick => {}
+        _ = presence_tick => {}
         _ = conn.closed() => {}
     }
     *shared.relay.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -846,9 +933,12 @@ fn handle_peer_message(
         shared.counters.malformed.fetch_add(1, Relaxed);
         return;
     };
-    if let PeerMessage::Doc { nonce, sealed } = &msg {
-        receive_doc(shared, from, nonce, sealed);
-        return;
+    match &msg {
+        PeerMessage::Doc { nonce, sealed } => return receive_doc(shared, from, nonce, sealed),
+        PeerMessage::Presence { nonce, sealed } => {
+            return receive_presence(shared, from, nonce, sealed)
+        }
+        _ => {}
     }
     let mut keys = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
     let Some(k) = keys.as_mut() else { return };

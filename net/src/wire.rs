@@ -331,6 +331,13 @@ pub enum PeerMessage {
         /// Ciphertext and tag.
         sealed: Vec<u8>,
     },
+    /// A presence update, sealed under the room's presence key.
+    Presence {
+        /// AEAD nonce.
+        nonce: [u8; 12],
+        /// Ciphertext and tag.
+        sealed: Vec<u8>,
+    },
 }
 
 /// Encodes a control message as one length-prefixed frame.

@@ -26,6 +26,11 @@ pub struct StreamStats {
     pub packets_dropped: AtomicU64,
     /// The sender's clock against ours, ppm (positive: theirs is slower).
     pub drift_ppm: AtomicF32,
+    /// Peak absolute sample of the stream's last block, before its mix gain.
+    pub peak: AtomicF32,
+    /// Written by the control thread: this stream's linear gain in our mix (0 mutes it). Read
+    /// once per block; a slot that changes hands starts again at unity.
+    pub mix_gain: AtomicF32,
 }
 
 impl StreamStats {
@@ -52,6 +57,8 @@ pub struct StreamSnapshot {
     pub packets_dropped: u64,
     /// The sender's clock against ours, ppm.
     pub drift_ppm: f32,
+    /// Peak of the last block.
+    pub peak: f32,
 }
 
 /// Engine counters, written by the audio thread with relaxed atomics (no ordering is implied
@@ -103,6 +110,7 @@ impl EngineStats {
         let streams = (0..slots)
             .map(|_| StreamStats {
                 stream: AtomicU32::new(StreamStats::FREE),
+                mix_gain: AtomicF32::new(1.0),
                 ..StreamStats::default()
             })
             .collect();
@@ -127,6 +135,7 @@ impl EngineStats {
                     packets_lost: s.packets_lost.load(Relaxed),
                     packets_dropped: s.packets_dropped.load(Relaxed),
                     drift_ppm: s.drift_ppm.load(Relaxed),
+                    peak: s.peak.load(Relaxed),
                 })
             })
             .collect()

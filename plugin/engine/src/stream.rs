@@ -99,6 +99,8 @@ impl RemoteStream {
     pub fn reset(&mut self, stats: &EngineStats) {
         if let Some(s) = stats.streams.get(self.slot) {
             s.stream.store(StreamStats::FREE, Relaxed);
+            s.mix_gain.store(1.0, Relaxed);
+            s.peak.store(0.0, Relaxed);
             for c in [
                 &s.frames_decoded,
                 &s.frames_concealed,
@@ -190,8 +192,19 @@ impl RemoteStream {
         }
         EngineStats::add(&stats.packets_overrun, dropped - self.dropped_seen);
         self.dropped_seen = dropped;
+        let gain = gain
+            * stats
+                .streams
+                .get(self.slot)
+                .map_or(1.0, |s| s.mix_gain.load(Relaxed));
+        let gain = if gain.is_finite() { gain.clamp(0.0, 4.0) } else { 1.0 };
+        let mut peak = 0.0f32;
         for (m, s) in mix.iter_mut().zip(&self.stretched[..2 * frames]) {
+            peak = peak.max(s.abs());
             *m += s * gain;
+        }
+        if let Some(s) = stats.streams.get(self.slot) {
+            s.peak.store(peak, Relaxed);
         }
         self.clock += frames as u64;
         self.idle_frames += frames as u64;
