@@ -352,23 +352,31 @@ impl SessionDoc {
         }
     }
 
-    /// Changes a note. Only the fields that differ are written, so two members changing
-    /// different fields of one note at once both keep their change.
+    /// Changes a note. Only the fields that differ (or are in conflict) are written, so two
+    /// members changing different fields of one note at once both keep their change, and
+    /// writing a conflicted field settles it.
     pub fn edit_note(&mut self, track: &str, note: &str, value: Note) -> Result<(), DocError> {
         let n = self.note_obj(track, note)?;
-        let old = self.notes(track).into_iter().find(|(id, _)| id == note);
-        let old = old.map(|(_, v)| v);
-        if old.is_none_or(|o| o.pitch != value.pitch) {
-            self.doc.put(&n, "pitch", value.pitch)?;
-        }
-        if old.is_none_or(|o| o.start != value.start) {
-            self.doc.put(&n, "start", value.start)?;
-        }
-        if old.is_none_or(|o| o.length != value.length) {
-            self.doc.put(&n, "length", value.length)?;
-        }
-        if old.is_none_or(|o| o.velocity != value.velocity) {
-            self.doc.put(&n, "velocity", value.velocity)?;
+        let old = self
+            .notes(track)
+            .into_iter()
+            .find(|(id, _)| id == note)
+            .map(|(_, v)| v);
+        let fields: [(&str, bool, ScalarValue); 4] = [
+            ("pitch", old.is_some_and(|o| o.pitch == value.pitch), value.pitch.into()),
+            ("start", old.is_some_and(|o| o.start == value.start), value.start.into()),
+            ("length", old.is_some_and(|o| o.length == value.length), value.length.into()),
+            (
+                "velocity",
+                old.is_some_and(|o| o.velocity == value.velocity),
+                value.velocity.into(),
+            ),
+        ];
+        for (field, same, v) in fields {
+            let settled = self.doc.get_all(&n, field).map_or(0, |all| all.len()) <= 1;
+            if !(same && settled) {
+                self.doc.put(&n, field, v)?;
+            }
         }
         self.doc.commit();
         Ok(())
