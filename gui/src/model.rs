@@ -207,8 +207,7 @@ impl NetworkQuality {
     pub fn grade(&self) -> Quality {
         if self.worst_loss_pct > 1.0 || self.max_jitter_ms > 40.0 || self.max_rtt_ms > 120.0 {
             Quality::Poor
-        } else if self.worst_loss_pct > 0.1 || self.max_jitter_ms > 20.0 || self.max_rtt_ms > 60.0
-        {
+        } else if self.worst_loss_pct > 0.1 || self.max_jitter_ms > 20.0 || self.max_rtt_ms > 60.0 {
             Quality::Fair
         } else {
             Quality::Good
@@ -355,7 +354,11 @@ mod tests {
             let (pos, delete, insert) = chart_edit(old, new).unwrap();
             let mut chars: Vec<char> = old.chars().collect();
             chars.splice(pos..pos + delete, insert.chars());
-            assert_eq!(chars.into_iter().collect::<String>(), new, "{old:?} → {new:?}");
+            assert_eq!(
+                chars.into_iter().collect::<String>(),
+                new,
+                "{old:?} → {new:?}"
+            );
             assert!(delete + insert.chars().count() <= old.len().max(new.len()));
         }
         assert_eq!(chart_edit("same", "same"), None);

@@ -123,7 +123,10 @@ fn connect_bar(ui: &mut Ui, snap: &Snapshot, st: &mut EditorState, out: &mut Vec
             labelled_field(ui, "Name", &mut st.name, "your name", 90.0);
             labelled_field(ui, "Instrument", &mut st.instrument, "bass, vox…", 80.0);
             let ready = !st.invite.trim().is_empty();
-            if ui.add_enabled(ready, egui::Button::new("Connect")).clicked() {
+            if ui
+                .add_enabled(ready, egui::Button::new("Connect"))
+                .clicked()
+            {
                 let c = Command::Connect {
                     invite: st.invite.trim().to_owned(),
                     name: st.name.trim().to_owned(),
@@ -272,7 +275,9 @@ fn people_panel(ui: &mut Ui, snap: &Snapshot, st: &mut EditorState, out: &mut Ve
         .striped(true)
         .spacing([8.0, 4.0])
         .show(ui, |ui| {
-            for h in ["Name", "Track", "Path", "RTT", "Buffer", "Loss", "Level", "Gain", ""] {
+            for h in [
+                "Name", "Track", "Path", "RTT", "Buffer", "Loss", "Level", "Gain", "",
+            ] {
                 ui.label(RichText::new(h).strong());
             }
             ui.end_row();
@@ -358,23 +363,25 @@ fn network_panel(ui: &mut Ui, snap: &Snapshot) {
         ui.label("Quality:");
         ui.colored_label(color, RichText::new(word).strong());
     });
-    egui::Grid::new("network").spacing([12.0, 2.0]).show(ui, |ui| {
-        let rows = [
-            ("Worst loss", format!("{:.2} %", n.worst_loss_pct)),
-            ("Deepest buffer", format!("{:.1} ms", n.max_jitter_ms)),
-            ("Longest round trip", format!("{:.1} ms", n.max_rtt_ms)),
-            ("Concealed frames", n.concealed.to_string()),
-            ("Recovered frames", n.recovered.to_string()),
-            ("Sending", format!("{:.0} kbit/s", n.send_kbps)),
-        ];
-        for pair in rows.chunks(2) {
-            for (k, v) in pair {
-                ui.label(*k);
-                ui.label(v);
+    egui::Grid::new("network")
+        .spacing([12.0, 2.0])
+        .show(ui, |ui| {
+            let rows = [
+                ("Worst loss", format!("{:.2} %", n.worst_loss_pct)),
+                ("Deepest buffer", format!("{:.1} ms", n.max_jitter_ms)),
+                ("Longest round trip", format!("{:.1} ms", n.max_rtt_ms)),
+                ("Concealed frames", n.concealed.to_string()),
+                ("Recovered frames", n.recovered.to_string()),
+                ("Sending", format!("{:.0} kbit/s", n.send_kbps)),
+            ];
+            for pair in rows.chunks(2) {
+                for (k, v) in pair {
+                    ui.label(*k);
+                    ui.label(v);
+                }
+                ui.end_row();
             }
-            ui.end_row();
-        }
-    });
+        });
 }
 
 fn session_panel(ui: &mut Ui, snap: &Snapshot, st: &mut EditorState, out: &mut Vec<Command>) {
@@ -542,7 +549,14 @@ fn chart_section(
     if let Some((pos, delete, insert)) = chart_edit(&st.chart_base, &st.chart) {
         st.chart_base = st.chart.clone();
         st.last_typed = Some(now);
-        st.send(out, Command::EditChart { pos, delete, insert });
+        st.send(
+            out,
+            Command::EditChart {
+                pos,
+                delete,
+                insert,
+            },
+        );
     }
     // Others' carets, in their colours.
     for p in snap.people.iter().filter(|p| !p.gone) {

@@ -180,7 +180,8 @@ fn connecting_sends_the_invite_name_and_instrument() {
     );
     h.get_by_label("Invite").click();
     h.run();
-    h.get_by_label("Invite").type_text("echoel://relay.example:4433/friday-band#s3cret");
+    h.get_by_label("Invite")
+        .type_text("echoel://relay.example:4433/friday-band#s3cret");
     h.run();
     h.get_by_label("Connect").click();
     h.run();
@@ -198,13 +199,13 @@ fn connecting_sends_the_invite_name_and_instrument() {
 
 #[test]
 fn a_failed_join_says_why_and_offers_to_connect_again() {
-    let mut snap = Snapshot::default();
-    snap.link = LinkStatus::Failed("wrong room secret — ask for a fresh invite".into());
+    let snap = Snapshot {
+        link: LinkStatus::Failed("wrong room secret — ask for a fresh invite".into()),
+        ..Snapshot::default()
+    };
     let mut h = harness(snap);
     h.run();
-    assert!(h
-        .query_by_label_contains("wrong room secret")
-        .is_some());
+    assert!(h.query_by_label_contains("wrong room secret").is_some());
     assert!(h.query_by_label("Connect").is_some());
 }
 
@@ -298,7 +299,12 @@ fn chart_typing_becomes_splices_and_remote_edits_keep_ours() {
     let edits: Vec<Command> = h.state_mut().commands();
     let mut chart: Vec<char> = before.chars().collect();
     for e in &edits {
-        let Command::EditChart { pos, delete, insert } = e else {
+        let Command::EditChart {
+            pos,
+            delete,
+            insert,
+        } = e
+        else {
             panic!("unexpected {e:?}");
         };
         chart.splice(*pos..pos + delete, insert.chars());
@@ -311,7 +317,10 @@ fn chart_typing_becomes_splices_and_remote_edits_keep_ours() {
     let merged = format!("[Intro] Em\n{ours}");
     h.state_mut().snap.session.chart = merged.clone();
     h.run();
-    assert_eq!(h.get_by_label("Chord chart").value().as_deref(), Some(merged.as_str()));
+    assert_eq!(
+        h.get_by_label("Chord chart").value().as_deref(),
+        Some(merged.as_str())
+    );
 }
 
 #[test]
@@ -322,7 +331,9 @@ fn host_tempo_mismatch_is_shown_and_can_be_proposed() {
     snap.host_tempo = Some(104.0);
     let mut h = harness(snap);
     h.run();
-    assert!(h.query_by_label_contains("Host tempo 104.00 BPM differs").is_some());
+    assert!(h
+        .query_by_label_contains("Host tempo 104.00 BPM differs")
+        .is_some());
     h.get_by_label("Propose host tempo").click();
     h.run();
     assert_eq!(h.state_mut().commands(), vec![Command::SetTempo(104.0)]);

@@ -44,6 +44,9 @@ pub enum DocError {
     Automerge(#[from] AutomergeError),
 }
 
+/// The document's heads as of a save, to tell whether anything changed since.
+pub type Heads = Vec<automerge::ChangeHash>;
+
 /// One note of a track.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Note {
@@ -151,7 +154,7 @@ impl SessionDoc {
 
     /// The document's bytes if it changed since `seen` (which is updated), for keeping a
     /// saved copy current without saving when nothing happened.
-    pub fn save_if_changed(&mut self, seen: &mut Vec<automerge::ChangeHash>) -> Option<Vec<u8>> {
+    pub fn save_if_changed(&mut self, seen: &mut Heads) -> Option<Vec<u8>> {
         let heads = self.doc.get_heads();
         if heads == *seen {
             return None;
@@ -363,9 +366,21 @@ impl SessionDoc {
             .find(|(id, _)| id == note)
             .map(|(_, v)| v);
         let fields: [(&str, bool, ScalarValue); 4] = [
-            ("pitch", old.is_some_and(|o| o.pitch == value.pitch), value.pitch.into()),
-            ("start", old.is_some_and(|o| o.start == value.start), value.start.into()),
-            ("length", old.is_some_and(|o| o.length == value.length), value.length.into()),
+            (
+                "pitch",
+                old.is_some_and(|o| o.pitch == value.pitch),
+                value.pitch.into(),
+            ),
+            (
+                "start",
+                old.is_some_and(|o| o.start == value.start),
+                value.start.into(),
+            ),
+            (
+                "length",
+                old.is_some_and(|o| o.length == value.length),
+                value.length.into(),
+            ),
             (
                 "velocity",
                 old.is_some_and(|o| o.velocity == value.velocity),

@@ -188,7 +188,10 @@ mod tests {
                 level: i as f32 / 200.0,
                 ..named("a")
             });
-            if out.due(t0 + Duration::from_millis(10 * u64::from(i))).is_some() {
+            if out
+                .due(t0 + Duration::from_millis(10 * u64::from(i)))
+                .is_some()
+            {
                 sent += 1;
             }
         }

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use echoel_engine::{opus_packet_samples, NetworkLink, PacketSlot, StreamId};
-use echoel_net::doc::DocStore;
+use echoel_net::doc::{DocStore, Heads};
 use echoel_net::session::{self, SessionConfig, SessionError, SessionHandle};
 use echoel_net::wire::ParticipantId;
 
@@ -53,118 +53,188 @@ pub fn network_runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// A running connection between an engine and a room.
+/// A connection between an engine and a room, which can leave and join rooms while the
+/// engine runs: the engine's rings stay with the bridge, sessions come and go.
 ///
 /// # Thread
 /// Created and dropped on a non-audio thread (dropping joins the pump thread).
 pub struct Bridge {
-    session: SessionHandle,
+    inner: Arc<Inner>,
     stop: Arc<AtomicBool>,
     pump: Option<JoinHandle<()>>,
+}
+
+struct Inner {
+    session: Mutex<Option<SessionHandle>>,
+    /// Taken by the network thread for each opened frame; nothing else waits on it.
+    incoming: Mutex<rtrb::Producer<PacketSlot>>,
     /// Remote frames dropped because the engine's incoming ring was full.
-    pub dropped_incoming: Arc<AtomicU64>,
+    dropped_incoming: AtomicU64,
     /// Engine stream of each participant: index = stream id. A musician keeps their stream
     /// (and jitter buffer, and recording) across reconnections.
-    streams: Arc<Mutex<Vec<ParticipantId>>>,
+    streams: Mutex<Vec<ParticipantId>>,
+    keep_doc: Mutex<Option<DocKeeping>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    /// A frame the session opened: into the engine's ring on the participant's stream.
+    fn deliver(&self, from: ParticipantId, seq: u32, payload: &[u8]) {
+        let stream = {
+            let mut t = lock(&self.streams);
+            let i = t.iter().position(|p| *p == from).unwrap_or_else(|| {
+                t.push(from);
+                t.len() - 1
+            });
+            StreamId(i as u16)
+        };
+        // Media time from the packet's own duration; senders keep one frame size.
+        let frame = opus_packet_samples(payload).unwrap_or(120) as u64;
+        let pushed = PacketSlot::new(stream, seq, u64::from(seq) * frame, payload)
+            .ok()
+            .is_some_and(|slot| lock(&self.incoming).push(slot).is_ok());
+        if !pushed {
+            self.dropped_incoming.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Copies the session document to where it is kept, if it changed.
+    fn keep_doc(&self, session: &SessionHandle, seen: &mut Heads) {
+        if let Some(keep) = lock(&self.keep_doc).as_ref() {
+            if let Some(bytes) = session.read_doc(|d| d.save_if_changed(seen)) {
+                keep.keep(bytes);
+            }
+        }
+    }
 }
 
 impl Bridge {
-    /// Starts the session on `runtime` and the pump thread. With `keep_doc`, the pump copies
-    /// the session document there whenever it changed (once a second at most).
-    pub fn start(
-        link: NetworkLink,
-        config: SessionConfig,
-        runtime: &tokio::runtime::Handle,
-        keep_doc: Option<DocKeeping>,
-    ) -> Result<Self, SessionError> {
+    /// Takes the engine's side of the link and starts the pump thread, in no room yet.
+    pub fn new(link: NetworkLink) -> Result<Self, SessionError> {
         let NetworkLink {
             mut outgoing,
-            mut incoming,
+            incoming,
             ..
         } = link;
-        let dropped = Arc::new(AtomicU64::new(0));
-        let dropped_in = dropped.clone();
-        let streams = Arc::new(Mutex::new(Vec::new()));
-        let table = streams.clone();
-        let session = {
-            let _entered = runtime.enter();
-            session::start(config, move |from, seq, payload| {
-                let stream = {
-                    let mut t = table.lock().unwrap_or_else(|e| e.into_inner());
-                    let i = t.iter().position(|p| *p == from).unwrap_or_else(|| {
-                        t.push(from);
-                        t.len() - 1
-                    });
-                    StreamId(i as u16)
-                };
-                // Media time from the packet's own duration; senders keep one frame size.
-                let frame = opus_packet_samples(payload).unwrap_or(120) as u64;
-                let pushed = PacketSlot::new(stream, seq, u64::from(seq) * frame, payload)
-                    .ok()
-                    .is_some_and(|slot| incoming.push(slot).is_ok());
-                if !pushed {
-                    dropped_in.fetch_add(1, Relaxed);
-                }
-            })?
-        };
+        let inner = Arc::new(Inner {
+            session: Mutex::new(None),
+            incoming: Mutex::new(incoming),
+            dropped_incoming: AtomicU64::new(0),
+            streams: Mutex::new(Vec::new()),
+            keep_doc: Mutex::new(None),
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let pump = {
-            let (session, stop) = (session.clone(), stop.clone());
+            let (inner, stop) = (inner.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("echoel-pump".into())
                 .spawn(move || {
                     let mut seen = Vec::new();
                     let mut last_save = Instant::now();
                     while !stop.load(Relaxed) {
-                        if let Some(keep) = &keep_doc {
-                            if last_save.elapsed() >= DOC_SAVE_INTERVAL {
-                                last_save = Instant::now();
-                                if let Some(bytes) =
-                                    session.read_doc(|d| d.save_if_changed(&mut seen))
-                                {
-                                    keep.keep(bytes);
-                                }
-                            }
-                        }
+                        let session = lock(&inner.session).clone();
                         let mut sent = false;
                         while let Ok(p) = outgoing.pop() {
-                            session.send_audio(p.seq, p.payload());
+                            // Out of a room, frames are dropped here so the ring never fills.
+                            if let Some(s) = &session {
+                                s.send_audio(p.seq, p.payload());
+                            }
                             sent = true;
+                        }
+                        if let Some(s) = &session {
+                            if last_save.elapsed() >= DOC_SAVE_INTERVAL {
+                                last_save = Instant::now();
+                                inner.keep_doc(s, &mut seen);
+                            }
                         }
                         if !sent {
                             std::thread::sleep(PUMP_INTERVAL);
                         }
                     }
+                    if let Some(s) = lock(&inner.session).as_ref() {
+                        inner.keep_doc(s, &mut seen);
+                    }
                 })
                 .map_err(|e| SessionError::Setup(e.to_string()))?
         };
         Ok(Self {
-            session,
+            inner,
             stop,
             pump: Some(pump),
-            dropped_incoming: dropped,
-            streams,
         })
+    }
+
+    /// A bridge in the room of `config` from the start.
+    pub fn start(
+        link: NetworkLink,
+        config: SessionConfig,
+        runtime: &tokio::runtime::Handle,
+        keep_doc: Option<DocKeeping>,
+    ) -> Result<Self, SessionError> {
+        let bridge = Self::new(link)?;
+        bridge.connect(config, runtime, keep_doc)?;
+        Ok(bridge)
+    }
+
+    /// Joins the room of `config` on `runtime`, leaving any other first. With `keep_doc`, the
+    /// session document is copied there whenever it changed (once a second at most) and when
+    /// leaving.
+    pub fn connect(
+        &self,
+        config: SessionConfig,
+        runtime: &tokio::runtime::Handle,
+        keep_doc: Option<DocKeeping>,
+    ) -> Result<(), SessionError> {
+        self.disconnect();
+        let inner = self.inner.clone();
+        let session = {
+            let _entered = runtime.enter();
+            session::start(config, move |from, seq, payload| {
+                inner.deliver(from, seq, payload)
+            })?
+        };
+        *lock(&self.inner.keep_doc) = keep_doc;
+        *lock(&self.inner.session) = Some(session);
+        Ok(())
+    }
+
+    /// Leaves the room, keeping the document one last time. The engine plays on.
+    pub fn disconnect(&self) {
+        let old = lock(&self.inner.session).take();
+        if let Some(s) = old {
+            self.inner.keep_doc(&s, &mut Vec::new());
+            s.stop();
+        }
+        *lock(&self.inner.keep_doc) = None;
     }
 
     /// Who plays on an engine stream.
     pub fn participant_of(&self, stream: StreamId) -> Option<ParticipantId> {
-        let t = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        t.get(usize::from(stream.0)).copied()
+        lock(&self.inner.streams)
+            .get(usize::from(stream.0))
+            .copied()
     }
 
-    /// The session, for status and counters.
-    pub fn session(&self) -> &SessionHandle {
-        &self.session
+    /// The current session, if in a room.
+    pub fn session(&self) -> Option<SessionHandle> {
+        lock(&self.inner.session).clone()
+    }
+
+    /// Remote frames dropped because the engine's incoming ring was full.
+    pub fn dropped_incoming(&self) -> u64 {
+        self.inner.dropped_incoming.load(Relaxed)
     }
 }
 
 impl Drop for Bridge {
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);
-        self.session.stop();
         if let Some(p) = self.pump.take() {
             let _ = p.join();
         }
+        self.disconnect();
     }
 }

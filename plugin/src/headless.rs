@@ -164,7 +164,10 @@ pub fn run(
         runtime,
         None,
     )?;
-    bridge.session().set_redundancy(opts.redundancy);
+    let session = bridge
+        .session()
+        .ok_or_else(|| SessionError::Setup("the session did not start".into()))?;
+    session.set_redundancy(opts.redundancy);
     let params = EngineParams {
         monitor_gain: 0.0,
         codec: opts.codec,
@@ -224,21 +227,21 @@ pub fn run(
             r.fill(0.0);
         }
         if block % 64 == 0 {
-            let state = bridge.session().status().state;
+            let state = session.status().state;
             if let SessionState::Refused(reason) = state {
                 return Err(HeadlessError::Refused(reason.explain().to_owned()));
             }
             if !edits_made && matches!(state, SessionState::Joined { .. }) {
                 edits_made = true;
-                apply_edits(bridge.session(), &opts.name, &opts.edits);
+                apply_edits(&session, &opts.name, &opts.edits);
             }
-            for m in bridge.session().status().members {
+            for m in session.status().members {
                 let direct = m.path == echoel_net::session::Path::Direct;
                 names.insert(m.info.participant.0, (m.info.name, direct));
             }
         }
     }
-    let status = bridge.session().status();
+    let status = session.status();
     // Only members not seen while playing: at the end, peers that finished first are already
     // closing their direct paths, which is not the path their audio took.
     for m in &status.members {
@@ -270,7 +273,7 @@ pub fn run(
             )
         })
         .collect();
-    let c = bridge.session().counters();
+    let c = session.counters();
     use std::sync::atomic::Ordering::Relaxed;
     Ok(HeadlessReport {
         name: opts.name,
@@ -278,7 +281,7 @@ pub fn run(
         recordings,
         engine: engine.stats().snapshot(),
         status,
-        wire_tx_bytes: bridge.session().wire_tx().0,
+        wire_tx_bytes: session.wire_tx().0,
         datagrams_sent: c.sent.load(Relaxed),
         refused: (
             c.forged.load(Relaxed),
@@ -286,8 +289,8 @@ pub fn run(
             c.unkeyed.load(Relaxed),
         ),
         recovered: c.recovered.load(Relaxed),
-        session_json: bridge.session().read_doc(|d| d.to_json()),
-        session_doc: bridge.session().read_doc(|d| d.save()),
+        session_json: session.read_doc(|d| d.to_json()),
+        session_doc: session.read_doc(|d| d.save()),
     })
 }
 

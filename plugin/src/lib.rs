@@ -4,19 +4,20 @@
 //! `activate()` and run in `process()` without allocating.
 
 pub mod bridge;
+pub mod control;
+pub mod editor;
 pub mod headless;
 pub mod params;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use echoel_engine::{Engine, EngineConfig, NetworkLink};
-use echoel_net::session::SessionConfig;
-use echoel_net::{Invite, RotationPolicy};
+use echoel_engine::{Engine, EngineConfig};
 use nice_plug::prelude::*;
+use nice_plug_egui::EguiEditorState;
 
-use bridge::{network_runtime, Bridge, DocKeeping};
-use echoel_net::doc::{DocStore, SessionDoc};
+use bridge::Bridge;
+use control::{ControlThread, Controls};
 
 pub use echoel_engine as engine;
 use params::EchoelParams;
@@ -25,16 +26,25 @@ use params::EchoelParams;
 pub struct EchoelJam {
     params: Arc<EchoelParams>,
     engine: Option<Engine>,
-    /// The room connection, when the persisted invite names one.
-    bridge: Option<Bridge>,
+    /// Applies the editor's commands and runs the room connection, while active.
+    control: Option<ControlThread>,
+    /// Shared with the editor and the control thread.
+    controls: Arc<Controls>,
+    editor_state: Arc<EguiEditorState>,
 }
 
 impl Default for EchoelJam {
     fn default() -> Self {
+        let (w, h) = echoel_gui::DEFAULT_SIZE;
         Self {
             params: Arc::new(EchoelParams::default()),
             engine: None,
-            bridge: None,
+            control: None,
+            controls: Controls::new(),
+            editor_state: EguiEditorState::from_size(
+                nice_plug::editor::dpi::LogicalSize::new(w as f64, h as f64),
+                1.0,
+            ),
         }
     }
 }
@@ -61,10 +71,18 @@ impl Plugin for EchoelJam {
 
     type SysExMessage = ();
     type BackgroundTask = ();
-    type Editor = ();
+    type Editor = nice_plug_egui::EguiEditor<editor::EditorApp>;
 
     fn params(&self) -> Arc<dyn Params> {
         self.params.clone()
+    }
+
+    fn editor(&mut self, _executor: AsyncExecutor<Self>) -> Option<Self::Editor> {
+        editor::create(
+            self.editor_state.clone(),
+            self.controls.clone(),
+            &self.params,
+        )
     }
 
     fn activate(
@@ -78,12 +96,25 @@ impl Plugin for EchoelJam {
             host_channels: layout.main_output_channels.map_or(0, |c| c.get() as usize),
             max_block_frames: buffer_config.max_buffer_size as usize,
         };
-        // Dropping the old bridge (if re-activated) stops its session before the new one.
-        self.bridge = None;
+        // Dropping the old control thread (if re-activated) leaves the room before rejoining.
+        self.control = None;
         match Engine::new(config) {
             Ok((engine, link)) => {
+                let stats = engine.stats().clone();
                 self.engine = Some(engine);
-                self.bridge = self.join_room(link);
+                self.control = Bridge::new(link)
+                    .map_err(|e| e.to_string())
+                    .and_then(|bridge| {
+                        ControlThread::start(
+                            self.controls.clone(),
+                            self.params.clone(),
+                            bridge,
+                            stats,
+                        )
+                        .map_err(|e| e.to_string())
+                    })
+                    .inspect_err(|err| nice_error!("Echoel Jam cannot start networking: {err}"))
+                    .ok();
                 true
             }
             Err(err) => {
@@ -95,7 +126,7 @@ impl Plugin for EchoelJam {
     }
 
     fn deactivate(&mut self) {
-        self.bridge = None;
+        self.control = None;
     }
 
     fn reset(&mut self) {
@@ -108,101 +139,20 @@ impl Plugin for EchoelJam {
         &mut self,
         buffer: &mut Buffer,
         _aux: &mut AuxiliaryBuffers,
-        _context: &mut impl ProcessContext<Self>,
+        context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
         let Some(engine) = &mut self.engine else {
             return ProcessStatus::Normal;
         };
         engine.process(buffer.as_slice(), &self.params.engine_params());
-        if let Some(bridge) = &self.bridge {
-            // An atomic store: safe on the audio thread.
-            let frames = self.params.redundancy.value().clamp(0, 2) as u8;
-            bridge.session().set_redundancy(frames);
-        }
+        // Atomic stores only: safe on the audio thread.
+        self.controls.set_host_tempo(context.transport().tempo);
+        let frames = self.params.redundancy.value().clamp(0, 2) as u8;
+        self.controls
+            .redundancy
+            .store(frames, std::sync::atomic::Ordering::Relaxed);
         // Remote musicians keep playing while this track is silent.
         ProcessStatus::KeepAlive
-    }
-}
-
-impl EchoelJam {
-    /// Joins the room of the persisted invite, if any, on the process's network thread. Until
-    /// then the engine counts its unsent frames and plays only loopback.
-    fn join_room(&self, link: NetworkLink) -> Option<Bridge> {
-        let text = self.params.invite.read().ok()?.trim().to_owned();
-        if text.is_empty() {
-            return None;
-        }
-        let invite: Invite = match text.parse() {
-            Ok(i) => i,
-            Err(err) => {
-                nice_error!("Echoel Jam: the saved invite is unusable: {err}");
-                return None;
-            }
-        };
-        let name = self
-            .params
-            .display_name
-            .read()
-            .map(|n| n.trim().to_owned())
-            .unwrap_or_default();
-        let config = SessionConfig {
-            invite,
-            name: if name.is_empty() {
-                "Echoel Jam".into()
-            } else {
-                name
-            },
-            force_relay: false,
-            rotation: RotationPolicy::default(),
-            initial_doc: None,
-        };
-        let store =
-            DocStore::default_dir().map(|dir| DocStore::new(&dir, config.invite.room.as_str()));
-        let config = SessionConfig {
-            initial_doc: self.saved_session(store.as_ref()),
-            ..config
-        };
-        let keep = Some(DocKeeping {
-            project: self.params.session_doc.clone(),
-            store,
-        });
-        match Bridge::start(link, config, network_runtime().handle(), keep) {
-            Ok(b) => Some(b),
-            Err(err) => {
-                nice_error!("Echoel Jam cannot join the room: {err}");
-                None
-            }
-        }
-    }
-
-    /// The session document to start from: the project's copy merged with the room's store
-    /// (edits made without this project). An unreadable project copy is logged and skipped (its
-    /// bytes stay in the project until the session replaces them); a corrupt store file is
-    /// moved aside by the store.
-    fn saved_session(&self, store: Option<&DocStore>) -> Option<Vec<u8>> {
-        let project = self.params.session_doc.read().ok()?.clone();
-        let mut doc = if project.is_empty() {
-            None
-        } else {
-            match SessionDoc::load(&project) {
-                Ok(d) => Some(d),
-                Err(err) => {
-                    nice_warn!("Echoel Jam: the session saved in this project is unreadable ({err}); using the room's");
-                    None
-                }
-            }
-        };
-        if let Some(mut stored) = store.and_then(DocStore::load) {
-            match &mut doc {
-                Some(d) => {
-                    if let Err(err) = d.merge(&mut stored) {
-                        nice_warn!("Echoel Jam: cannot merge the local session store: {err}");
-                    }
-                }
-                None => doc = Some(stored),
-            }
-        }
-        doc.map(|mut d| d.save())
     }
 }
 

@@ -4,6 +4,7 @@
 //! level) and the loopback switch. Everything that reconfigures the codec or the buffer is a
 //! non-automatable setting: changing it mid-phrase is never musical.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
 use echoel_engine::{CodecSettings, EngineParams, FrameDuration, JitterMode};
@@ -115,6 +116,12 @@ pub struct EchoelParams {
     /// The name others see.
     #[persist = "display-name"]
     pub display_name: Arc<RwLock<String>>,
+    /// The instrument others see.
+    #[persist = "instrument"]
+    pub instrument: Arc<RwLock<String>>,
+    /// Propose the host's tempo to the room whenever it changes.
+    #[persist = "push-host-tempo"]
+    pub push_host_tempo: Arc<AtomicBool>,
     /// The room this instance joins (empty: none). It carries the room secret, like a key kept
     /// in the project.
     #[persist = "invite"]
@@ -197,6 +204,8 @@ impl Default for EchoelParams {
             .with_unit(" ms")
             .non_automatable(),
             display_name: Arc::new(RwLock::new(String::new())),
+            instrument: Arc::new(RwLock::new(String::new())),
+            push_host_tempo: Arc::new(AtomicBool::new(false)),
             invite: Arc::new(RwLock::new(String::new())),
             session_doc: Arc::new(RwLock::new(Vec::new())),
         }

@@ -58,8 +58,7 @@ fn presence_is_seen_within_a_second_and_a_vanished_member_is_shown_gone() {
     let room = relay.room("presence");
     let a = join(&room, "Ana", None);
     let b = join(&room, "Bo", None);
-    assert!(wait_until(Duration::from_secs(10), || joined(&a, 1)
-        && joined(&b, 1)));
+    assert!(wait_until(Duration::from_secs(10), || joined(&a, 1) && joined(&b, 1)));
     let shown = Presence {
         name: "Ana".into(),
         instrument: "sax".into(),
@@ -125,7 +124,15 @@ fn three_members_edit_concurrently_converge_and_conflicts_are_told_to_the_right_
     b.edit_doc(|d| {
         d.set_tempo(90.0)?;
         d.edit_note(&bass, &note, Note { pitch: 43, ..c2 })?;
-        d.edit_note(&bass, &note, Note { pitch: 43, velocity: 90, ..c2 })?;
+        d.edit_note(
+            &bass,
+            &note,
+            Note {
+                pitch: 43,
+                velocity: 90,
+                ..c2
+            },
+        )?;
         d.splice_chart(0, 0, "[Verse] Em | A |\n")
     })
     .unwrap();
@@ -148,7 +155,13 @@ fn three_members_edit_concurrently_converge_and_conflicts_are_told_to_the_right_
     );
     let doc = json(&a);
     println!("{doc}");
-    for want in ["\"keys\"", "\"drums\"", "[Verse] Em | A |", "[Chorus] C | D |", "Chorus"] {
+    for want in [
+        "\"keys\"",
+        "\"drums\"",
+        "[Verse] Em | A |",
+        "[Chorus] C | D |",
+        "Chorus",
+    ] {
         assert!(doc.contains(want), "{want} missing from {doc}");
     }
     // One tempo everywhere; only the member whose tempo lost is told.
@@ -160,7 +173,9 @@ fn three_members_edit_concurrently_converge_and_conflicts_are_told_to_the_right_
         .collect();
     let (loser, winner) = if tempo == 100.0 { (&b, &a) } else { (&a, &b) };
     assert_eq!(notices.iter().flatten().count(), 1, "{notices:?}");
-    let n = loser.read_doc(|d| d.tempo_notice()).expect("the loser is told");
+    let n = loser
+        .read_doc(|d| d.tempo_notice())
+        .expect("the loser is told");
     assert_eq!(n.theirs, tempo);
     assert!(winner.read_doc(|d| d.tempo_notice()).is_none());
     // The same note's pitch, changed twice at once, is listed with both values everywhere;
@@ -170,7 +185,10 @@ fn three_members_edit_concurrently_converge_and_conflicts_are_told_to_the_right_
         assert_eq!(conflicts.len(), 1, "{conflicts:?}");
         let mut values = conflicts[0].values.clone();
         values.sort_by(f64::total_cmp);
-        assert_eq!((conflicts[0].field.as_str(), values), ("pitch", vec![40.0, 43.0]));
+        assert_eq!(
+            (conflicts[0].field.as_str(), values),
+            ("pitch", vec![40.0, 43.0])
+        );
         let notes = s.read_doc(|d| d.notes(&bass));
         assert_eq!(notes[0].1.velocity, 90);
     }
@@ -201,8 +219,7 @@ fn edits_made_offline_merge_on_reconnect_and_nothing_is_lost() {
     let room = relay.room("offline");
     let a = join(&room, "Ana", None);
     let b = join(&room, "Bo", None);
-    assert!(wait_until(Duration::from_secs(10), || joined(&a, 1)
-        && joined(&b, 1)));
+    assert!(wait_until(Duration::from_secs(10), || joined(&a, 1) && joined(&b, 1)));
     a.edit_doc(|d| d.add_track("bass", "Ana", "bass").map(|_| ()))
         .unwrap();
     assert!(wait_until(Duration::from_secs(5), || converged(&[&a, &b])));

@@ -29,7 +29,7 @@ pub use engine::{
     MAX_BLOCK_FRAMES, MAX_REMOTE_STREAMS, SUPPORTED_RATES_HZ,
 };
 pub use packet::{opus_packet_samples, PacketSlot, StreamId, MAX_OPUS_PACKET_BYTES};
-pub use stats::{EngineStats, StatsSnapshot, StreamSnapshot};
+pub use stats::{EngineStats, StatsSnapshot, StreamSnapshot, StreamStats};
 
 /// The engine's internal sample rate: Opus's native rate.
 pub const INTERNAL_RATE_HZ: u32 = 48_000;

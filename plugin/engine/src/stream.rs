@@ -197,7 +197,11 @@ impl RemoteStream {
                 .streams
                 .get(self.slot)
                 .map_or(1.0, |s| s.mix_gain.load(Relaxed));
-        let gain = if gain.is_finite() { gain.clamp(0.0, 4.0) } else { 1.0 };
+        let gain = if gain.is_finite() {
+            gain.clamp(0.0, 4.0)
+        } else {
+            1.0
+        };
         let mut peak = 0.0f32;
         for (m, s) in mix.iter_mut().zip(&self.stretched[..2 * frames]) {
             peak = peak.max(s.abs());

@@ -1,0 +1,557 @@
+//! The plugin's control thread: applies the editor's commands, keeps the editor's snapshot
+//! current, proposes the host's tempo, publishes presence and sets each member's level in the
+//! mix. The editor and the audio thread never wait for it: the editor sends commands into a
+//! bounded channel and reads the last snapshot; the audio thread only stores atomics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use echoel_engine::{EngineStats, StreamId, StreamStats};
+use echoel_gui::model::{
+    Me, NetworkQuality, NoteConflictView, PathKind, Person, SessionView, TempoNoticeView, TrackView,
+};
+use echoel_gui::{Command, LinkStatus, Snapshot};
+use echoel_net::doc::{DocError, DocStore, SessionDoc};
+use echoel_net::presence::Presence;
+use echoel_net::session::{Path, SessionConfig, SessionHandle, SessionState};
+use echoel_net::wire::ParticipantId;
+use echoel_net::{Invite, RotationPolicy};
+
+use crate::bridge::{network_runtime, Bridge, DocKeeping};
+use crate::params::EchoelParams;
+
+/// How often commands are applied and the snapshot refreshed.
+const TICK: Duration = Duration::from_millis(50);
+/// Commands waiting beyond this are refused (the editor is far ahead of a stuck thread).
+const COMMAND_CAPACITY: usize = 1024;
+/// A host tempo change smaller than this is not worth proposing.
+const TEMPO_EPSILON: f64 = 0.005;
+
+/// What the editor, the audio thread and the control thread share.
+pub struct Controls {
+    snapshot: Mutex<(Snapshot, u64)>,
+    tx: Sender<Command>,
+    rx: Receiver<Command>,
+    /// The host's tempo as f64 bits; 0 when the host reports none.
+    host_tempo: AtomicU64,
+    /// Redundant frames per datagram, from the parameter.
+    pub redundancy: AtomicU8,
+}
+
+impl Controls {
+    /// Empty: offline, nothing applied.
+    pub fn new() -> Arc<Self> {
+        let (tx, rx) = crossbeam_channel::bounded(COMMAND_CAPACITY);
+        Arc::new(Self {
+            snapshot: Mutex::new((Snapshot::default(), 0)),
+            tx,
+            rx,
+            host_tempo: AtomicU64::new(0),
+            redundancy: AtomicU8::new(0),
+        })
+    }
+
+    /// From the editor; `false` if the control thread is too far behind to take it.
+    pub fn send(&self, c: Command) -> bool {
+        self.tx.try_send(c).is_ok()
+    }
+
+    /// The last snapshot and how many commands had been applied when it was taken.
+    pub fn snapshot(&self) -> (Snapshot, u64) {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// From the audio thread: an atomic store.
+    pub fn set_host_tempo(&self, bpm: Option<f64>) {
+        let bits = bpm
+            .filter(|b| b.is_finite() && *b > 0.0)
+            .map_or(0, f64::to_bits);
+        self.host_tempo.store(bits, Relaxed);
+    }
+
+    fn host_tempo(&self) -> Option<f64> {
+        let bits = self.host_tempo.load(Relaxed);
+        (bits != 0).then(|| f64::from_bits(bits))
+    }
+}
+
+/// Our mix of one member.
+#[derive(Debug, Clone, Copy)]
+struct PeerMix {
+    gain_db: f32,
+    muted: bool,
+    solo: bool,
+}
+
+impl Default for PeerMix {
+    fn default() -> Self {
+        Self {
+            gain_db: 0.0,
+            muted: false,
+            solo: false,
+        }
+    }
+}
+
+/// The running control thread.
+pub struct ControlThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl ControlThread {
+    /// Starts it over `bridge`; joins the persisted room, if any.
+    pub fn start(
+        controls: Arc<Controls>,
+        params: Arc<EchoelParams>,
+        bridge: Bridge,
+        stats: Arc<EngineStats>,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut control = Control {
+            controls,
+            params,
+            bridge,
+            stats,
+            mix: BTreeMap::new(),
+            track: None,
+            cursor: None,
+            typing: false,
+            pushed_tempo: None,
+            error: None,
+            applied: 0,
+            sent: (0, Instant::now(), 0.0),
+        };
+        let handle = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("echoel-control".into())
+                .spawn(move || {
+                    control.join_saved_room();
+                    while !stop.load(Relaxed) {
+                        control.tick();
+                        std::thread::sleep(TICK);
+                    }
+                })?
+        };
+        Ok(Self {
+            stop,
+            handle: Some(handle),
+        })
+    }
+}
+
+impl Drop for ControlThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+struct Control {
+    controls: Arc<Controls>,
+    params: Arc<EchoelParams>,
+    bridge: Bridge,
+    stats: Arc<EngineStats>,
+    mix: BTreeMap<u64, PeerMix>,
+    track: Option<String>,
+    cursor: Option<(usize, usize)>,
+    typing: bool,
+    /// The host tempo last proposed to the room.
+    pushed_tempo: Option<f64>,
+    /// Why the last connect failed before reaching the network (a bad invite).
+    error: Option<String>,
+    applied: u64,
+    /// Bytes on the wire, when counted, and the rate derived from them (kbit/s).
+    sent: (u64, Instant, f32),
+}
+
+fn read_string(s: &std::sync::RwLock<String>) -> String {
+    s.read().map(|v| v.trim().to_owned()).unwrap_or_default()
+}
+
+fn write_string(s: &std::sync::RwLock<String>, v: &str) {
+    *s.write().unwrap_or_else(|e| e.into_inner()) = v.to_owned();
+}
+
+impl Control {
+    fn join_saved_room(&mut self) {
+        let invite = read_string(&self.params.invite);
+        if !invite.is_empty() {
+            self.connect(&invite);
+        }
+    }
+
+    fn connect(&mut self, text: &str) {
+        self.error = None;
+        let invite: Invite = match text.parse() {
+            Ok(i) => i,
+            Err(err) => {
+                self.error = Some(format!("the invite is unusable: {err}"));
+                return;
+            }
+        };
+        let name = match read_string(&self.params.display_name) {
+            n if n.is_empty() => "Echoel Jam".to_owned(),
+            n => n,
+        };
+        let store = DocStore::default_dir().map(|dir| DocStore::new(&dir, invite.room.as_str()));
+        let config = SessionConfig {
+            initial_doc: saved_session(&self.params, store.as_ref()),
+            invite,
+            name,
+            force_relay: false,
+            rotation: RotationPolicy::default(),
+        };
+        let keep = DocKeeping {
+            project: self.params.session_doc.clone(),
+            store,
+        };
+        if let Err(err) = self
+            .bridge
+            .connect(config, network_runtime().handle(), Some(keep))
+        {
+            self.error = Some(err.to_string());
+        }
+    }
+
+    fn tick(&mut self) {
+        while let Ok(c) = self.controls.rx.try_recv() {
+            self.apply(c);
+            self.applied += 1;
+        }
+        let session = self.bridge.session();
+        if let Some(s) = &session {
+            s.set_redundancy(self.controls.redundancy.load(Relaxed));
+            self.push_host_tempo(s);
+            s.set_presence(Presence {
+                name: read_string(&self.params.display_name),
+                instrument: read_string(&self.params.instrument),
+                track: self.track.clone(),
+                cursor: self.cursor.map(|(a, b)| (a as u32, b as u32)),
+                typing: self.typing,
+                level: self.stats.input_peak.load(Relaxed),
+            });
+        }
+        self.set_mix_gains();
+        let snap = self.snapshot(session.as_ref());
+        *self
+            .controls
+            .snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = (snap, self.applied);
+    }
+
+    fn edit(&self, edit: impl FnOnce(&mut SessionDoc) -> Result<(), DocError>) {
+        if let Some(s) = self.bridge.session() {
+            if let Err(e) = s.edit_doc(edit) {
+                tracing::warn!("session edit refused: {e}");
+            }
+        }
+    }
+
+    fn apply(&mut self, c: Command) {
+        match c {
+            Command::Connect {
+                invite,
+                name,
+                instrument,
+            } => {
+                write_string(&self.params.invite, &invite);
+                write_string(&self.params.display_name, &name);
+                write_string(&self.params.instrument, &instrument);
+                self.connect(&invite);
+            }
+            Command::Disconnect => {
+                self.bridge.disconnect();
+                // A project reopened later stays out of the room too.
+                write_string(&self.params.invite, "");
+            }
+            Command::SetTempo(bpm) => self.edit(|d| d.set_tempo(bpm)),
+            Command::SetMeter(m) => self.edit(|d| d.set_time_signature(&m)),
+            Command::SetKey(k) => self.edit(|d| d.set_key(&k)),
+            Command::ResolveTempo { keep_mine } => self.edit(|d| d.resolve_tempo(keep_mine)),
+            Command::SetPushHostTempo(on) => {
+                self.params.push_host_tempo.store(on, Relaxed);
+                self.pushed_tempo = None;
+            }
+            Command::AddTrack { name, instrument } => {
+                let owner = read_string(&self.params.display_name);
+                self.edit(|d| d.add_track(&name, &owner, &instrument).map(|_| ()));
+            }
+            Command::SetTrackMuted { track, muted } => self.edit(|d| d.set_muted(&track, muted)),
+            Command::SetActiveTrack(t) => self.track = t,
+            Command::EditChart {
+                pos,
+                delete,
+                insert,
+            } => self.edit(|d| d.splice_chart(pos, delete, &insert)),
+            Command::ChartCursor { cursor, typing } => {
+                self.cursor = cursor;
+                self.typing = typing;
+            }
+            Command::AddMarker { beat, label } => self.edit(|d| d.add_marker(beat, &label)),
+            Command::PickNoteValue {
+                track,
+                note,
+                field,
+                value,
+            } => self.edit(|d| d.set_note_field(&track, &note, &field, value)),
+            Command::SetPeerGain {
+                participant,
+                gain_db,
+            } => self.mix.entry(participant).or_default().gain_db = gain_db,
+            Command::SetPeerMuted { participant, muted } => {
+                self.mix.entry(participant).or_default().muted = muted;
+            }
+            Command::SetPeerSolo { participant, solo } => {
+                self.mix.entry(participant).or_default().solo = solo;
+            }
+        }
+    }
+
+    /// Proposes the host's tempo when it changes, if the musician asked for that.
+    fn push_host_tempo(&mut self, s: &SessionHandle) {
+        if !self.params.push_host_tempo.load(Relaxed) {
+            return;
+        }
+        let Some(host) = self.controls.host_tempo() else {
+            return;
+        };
+        if self
+            .pushed_tempo
+            .is_some_and(|p| (p - host).abs() < TEMPO_EPSILON)
+        {
+            return;
+        }
+        self.pushed_tempo = Some(host);
+        if s.read_doc(|d| (d.tempo() - host).abs() >= TEMPO_EPSILON) {
+            if let Err(e) = s.edit_doc(|d| d.set_tempo(host)) {
+                tracing::warn!("cannot propose the host tempo: {e}");
+            }
+        }
+    }
+
+    /// Each engine stream's level in our mix from the musician's gain, mute and solo.
+    fn set_mix_gains(&self) {
+        let any_solo = self.mix.values().any(|m| m.solo);
+        for slot in &self.stats.streams {
+            let id = slot.stream.load(Relaxed);
+            if id == StreamStats::FREE {
+                continue;
+            }
+            let who = self.bridge.participant_of(StreamId(id as u16));
+            let m = who
+                .and_then(|p| self.mix.get(&p.0))
+                .copied()
+                .unwrap_or_default();
+            let gain = if m.muted || (any_solo && !m.solo) {
+                0.0
+            } else {
+                10f32.powf(m.gain_db.clamp(-60.0, 12.0) / 20.0)
+            };
+            slot.mix_gain.store(gain, Relaxed);
+        }
+    }
+
+    fn stream_of(&self, p: ParticipantId) -> Option<&StreamStats> {
+        self.stats.streams.iter().find(|slot| {
+            let id = slot.stream.load(Relaxed);
+            id != StreamStats::FREE && self.bridge.participant_of(StreamId(id as u16)) == Some(p)
+        })
+    }
+
+    fn snapshot(&mut self, session: Option<&SessionHandle>) -> Snapshot {
+        let mut snap = Snapshot {
+            host_tempo: self.controls.host_tempo(),
+            push_host_tempo: self.params.push_host_tempo.load(Relaxed),
+            me: Me {
+                name: read_string(&self.params.display_name),
+                instrument: read_string(&self.params.instrument),
+                room: String::new(),
+                active_track: self.track.clone(),
+                input_level: self.stats.input_peak.load(Relaxed),
+            },
+            ..Snapshot::default()
+        };
+        let Some(s) = session else {
+            snap.link = match &self.error {
+                Some(e) => LinkStatus::Failed(e.clone()),
+                None => LinkStatus::Offline,
+            };
+            snap.me.name.clear();
+            return snap;
+        };
+        let (bytes, _) = s.wire_tx();
+        let elapsed = self.sent.1.elapsed().as_secs_f32();
+        if elapsed >= 1.0 {
+            let kbps = bytes.saturating_sub(self.sent.0) as f32 * 8.0 / 1000.0 / elapsed;
+            self.sent = (bytes, Instant::now(), kbps);
+        }
+        let status = s.status();
+        snap.link = match status.state {
+            SessionState::Connecting => LinkStatus::Connecting,
+            SessionState::Joined { .. } => LinkStatus::Joined,
+            SessionState::Refused(r) => LinkStatus::Failed(r.explain().into()),
+            SessionState::Retrying(why) => LinkStatus::Retrying(why),
+        };
+        snap.me.room = read_string(&self.params.invite)
+            .parse::<Invite>()
+            .map(|i| i.room.as_str().to_owned())
+            .unwrap_or_default();
+        snap.session = s.read_doc(session_view);
+        let presence = s.presence();
+        let mut people: Vec<Person> = Vec::new();
+        for m in &status.members {
+            let p = presence
+                .iter()
+                .find(|p| p.participant == m.info.participant);
+            let mix = self
+                .mix
+                .get(&m.info.participant.0)
+                .copied()
+                .unwrap_or_default();
+            let stream = self.stream_of(m.info.participant);
+            let (jitter_ms, loss_pct, level) = stream.map_or((0.0, 0.0, 0.0), |st| {
+                let decoded = st.frames_decoded.load(Relaxed) as f32;
+                let concealed = st.frames_concealed.load(Relaxed) as f32;
+                (
+                    st.depth_samples.load(Relaxed) as f32 / 48.0,
+                    100.0 * concealed / (decoded + concealed).max(1.0),
+                    st.peak.load(Relaxed),
+                )
+            });
+            people.push(Person {
+                participant: m.info.participant.0,
+                name: p.map_or_else(|| m.info.name.clone(), |p| p.presence.name.clone()),
+                instrument: p.map(|p| p.presence.instrument.clone()).unwrap_or_default(),
+                track: p.and_then(|p| p.presence.track.clone()),
+                path: Some(match m.path {
+                    Path::Direct => PathKind::Direct,
+                    Path::Relay => PathKind::Relay,
+                }),
+                rtt_ms: m.rtt.map(|r| r.as_secs_f32() * 1000.0),
+                jitter_ms,
+                loss_pct,
+                level,
+                gain_db: mix.gain_db,
+                muted: mix.muted,
+                solo: mix.solo,
+                gone: p.is_some_and(|p| p.gone),
+                typing: p.is_some_and(|p| p.presence.typing && !p.gone),
+                cursor: p
+                    .and_then(|p| p.presence.cursor)
+                    .map(|(a, b)| (a as usize, b as usize)),
+            });
+        }
+        // Heard from lately but no longer in the room: shown as gone until forgotten.
+        for p in presence.iter().filter(|p| {
+            !status
+                .members
+                .iter()
+                .any(|m| m.info.participant == p.participant)
+        }) {
+            people.push(Person {
+                participant: p.participant.0,
+                name: p.presence.name.clone(),
+                instrument: p.presence.instrument.clone(),
+                gone: true,
+                ..Person::default()
+            });
+        }
+        let c = s.counters();
+        snap.network = NetworkQuality {
+            worst_loss_pct: people.iter().map(|p| p.loss_pct).fold(0.0, f32::max),
+            max_jitter_ms: people.iter().map(|p| p.jitter_ms).fold(0.0, f32::max),
+            max_rtt_ms: people.iter().filter_map(|p| p.rtt_ms).fold(0.0, f32::max),
+            recovered: c.recovered.load(Relaxed),
+            concealed: self.stats.frames_concealed.load(Relaxed),
+            send_kbps: self.sent.2,
+        };
+        snap.people = people;
+        snap
+    }
+}
+
+/// The document as the editor shows it.
+fn session_view(d: &mut SessionDoc) -> SessionView {
+    let tracks = d.tracks();
+    let (meter, key) = d.meter_and_key();
+    SessionView {
+        tempo: d.tempo(),
+        meter,
+        key,
+        tracks: tracks
+            .iter()
+            .map(|t| TrackView {
+                id: t.id.clone(),
+                name: t.name.clone(),
+                owner: t.owner.clone(),
+                instrument: t.instrument.clone(),
+                muted: t.muted,
+                notes: d.notes(&t.id).len(),
+            })
+            .collect(),
+        chart: d.chart(),
+        markers: d.markers(),
+        tempo_notice: d.tempo_notice().map(|n| TempoNoticeView {
+            mine: n.mine,
+            theirs: n.theirs,
+        }),
+        note_conflicts: d
+            .note_conflicts()
+            .into_iter()
+            .map(|c| NoteConflictView {
+                track_name: tracks
+                    .iter()
+                    .find(|t| t.id == c.track)
+                    .map_or_else(|| c.track.clone(), |t| t.name.clone()),
+                track: c.track,
+                note: c.note,
+                field: c.field,
+                values: c.values,
+            })
+            .collect(),
+    }
+}
+
+/// The session document to start from: the project's copy merged with the room's store
+/// (edits made without this project). An unreadable project copy is logged and skipped (its
+/// bytes stay in the project until the session replaces them); a corrupt store file is moved
+/// aside by the store.
+pub fn saved_session(params: &EchoelParams, store: Option<&DocStore>) -> Option<Vec<u8>> {
+    let project = params.session_doc.read().ok()?.clone();
+    let mut doc = if project.is_empty() {
+        None
+    } else {
+        match SessionDoc::load(&project) {
+            Ok(d) => Some(d),
+            Err(err) => {
+                tracing::warn!(
+                    "the session saved in this project is unreadable ({err}); using the room's"
+                );
+                None
+            }
+        }
+    };
+    if let Some(mut stored) = store.and_then(DocStore::load) {
+        match &mut doc {
+            Some(d) => {
+                if let Err(err) = d.merge(&mut stored) {
+                    tracing::warn!("cannot merge the local session store: {err}");
+                }
+            }
+            None => doc = Some(stored),
+        }
+    }
+    doc.map(|mut d| d.save())
+}
