@@ -1,0 +1,194 @@
+//! The plugin's control thread driven by editor commands against a real relay, with a second
+//! member watching: what the musician clicks reaches the room, and what the room holds comes
+//! back in the editor's snapshot.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use echoel_gui::{Command, LinkStatus, Snapshot};
+use echoel_net::session::{self, SessionConfig, SessionHandle};
+use echoel_net::{Invite, RotationPolicy};
+use echoel_plugin::bridge::{network_runtime, Bridge};
+use echoel_plugin::control::{ControlThread, Controls};
+use echoel_plugin::engine::{Engine, EngineConfig};
+use echoel_plugin::params::EchoelParams;
+use echoel_tests::TestRelay;
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+fn watcher(invite: &Invite) -> SessionHandle {
+    let _rt = network_runtime().enter();
+    session::start(
+        SessionConfig {
+            invite: invite.clone(),
+            name: "Bo".into(),
+            force_relay: false,
+            rotation: RotationPolicy::default(),
+            initial_doc: None,
+        },
+        |_, _, _| {},
+    )
+    .unwrap()
+}
+
+struct Plugin {
+    controls: Arc<Controls>,
+    params: Arc<EchoelParams>,
+    _control: ControlThread,
+}
+
+fn plugin() -> Plugin {
+    let (engine, link) = Engine::new(EngineConfig {
+        sample_rate_hz: 48_000,
+        host_channels: 2,
+        max_block_frames: 256,
+    })
+    .unwrap();
+    let controls = Controls::new();
+    let params = Arc::new(EchoelParams::default());
+    let control = ControlThread::start(
+        controls.clone(),
+        params.clone(),
+        Bridge::new(link).unwrap(),
+        engine.stats().clone(),
+    )
+    .unwrap();
+    Plugin {
+        controls,
+        params,
+        _control: control,
+    }
+}
+
+fn snap(p: &Plugin) -> Snapshot {
+    p.controls.snapshot().0
+}
+
+#[test]
+fn editor_commands_reach_the_room_and_the_room_comes_back_in_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    // The room's local store goes to a scratch data folder, not the user's.
+    std::env::set_var("XDG_DATA_HOME", dir.path().join("data"));
+    let relay = TestRelay::start(dir.path());
+    let room = relay.room("control");
+    let p = plugin();
+
+    // A pasted invite with a typo is refused with a reason, not a crash.
+    assert!(p.controls.send(Command::Connect {
+        invite: "echoel://not an invite".into(),
+        name: "Ana".into(),
+        instrument: "sax".into(),
+    }));
+    assert!(wait_until(Duration::from_secs(5), || matches!(
+        snap(&p).link,
+        LinkStatus::Failed(ref why) if why.contains("invite")
+    )));
+
+    let bo = watcher(&room);
+    assert!(p.controls.send(Command::Connect {
+        invite: room.to_string(),
+        name: "Ana".into(),
+        instrument: "sax".into(),
+    }));
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let s = snap(&p);
+            s.link == LinkStatus::Joined && s.people.iter().any(|m| m.name == "Bo")
+        }),
+        "{:?}",
+        snap(&p)
+    );
+    assert_eq!(p.params.display_name.read().unwrap().as_str(), "Ana");
+    assert_eq!(p.params.instrument.read().unwrap().as_str(), "sax");
+
+    for c in [
+        Command::SetTempo(101.0),
+        Command::SetKey("G major".into()),
+        Command::AddTrack {
+            name: "Horns".into(),
+            instrument: "sax".into(),
+        },
+        Command::EditChart {
+            pos: 0,
+            delete: 0,
+            insert: "[A] G | C | D |".into(),
+        },
+        Command::ChartCursor {
+            cursor: Some((3, 3)),
+            typing: true,
+        },
+    ] {
+        assert!(p.controls.send(c));
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            bo.read_doc(|d| {
+                d.tempo() == 101.0
+                    && d.meter_and_key().1 == "G major"
+                    && d.tracks().iter().any(|t| t.name == "Horns" && t.owner == "Ana")
+                    && d.chart() == "[A] G | C | D |"
+            })
+        }),
+        "{}",
+        bo.read_doc(|d| d.to_json())
+    );
+    // Bo sees Ana's presence: name, instrument, her track and her caret while typing.
+    let track = snap(&p).session.tracks[0].id.clone();
+    assert!(p.controls.send(Command::SetActiveTrack(Some(track.clone()))));
+    assert!(
+        wait_until(Duration::from_secs(5), || bo.presence().iter().any(|x| {
+            let pr = &x.presence;
+            pr.name == "Ana"
+                && pr.instrument == "sax"
+                && pr.track.as_deref() == Some(track.as_str())
+                && pr.cursor == Some((3, 3))
+                && pr.typing
+        })),
+        "{:?}",
+        bo.presence()
+    );
+
+    // Bo's edit shows in Ana's editor.
+    bo.edit_doc(|d| d.chart_append("\n[B] Em | C |")).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || snap(&p)
+        .session
+        .chart
+        .ends_with("[B] Em | C |")));
+
+    // "Push host tempo": the host's tempo goes to the room when it changes.
+    p.controls.set_host_tempo(Some(87.5));
+    assert!(p.controls.send(Command::SetPushHostTempo(true)));
+    assert!(wait_until(Duration::from_secs(5), || bo
+        .read_doc(|d| d.tempo())
+        == 87.5));
+    p.controls.set_host_tempo(Some(90.0));
+    assert!(wait_until(Duration::from_secs(5), || bo
+        .read_doc(|d| d.tempo())
+        == 90.0));
+    let s = snap(&p);
+    assert!(s.push_host_tempo && s.host_tempo == Some(90.0));
+
+    // Leaving: offline in the editor, out of the room for Bo, the document kept in the
+    // project state.
+    assert!(p.controls.send(Command::Disconnect));
+    assert!(wait_until(Duration::from_secs(5), || snap(&p).link
+        == LinkStatus::Offline));
+    assert!(wait_until(Duration::from_secs(5), || bo
+        .status()
+        .members
+        .is_empty()));
+    let saved = p.params.session_doc.read().unwrap().clone();
+    let kept = echoel_net::doc::SessionDoc::load(&saved).unwrap();
+    assert!(kept.chart().contains("[B] Em | C |"));
+    assert!(p.params.invite.read().unwrap().is_empty());
+    bo.stop();
+}
