@@ -179,12 +179,18 @@ struct DocState {
     /// By participant, so a peer that reconnects with a new member id is the same peer.
     peers: BTreeMap<ParticipantId, DocSync>,
     cipher: DocCipher,
+    /// Parts of a message received so far, per peer.
+    partial: BTreeMap<ParticipantId, Vec<u8>>,
 }
 
-/// Largest sealed document message sent in one control frame (with room for its framing).
-const MAX_DOC_MESSAGE: usize = crate::wire::MAX_CONTROL_FRAME - 256;
+/// Largest plaintext of one document message part (sealed, it fits a control frame with
+/// room for its framing).
+const DOC_PART: usize = crate::wire::MAX_CONTROL_FRAME - 512;
+/// Largest document message reassembled from parts; a peer cannot make us hold more.
+const MAX_DOC_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// Sends `to` whatever of the session document it lacks, if anything.
+/// Sends `to` whatever of the session document it lacks, if anything, in as many parts as
+/// control frames need.
 fn sync_doc_to(
     shared: &Shared,
     out: &mpsc::UnboundedSender<ClientMessage>,
@@ -192,23 +198,32 @@ fn sync_doc_to(
     to: &MemberInfo,
 ) {
     let mut d = shared.doc.lock().unwrap_or_else(|e| e.into_inner());
-    let DocState { doc, peers, cipher } = &mut *d;
+    let DocState {
+        doc, peers, cipher, ..
+    } = &mut *d;
     let Some(msg) = peers.entry(to.participant).or_default().generate(doc) else {
         return;
     };
-    let (nonce, sealed) = cipher.seal(me, &msg);
-    if sealed.len() > MAX_DOC_MESSAGE {
-        // Splitting large first syncs across frames is still to come.
+    let chunks: Vec<&[u8]> = msg.chunks(DOC_PART).collect();
+    let Ok(parts) = u16::try_from(chunks.len()) else {
         tracing::warn!(
             "session document message of {} bytes is too large to send",
-            sealed.len()
+            msg.len()
         );
         return;
+    };
+    for (part, chunk) in chunks.into_iter().enumerate() {
+        let (nonce, sealed) = cipher.seal(me, chunk);
+        let _ = out.send(ClientMessage::Send {
+            to: Some(to.id),
+            body: encode_peer(&PeerMessage::Doc {
+                nonce,
+                sealed,
+                part: part as u16,
+                parts,
+            }),
+        });
     }
-    let _ = out.send(ClientMessage::Send {
-        to: Some(to.id),
-        body: encode_peer(&PeerMessage::Doc { nonce, sealed }),
-    });
 }
 
 /// A copy of a shared map's values, so no lock is held while they are used.
@@ -236,9 +251,10 @@ fn sync_doc_all(shared: &Shared) {
     }
 }
 
-/// A document sync message from member `from`: apply it, then answer everyone who now lacks
-/// something (the sender first).
-fn receive_doc(shared: &Shared, from: MemberId, nonce: &[u8; 12], sealed: &[u8]) {
+/// A document sync message part from member `from`: once the message is whole, apply it,
+/// then answer everyone who now lacks something (the sender first).
+fn receive_doc(shared: &Shared, from: MemberId, msg: (&[u8; 12], &[u8]), part: u16, parts: u16) {
+    let (nonce, sealed) = msg;
     let participant = shared
         .members
         .lock()
@@ -250,13 +266,42 @@ fn receive_doc(shared: &Shared, from: MemberId, nonce: &[u8; 12], sealed: &[u8])
     };
     {
         let mut d = shared.doc.lock().unwrap_or_else(|e| e.into_inner());
-        let DocState { doc, peers, cipher } = &mut *d;
+        let DocState {
+            doc,
+            peers,
+            cipher,
+            partial,
+        } = &mut *d;
         let Ok(plain) = cipher.open(from, nonce, sealed) else {
             shared.counters.forged.fetch_add(1, Relaxed);
             tracing::warn!("session document message from {from:?} did not verify");
             return;
         };
-        if let Err(e) = peers.entry(participant).or_default().receive(doc, &plain) {
+        let whole = if parts <= 1 {
+            plain
+        } else {
+            // Parts come in order on the control stream; anything else starts over.
+            let buf = partial.entry(participant).or_default();
+            let expected = u16::try_from(buf.len() / DOC_PART).unwrap_or(u16::MAX);
+            if part == 0 {
+                buf.clear();
+            } else if part != expected || buf.len() % DOC_PART != 0 {
+                buf.clear();
+                shared.counters.malformed.fetch_add(1, Relaxed);
+                return;
+            }
+            if buf.len() + plain.len() > MAX_DOC_MESSAGE {
+                buf.clear();
+                shared.counters.malformed.fetch_add(1, Relaxed);
+                return;
+            }
+            buf.extend_from_slice(&plain);
+            if part + 1 < parts {
+                return;
+            }
+            std::mem::take(buf)
+        };
+        if let Err(e) = peers.entry(participant).or_default().receive(doc, &whole) {
             shared.counters.malformed.fetch_add(1, Relaxed);
             tracing::warn!("session document message from {from:?} refused: {e}");
             return;
@@ -576,6 +621,7 @@ pub fn start(
                 .map_err(|e| SessionError::Setup(e.to_string()))?,
             peers: BTreeMap::new(),
             cipher: config.invite.secret.doc_cipher(&config.invite.room),
+            partial: BTreeMap::new(),
         }),
         presence_out: Mutex::new(PresenceOutbox::default()),
         presence_in: Mutex::new(PresenceBook::default()),
@@ -934,7 +980,12 @@ fn handle_peer_message(
         return;
     };
     match &msg {
-        PeerMessage::Doc { nonce, sealed } => return receive_doc(shared, from, nonce, sealed),
+        PeerMessage::Doc {
+            nonce,
+            sealed,
+            part,
+            parts,
+        } => return receive_doc(shared, from, (nonce, sealed), *part, *parts),
         PeerMessage::Presence { nonce, sealed } => {
             return receive_presence(shared, from, nonce, sealed)
         }

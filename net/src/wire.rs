@@ -324,12 +324,17 @@ pub enum PeerMessage {
     Announce(KeyAnnounce),
     /// My sender key, sealed to you.
     Grant(KeyGrant),
-    /// A session-document sync message, sealed under the room's document key.
+    /// Part of a session-document sync message, sealed under the room's document key. A
+    /// message larger than one control frame goes as several parts, in order.
     Doc {
         /// AEAD nonce.
         nonce: [u8; 12],
         /// Ciphertext and tag.
         sealed: Vec<u8>,
+        /// This part's index.
+        part: u16,
+        /// How many parts the message has.
+        parts: u16,
     },
     /// A presence update, sealed under the room's presence key.
     Presence {

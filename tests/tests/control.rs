@@ -134,7 +134,9 @@ fn editor_commands_reach_the_room_and_the_room_comes_back_in_the_snapshot() {
             bo.read_doc(|d| {
                 d.tempo() == 101.0
                     && d.meter_and_key().1 == "G major"
-                    && d.tracks().iter().any(|t| t.name == "Horns" && t.owner == "Ana")
+                    && d.tracks()
+                        .iter()
+                        .any(|t| t.name == "Horns" && t.owner == "Ana")
                     && d.chart() == "[A] G | C | D |"
             })
         }),
@@ -143,7 +145,9 @@ fn editor_commands_reach_the_room_and_the_room_comes_back_in_the_snapshot() {
     );
     // Bo sees Ana's presence: name, instrument, her track and her caret while typing.
     let track = snap(&p).session.tracks[0].id.clone();
-    assert!(p.controls.send(Command::SetActiveTrack(Some(track.clone()))));
+    assert!(p
+        .controls
+        .send(Command::SetActiveTrack(Some(track.clone()))));
     assert!(
         wait_until(Duration::from_secs(5), || bo.presence().iter().any(|x| {
             let pr = &x.presence;

@@ -261,3 +261,44 @@ fn edits_made_offline_merge_on_reconnect_and_nothing_is_lost() {
     a2.stop();
     b.stop();
 }
+
+#[test]
+fn a_late_joiner_catches_up_on_a_document_larger_than_a_control_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let room = relay.room("large");
+    // A long lyric sheet, too varied to compress much: its first sync is many control frames.
+    let mut doc = SessionDoc::new().unwrap();
+    let mut x = 0x2545_f491_u32;
+    let text: String = (0..120_000)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            if i % 60 == 59 {
+                '\n'
+            } else {
+                char::from(b'a' + (x % 26) as u8)
+            }
+        })
+        .collect();
+    doc.chart_append(&text).unwrap();
+    let bytes = doc.save();
+    assert!(bytes.len() > 4 * 16 * 1024, "{} bytes", bytes.len());
+    let a = join(&room, "Ana", Some(bytes));
+    assert!(wait_until(Duration::from_secs(10), || matches!(
+        a.status().state,
+        SessionState::Joined { .. }
+    )));
+    let b = join(&room, "Bo", None);
+    assert!(
+        wait_until(Duration::from_secs(20), || b.read_doc(|d| d.chart())
+            == text),
+        "Bo holds {} of {} chart bytes",
+        b.read_doc(|d| d.chart().len()),
+        text.len()
+    );
+    assert!(converged(&[&a, &b]));
+    a.stop();
+    b.stop();
+}
