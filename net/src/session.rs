@@ -124,6 +124,8 @@ pub struct SessionCounters {
     pub joins: AtomicU64,
     /// Lost frames recovered from the redundancy of later datagrams.
     pub recovered: AtomicU64,
+    /// Session-document messages received over direct paths (the rest came by the relay).
+    pub doc_direct: AtomicU64,
 }
 
 /// A snapshot for the GUI and the CLI.
@@ -167,6 +169,8 @@ struct Shared {
     redundancy: AtomicU8,
     /// The room's session document; taken alone (or before `control`).
     doc: Mutex<DocState>,
+    /// Outboxes of the control streams of direct paths, by member; taken alone.
+    direct_control: Mutex<BTreeMap<MemberId, mpsc::UnboundedSender<PeerMessage>>>,
     /// Presence: ours to send, everyone else's as received; each taken alone.
     presence_out: Mutex<PresenceOutbox>,
     presence_in: Mutex<PresenceBook>,
@@ -179,8 +183,8 @@ struct DocState {
     /// By participant, so a peer that reconnects with a new member id is the same peer.
     peers: BTreeMap<ParticipantId, DocSync>,
     cipher: DocCipher,
-    /// Parts of a message received so far, per peer.
-    partial: BTreeMap<ParticipantId, Vec<u8>>,
+    /// Parts of a message received so far, per peer and path (true: direct).
+    partial: BTreeMap<(ParticipantId, bool), Vec<u8>>,
 }
 
 /// Largest plaintext of one document message part (sealed, it fits a control frame with
@@ -212,17 +216,32 @@ fn sync_doc_to(
         );
         return;
     };
+    // A direct path carries it when there is one: one hop less, and no relay needed.
+    let direct = shared
+        .direct_control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&to.id)
+        .cloned();
     for (part, chunk) in chunks.into_iter().enumerate() {
         let (nonce, sealed) = cipher.seal(me, chunk);
-        let _ = out.send(ClientMessage::Send {
-            to: Some(to.id),
-            body: encode_peer(&PeerMessage::Doc {
-                nonce,
-                sealed,
-                part: part as u16,
-                parts,
-            }),
-        });
+        let msg = PeerMessage::Doc {
+            nonce,
+            sealed,
+            part: part as u16,
+            parts,
+        };
+        match &direct {
+            Some(d) => {
+                let _ = d.send(msg);
+            }
+            None => {
+                let _ = out.send(ClientMessage::Send {
+                    to: Some(to.id),
+                    body: encode_peer(&msg),
+                });
+            }
+        }
     }
 }
 
@@ -253,7 +272,13 @@ fn sync_doc_all(shared: &Shared) {
 
 /// A document sync message part from member `from`: once the message is whole, apply it,
 /// then answer everyone who now lacks something (the sender first).
-fn receive_doc(shared: &Shared, from: MemberId, msg: (&[u8; 12], &[u8]), part: u16, parts: u16) {
+fn receive_doc(
+    shared: &Shared,
+    from: MemberId,
+    direct: bool,
+    msg: (&[u8; 12], &[u8]),
+    (part, parts): (u16, u16),
+) {
     let (nonce, sealed) = msg;
     let participant = shared
         .members
@@ -281,7 +306,7 @@ fn receive_doc(shared: &Shared, from: MemberId, msg: (&[u8; 12], &[u8]), part: u
             plain
         } else {
             // Parts come in order on the control stream; anything else starts over.
-            let buf = partial.entry(participant).or_default();
+            let buf = partial.entry((participant, direct)).or_default();
             let expected = u16::try_from(buf.len() / DOC_PART).unwrap_or(u16::MAX);
             if part == 0 {
                 buf.clear();
@@ -623,6 +648,7 @@ pub fn start(
             cipher: config.invite.secret.doc_cipher(&config.invite.room),
             partial: BTreeMap::new(),
         }),
+        direct_control: Mutex::new(BTreeMap::new()),
         presence_out: Mutex::new(PresenceOutbox::default()),
         presence_in: Mutex::new(PresenceBook::default()),
         presence_cipher: config.invite.secret.presence_cipher(&config.invite.room),
@@ -985,7 +1011,7 @@ fn handle_peer_message(
             sealed,
             part,
             parts,
-        } => return receive_doc(shared, from, (nonce, sealed), *part, *parts),
+        } => return receive_doc(shared, from, false, (nonce, sealed), (*part, *parts)),
         PeerMessage::Presence { nonce, sealed } => {
             return receive_presence(shared, from, nonce, sealed)
         }
@@ -1181,6 +1207,97 @@ async fn accept_direct(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     }
 }
 
+/// The direct path's control streams: we send on one stream we open, and read the one the
+/// member opens. Only session-document messages travel here; keys and presence stay on the
+/// relay, which every member reaches.
+fn serve_direct_control(
+    shared: &Arc<Shared>,
+    member: MemberId,
+    conn: &Connection,
+) -> (
+    tokio::task::JoinHandle<()>,
+    mpsc::UnboundedSender<PeerMessage>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<PeerMessage>();
+    shared
+        .direct_control
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(member, tx.clone());
+    let ours = tx.clone();
+    let (shared, conn) = (shared.clone(), conn.clone());
+    let task = tokio::spawn(async move {
+        let writer = async {
+            let Ok(mut send) = conn.open_uni().await else {
+                return;
+            };
+            while let Some(msg) = rx.recv().await {
+                if write_frame(&mut send, &msg).await.is_err() {
+                    return;
+                }
+            }
+        };
+        let reader = async {
+            let Ok(mut recv) = conn.accept_uni().await else {
+                return;
+            };
+            while let Ok(Some(msg)) = read_frame::<PeerMessage>(&mut recv).await {
+                if let PeerMessage::Doc {
+                    nonce,
+                    sealed,
+                    part,
+                    parts,
+                } = &msg
+                {
+                    shared.counters.doc_direct.fetch_add(1, Relaxed);
+                    receive_doc(&shared, member, true, (nonce, sealed), (*part, *parts));
+                }
+            }
+        };
+        // Either side ending ends both; the document then goes by the relay.
+        tokio::select! {
+            _ = writer => {}
+            _ = reader => {}
+        }
+        close_direct_control(&shared, member, &ours);
+    });
+    (task, tx)
+}
+
+/// Stops sending the document over a direct path (if `tx` is still its outbox) and starts
+/// that peer's sync afresh by the relay: what was in flight on the path may be lost.
+fn close_direct_control(
+    shared: &Shared,
+    member: MemberId,
+    tx: &mpsc::UnboundedSender<PeerMessage>,
+) {
+    {
+        let mut map = shared
+            .direct_control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !map.get(&member).is_some_and(|t| t.same_channel(tx)) {
+            return;
+        }
+        map.remove(&member);
+    }
+    let participant = shared
+        .members
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&member)
+        .map(|m| m.participant);
+    if let Some(p) = participant {
+        shared
+            .doc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .peers
+            .remove(&p);
+    }
+    sync_doc_all(shared);
+}
+
 /// Uses `conn` for `member`'s audio until it closes, then falls back to the relay.
 async fn adopt_direct(shared: &Arc<Shared>, member: MemberId, conn: Connection) {
     // Tells the relay which members no longer need our audio forwarded.
@@ -1207,9 +1324,14 @@ async fn adopt_direct(shared: &Arc<Shared>, member: MemberId, conn: Connection) 
         .unwrap_or_else(|e| e.into_inner())
         .insert(member, conn.clone());
     update_route(shared);
+    let (control, tx) = serve_direct_control(shared, member, &conn);
+    // Sync again over the new path, so nothing waits on the relay.
+    sync_doc_all(shared);
     while let Ok(d) = conn.read_datagram().await {
         receive_datagram(shared, &d);
     }
+    control.abort();
+    close_direct_control(shared, member, &tx);
     let mut direct = shared.direct.lock().unwrap_or_else(|e| e.into_inner());
     if direct
         .get(&member)

@@ -302,3 +302,40 @@ fn a_late_joiner_catches_up_on_a_document_larger_than_a_control_frame() {
     a.stop();
     b.stop();
 }
+
+#[test]
+fn the_document_travels_on_direct_paths_when_there_are_some() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let room = relay.room("direct-doc");
+    let a = join(&room, "Ana", None);
+    let b = join(&room, "Bo", None);
+    let direct = |s: &SessionHandle| {
+        s.status()
+            .members
+            .iter()
+            .any(|m| m.path == echoel_net::session::Path::Direct)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || direct(&a) && direct(&b)),
+        "no direct path on loopback"
+    );
+    let before = b
+        .counters()
+        .doc_direct
+        .load(std::sync::atomic::Ordering::Relaxed);
+    a.edit_doc(|d| d.chart_append("[Outro] Em | Em |")).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || b
+        .read_doc(|d| d.chart())
+        .contains("[Outro]")));
+    let after = b
+        .counters()
+        .doc_direct
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        after > before,
+        "the edit came by the relay ({before} → {after})"
+    );
+    a.stop();
+    b.stop();
+}
