@@ -93,6 +93,43 @@ fn editor_commands_reach_the_room_and_the_room_comes_back_in_the_snapshot() {
         LinkStatus::Failed(ref why) if why.contains("invite")
     )));
 
+    // A stale invite: the editor says so in words a musician can act on.
+    let mut stale = room.clone();
+    stale.secret = echoel_net::RoomSecret::generate();
+    assert!(p.controls.send(Command::Connect {
+        invite: stale.to_string(),
+        name: "Ana".into(),
+        instrument: "sax".into(),
+    }));
+    assert!(
+        wait_until(Duration::from_secs(10), || matches!(
+            snap(&p).link,
+            LinkStatus::Failed(ref why) if why.contains("wrong room secret")
+        )),
+        "{:?}",
+        snap(&p).link
+    );
+    // A relay that is not running: the editor keeps trying and says why.
+    let mut nowhere = room.clone();
+    nowhere.port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert!(p.controls.send(Command::Connect {
+        invite: nowhere.to_string(),
+        name: "Ana".into(),
+        instrument: "sax".into(),
+    }));
+    assert!(
+        wait_until(Duration::from_secs(10), || matches!(
+            snap(&p).link,
+            LinkStatus::Retrying(ref why) if why.contains("unreachable")
+        )),
+        "{:?}",
+        snap(&p).link
+    );
+
     let bo = watcher(&room);
     assert!(p.controls.send(Command::Connect {
         invite: room.to_string(),

@@ -46,6 +46,9 @@ pub struct RemoteStream {
     clock: u64,
     /// Packets dropped to shrink the delay, as last published.
     dropped_seen: u64,
+    /// The mix gain the last block ended on; the next block ramps from it, so a fader move
+    /// or a mute never clicks.
+    gain_now: f32,
     /// The host's largest block at 48 kHz.
     block_48k: usize,
     /// A frame decoded but skipped to shrink the delay, waiting to be blended into the next.
@@ -73,6 +76,7 @@ impl RemoteStream {
             idle_frames: 0,
             clock: 0,
             dropped_seen: 0,
+            gain_now: 1.0,
             block_48k: 0,
             skipped: vec![0.0; 2 * MAX_PACKET_SAMPLES],
             skipped_frames: 0,
@@ -120,6 +124,7 @@ impl RemoteStream {
         self.idle_frames = 0;
         self.clock = 0;
         self.dropped_seen = 0;
+        self.gain_now = 1.0;
         self.skipped_frames = 0;
     }
 
@@ -202,10 +207,18 @@ impl RemoteStream {
         } else {
             1.0
         };
+        let (g0, step) = (self.gain_now, (gain - self.gain_now) / frames.max(1) as f32);
+        self.gain_now = gain;
         let mut peak = 0.0f32;
-        for (m, s) in mix.iter_mut().zip(&self.stretched[..2 * frames]) {
-            peak = peak.max(s.abs());
-            *m += s * gain;
+        for (i, (m, s)) in mix
+            .chunks_exact_mut(2)
+            .zip(self.stretched[..2 * frames].chunks_exact(2))
+            .enumerate()
+        {
+            let g = g0 + step * (i + 1) as f32;
+            peak = peak.max(s[0].abs()).max(s[1].abs());
+            m[0] += s[0] * g;
+            m[1] += s[1] * g;
         }
         if let Some(s) = stats.streams.get(self.slot) {
             s.peak.store(peak, Relaxed);
