@@ -245,6 +245,16 @@ fn sync_doc_to(
     }
 }
 
+/// Who a member id stands for now.
+fn participant_of(shared: &Shared, member: MemberId) -> Option<ParticipantId> {
+    shared
+        .members
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&member)
+        .map(|m| m.participant)
+}
+
 /// A copy of a shared map's values, so no lock is held while they are used.
 fn values_of<K, V: Clone>(map: &Mutex<BTreeMap<K, V>>) -> Vec<V> {
     map.lock()
@@ -280,12 +290,7 @@ fn receive_doc(
     (part, parts): (u16, u16),
 ) {
     let (nonce, sealed) = msg;
-    let participant = shared
-        .members
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&from)
-        .map(|m| m.participant);
+    let participant = participant_of(shared, from);
     let Some(participant) = participant else {
         return;
     };
@@ -337,12 +342,7 @@ fn receive_doc(
 
 /// A presence update from member `from`.
 fn receive_presence(shared: &Shared, from: MemberId, nonce: &[u8; 12], sealed: &[u8]) {
-    let participant = shared
-        .members
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&from)
-        .map(|m| m.participant);
+    let participant = participant_of(shared, from);
     let Some(participant) = participant else {
         return;
     };
@@ -1281,12 +1281,7 @@ fn close_direct_control(
         }
         map.remove(&member);
     }
-    let participant = shared
-        .members
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&member)
-        .map(|m| m.participant);
+    let participant = participant_of(shared, member);
     if let Some(p) = participant {
         shared
             .doc

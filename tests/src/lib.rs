@@ -206,3 +206,36 @@ pub fn network_runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("network runtime")
 }
+
+/// Polls `done` every 20 ms for at most `limit`; whether it came true.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+/// A member session without audio, on the shared network runtime, for document and presence
+/// tests.
+pub fn join_room(
+    invite: &Invite,
+    name: &str,
+    doc: Option<Vec<u8>>,
+) -> echoel_net::session::SessionHandle {
+    let _rt = echoel_plugin::bridge::network_runtime().enter();
+    echoel_net::session::start(
+        echoel_net::session::SessionConfig {
+            invite: invite.clone(),
+            name: name.into(),
+            force_relay: false,
+            rotation: echoel_net::RotationPolicy::default(),
+            initial_doc: doc,
+        },
+        |_, _, _| {},
+    )
+    .expect("session starts")
+}

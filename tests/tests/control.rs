@@ -3,42 +3,14 @@
 //! back in the editor's snapshot.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use echoel_gui::{Command, LinkStatus, Snapshot};
-use echoel_net::session::{self, SessionConfig, SessionHandle};
-use echoel_net::{Invite, RotationPolicy};
-use echoel_plugin::bridge::{network_runtime, Bridge};
+use echoel_plugin::bridge::Bridge;
 use echoel_plugin::control::{ControlThread, Controls};
 use echoel_plugin::engine::{Engine, EngineConfig};
 use echoel_plugin::params::EchoelParams;
-use echoel_tests::TestRelay;
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    done()
-}
-
-fn watcher(invite: &Invite) -> SessionHandle {
-    let _rt = network_runtime().enter();
-    session::start(
-        SessionConfig {
-            invite: invite.clone(),
-            name: "Bo".into(),
-            force_relay: false,
-            rotation: RotationPolicy::default(),
-            initial_doc: None,
-        },
-        |_, _, _| {},
-    )
-    .unwrap()
-}
+use echoel_tests::{join_room, wait_until, TestRelay};
 
 struct Plugin {
     controls: Arc<Controls>,
@@ -130,7 +102,7 @@ fn editor_commands_reach_the_room_and_the_room_comes_back_in_the_snapshot() {
         snap(&p).link
     );
 
-    let bo = watcher(&room);
+    let bo = join_room(&room, "Bo", None);
     assert!(p.controls.send(Command::Connect {
         invite: room.to_string(),
         name: "Ana".into(),

@@ -5,37 +5,8 @@ use std::time::{Duration, Instant};
 
 use echoel_net::doc::{Note, SessionDoc};
 use echoel_net::presence::{Presence, PRESENCE_TIMEOUT};
-use echoel_net::session::{self, SessionConfig, SessionHandle, SessionState};
-use echoel_net::{Invite, RotationPolicy};
-use echoel_plugin::bridge::network_runtime;
-use echoel_tests::TestRelay;
-
-fn join(invite: &Invite, name: &str, doc: Option<Vec<u8>>) -> SessionHandle {
-    let _rt = network_runtime().enter();
-    session::start(
-        SessionConfig {
-            invite: invite.clone(),
-            name: name.into(),
-            force_relay: false,
-            rotation: RotationPolicy::default(),
-            initial_doc: doc,
-        },
-        |_, _, _| {},
-    )
-    .expect("session starts")
-}
-
-/// Polls `done` every 20 ms for at most `limit`.
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    done()
-}
+use echoel_net::session::{SessionHandle, SessionState};
+use echoel_tests::{join_room, wait_until, TestRelay};
 
 fn joined(s: &SessionHandle, others: usize) -> bool {
     let st = s.status();
@@ -56,8 +27,8 @@ fn presence_is_seen_within_a_second_and_a_vanished_member_is_shown_gone() {
     let dir = tempfile::tempdir().unwrap();
     let relay = TestRelay::start(dir.path());
     let room = relay.room("presence");
-    let a = join(&room, "Ana", None);
-    let b = join(&room, "Bo", None);
+    let a = join_room(&room, "Ana", None);
+    let b = join_room(&room, "Bo", None);
     assert!(wait_until(Duration::from_secs(10), || joined(&a, 1) && joined(&b, 1)));
     let shown = Presence {
         name: "Ana".into(),
@@ -110,9 +81,9 @@ fn three_members_edit_concurrently_converge_and_conflicts_are_told_to_the_right_
     let note = base.add_note(&bass, c2).unwrap();
     let bytes = base.save();
     let (a, b, c) = (
-        join(&room, "Ana", Some(bytes.clone())),
-        join(&room, "Bo", Some(bytes.clone())),
-        join(&room, "Cy", Some(bytes)),
+        join_room(&room, "Ana", Some(bytes.clone())),
+        join_room(&room, "Bo", Some(bytes.clone())),
+        join_room(&room, "Cy", Some(bytes)),
     );
     // Edits made before anyone has heard from anyone: concurrent by construction.
     a.edit_doc(|d| {
@@ -217,8 +188,8 @@ fn edits_made_offline_merge_on_reconnect_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let relay = TestRelay::start(dir.path());
     let room = relay.room("offline");
-    let a = join(&room, "Ana", None);
-    let b = join(&room, "Bo", None);
+    let a = join_room(&room, "Ana", None);
+    let b = join_room(&room, "Bo", None);
     assert!(wait_until(Duration::from_secs(10), || joined(&a, 1) && joined(&b, 1)));
     a.edit_doc(|d| d.add_track("bass", "Ana", "bass").map(|_| ()))
         .unwrap();
@@ -239,7 +210,7 @@ fn edits_made_offline_merge_on_reconnect_and_nothing_is_lost() {
     })
     .unwrap();
 
-    let a2 = join(&room, "Ana", Some(offline.save()));
+    let a2 = join_room(&room, "Ana", Some(offline.save()));
     assert!(
         wait_until(Duration::from_secs(10), || joined(&a2, 1)
             && converged(&[&a2, &b])),
@@ -285,12 +256,12 @@ fn a_late_joiner_catches_up_on_a_document_larger_than_a_control_frame() {
     doc.chart_append(&text).unwrap();
     let bytes = doc.save();
     assert!(bytes.len() > 4 * 16 * 1024, "{} bytes", bytes.len());
-    let a = join(&room, "Ana", Some(bytes));
+    let a = join_room(&room, "Ana", Some(bytes));
     assert!(wait_until(Duration::from_secs(10), || matches!(
         a.status().state,
         SessionState::Joined { .. }
     )));
-    let b = join(&room, "Bo", None);
+    let b = join_room(&room, "Bo", None);
     assert!(
         wait_until(Duration::from_secs(20), || b.read_doc(|d| d.chart())
             == text),
@@ -308,8 +279,8 @@ fn the_document_travels_on_direct_paths_when_there_are_some() {
     let dir = tempfile::tempdir().unwrap();
     let relay = TestRelay::start(dir.path());
     let room = relay.room("direct-doc");
-    let a = join(&room, "Ana", None);
-    let b = join(&room, "Bo", None);
+    let a = join_room(&room, "Ana", None);
+    let b = join_room(&room, "Bo", None);
     let direct = |s: &SessionHandle| {
         s.status()
             .members
