@@ -432,7 +432,11 @@ impl Control {
             });
             people.push(Person {
                 participant: m.info.participant.0,
-                name: p.map_or_else(|| m.info.name.clone(), |p| p.presence.name.clone()),
+                // The name given when joining, until presence says otherwise.
+                name: p
+                    .map(|p| p.presence.name.clone())
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or_else(|| m.info.name.clone()),
                 instrument: p.map(|p| p.presence.instrument.clone()).unwrap_or_default(),
                 track: p.and_then(|p| p.presence.track.clone()),
                 path: Some(match m.path {
