@@ -90,6 +90,8 @@ pub struct Person {
     pub solo: bool,
     /// Not heard from within the presence timeout.
     pub gone: bool,
+    /// Seconds since we last heard from them, when known.
+    pub last_seen_s: Option<f32>,
     /// Typing in the chart now.
     pub typing: bool,
     /// Their chart cursor and selection end (character indices).

@@ -296,7 +296,10 @@ fn person_row(
     out: &mut Vec<Command>,
 ) {
     let name = if p.gone {
-        RichText::new(format!("{} (gone)", p.name)).weak()
+        let ago = p
+            .last_seen_s
+            .map_or(String::new(), |s| format!(", seen {s:.0} s ago"));
+        RichText::new(format!("{} (gone{ago})", p.name)).weak()
     } else {
         RichText::new(format!("{} · {}", p.name, p.instrument)).color(person_color(p.participant))
     };
@@ -569,7 +572,7 @@ fn chart_section(
             .pos_from_cursor(CCursor::new(at))
             .translate(output.galley_pos.to_vec2());
         let color = person_color(p.participant);
-        let painter = ui.painter_at(output.text_clip_rect.expand(2.0));
+        let painter = ui.painter_at(output.text_clip_rect.expand2(Vec2::new(2.0, 12.0)));
         painter.line_segment([rect.left_top(), rect.left_bottom()], (2.0, color));
         painter.text(
             rect.left_top(),

@@ -120,6 +120,7 @@ fn jam() -> Snapshot {
             name: "Ren".into(),
             instrument: "guitar".into(),
             gone: true,
+            last_seen_s: Some(12.0),
             ..Person::default()
         },
     ];

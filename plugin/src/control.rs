@@ -451,6 +451,7 @@ impl Control {
                 muted: mix.muted,
                 solo: mix.solo,
                 gone: p.is_some_and(|p| p.gone),
+                last_seen_s: p.map(|p| p.age.as_secs_f32()),
                 typing: p.is_some_and(|p| p.presence.typing && !p.gone),
                 cursor: p
                     .and_then(|p| p.presence.cursor)
@@ -469,6 +470,7 @@ impl Control {
                 name: p.presence.name.clone(),
                 instrument: p.presence.instrument.clone(),
                 gone: true,
+                last_seen_s: Some(p.age.as_secs_f32()),
                 ..Person::default()
             });
         }
