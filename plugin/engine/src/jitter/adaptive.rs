@@ -32,7 +32,7 @@ const WARMUP_SAMPLES: u64 = 2 * 48_000;
 /// How the target is chosen.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdaptiveConfig {
-    /// Fraction of packets whose delay the target covers (e.g. 0.98).
+    /// Fraction of packets whose delay the target covers (e.g. 0.99).
     pub quantile: f32,
     /// Packets in the statistics window (2000 ≈ 5 s at 2.5 ms frames).
     pub window: usize,
@@ -57,9 +57,10 @@ pub struct AdaptiveConfig {
 impl Default for AdaptiveConfig {
     fn default() -> Self {
         Self {
-            // Stalls rescue most packets beyond the quantile (they wait instead of being lost),
-            // so a 98 % quantile already keeps late loss near 0.1 %.
-            quantile: 0.98,
+            // Stalls rescue most packets beyond the quantile (they wait instead of being lost).
+            // 99 % over 98 %: on the bench's traces a fifth to a third less late loss for
+            // 0–1.5 ms more delay, and 13 rows of 32 meet the target instead of 11.
+            quantile: 0.99,
             window: 2000,
             margin_samples: 0,
             max_target_samples: 48 * 200,
