@@ -131,6 +131,14 @@ pub struct PresenceOutbox {
 }
 
 impl PresenceOutbox {
+    /// Starts with `p`, sent at the first opportunity.
+    pub fn new(p: Presence) -> Self {
+        Self {
+            current: p,
+            ..Self::default()
+        }
+    }
+
     /// Replaces our state; sent at the next opportunity the rate allows.
     pub fn set(&mut self, p: Presence) {
         if p != self.current {

@@ -164,6 +164,8 @@ struct Shared {
     counters: SessionCounters,
     stopped: AtomicBool,
     participant: ParticipantId,
+    /// The name given when joining; presence shows it until it is given another.
+    name: String,
     scratch: Mutex<SendScratch>,
     /// Earlier frames each audio datagram carries (0 to [`MAX_REDUNDANT`]).
     redundancy: AtomicU8,
@@ -556,7 +558,10 @@ impl SessionHandle {
 
     /// Sets what the others see of us: sent within a tenth of a second (and once a second
     /// regardless, as a heartbeat).
-    pub fn set_presence(&self, presence: Presence) {
+    pub fn set_presence(&self, mut presence: Presence) {
+        if presence.name.is_empty() {
+            presence.name.clone_from(&self.shared.name);
+        }
         self.shared
             .presence_out
             .lock()
@@ -629,6 +634,7 @@ pub fn start(
         counters: SessionCounters::default(),
         stopped: AtomicBool::new(false),
         participant: ParticipantId(rand_core::RngCore::next_u64(&mut rand_core::OsRng)),
+        name: config.name.clone(),
         scratch: Mutex::new(SendScratch {
             buf: Vec::with_capacity(1500),
             plain: Vec::with_capacity(1500),
@@ -649,7 +655,10 @@ pub fn start(
             partial: BTreeMap::new(),
         }),
         direct_control: Mutex::new(BTreeMap::new()),
-        presence_out: Mutex::new(PresenceOutbox::default()),
+        presence_out: Mutex::new(PresenceOutbox::new(Presence {
+            name: config.name.clone(),
+            ..Presence::default()
+        })),
         presence_in: Mutex::new(PresenceBook::default()),
         presence_cipher: config.invite.secret.presence_cipher(&config.invite.room),
     });

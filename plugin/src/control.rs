@@ -4,7 +4,7 @@
 //! bounded channel and reads the last snapshot; the audio thread only stores atomics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -38,8 +38,6 @@ pub struct Controls {
     rx: Receiver<Command>,
     /// The host's tempo as f64 bits; 0 when the host reports none.
     host_tempo: AtomicU64,
-    /// Redundant frames per datagram, from the parameter.
-    pub redundancy: AtomicU8,
 }
 
 impl Controls {
@@ -51,7 +49,6 @@ impl Controls {
             tx,
             rx,
             host_tempo: AtomicU64::new(0),
-            redundancy: AtomicU8::new(0),
         })
     }
 
@@ -126,6 +123,7 @@ impl ControlThread {
             typing: false,
             pushed_tempo: None,
             error: None,
+            room: String::new(),
             applied: 0,
             sent: (0, Instant::now(), 0.0),
         };
@@ -170,6 +168,8 @@ struct Control {
     pushed_tempo: Option<f64>,
     /// Why the last connect failed before reaching the network (a bad invite).
     error: Option<String>,
+    /// The room of the session, for display.
+    room: String,
     applied: u64,
     /// Bytes on the wire, when counted, and the rate derived from them (kbit/s).
     sent: (u64, Instant, f32),
@@ -200,6 +200,7 @@ impl Control {
                 return;
             }
         };
+        self.room = invite.room.as_str().to_owned();
         let name = match read_string(&self.params.display_name) {
             n if n.is_empty() => "Echoel Jam".to_owned(),
             n => n,
@@ -231,7 +232,8 @@ impl Control {
         }
         let session = self.bridge.session();
         if let Some(s) = &session {
-            s.set_redundancy(self.controls.redundancy.load(Relaxed));
+            // Parameters are atomics: read here, not relayed by the audio thread.
+            s.set_redundancy(self.params.redundancy.value().clamp(0, 2) as u8);
             self.push_host_tempo(s);
             s.set_presence(Presence {
                 name: read_string(&self.params.display_name),
@@ -404,10 +406,7 @@ impl Control {
             SessionState::Refused(r) => LinkStatus::Failed(r.explain().into()),
             SessionState::Retrying(why) => LinkStatus::Retrying(why),
         };
-        snap.me.room = read_string(&self.params.invite)
-            .parse::<Invite>()
-            .map(|i| i.room.as_str().to_owned())
-            .unwrap_or_default();
+        snap.me.room = self.room.clone();
         snap.session = s.read_doc(session_view);
         let presence = s.presence();
         let mut people: Vec<Person> = Vec::new();
@@ -432,11 +431,7 @@ impl Control {
             });
             people.push(Person {
                 participant: m.info.participant.0,
-                // The name given when joining, until presence says otherwise.
-                name: p
-                    .map(|p| p.presence.name.clone())
-                    .filter(|n| !n.is_empty())
-                    .unwrap_or_else(|| m.info.name.clone()),
+                name: p.map_or_else(|| m.info.name.clone(), |p| p.presence.name.clone()),
                 instrument: p.map(|p| p.presence.instrument.clone()).unwrap_or_default(),
                 track: p.and_then(|p| p.presence.track.clone()),
                 path: Some(match m.path {

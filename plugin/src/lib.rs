@@ -145,12 +145,8 @@ impl Plugin for EchoelJam {
             return ProcessStatus::Normal;
         };
         engine.process(buffer.as_slice(), &self.params.engine_params());
-        // Atomic stores only: safe on the audio thread.
+        // An atomic store: safe on the audio thread.
         self.controls.set_host_tempo(context.transport().tempo);
-        let frames = self.params.redundancy.value().clamp(0, 2) as u8;
-        self.controls
-            .redundancy
-            .store(frames, std::sync::atomic::Ordering::Relaxed);
         // Remote musicians keep playing while this track is silent.
         ProcessStatus::KeepAlive
     }
