@@ -310,17 +310,20 @@ fn apply_edits(session: &echoel_net::session::SessionHandle, me: &str, edits: &[
 
 /// Latency of `heard` behind `sent` (same timeline, 48 kHz) in steady state, once keys and the
 /// jitter buffer have settled: the last second that `sent` and `max_lag_ms` leave room for is
-/// cut into four windows, each aligned on its own, and the window with the median lag is
-/// returned. An adaptive buffer may add a frame of delay at any moment (a late packet); a
-/// window that straddles that step is outvoted instead of spoiling the whole measurement.
+/// cut into eight windows, each aligned on its own. Windows whose lags agree within a quarter
+/// millisecond vote together; the largest group wins (on a tie, the later delay: the one the
+/// buffer settled on) and its best-correlated window is returned. An adaptive buffer may add
+/// delay at any moment (a late packet); a window that straddles that step finds an in-between
+/// lag with a poor match, and is outvoted instead of spoiling the whole measurement.
 pub fn measure_lag(
     sent: &[f32],
     heard: &[f32],
     max_lag_ms: f32,
 ) -> Option<echoel_engine::analysis::Alignment> {
-    const WINDOWS: usize = 4;
+    const WINDOWS: usize = 8;
     let rate = INTERNAL_RATE_HZ as usize;
     let max_lag = (max_lag_ms / 1000.0 * rate as f32) as usize;
+    let same_lag = rate / 4000;
     // Leave the lag and a quarter second of tail (the last packets in flight) at the end.
     let end = sent
         .len()
@@ -328,22 +331,28 @@ pub fn measure_lag(
         .saturating_sub(max_lag + rate / 4);
     let start = end.saturating_sub(rate).max(rate / 2);
     let window = end.saturating_sub(start) / WINDOWS;
-    if window < rate / 40 {
+    if window < rate / 80 {
         return None;
     }
-    let mut found: Vec<_> = (0..WINDOWS)
+    let found: Vec<_> = (0..WINDOWS)
         .filter_map(|i| {
             let a = start + i * window;
             echoel_engine::analysis::align(&sent[a..a + window], &heard[a..], max_lag)
         })
         .collect();
-    found.sort_by_key(|a| a.lag_samples);
-    // Upper median: with a tie of two lags, the later (the delay the buffer settled on); the
-    // best-correlated window at that lag.
-    let median = found.get(found.len() / 2)?.lag_samples;
+    let votes = |lag: usize| {
+        found
+            .iter()
+            .filter(|b| b.lag_samples.abs_diff(lag) <= same_lag)
+            .count()
+    };
+    let winner = found
+        .iter()
+        .max_by_key(|a| (votes(a.lag_samples), a.lag_samples))?
+        .lag_samples;
     found
         .into_iter()
-        .filter(|a| a.lag_samples == median)
+        .filter(|a| a.lag_samples.abs_diff(winner) <= same_lag)
         .max_by(|a, b| a.correlation.total_cmp(&b.correlation))
 }
 
@@ -364,5 +373,60 @@ pub fn file_stem(name: &str) -> String {
         "musician".into()
     } else {
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use echoel_engine::signal::TestSignal;
+
+    /// `sent` delayed by `first` samples, then by `second` from `step_at` on: an adaptive buffer
+    /// that grew once.
+    fn heard_with_step(sent: &[f32], first: usize, second: usize, step_at: usize) -> Vec<f32> {
+        (0..sent.len())
+            .map(|i| {
+                let lag = if i < step_at { first } else { second };
+                i.checked_sub(lag).map_or(0.0, |j| sent[j])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_delay_step_anywhere_in_the_measured_second_does_not_spoil_the_match() {
+        let rate = INTERNAL_RATE_HZ as usize;
+        let sent = TestSignal::voice(INTERNAL_RATE_HZ, 2).take_mono(rate * 2);
+        // The measured second is [0.5 s, 1.5 s) of a 2 s take with a 250 ms max lag.
+        for step_ms in [550, 800, 1000, 1180, 1400] {
+            let heard = heard_with_step(&sent, 312, 365, step_ms * rate / 1000);
+            let a = measure_lag(&sent, &heard, 250.0).expect("aligned");
+            assert!(a.correlation > 0.99, "step at {step_ms} ms: {a:?}");
+            assert!(
+                [312, 365].contains(&a.lag_samples),
+                "step at {step_ms} ms: {a:?}"
+            );
+        }
+        // Two quick steps (312 → 365 → 420 samples): the delay held longest is reported, and
+        // the window that straddles a step does not speak for it.
+        let twice: Vec<f32> = heard_with_step(&sent, 312, 365, rate * 105 / 100)
+            .iter()
+            .zip(heard_with_step(&sent, 365, 420, rate * 125 / 100))
+            .enumerate()
+            .map(|(i, (&a, b))| if i < rate * 125 / 100 { a } else { b })
+            .collect();
+        let a = measure_lag(&sent, &twice, 250.0).expect("aligned");
+        assert!(a.correlation > 0.99 && a.lag_samples == 312, "{a:?}");
+        // Mostly the later delay: the settled one is reported.
+        let heard = heard_with_step(&sent, 312, 365, rate * 3 / 4);
+        assert_eq!(measure_lag(&sent, &heard, 250.0).unwrap().lag_samples, 365);
+    }
+
+    #[test]
+    fn another_voice_is_no_match() {
+        let rate = INTERNAL_RATE_HZ as usize;
+        let sent = TestSignal::voice(INTERNAL_RATE_HZ, 1).take_mono(rate * 2);
+        let other = TestSignal::voice(INTERNAL_RATE_HZ, 2).take_mono(rate * 2);
+        let a = measure_lag(&sent, &other, 250.0).expect("both have signal");
+        assert!(a.correlation < 0.5, "{a:?}");
     }
 }
