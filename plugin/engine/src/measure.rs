@@ -78,11 +78,22 @@ impl LoopbackRun {
             output.extend_from_slice(&l[..n]);
             pos += n;
         }
-        // Skip the first half second (buffers filling), measure over up to one second.
+        // Skip the first half second (buffers filling), measure over up to one second, in
+        // eight windows each aligned on its own: the buffer may slew its delay (at most 1 ms a
+        // second) meanwhile, which one long window would count as noise. The median window by
+        // SNR stands for the path.
+        const WINDOWS: usize = 8;
         let start = (rate as usize / 2).min(total / 4);
-        let len = (rate as usize).min(total.saturating_sub(start) / 2);
+        let len = (rate as usize).min(total.saturating_sub(start) / 2) / WINDOWS;
         let max_lag = (max_lag_ms * rate as f32 / 1000.0) as usize;
-        let alignment = align(&input[start..start + len], &output[start..], max_lag);
+        let mut found: Vec<Alignment> = (0..WINDOWS)
+            .filter_map(|i| {
+                let at = start + i * len;
+                align(&input[at..at + len], &output[at..], max_lag)
+            })
+            .collect();
+        found.sort_by(|a, b| a.snr_db.total_cmp(&b.snr_db));
+        let alignment = found.get(found.len() / 2).copied();
         Ok(LoopbackReport {
             input,
             output,

@@ -174,9 +174,9 @@ impl RemoteStream {
         let frames = mix.len() / 2;
         let mut concealed = 0u64;
         // Decoded audio runs on the sender's clock; the drift converter stretches it onto ours
-        // by the measured rate difference, so the buffer neither drains nor fills.
-        self.drift
-            .set_ratio(1.0 + self.jitter.drift_ppm().clamp(-1000.0, 1000.0) * 1e-6);
+        // by the measured rate difference, so the buffer neither drains nor fills, and by the
+        // buffer's slew towards its schedule.
+        self.drift.set_ratio(self.jitter.stretch());
         let frames = frames.min(self.stretched.len() / 2);
         let need = self.drift.input_needed(frames);
         concealed += self.decode_until(need, stats);

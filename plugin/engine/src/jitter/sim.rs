@@ -191,7 +191,7 @@ impl Algorithm for Ours {
         self.0.insert(arrival, &p);
     }
     fn stretch(&self) -> f64 {
-        1.0 + self.0.drift_ppm() * 1e-6
+        self.0.stretch()
     }
     fn idle_samples(&self, now: u64, _frame: u64) -> f64 {
         self.0.idle_samples(now) as f64
@@ -754,56 +754,128 @@ mod tests {
                     .map(|i| Some(480 + (i * 7919 % 97) as u32))
                     .collect(),
             };
-            let mut algo = Watch(ours(64), 0, 0, 0);
+            let mut algo = Watch::from(60 * 48_000);
             simulate(&trace, &mut algo, 64);
-            let jb = &(algo.0).0;
+            let jb = &algo.ours.0;
             let s = jb.stats();
             println!(
                 "{ppm} ppm: estimated {:.1}, {s:?}, worst schedule error {} samples, depth {}",
                 jb.drift_ppm(),
-                algo.1,
+                algo.worst_error,
                 jb.target_samples()
             );
             assert!((jb.drift_ppm() - ppm).abs() < 10.0, "{}", jb.drift_ppm());
             assert!(
-                algo.1 <= 120,
+                algo.worst_error <= 120,
                 "playout drifted {} samples off its schedule",
-                algo.1
+                algo.worst_error
             );
             assert_eq!(
-                algo.2 + algo.3,
+                algo.stalls + algo.skips,
                 0,
                 "stalls/skips after the first minute: {s:?}"
             );
         }
     }
 
-    /// Ours, recording after the first simulated minute the worst schedule error and the stalls
-    /// and skips.
-    struct Watch(Ours, i64, u64, u64);
+    /// A late packet (a one-off spike) makes playout wait a frame; the slew then works that
+    /// frame off smoothly — back on schedule within ten seconds, with no skip and never more
+    /// than 0.1 % off the sender's rate.
+    #[test]
+    fn a_stall_is_worked_off_by_slewing_not_by_skipping() {
+        let trace = Trace {
+            name: "one spike".into(),
+            frame: 120,
+            drift_ppm: 0.0,
+            delays: (0..40 * 400)
+                .map(|i| {
+                    // A 5 ms hold-up at 20 s: packets 8000–8001 arrive with 8002.
+                    let held = match i {
+                        8000 => 240,
+                        8001 => 120,
+                        _ => 0,
+                    };
+                    Some(480 + (i * 7919 % 31) as u32 + held)
+                })
+                .collect(),
+        };
+        let mut algo = Watch::from(20 * 48_000);
+        simulate(&trace, &mut algo, 64);
+        let s = algo.ours.0.stats();
+        println!(
+            "{s:?}, worst error {} samples, in the last 10 s {}, stretch {:.6}..{:.6}",
+            algo.worst_error, algo.late_error, algo.stretch.0, algo.stretch.1
+        );
+        assert!(algo.stalls >= 1, "the spike made no stall: {s:?}");
+        assert!(algo.worst_error >= 60, "the stall added no delay");
+        assert_eq!(algo.skips, 0, "{s:?}");
+        // Back within the half millisecond of slack the slew leaves alone.
+        assert!(
+            algo.late_error <= 30,
+            "still {} samples off",
+            algo.late_error
+        );
+        assert!(
+            algo.stretch.0 >= 1.0 - 0.001_001 && algo.stretch.1 <= 1.0 + 0.001_001,
+            "{:?}",
+            algo.stretch
+        );
+    }
+
+    /// Ours, recording from `from` on the worst schedule error, the stalls, skips and
+    /// stretch range, and the worst error from 30 s on.
+    struct Watch {
+        ours: Ours,
+        from: u64,
+        worst_error: i64,
+        late_error: i64,
+        stalls: u64,
+        skips: u64,
+        stretch: (f64, f64),
+    }
+
+    impl Watch {
+        fn from(from: u64) -> Self {
+            Self {
+                ours: ours(64),
+                from,
+                worst_error: 0,
+                late_error: 0,
+                stalls: 0,
+                skips: 0,
+                stretch: (1.0, 1.0),
+            }
+        }
+    }
 
     impl Algorithm for Watch {
         fn name(&self) -> String {
-            self.0.name()
+            self.ours.name()
         }
         fn arrive(&mut self, arrival: u64, seq: u32, media: u64) {
-            self.0.arrive(arrival, seq, media)
+            self.ours.arrive(arrival, seq, media)
         }
         fn stretch(&self) -> f64 {
-            self.0.stretch()
+            self.ours.stretch()
         }
         fn idle_samples(&self, now: u64, frame: u64) -> f64 {
-            self.0.idle_samples(now, frame)
+            self.ours.idle_samples(now, frame)
         }
         fn next(&mut self, now: u64) -> Step {
-            let before = self.0 .0.stats();
-            let step = self.0.next(now);
-            if now > 60 * 48_000 {
-                let after = self.0 .0.stats();
-                self.2 += after.stalled - before.stalled;
-                self.3 += after.dropped - before.dropped;
+            let before = self.ours.0.stats();
+            let step = self.ours.next(now);
+            if now > self.from {
+                let after = self.ours.0.stats();
+                self.stalls += after.stalled - before.stalled;
+                self.skips += after.dropped - before.dropped;
+                let r = self.ours.stretch();
+                self.stretch = (self.stretch.0.min(r), self.stretch.1.max(r));
                 if matches!(step, Step::Play(_)) {
-                    self.1 = self.1.max(self.0 .0.schedule_error().abs());
+                    let e = self.ours.0.schedule_error().abs();
+                    self.worst_error = self.worst_error.max(e);
+                    if now > 30 * 48_000 {
+                        self.late_error = self.late_error.max(e);
+                    }
                 }
             }
             step
