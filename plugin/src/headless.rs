@@ -310,17 +310,19 @@ fn apply_edits(session: &echoel_net::session::SessionHandle, me: &str, edits: &[
 
 /// Latency of `heard` behind `sent` (same timeline, 48 kHz) in steady state, once keys and the
 /// jitter buffer have settled: the last second that `sent` and `max_lag_ms` leave room for is
-/// cut into eight windows, each aligned on its own. Windows whose lags agree within a quarter
+/// cut into sixteen windows, each aligned on its own. Windows whose lags agree within a quarter
 /// millisecond vote together; the largest group wins (on a tie, the later delay: the one the
 /// buffer settled on) and its best-correlated window is returned. An adaptive buffer may add
 /// delay at any moment (a late packet); a window that straddles that step finds an in-between
-/// lag with a poor match, and is outvoted instead of spoiling the whole measurement.
+/// lag with a poor match, and is outvoted instead of spoiling the whole measurement. Windows
+/// are short (62.5 ms) because the buffer also slews its delay by up to 1 ms a second: within
+/// a window that moves the lag by at most 3 samples.
 pub fn measure_lag(
     sent: &[f32],
     heard: &[f32],
     max_lag_ms: f32,
 ) -> Option<echoel_engine::analysis::Alignment> {
-    const WINDOWS: usize = 8;
+    const WINDOWS: usize = 16;
     let rate = INTERNAL_RATE_HZ as usize;
     let max_lag = (max_lag_ms / 1000.0 * rate as f32) as usize;
     let same_lag = rate / 4000;
