@@ -151,8 +151,6 @@ pub struct JitterBuffer {
     since_stall: u64,
     /// How far behind its moment the last frame played (negative: ahead), in samples.
     last_error: i64,
-    /// Rate correction towards the schedule, ppm (positive: play faster).
-    slew_ppm: f64,
     /// The schedule error averaged over a quarter second: arrivals seen at block starts make
     /// each frame's error jump by up to a block, which the slew must not follow.
     error_avg: f64,
@@ -195,7 +193,6 @@ impl JitterBuffer {
             since_stall: u64::MAX,
             since_stall_saved: None,
             last_error: 0,
-            slew_ppm: 0.0,
             error_avg: 0.0,
             drift: DriftEstimator::default(),
             stats: AdaptiveStats::default(),
@@ -217,7 +214,7 @@ impl JitterBuffer {
     /// correction of at most [`AdaptiveConfig::slew_ppm`] that draws playout onto the
     /// schedule. Within ±0.2 %.
     pub fn stretch(&self) -> f64 {
-        1.0 + (self.drift.ppm().clamp(-1000.0, 1000.0) - self.slew_ppm) * 1e-6
+        1.0 + (self.drift.ppm().clamp(-1000.0, 1000.0) - self.slew_ppm()) * 1e-6
     }
 
     /// How far behind the schedule the last played frame was (negative: ahead), in samples.
@@ -279,7 +276,6 @@ impl JitterBuffer {
         self.since_stall = u64::MAX;
         self.since_stall_saved = None;
         self.last_error = 0;
-        self.slew_ppm = 0.0;
         self.error_avg = 0.0;
         self.drift.reset();
         self.stats = AdaptiveStats::default();
@@ -486,7 +482,6 @@ impl JitterBuffer {
             self.last_error = now - due;
             let alpha = (self.frame_samples as f64 / 12_000.0).min(1.0);
             self.error_avg += ((now - due) as f64 - self.error_avg) * alpha;
-            self.slew_ppm = self.slew_for(self.error_avg);
             self.since_skip = self.since_skip.saturating_add(1);
             self.since_stall = self.since_stall.saturating_add(self.frame_samples);
             self.stall_credit = 0;
@@ -543,14 +538,15 @@ impl JitterBuffer {
         Decision::Stall
     }
 
-    /// The rate correction for a frame that started `error` samples behind its moment:
-    /// none from on time to half a millisecond late, then proportional over a millisecond and
+    /// The rate correction towards the schedule, ppm (positive: play faster), for playout
+    /// that has lately started frames `error_avg` samples behind their moment: none from on time to half a millisecond late, then proportional over a millisecond and
     /// full speed beyond (a frame a stall added is worked off in about three seconds). The
     /// half millisecond is slack for arrivals seen only at block starts: aiming at exactly on
     /// time, playout would hover either side of it and stall on the early side.
-    fn slew_for(&self, error: f64) -> f64 {
+    fn slew_ppm(&self) -> f64 {
         const SLACK: f64 = 24.0;
         const SPAN: f64 = 48.0;
+        let error = self.error_avg;
         let off = if error > SLACK {
             error - SLACK
         } else {
