@@ -78,6 +78,52 @@ pub struct Recording {
     pub direct: bool,
     /// Their stream's counters in our engine.
     pub stream: Option<StreamSnapshot>,
+    /// Their stream's counters through the run, every [`TIMELINE_BLOCKS`] blocks.
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// Blocks between two [`TimelinePoint`]s (43 ms).
+pub const TIMELINE_BLOCKS: usize = 64;
+
+/// A remote stream's counters at one moment of a headless run.
+#[derive(Debug, Clone, Copy)]
+pub struct TimelinePoint {
+    /// Seconds since the run's start instant.
+    pub at_s: f32,
+    /// Frames decoded so far.
+    pub decoded: u64,
+    /// Frames concealed so far.
+    pub concealed: u64,
+    /// Jitter-buffer depth, ms.
+    pub depth_ms: f32,
+}
+
+impl Recording {
+    /// Median jitter-buffer depth (ms) over the timeline points from `from_s` on.
+    pub fn median_depth_ms(&self, from_s: f32) -> Option<f32> {
+        let mut d: Vec<f32> = self
+            .timeline
+            .iter()
+            .filter(|p| p.at_s >= from_s)
+            .map(|p| p.depth_ms)
+            .collect();
+        d.sort_by(f32::total_cmp);
+        d.get(d.len() / 2).copied()
+    }
+
+    /// Frames (decoded, concealed) between two moments of the timeline.
+    pub fn frames_between(&self, from_s: f32, to_s: f32) -> (u64, u64) {
+        let at = |t: f32| {
+            self.timeline
+                .iter()
+                .rev()
+                .find(|p| p.at_s <= t)
+                .map_or((0, 0), |p| (p.decoded, p.concealed))
+        };
+        let (d0, c0) = at(from_s);
+        let (d1, c1) = at(to_s);
+        (d1.saturating_sub(d0), c1.saturating_sub(c0))
+    }
 }
 
 /// What a headless run produced.
@@ -101,6 +147,8 @@ pub struct HeadlessReport {
     pub refused: (u64, u64, u64),
     /// Lost frames recovered from the redundancy of later datagrams.
     pub recovered: u64,
+    /// Times the session joined the room (1 when it never had to reconnect).
+    pub joins: u64,
     /// The session document at the end, as JSON.
     pub session_json: String,
     /// The session document at the end (automerge binary).
@@ -191,6 +239,7 @@ pub fn run(
     let period = Duration::from_secs_f64(BLOCK_FRAMES as f64 / f64::from(INTERNAL_RATE_HZ));
     let start = opts.start_at.unwrap_or_else(Instant::now);
     let mut edits_made = false;
+    let mut timelines: BTreeMap<StreamId, Vec<TimelinePoint>> = BTreeMap::new();
     for block in 0..total_blocks {
         let deadline = start + period * block as u32;
         if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
@@ -226,7 +275,16 @@ pub fn run(
             l.fill(0.0);
             r.fill(0.0);
         }
-        if block % 64 == 0 {
+        if block % TIMELINE_BLOCKS == 0 {
+            let at_s = (pos as f64 / f64::from(INTERNAL_RATE_HZ)) as f32;
+            for st in engine.stats().stream_snapshots() {
+                timelines.entry(st.stream).or_default().push(TimelinePoint {
+                    at_s,
+                    decoded: st.frames_decoded,
+                    concealed: st.frames_concealed,
+                    depth_ms: st.depth_samples as f32 / 48.0,
+                });
+            }
             let state = session.status().state;
             if let SessionState::Refused(reason) = state {
                 return Err(HeadlessError::Refused(reason.explain().to_owned()));
@@ -269,6 +327,7 @@ pub fn run(
                     samples,
                     direct,
                     stream,
+                    timeline: timelines.remove(&id).unwrap_or_default(),
                 },
             )
         })
@@ -289,6 +348,7 @@ pub fn run(
             c.unkeyed.load(Relaxed),
         ),
         recovered: c.recovered.load(Relaxed),
+        joins: c.joins.load(Relaxed),
         session_json: session.read_doc(|d| d.to_json()),
         session_doc: session.read_doc(|d| d.save()),
     })

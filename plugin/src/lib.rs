@@ -7,6 +7,7 @@ pub mod bridge;
 pub mod control;
 pub mod editor;
 pub mod headless;
+pub mod netem;
 pub mod params;
 
 use std::num::NonZeroU32;

@@ -98,6 +98,16 @@ impl TestRelay {
         self.shutdown();
     }
 
+    /// Ends the relay at once, as a crash or SIGKILL would: its tasks are dropped where they
+    /// stand. Put it behind a fully lossy proxy first if members must hear nothing at all.
+    pub fn kill(mut self) {
+        self.stop.take();
+        self.serving.take();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+
     fn shutdown(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -160,28 +170,34 @@ pub fn play_editing(
     run_band(invite, band, seconds, false, 0, runtime)
 }
 
-fn run_band(
-    invite: &Invite,
-    band: Vec<(Musician, Vec<DocEdit>)>,
-    seconds: f32,
-    force_relay: bool,
-    redundancy: u8,
+/// A musician's options for a test: `seconds` of voice `voice`, through the relay.
+pub fn musician(invite: &Invite, name: &str, voice: u32, seconds: f32) -> HeadlessOptions {
+    HeadlessOptions {
+        invite: invite.clone(),
+        name: name.to_owned(),
+        source: Source::Voice(voice),
+        seconds,
+        force_relay: true,
+        redundancy: 0,
+        edits: Vec::new(),
+        codec: CodecSettings::default(),
+        start_at: None,
+    }
+}
+
+/// Runs musicians with these options together from one start instant, 1.2 s from now (the
+/// timeline of every recording starts there), and returns their reports in order.
+pub fn play_each(
+    band: Vec<HeadlessOptions>,
     runtime: &tokio::runtime::Runtime,
 ) -> Vec<Result<HeadlessReport, HeadlessError>> {
     let start_at = Instant::now() + Duration::from_millis(1200);
     let threads: Vec<_> = band
         .into_iter()
-        .map(|(m, edits)| {
+        .map(|opts| {
             let opts = HeadlessOptions {
-                invite: invite.clone(),
-                name: m.name.to_owned(),
-                source: m.source,
-                seconds,
-                force_relay,
-                redundancy,
-                edits,
-                codec: CodecSettings::default(),
                 start_at: Some(start_at),
+                ..opts
             };
             let handle = runtime.handle().clone();
             std::thread::spawn(move || headless::run(opts, &handle))
@@ -191,6 +207,39 @@ fn run_band(
         .into_iter()
         .map(|t| t.join().expect("musician thread"))
         .collect()
+}
+
+/// The invite with its relay address replaced by `addr` (an impairment proxy in front of it).
+pub fn via(invite: &Invite, addr: SocketAddr) -> Invite {
+    let mut i = invite.clone();
+    i.host = addr.ip().to_string();
+    i.port = addr.port();
+    i
+}
+
+fn run_band(
+    invite: &Invite,
+    band: Vec<(Musician, Vec<DocEdit>)>,
+    seconds: f32,
+    force_relay: bool,
+    redundancy: u8,
+    runtime: &tokio::runtime::Runtime,
+) -> Vec<Result<HeadlessReport, HeadlessError>> {
+    let band = band
+        .into_iter()
+        .map(|(m, edits)| HeadlessOptions {
+            invite: invite.clone(),
+            name: m.name.to_owned(),
+            source: m.source,
+            seconds,
+            force_relay,
+            redundancy,
+            edits,
+            codec: CodecSettings::default(),
+            start_at: None,
+        })
+        .collect();
+    play_each(band, runtime)
 }
 
 /// A runtime for musicians' network sessions (one thread, as in the plugin). Logs go to the

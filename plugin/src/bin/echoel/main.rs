@@ -4,8 +4,10 @@ mod bench;
 mod demo;
 mod local_relay;
 mod loopback;
+mod netem;
 mod peer;
 mod record;
+mod transport;
 mod wav;
 
 use std::net::SocketAddr;
@@ -68,6 +70,8 @@ enum Command {
     },
     /// A headless musician: joins a room, plays, records what it hears.
     Peer(peer::PeerArgs),
+    /// A UDP proxy that delays, drops, reorders and rate-limits what crosses it, both ways.
+    Netem(netem::NetemArgs),
     /// Benchmarks that print a table.
     Bench {
         #[command(subcommand)]
@@ -85,6 +89,16 @@ enum BenchKind {
         /// Trace seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Two musicians through the relay, one behind the impairment proxy, over a grid of loss
+    /// and jitter: frames received, concealed, buffer depth, reconnects.
+    Transport {
+        /// Seconds each cell plays.
+        #[arg(long, default_value_t = 8.0)]
+        seconds: f32,
+        /// One-way delay between the far musician and the relay, ms.
+        #[arg(long, default_value_t = 30.0)]
+        delay_ms: f64,
     },
     /// Records a trace from a real jam path on loopback through a userspace impairment proxy.
     RecordTrace {
@@ -136,9 +150,13 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Peer(args) => peer::run(args),
+        Command::Netem(args) => netem::run(args),
         Command::Bench {
             what: BenchKind::Jitter { seconds, seed },
         } => bench::jitter(seconds, seed),
+        Command::Bench {
+            what: BenchKind::Transport { seconds, delay_ms },
+        } => transport::run(seconds, delay_ms),
         Command::Bench {
             what:
                 BenchKind::RecordTrace {
