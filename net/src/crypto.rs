@@ -97,7 +97,7 @@ impl std::fmt::Debug for RoomSecret {
     }
 }
 
-fn derive_key(ikm: &[u8], salt: Option<&[u8]>, info: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn derive_key(ikm: &[u8], salt: Option<&[u8]>, info: &[&[u8]]) -> [u8; 32] {
     let hk = Hkdf::<Sha256>::new(salt, ikm);
     let mut out = [0u8; 32];
     // 32 bytes is far below HKDF-SHA256's 8160-byte limit, so expand cannot fail.

@@ -2,6 +2,7 @@
 //! `transport`, `relay`, `peer`) the QUIC runtime. Knows nothing of audio hosts: the plugin and
 //! the headless peer bridge it to the engine's rings.
 
+pub mod congestion;
 pub mod crypto;
 pub mod doc;
 pub mod invite;

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::crypto::AdmissionVerifier;
 use crate::invite::{CertFingerprint, RoomId};
 use crate::store::RoomStore;
-use crate::tls::{endpoint_config, Identity, TlsError};
+use crate::tls::{relay_endpoint_config, Identity, TlsError};
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{
     bundle, AudioHeader, ClientMessage, MemberId, MemberInfo, Refusal, RelayMessage,
@@ -318,7 +318,7 @@ impl Relay {
                 source,
             })?;
         let endpoint = quinn::Endpoint::new(
-            endpoint_config(),
+            relay_endpoint_config(&identity),
             Some(identity.relay_server_config()?),
             socket,
             Arc::new(quinn::TokioRuntime),

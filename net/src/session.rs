@@ -24,7 +24,8 @@ use crate::presence::{
 };
 use crate::relay::channel_binding;
 use crate::tls::{
-    direct_client_config, endpoint_config, relay_client_config, Identity, SERVER_NAME,
+    direct_client_config, endpoint_config, relay_client_config, Identity,
+    DATAGRAM_SEND_BUFFER_BYTES, SEND_QUEUE_FRAMES, SERVER_NAME,
 };
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{
@@ -45,9 +46,11 @@ const RECOGNISE_TIMEOUT: Duration = Duration::from_millis(500);
 /// Reconnect backoff bounds: a band waits at most a second between attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// A relay handshake unanswered this long is abandoned and retried. A dead relay on UDP sends
-/// no refusal, and waiting out the idle timeout would leave the band silent twice as long.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A relay handshake unanswered this long is abandoned and retried on a fresh socket. Long
+/// enough for a lossy line's retransmissions to get through (at 30 % loss each way a QUIC
+/// handshake rarely completes in its first flight), short enough that a dead relay is reported
+/// within seconds.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Key rotation and expiry are checked this often.
 const KEY_TICK: Duration = Duration::from_millis(250);
 
@@ -126,6 +129,20 @@ pub struct SessionCounters {
     pub recovered: AtomicU64,
     /// Session-document messages received over direct paths (the rest came by the relay).
     pub doc_direct: AtomicU64,
+    /// Audio datagrams dropped at the sender: a path's queue already held a few frames, so
+    /// this one would have arrived too late to play.
+    pub stale: AtomicU64,
+}
+
+/// Queues an audio datagram on `conn` unless [`SEND_QUEUE_FRAMES`] datagrams' worth is
+/// already waiting there.
+fn send_fresh(conn: &Connection, datagram: Bytes, counters: &SessionCounters) -> bool {
+    let queued = DATAGRAM_SEND_BUFFER_BYTES.saturating_sub(conn.datagram_send_buffer_space());
+    if queued >= SEND_QUEUE_FRAMES * datagram.len() {
+        counters.stale.fetch_add(1, Relaxed);
+        return false;
+    }
+    conn.send_datagram(datagram).is_ok()
 }
 
 /// A snapshot for the GUI and the CLI.
@@ -445,7 +462,7 @@ impl SessionHandle {
         let plain = with_id.slice(1..);
         let direct = s.direct.lock().unwrap_or_else(|e| e.into_inner());
         for conn in direct.values() {
-            if conn.send_datagram(with_id.clone()).is_ok() {
+            if send_fresh(conn, with_id.clone(), &s.counters) {
                 s.counters.sent.fetch_add(1, Relaxed);
             }
         }
@@ -453,7 +470,7 @@ impl SessionHandle {
         let needs_relay = members.keys().any(|m| !direct.contains_key(m));
         if needs_relay {
             if let Some(relay) = s.relay.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                if relay.send_datagram(plain).is_ok() {
+                if send_fresh(relay, plain, &s.counters) {
                     s.counters.sent.fetch_add(1, Relaxed);
                 }
             }

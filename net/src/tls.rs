@@ -14,19 +14,42 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::congestion::MediaControllerFactory;
 use crate::invite::CertFingerprint;
 use crate::wire::ALPN;
 
 /// The server name every Echoel certificate carries; identity comes from the pinned
 /// fingerprint, not from a name.
 pub const SERVER_NAME: &str = "echoel-relay";
-/// Keep-alive interval: keeps NAT mappings open and detects a dead path quickly.
-pub const KEEP_ALIVE: Duration = Duration::from_millis(400);
-/// A path silent this long is dead; reconnecting beats waiting on a stale one mid-song.
-pub const IDLE_TIMEOUT: Duration = Duration::from_millis(2500);
-/// Datagram queues: 32 KiB is ~400 low-delay frames, a fraction of a second for a whole
-/// room; when full, quinn drops the oldest, which is what late audio deserves.
-const DATAGRAM_BUFFER_BYTES: usize = 32 * 1024;
+/// Keep-alive interval: audio keeps a busy path alive by itself; on a quiet one (a muted
+/// member, a listener) this keeps NAT mappings open, which home routers hold for 30 s or more.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
+/// A relay connection silent this long is given up. Long enough to ride out a bad stretch or a
+/// Wi-Fi roam (a lossy path still carries something every few milliseconds); a relay that
+/// restarts says so at once with a stateless reset (see [`relay_endpoint_config`]).
+pub const RELAY_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// A direct path silent this long is dead and its audio goes back to the relay, which every
+/// member still reaches.
+pub const DIRECT_IDLE_TIMEOUT: Duration = Duration::from_millis(2500);
+/// Datagram send queue per connection: one datagram of the largest kind (1.5 kB: 20 ms frames
+/// at 256 kbit/s with redundancy) or a few of the common small ones; when full, quinn drops
+/// the oldest. The session keeps it shorter still ([`SEND_QUEUE_FRAMES`]).
+pub const DATAGRAM_SEND_BUFFER_BYTES: usize = 2 * 1024;
+/// Frames of audio that may wait in a connection's send queue: a frame that finds this many
+/// ahead of it would leave too late to play, and is dropped at the sender instead.
+pub const SEND_QUEUE_FRAMES: usize = 4;
+/// Datagram receive queue: the network thread drains it continuously; 32 KiB is a fraction of
+/// a second for a whole room.
+const DATAGRAM_RECEIVE_BUFFER_BYTES: usize = 32 * 1024;
+/// Loss detection waits this many later packets (default 3) and this many round trips
+/// (default 9/8) before a packet counts as lost: jitter that reorders a few datagrams is not
+/// loss. Audio datagrams are never retransmitted, so waiting costs nothing but window,
+/// which [`crate::congestion::MediaController`] gives.
+const PACKET_THRESHOLD: u32 = 12;
+const TIME_THRESHOLD: f32 = 1.5;
+/// Round trip assumed before the first sample (quinn's default is 333 ms): a band's paths are
+/// shorter, and a lossy handshake retransmits sooner.
+const INITIAL_RTT: Duration = Duration::from_millis(100);
 
 /// Setting up TLS or the identity store failed.
 #[derive(Debug, Error)]
@@ -135,21 +158,28 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Transport parameters shared by every Echoel connection.
+/// Transport parameters of a direct path between members.
 pub fn transport() -> Arc<TransportConfig> {
-    Arc::new(base_transport())
+    Arc::new(base_transport(DIRECT_IDLE_TIMEOUT))
 }
 
-fn base_transport() -> TransportConfig {
+/// Transport parameters of a member's connection to the relay.
+pub fn member_relay_transport() -> Arc<TransportConfig> {
+    Arc::new(base_transport(RELAY_IDLE_TIMEOUT))
+}
+
+fn base_transport(idle: Duration) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(
-            IDLE_TIMEOUT
-                .try_into()
-                .expect("2.5 s is a valid idle timeout"),
+            idle.try_into().expect("seconds are a valid idle timeout"),
         ))
-        .datagram_receive_buffer_size(Some(DATAGRAM_BUFFER_BYTES))
-        .datagram_send_buffer_size(DATAGRAM_BUFFER_BYTES);
+        .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER_BYTES))
+        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER_BYTES)
+        .initial_rtt(INITIAL_RTT)
+        .packet_threshold(PACKET_THRESHOLD)
+        .time_threshold(TIME_THRESHOLD)
+        .congestion_controller_factory(Arc::new(MediaControllerFactory::default()));
     t
 }
 
@@ -158,7 +188,7 @@ fn base_transport() -> TransportConfig {
 /// never retransmitted, so acknowledgements only feed congestion control; at a 20-member
 /// room's rate this removes most of the packets the relay receives.
 pub fn relay_transport() -> Arc<TransportConfig> {
-    let mut t = base_transport();
+    let mut t = base_transport(RELAY_IDLE_TIMEOUT);
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(7u32.into())
         .max_ack_delay(Some(Duration::from_millis(20)));
@@ -175,12 +205,33 @@ pub fn endpoint_config() -> EndpointConfig {
     cfg
 }
 
+/// The relay's endpoint settings: unlike members, it gives its connections 4-byte ids, and
+/// derives its stateless-reset key from its persisted identity. A relay that restarted (a
+/// crash, an upgrade) then answers the old connections' packets with a reset their members
+/// recognise, and they rejoin at once instead of waiting out [`RELAY_IDLE_TIMEOUT`]. The ids
+/// cost 4 bytes per datagram towards the relay only.
+pub fn relay_endpoint_config(identity: &Identity) -> EndpointConfig {
+    let okm = crate::crypto::derive_key(
+        identity.key.secret_pkcs8_der(),
+        None,
+        &[b"echoel relay stateless reset"],
+    );
+    let mut cfg = EndpointConfig::new(Arc::new(ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &okm,
+    )));
+    cfg.cid_generator(|| Box::new(quinn_proto::RandomConnectionIdGenerator::new(4)));
+    cfg
+}
+
 /// Client settings for the relay: trust exactly the certificate the invite pins.
 pub fn relay_client_config(pinned: CertFingerprint) -> Result<quinn::ClientConfig, TlsError> {
-    client_config(Arc::new(CertVerifier {
+    let mut cfg = client_config(Arc::new(CertVerifier {
         pinned: Some(pinned),
         provider: provider(),
-    }))
+    }))?;
+    cfg.transport_config(member_relay_transport());
+    Ok(cfg)
 }
 
 /// Client settings for a direct path to another member. Its certificate is not pinned: a

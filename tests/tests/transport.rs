@@ -1,0 +1,294 @@
+//! The live-audio transport on real sockets through the impairment proxy (`echoel netem`):
+//! random loss is concealed without the buffer filling up, a bad stretch is ridden out without
+//! reconnecting, a killed relay and a member cut off for half a minute come back with every
+//! edit. These tests are long and timing-sensitive, so they run one at a time.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use echoel_net::session::{SessionHandle, SessionState};
+use echoel_plugin::headless::{HeadlessReport, Recording};
+use echoel_plugin::netem::{self, Impairment, NetemHandle};
+use echoel_tests::{join_room, musician, network_runtime, play_each, via, wait_until, TestRelay};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A relay on loopback with the impairment proxy in front of it, on a runtime of its own
+/// (fields drop in order: relay, proxy, its runtime, the state folder).
+struct Rig {
+    relay: Option<TestRelay>,
+    proxy: NetemHandle,
+    _proxy_rt: tokio::runtime::Runtime,
+    dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new(imp: Impairment) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = TestRelay::start(dir.path());
+        let proxy_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let proxy = proxy_rt
+            .block_on(netem::start(
+                "127.0.0.1:0".parse().unwrap(),
+                relay.addr,
+                imp,
+                1,
+            ))
+            .unwrap();
+        Self {
+            relay: Some(relay),
+            proxy,
+            _proxy_rt: proxy_rt,
+            dir,
+        }
+    }
+
+    fn relay(&self) -> &TestRelay {
+        self.relay.as_ref().expect("relay running")
+    }
+}
+
+/// Frames a 2.5 ms stream carries in `seconds`.
+fn frames_in(seconds: f32) -> u64 {
+    (seconds * 400.0) as u64
+}
+
+fn only_recording(r: &HeadlessReport) -> &Recording {
+    assert_eq!(r.recordings.len(), 1, "{} heard {:?}", r.name, r.recordings);
+    r.recordings.values().next().expect("one")
+}
+
+fn print_timeline(r: &HeadlessReport) {
+    let rec = only_recording(r);
+    let line: Vec<String> = rec
+        .timeline
+        .iter()
+        .step_by(6)
+        .map(|p| {
+            format!(
+                "{:.1}s:{}/{}/{:.0}ms",
+                p.at_s, p.decoded, p.concealed, p.depth_ms
+            )
+        })
+        .collect();
+    println!(
+        "{} (joined {}x) heard {}: {}",
+        r.name,
+        r.joins,
+        rec.name,
+        line.join(" ")
+    );
+}
+
+#[test]
+fn ten_percent_loss_is_concealed_and_the_buffer_stays_at_what_the_jitter_needs() {
+    let _one = serial();
+    let rig = Rig::new(Impairment {
+        delay_ms: 30.0,
+        loss: 0.10,
+        ..Impairment::default()
+    });
+    let room = rig.relay().room("loss10");
+    let seconds = 8.0;
+    let rt = network_runtime();
+    let reports: Vec<_> = play_each(
+        vec![
+            musician(&via(&room, rig.proxy.addr), "far", 1, seconds),
+            musician(&room, "near", 2, seconds),
+        ],
+        &rt,
+    )
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    for r in &reports {
+        print_timeline(r);
+        let rec = only_recording(r);
+        let (decoded, concealed) = rec.frames_between(3.0, seconds);
+        let played = decoded + concealed;
+        let depth = rec.median_depth_ms(3.0).expect("timeline");
+        println!(
+            "{} from 3 s: {decoded} decoded, {concealed} concealed, median depth {depth:.1} ms",
+            r.name
+        );
+        assert_eq!(r.joins, 1, "{} reconnected", r.name);
+        // Audio plays on throughout: every frame is either decoded or concealed.
+        assert!(
+            played * 100 >= frames_in(seconds - 3.0) * 95,
+            "{played} frames played"
+        );
+        // The loss was there, and it was concealed rather than waited for.
+        let share = concealed as f64 / played as f64;
+        assert!((0.04..0.2).contains(&share), "concealed share {share}");
+        // No jitter on this path: a few frames of buffer, not a queue.
+        assert!(depth < 25.0, "median buffer depth {depth} ms");
+    }
+}
+
+#[test]
+fn thirty_percent_loss_with_wandering_jitter_keeps_audio_coming_without_reconnecting() {
+    let _one = serial();
+    let clean = Impairment {
+        delay_ms: 30.0,
+        ..Impairment::default()
+    };
+    let rig = Rig::new(clean.clone());
+    let room = rig.relay().room("loss30");
+    let seconds = 10.0;
+    // The line turns bad once both are in (the timeline starts 1.2 s after `play_each`) and
+    // is clean again 7 s into the song.
+    let clear_at = 7.0;
+    let started = Instant::now();
+    let at = |t: f32| {
+        std::thread::sleep(Duration::from_secs_f32(1.2 + t).saturating_sub(started.elapsed()))
+    };
+    let rt = network_runtime();
+    let reports = std::thread::scope(|s| {
+        s.spawn(|| {
+            at(0.0);
+            rig.proxy.update(|i| {
+                i.jitter_ms = 100.0;
+                i.loss = 0.30;
+            });
+            at(clear_at);
+            rig.proxy.update(|i| *i = clean.clone());
+        });
+        play_each(
+            vec![
+                musician(&via(&room, rig.proxy.addr), "far", 1, seconds),
+                musician(&room, "near", 2, seconds),
+            ],
+            &rt,
+        )
+    });
+    let reports: Vec<_> = reports.into_iter().map(Result::unwrap).collect();
+    reports.iter().for_each(print_timeline);
+    for r in &reports {
+        let rec = only_recording(r);
+        assert_eq!(r.joins, 1, "{} reconnected", r.name);
+        // Through the bad stretch, most of what the lossy path let through was played.
+        let (decoded, _) = rec.frames_between(3.0, clear_at);
+        assert!(
+            decoded * 100 >= frames_in(clear_at - 3.0) * 40,
+            "{} decoded only {decoded} frames in the bad stretch",
+            r.name
+        );
+        // Clean again within a second of the impairment stopping.
+        let (decoded, concealed) = rec.frames_between(clear_at + 1.0, seconds - 0.2);
+        println!(
+            "{} after the impairment: {decoded} decoded, {concealed} concealed",
+            r.name
+        );
+        assert!(
+            concealed <= 2,
+            "{concealed} frames concealed once the path was clean"
+        );
+        assert!(decoded * 100 >= frames_in(seconds - 0.2 - clear_at - 1.0) * 95);
+    }
+}
+
+fn joined(s: &SessionHandle, others: usize) -> bool {
+    let st = s.status();
+    matches!(st.state, SessionState::Joined { .. }) && st.members.len() == others
+}
+
+fn json(s: &SessionHandle) -> String {
+    s.read_doc(|d| d.to_json())
+}
+
+#[test]
+fn a_killed_relay_is_back_within_three_seconds_and_no_edit_is_lost() {
+    let _one = serial();
+    let mut rig = Rig::new(Impairment::default());
+    let room = rig.relay().room("kill");
+    let behind = via(&room, rig.proxy.addr);
+    let a = join_room(&behind, "Ana", None);
+    let b = join_room(&behind, "Bo", None);
+    assert!(wait_until(Duration::from_secs(10), || joined(&a, 1) && joined(&b, 1)));
+    a.edit_doc(|d| d.chart_append("| before-a |")).unwrap();
+    b.edit_doc(|d| d.chart_append("| before-b |")).unwrap();
+    assert!(wait_until(Duration::from_secs(5), || json(&a) == json(&b)));
+    let joins = |s: &SessionHandle| {
+        s.counters()
+            .joins
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+
+    // Killed: whatever the dying relay still sends never arrives, as after SIGKILL.
+    let addr = rig.relay().addr;
+    rig.proxy.update(|i| i.loss = 1.0);
+    rig.relay.take().unwrap().kill();
+    std::thread::sleep(Duration::from_millis(200));
+    rig.proxy.update(|i| i.loss = 0.0);
+    a.edit_doc(|d| d.chart_append("| during-a |")).unwrap();
+    b.edit_doc(|d| d.set_key("F#m")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    rig.relay = Some(TestRelay::start_with(addr, rig.dir.path(), |_| {}));
+    let restarted = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || joins(&a) >= 2
+            && joins(&b) >= 2
+            && joined(&a, 1)
+            && joined(&b, 1)),
+        "the members did not come back"
+    );
+    let back = restarted.elapsed();
+    println!("both members back {back:?} after the relay restarted");
+    assert!(back < Duration::from_secs(3), "back after {back:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || json(&a) == json(&b)),
+        "documents differ: {} vs {}",
+        json(&a),
+        json(&b)
+    );
+    let doc = json(&a);
+    for edit in ["before-a", "before-b", "during-a", "F#m"] {
+        assert!(doc.contains(edit), "{edit} lost: {doc}");
+    }
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn a_member_cut_off_for_thirty_seconds_rejoins_and_merges() {
+    let _one = serial();
+    let rig = Rig::new(Impairment::default());
+    let room = rig.relay().room("cutoff");
+    let a = join_room(&via(&room, rig.proxy.addr), "Ana", None);
+    let b = join_room(&room, "Bo", None);
+    assert!(wait_until(Duration::from_secs(10), || joined(&a, 1) && joined(&b, 1)));
+    rig.proxy.update(|i| i.loss = 1.0);
+    let cut = Instant::now();
+    a.edit_doc(|d| d.chart_append("| while-cut-off |")).unwrap();
+    b.edit_doc(|d| d.set_tempo(91.0)).unwrap();
+    let deadline = cut + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    rig.proxy.update(|i| i.loss = 0.0);
+    let restored = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(15), || joined(&a, 1)
+            && joined(&b, 1)
+            && json(&a) == json(&b)),
+        "not merged: {} vs {}",
+        json(&a),
+        json(&b)
+    );
+    println!("merged {:?} after the path came back", restored.elapsed());
+    let doc = json(&b);
+    assert!(
+        doc.contains("while-cut-off") && doc.contains("\"tempo\":91"),
+        "{doc}"
+    );
+    a.stop();
+    b.stop();
+}
