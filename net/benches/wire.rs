@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use echoel_net::relay::{create_room, Relay, RelayConfig};
 use echoel_net::session::{self, SessionConfig, SessionState};
+use echoel_net::wire::StemId;
 use echoel_net::RotationPolicy;
 
 const IPV4_UDP_HEADER: u64 = 20 + 8;
@@ -44,7 +45,7 @@ fn main() {
                 rotation: RotationPolicy::default(),
                 initial_doc: None,
             },
-            |_, _, _| {},
+            |_, _| {},
         )
         .expect("session")
     };
@@ -66,7 +67,7 @@ fn main() {
         "{:>8} {:>9} {:>10} {:>10} {:>12} {:>13} {:>7}",
         "frame", "payload", "on wire", "overhead", "payload kb/s", "on-wire kb/s", "ratio"
     );
-    let mut seq = 0u32;
+    let mut media_time = 0u64;
     for frame_ms in [2.5f64, 5.0, 10.0, 20.0] {
         let payload_len = (BITRATE_BPS as f64 * frame_ms / 1000.0 / 8.0).round() as usize;
         let payload = vec![0x5au8; payload_len];
@@ -80,8 +81,8 @@ fn main() {
             if let Some(wait) = (start + period * i as u32).checked_duration_since(Instant::now()) {
                 std::thread::sleep(wait);
             }
-            handle.send_audio(seq, &payload);
-            seq = seq.wrapping_add(1);
+            handle.send_audio(StemId(0), media_time, &payload);
+            media_time += (frame_ms * 48.0) as u64;
         }
         std::thread::sleep(Duration::from_millis(50));
         let (b1, d1) = handle.wire_tx();

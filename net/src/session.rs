@@ -3,7 +3,7 @@
 //! the relay goes away.
 //!
 //! Audio enters through [`SessionHandle::send_audio`] (any thread, never blocks on the
-//! network) and leaves through the `on_audio` callback (network thread).
+//! network) and leaves through the `on_audio` callback (network thread) as [`AudioFrame`]s.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,9 +29,9 @@ use crate::tls::{
 };
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{
-    decode_body, encode_peer, forwarded_items, unpack_frames, AudioHeader, ClientMessage,
-    Forwarded, MemberId, MemberInfo, ParticipantId, PeerMessage, Refusal, RelayMessage,
-    MAX_REDUNDANT,
+    decode_body, encode_peer, forwarded_items, unpack_frames, ClientMessage, Forwarded, MemberId,
+    MemberInfo, OlderFrame, ParticipantId, PeerMessage, Refusal, RelayMessage, StemId,
+    MAX_REDUNDANT, MEDIA_UNIT_SAMPLES,
 };
 
 /// How long a direct path may take before the relay carries that member's audio.
@@ -134,11 +134,16 @@ pub struct SessionCounters {
     pub stale: AtomicU64,
 }
 
-/// Queues an audio datagram on `conn` unless [`SEND_QUEUE_FRAMES`] datagrams' worth is
+/// What quinn counts against its send buffer for each queued datagram besides its bytes (the
+/// `Bytes` handle), and once more for the next one.
+const QUEUED_DATAGRAM_OVERHEAD: usize = std::mem::size_of::<Bytes>();
+
+/// Queues an audio datagram on `conn` unless [`SEND_QUEUE_FRAMES`] datagrams of its size are
 /// already waiting there.
 fn send_fresh(conn: &Connection, datagram: Bytes, counters: &SessionCounters) -> bool {
-    let queued = DATAGRAM_SEND_BUFFER_BYTES.saturating_sub(conn.datagram_send_buffer_space());
-    if queued >= SEND_QUEUE_FRAMES * datagram.len() {
+    let used = DATAGRAM_SEND_BUFFER_BYTES
+        .saturating_sub(conn.datagram_send_buffer_space() + QUEUED_DATAGRAM_OVERHEAD);
+    if used / (datagram.len() + QUEUED_DATAGRAM_OVERHEAD) >= SEND_QUEUE_FRAMES {
         counters.stale.fetch_add(1, Relaxed);
         return false;
     }
@@ -162,7 +167,20 @@ pub enum SessionError {
     Setup(String),
 }
 
-type AudioCallback = Box<dyn FnMut(ParticipantId, u32, &[u8]) + Send>;
+/// One opened audio frame, as handed to the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioFrame<'a> {
+    /// The sender's stream.
+    pub stem: StemId,
+    /// Its sequence number on that stream (consecutive per stream while the session lasts).
+    pub seq: u32,
+    /// Position of its first sample in the sender's stream, 48 kHz samples.
+    pub media_time: u64,
+    /// The encoded frame.
+    pub payload: &'a [u8],
+}
+
+type AudioCallback = Box<dyn FnMut(ParticipantId, AudioFrame<'_>) + Send>;
 
 /// State shared by the handle (send path) and the network tasks.
 /// Locks are taken in this field order (keys, me, scratch, direct, members, relay) whenever
@@ -395,14 +413,31 @@ fn presence_due(shared: &Shared, me: MemberId) -> Option<ClientMessage> {
     })
 }
 
+/// The last frames sent on one stream, newest first, with their media times.
+type SentFrames = [(Option<u64>, Vec<u8>); MAX_REDUNDANT];
+
 /// The send path's reusable buffers.
 struct SendScratch {
     /// The sealed datagram, behind a byte for our member id.
     buf: Vec<u8>,
     /// The plaintext container when frames are sent redundantly.
     plain: Vec<u8>,
-    /// The last frames sent, newest first, with their sequence numbers.
-    history: [(Option<u32>, Vec<u8>); MAX_REDUNDANT],
+    /// Each stream's last frames, for redundancy.
+    history: BTreeMap<StemId, SentFrames>,
+}
+
+/// The frames of `history` that fit in a container before a frame at `media_time`, newest
+/// first: each must start earlier, by at most 255 media units.
+fn older_frames<'a>(history: &'a SentFrames, media_time: u64, n: usize) -> Vec<OlderFrame<'a>> {
+    history
+        .iter()
+        .take(n)
+        .map_while(|(media, frame)| {
+            let back = media_time.checked_sub((*media)?)? / MEDIA_UNIT_SAMPLES;
+            let units_back = u8::try_from(back).ok().filter(|b| *b > 0)?;
+            Some(OlderFrame { units_back, frame })
+        })
+        .collect()
 }
 
 /// The application's side of a running session.
@@ -416,9 +451,11 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// Seals one encoded frame and sends it to every member: directly where a direct path
-    /// exists, once through the relay for the rest.
-    pub fn send_audio(&self, seq: u32, payload: &[u8]) {
+    /// Seals one encoded frame of our stream `stem`, starting at `media_time` (48 kHz samples
+    /// in that stream), and sends it to every member: directly where a direct path exists,
+    /// once through the relay for the rest. The session numbers it; the caller's own counters
+    /// play no part in the nonce.
+    pub fn send_audio(&self, stem: StemId, media_time: u64, payload: &[u8]) {
         let s = &self.shared;
         let mut keys = s.keys.lock().unwrap_or_else(|e| e.into_inner());
         let (Some(keys), Some(me)) = (
@@ -437,27 +474,21 @@ impl SessionHandle {
         buf.clear();
         buf.push(me.0);
         let redundancy = usize::from(s.redundancy.load(Relaxed)).min(MAX_REDUNDANT);
+        let sent = history
+            .entry(stem)
+            .or_insert_with(|| std::array::from_fn(|_| (None, Vec::with_capacity(1500))));
         if redundancy == 0 {
-            keys.seal_audio(seq, payload, buf);
+            keys.seal_audio(stem, media_time, payload, false, buf);
         } else {
-            // The frames just before this one, newest first, as far as they are consecutive.
-            let mut older: [&[u8]; MAX_REDUNDANT] = [&[]; MAX_REDUNDANT];
-            let mut n = 0;
-            for (k, (hseq, frame)) in history.iter().take(redundancy).enumerate() {
-                if *hseq != Some(seq.wrapping_sub(k as u32 + 1)) {
-                    break;
-                }
-                older[k] = frame;
-                n += 1;
-            }
             plain.clear();
-            crate::wire::pack_frames(payload, &older[..n], plain);
-            keys.seal_audio_with(seq, plain, true, buf);
+            let older = older_frames(sent, media_time, redundancy);
+            crate::wire::pack_frames(payload, &older, plain);
+            keys.seal_audio(stem, media_time, plain, true, buf);
         }
-        history.rotate_right(1);
-        history[0].0 = Some(seq);
-        history[0].1.clear();
-        history[0].1.extend_from_slice(payload);
+        sent.rotate_right(1);
+        sent[0].0 = Some(media_time);
+        sent[0].1.clear();
+        sent[0].1.extend_from_slice(payload);
         let with_id = Bytes::copy_from_slice(buf);
         let plain = with_id.slice(1..);
         let direct = s.direct.lock().unwrap_or_else(|e| e.into_inner());
@@ -515,12 +546,14 @@ impl SessionHandle {
         )
     }
 
-    /// Test hook: seals `payload` as our audio frame `seq` without sending it.
+    /// Test hook: seals `payload` as our next audio frame of stream 0 at `media_time` without
+    /// sending it.
     #[cfg(feature = "danger-test-hooks")]
-    pub fn danger_seal(&self, seq: u32, payload: &[u8]) -> Option<Vec<u8>> {
+    pub fn danger_seal(&self, media_time: u64, payload: &[u8]) -> Option<Vec<u8>> {
         let mut keys = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
-        keys.as_mut()?.seal_audio(seq, payload, &mut out);
+        keys.as_mut()?
+            .seal_audio(StemId(0), media_time, payload, false, &mut out);
         Some(out)
     }
 
@@ -628,12 +661,12 @@ impl SessionHandle {
     }
 }
 
-/// Starts a session on the current tokio runtime. `on_audio(from, seq, payload)` receives
-/// every opened audio frame on the network thread; `from` identifies the musician across
+/// Starts a session on the current tokio runtime. `on_audio(from, frame)` receives every
+/// opened audio frame on the network thread; `from` identifies the musician across
 /// reconnections.
 pub fn start(
     config: SessionConfig,
-    on_audio: impl FnMut(ParticipantId, u32, &[u8]) + Send + 'static,
+    on_audio: impl FnMut(ParticipantId, AudioFrame<'_>) + Send + 'static,
 ) -> Result<SessionHandle, SessionError> {
     // Fail now, not in the background, if TLS cannot be set up at all.
     let identity = Identity::generate().map_err(|e| SessionError::Setup(e.to_string()))?;
@@ -655,7 +688,7 @@ pub fn start(
         scratch: Mutex::new(SendScratch {
             buf: Vec::with_capacity(1500),
             plain: Vec::with_capacity(1500),
-            history: std::array::from_fn(|_| (None, Vec::with_capacity(1500))),
+            history: BTreeMap::new(),
         }),
         redundancy: AtomicU8::new(0),
         doc: Mutex::new(DocState {
@@ -1078,77 +1111,81 @@ fn receive_datagram(shared: &Shared, bytes: &[u8]) {
 fn receive_forwarded(shared: &Shared, fwd: Forwarded<'_>) {
     let c = &shared.counters;
     let mut buf = fwd.datagram.to_vec();
-    // Which earlier frames the datagram carries that we never had (redundancy), by offset
-    // back from its own sequence number.
+    // Earlier frames the datagram carries that we never had (redundancy), newest first.
     let mut fresh = [false; MAX_REDUNDANT];
     let opened = {
         let mut keys = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
-        match keys.as_mut() {
-            Some(k) => k
-                .open_audio(fwd.sender, &mut buf)
-                .map(|(seq, p)| (seq, p.len())),
-            None => Err(CryptoError::UnknownKey),
-        }
-        .inspect(|&(seq, len)| {
-            let Ok(header) = AudioHeader::decode(&buf) else {
-                return;
-            };
-            let body = &buf[crate::wire::AUDIO_HEADER_LEN..crate::wire::AUDIO_HEADER_LEN + len];
-            if let (true, Some(k), Ok((_, older))) =
-                (header.redundant, keys.as_mut(), unpack_frames(body))
-            {
+        let Some(k) = keys.as_mut() else {
+            c.unkeyed.fetch_add(1, Relaxed);
+            return;
+        };
+        let opened = k.open_audio(fwd.sender, &mut buf);
+        if let Ok(o) = &opened {
+            if let (true, Ok((_, older))) = (o.redundant, unpack_frames(o.body)) {
                 for (i, frame) in older.iter().enumerate() {
-                    let back = seq.wrapping_sub(i as u32 + 1);
-                    fresh[i] = frame.is_some() && k.missing(fwd.sender, header.epoch, back);
+                    let back = o.seq.wrapping_sub(i as u32 + 1);
+                    fresh[i] = frame.is_some() && k.missing(fwd.sender, o.epoch, o.stem, back);
                 }
-            }
-        })
-    };
-    match opened {
-        Ok((seq, len)) => {
-            let participant = shared
-                .members
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&fwd.sender)
-                .map(|m| m.participant);
-            let Some(participant) = participant else {
-                c.unkeyed.fetch_add(1, Relaxed);
-                return;
-            };
-            c.delivered.fetch_add(1, Relaxed);
-            let payload = &buf[crate::wire::AUDIO_HEADER_LEN..crate::wire::AUDIO_HEADER_LEN + len];
-            let mut on_audio = shared.on_audio.lock().unwrap_or_else(|e| e.into_inner());
-            let redundant = AudioHeader::decode(&buf).is_ok_and(|h| h.redundant);
-            match (redundant, unpack_frames(payload)) {
-                (false, _) => on_audio(participant, seq, payload),
-                (true, Ok((primary, older))) => {
-                    // Recovered frames first, oldest first, so they arrive in order.
-                    for i in (0..MAX_REDUNDANT).rev() {
-                        if let (true, Some(frame)) = (fresh[i], older[i]) {
-                            c.recovered.fetch_add(1, Relaxed);
-                            on_audio(participant, seq.wrapping_sub(i as u32 + 1), frame);
-                        }
-                    }
-                    on_audio(participant, seq, primary);
-                }
-                // Sealed by a member but not a container: nothing we can play.
-                (true, Err(_)) => {}
             }
         }
+        opened
+    };
+    let o = match opened {
+        Ok(o) => o,
         Err(CryptoError::Replay | CryptoError::TooOld) => {
             c.replayed.fetch_add(1, Relaxed);
+            return;
         }
         Err(CryptoError::UnknownKey) => {
             c.unkeyed.fetch_add(1, Relaxed);
+            return;
         }
         Err(CryptoError::Forged) => {
             c.forged.fetch_add(1, Relaxed);
+            return;
         }
         Err(_) => {
             c.malformed.fetch_add(1, Relaxed);
+            return;
         }
+    };
+    let Some(participant) = participant_of(shared, fwd.sender) else {
+        c.unkeyed.fetch_add(1, Relaxed);
+        return;
+    };
+    c.delivered.fetch_add(1, Relaxed);
+    let mut on_audio = shared.on_audio.lock().unwrap_or_else(|e| e.into_inner());
+    let frame = |seq, media_time, payload| AudioFrame {
+        stem: o.stem,
+        seq,
+        media_time,
+        payload,
+    };
+    if !o.redundant {
+        on_audio(participant, frame(o.seq, o.media_time, o.body));
+        return;
     }
+    // Sealed by a member but not a container: nothing we can play.
+    let Ok((primary, older)) = unpack_frames(o.body) else {
+        c.malformed.fetch_add(1, Relaxed);
+        return;
+    };
+    // Recovered frames first, oldest first, so they arrive in order.
+    for i in (0..MAX_REDUNDANT).rev() {
+        let (true, Some(older)) = (fresh[i], older[i]) else {
+            continue;
+        };
+        let back = u64::from(older.units_back) * MEDIA_UNIT_SAMPLES;
+        let Some(media_time) = o.media_time.checked_sub(back) else {
+            continue;
+        };
+        c.recovered.fetch_add(1, Relaxed);
+        on_audio(
+            participant,
+            frame(o.seq.wrapping_sub(i as u32 + 1), media_time, older.frame),
+        );
+    }
+    on_audio(participant, frame(o.seq, o.media_time, primary));
 }
 
 /// Tries a direct path to `other`. The member with the lower id dials (one connection per

@@ -35,9 +35,10 @@ pub const DIRECT_IDLE_TIMEOUT: Duration = Duration::from_millis(2500);
 /// at 256 kbit/s with redundancy) or a few of the common small ones; when full, quinn drops
 /// the oldest. The session keeps it shorter still ([`SEND_QUEUE_FRAMES`]).
 pub const DATAGRAM_SEND_BUFFER_BYTES: usize = 2 * 1024;
-/// Frames of audio that may wait in a connection's send queue: a frame that finds this many
-/// ahead of it would leave too late to play, and is dropped at the sender instead.
-pub const SEND_QUEUE_FRAMES: usize = 4;
+/// Frames of audio that may wait in a connection's send queue (15 ms of 2.5 ms frames): a
+/// frame that finds this many ahead of it would leave too late to play, and is dropped at the
+/// sender instead.
+pub const SEND_QUEUE_FRAMES: usize = 6;
 /// Datagram receive queue: the network thread drains it continuously; 32 KiB is a fraction of
 /// a second for a whole room.
 const DATAGRAM_RECEIVE_BUFFER_BYTES: usize = 32 * 1024;

@@ -6,12 +6,18 @@
 //! **Audio datagrams** (QUIC unreliable datagrams):
 //!
 //! ```text
-//! member → relay, or member → member (direct):  [kind:4|epoch:4] [seq:16 BE] [ciphertext] [tag:16]
-//! relay → member:                     [sender:8] [kind:4|epoch:4] [seq:16 BE] [ciphertext] [tag:16]
+//! member → relay, or member → member (direct):
+//!     [kind:4|epoch:4] [stem:8] [seq:16 BE] sealed([media:16 BE] [frame or container]) [tag:16]
+//! relay → member: [sender:8] and the above
 //! ```
 //!
-//! The header is authenticated as AEAD associated data. The sequence number is the low 16 bits
-//! of the sender's 32-bit counter; receivers widen it (see [`crate::crypto::widen_seq`]).
+//! The header is authenticated as AEAD associated data. `stem` is which of the sender's
+//! streams it is ([`StemId`]). The sequence number is the low 16 bits of that stream's 32-bit
+//! counter, kept by the sender's network layer (never by the audio engine), so no two
+//! datagrams under one key share a nonce; receivers widen it (see
+//! [`crate::crypto::widen_seq`]). `media` is the frame's position in the sender's stream in
+//! units of [`MEDIA_UNIT_SAMPLES`], low 16 bits (163.84 s), widened the same way: the
+//! receiver's schedule follows the sender's own clock, whatever frame sizes it uses.
 //!
 //! **Control messages** (one reliable bidirectional QUIC stream per connection): frames of a
 //! 2-byte big-endian length and a postcard-encoded [`ClientMessage`] or [`RelayMessage`].
@@ -25,9 +31,14 @@ use thiserror::Error;
 use crate::crypto::{Epoch, KeyAnnounce, KeyGrant};
 
 /// ALPN protocol id: the wire version.
-pub const ALPN: &[u8] = b"echoel/1";
+pub const ALPN: &[u8] = b"echoel/2";
 /// Audio header bytes before the ciphertext.
-pub const AUDIO_HEADER_LEN: usize = 3;
+pub const AUDIO_HEADER_LEN: usize = 4;
+/// Media-time bytes at the start of an audio datagram's plaintext.
+pub const MEDIA_TIME_LEN: usize = 2;
+/// Media time travels in units of 2.5 ms (120 samples at 48 kHz): the shortest Opus frame, so
+/// every frame starts on a unit.
+pub const MEDIA_UNIT_SAMPLES: u64 = 120;
 /// AEAD tag bytes after the ciphertext.
 pub const TAG_LEN: usize = 16;
 /// Largest control frame.
@@ -38,6 +49,12 @@ const KIND_AUDIO: u8 = 0x1;
 const KIND_AUDIO_REDUNDANT: u8 = 0x2;
 /// Earlier frames an audio datagram may carry.
 pub const MAX_REDUNDANT: usize = 2;
+
+/// One of a member's audio streams (stems): 0 is its main send.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct StemId(pub u8);
 
 /// A member's index in its room, assigned by the relay at admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -65,14 +82,16 @@ pub enum WireError {
 pub struct AudioHeader {
     /// Key epoch (4 bits).
     pub epoch: Epoch,
-    /// Low 16 bits of the sender's sequence number.
+    /// Which of the sender's streams.
+    pub stem: StemId,
+    /// Low 16 bits of the stream's sequence number.
     pub seq_low: u16,
     /// The sealed body is a [`pack_frames`] container, not a bare frame.
     pub redundant: bool,
 }
 
 impl AudioHeader {
-    /// The three header bytes.
+    /// The header bytes.
     pub fn encode(&self) -> [u8; AUDIO_HEADER_LEN] {
         let [hi, lo] = self.seq_low.to_be_bytes();
         let kind = if self.redundant {
@@ -80,12 +99,12 @@ impl AudioHeader {
         } else {
             KIND_AUDIO
         };
-        [(kind << 4) | (self.epoch & 0x0f), hi, lo]
+        [(kind << 4) | (self.epoch & 0x0f), self.stem.0, hi, lo]
     }
 
     /// Parses the header at the start of `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
-        let [b0, hi, lo] = *bytes
+        let [b0, stem, hi, lo] = *bytes
             .first_chunk::<AUDIO_HEADER_LEN>()
             .ok_or(WireError::Truncated)?;
         let redundant = match b0 >> 4 {
@@ -95,28 +114,40 @@ impl AudioHeader {
         };
         Ok(Self {
             epoch: b0 & 0x0f,
+            stem: StemId(stem),
             seq_low: u16::from_be_bytes([hi, lo]),
             redundant,
         })
     }
 }
 
+/// An earlier frame carried in a container: its bytes and how many [`MEDIA_UNIT_SAMPLES`]
+/// before the primary frame it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OlderFrame<'a> {
+    /// Media units from this frame's start to the primary's (1 to 255).
+    pub units_back: u8,
+    /// The encoded frame.
+    pub frame: &'a [u8],
+}
+
 /// Packs a frame with up to [`MAX_REDUNDANT`] earlier ones (newest first: `older[0]` is the
 /// frame before `primary`), so a receiver that lost those can fill the gap:
-/// `[count] ([len:16 BE] [frame])* [primary]`.
-pub fn pack_frames(primary: &[u8], older: &[&[u8]], out: &mut Vec<u8>) {
+/// `[count] ([len:16 BE] [units back:8] [frame])* [primary]`.
+pub fn pack_frames(primary: &[u8], older: &[OlderFrame<'_>], out: &mut Vec<u8>) {
     let older = &older[..older.len().min(MAX_REDUNDANT)];
     out.push(older.len() as u8);
-    for frame in older {
-        let len = frame.len().min(usize::from(u16::MAX));
+    for o in older {
+        let len = o.frame.len().min(usize::from(u16::MAX));
         out.extend_from_slice(&(len as u16).to_be_bytes());
-        out.extend_from_slice(&frame[..len]);
+        out.push(o.units_back);
+        out.extend_from_slice(&o.frame[..len]);
     }
     out.extend_from_slice(primary);
 }
 
 /// The earlier frames of a container, newest first.
-pub type OlderFrames<'a> = [Option<&'a [u8]>; MAX_REDUNDANT];
+pub type OlderFrames<'a> = [Option<OlderFrame<'a>>; MAX_REDUNDANT];
 
 /// Splits a [`pack_frames`] container into the primary frame and the earlier ones (newest
 /// first).
@@ -129,11 +160,15 @@ pub fn unpack_frames(bytes: &[u8]) -> Result<(&[u8], OlderFrames<'_>), WireError
     for slot in older.iter_mut().take(usize::from(count)) {
         let (len, tail) = rest.split_first_chunk::<2>().ok_or(WireError::Truncated)?;
         let len = usize::from(u16::from_be_bytes(*len));
+        let (&units_back, tail) = tail.split_first().ok_or(WireError::Truncated)?;
+        if units_back == 0 {
+            return Err(WireError::Malformed);
+        }
         if tail.len() < len {
             return Err(WireError::Truncated);
         }
         let (frame, tail) = tail.split_at(len);
-        *slot = Some(frame);
+        *slot = Some(OlderFrame { units_back, frame });
         rest = tail;
     }
     Ok((rest, older))
@@ -378,15 +413,25 @@ mod tests {
     #[test]
     fn redundant_frames_round_trip_and_bad_containers_are_refused() {
         let mut out = Vec::new();
-        pack_frames(b"now", &[b"before", b"earlier"], &mut out);
+        let before = OlderFrame {
+            units_back: 1,
+            frame: b"before",
+        };
+        let earlier = OlderFrame {
+            units_back: 8,
+            frame: b"earlier",
+        };
+        pack_frames(b"now", &[before, earlier], &mut out);
         let (primary, older) = unpack_frames(&out).unwrap();
         assert_eq!(primary, b"now");
-        assert_eq!(older, [Some(&b"before"[..]), Some(&b"earlier"[..])]);
+        assert_eq!(older, [Some(before), Some(earlier)]);
         assert_eq!(unpack_frames(&[3]), Err(WireError::Malformed));
-        assert_eq!(unpack_frames(&[1, 0, 9, 1]), Err(WireError::Truncated));
+        assert_eq!(unpack_frames(&[1, 0, 9, 1, 1]), Err(WireError::Truncated));
+        assert_eq!(unpack_frames(&[1, 0, 1, 0, 7]), Err(WireError::Malformed));
         assert_eq!(unpack_frames(&[]), Err(WireError::Truncated));
         let h = AudioHeader {
             epoch: 3,
+            stem: StemId(1),
             seq_low: 7,
             redundant: true,
         };
@@ -394,21 +439,22 @@ mod tests {
     }
 
     #[test]
-    fn audio_header_is_three_bytes_and_round_trips() {
+    fn audio_header_is_four_bytes_and_round_trips() {
         let h = AudioHeader {
             epoch: 9,
+            stem: StemId(2),
             seq_low: 0xbeef,
             redundant: false,
         };
         let b = h.encode();
-        assert_eq!(b, [0x19, 0xbe, 0xef]);
+        assert_eq!(b, [0x19, 2, 0xbe, 0xef]);
         assert_eq!(AudioHeader::decode(&b).unwrap(), h);
         assert_eq!(
-            AudioHeader::decode(&[0x39, 0, 0]).unwrap_err(),
+            AudioHeader::decode(&[0x39, 0, 0, 0]).unwrap_err(),
             WireError::UnknownKind
         );
         assert_eq!(
-            AudioHeader::decode(&[0x19, 0]).unwrap_err(),
+            AudioHeader::decode(&[0x19, 0, 0]).unwrap_err(),
             WireError::Truncated
         );
     }
@@ -437,23 +483,26 @@ mod tests {
 
     proptest! {
         #[test]
-        fn header_round_trips(epoch in 0u8..16, seq in any::<u16>(), redundant in any::<bool>()) {
-            let h = AudioHeader { epoch, seq_low: seq, redundant };
+        fn header_round_trips(epoch in 0u8..16, stem in any::<u8>(), seq in any::<u16>(), redundant in any::<bool>()) {
+            let h = AudioHeader { epoch, stem: StemId(stem), seq_low: seq, redundant };
             prop_assert_eq!(AudioHeader::decode(&h.encode()).unwrap(), h);
         }
 
         #[test]
         fn frame_containers_round_trip(
             primary in proptest::collection::vec(any::<u8>(), 0..300),
-            older in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..3),
+            older in proptest::collection::vec((1u8.., proptest::collection::vec(any::<u8>(), 0..300)), 0..3),
         ) {
-            let refs: Vec<&[u8]> = older.iter().map(Vec::as_slice).collect();
+            let refs: Vec<OlderFrame<'_>> = older
+                .iter()
+                .map(|(units_back, f)| OlderFrame { units_back: *units_back, frame: f })
+                .collect();
             let mut out = Vec::new();
             pack_frames(&primary, &refs, &mut out);
             let (p, o) = unpack_frames(&out).unwrap();
             prop_assert_eq!(p, &primary[..]);
-            for (i, frame) in older.iter().enumerate() {
-                prop_assert_eq!(o[i], Some(&frame[..]));
+            for (i, frame) in refs.iter().enumerate() {
+                prop_assert_eq!(o[i], Some(*frame));
             }
         }
 
@@ -468,7 +517,7 @@ mod tests {
         }
 
         #[test]
-        fn bundles_round_trip(lens in proptest::collection::vec(19usize..300, 1..8)) {
+        fn bundles_round_trip(lens in proptest::collection::vec(20usize..300, 1..8)) {
             let items: Vec<Vec<u8>> = lens
                 .iter()
                 .enumerate()

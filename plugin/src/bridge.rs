@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use echoel_engine::{opus_packet_samples, NetworkLink, PacketSlot, StreamId};
+use echoel_engine::{NetworkLink, PacketSlot, StreamId};
 use echoel_net::doc::{DocStore, Heads};
-use echoel_net::session::{self, SessionConfig, SessionError, SessionHandle};
-use echoel_net::wire::ParticipantId;
+use echoel_net::session::{self, AudioFrame, SessionConfig, SessionError, SessionHandle};
+use echoel_net::wire::{ParticipantId, StemId};
 
 /// How long an encoded frame can wait between the audio thread and the socket: a twentieth
 /// of a 2.5 ms frame, for a wake-up cost of under ten thousand cheap sleeps a second.
@@ -70,9 +70,9 @@ struct Inner {
     incoming: Mutex<rtrb::Producer<PacketSlot>>,
     /// Remote frames dropped because the engine's incoming ring was full.
     dropped_incoming: AtomicU64,
-    /// Engine stream of each participant: index = stream id. A musician keeps their stream
-    /// (and jitter buffer, and recording) across reconnections.
-    streams: Mutex<Vec<ParticipantId>>,
+    /// Engine stream of each participant's stem: index = stream id. A musician keeps their
+    /// stream (and jitter buffer, and recording) across reconnections.
+    streams: Mutex<Vec<(ParticipantId, StemId)>>,
     keep_doc: Mutex<Option<DocKeeping>>,
 }
 
@@ -82,18 +82,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Inner {
     /// A frame the session opened: into the engine's ring on the participant's stream.
-    fn deliver(&self, from: ParticipantId, seq: u32, payload: &[u8]) {
+    fn deliver(&self, from: ParticipantId, frame: AudioFrame<'_>) {
+        let key = (from, frame.stem);
         let stream = {
             let mut t = lock(&self.streams);
-            let i = t.iter().position(|p| *p == from).unwrap_or_else(|| {
-                t.push(from);
+            let i = t.iter().position(|k| *k == key).unwrap_or_else(|| {
+                t.push(key);
                 t.len() - 1
             });
             StreamId(i as u16)
         };
-        // Media time from the packet's own duration; senders keep one frame size.
-        let frame = opus_packet_samples(payload).unwrap_or(120) as u64;
-        let pushed = PacketSlot::new(stream, seq, u64::from(seq) * frame, payload)
+        // The sender's own media time: its frame size may change mid-stream.
+        let pushed = PacketSlot::new(stream, frame.seq, frame.media_time, frame.payload)
             .ok()
             .is_some_and(|slot| lock(&self.incoming).push(slot).is_ok());
         if !pushed {
@@ -140,7 +140,7 @@ impl Bridge {
                         while let Ok(p) = outgoing.pop() {
                             // Out of a room, frames are dropped here so the ring never fills.
                             if let Some(s) = &session {
-                                s.send_audio(p.seq, p.payload());
+                                s.send_audio(StemId(0), p.media_time, p.payload());
                             }
                             sent = true;
                         }
@@ -192,9 +192,7 @@ impl Bridge {
         let inner = self.inner.clone();
         let session = {
             let _entered = runtime.enter();
-            session::start(config, move |from, seq, payload| {
-                inner.deliver(from, seq, payload)
-            })?
+            session::start(config, move |from, frame| inner.deliver(from, frame))?
         };
         *lock(&self.inner.keep_doc) = keep_doc;
         *lock(&self.inner.session) = Some(session);
@@ -215,7 +213,7 @@ impl Bridge {
     pub fn participant_of(&self, stream: StreamId) -> Option<ParticipantId> {
         lock(&self.inner.streams)
             .get(usize::from(stream.0))
-            .copied()
+            .map(|(p, _)| *p)
     }
 
     /// The current session, if in a room.

@@ -51,6 +51,9 @@ pub struct HeadlessOptions {
     pub edits: Vec<DocEdit>,
     /// Encoder settings.
     pub codec: CodecSettings,
+    /// Other encoder settings from this many seconds in (a musician changing Frame Size or
+    /// Bitrate mid-song).
+    pub codec_change: Option<(f32, CodecSettings)>,
     /// When audio starts; several peers given the same instant share one timeline, so their
     /// recordings' lags are comparable.
     pub start_at: Option<Instant>,
@@ -216,11 +219,14 @@ pub fn run(
         .session()
         .ok_or_else(|| SessionError::Setup("the session did not start".into()))?;
     session.set_redundancy(opts.redundancy);
-    let params = EngineParams {
+    let mut params = EngineParams {
         monitor_gain: 0.0,
         codec: opts.codec,
         ..EngineParams::default()
     };
+    let change_at_block = opts
+        .codec_change
+        .map(|(s, codec)| ((s * INTERNAL_RATE_HZ as f32) as usize / BLOCK_FRAMES, codec));
     let total_blocks = (opts.seconds * INTERNAL_RATE_HZ as f32) as usize / BLOCK_FRAMES;
     let total_frames = total_blocks * BLOCK_FRAMES;
     let mut recorder = Recorder {
@@ -267,6 +273,11 @@ pub fn run(
             }
             // The previous block's output (what we heard) is this block's input.
             Source::Echo => {}
+        }
+        if let Some((at, codec)) = change_at_block {
+            if block == at {
+                params.codec = codec;
+            }
         }
         sent.extend_from_slice(&l);
         recorder.position = pos;

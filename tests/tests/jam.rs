@@ -4,7 +4,9 @@
 use echoel_plugin::engine::INTERNAL_RATE_HZ;
 use echoel_plugin::headless::DocEdit;
 use echoel_plugin::headless::{measure_lag, HeadlessReport, Source};
-use echoel_tests::{network_runtime, play, play_editing, play_with, Musician, TestRelay};
+use echoel_tests::{
+    network_runtime, one_at_a_time, play, play_editing, play_with, Musician, TestRelay,
+};
 
 fn band() -> Vec<Musician> {
     ["ana", "ben", "cleo"]
@@ -63,6 +65,7 @@ fn assert_everyone_heard_everyone(reports: &[HeadlessReport], max_ms: f32, direc
 // warm-up (connection set-up, switch to a direct path) has settled.
 #[test]
 fn three_musicians_hear_each_other_over_direct_paths() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let relay = TestRelay::start(dir.path());
     let invite = relay.room("direct");
@@ -84,6 +87,7 @@ fn three_musicians_hear_each_other_over_direct_paths() {
 
 #[test]
 fn three_musicians_hear_each_other_through_the_relay() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let relay = TestRelay::start(dir.path());
     let invite = relay.room("relayed");
@@ -99,6 +103,7 @@ fn three_musicians_hear_each_other_through_the_relay() {
 
 #[test]
 fn round_trip_to_an_echo_partner() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let relay = TestRelay::start(dir.path());
     let invite = relay.room("echo");
@@ -144,6 +149,7 @@ fn round_trip_to_an_echo_partner() {
 
 #[test]
 fn relay_restart_resumes_audio_within_three_seconds() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let relay = TestRelay::start(dir.path());
     let addr = relay.addr;
@@ -199,6 +205,7 @@ fn relay_restart_resumes_audio_within_three_seconds() {
 
 #[test]
 fn redundancy_fills_the_losses_of_a_lossy_relay_path() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     // The relay drops every 10th audio datagram: a 10 % lossy path.
     let relay = TestRelay::start_with("127.0.0.1:0".parse().unwrap(), dir.path(), |r| {
@@ -248,6 +255,7 @@ fn redundancy_fills_the_losses_of_a_lossy_relay_path() {
 
 #[test]
 fn three_members_edit_the_session_at_once_and_hold_the_same_document() {
+    let _one = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let relay = TestRelay::start(dir.path());
     let rt = network_runtime();

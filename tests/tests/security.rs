@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use echoel_net::crypto::{MemberKeys, RotationPolicy};
 use echoel_net::session::{self, SessionConfig, SessionHandle, SessionState};
-use echoel_net::wire::ParticipantId;
 use echoel_net::wire::Refusal;
+use echoel_net::wire::{ParticipantId, StemId};
 use echoel_net::{MemberId, RoomSecret};
 use echoel_plugin::headless::{HeadlessError, Source};
 use echoel_tests::{network_runtime, play, Musician, TestRelay};
@@ -43,7 +43,7 @@ fn join(
     rt: &tokio::runtime::Runtime,
     invite: &echoel_net::Invite,
     name: &str,
-    inbox: std::sync::mpsc::Sender<(ParticipantId, u32, Vec<u8>)>,
+    inbox: std::sync::mpsc::Sender<(ParticipantId, u64, Vec<u8>)>,
 ) -> SessionHandle {
     let _guard = rt.enter();
     session::start(
@@ -54,8 +54,8 @@ fn join(
             rotation: RotationPolicy::default(),
             initial_doc: None,
         },
-        move |from, seq, payload| {
-            let _ = inbox.send((from, seq, payload.to_vec()));
+        move |from, frame| {
+            let _ = inbox.send((from, frame.media_time, frame.payload.to_vec()));
         },
     )
     .unwrap()
@@ -92,19 +92,19 @@ fn tampered_replayed_and_forged_datagrams_are_dropped_and_counted_and_the_relay_
     });
 
     let secret_audio = b"PLAINTEXT-OPUS-FRAME-0123456789";
-    let sealed = bob.danger_seal(1, secret_audio).expect("bob is keyed");
+    let sealed = bob.danger_seal(120, secret_audio).expect("bob is keyed");
     assert!(bob.danger_send_raw(&sealed));
-    let (_, seq, payload) = rx_a
+    let (_, media_time, payload) = rx_a
         .recv_timeout(Duration::from_secs(3))
         .expect("alice hears bob");
-    assert_eq!((seq, payload.as_slice()), (1, &secret_audio[..]));
+    assert_eq!((media_time, payload.as_slice()), (120, &secret_audio[..]));
     let from = alice.status().members[0].info.id;
 
     // Replay: the same bytes again.
     assert!(bob.danger_send_raw(&sealed));
     // Tampering: one bit of the ciphertext flipped.
-    let mut flipped = bob.danger_seal(2, secret_audio).unwrap();
-    flipped[6] ^= 0x08;
+    let mut flipped = bob.danger_seal(240, secret_audio).unwrap();
+    flipped[7] ^= 0x08;
     assert!(bob.danger_send_raw(&flipped));
     // Forgery: sealed by someone holding only what the relay holds (the verifier).
     let relay_knowledge = RoomSecret::from_bytes(invite.secret.verifier(&invite.room).to_bytes());
@@ -114,8 +114,12 @@ fn tampered_replayed_and_forged_datagrams_are_dropped_and_counted_and_the_relay_
         RotationPolicy::default(),
         Instant::now(),
     );
+    // Numbered past what Alice has seen from Bob, so only the seal can refuse it.
     let mut forged = Vec::new();
-    forger.seal_audio(3, b"injected", &mut forged);
+    for i in 0..5 {
+        forged.clear();
+        forger.seal_audio(StemId(0), 360 + i * 120, b"injected", false, &mut forged);
+    }
     assert!(bob.danger_send_raw(&forged));
 
     let c = alice.counters();

@@ -3,19 +3,14 @@
 //! reconnecting, a killed relay and a member cut off for half a minute come back with every
 //! edit. These tests are long and timing-sensitive, so they run one at a time.
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use echoel_net::session::{SessionHandle, SessionState};
-use echoel_plugin::headless::{HeadlessReport, Recording};
+use echoel_plugin::headless::{HeadlessOptions, HeadlessReport, Recording};
 use echoel_plugin::netem::{self, Impairment, NetemHandle};
-use echoel_tests::{join_room, musician, network_runtime, play_each, via, wait_until, TestRelay};
-
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
-}
+use echoel_tests::{
+    join_room, musician, network_runtime, one_at_a_time, play_each, via, wait_until, TestRelay,
+};
 
 /// A relay on loopback with the impairment proxy in front of it, on a runtime of its own
 /// (fields drop in order: relay, proxy, its runtime, the state folder).
@@ -90,7 +85,7 @@ fn print_timeline(r: &HeadlessReport) {
 
 #[test]
 fn ten_percent_loss_is_concealed_and_the_buffer_stays_at_what_the_jitter_needs() {
-    let _one = serial();
+    let _one = one_at_a_time();
     let rig = Rig::new(Impairment {
         delay_ms: 30.0,
         loss: 0.10,
@@ -135,7 +130,7 @@ fn ten_percent_loss_is_concealed_and_the_buffer_stays_at_what_the_jitter_needs()
 
 #[test]
 fn thirty_percent_loss_with_wandering_jitter_keeps_audio_coming_without_reconnecting() {
-    let _one = serial();
+    let _one = one_at_a_time();
     let clean = Impairment {
         delay_ms: 30.0,
         ..Impairment::default()
@@ -206,7 +201,7 @@ fn json(s: &SessionHandle) -> String {
 
 #[test]
 fn a_killed_relay_is_back_within_three_seconds_and_no_edit_is_lost() {
-    let _one = serial();
+    let _one = one_at_a_time();
     let mut rig = Rig::new(Impairment::default());
     let room = rig.relay().room("kill");
     let behind = via(&room, rig.proxy.addr);
@@ -259,7 +254,7 @@ fn a_killed_relay_is_back_within_three_seconds_and_no_edit_is_lost() {
 
 #[test]
 fn a_member_cut_off_for_thirty_seconds_rejoins_and_merges() {
-    let _one = serial();
+    let _one = one_at_a_time();
     let rig = Rig::new(Impairment::default());
     let room = rig.relay().room("cutoff");
     let a = join_room(&via(&room, rig.proxy.addr), "Ana", None);
@@ -291,4 +286,69 @@ fn a_member_cut_off_for_thirty_seconds_rejoins_and_merges() {
     );
     a.stop();
     b.stop();
+}
+
+/// Frame Size changed mid-song, both ways. Going up adds packetization delay the receiver
+/// cannot have before the longer frame exists (2.5 → 20 ms: 17.5 ms, seven 2.5 ms frames
+/// concealed while it waits); beyond that, at most two frames are concealed.
+#[test]
+fn a_sender_switching_frame_size_mid_stream_costs_at_most_two_concealed_frames() {
+    use echoel_plugin::engine::{CodecSettings, FrameDuration};
+    let _one = one_at_a_time();
+    let rig = Rig::new(Impairment::default());
+    let room = rig.relay().room("frames");
+    let seconds = 6.0;
+    let switch_at = 3.0;
+    let codec = |frame| CodecSettings {
+        frame,
+        ..CodecSettings::default()
+    };
+    let switching = |name, voice, from: FrameDuration, to: FrameDuration| HeadlessOptions {
+        codec: codec(from),
+        codec_change: Some((switch_at, codec(to))),
+        ..musician(&room, name, voice, seconds)
+    };
+    let (down, up) = (
+        (FrameDuration::Ms10, FrameDuration::Ms2_5),
+        (FrameDuration::Ms2_5, FrameDuration::Ms20),
+    );
+    let rt = network_runtime();
+    let reports: Vec<_> = play_each(
+        vec![
+            switching("down", 1, down.0, down.1),
+            switching("up", 2, up.0, up.1),
+        ],
+        &rt,
+    )
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    for r in &reports {
+        print_timeline(r);
+        let rec = only_recording(r);
+        let (from, to) = if rec.name == "up" { up } else { down };
+        let (decoded_before, concealed_before) = rec.frames_between(1.5, switch_at - 0.2);
+        let (decoded_after, _) = rec.frames_between(switch_at + 0.5, seconds - 0.2);
+        // From the end of the buffer's two-second warm-up.
+        let (_, concealed) = rec.frames_between(2.0, seconds - 0.2);
+        let added = (to.samples().saturating_sub(from.samples()) / from.samples()) as u64;
+        println!(
+            "{} heard {} ({from:?} → {to:?}): {concealed} concealed ({concealed_before} before \
+             the switch; {added} for the longer frame)",
+            r.name, rec.name
+        );
+        let per_second = |f: FrameDuration| (1000.0 / f.millis()) as u64;
+        assert!(
+            decoded_before > per_second(from),
+            "{decoded_before} decoded before"
+        );
+        assert!(
+            decoded_after * 10 > per_second(to) * 20,
+            "{decoded_after} decoded after the switch"
+        );
+        assert!(
+            concealed <= added + 2,
+            "{concealed} frames concealed around the switch"
+        );
+    }
 }

@@ -49,6 +49,7 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 redundancy: 0,
                 edits: Vec::new(),
                 codec: CodecSettings::default(),
+                codec_change: None,
                 start_at: Some(start_at),
             };
             std::thread::Builder::new()

@@ -118,6 +118,7 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
             bitrate_bps: args.bitrate * 1000,
             ..CodecSettings::default()
         },
+        codec_change: None,
         start_at: None,
     };
     let report = headless::run(opts, network_runtime().handle())?;

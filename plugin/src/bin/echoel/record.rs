@@ -16,6 +16,7 @@ use crate::local_relay::LocalRelay;
 use anyhow::Context;
 use echoel_net::crypto::RotationPolicy;
 use echoel_net::session::{self, SessionConfig};
+use echoel_net::wire::StemId;
 use echoel_plugin::bridge::network_runtime;
 use echoel_plugin::engine::jitter::sim::Rng;
 use tokio::net::UdpSocket;
@@ -136,9 +137,9 @@ pub fn record(profile: Profile, seconds: f64, out: &Path) -> anyhow::Result<()> 
     };
     let receiver = {
         let _guard = rt.enter();
-        session::start(config(invite.clone(), "listener"), move |_, seq, _| {
+        session::start(config(invite.clone(), "listener"), move |_, frame| {
             let mut a = seen.lock().unwrap_or_else(|e| e.into_inner());
-            a.entry(seq).or_insert_with(Instant::now);
+            a.entry(frame.seq).or_insert_with(Instant::now);
         })?
     };
     let mut impaired = invite.clone();
@@ -146,7 +147,7 @@ pub fn record(profile: Profile, seconds: f64, out: &Path) -> anyhow::Result<()> 
     impaired.port = proxy_addr.port();
     let sender = {
         let _guard = rt.enter();
-        session::start(config(impaired, "sender"), |_, _, _| {})?
+        session::start(config(impaired, "sender"), |_, _| {})?
     };
     // Both keyed: every frame from here can be opened.
     let keyed = |s: &session::SessionHandle| {
@@ -170,7 +171,7 @@ pub fn record(profile: Profile, seconds: f64, out: &Path) -> anyhow::Result<()> 
         if let Some(wait) = at.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        sender.send_audio(seq, &payload);
+        sender.send_audio(StemId(0), u64::from(seq) * 120, &payload);
     }
     std::thread::sleep(Duration::from_millis(500));
     let arrivals = arrivals.lock().unwrap_or_else(|e| e.into_inner()).clone();

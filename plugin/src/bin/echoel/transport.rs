@@ -100,6 +100,7 @@ fn play_pair(
                 redundancy: 0,
                 edits: Vec::new(),
                 codec: CodecSettings::default(),
+                codec_change: None,
                 start_at: Some(start_at),
             };
             std::thread::spawn(move || headless::run(opts, network_runtime().handle()))

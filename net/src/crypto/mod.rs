@@ -15,6 +15,10 @@
 //! identical bytes to every member. Rotation makes a fresh ephemeral and sender key (forward
 //! secrecy: old keys are dropped after a short grace period).
 
+mod audio;
+
+pub use audio::{widen_media, widen_seq, OpenedAudio};
+
 use std::time::{Duration, Instant};
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
@@ -28,7 +32,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::invite::RoomId;
-use crate::wire::{AudioHeader, MemberId, AUDIO_HEADER_LEN, TAG_LEN};
+use crate::wire::{MemberId, TAG_LEN};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -279,75 +283,16 @@ struct RemoteMember {
     announced: Vec<(Epoch, PublicKey)>,
     /// Sender keys granted to us, newest last, with the time they were superseded.
     keys: Vec<RemoteKey>,
-    /// Highest full sequence number opened, for widening 16-bit wire sequence numbers.
-    highest_seq: Option<u32>,
+    /// Where each of its streams stands, for widening what the wire truncates.
+    stems: audio::StemPositions,
 }
 
 struct RemoteKey {
     epoch: Epoch,
     cipher: ChaCha20Poly1305,
-    window: ReplayWindow,
+    /// One replay window per stream: each stream numbers its datagrams on its own.
+    windows: audio::ReplayWindows,
     superseded: Option<Instant>,
-}
-
-/// The 128 most recent sequence numbers, as in IPsec/DTLS anti-replay.
-#[derive(Debug, Clone, Default)]
-struct ReplayWindow {
-    top: Option<u32>,
-    bits: u128,
-}
-
-impl ReplayWindow {
-    fn check(&self, seq: u32) -> Result<(), CryptoError> {
-        let Some(top) = self.top else { return Ok(()) };
-        if seq > top {
-            return Ok(());
-        }
-        let back = top - seq;
-        if back >= 128 {
-            return Err(CryptoError::TooOld);
-        }
-        if self.bits & (1u128 << back) != 0 {
-            return Err(CryptoError::Replay);
-        }
-        Ok(())
-    }
-
-    fn mark(&mut self, seq: u32) {
-        match self.top {
-            Some(top) if seq <= top => self.bits |= 1u128 << (top - seq),
-            Some(top) => {
-                let shift = seq - top;
-                self.bits = if shift >= 128 { 0 } else { self.bits << shift } | 1;
-                self.top = Some(seq);
-            }
-            None => {
-                self.top = Some(seq);
-                self.bits = 1;
-            }
-        }
-    }
-}
-
-/// Widens a 16-bit wire sequence number to the 32-bit value nearest `reference`.
-pub fn widen_seq(reference: u32, low: u16) -> u32 {
-    let candidate = (reference & !0xffff) | u32::from(low);
-    let diff = candidate.wrapping_sub(reference) as i32;
-    if diff > 0x8000 {
-        candidate.wrapping_sub(0x1_0000)
-    } else if diff < -0x8000 {
-        candidate.wrapping_add(0x1_0000)
-    } else {
-        candidate
-    }
-}
-
-fn nonce(member: MemberId, epoch: Epoch, seq: u32) -> Nonce {
-    let mut n = [0u8; 12];
-    n[0] = member.0;
-    n[1] = epoch;
-    n[4..8].copy_from_slice(&seq.to_be_bytes());
-    *Nonce::from_slice(&n)
 }
 
 /// One member's end-to-end key state: its own epochs and what others granted it.
@@ -363,6 +308,9 @@ pub struct MemberKeys {
     policy: RotationPolicy,
     own: Vec<OwnEpoch>,
     sent_in_epoch: u32,
+    /// The next sequence number of each of our streams: kept here, beside the key, so no
+    /// two datagrams under one key share a nonce, whatever the audio engine does.
+    next_seq: audio::StemCounters,
     remotes: std::collections::BTreeMap<MemberId, RemoteMember>,
 }
 
@@ -375,6 +323,7 @@ impl MemberKeys {
             policy,
             own: vec![OwnEpoch::new(0, now)],
             sent_in_epoch: 0,
+            next_seq: audio::StemCounters::default(),
             remotes: Default::default(),
         }
     }
@@ -519,7 +468,7 @@ impl MemberKeys {
         remote.keys.push(RemoteKey {
             epoch: g.from_epoch,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
-            window: ReplayWindow::default(),
+            windows: audio::ReplayWindows::default(),
             superseded: None,
         });
         key.zeroize();
@@ -582,83 +531,6 @@ impl MemberKeys {
             self.own.drain(..self.own.len() - 1);
         }
     }
-
-    /// Seals one audio payload as a datagram (header ‖ ciphertext ‖ tag), appended to `out`
-    /// (so a caller can put a prefix in front without a second buffer).
-    pub fn seal_audio(&mut self, seq: u32, payload: &[u8], out: &mut Vec<u8>) {
-        self.seal_audio_with(seq, payload, false, out);
-    }
-
-    /// [`Self::seal_audio`] with the header's redundancy flag: `payload` is then a
-    /// [`crate::wire::pack_frames`] container.
-    pub fn seal_audio_with(
-        &mut self,
-        seq: u32,
-        payload: &[u8],
-        redundant: bool,
-        out: &mut Vec<u8>,
-    ) {
-        let cur = self.current();
-        let header = AudioHeader {
-            epoch: cur.epoch,
-            seq_low: seq as u16,
-            redundant,
-        };
-        let start = out.len();
-        out.extend_from_slice(&header.encode());
-        out.extend_from_slice(payload);
-        // The header is authenticated as associated data; only the payload is encrypted.
-        let (aad, body) = out[start..].split_at_mut(AUDIO_HEADER_LEN);
-        let tag = cur
-            .cipher
-            .encrypt_in_place_detached(&nonce(self.me, cur.epoch, seq), aad, body)
-            .expect("ChaCha20-Poly1305 seals any datagram-sized payload");
-        out.extend_from_slice(&tag);
-        self.sent_in_epoch = self.sent_in_epoch.saturating_add(1);
-    }
-
-    /// Opens an audio datagram from `from`: returns the full sequence number and the payload
-    /// (decrypted in place inside `datagram`).
-    pub fn open_audio<'a>(
-        &mut self,
-        from: MemberId,
-        datagram: &'a mut [u8],
-    ) -> Result<(u32, &'a [u8]), CryptoError> {
-        if datagram.len() < AUDIO_HEADER_LEN + TAG_LEN {
-            return Err(CryptoError::Malformed);
-        }
-        let header = AudioHeader::decode(datagram).map_err(|_| CryptoError::Malformed)?;
-        let remote = self.remotes.get_mut(&from).ok_or(CryptoError::UnknownKey)?;
-        let seq = widen_seq(
-            remote.highest_seq.unwrap_or(u32::from(header.seq_low)),
-            header.seq_low,
-        );
-        let key = remote
-            .keys
-            .iter_mut()
-            .rev()
-            .find(|k| k.epoch == header.epoch)
-            .ok_or(CryptoError::UnknownKey)?;
-        key.window.check(seq)?;
-        let (aad, rest) = datagram.split_at_mut(AUDIO_HEADER_LEN);
-        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
-        key.cipher
-            .decrypt_in_place_detached(
-                &nonce(from, header.epoch, seq),
-                aad,
-                body,
-                Tag::from_slice(tag),
-            )
-            .map_err(|_| CryptoError::Forged)?;
-        key.window.mark(seq);
-        if remote
-            .highest_seq
-            .is_none_or(|h| (seq.wrapping_sub(h) as i32) > 0)
-        {
-            remote.highest_seq = Some(seq);
-        }
-        Ok((seq, body))
-    }
 }
 
 /// Seals the session document's sync messages (and, under another key, presence): only
@@ -704,29 +576,15 @@ impl DocCipher {
     }
 }
 
-impl MemberKeys {
-    /// Whether frame `seq` from `from`, carried redundantly in a later datagram sealed under
-    /// `epoch`, was never opened: only then is the copy worth handing on. It is not marked,
-    /// so the frame's own datagram, if merely late, still opens (and is not taken for a
-    /// replay).
-    pub fn missing(&self, from: MemberId, epoch: Epoch, seq: u32) -> bool {
-        self.remotes
-            .get(&from)
-            .and_then(|r| r.keys.iter().rev().find(|k| k.epoch == epoch))
-            .is_some_and(|key| key.window.check(seq).is_ok())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
-    fn room() -> RoomId {
+    pub(super) fn room() -> RoomId {
         RoomId::new("band").unwrap()
     }
 
-    fn pair(now: Instant) -> (MemberKeys, MemberKeys) {
+    pub(super) fn pair(now: Instant) -> (MemberKeys, MemberKeys) {
         let secret = RoomSecret::from_bytes([9; 32]);
         let a = MemberKeys::new(
             MemberId(1),
@@ -744,7 +602,7 @@ mod tests {
     }
 
     /// A and B exchange announcements and grants both ways.
-    fn introduce(a: &mut MemberKeys, b: &mut MemberKeys, now: Instant) {
+    pub(super) fn introduce(a: &mut MemberKeys, b: &mut MemberKeys, now: Instant) {
         let ga = b.accept_announce(&a.announce()).unwrap();
         let gb = a.accept_announce(&b.announce()).unwrap();
         a.accept_grant(&ga, now).unwrap();
@@ -762,139 +620,5 @@ mod tests {
         assert!(!verifier.check(&[4u8; 32], b"tls-binding", &proof));
         let wrong = RoomSecret::generate().admission_proof(&room(), &challenge, b"tls-binding");
         assert!(!verifier.check(&challenge, b"tls-binding", &wrong));
-    }
-
-    #[test]
-    fn audio_round_trips_and_tampering_replay_and_forgery_are_refused() {
-        let now = Instant::now();
-        let (mut a, mut b) = pair(now);
-        introduce(&mut a, &mut b, now);
-        let mut dg = Vec::new();
-        a.seal_audio(7, b"opus frame", &mut dg);
-        assert!(
-            !dg.windows(10).any(|w| w == b"opus frame"),
-            "payload is encrypted"
-        );
-        let mut copy = dg.clone();
-        let (seq, payload) = b.open_audio(MemberId(1), &mut copy).unwrap();
-        assert_eq!((seq, payload), (7, &b"opus frame"[..]));
-        let mut replay = dg.clone();
-        assert_eq!(
-            b.open_audio(MemberId(1), &mut replay).unwrap_err(),
-            CryptoError::Replay
-        );
-        dg.clear();
-        a.seal_audio(8, b"opus frame", &mut dg);
-        let mut flipped8 = dg.clone();
-        flipped8[5] ^= 0x40;
-        assert_eq!(
-            b.open_audio(MemberId(1), &mut flipped8).unwrap_err(),
-            CryptoError::Forged
-        );
-        // The same bytes claimed by another sender do not open.
-        let mut wrong_sender = dg.clone();
-        assert_eq!(
-            b.open_audio(MemberId(3), &mut wrong_sender).unwrap_err(),
-            CryptoError::UnknownKey
-        );
-        // A forger who knows the room secret's admission verifier (the relay) cannot seal.
-        let relay_guess =
-            RoomSecret::from_bytes(RoomSecret::from_bytes([9; 32]).verifier(&room()).to_bytes());
-        let mut mallory = MemberKeys::new(
-            MemberId(1),
-            relay_guess.member_auth(&room()),
-            RotationPolicy::default(),
-            now,
-        );
-        assert_eq!(
-            b.accept_announce(&mallory.announce()).unwrap_err(),
-            CryptoError::Forged
-        );
-        let mut forged = Vec::new();
-        mallory.seal_audio(9, b"injected", &mut forged);
-        assert_eq!(
-            b.open_audio(MemberId(1), &mut forged).unwrap_err(),
-            CryptoError::Forged
-        );
-    }
-
-    #[test]
-    fn rotation_keeps_audio_flowing_and_old_keys_expire() {
-        let t0 = Instant::now();
-        let (mut a, mut b) = pair(t0);
-        introduce(&mut a, &mut b, t0);
-        let mut old = Vec::new();
-        a.seal_audio(1, b"before", &mut old);
-        let t1 = t0 + Duration::from_secs(121);
-        let (ann, grants) = a.maybe_rotate(t1).expect("rotation due after max_age");
-        assert_eq!(ann.epoch, 1);
-        let back = b.accept_announce(&ann).unwrap();
-        a.accept_grant(&back, t1).unwrap();
-        for g in &grants {
-            b.accept_grant(g, t1).unwrap();
-        }
-        let mut new = Vec::new();
-        a.seal_audio(2, b"after", &mut new);
-        assert_eq!(b.open_audio(MemberId(1), &mut new).unwrap().1, b"after");
-        // In-flight packets of the old epoch still open during the grace period...
-        let mut late = old.clone();
-        assert_eq!(b.open_audio(MemberId(1), &mut late).unwrap().1, b"before");
-        // ...and not after it: the old key is gone.
-        b.expire(t1 + Duration::from_secs(6));
-        let mut stale = old.clone();
-        assert_eq!(
-            b.open_audio(MemberId(1), &mut stale).unwrap_err(),
-            CryptoError::UnknownKey
-        );
-    }
-
-    #[test]
-    fn packet_count_triggers_rotation() {
-        let now = Instant::now();
-        let secret = RoomSecret::generate();
-        let policy = RotationPolicy {
-            max_packets: 10,
-            ..RotationPolicy::default()
-        };
-        let mut a = MemberKeys::new(MemberId(1), secret.member_auth(&room()), policy, now);
-        let mut out = Vec::new();
-        for s in 0..9 {
-            a.seal_audio(s, b"p", &mut out);
-        }
-        assert!(a.maybe_rotate(now).is_none());
-        a.seal_audio(9, b"p", &mut out);
-        assert!(a.maybe_rotate(now).is_some());
-    }
-
-    #[test]
-    fn widening_follows_wraps_both_ways() {
-        assert_eq!(widen_seq(0x0001_fff0, 0x0005), 0x0002_0005);
-        assert_eq!(widen_seq(0x0002_0005, 0xfff0), 0x0001_fff0);
-        assert_eq!(widen_seq(10, 12), 12);
-        assert_eq!(widen_seq(u32::MAX - 2, 3), 3);
-    }
-
-    proptest! {
-        #[test]
-        fn random_datagrams_never_panic_and_never_open(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-            let now = Instant::now();
-            let (mut a, mut b) = pair(now);
-            introduce(&mut a, &mut b, now);
-            let mut d = bytes.clone();
-            prop_assert!(b.open_audio(MemberId(1), &mut d).is_err());
-        }
-
-        #[test]
-        fn replay_window_accepts_each_sequence_once(seqs in proptest::collection::vec(0u32..300, 1..200)) {
-            let mut w = ReplayWindow::default();
-            let mut seen = std::collections::HashSet::new();
-            for s in seqs {
-                let ok = w.check(s).is_ok();
-                if ok {
-                    prop_assert!(seen.insert(s), "{} accepted twice", s);
-                    w.mark(s);
-                }
-            }
-        }
     }
 }
