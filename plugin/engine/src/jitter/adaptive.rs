@@ -300,13 +300,15 @@ impl JitterBuffer {
         self.record_delay(delay, arrival);
         if let Some(next) = self.next_seq {
             let ahead = seq_ahead(packet.seq, next);
-            if ahead < 0 {
+            if ahead < 0 && packet.media_time < self.next_media {
                 // Its moment passed. The delay statistics already hold it; one straggler of a
                 // heavy tail must not move the target (bursts do, through the quantile).
                 self.stats.late += 1;
                 return;
             }
-            if ahead >= CAPACITY as i64 {
+            // Far ahead, or numbered behind yet later in the stream: the sender's numbering
+            // started over (it rejoined the room), so the old numbers mean nothing now.
+            if ahead >= CAPACITY as i64 || ahead < 0 {
                 self.reset_playout();
             }
         }
@@ -644,6 +646,37 @@ mod tests {
         // Skips are spaced out, so at most one falls in the burst itself.
         assert!(kept >= 9, "only {kept} of the delayed packets were played");
         assert!(stats.stalled > 0 && stats.lost == 0, "{stats:?}");
+    }
+
+    #[test]
+    fn a_sender_whose_numbering_starts_over_plays_on() {
+        // 300 frames, then the sender rejoins the room: its sequence numbers start again at 0
+        // while its media time runs on. Each arrives 30 samples after it was made.
+        let mut jb = JitterBuffer::new(AdaptiveConfig::default());
+        let packet = |i: u64| {
+            let seq = if i < 300 { i } else { i - 300 } as u32;
+            PacketSlot::new(StreamId(1), seq, i * F, &[1]).unwrap()
+        };
+        let (mut next, mut played_after) = (0u64, 0);
+        for tick in 0..600u64 {
+            let now = tick * F;
+            while next * F + 30 <= now {
+                jb.insert(next * F + 30, &packet(next));
+                next += 1;
+            }
+            if let (Decision::Play(_), true) = (jb.next(now), tick >= 320) {
+                played_after += 1;
+            }
+        }
+        assert_eq!(
+            jb.stats().late,
+            0,
+            "the new numbers were taken for stragglers"
+        );
+        assert!(
+            played_after > 250,
+            "{played_after} frames played after the restart"
+        );
     }
 
     proptest! {
