@@ -144,7 +144,7 @@ async fn bare_loop(addr_tx: std::sync::mpsc::Sender<(SocketAddr, Option<Invite>)
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let endpoint = quinn::Endpoint::new(
         endpoint_config(),
-        Some(identity.server_config().expect("config")),
+        Some(identity.server_config(Default::default()).expect("config")),
         socket,
         Arc::new(quinn::TokioRuntime),
     )
@@ -193,7 +193,9 @@ async fn connect(
         Some(inv) => inv.fingerprint,
         None => BARE_FP.lock().unwrap().expect("bare server fingerprint"),
     };
-    endpoint.set_default_client_config(relay_client_config(fp).expect("client config"));
+    endpoint.set_default_client_config(
+        relay_client_config(fp, Default::default()).expect("client config"),
+    );
     let conn = endpoint
         .connect(addr, SERVER_NAME)
         .expect("connect")

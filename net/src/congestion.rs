@@ -50,14 +50,21 @@ const FLOOR_SLACK: Duration = Duration::from_millis(200);
 /// Written by the network thread (inside quinn), read by any.
 #[derive(Debug, Default)]
 pub struct CongestionSignal {
-    /// Smoothed round trip minus the base round trip, µs.
+    /// The largest queueing delay (smoothed round trip minus the base round trip) any path
+    /// reported since it was last taken, µs.
     queue_delay_us: AtomicU32,
 }
 
 impl CongestionSignal {
-    /// Queueing delay on the path: how far the round trip is above its recent minimum.
+    /// The largest queueing delay on any path since the last [`Self::take_peak`]: how far a
+    /// round trip was above its recent minimum.
     pub fn queue_delay(&self) -> Duration {
         Duration::from_micros(u64::from(self.queue_delay_us.load(Relaxed)))
+    }
+
+    /// [`Self::queue_delay`], starting the next period from zero.
+    pub fn take_peak(&self) -> Duration {
+        Duration::from_micros(u64::from(self.queue_delay_us.swap(0, Relaxed)))
     }
 }
 
@@ -249,7 +256,7 @@ impl Controller for MediaController {
         };
         self.signal
             .queue_delay_us
-            .store(queue.as_micros().min(u128::from(u32::MAX)) as u32, Relaxed);
+            .fetch_max(queue.as_micros().min(u128::from(u32::MAX)) as u32, Relaxed);
         let srtt = self.smoothed_rtt.unwrap_or_default();
         let due = self
             .last_backoff

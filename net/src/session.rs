@@ -16,6 +16,7 @@ use quinn::Connection;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
+use crate::congestion::CongestionSignal;
 use crate::crypto::{CryptoError, DocCipher, MemberKeys, RotationPolicy};
 use crate::doc::{DocError, DocSync, SessionDoc};
 use crate::invite::Invite;
@@ -212,6 +213,8 @@ struct Shared {
     presence_out: Mutex<PresenceOutbox>,
     presence_in: Mutex<PresenceBook>,
     presence_cipher: DocCipher,
+    /// Queueing delay reported by the congestion controllers of all our connections.
+    congestion: Arc<CongestionSignal>,
 }
 
 /// The session document, its sealing key and one sync state per peer.
@@ -566,6 +569,13 @@ impl SessionHandle {
             .is_some_and(|c| c.send_datagram(Bytes::copy_from_slice(datagram)).is_ok())
     }
 
+    /// The largest queueing delay any of our paths showed since the last call: how far a
+    /// round trip rose above its recent minimum. A growing queue means the path carries less
+    /// than we send; the caller should ask its encoder for less.
+    pub fn take_queue_delay(&self) -> Duration {
+        self.shared.congestion.take_peak()
+    }
+
     /// The session's counters.
     pub fn counters(&self) -> &SessionCounters {
         &self.shared.counters
@@ -670,7 +680,7 @@ pub fn start(
 ) -> Result<SessionHandle, SessionError> {
     // Fail now, not in the background, if TLS cannot be set up at all.
     let identity = Identity::generate().map_err(|e| SessionError::Setup(e.to_string()))?;
-    relay_client_config(config.invite.fingerprint)
+    relay_client_config(config.invite.fingerprint, Arc::default())
         .map_err(|e| SessionError::Setup(e.to_string()))?;
     let shared = Arc::new(Shared {
         keys: Mutex::new(None),
@@ -711,6 +721,7 @@ pub fn start(
         })),
         presence_in: Mutex::new(PresenceBook::default()),
         presence_cipher: config.invite.secret.presence_cipher(&config.invite.room),
+        congestion: Arc::default(),
     });
     tokio::spawn(run(identity, config, shared.clone()));
     Ok(SessionHandle { shared })
@@ -719,7 +730,11 @@ pub fn start(
 /// A fresh endpoint on a new socket. Each connection attempt gets its own: with zero-length
 /// connection ids quinn routes by address, and a draining connection to the old relay would
 /// otherwise swallow the new handshake.
-fn make_endpoint(identity: &Identity, config: &SessionConfig) -> Result<quinn::Endpoint, String> {
+fn make_endpoint(
+    identity: &Identity,
+    config: &SessionConfig,
+    signal: &Arc<CongestionSignal>,
+) -> Result<quinn::Endpoint, String> {
     let bind: SocketAddr = if config.invite.host.contains(':') {
         SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
     } else {
@@ -727,7 +742,9 @@ fn make_endpoint(identity: &Identity, config: &SessionConfig) -> Result<quinn::E
     };
     let socket =
         std::net::UdpSocket::bind(bind).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-    let server = identity.server_config().map_err(|e| e.to_string())?;
+    let server = identity
+        .server_config(signal.clone())
+        .map_err(|e| e.to_string())?;
     let mut endpoint = quinn::Endpoint::new(
         endpoint_config(),
         Some(server),
@@ -736,7 +753,8 @@ fn make_endpoint(identity: &Identity, config: &SessionConfig) -> Result<quinn::E
     )
     .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
     endpoint.set_default_client_config(
-        relay_client_config(config.invite.fingerprint).map_err(|e| e.to_string())?,
+        relay_client_config(config.invite.fingerprint, signal.clone())
+            .map_err(|e| e.to_string())?,
     );
     Ok(endpoint)
 }
@@ -750,7 +768,7 @@ async fn run(identity: Identity, config: SessionConfig, shared: Arc<Shared>) {
     let mut backoff = BACKOFF_MIN;
     while !shared.stopped.load(Relaxed) {
         set_state(&shared, SessionState::Connecting);
-        let endpoint = match make_endpoint(&identity, &config) {
+        let endpoint = match make_endpoint(&identity, &config, &shared.congestion) {
             Ok(e) => e,
             Err(msg) => {
                 set_state(&shared, SessionState::Retrying(msg));
@@ -1200,7 +1218,7 @@ fn try_direct(
     if config.force_relay || me > other.id {
         return;
     }
-    let Ok(client) = direct_client_config() else {
+    let Ok(client) = direct_client_config(shared.congestion.clone()) else {
         return;
     };
     let (endpoint, shared, other) = (endpoint.clone(), shared.clone(), other.clone());

@@ -14,7 +14,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::congestion::MediaControllerFactory;
+use crate::congestion::{CongestionSignal, MediaControllerFactory};
 use crate::invite::CertFingerprint;
 use crate::wire::ALPN;
 
@@ -119,9 +119,13 @@ impl Identity {
         fingerprint_of(&self.cert)
     }
 
-    /// A quinn server configuration presenting this identity, for members' direct paths.
-    pub fn server_config(&self) -> Result<quinn::ServerConfig, TlsError> {
-        self.server_config_with(transport())
+    /// A quinn server configuration presenting this identity, for members' direct paths; their
+    /// congestion controllers report to `signal`.
+    pub fn server_config(
+        &self,
+        signal: Arc<CongestionSignal>,
+    ) -> Result<quinn::ServerConfig, TlsError> {
+        self.server_config_with(direct_transport(signal))
     }
 
     /// The relay's server configuration: as [`Self::server_config`], and members are asked to
@@ -159,17 +163,19 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Transport parameters of a direct path between members.
-pub fn transport() -> Arc<TransportConfig> {
-    Arc::new(base_transport(DIRECT_IDLE_TIMEOUT))
+/// Transport parameters of a direct path between members, its congestion controller
+/// reporting to `signal`.
+pub fn direct_transport(signal: Arc<CongestionSignal>) -> Arc<TransportConfig> {
+    Arc::new(base_transport(DIRECT_IDLE_TIMEOUT, signal))
 }
 
-/// Transport parameters of a member's connection to the relay.
-pub fn member_relay_transport() -> Arc<TransportConfig> {
-    Arc::new(base_transport(RELAY_IDLE_TIMEOUT))
+/// Transport parameters of a member's connection to the relay, its congestion controller
+/// reporting to `signal`.
+pub fn member_relay_transport(signal: Arc<CongestionSignal>) -> Arc<TransportConfig> {
+    Arc::new(base_transport(RELAY_IDLE_TIMEOUT, signal))
 }
 
-fn base_transport(idle: Duration) -> TransportConfig {
+fn base_transport(idle: Duration, signal: Arc<CongestionSignal>) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(
@@ -180,7 +186,7 @@ fn base_transport(idle: Duration) -> TransportConfig {
         .initial_rtt(INITIAL_RTT)
         .packet_threshold(PACKET_THRESHOLD)
         .time_threshold(TIME_THRESHOLD)
-        .congestion_controller_factory(Arc::new(MediaControllerFactory::default()));
+        .congestion_controller_factory(Arc::new(MediaControllerFactory::new(signal)));
     t
 }
 
@@ -189,7 +195,8 @@ fn base_transport(idle: Duration) -> TransportConfig {
 /// never retransmitted, so acknowledgements only feed congestion control; at a 20-member
 /// room's rate this removes most of the packets the relay receives.
 pub fn relay_transport() -> Arc<TransportConfig> {
-    let mut t = base_transport(RELAY_IDLE_TIMEOUT);
+    // The relay has no encoder to slow down: its controllers' signal goes unread.
+    let mut t = base_transport(RELAY_IDLE_TIMEOUT, Arc::default());
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(7u32.into())
         .max_ack_delay(Some(Duration::from_millis(20)));
@@ -225,27 +232,40 @@ pub fn relay_endpoint_config(identity: &Identity) -> EndpointConfig {
     cfg
 }
 
-/// Client settings for the relay: trust exactly the certificate the invite pins.
-pub fn relay_client_config(pinned: CertFingerprint) -> Result<quinn::ClientConfig, TlsError> {
-    let mut cfg = client_config(Arc::new(CertVerifier {
-        pinned: Some(pinned),
-        provider: provider(),
-    }))?;
-    cfg.transport_config(member_relay_transport());
-    Ok(cfg)
+/// Client settings for the relay: trust exactly the certificate the invite pins; the
+/// connection's congestion controller reports to `signal`.
+pub fn relay_client_config(
+    pinned: CertFingerprint,
+    signal: Arc<CongestionSignal>,
+) -> Result<quinn::ClientConfig, TlsError> {
+    client_config(
+        Arc::new(CertVerifier {
+            pinned: Some(pinned),
+            provider: provider(),
+        }),
+        member_relay_transport(signal),
+    )
 }
 
 /// Client settings for a direct path to another member. Its certificate is not pinned: a
 /// direct path carries only audio sealed with the members' end-to-end keys, so whoever answers
 /// can drop packets (as any router can) but can neither read nor forge them.
-pub fn direct_client_config() -> Result<quinn::ClientConfig, TlsError> {
-    client_config(Arc::new(CertVerifier {
-        pinned: None,
-        provider: provider(),
-    }))
+pub fn direct_client_config(
+    signal: Arc<CongestionSignal>,
+) -> Result<quinn::ClientConfig, TlsError> {
+    client_config(
+        Arc::new(CertVerifier {
+            pinned: None,
+            provider: provider(),
+        }),
+        direct_transport(signal),
+    )
 }
 
-fn client_config(verifier: Arc<CertVerifier>) -> Result<quinn::ClientConfig, TlsError> {
+fn client_config(
+    verifier: Arc<CertVerifier>,
+    transport: Arc<TransportConfig>,
+) -> Result<quinn::ClientConfig, TlsError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(config_err)?
@@ -255,7 +275,7 @@ fn client_config(verifier: Arc<CertVerifier>) -> Result<quinn::ClientConfig, Tls
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(config_err)?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
-    cfg.transport_config(transport());
+    cfg.transport_config(transport);
     Ok(cfg)
 }
 

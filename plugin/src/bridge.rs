@@ -1,6 +1,8 @@
 //! Joins the engine's rings to a network session. A pump thread moves our encoded frames from
-//! the engine's outgoing ring into the session; frames the session opens go into the engine's
-//! incoming ring. Neither side ever waits for the other.
+//! the engine's outgoing ring into the session, woken by the engine after each block that
+//! produced any; frames the session opens go into the engine's incoming ring. Neither side
+//! ever waits for the other. The session document is saved by a keeper thread of its own, so
+//! an automerge save and an fsync never stand between a frame and the socket.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -8,13 +10,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use echoel_engine::{NetworkLink, PacketSlot, StreamId};
+
+use crate::backoff::{self, Backoff};
 use echoel_net::doc::{DocStore, Heads};
 use echoel_net::session::{self, AudioFrame, SessionConfig, SessionError, SessionHandle};
 use echoel_net::wire::{ParticipantId, StemId};
 
-/// How long an encoded frame can wait between the audio thread and the socket: a twentieth
-/// of a 2.5 ms frame, for a wake-up cost of under ten thousand cheap sleeps a second.
-const PUMP_INTERVAL: Duration = Duration::from_micros(125);
+/// The pump sleeps until the engine wakes it; this is only the fallback should a wake be
+/// missed (the engine not running yet, a host that stopped calling it).
+const PUMP_FALLBACK: Duration = Duration::from_millis(5);
 
 /// Where the session document is kept while playing: the project (saved by the host) and
 /// the room's store in the user's data folder.
@@ -62,6 +66,7 @@ pub struct Bridge {
     inner: Arc<Inner>,
     stop: Arc<AtomicBool>,
     pump: Option<JoinHandle<()>>,
+    keeper: Option<JoinHandle<()>>,
 }
 
 struct Inner {
@@ -117,6 +122,8 @@ impl Bridge {
         let NetworkLink {
             mut outgoing,
             incoming,
+            wake,
+            limits,
             ..
         } = link;
         let inner = Arc::new(Inner {
@@ -127,15 +134,27 @@ impl Bridge {
             keep_doc: Mutex::new(None),
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(work)
+                .map_err(|e| SessionError::Setup(e.to_string()))
+        };
         let pump = {
             let (inner, stop) = (inner.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("echoel-pump".into())
-                .spawn(move || {
-                    let mut seen = Vec::new();
-                    let mut last_save = Instant::now();
+            spawn(
+                "echoel-pump",
+                Box::new(move || {
+                    wake.register_current();
+                    let mut backoff = Backoff::default();
+                    let mut next_look = Instant::now() + backoff::PERIOD;
                     while !stop.load(Relaxed) {
                         let session = lock(&inner.session).clone();
+                        if let (Some(s), true) = (&session, Instant::now() >= next_look) {
+                            next_look = Instant::now() + backoff::PERIOD;
+                            let (ceiling, shortest) = backoff.observe(s.take_queue_delay());
+                            limits.set(ceiling, shortest);
+                        }
                         let mut sent = false;
                         while let Ok(p) = outgoing.pop() {
                             // Out of a room, frames are dropped here so the ring never fills.
@@ -144,26 +163,33 @@ impl Bridge {
                             }
                             sent = true;
                         }
-                        if let Some(s) = &session {
-                            if last_save.elapsed() >= DOC_SAVE_INTERVAL {
-                                last_save = Instant::now();
-                                inner.keep_doc(s, &mut seen);
-                            }
-                        }
                         if !sent {
-                            std::thread::sleep(PUMP_INTERVAL);
+                            std::thread::park_timeout(PUMP_FALLBACK);
                         }
                     }
-                    if let Some(s) = lock(&inner.session).as_ref() {
-                        inner.keep_doc(s, &mut seen);
+                }),
+            )?
+        };
+        let keeper = {
+            let (inner, stop) = (inner.clone(), stop.clone());
+            spawn(
+                "echoel-doc-keeper",
+                Box::new(move || {
+                    let mut seen = Vec::new();
+                    while !stop.load(Relaxed) {
+                        std::thread::park_timeout(DOC_SAVE_INTERVAL);
+                        if let Some(s) = lock(&inner.session).clone() {
+                            inner.keep_doc(&s, &mut seen);
+                        }
                     }
-                })
-                .map_err(|e| SessionError::Setup(e.to_string()))?
+                }),
+            )?
         };
         Ok(Self {
             inner,
             stop,
             pump: Some(pump),
+            keeper: Some(keeper),
         })
     }
 
@@ -230,9 +256,11 @@ impl Bridge {
 impl Drop for Bridge {
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);
-        if let Some(p) = self.pump.take() {
-            let _ = p.join();
+        for t in [self.pump.take(), self.keeper.take()].into_iter().flatten() {
+            t.thread().unpark();
+            let _ = t.join();
         }
+        // Keeps the document one last time.
         self.disconnect();
     }
 }

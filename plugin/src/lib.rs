@@ -3,6 +3,7 @@
 //! The plugin owns parameters and state; all audio work is the engine's, built in
 //! `activate()` and run in `process()` without allocating.
 
+pub mod backoff;
 pub mod bridge;
 pub mod control;
 pub mod editor;

@@ -8,10 +8,12 @@ use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::codec::{CodecSettings, FrameDuration, FrameEncoder};
 use crate::fifo::SampleFifo;
+use crate::limits::SendLimits;
 use crate::packet::{PacketSlot, StreamId};
 use crate::resample::{FixedSide, RateConverter, CHUNK_FRAMES};
 use crate::stats::EngineStats;
 use crate::stream::{RemoteStream, TargetDepth};
+use crate::wake::SendWake;
 use crate::{EngineError, INTERNAL_RATE_HZ};
 
 /// Host sample rates the engine accepts; anything else is refused at activation.
@@ -95,6 +97,11 @@ pub struct NetworkLink {
     pub incoming: Producer<PacketSlot>,
     /// The engine's counters.
     pub stats: Arc<EngineStats>,
+    /// Woken by the engine after every block that produced packets: the thread that drains
+    /// `outgoing` registers here and parks while the ring is empty.
+    pub wake: Arc<SendWake>,
+    /// What the network side lets the encoder send while a path is congested.
+    pub limits: Arc<SendLimits>,
 }
 
 /// Receives each remote stream's own audio as it is mixed, for per-musician recording or
@@ -156,6 +163,10 @@ pub struct Engine {
     config: EngineConfig,
     stats: Arc<EngineStats>,
     to_net: Producer<PacketSlot>,
+    /// Set when a block pushed packets; the drain thread is then woken once.
+    pushed: bool,
+    send_wake: Arc<SendWake>,
+    limits: Arc<SendLimits>,
     from_net: Consumer<PacketSlot>,
     encoder: FrameEncoder,
     send_seq: u32,
@@ -228,6 +239,8 @@ impl Engine {
         };
         let stats = Arc::new(EngineStats::with_stream_slots(MAX_REMOTE_STREAMS + 1));
         let (to_net, outgoing) = RingBuffer::new(SEND_RING_SLOTS);
+        let send_wake = Arc::new(SendWake::default());
+        let limits = Arc::new(SendLimits::default());
         let (incoming, from_net) = RingBuffer::new(RECV_RING_SLOTS);
         let streams = (0..MAX_REMOTE_STREAMS)
             .map(|slot| RemoteStream::new(render_max, slot))
@@ -236,6 +249,9 @@ impl Engine {
             config,
             stats: Arc::clone(&stats),
             to_net,
+            pushed: false,
+            send_wake: Arc::clone(&send_wake),
+            limits: Arc::clone(&limits),
             from_net,
             encoder: FrameEncoder::new(CodecSettings::default())?,
             send_seq: 0,
@@ -267,6 +283,8 @@ impl Engine {
                 outgoing,
                 incoming,
                 stats,
+                wake: send_wake,
+                limits,
             },
         ))
     }
@@ -323,6 +341,10 @@ impl Engine {
         if frames == 0 {
             return;
         }
+        let params = &EngineParams {
+            codec: self.limits.apply(params.codec),
+            ..*params
+        };
         self.encoder.apply(params.codec);
         if params.loopback != self.loopback_on {
             self.loopback_on = params.loopback;
@@ -336,6 +358,9 @@ impl Engine {
             let n = (frames - offset).min(self.config.max_block_frames);
             self.process_chunk(channels, offset, n, params, &mut *tap);
             offset += n;
+        }
+        if std::mem::take(&mut self.pushed) {
+            self.send_wake.wake();
         }
     }
 
@@ -421,6 +446,7 @@ impl Engine {
                     self.packet.seq = self.send_seq;
                     self.packet.media_time = self.media_time;
                     if self.to_net.push(self.packet).is_ok() {
+                        self.pushed = true;
                         EngineStats::add(&self.stats.packets_sent, 1);
                     } else {
                         EngineStats::add(&self.stats.send_ring_full, 1);

@@ -14,12 +14,14 @@ pub mod codec;
 mod engine;
 pub mod fifo;
 pub mod jitter;
+pub mod limits;
 pub mod measure;
 pub mod packet;
 pub mod resample;
 pub mod signal;
 pub mod stats;
 pub mod stream;
+pub mod wake;
 
 use thiserror::Error;
 
@@ -28,8 +30,10 @@ pub use engine::{
     Engine, EngineConfig, EngineParams, JitterMode, NetworkLink, StemTap, LOOPBACK_STREAM,
     MAX_BLOCK_FRAMES, MAX_REMOTE_STREAMS, SUPPORTED_RATES_HZ,
 };
+pub use limits::SendLimits;
 pub use packet::{opus_packet_samples, PacketSlot, StreamId, MAX_OPUS_PACKET_BYTES};
 pub use stats::{EngineStats, StatsSnapshot, StreamSnapshot, StreamStats};
+pub use wake::SendWake;
 
 /// The engine's internal sample rate: Opus's native rate.
 pub const INTERNAL_RATE_HZ: u32 = 48_000;

@@ -1,6 +1,7 @@
 //! The engine's process path allocates nothing: thousands of blocks of varying size at a
 //! resampled rate, with packets arriving, missing, malformed, duplicated, from more streams
-//! than the engine holds, settings changing underneath, and the outgoing ring full.
+//! than the engine holds, settings changing underneath, the outgoing ring full, and the drain
+//! thread woken after each block that produced packets.
 
 use assert_no_alloc::{assert_no_alloc, reset_violation_count, violation_count, AllocDisabler};
 use echoel_engine::signal::TestSignal;
@@ -76,8 +77,26 @@ fn run_engine(rate: u32, host_channels: usize, seed: u64) {
     let mut sig = TestSignal::new(rate);
     let mut seqs = [0u32; MAX_REMOTE_STREAMS + 4];
     let mut params = EngineParams::default();
+    // The thread the engine wakes after blocks that produced packets: it parks, so each wake
+    // inside the measured region is a real futex wake.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let woken = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let drain = {
+        let (wake, stop, woken) = (link.wake.clone(), stop.clone(), woken.clone());
+        std::thread::spawn(move || {
+            assert!(wake.register_current());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::park();
+                woken.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
 
     for block in 0..3000 {
+        // Half the time the network side drains what we send; half the time the ring fills.
+        if block % 200 < 100 {
+            while link.outgoing.pop().is_ok() {}
+        }
         // The network side's work happens outside the measured region: it is another thread.
         for _ in 0..rng.next(24) {
             let stream = rng.next(seqs.len());
@@ -150,8 +169,15 @@ fn run_engine(rate: u32, host_channels: usize, seed: u64) {
             }
         });
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    link.wake.wake();
+    drain.join().unwrap();
     let stats = engine.stats().snapshot();
     // The scenario really exercised every path it claims to.
+    assert!(
+        woken.load(std::sync::atomic::Ordering::Relaxed) > 100,
+        "the drain thread was not woken"
+    );
     assert!(stats.send_ring_full > 0, "{stats:?}");
     assert!(stats.frames_concealed > 0, "{stats:?}");
     assert!(stats.decode_errors > 0, "{stats:?}");

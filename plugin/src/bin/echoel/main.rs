@@ -6,6 +6,7 @@ mod local_relay;
 mod loopback;
 mod netem;
 mod peer;
+mod pump;
 mod record;
 mod transport;
 mod wav;
@@ -100,6 +101,13 @@ enum BenchKind {
         #[arg(long, default_value_t = 30.0)]
         delay_ms: f64,
     },
+    /// How the thread that drains the engine's outgoing ring should wake: delay and CPU of
+    /// polling, a wake per block, a frame-rate timer.
+    Pump {
+        /// Seconds per way.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// Records a trace from a real jam path on loopback through a userspace impairment proxy.
     RecordTrace {
         /// How the proxy impairs the sender's traffic.
@@ -154,6 +162,9 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             what: BenchKind::Jitter { seconds, seed },
         } => bench::jitter(seconds, seed),
+        Command::Bench {
+            what: BenchKind::Pump { seconds },
+        } => pump::run(seconds),
         Command::Bench {
             what: BenchKind::Transport { seconds, delay_ms },
         } => transport::run(seconds, delay_ms),
