@@ -186,8 +186,24 @@ fn base_transport(idle: Duration, signal: Arc<CongestionSignal>) -> TransportCon
         .initial_rtt(INITIAL_RTT)
         .packet_threshold(PACKET_THRESHOLD)
         .time_threshold(TIME_THRESHOLD)
-        .congestion_controller_factory(Arc::new(MediaControllerFactory::new(signal)));
+        .congestion_controller_factory(controller(signal));
     t
+}
+
+/// Names the congestion controller in `ECHOEL_CONGESTION_CONTROLLER`, for benchmarks that
+/// compare ours with quinn's: `media` (ours, the default), `newreno`, `cubic` or `bbr`.
+pub const CONTROLLER_ENV: &str = "ECHOEL_CONGESTION_CONTROLLER";
+
+fn controller(
+    signal: Arc<CongestionSignal>,
+) -> Arc<dyn quinn_proto::congestion::ControllerFactory + Send + Sync> {
+    use quinn_proto::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+    match std::env::var(CONTROLLER_ENV).as_deref() {
+        Ok("newreno") => Arc::new(NewRenoConfig::default()),
+        Ok("cubic") => Arc::new(CubicConfig::default()),
+        Ok("bbr") => Arc::new(BbrConfig::default()),
+        _ => Arc::new(MediaControllerFactory::new(signal)),
+    }
 }
 
 /// The relay's transport: [`transport`] plus the QUIC ACK-frequency extension, asking each

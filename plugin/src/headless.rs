@@ -59,6 +59,51 @@ pub struct HeadlessOptions {
     pub start_at: Option<Instant>,
 }
 
+impl HeadlessOptions {
+    /// A musician playing [`Source::Voice`] `voice` for `seconds` through the relay, with the
+    /// default encoder settings.
+    pub fn voice(invite: &Invite, name: &str, voice: u32, seconds: f32) -> Self {
+        Self {
+            invite: invite.clone(),
+            name: name.to_owned(),
+            source: Source::Voice(voice),
+            seconds,
+            force_relay: true,
+            redundancy: 0,
+            edits: Vec::new(),
+            codec: CodecSettings::default(),
+            codec_change: None,
+            start_at: None,
+        }
+    }
+}
+
+/// Runs musicians together, each on a thread of its own, from one start instant `start_in`
+/// from now (the timeline of every recording starts there), and returns their reports in
+/// order.
+pub fn play_together(
+    band: Vec<HeadlessOptions>,
+    start_in: Duration,
+    runtime: &tokio::runtime::Handle,
+) -> Vec<Result<HeadlessReport, HeadlessError>> {
+    let start_at = Instant::now() + start_in;
+    let threads: Vec<_> = band
+        .into_iter()
+        .map(|opts| {
+            let opts = HeadlessOptions {
+                start_at: Some(start_at),
+                ..opts
+            };
+            let handle = runtime.clone();
+            std::thread::spawn(move || run(opts, &handle))
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().unwrap_or(Err(HeadlessError::Crashed)))
+        .collect()
+}
+
 /// An edit of the room's session document, made from the command line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DocEdit {
@@ -170,6 +215,9 @@ pub enum HeadlessError {
     /// The relay refused us.
     #[error("{0}")]
     Refused(String),
+    /// The musician's thread panicked.
+    #[error("a headless musician stopped unexpectedly")]
+    Crashed,
 }
 
 /// Collects each stream's stem, padded to our timeline.

@@ -180,18 +180,7 @@ pub fn play_editing(
 
 /// A musician's options for a test: `seconds` of voice `voice`, through the relay.
 pub fn musician(invite: &Invite, name: &str, voice: u32, seconds: f32) -> HeadlessOptions {
-    HeadlessOptions {
-        invite: invite.clone(),
-        name: name.to_owned(),
-        source: Source::Voice(voice),
-        seconds,
-        force_relay: true,
-        redundancy: 0,
-        edits: Vec::new(),
-        codec: CodecSettings::default(),
-        codec_change: None,
-        start_at: None,
-    }
+    HeadlessOptions::voice(invite, name, voice, seconds)
 }
 
 /// Runs musicians with these options together from one start instant, 1.2 s from now (the
@@ -200,22 +189,7 @@ pub fn play_each(
     band: Vec<HeadlessOptions>,
     runtime: &tokio::runtime::Runtime,
 ) -> Vec<Result<HeadlessReport, HeadlessError>> {
-    let start_at = Instant::now() + Duration::from_millis(1200);
-    let threads: Vec<_> = band
-        .into_iter()
-        .map(|opts| {
-            let opts = HeadlessOptions {
-                start_at: Some(start_at),
-                ..opts
-            };
-            let handle = runtime.handle().clone();
-            std::thread::spawn(move || headless::run(opts, &handle))
-        })
-        .collect();
-    threads
-        .into_iter()
-        .map(|t| t.join().expect("musician thread"))
-        .collect()
+    headless::play_together(band, Duration::from_millis(1200), runtime.handle())
 }
 
 /// The invite with its relay address replaced by `addr` (an impairment proxy in front of it).

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use echoel_net::session::{SessionHandle, SessionState};
+use echoel_net::Invite;
 use echoel_plugin::headless::{HeadlessOptions, HeadlessReport, Recording};
 use echoel_plugin::netem::{self, Impairment, NetemHandle};
 use echoel_tests::{
@@ -56,6 +57,20 @@ fn frames_in(seconds: f32) -> u64 {
     (seconds * 400.0) as u64
 }
 
+/// "far" behind the proxy and "near" straight to the relay play `seconds` together.
+fn far_and_near(rig: &Rig, room: &Invite, seconds: f32) -> Vec<HeadlessReport> {
+    play_each(
+        vec![
+            musician(&via(room, rig.proxy.addr), "far", 1, seconds),
+            musician(room, "near", 2, seconds),
+        ],
+        &network_runtime(),
+    )
+    .into_iter()
+    .map(Result::unwrap)
+    .collect()
+}
+
 fn only_recording(r: &HeadlessReport) -> &Recording {
     assert_eq!(r.recordings.len(), 1, "{} heard {:?}", r.name, r.recordings);
     r.recordings.values().next().expect("one")
@@ -93,17 +108,7 @@ fn ten_percent_loss_is_concealed_and_the_buffer_stays_at_what_the_jitter_needs()
     });
     let room = rig.relay().room("loss10");
     let seconds = 8.0;
-    let rt = network_runtime();
-    let reports: Vec<_> = play_each(
-        vec![
-            musician(&via(&room, rig.proxy.addr), "far", 1, seconds),
-            musician(&room, "near", 2, seconds),
-        ],
-        &rt,
-    )
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
+    let reports = far_and_near(&rig, &room, seconds);
     for r in &reports {
         print_timeline(r);
         let rec = only_recording(r);
@@ -204,17 +209,7 @@ fn a_bottleneck_below_the_stream_rate_makes_the_sender_ask_for_less_instead_of_q
     });
     let room = rig.relay().room("bottleneck");
     let seconds = 12.0;
-    let rt = network_runtime();
-    let reports: Vec<_> = play_each(
-        vec![
-            musician(&via(&room, rig.proxy.addr), "far", 1, seconds),
-            musician(&room, "near", 2, seconds),
-        ],
-        &rt,
-    )
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
+    let reports = far_and_near(&rig, &room, seconds);
     reports.iter().for_each(print_timeline);
     let near = reports.iter().find(|r| r.name == "near").unwrap();
     let heard = only_recording(near);

@@ -100,6 +100,9 @@ enum BenchKind {
         /// One-way delay between the far musician and the relay, ms.
         #[arg(long, default_value_t = 30.0)]
         delay_ms: f64,
+        /// Congestion controller to measure: media (ours), newreno, cubic or bbr.
+        #[arg(long)]
+        controller: Option<String>,
     },
     /// How the thread that drains the engine's outgoing ring should wake: delay and CPU of
     /// polling, a wake per block, a frame-rate timer.
@@ -166,8 +169,13 @@ fn main() -> anyhow::Result<()> {
             what: BenchKind::Pump { seconds },
         } => pump::run(seconds),
         Command::Bench {
-            what: BenchKind::Transport { seconds, delay_ms },
-        } => transport::run(seconds, delay_ms),
+            what:
+                BenchKind::Transport {
+                    seconds,
+                    delay_ms,
+                    controller,
+                },
+        } => transport::run(seconds, delay_ms, controller),
         Command::Bench {
             what:
                 BenchKind::RecordTrace {

@@ -2,12 +2,11 @@
 //! the impairment proxy (`echoel netem`), over a grid of loss and jitter: frames received,
 //! concealed, jitter-buffer depth and reconnects for each cell.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::local_relay::LocalRelay;
 use echoel_plugin::bridge::network_runtime;
-use echoel_plugin::engine::CodecSettings;
-use echoel_plugin::headless::{self, HeadlessOptions, HeadlessReport, Source};
+use echoel_plugin::headless::{self, HeadlessOptions, HeadlessReport};
 use echoel_plugin::netem::{self, Impairment};
 
 /// Losses and jitters of the grid.
@@ -16,10 +15,22 @@ const JITTERS_MS: [f64; 3] = [0.0, 8.0, 50.0];
 /// Measurements skip the first seconds: keys, direct-path tries, the buffer's warm-up.
 const SETTLE_S: f32 = 2.0;
 
-pub fn run(seconds: f32, delay_ms: f64) -> anyhow::Result<()> {
+pub fn run(seconds: f32, delay_ms: f64, controller: Option<String>) -> anyhow::Result<()> {
     anyhow::ensure!(
         (4.0..=120.0).contains(&seconds),
         "--seconds must be between 4 and 120"
+    );
+    if let Some(c) = &controller {
+        anyhow::ensure!(
+            ["media", "newreno", "cubic", "bbr"].contains(&c.as_str()),
+            "--controller is media, newreno, cubic or bbr"
+        );
+        // Read when each connection's transport is built; nothing is connected yet.
+        std::env::set_var(echoel_net::tls::CONTROLLER_ENV, c);
+    }
+    println!(
+        "congestion controller: {}",
+        controller.as_deref().unwrap_or("media")
     );
     println!(
         "Two musicians through the relay for {seconds} s a cell; one is {delay_ms} ms (one way) \
@@ -87,31 +98,16 @@ fn play_pair(
     direct: &echoel_net::Invite,
     seconds: f32,
 ) -> anyhow::Result<Vec<HeadlessReport>> {
-    let start_at = Instant::now() + Duration::from_millis(1500);
-    let handles: Vec<_> = [(behind, "far", 1), (direct, "near", 2)]
-        .into_iter()
-        .map(|(invite, name, voice)| {
-            let opts = HeadlessOptions {
-                invite: invite.clone(),
-                name: name.to_owned(),
-                source: Source::Voice(voice),
-                seconds,
-                force_relay: true,
-                redundancy: 0,
-                edits: Vec::new(),
-                codec: CodecSettings::default(),
-                codec_change: None,
-                start_at: Some(start_at),
-            };
-            std::thread::spawn(move || headless::run(opts, network_runtime().handle()))
-        })
-        .collect();
-    handles
-        .into_iter()
-        .map(|h| {
-            h.join()
-                .map_err(|_| anyhow::anyhow!("a musician thread panicked"))?
-                .map_err(anyhow::Error::from)
-        })
-        .collect()
+    let band = vec![
+        HeadlessOptions::voice(behind, "far", 1, seconds),
+        HeadlessOptions::voice(direct, "near", 2, seconds),
+    ];
+    headless::play_together(
+        band,
+        Duration::from_millis(1500),
+        network_runtime().handle(),
+    )
+    .into_iter()
+    .map(|r| r.map_err(anyhow::Error::from))
+    .collect()
 }
