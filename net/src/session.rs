@@ -430,17 +430,32 @@ struct SendScratch {
 }
 
 /// The frames of `history` that fit in a container before a frame at `media_time`, newest
-/// first: each must start earlier, by at most 255 media units.
-fn older_frames<'a>(history: &'a SentFrames, media_time: u64, n: usize) -> Vec<OlderFrame<'a>> {
-    history
-        .iter()
-        .take(n)
-        .map_while(|(media, frame)| {
-            let back = media_time.checked_sub((*media)?)? / MEDIA_UNIT_SAMPLES;
-            let units_back = u8::try_from(back).ok().filter(|b| *b > 0)?;
-            Some(OlderFrame { units_back, frame })
-        })
-        .collect()
+/// first, and how many there are: each must start earlier, by at most 255 media units. No
+/// allocation: this runs for every datagram.
+fn older_frames<'a>(
+    history: &'a SentFrames,
+    media_time: u64,
+    n: usize,
+) -> ([OlderFrame<'a>; MAX_REDUNDANT], usize) {
+    let mut older = [OlderFrame {
+        units_back: 1,
+        frame: &[],
+    }; MAX_REDUNDANT];
+    let mut count = 0;
+    for (media, frame) in history.iter().take(n.min(MAX_REDUNDANT)) {
+        let Some(back) = media.and_then(|m| media_time.checked_sub(m)) else {
+            break;
+        };
+        let Some(units_back) = u8::try_from(back / MEDIA_UNIT_SAMPLES)
+            .ok()
+            .filter(|b| *b > 0)
+        else {
+            break;
+        };
+        older[count] = OlderFrame { units_back, frame };
+        count += 1;
+    }
+    (older, count)
 }
 
 /// The application's side of a running session.
@@ -484,8 +499,8 @@ impl SessionHandle {
             keys.seal_audio(stem, media_time, payload, false, buf);
         } else {
             plain.clear();
-            let older = older_frames(sent, media_time, redundancy);
-            crate::wire::pack_frames(payload, &older, plain);
+            let (older, n) = older_frames(sent, media_time, redundancy);
+            crate::wire::pack_frames(payload, &older[..n], plain);
             keys.seal_audio(stem, media_time, plain, true, buf);
         }
         sent.rotate_right(1);
