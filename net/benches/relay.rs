@@ -208,6 +208,7 @@ async fn connect(
             room: inv.room.to_string(),
             name: format!("m{i}"),
             participant: ParticipantId(i as u64),
+            role: Default::default(),
         };
         write_frame(&mut send, &join).await.expect("join");
         let Ok(Some(RelayMessage::Challenge { nonce })) = read_frame(&mut recv).await else {

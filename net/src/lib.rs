@@ -3,6 +3,7 @@
 //! the headless peer bridge it to the engine's rings.
 
 pub mod congestion;
+pub mod core;
 pub mod crypto;
 pub mod doc;
 pub mod invite;

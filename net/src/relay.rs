@@ -1,45 +1,45 @@
-//! The relay: admits members to rooms, tells them each other's addresses, forwards their sealed
-//! datagrams (SFU) and their end-to-end control messages, and reports metrics. It holds room
-//! verifiers and its own TLS key, nothing that opens audio or key grants.
+//! The relay's driver: the QUIC endpoint, one task per connection and one per room. Each room
+//! task owns its [`RelayCore`] (admission, membership, routing, batching) and the room's
+//! connections; connection tasks read and write their streams and hand what arrives to it
+//! through bounded channels. It holds room verifiers and its own TLS key, nothing that opens
+//! audio or key grants.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
+mod metrics;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use quinn::Connection;
-use rand_core::{OsRng, RngCore};
+use rand_core::OsRng;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use crate::crypto::AdmissionVerifier;
+use crate::core::batch::bundles;
+pub use crate::core::batch::BATCH_WINDOW;
+pub use crate::core::relay::RelayMetrics;
+use crate::core::relay::{
+    CloseReason, ConnId, JoinRequest, Outgoing, RelayCore, RelayEvent, RoomLimits, JOIN_TIMEOUT,
+};
 use crate::invite::{CertFingerprint, RoomId};
 use crate::store::RoomStore;
 use crate::tls::{relay_endpoint_config, Identity, TlsError};
 use crate::transport::{read_frame, write_frame};
-use crate::wire::{
-    bundle, AudioHeader, ClientMessage, MemberId, MemberInfo, Refusal, RelayMessage,
-    AUDIO_HEADER_LEN, BUNDLE_ITEM_OVERHEAD, TAG_LEN,
-};
+use crate::wire::{ClientMessage, Refusal, RelayMessage};
 
-/// Most members per room: one bit each in the direct-route mask.
-pub const MAX_MEMBERS: usize = 64;
-/// A client must finish joining within this time.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Micro-batching window. A recipient that received a datagram less than this long ago gets
-/// the next ones held until the oldest held is this old, then all at once: quinn packs them
-/// into one UDP packet, which saves a packet's crypto, header and system call per datagram.
-/// A recipient idle for longer is sent to at once, so small rooms see no added delay.
-pub const BATCH_WINDOW: Duration = Duration::from_micros(400);
-/// Most datagrams held for one recipient (a full packet's worth of low-delay frames).
-const MAX_BATCH: usize = 16;
-/// Held datagrams are flushed at least this often, whatever arrives.
-const BATCH_SWEEP: Duration = Duration::from_millis(1);
+/// Control inputs a room task may have waiting: a connection's reader waits when it is full.
+const ROOM_INPUTS: usize = 1024;
+/// Datagrams a room task may have waiting; more are dropped and counted, so a flood from one
+/// member costs the room a burst of loss, never unbounded memory.
+const ROOM_DATAGRAMS: usize = 4096;
+/// Datagrams a room task takes per wake before it looks at control input and timers again.
+const DATAGRAMS_PER_WAKE: usize = 64;
+/// How long a refusal gets to reach the client before its connection closes.
+const REFUSAL_GRACE: Duration = Duration::from_millis(50);
 
 /// Makes a room in the relay's state folder (creating the relay identity if needed) and returns
 /// its invite. `relay_addr` is how musicians reach the relay, `HOST:PORT`.
@@ -120,167 +120,47 @@ pub enum RelayError {
     },
 }
 
-/// Relay counters, exported as metrics.
-#[derive(Debug, Default)]
-pub struct RelayMetrics {
-    /// Members admitted.
-    pub joins: AtomicU64,
-    /// Joins refused for a wrong secret.
-    pub refused_wrong_secret: AtomicU64,
-    /// Joins refused for an unknown room.
-    pub refused_unknown_room: AtomicU64,
-    /// Joins refused otherwise (full, protocol, timeout).
-    pub refused_other: AtomicU64,
-    /// Datagrams received from members.
-    pub datagrams_in: AtomicU64,
-    /// Datagram copies sent to members.
-    pub datagrams_forwarded: AtomicU64,
-    /// Datagrams dropped: not an audio datagram.
-    pub dropped_malformed: AtomicU64,
-    /// Datagrams dropped: the sender was not (yet) admitted.
-    pub dropped_not_member: AtomicU64,
-    /// Datagram copies quinn refused to queue.
-    pub dropped_send: AtomicU64,
-    /// Batches handed to quinn (each one or more datagrams for one recipient).
-    pub batches: AtomicU64,
-    /// Control messages forwarded between members.
-    pub control_forwarded: AtomicU64,
-}
-
-struct Member {
-    info: MemberInfo,
-    conn: Connection,
-    control: mpsc::UnboundedSender<RelayMessage>,
-    /// Members this one reaches directly: the relay does not forward its audio to them.
-    direct: AtomicU64,
-    /// Datagrams waiting to be sent to this member.
-    outbox: Mutex<Outbox>,
-}
-
-/// A recipient's held datagrams.
-#[derive(Default)]
-struct Outbox {
-    held: Vec<Bytes>,
-    oldest: Option<Instant>,
-    last_arrival: Option<Instant>,
-}
-
-impl Member {
-    /// Queues `datagram` and sends what is due (see [`BATCH_WINDOW`]).
-    fn forward(&self, datagram: Bytes, now: Instant, metrics: &RelayMetrics) {
-        let mut ob = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        let busy = ob
-            .last_arrival
-            .is_some_and(|t| now.duration_since(t) < BATCH_WINDOW);
-        ob.last_arrival = Some(now);
-        ob.held.push(datagram);
-        let oldest = *ob.oldest.get_or_insert(now);
-        if !busy || now.duration_since(oldest) >= BATCH_WINDOW || ob.held.len() >= MAX_BATCH {
-            self.flush(&mut ob, metrics);
-        }
-    }
-
-    /// Sends everything held: a single datagram as is, several as bundles that fill the
-    /// path's datagram size, so quinn handles one datagram per batch instead of one per item.
-    fn flush(&self, ob: &mut Outbox, metrics: &RelayMetrics) {
-        ob.oldest = None;
-        if ob.held.is_empty() {
-            return;
-        }
-        let items = ob.held.len() as u64;
-        let sent = if ob.held.len() == 1 {
-            let d = ob.held.pop().expect("one held");
-            self.send(d)
-        } else {
-            let max = self.conn.max_datagram_size().unwrap_or(1200);
-            let mut sent = 0;
-            let mut start = 0;
-            while start < ob.held.len() {
-                let mut size = 1;
-                let mut end = start;
-                while end < ob.held.len() && size + BUNDLE_ITEM_OVERHEAD + ob.held[end].len() <= max
-                {
-                    size += BUNDLE_ITEM_OVERHEAD + ob.held[end].len();
-                    end += 1;
-                }
-                if end == start {
-                    // An item too large to bundle goes alone.
-                    sent += self.send(ob.held[start].clone());
-                    start += 1;
-                    continue;
-                }
-                let mut buf = Vec::with_capacity(size);
-                bundle(ob.held[start..end].iter().map(|b| &b[..]), &mut buf);
-                if self.send(Bytes::from(buf)) == 1 {
-                    sent += (end - start) as u64;
-                }
-                start = end;
-            }
-            ob.held.clear();
-            sent
-        };
-        metrics.batches.fetch_add(1, Relaxed);
-        metrics.datagrams_forwarded.fetch_add(sent, Relaxed);
-        metrics.dropped_send.fetch_add(items - sent, Relaxed);
-    }
-
-    /// Hands one datagram to quinn; 1 if queued.
-    fn send(&self, d: Bytes) -> u64 {
-        u64::from(self.conn.send_datagram(d).is_ok())
-    }
-
-    /// Flushes if the oldest held datagram has waited a full window.
-    fn flush_if_stale(&self, now: Instant, metrics: &RelayMetrics) {
-        let mut ob = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        if ob
-            .oldest
-            .is_some_and(|t| now.duration_since(t) >= BATCH_WINDOW)
-        {
-            self.flush(&mut ob, metrics);
-        }
-    }
-}
-
-struct Room {
-    verifier: AdmissionVerifier,
-    members: Mutex<BTreeMap<MemberId, Arc<Member>>>,
-    /// Snapshot of `members` for the forwarding path, replaced on every join and leave.
-    targets: RwLock<Arc<Vec<Arc<Member>>>>,
-}
-
-impl Room {
-    fn refresh_targets(&self, members: &BTreeMap<MemberId, Arc<Member>>) {
-        let snapshot = Arc::new(members.values().cloned().collect());
-        *self.targets.write().unwrap_or_else(|e| e.into_inner()) = snapshot;
-    }
-
-    fn broadcast(&self, except: MemberId, msg: &RelayMessage) {
-        let members = self.members.lock().unwrap_or_else(|e| e.into_inner());
-        for m in members.values().filter(|m| m.info.id != except) {
-            let _ = m.control.send(msg.clone());
-        }
-    }
-}
-
-struct Shared {
+/// The rooms this relay serves, each by its own task.
+struct Directory {
     #[cfg(feature = "danger-test-hooks")]
-    tap: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
-    /// Test hook: drop every n-th audio datagram (0: none), a lossy path on loopback.
-    #[cfg(feature = "danger-test-hooks")]
-    drop_every: AtomicU64,
-    #[cfg(feature = "danger-test-hooks")]
-    seen: AtomicU64,
+    hooks: hooks::Hooks,
     store: RoomStore,
-    rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
-    metrics: RelayMetrics,
+    rooms: Mutex<HashMap<RoomId, RoomHandle>>,
+    metrics: Arc<RelayMetrics>,
+    next_conn: AtomicU64,
 }
 
-impl Shared {
-    /// The room, loading it from the store if the relay has not seen it yet (rooms made by
-    /// `echoel invite` while the relay runs).
-    fn room(&self, id: &RoomId) -> Option<Arc<Room>> {
+/// How connection tasks reach a room task.
+#[derive(Clone)]
+struct RoomHandle {
+    inputs: mpsc::Sender<RoomInput>,
+    datagrams: mpsc::Sender<(ConnId, Bytes)>,
+}
+
+enum RoomInput {
+    Join {
+        id: ConnId,
+        conn: Connection,
+        writer: mpsc::Sender<Write>,
+        request: JoinRequest,
+    },
+    Message(ConnId, ClientMessage),
+    Written(ConnId),
+    Closed(ConnId),
+}
+
+/// What a connection's writer task is asked to do, in order.
+enum Write {
+    Control(RelayMessage),
+    Close(CloseReason),
+}
+
+impl Directory {
+    /// The room's task, started (from the store) if the relay has not served it yet: rooms made
+    /// by `echoel invite` while the relay runs are found.
+    fn room(&self, id: &RoomId) -> Option<RoomHandle> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = rooms.get(id) {
+        if let Some(r) = rooms.get(id).filter(|r| !r.inputs.is_closed()) {
             return Some(r.clone());
         }
         let verifier = match self.store.load() {
@@ -290,20 +170,31 @@ impl Shared {
                 return None;
             }
         };
-        let room = Arc::new(Room {
+        let core = RelayCore::new(
             verifier,
-            members: Mutex::new(BTreeMap::new()),
-            targets: RwLock::new(Arc::new(Vec::new())),
-        });
-        rooms.insert(id.clone(), room.clone());
-        Some(room)
+            RoomLimits::default(),
+            Box::new(OsRng),
+            self.metrics.clone(),
+        );
+        let (inputs, inputs_rx) = mpsc::channel(ROOM_INPUTS);
+        let (datagrams, datagrams_rx) = mpsc::channel(ROOM_DATAGRAMS);
+        tokio::spawn(serve_room(
+            id.clone(),
+            core,
+            inputs_rx,
+            datagrams_rx,
+            self.metrics.clone(),
+        ));
+        let handle = RoomHandle { inputs, datagrams };
+        rooms.insert(id.clone(), handle.clone());
+        Some(handle)
     }
 }
 
 /// A bound relay, ready to run.
 pub struct Relay {
     endpoint: quinn::Endpoint,
-    shared: Arc<Shared>,
+    directory: Arc<Directory>,
     metrics_listener: Option<tokio::net::TcpListener>,
     fingerprint: CertFingerprint,
 }
@@ -337,16 +228,13 @@ impl Relay {
         };
         Ok(Self {
             endpoint,
-            shared: Arc::new(Shared {
+            directory: Arc::new(Directory {
                 #[cfg(feature = "danger-test-hooks")]
-                tap: Mutex::new(None),
-                #[cfg(feature = "danger-test-hooks")]
-                drop_every: AtomicU64::new(0),
-                #[cfg(feature = "danger-test-hooks")]
-                seen: AtomicU64::new(0),
+                hooks: hooks::Hooks::default(),
                 store: RoomStore::new(&config.state_dir),
                 rooms: Mutex::new(HashMap::new()),
-                metrics: RelayMetrics::default(),
+                metrics: Arc::default(),
+                next_conn: AtomicU64::new(0),
             }),
             metrics_listener,
             fingerprint: identity.fingerprint(),
@@ -371,36 +259,33 @@ impl Relay {
     }
 
     /// Live counters.
-    pub fn metrics(&self) -> Arc<impl std::ops::Deref<Target = RelayMetrics>> {
-        Arc::new(MetricsView(self.shared.clone()))
+    pub fn metrics(&self) -> Arc<RelayMetrics> {
+        self.directory.metrics.clone()
     }
 
-    /// Test hook: every datagram the relay receives from an admitted member, as received.
+    /// Test hook: every datagram the relay receives from a joined member, as received.
     #[cfg(feature = "danger-test-hooks")]
     pub fn danger_tap_datagrams(&self) -> mpsc::UnboundedReceiver<Bytes> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        *self.shared.tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-        rx
+        self.directory.hooks.tap()
     }
 
     /// Test hook: drops every `n`-th audio datagram members send (0: none).
     #[cfg(feature = "danger-test-hooks")]
     pub fn danger_drop_every(&self, n: u64) {
-        self.shared.drop_every.store(n, Relaxed);
+        self.directory.hooks.drop_every.store(n, Relaxed);
     }
 
     /// Serves until `shutdown` completes, then closes every connection cleanly.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
-        if let Some(listener) = self.metrics_listener {
-            tokio::spawn(serve_metrics(listener, self.shared.clone()));
-        }
-        let sweeper = tokio::spawn(sweep_batches(self.shared.clone()));
+        let metrics = self
+            .metrics_listener
+            .map(|l| tokio::spawn(metrics::serve(l, self.directory.clone())));
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
-                let shared = self.shared.clone();
+                let directory = self.directory.clone();
                 tokio::spawn(async move {
                     match incoming.await {
-                        Ok(conn) => serve_member(conn, shared).await,
+                        Ok(conn) => serve_connection(conn, directory).await,
                         Err(e) => tracing::debug!("handshake failed: {e}"),
                     }
                 });
@@ -410,151 +295,17 @@ impl Relay {
             _ = accept => {}
             _ = shutdown => {}
         }
-        sweeper.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         self.endpoint.close(0u32.into(), b"relay shutting down");
+        // The room tasks end once their connections' tasks have.
+        self.directory
+            .rooms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
-    }
-}
-
-struct MetricsView(Arc<Shared>);
-impl std::ops::Deref for MetricsView {
-    type Target = RelayMetrics;
-    fn deref(&self) -> &RelayMetrics {
-        &self.0.metrics
-    }
-}
-
-/// A connection's membership, once admitted; read by its datagram forwarder.
-type Membership = Arc<RwLock<Option<(Arc<Room>, Arc<Member>)>>>;
-
-/// One member's connection from handshake to goodbye.
-async fn serve_member(conn: Connection, shared: Arc<Shared>) {
-    let admitted: Membership = Arc::new(RwLock::new(None));
-    let datagrams = tokio::spawn(forward_datagrams(
-        conn.clone(),
-        admitted.clone(),
-        shared.clone(),
-    ));
-    match admit(&conn, &shared).await {
-        Ok((room, member, send, recv, rx)) => {
-            *admitted.write().unwrap_or_else(|e| e.into_inner()) =
-                Some((room.clone(), member.clone()));
-            run_control(&room, &member, send, recv, rx, &shared).await;
-            // Gone: out of the room, and everyone is told.
-            let id = member.info.id;
-            {
-                let mut members = room.members.lock().unwrap_or_else(|e| e.into_inner());
-                members.remove(&id);
-                room.refresh_targets(&members);
-            }
-            room.broadcast(id, &RelayMessage::Left(id));
-            tracing::info!("member {} left", member.info.name);
-        }
-        Err(refusal) => {
-            let m = &shared.metrics;
-            match refusal {
-                Refusal::WrongSecret => &m.refused_wrong_secret,
-                Refusal::UnknownRoom => &m.refused_unknown_room,
-                _ => &m.refused_other,
-            }
-            .fetch_add(1, Relaxed);
-            // Let the refusal reach the client before the close.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            conn.close(1u32.into(), refusal.explain().as_bytes());
-        }
-    }
-    datagrams.abort();
-}
-
-type Admitted = (
-    Arc<Room>,
-    Arc<Member>,
-    quinn::SendStream,
-    quinn::RecvStream,
-    mpsc::UnboundedReceiver<RelayMessage>,
-);
-
-/// Join → challenge → proof → welcome, or a refusal.
-async fn admit(conn: &Connection, shared: &Shared) -> Result<Admitted, Refusal> {
-    let (mut send, mut recv) = tokio::time::timeout(JOIN_TIMEOUT, conn.accept_bi())
-        .await
-        .map_err(|_| Refusal::Protocol)?
-        .map_err(|_| Refusal::Protocol)?;
-    let result = async {
-        let join = tokio::time::timeout(JOIN_TIMEOUT, read_frame::<ClientMessage>(&mut recv)).await;
-        let Ok(Ok(Some(ClientMessage::Join {
-            room,
-            name,
-            participant,
-        }))) = join
-        else {
-            return Err(Refusal::Protocol);
-        };
-        let room_id = RoomId::new(&room).map_err(|_| Refusal::UnknownRoom)?;
-        let room = shared.room(&room_id).ok_or(Refusal::UnknownRoom)?;
-        let mut nonce = [0u8; 32];
-        OsRng.fill_bytes(&mut nonce);
-        write_frame(&mut send, &RelayMessage::Challenge { nonce })
-            .await
-            .map_err(|_| Refusal::Protocol)?;
-        let proof =
-            tokio::time::timeout(JOIN_TIMEOUT, read_frame::<ClientMessage>(&mut recv)).await;
-        let Ok(Ok(Some(ClientMessage::Proof { proof }))) = proof else {
-            return Err(Refusal::Protocol);
-        };
-        let binding = channel_binding(conn, &room_id).ok_or(Refusal::Protocol)?;
-        if !room.verifier.check(&nonce, &binding, &proof) {
-            return Err(Refusal::WrongSecret);
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (member, others) = {
-            let mut members = room.members.lock().unwrap_or_else(|e| e.into_inner());
-            let id = (0..MAX_MEMBERS as u8)
-                .map(MemberId)
-                .find(|id| !members.contains_key(id))
-                .ok_or(Refusal::RoomFull)?;
-            let member = Arc::new(Member {
-                info: MemberInfo {
-                    id,
-                    participant,
-                    name: name.chars().take(64).collect(),
-                    observed: conn.remote_address(),
-                },
-                conn: conn.clone(),
-                control: tx,
-                direct: AtomicU64::new(0),
-                outbox: Mutex::new(Outbox::default()),
-            });
-            let others: Vec<MemberInfo> = members.values().map(|m| m.info.clone()).collect();
-            members.insert(id, member.clone());
-            room.refresh_targets(&members);
-            (member, others)
-        };
-        let welcome = RelayMessage::Welcome {
-            you: member.info.id,
-            observed: member.info.observed,
-            members: others,
-        };
-        write_frame(&mut send, &welcome)
-            .await
-            .map_err(|_| Refusal::Protocol)?;
-        room.broadcast(member.info.id, &RelayMessage::Joined(member.info.clone()));
-        shared.metrics.joins.fetch_add(1, Relaxed);
-        tracing::info!(
-            "member {} joined room {room_id} as {:?}",
-            member.info.name,
-            member.info.id
-        );
-        Ok((room, member, rx))
-    }
-    .await;
-    match result {
-        Ok((room, member, rx)) => Ok((room, member, send, recv, rx)),
-        Err(refusal) => {
-            let _ = write_frame(&mut send, &RelayMessage::Refused(refusal)).await;
-            let _ = send.finish();
-            Err(refusal)
-        }
     }
 }
 
@@ -571,237 +322,288 @@ pub fn channel_binding(conn: &Connection, room: &RoomId) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Relays a member's control messages until it leaves.
-async fn run_control(
-    room: &Room,
-    member: &Member,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    mut outbox: mpsc::UnboundedReceiver<RelayMessage>,
-    shared: &Shared,
-) {
-    let writer = async {
-        while let Some(msg) = outbox.recv().await {
-            if write_frame(&mut send, &msg).await.is_err() {
-                break;
-            }
-        }
+/// One connection from handshake to close: reads its Join, finds its room, then hands the
+/// room task everything it sends.
+async fn serve_connection(conn: Connection, directory: Arc<Directory>) {
+    let metrics = &directory.metrics;
+    let Ok(Ok((send, mut recv))) = tokio::time::timeout(JOIN_TIMEOUT, conn.accept_bi()).await
+    else {
+        metrics.refused_other.fetch_add(1, Relaxed);
+        conn.close(1u32.into(), Refusal::Protocol.explain().as_bytes());
+        return;
     };
-    let reader = async {
-        loop {
-            match read_frame::<ClientMessage>(&mut recv).await {
-                Ok(Some(ClientMessage::Send { to, body })) => {
-                    let msg = RelayMessage::From {
-                        from: member.info.id,
-                        body,
-                    };
-                    match to {
-                        Some(to) => {
-                            let members = room.members.lock().unwrap_or_else(|e| e.into_inner());
-                            if let Some(m) = members.get(&to) {
-                                let _ = m.control.send(msg);
-                            }
-                        }
-                        None => room.broadcast(member.info.id, &msg),
-                    }
-                    shared.metrics.control_forwarded.fetch_add(1, Relaxed);
-                }
-                Ok(Some(ClientMessage::Route { direct })) => {
-                    let mask = direct
-                        .iter()
-                        .filter(|m| usize::from(m.0) < MAX_MEMBERS)
-                        .fold(0u64, |acc, m| acc | 1 << m.0);
-                    member.direct.store(mask, Relaxed);
-                }
-                Ok(Some(_)) => {} // joining messages after joining: ignored
-                Ok(None) | Err(_) => break,
-            }
-        }
+    let join = tokio::time::timeout(JOIN_TIMEOUT, read_frame::<ClientMessage>(&mut recv)).await;
+    let Ok(Ok(Some(ClientMessage::Join {
+        room,
+        name,
+        participant,
+        role,
+    }))) = join
+    else {
+        metrics.refused_other.fetch_add(1, Relaxed);
+        return refuse(&conn, send, Refusal::Protocol).await;
     };
-    tokio::select! {
-        _ = writer => {}
-        _ = reader => {}
-        _ = member.conn.closed() => {}
+    let found = RoomId::new(&room)
+        .ok()
+        .and_then(|id| Some((directory.room(&id)?, id)));
+    let Some((room, room_id)) = found else {
+        metrics.refused_unknown_room.fetch_add(1, Relaxed);
+        return refuse(&conn, send, Refusal::UnknownRoom).await;
+    };
+    let Some(binding) = channel_binding(&conn, &room_id) else {
+        metrics.refused_other.fetch_add(1, Relaxed);
+        return refuse(&conn, send, Refusal::Protocol).await;
+    };
+    let id = ConnId(directory.next_conn.fetch_add(1, Relaxed));
+    // The core gives up on a member before this fills (`RoomLimits::max_unwritten`).
+    let (writer, writes) = mpsc::channel(RoomLimits::default().max_unwritten as usize + 8);
+    tokio::spawn(write_control(
+        id,
+        conn.clone(),
+        send,
+        writes,
+        room.inputs.clone(),
+    ));
+    let request = JoinRequest {
+        name,
+        participant,
+        role,
+        observed: conn.remote_address(),
+        binding,
+    };
+    let joined = RoomInput::Join {
+        id,
+        conn: conn.clone(),
+        writer,
+        request,
+    };
+    if room.inputs.send(joined).await.is_err() {
+        return;
     }
-}
-
-/// Forwards a member's datagrams to the rest of its room, prefixed with its id. Datagrams
-/// before admission are counted and dropped.
-async fn forward_datagrams(conn: Connection, admitted: Membership, shared: Arc<Shared>) {
-    let m = &shared.metrics;
-    while let Ok(datagram) = conn.read_datagram().await {
-        m.datagrams_in.fetch_add(1, Relaxed);
-        let Some((room, me)) = admitted.read().unwrap_or_else(|e| e.into_inner()).clone() else {
-            m.dropped_not_member.fetch_add(1, Relaxed);
-            continue;
-        };
-        if datagram.len() < AUDIO_HEADER_LEN + TAG_LEN || AudioHeader::decode(&datagram).is_err() {
-            m.dropped_malformed.fetch_add(1, Relaxed);
-            continue;
-        }
-        #[cfg(feature = "danger-test-hooks")]
-        if let Some(tap) = shared
-            .tap
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            let _ = tap.send(datagram.clone());
-        }
-        #[cfg(feature = "danger-test-hooks")]
-        {
-            let n = shared.drop_every.load(Relaxed);
-            if n > 0 && (shared.seen.fetch_add(1, Relaxed) + 1).is_multiple_of(n) {
-                continue;
-            }
-        }
-        let out = prefix(me.info.id, &datagram);
-        let targets = room
-            .targets
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let direct = me.direct.load(Relaxed);
-        let now = Instant::now();
-        for t in targets.iter() {
-            let id = t.info.id;
-            if id == me.info.id || direct & (1 << id.0) != 0 {
-                continue;
-            }
-            t.forward(out.clone(), now, m);
-        }
-    }
-}
-
-/// Backstop for micro-batching: flushes what waited a full window when no later datagram
-/// came to flush it.
-async fn sweep_batches(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(BATCH_SWEEP);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let datagrams = tokio::spawn(read_datagrams(
+        id,
+        conn.clone(),
+        room.datagrams.clone(),
+        directory.clone(),
+    ));
     loop {
-        tick.tick().await;
-        let rooms: Vec<Arc<Room>> = shared
-            .rooms
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let now = Instant::now();
-        for room in rooms {
-            let targets = room
-                .targets
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            for t in targets.iter() {
-                t.flush_if_stale(now, &shared.metrics);
+        tokio::select! {
+            frame = read_frame::<ClientMessage>(&mut recv) => match frame {
+                Ok(Some(msg)) => {
+                    if room.inputs.send(RoomInput::Message(id, msg)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            },
+            _ = conn.closed() => break,
+        }
+    }
+    datagrams.abort();
+    let _ = room.inputs.send(RoomInput::Closed(id)).await;
+}
+
+/// Refuses a connection the room task never saw.
+async fn refuse(conn: &Connection, mut send: quinn::SendStream, refusal: Refusal) {
+    let _ = write_frame(&mut send, &RelayMessage::Refused(refusal)).await;
+    let _ = send.finish();
+    tokio::time::sleep(REFUSAL_GRACE).await;
+    conn.close(1u32.into(), refusal.explain().as_bytes());
+}
+
+/// Writes what the room task queued for one connection, in order, and reports each control
+/// message written.
+async fn write_control(
+    id: ConnId,
+    conn: Connection,
+    mut send: quinn::SendStream,
+    mut writes: mpsc::Receiver<Write>,
+    room: mpsc::Sender<RoomInput>,
+) {
+    while let Some(w) = writes.recv().await {
+        match w {
+            Write::Control(msg) => {
+                if write_frame(&mut send, &msg).await.is_err() {
+                    conn.close(0u32.into(), b"control stream failed");
+                    return;
+                }
+                if room.send(RoomInput::Written(id)).await.is_err() {
+                    return;
+                }
+            }
+            Write::Close(reason) => {
+                let _ = send.finish();
+                tokio::time::sleep(REFUSAL_GRACE).await;
+                conn.close(reason.code().into(), reason.explain().as_bytes());
+                return;
             }
         }
     }
 }
 
-fn prefix(sender: MemberId, datagram: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(1 + datagram.len());
-    b.put_u8(sender.0);
-    b.extend_from_slice(datagram);
-    b.freeze()
-}
-
-/// Prometheus text exposition of the relay's state.
-fn render_metrics(shared: &Shared) -> String {
-    let m = &shared.metrics;
-    let rooms = shared.rooms.lock().unwrap_or_else(|e| e.into_inner());
-    let members: usize = rooms
-        .values()
-        .map(|r| r.members.lock().unwrap_or_else(|e| e.into_inner()).len())
-        .sum();
-    let mut s = String::new();
-    let mut gauge = |name: &str, help: &str, v: u64| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-    };
-    gauge(
-        "echoel_relay_rooms",
-        "Rooms with state loaded.",
-        rooms.len() as u64,
-    );
-    gauge("echoel_relay_members", "Members connected.", members as u64);
-    let counters: [(&str, &str, &AtomicU64); 11] = [
-        (
-            "echoel_relay_batches_total",
-            "Datagram batches handed to quinn.",
-            &m.batches,
-        ),
-        ("echoel_relay_joins_total", "Members admitted.", &m.joins),
-        (
-            "echoel_relay_refused_wrong_secret_total",
-            "Joins refused: wrong secret.",
-            &m.refused_wrong_secret,
-        ),
-        (
-            "echoel_relay_refused_unknown_room_total",
-            "Joins refused: unknown room.",
-            &m.refused_unknown_room,
-        ),
-        (
-            "echoel_relay_refused_other_total",
-            "Joins refused: full, timeout or protocol.",
-            &m.refused_other,
-        ),
-        (
-            "echoel_relay_datagrams_in_total",
-            "Datagrams received.",
-            &m.datagrams_in,
-        ),
-        (
-            "echoel_relay_datagrams_forwarded_total",
-            "Datagram copies forwarded.",
-            &m.datagrams_forwarded,
-        ),
-        (
-            "echoel_relay_dropped_malformed_total",
-            "Datagrams dropped: malformed.",
-            &m.dropped_malformed,
-        ),
-        (
-            "echoel_relay_dropped_not_member_total",
-            "Datagrams dropped: sender not admitted.",
-            &m.dropped_not_member,
-        ),
-        (
-            "echoel_relay_dropped_send_total",
-            "Datagram copies not queued.",
-            &m.dropped_send,
-        ),
-        (
-            "echoel_relay_control_forwarded_total",
-            "Control messages forwarded.",
-            &m.control_forwarded,
-        ),
-    ];
-    for (name, help, v) in counters {
-        let _ = writeln!(
-            s,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            v.load(Relaxed)
-        );
+/// Hands a joined connection's datagrams to its room task, dropping (and counting) what the
+/// room has no room for.
+async fn read_datagrams(
+    id: ConnId,
+    conn: Connection,
+    room: mpsc::Sender<(ConnId, Bytes)>,
+    directory: Arc<Directory>,
+) {
+    while let Ok(datagram) = conn.read_datagram().await {
+        #[cfg(feature = "danger-test-hooks")]
+        if !directory.hooks.admit(&datagram) {
+            continue;
+        }
+        match room.try_send((id, datagram)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                directory.metrics.dropped_overload.fetch_add(1, Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
     }
-    s
 }
 
-async fn serve_metrics(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
-    while let Ok((mut stream, _)) = listener.accept().await {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let mut req = [0u8; 1024];
-            let _ = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut req)).await;
-            let body = render_metrics(&shared);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-        });
+/// A connection the room task serves.
+struct Peer {
+    conn: Connection,
+    writer: mpsc::Sender<Write>,
+}
+
+/// One room: owns its core and its connections.
+async fn serve_room(
+    room: RoomId,
+    mut core: RelayCore,
+    mut inputs: mpsc::Receiver<RoomInput>,
+    mut datagrams: mpsc::Receiver<(ConnId, Bytes)>,
+    metrics: Arc<RelayMetrics>,
+) {
+    let mut peers: HashMap<ConnId, Peer> = HashMap::new();
+    loop {
+        let timeout = core.poll_timeout();
+        let sleep = tokio::time::sleep_until(timeout.unwrap_or_else(Instant::now).into());
+        tokio::select! {
+            biased;
+            input = inputs.recv() => {
+                let Some(input) = input else { break };
+                let now = Instant::now();
+                match input {
+                    RoomInput::Join { id, conn, writer, request } => {
+                        peers.insert(id, Peer { conn, writer });
+                        core.handle_join(now, id, request);
+                    }
+                    RoomInput::Message(id, msg) => core.handle_message(now, id, msg),
+                    RoomInput::Written(id) => core.handle_written(now, id),
+                    RoomInput::Closed(id) => {
+                        peers.remove(&id);
+                        core.handle_closed(now, id);
+                    }
+                }
+            }
+            Some((id, d)) = datagrams.recv() => {
+                let now = Instant::now();
+                core.handle_datagram(now, id, &d);
+                for _ in 1..DATAGRAMS_PER_WAKE {
+                    let Ok((id, d)) = datagrams.try_recv() else { break };
+                    core.handle_datagram(now, id, &d);
+                }
+            }
+            _ = sleep, if timeout.is_some() => core.handle_timeout(Instant::now()),
+        }
+        transmit(&mut core, &mut peers, &metrics);
+        while let Some(e) = core.poll_event() {
+            match e {
+                RelayEvent::Joined(m) => {
+                    tracing::info!("member {} joined room {room} as {:?}", m.name, m.id)
+                }
+                RelayEvent::Left(m) => tracing::info!("member {} left room {room}", m.name),
+                RelayEvent::Refused(r) => tracing::info!("a join to room {room} refused: {r:?}"),
+            }
+        }
+    }
+}
+
+/// Sends what the core has for the room's connections. A connection whose writer is full is
+/// closed and reported gone.
+fn transmit(core: &mut RelayCore, peers: &mut HashMap<ConnId, Peer>, metrics: &RelayMetrics) {
+    let mut gone = Vec::new();
+    loop {
+        while let Some(t) = core.poll_transmit() {
+            let Some(peer) = peers.get(&t.to) else {
+                continue;
+            };
+            match t.what {
+                Outgoing::Datagrams(items) => {
+                    let max = peer.conn.max_datagram_size().unwrap_or(1200);
+                    let mut sent = 0;
+                    let mut refused = 0;
+                    for (d, n) in bundles(items, max) {
+                        match peer.conn.send_datagram(d) {
+                            Ok(()) => sent += n as u64,
+                            Err(_) => refused += n as u64,
+                        }
+                    }
+                    metrics.batches.fetch_add(1, Relaxed);
+                    metrics.datagrams_forwarded.fetch_add(sent, Relaxed);
+                    metrics.dropped_send.fetch_add(refused, Relaxed);
+                }
+                Outgoing::Control(msg) => {
+                    if peer.writer.try_send(Write::Control(msg)).is_err() {
+                        gone.push(t.to);
+                    }
+                }
+                Outgoing::Close(reason) => {
+                    if let Some(peer) = peers.remove(&t.to) {
+                        if peer.writer.try_send(Write::Close(reason)).is_err() {
+                            peer.conn
+                                .close(reason.code().into(), reason.explain().as_bytes());
+                        }
+                    }
+                }
+            }
+        }
+        if gone.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for id in gone.drain(..) {
+            if let Some(peer) = peers.remove(&id) {
+                let reason = CloseReason::TooSlow;
+                peer.conn
+                    .close(reason.code().into(), reason.explain().as_bytes());
+            }
+            core.handle_closed(now, id);
+        }
+    }
+}
+
+#[cfg(feature = "danger-test-hooks")]
+mod hooks {
+    use super::*;
+
+    /// What the security and loss tests reach into.
+    #[derive(Default)]
+    pub(super) struct Hooks {
+        tap: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
+        /// Drop every n-th audio datagram (0: none), a lossy path on loopback.
+        pub(super) drop_every: AtomicU64,
+        seen: AtomicU64,
+    }
+
+    impl Hooks {
+        pub(super) fn tap(&self) -> mpsc::UnboundedReceiver<Bytes> {
+            let (tx, rx) = mpsc::unbounded_channel();
+            *self.tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+            rx
+        }
+
+        /// Taps a datagram; false if it is to be dropped.
+        pub(super) fn admit(&self, datagram: &Bytes) -> bool {
+            if let Some(tap) = self.tap.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                let _ = tap.send(datagram.clone());
+            }
+            let n = self.drop_every.load(Relaxed);
+            !(n > 0 && (self.seen.fetch_add(1, Relaxed) + 1).is_multiple_of(n))
+        }
     }
 }

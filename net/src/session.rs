@@ -30,9 +30,9 @@ use crate::tls::{
 };
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{
-    decode_body, encode_peer, forwarded_items, unpack_frames, ClientMessage, Forwarded, MemberId,
-    MemberInfo, OlderFrame, ParticipantId, PeerMessage, Refusal, RelayMessage, StemId,
-    MAX_REDUNDANT, MEDIA_UNIT_SAMPLES,
+    decode_body, encode_peer, encode_sender, forwarded_items, unpack_frames, ClientMessage,
+    Forwarded, MemberId, MemberInfo, OlderFrame, ParticipantId, PeerMessage, Refusal, RelayMessage,
+    Role, StemId, MAX_REDUNDANT, MEDIA_UNIT_SAMPLES,
 };
 
 /// How long a direct path may take before the relay carries that member's audio.
@@ -490,7 +490,8 @@ impl SessionHandle {
         } = &mut *scratch;
         // Room for the member id in front, so the direct copy needs no second buffer.
         buf.clear();
-        buf.push(me.0);
+        encode_sender(me, buf);
+        let prefix = buf.len();
         let redundancy = usize::from(s.redundancy.load(Relaxed)).min(MAX_REDUNDANT);
         let sent = history
             .entry(stem)
@@ -508,7 +509,7 @@ impl SessionHandle {
         sent[0].1.clear();
         sent[0].1.extend_from_slice(payload);
         let with_id = Bytes::copy_from_slice(buf);
-        let plain = with_id.slice(1..);
+        let plain = with_id.slice(prefix..);
         let direct = s.direct.lock().unwrap_or_else(|e| e.into_inner());
         for conn in direct.values() {
             if send_fresh(conn, with_id.clone(), &s.counters) {
@@ -868,6 +869,7 @@ async fn join(
             room: inv.room.to_string(),
             name: config.name.clone(),
             participant: shared.participant,
+            role: Role::Performer,
         },
     )
     .await

@@ -206,7 +206,7 @@ fn controller(
     }
 }
 
-/// The relay's transport: [`transport`] plus the QUIC ACK-frequency extension, asking each
+/// The relay's transport: the members' settings plus the QUIC ACK-frequency extension, asking each
 /// member to acknowledge every 8 packets (or 20 ms) instead of every 2. Audio datagrams are
 /// never retransmitted, so acknowledgements only feed congestion control; at a 20-member
 /// room's rate this removes most of the packets the relay receives.

@@ -8,7 +8,7 @@
 //! ```text
 //! member → relay, or member → member (direct):
 //!     [kind:4|epoch:4] [stem:8] [seq:16 BE] sealed([media:16 BE] [frame or container]) [tag:16]
-//! relay → member: [sender:8] and the above
+//! relay → member: [sender: 1 or 2 bytes, see encode_sender] and the above
 //! ```
 //!
 //! The header is authenticated as AEAD associated data. `stem` is which of the sender's
@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::crypto::{Epoch, KeyAnnounce, KeyGrant};
 
 /// ALPN protocol id: the wire version.
-pub const ALPN: &[u8] = b"echoel/2";
+pub const ALPN: &[u8] = b"echoel/3";
 /// Audio header bytes before the ciphertext.
 pub const AUDIO_HEADER_LEN: usize = 4;
 /// Media-time bytes at the start of an audio datagram's plaintext.
@@ -56,9 +56,44 @@ pub const MAX_REDUNDANT: usize = 2;
 )]
 pub struct StemId(pub u8);
 
-/// A member's index in its room, assigned by the relay at admission.
+/// A member's index in its room, assigned by the relay at admission (lowest free first, so
+/// small rooms keep one-byte sender prefixes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct MemberId(pub u8);
+pub struct MemberId(pub u16);
+
+impl MemberId {
+    /// The highest id a sender prefix can carry.
+    pub const MAX: MemberId = MemberId(0x3fff);
+
+    /// The id's bytes for MACs and nonces.
+    pub fn to_be_bytes(self) -> [u8; 2] {
+        self.0.to_be_bytes()
+    }
+}
+
+/// Writes a sender prefix: ids below 128 in one byte, the rest up to [`MemberId::MAX`] in two
+/// (`10` and 14 bits). First bytes from `0xC0` up never start a prefix: [`BUNDLE_MARKER`]
+/// is one.
+pub fn encode_sender(sender: MemberId, out: &mut Vec<u8>) {
+    let id = sender.0.min(MemberId::MAX.0);
+    if id < 0x80 {
+        out.push(id as u8);
+    } else {
+        out.extend_from_slice(&(0x8000 | id).to_be_bytes());
+    }
+}
+
+/// Reads a sender prefix written by [`encode_sender`]: the id and the rest.
+pub fn decode_sender(bytes: &[u8]) -> Result<(MemberId, &[u8]), WireError> {
+    match *bytes {
+        [b, ref rest @ ..] if b < 0x80 => Ok((MemberId(u16::from(b)), rest)),
+        [b, lo, ref rest @ ..] if b & 0xc0 == 0x80 => {
+            Ok((MemberId(u16::from_be_bytes([b & 0x3f, lo])), rest))
+        }
+        [] | [_] => Err(WireError::Truncated),
+        _ => Err(WireError::UnknownKind),
+    }
+}
 
 /// A parse failure; the packet is dropped and counted.
 #[derive(Debug, Error, Clone, Copy, PartialEq, Eq)]
@@ -186,15 +221,12 @@ pub struct Forwarded<'a> {
 impl<'a> Forwarded<'a> {
     /// Splits a relay-forwarded datagram; checks only the framing, not the seal.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
-        let (&sender, datagram) = bytes.split_first().ok_or(WireError::Truncated)?;
+        let (sender, datagram) = decode_sender(bytes)?;
         if datagram.len() < AUDIO_HEADER_LEN + TAG_LEN {
             return Err(WireError::Truncated);
         }
         AudioHeader::decode(datagram)?;
-        Ok(Self {
-            sender: MemberId(sender),
-            datagram,
-        })
+        Ok(Self { sender, datagram })
     }
 }
 
@@ -204,9 +236,8 @@ impl<'a> Forwarded<'a> {
 pub struct ParticipantId(pub u64);
 
 /// First byte of a relay bundle: several forwarded datagrams for one member in one QUIC
-/// datagram. Member ids stay below this (at most 64 per room), so a plain forwarded datagram
-/// never starts with it.
-pub const BUNDLE_MARKER: u8 = 0xB0;
+/// datagram. No sender prefix starts with it (see [`encode_sender`]).
+pub const BUNDLE_MARKER: u8 = 0xff;
 
 /// Packs forwarded datagrams (`[sender][datagram]` each) into one bundle:
 /// `[BUNDLE_MARKER] ([len:16 BE] [forwarded])*`.
@@ -288,6 +319,35 @@ impl Refusal {
     }
 }
 
+/// What a member does in its room; the relay routes by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Role {
+    /// Sends its streams and hears everyone's.
+    #[default]
+    Performer,
+    /// Hears the room and sends nothing: the relay drops its audio.
+    Listener,
+}
+
+/// One stream, or all of a member's streams, a member asks to hear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamRef {
+    /// Whose.
+    pub member: MemberId,
+    /// Which of its streams; `None`: all of them.
+    pub stem: Option<StemId>,
+}
+
+/// Which streams a member asks the relay for.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Subscription {
+    /// Everyone's streams (what a member gets after joining).
+    #[default]
+    All,
+    /// Only these.
+    Only(Vec<StreamRef>),
+}
+
 /// Client → relay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientMessage {
@@ -299,6 +359,8 @@ pub enum ClientMessage {
         name: String,
         /// Stable identity across reconnections.
         participant: ParticipantId,
+        /// What it does in the room.
+        role: Role,
     },
     /// Answer to [`RelayMessage::Challenge`].
     Proof {
@@ -318,6 +380,8 @@ pub enum ClientMessage {
         /// A postcard-encoded [`PeerMessage`], opaque to the relay.
         body: Vec<u8>,
     },
+    /// The streams this client wants forwarded to it from now on.
+    Subscribe(Subscription),
 }
 
 /// Relay → client.
@@ -466,6 +530,7 @@ mod tests {
                 room: "band".into(),
                 name: "Ana".into(),
                 participant: ParticipantId(7),
+                role: Role::Performer,
             },
             ClientMessage::Proof { proof: [5; 32] },
             ClientMessage::Send {
@@ -518,22 +583,27 @@ mod tests {
 
         #[test]
         fn bundles_round_trip(lens in proptest::collection::vec(20usize..300, 1..8)) {
-            let items: Vec<Vec<u8>> = lens
+            let items: Vec<(MemberId, usize, Vec<u8>)> = lens
                 .iter()
                 .enumerate()
                 .map(|(i, &n)| {
-                    let mut v = vec![i as u8, 0x10, 0, i as u8];
-                    v.resize(n + 1, 0xaa);
-                    v
+                    // Senders on both sides of the one-byte prefix.
+                    let sender = MemberId(i as u16 * 100);
+                    let mut v = Vec::new();
+                    encode_sender(sender, &mut v);
+                    let start = v.len();
+                    v.extend_from_slice(&[0x10, 0, i as u8]);
+                    v.resize(start + n, 0xaa);
+                    (sender, start, v)
                 })
                 .collect();
             let mut out = Vec::new();
-            bundle(items.iter().map(Vec::as_slice), &mut out);
+            bundle(items.iter().map(|(_, _, v)| v.as_slice()), &mut out);
             let parsed: Vec<_> = forwarded_items(&out).collect::<Result<_, _>>().unwrap();
             prop_assert_eq!(parsed.len(), items.len());
-            for (p, item) in parsed.iter().zip(&items) {
-                prop_assert_eq!(p.sender, MemberId(item[0]));
-                prop_assert_eq!(p.datagram, &item[1..]);
+            for (p, (sender, start, item)) in parsed.iter().zip(&items) {
+                prop_assert_eq!(p.sender, *sender);
+                prop_assert_eq!(p.datagram, &item[*start..]);
             }
         }
 
@@ -545,7 +615,17 @@ mod tests {
         }
 
         #[test]
-        fn relay_messages_round_trip(name in "[a-zA-Z ]{0,20}", id in any::<u8>(), port in 1u16..) {
+        fn sender_prefixes_round_trip(id in 0u16..=MemberId::MAX.0, tail in proptest::collection::vec(any::<u8>(), 0..4)) {
+            let mut b = Vec::new();
+            encode_sender(MemberId(id), &mut b);
+            prop_assert_eq!(b.len(), if id < 0x80 { 1 } else { 2 });
+            prop_assert_ne!(b[0], BUNDLE_MARKER);
+            b.extend_from_slice(&tail);
+            prop_assert_eq!(decode_sender(&b), Ok((MemberId(id), &tail[..])));
+        }
+
+        #[test]
+        fn relay_messages_round_trip(name in "[a-zA-Z ]{0,20}", id in any::<u16>(), port in 1u16..) {
             let m = RelayMessage::Joined(MemberInfo {
                 id: MemberId(id),
                 participant: ParticipantId(u64::from(port)),

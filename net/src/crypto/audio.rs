@@ -103,9 +103,9 @@ pub fn widen_media(reference: u64, low: u16) -> u64 {
 /// and every epoch has a fresh key, so a nonce never repeats under one key.
 fn nonce(member: MemberId, epoch: Epoch, stem: StemId, seq: u32) -> Nonce {
     let mut n = [0u8; 12];
-    n[0] = member.0;
-    n[1] = epoch;
-    n[2] = stem.0;
+    n[0..2].copy_from_slice(&member.to_be_bytes());
+    n[2] = epoch;
+    n[3] = stem.0;
     n[4..8].copy_from_slice(&seq.to_be_bytes());
     *Nonce::from_slice(&n)
 }

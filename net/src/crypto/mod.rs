@@ -352,7 +352,12 @@ impl MemberKeys {
     fn announce_mac(&self, member: MemberId, epoch: Epoch, public: &[u8; 32]) -> [u8; 32] {
         mac(
             &self.auth.0,
-            &[b"echoel v1 announce", &[member.0, epoch], public],
+            &[
+                b"echoel v1 announce",
+                &member.to_be_bytes(),
+                &[epoch],
+                public,
+            ],
         )
         .finalize()
         .into_bytes()
@@ -361,7 +366,9 @@ impl MemberKeys {
 
     /// The key a grant from `from` to `to` is sealed under.
     fn pair_key(&self, dh: &[u8; 32], from: KeyEnd, to: KeyEnd) -> ChaCha20Poly1305 {
-        let ids = [from.member.0, from.epoch, to.member.0, to.epoch];
+        let [f0, f1] = from.member.to_be_bytes();
+        let [t0, t1] = to.member.to_be_bytes();
+        let ids = [f0, f1, from.epoch, t0, t1, to.epoch];
         let info: [&[u8]; 4] = [b"echoel v1 grant", &ids, &from.public, &to.public];
         let key = derive_key(dh, Some(&self.auth.0), &info);
         ChaCha20Poly1305::new(Key::from_slice(&key))
@@ -375,7 +382,12 @@ impl MemberKeys {
         }
         let expected = mac(
             &self.auth.0,
-            &[b"echoel v1 announce", &[a.member.0, a.epoch], &a.public],
+            &[
+                b"echoel v1 announce",
+                &a.member.to_be_bytes(),
+                &[a.epoch],
+                &a.public,
+            ],
         );
         expected
             .verify_slice(&a.mac)
@@ -546,7 +558,7 @@ impl DocCipher {
         let mut body = plain.to_vec();
         let tag = self
             .0
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &[from.0], &mut body)
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &from.to_be_bytes(), &mut body)
             .expect("a session document message is far below the AEAD limit");
         body.extend_from_slice(&tag);
         (nonce, body)
@@ -567,7 +579,7 @@ impl DocCipher {
         self.0
             .decrypt_in_place_detached(
                 Nonce::from_slice(nonce),
-                &[from.0],
+                &from.to_be_bytes(),
                 &mut body,
                 Tag::from_slice(tag),
             )

@@ -1,0 +1,587 @@
+//! The relay's side of one room: admission, membership, routing and batching, as a state
+//! machine with no I/O (see the [module docs](super)).
+//!
+//! A connection is named by a [`ConnId`] its driver chooses. The driver hands in what arrives
+//! (`handle_*`), then drains [`RelayCore::poll_transmit`], writes each control message in order
+//! and reports it written ([`RelayCore::handle_written`]), and wakes at
+//! [`RelayCore::poll_timeout`]. A member is in the room — told to the others, sent their audio
+//! — only once its Welcome is written (or it has spoken since), and leaves it on any close.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand_core::RngCore;
+
+use super::batch::Batcher;
+use super::router::{forwards, sends_audio, Routing};
+use crate::crypto::AdmissionVerifier;
+use crate::wire::{
+    encode_sender, AudioHeader, ClientMessage, MemberId, MemberInfo, ParticipantId, Refusal,
+    RelayMessage, Role, AUDIO_HEADER_LEN, TAG_LEN,
+};
+
+/// A joining member must answer the challenge within this time.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A connection, as its driver names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+/// A room's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLimits {
+    /// Most members at once (at most [`MemberId::MAX`] + 1).
+    pub max_members: usize,
+    /// Control messages a member may have queued and not yet written before the relay gives
+    /// up on it: a member that stops reading must not make the relay hold its backlog.
+    pub max_unwritten: u64,
+}
+
+impl Default for RoomLimits {
+    fn default() -> Self {
+        Self {
+            max_members: 256,
+            // Catch-up of a 4 MiB document in 16 KiB parts, with presence on top.
+            max_unwritten: 512,
+        }
+    }
+}
+
+/// What a connection asks as it joins.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// Display name (cut to 64 characters).
+    pub name: String,
+    /// Who it is across reconnections.
+    pub participant: ParticipantId,
+    /// What it does in the room.
+    pub role: Role,
+    /// Its address as the relay sees it.
+    pub observed: SocketAddr,
+    /// Keying material of its TLS session (see [`crate::relay::channel_binding`]).
+    pub binding: [u8; 32],
+}
+
+/// Why the relay closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Not admitted (the refusal was sent first).
+    Refused(Refusal),
+    /// It stopped reading its control stream.
+    TooSlow,
+    /// The same musician joined again on another connection.
+    Replaced,
+}
+
+impl CloseReason {
+    /// The QUIC application close code.
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Refused(_) => 1,
+            Self::TooSlow => 2,
+            Self::Replaced => 3,
+        }
+    }
+
+    /// The close reason a musician sees.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::Refused(r) => r.explain(),
+            Self::TooSlow => "the relay dropped this connection: it fell too far behind",
+            Self::Replaced => "this musician joined again from another connection",
+        }
+    }
+}
+
+/// Something to send on a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// Forwarded datagrams, oldest first (see [`super::batch::bundles`]).
+    Datagrams(Vec<Bytes>),
+    /// A control message; report it with [`RelayCore::handle_written`] once written.
+    Control(RelayMessage),
+    /// Finish the control stream, then close the connection.
+    Close(CloseReason),
+}
+
+/// Where to send what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmit {
+    /// The connection.
+    pub to: ConnId,
+    /// What.
+    pub what: Outgoing,
+}
+
+/// What happened, for the relay's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayEvent {
+    /// A member is in the room.
+    Joined(MemberInfo),
+    /// A member left (closed, too slow or replaced).
+    Left(MemberInfo),
+    /// A join was refused.
+    Refused(Refusal),
+}
+
+/// Relay counters, exported as metrics. Shared by the cores and read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct RelayMetrics {
+    /// Members admitted.
+    pub joins: AtomicU64,
+    /// Members in rooms now.
+    pub members: AtomicU64,
+    /// Joins refused for a wrong secret.
+    pub refused_wrong_secret: AtomicU64,
+    /// Joins refused for an unknown room.
+    pub refused_unknown_room: AtomicU64,
+    /// Joins refused otherwise (full, protocol, timeout).
+    pub refused_other: AtomicU64,
+    /// Members dropped for not reading their control stream.
+    pub evicted_slow: AtomicU64,
+    /// Datagrams received from members.
+    pub datagrams_in: AtomicU64,
+    /// Datagram copies sent to members.
+    pub datagrams_forwarded: AtomicU64,
+    /// Datagrams dropped: not an audio datagram.
+    pub dropped_malformed: AtomicU64,
+    /// Datagrams dropped: the sender was not (yet) admitted, or its role sends nothing.
+    pub dropped_not_member: AtomicU64,
+    /// Datagrams dropped: the room was busier than the relay could forward.
+    pub dropped_overload: AtomicU64,
+    /// Datagram copies quinn refused to queue.
+    pub dropped_send: AtomicU64,
+    /// Batches handed to quinn (each one or more datagrams for one recipient).
+    pub batches: AtomicU64,
+    /// Control messages forwarded between members.
+    pub control_forwarded: AtomicU64,
+}
+
+#[derive(Debug)]
+enum Stage {
+    /// Challenged; waiting for the proof.
+    Challenged {
+        nonce: [u8; 32],
+        binding: [u8; 32],
+        deadline: Instant,
+    },
+    /// Welcome queued as control message number `welcome`; not yet told to the others.
+    Welcomed { welcome: u64 },
+    /// In the room.
+    Admitted,
+}
+
+#[derive(Debug)]
+struct Seat {
+    stage: Stage,
+    info: MemberInfo,
+    routing: Routing,
+    batch: Batcher,
+    /// Control messages queued for it, and how many of them were written.
+    queued: u64,
+    written: u64,
+    /// Over its backlog: removed once the current input is handled.
+    overflowed: bool,
+}
+
+impl Seat {
+    fn has_id(&self) -> bool {
+        !matches!(self.stage, Stage::Challenged { .. })
+    }
+}
+
+/// One room at the relay.
+pub struct RelayCore {
+    verifier: AdmissionVerifier,
+    limits: RoomLimits,
+    rng: Box<dyn RngCore + Send>,
+    metrics: Arc<RelayMetrics>,
+    seats: BTreeMap<ConnId, Seat>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<RelayEvent>,
+}
+
+impl RelayCore {
+    /// A room admitting those who prove they hold the secret behind `verifier`.
+    pub fn new(
+        verifier: AdmissionVerifier,
+        limits: RoomLimits,
+        rng: Box<dyn RngCore + Send>,
+        metrics: Arc<RelayMetrics>,
+    ) -> Self {
+        Self {
+            verifier,
+            limits,
+            rng,
+            metrics,
+            seats: BTreeMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// A connection asks to join: it is challenged. A second join on one connection is
+    /// ignored.
+    pub fn handle_join(&mut self, now: Instant, conn: ConnId, join: JoinRequest) {
+        if self.seats.contains_key(&conn) {
+            return;
+        }
+        let mut nonce = [0u8; 32];
+        self.rng.fill_bytes(&mut nonce);
+        let seat = Seat {
+            stage: Stage::Challenged {
+                nonce,
+                binding: join.binding,
+                deadline: now + JOIN_TIMEOUT,
+            },
+            info: MemberInfo {
+                id: MemberId(0),
+                participant: join.participant,
+                name: join.name.chars().take(64).collect(),
+                observed: join.observed,
+            },
+            routing: Routing::joining(join.role),
+            batch: Batcher::default(),
+            queued: 0,
+            written: 0,
+            overflowed: false,
+        };
+        self.seats.insert(conn, seat);
+        self.control(conn, RelayMessage::Challenge { nonce });
+        self.reap();
+    }
+
+    /// A control message from a connection.
+    pub fn handle_message(&mut self, now: Instant, conn: ConnId, msg: ClientMessage) {
+        let Some(seat) = self.seats.get(&conn) else {
+            return;
+        };
+        match (&seat.stage, msg) {
+            (Stage::Challenged { .. }, ClientMessage::Proof { proof }) => self.prove(conn, &proof),
+            (Stage::Challenged { .. }, _) => self.refuse(conn, Refusal::Protocol),
+            (_, msg) => {
+                self.promote(conn);
+                self.member_message(now, conn, msg);
+            }
+        }
+        self.reap();
+    }
+
+    /// A control message the driver queued for `conn` was written.
+    pub fn handle_written(&mut self, _now: Instant, conn: ConnId) {
+        let Some(seat) = self.seats.get_mut(&conn) else {
+            return;
+        };
+        seat.written += 1;
+        if let Stage::Welcomed { welcome } = seat.stage {
+            if seat.written >= welcome {
+                self.promote(conn);
+            }
+        }
+        self.reap();
+    }
+
+    /// The connection closed or failed, whatever its stage: it leaves the room.
+    pub fn handle_closed(&mut self, _now: Instant, conn: ConnId) {
+        self.remove(conn);
+        self.reap();
+    }
+
+    /// An audio datagram from a connection: forwarded, prefixed with the sender's id, to
+    /// everyone the router says hears it.
+    pub fn handle_datagram(&mut self, now: Instant, conn: ConnId, datagram: &[u8]) {
+        let m = &self.metrics;
+        m.datagrams_in.fetch_add(1, Relaxed);
+        let Some(seat) = self.seats.get(&conn).filter(|s| s.has_id()) else {
+            m.dropped_not_member.fetch_add(1, Relaxed);
+            return;
+        };
+        if !sends_audio(seat.routing.role) {
+            m.dropped_not_member.fetch_add(1, Relaxed);
+            return;
+        }
+        let header = match AudioHeader::decode(datagram) {
+            Ok(h) if datagram.len() >= AUDIO_HEADER_LEN + TAG_LEN => h,
+            _ => {
+                m.dropped_malformed.fetch_add(1, Relaxed);
+                return;
+            }
+        };
+        self.promote(conn);
+        let from = &self.seats[&conn];
+        let sender = (from.info.id, &from.routing);
+        let targets: Vec<ConnId> = self
+            .seats
+            .iter()
+            .filter(|(_, s)| {
+                matches!(s.stage, Stage::Admitted)
+                    && forwards(sender, header.stem, (s.info.id, &s.routing))
+            })
+            .map(|(&c, _)| c)
+            .collect();
+        let mut out = Vec::with_capacity(2 + datagram.len());
+        encode_sender(from.info.id, &mut out);
+        out.extend_from_slice(datagram);
+        let out = Bytes::from(out);
+        for to in targets {
+            let seat = self.seats.get_mut(&to).expect("target just seen");
+            if seat.batch.push(now, out.clone()) {
+                let held = seat.batch.take();
+                self.push(to, Outgoing::Datagrams(held));
+            }
+        }
+        self.reap();
+    }
+
+    /// Time passed: held datagrams that waited a full window go, joins that took too long are
+    /// refused.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let late: Vec<ConnId> = self
+            .seats
+            .iter()
+            .filter(
+                |(_, s)| matches!(s.stage, Stage::Challenged { deadline, .. } if now >= deadline),
+            )
+            .map(|(&c, _)| c)
+            .collect();
+        for conn in late {
+            self.refuse(conn, Refusal::Protocol);
+        }
+        for (&to, seat) in self.seats.iter_mut() {
+            if seat.batch.due(now) {
+                self.transmits.push_back(Transmit {
+                    to,
+                    what: Outgoing::Datagrams(seat.batch.take()),
+                });
+            }
+        }
+        self.reap();
+    }
+
+    /// The next thing to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing that happened.
+    pub fn poll_event(&mut self) -> Option<RelayEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.seats
+            .values()
+            .flat_map(|s| {
+                let join = match s.stage {
+                    Stage::Challenged { deadline, .. } => Some(deadline),
+                    _ => None,
+                };
+                [join, s.batch.deadline()]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// The members in the room.
+    pub fn members(&self) -> impl Iterator<Item = &MemberInfo> + '_ {
+        self.seats
+            .values()
+            .filter(|s| matches!(s.stage, Stage::Admitted))
+            .map(|s| &s.info)
+    }
+
+    /// Whether no connection is joining or in the room.
+    pub fn is_empty(&self) -> bool {
+        self.seats.is_empty()
+    }
+
+    fn prove(&mut self, conn: ConnId, proof: &[u8; 32]) {
+        let Some(Seat {
+            stage: Stage::Challenged { nonce, binding, .. },
+            ..
+        }) = self.seats.get(&conn)
+        else {
+            return;
+        };
+        if !self.verifier.check(nonce, binding, proof) {
+            return self.refuse(conn, Refusal::WrongSecret);
+        }
+        // The same musician again (a reconnect the relay has not noticed the end of yet): the
+        // old connection goes, so the room never shows one musician twice.
+        let participant = self.seats[&conn].info.participant;
+        let stale: Vec<ConnId> = self
+            .seats
+            .iter()
+            .filter(|(&c, s)| c != conn && s.has_id() && s.info.participant == participant)
+            .map(|(&c, _)| c)
+            .collect();
+        for old in stale {
+            self.remove(old);
+            self.push(old, Outgoing::Close(CloseReason::Replaced));
+        }
+        let taken: std::collections::BTreeSet<MemberId> = self
+            .seats
+            .values()
+            .filter(|s| s.has_id())
+            .map(|s| s.info.id)
+            .collect();
+        let most = self
+            .limits
+            .max_members
+            .min(usize::from(MemberId::MAX.0) + 1);
+        let Some(id) = (0..=MemberId::MAX.0)
+            .take(most)
+            .map(MemberId)
+            .find(|id| !taken.contains(id))
+        else {
+            return self.refuse(conn, Refusal::RoomFull);
+        };
+        let others: Vec<MemberInfo> = self
+            .seats
+            .values()
+            .filter(|s| s.has_id())
+            .map(|s| s.info.clone())
+            .collect();
+        let seat = self.seats.get_mut(&conn).expect("seat checked above");
+        seat.info.id = id;
+        seat.stage = Stage::Welcomed {
+            welcome: seat.queued + 1,
+        };
+        let welcome = RelayMessage::Welcome {
+            you: id,
+            observed: seat.info.observed,
+            members: others,
+        };
+        self.metrics.joins.fetch_add(1, Relaxed);
+        self.control(conn, welcome);
+    }
+
+    /// Into the room, if not yet: the others are told.
+    fn promote(&mut self, conn: ConnId) {
+        let Some(seat) = self.seats.get_mut(&conn) else {
+            return;
+        };
+        if !matches!(seat.stage, Stage::Welcomed { .. }) {
+            return;
+        }
+        seat.stage = Stage::Admitted;
+        let info = seat.info.clone();
+        self.metrics.members.fetch_add(1, Relaxed);
+        self.events.push_back(RelayEvent::Joined(info.clone()));
+        self.broadcast(conn, &RelayMessage::Joined(info));
+    }
+
+    fn member_message(&mut self, _now: Instant, conn: ConnId, msg: ClientMessage) {
+        let seat = self.seats.get_mut(&conn).expect("caller checked");
+        match msg {
+            ClientMessage::Route { direct } => seat.routing.set_direct(&direct),
+            ClientMessage::Subscribe(s) => seat.routing.set_subscription(s),
+            ClientMessage::Send { to, body } => {
+                let from = seat.info.id;
+                let msg = RelayMessage::From { from, body };
+                match to {
+                    Some(to) => {
+                        let target = self
+                            .seats
+                            .iter()
+                            .find(|(_, s)| s.has_id() && s.info.id == to)
+                            .map(|(&c, _)| c);
+                        if let Some(target) = target {
+                            self.control(target, msg);
+                        }
+                    }
+                    None => self.broadcast(conn, &msg),
+                }
+                self.metrics.control_forwarded.fetch_add(1, Relaxed);
+            }
+            // Joining messages after joining.
+            ClientMessage::Join { .. } | ClientMessage::Proof { .. } => {}
+        }
+    }
+
+    /// To every other connection that holds an id: those welcomed but not yet admitted too, so
+    /// their view stays whole from their Welcome on.
+    fn broadcast(&mut self, except: ConnId, msg: &RelayMessage) {
+        let targets: Vec<ConnId> = self
+            .seats
+            .iter()
+            .filter(|(&c, s)| c != except && s.has_id())
+            .map(|(&c, _)| c)
+            .collect();
+        for to in targets {
+            self.control(to, msg.clone());
+        }
+    }
+
+    fn refuse(&mut self, conn: ConnId, refusal: Refusal) {
+        let m = &self.metrics;
+        match refusal {
+            Refusal::WrongSecret => &m.refused_wrong_secret,
+            Refusal::UnknownRoom => &m.refused_unknown_room,
+            _ => &m.refused_other,
+        }
+        .fetch_add(1, Relaxed);
+        self.events.push_back(RelayEvent::Refused(refusal));
+        self.push(conn, Outgoing::Control(RelayMessage::Refused(refusal)));
+        self.push(conn, Outgoing::Close(CloseReason::Refused(refusal)));
+        self.remove(conn);
+    }
+
+    /// Queues a control message, counting it against the member's backlog.
+    fn control(&mut self, conn: ConnId, msg: RelayMessage) {
+        let Some(seat) = self.seats.get_mut(&conn) else {
+            return;
+        };
+        if seat.overflowed {
+            return;
+        }
+        if seat.queued - seat.written >= self.limits.max_unwritten {
+            seat.overflowed = true;
+            return;
+        }
+        seat.queued += 1;
+        self.push(conn, Outgoing::Control(msg));
+    }
+
+    fn push(&mut self, to: ConnId, what: Outgoing) {
+        self.transmits.push_back(Transmit { to, what });
+    }
+
+    /// Out of the room; the others are told if they knew of it.
+    fn remove(&mut self, conn: ConnId) {
+        let Some(seat) = self.seats.remove(&conn) else {
+            return;
+        };
+        if matches!(seat.stage, Stage::Admitted) {
+            self.metrics.members.fetch_sub(1, Relaxed);
+            self.events.push_back(RelayEvent::Left(seat.info.clone()));
+            self.broadcast(conn, &RelayMessage::Left(seat.info.id));
+        }
+    }
+
+    /// Drops the members that overflowed their backlog (telling the rest may overflow more).
+    fn reap(&mut self) {
+        for _ in 0..=self.seats.len() {
+            let Some(conn) = self
+                .seats
+                .iter()
+                .find(|(_, s)| s.overflowed)
+                .map(|(&c, _)| c)
+            else {
+                return;
+            };
+            self.metrics.evicted_slow.fetch_add(1, Relaxed);
+            self.remove(conn);
+            self.push(conn, Outgoing::Close(CloseReason::TooSlow));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "relay_tests.rs"]
+mod tests;

@@ -1,0 +1,548 @@
+//! The relay core on a virtual clock: no sockets, no sleeps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::*;
+use crate::core::batch::BATCH_WINDOW;
+use crate::core::test_rng::TestRng;
+use crate::invite::RoomId;
+use crate::wire::{forwarded_items, StemId, StreamRef, Subscription};
+use crate::RoomSecret;
+
+/// A room core and what each connection received; control messages are written (and
+/// reported) at once unless the connection is deaf.
+struct Room {
+    core: RelayCore,
+    secret: RoomSecret,
+    room: RoomId,
+    now: Instant,
+    metrics: Arc<RelayMetrics>,
+    inbox: BTreeMap<ConnId, Vec<Outgoing>>,
+    deaf: BTreeSet<ConnId>,
+    next: u64,
+}
+
+impl Room {
+    fn new(limits: RoomLimits) -> Self {
+        let room = RoomId::new("band").unwrap();
+        let secret = RoomSecret::from_bytes([7; 32]);
+        let metrics = Arc::new(RelayMetrics::default());
+        let core = RelayCore::new(
+            secret.verifier(&room),
+            limits,
+            Box::new(TestRng(1)),
+            metrics.clone(),
+        );
+        Self {
+            core,
+            secret,
+            room,
+            now: Instant::now(),
+            metrics,
+            inbox: BTreeMap::new(),
+            deaf: BTreeSet::new(),
+            next: 0,
+        }
+    }
+
+    fn pump(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            let written = matches!(t.what, Outgoing::Control(_)) && !self.deaf.contains(&t.to);
+            self.inbox.entry(t.to).or_default().push(t.what);
+            if written {
+                self.core.handle_written(self.now, t.to);
+            }
+        }
+    }
+
+    fn connect(&mut self, name: &str, participant: u64) -> ConnId {
+        let conn = ConnId(self.next);
+        self.next += 1;
+        let join = JoinRequest {
+            name: name.into(),
+            participant: ParticipantId(participant),
+            role: Role::Performer,
+            observed: SocketAddr::from(([192, 0, 2, 1], 4000 + conn.0 as u16)),
+            binding: [conn.0 as u8; 32],
+        };
+        self.core.handle_join(self.now, conn, join);
+        self.pump();
+        conn
+    }
+
+    fn challenge(&self, conn: ConnId) -> [u8; 32] {
+        self.inbox[&conn]
+            .iter()
+            .find_map(|o| match o {
+                Outgoing::Control(RelayMessage::Challenge { nonce }) => Some(*nonce),
+                _ => None,
+            })
+            .expect("challenged")
+    }
+
+    fn prove(&mut self, conn: ConnId) {
+        let nonce = self.challenge(conn);
+        let proof = self
+            .secret
+            .admission_proof(&self.room, &nonce, &[conn.0 as u8; 32]);
+        self.core
+            .handle_message(self.now, conn, ClientMessage::Proof { proof });
+        self.pump();
+    }
+
+    fn join(&mut self, name: &str, participant: u64) -> (ConnId, MemberId) {
+        let conn = self.connect(name, participant);
+        self.prove(conn);
+        (conn, self.welcome(conn).0)
+    }
+
+    fn welcome(&self, conn: ConnId) -> (MemberId, Vec<MemberInfo>) {
+        self.control(conn)
+            .find_map(|m| match m {
+                RelayMessage::Welcome { you, members, .. } => Some((*you, members.clone())),
+                _ => None,
+            })
+            .expect("welcomed")
+    }
+
+    fn control(&self, conn: ConnId) -> impl Iterator<Item = &RelayMessage> + '_ {
+        self.inbox
+            .get(&conn)
+            .into_iter()
+            .flatten()
+            .filter_map(|o| match o {
+                Outgoing::Control(m) => Some(m),
+                _ => None,
+            })
+    }
+
+    fn closed(&self, conn: ConnId) -> Option<CloseReason> {
+        self.inbox.get(&conn)?.iter().find_map(|o| match o {
+            Outgoing::Close(r) => Some(*r),
+            _ => None,
+        })
+    }
+
+    /// Every forwarded datagram a connection received: (sender, the member's datagram).
+    fn heard(&self, conn: ConnId) -> Vec<(MemberId, Vec<u8>)> {
+        let mut out = Vec::new();
+        for o in self.inbox.get(&conn).into_iter().flatten() {
+            if let Outgoing::Datagrams(ds) = o {
+                for d in ds {
+                    for f in forwarded_items(d) {
+                        let f = f.unwrap();
+                        out.push((f.sender, f.datagram.to_vec()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn send(&mut self, conn: ConnId, stem: u8, tag: u8) -> Vec<u8> {
+        let d = datagram(stem, tag);
+        self.core.handle_datagram(self.now, conn, &d);
+        self.pump();
+        d
+    }
+
+    /// Lets held batches go.
+    fn settle(&mut self) {
+        self.now += BATCH_WINDOW * 2;
+        self.core.handle_timeout(self.now);
+        self.pump();
+    }
+
+    fn clear(&mut self) {
+        self.inbox.clear();
+    }
+}
+
+fn datagram(stem: u8, tag: u8) -> Vec<u8> {
+    let mut d = AudioHeader {
+        epoch: 0,
+        stem: StemId(stem),
+        seq_low: u16::from(tag),
+        redundant: false,
+    }
+    .encode()
+    .to_vec();
+    d.extend_from_slice(&[tag; 40]);
+    d
+}
+
+#[test]
+fn a_member_is_challenged_welcomed_and_then_told_to_the_others() {
+    let mut r = Room::new(RoomLimits::default());
+    let (a, ida) = r.join("Ana", 1);
+    assert_eq!(r.welcome(a).1, vec![], "first in the room");
+    assert_eq!(r.core.members().count(), 1);
+    let b = r.connect("Bo", 2);
+    assert!(
+        !r.control(a).any(|m| matches!(m, RelayMessage::Joined(_))),
+        "not told before the proof"
+    );
+    r.prove(b);
+    let (idb, others) = r.welcome(b);
+    assert_ne!(ida, idb);
+    assert_eq!(others.len(), 1);
+    assert_eq!(others[0].name, "Ana");
+    let joined: Vec<_> = r
+        .control(a)
+        .filter_map(|m| match m {
+            RelayMessage::Joined(i) => Some(i.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined.len(), 1);
+    assert_eq!(joined[0].id, idb);
+    assert_eq!(joined[0].participant, ParticipantId(2));
+    assert_eq!(r.metrics.joins.load(Relaxed), 2);
+    assert_eq!(r.metrics.members.load(Relaxed), 2);
+    assert!(matches!(r.core.poll_event(), Some(RelayEvent::Joined(_))));
+}
+
+#[test]
+fn the_member_is_added_only_after_its_welcome_is_written() {
+    let mut r = Room::new(RoomLimits::default());
+    let (a, _) = r.join("Ana", 1);
+    let b = r.connect("Bo", 2);
+    r.deaf.insert(b);
+    r.prove(b);
+    r.welcome(b);
+    assert!(!r.control(a).any(|m| matches!(m, RelayMessage::Joined(_))));
+    r.send(a, 0, 1);
+    r.settle();
+    assert!(r.heard(b).is_empty(), "no audio before the welcome is out");
+    // The welcome never made it: the connection fails, and nobody ever hears of Bo.
+    r.core.handle_closed(r.now, b);
+    r.pump();
+    assert!(!r
+        .control(a)
+        .any(|m| matches!(m, RelayMessage::Joined(_) | RelayMessage::Left(_))));
+    assert_eq!(r.metrics.members.load(Relaxed), 1);
+    // Once written, Bo is in.
+    let c = r.connect("Cy", 3);
+    r.deaf.insert(c);
+    r.prove(c);
+    r.deaf.remove(&c);
+    r.core.handle_written(r.now, c); // the challenge
+    assert!(!r.control(a).any(|m| matches!(m, RelayMessage::Joined(_))));
+    r.core.handle_written(r.now, c); // the welcome
+    r.pump();
+    assert!(r.control(a).any(|m| matches!(m, RelayMessage::Joined(_))));
+}
+
+#[test]
+fn a_wrong_proof_a_silent_joiner_and_a_full_room_are_refused_and_leave_nothing_behind() {
+    let mut r = Room::new(RoomLimits {
+        max_members: 2,
+        ..RoomLimits::default()
+    });
+    let bad = r.connect("Eve", 9);
+    r.core
+        .handle_message(r.now, bad, ClientMessage::Proof { proof: [0; 32] });
+    r.pump();
+    assert!(r
+        .control(bad)
+        .any(|m| *m == RelayMessage::Refused(Refusal::WrongSecret)));
+    assert_eq!(
+        r.closed(bad),
+        Some(CloseReason::Refused(Refusal::WrongSecret))
+    );
+    assert!(r.core.is_empty());
+    assert_eq!(r.metrics.refused_wrong_secret.load(Relaxed), 1);
+
+    // A proof bound to another connection's TLS session does not count either.
+    let c1 = r.connect("Mallory", 8);
+    let c2 = r.connect("Victim", 7);
+    let nonce = r.challenge(c1);
+    let replayed = r.secret.admission_proof(&r.room, &nonce, &[c2.0 as u8; 32]);
+    r.core
+        .handle_message(r.now, c1, ClientMessage::Proof { proof: replayed });
+    r.pump();
+    assert_eq!(
+        r.closed(c1),
+        Some(CloseReason::Refused(Refusal::WrongSecret))
+    );
+    r.core.handle_closed(r.now, c2);
+
+    let silent = r.connect("Quiet", 5);
+    assert_eq!(r.core.poll_timeout(), Some(r.now + JOIN_TIMEOUT));
+    r.now += JOIN_TIMEOUT;
+    r.core.handle_timeout(r.now);
+    r.pump();
+    assert_eq!(
+        r.closed(silent),
+        Some(CloseReason::Refused(Refusal::Protocol))
+    );
+    assert_eq!(r.core.poll_timeout(), None);
+
+    let early = r.connect("Hasty", 6);
+    r.core.handle_message(
+        r.now,
+        early,
+        ClientMessage::Send {
+            to: None,
+            body: vec![1],
+        },
+    );
+    r.pump();
+    assert_eq!(
+        r.closed(early),
+        Some(CloseReason::Refused(Refusal::Protocol))
+    );
+
+    r.join("Ana", 1);
+    r.join("Bo", 2);
+    let third = r.connect("Cy", 3);
+    r.prove(third);
+    assert_eq!(
+        r.closed(third),
+        Some(CloseReason::Refused(Refusal::RoomFull))
+    );
+    assert_eq!(r.core.members().count(), 2);
+    assert_eq!(r.metrics.refused_other.load(Relaxed), 3);
+}
+
+#[test]
+fn audio_reaches_everyone_else_prefixed_with_the_sender_and_nothing_else_gets_through() {
+    let mut r = Room::new(RoomLimits::default());
+    let (a, ida) = r.join("Ana", 1);
+    let (b, _) = r.join("Bo", 2);
+    let (c, _) = r.join("Cy", 3);
+    let sent = r.send(a, 0, 1);
+    r.settle();
+    assert_eq!(r.heard(b), vec![(ida, sent.clone())]);
+    assert_eq!(r.heard(c), vec![(ida, sent)]);
+    assert!(r.heard(a).is_empty(), "no echo to the sender");
+
+    r.clear();
+    r.core.handle_datagram(r.now, a, &[0x10, 0, 0]);
+    r.core.handle_datagram(r.now, a, &[0x70; 40]);
+    let stranger = r.connect("Eve", 9);
+    r.core.handle_datagram(r.now, stranger, &datagram(0, 2));
+    r.core.handle_datagram(r.now, ConnId(999), &datagram(0, 2));
+    r.settle();
+    assert!(r.heard(b).is_empty());
+    assert_eq!(r.metrics.dropped_malformed.load(Relaxed), 2);
+    assert_eq!(r.metrics.dropped_not_member.load(Relaxed), 2);
+}
+
+#[test]
+fn direct_paths_listeners_and_subscriptions_decide_who_hears_whom() {
+    let mut r = Room::new(RoomLimits::default());
+    let (a, ida) = r.join("Ana", 1);
+    let (b, idb) = r.join("Bo", 2);
+    let (c, _) = r.join("Cy", 3);
+    let l = r.connect("Fan", 4);
+    r.core.handle_join(
+        r.now,
+        ConnId(100),
+        JoinRequest {
+            name: "Fan".into(),
+            participant: ParticipantId(40),
+            role: Role::Listener,
+            observed: SocketAddr::from(([192, 0, 2, 9], 9)),
+            binding: [100; 32],
+        },
+    );
+    r.pump();
+    let nonce = r.challenge(ConnId(100));
+    let proof = r.secret.admission_proof(&r.room, &nonce, &[100; 32]);
+    r.core
+        .handle_message(r.now, ConnId(100), ClientMessage::Proof { proof });
+    r.pump();
+    r.core.handle_closed(r.now, l);
+    let listener = ConnId(100);
+
+    r.core
+        .handle_message(r.now, a, ClientMessage::Route { direct: vec![idb] });
+    r.core.handle_message(
+        r.now,
+        c,
+        ClientMessage::Subscribe(Subscription::Only(vec![StreamRef {
+            member: idb,
+            stem: Some(StemId(1)),
+        }])),
+    );
+    r.pump();
+    r.clear();
+    r.send(a, 0, 1);
+    r.settle();
+    r.send(b, 0, 2);
+    r.settle();
+    let b1 = r.send(b, 1, 3);
+    r.settle();
+    r.send(listener, 0, 4);
+    r.settle();
+    let senders = |r: &Room, conn| r.heard(conn).iter().map(|h| h.0).collect::<Vec<_>>();
+    assert_eq!(
+        senders(&r, b),
+        vec![],
+        "Ana reaches Bo directly; the listener is not heard"
+    );
+    assert_eq!(
+        r.heard(c),
+        vec![(idb, b1)],
+        "Cy asked for Bo's second stream only"
+    );
+    assert_eq!(senders(&r, a), vec![idb, idb]);
+    assert_eq!(senders(&r, listener), vec![ida, idb, idb]);
+}
+
+#[test]
+fn a_member_that_leaves_is_told_to_the_rest_and_its_id_is_reused() {
+    let mut r = Room::new(RoomLimits::default());
+    let (a, _) = r.join("Ana", 1);
+    let (b, idb) = r.join("Bo", 2);
+    r.core.handle_closed(r.now, b);
+    r.pump();
+    assert!(r.control(a).any(|m| *m == RelayMessage::Left(idb)));
+    assert!(matches!(r.core.poll_event(), Some(RelayEvent::Joined(_))));
+    assert!(matches!(r.core.poll_event(), Some(RelayEvent::Joined(_))));
+    assert!(matches!(r.core.poll_event(), Some(RelayEvent::Left(i)) if i.id == idb));
+    assert_eq!(r.metrics.members.load(Relaxed), 1);
+    let (_, again) = r.join("Cy", 3);
+    assert_eq!(again, idb, "lowest free id first");
+}
+
+#[test]
+fn the_same_musician_joining_again_replaces_its_old_connection() {
+    let mut r = Room::new(RoomLimits::default());
+    let (a, _) = r.join("Ana", 1);
+    let (old, id_old) = r.join("Bo", 2);
+    r.clear();
+    let (new, _) = r.join("Bo", 2);
+    assert_eq!(r.closed(old), Some(CloseReason::Replaced));
+    let seen: Vec<&RelayMessage> = r.control(a).collect();
+    assert!(matches!(seen[0], RelayMessage::Left(id) if *id == id_old));
+    assert!(matches!(seen[1], RelayMessage::Joined(i) if i.participant == ParticipantId(2)));
+    assert_eq!(r.welcome(new).1.len(), 1, "the new one sees only Ana");
+    assert_eq!(r.core.members().count(), 2);
+    // The old connection's late datagrams go nowhere.
+    r.core.handle_datagram(r.now, old, &datagram(0, 1));
+    r.settle();
+    assert!(r.heard(a).is_empty());
+}
+
+#[test]
+fn end_to_end_messages_reach_one_member_or_all_others() {
+    let mut r = Room::new(RoomLimits::default());
+    let (a, ida) = r.join("Ana", 1);
+    let (b, idb) = r.join("Bo", 2);
+    let (c, _) = r.join("Cy", 3);
+    r.clear();
+    r.core.handle_message(
+        r.now,
+        a,
+        ClientMessage::Send {
+            to: Some(idb),
+            body: vec![1],
+        },
+    );
+    r.core.handle_message(
+        r.now,
+        a,
+        ClientMessage::Send {
+            to: None,
+            body: vec![2],
+        },
+    );
+    r.core.handle_message(
+        r.now,
+        a,
+        ClientMessage::Send {
+            to: Some(MemberId(77)),
+            body: vec![3],
+        },
+    );
+    r.pump();
+    let from = |body: u8| RelayMessage::From {
+        from: ida,
+        body: vec![body],
+    };
+    assert_eq!(
+        r.control(b).cloned().collect::<Vec<_>>(),
+        vec![from(1), from(2)]
+    );
+    assert_eq!(r.control(c).cloned().collect::<Vec<_>>(), vec![from(2)]);
+    assert_eq!(r.control(a).count(), 0);
+}
+
+#[test]
+fn a_member_that_stops_reading_is_dropped_instead_of_buffered() {
+    let limits = RoomLimits {
+        max_unwritten: 8,
+        ..RoomLimits::default()
+    };
+    let mut r = Room::new(limits);
+    let (a, _) = r.join("Ana", 1);
+    let (stuck, id_stuck) = r.join("Bo", 2);
+    let (c, _) = r.join("Cy", 3);
+    r.clear();
+    r.deaf.insert(stuck);
+    for i in 0..20 {
+        r.core.handle_message(
+            r.now,
+            a,
+            ClientMessage::Send {
+                to: None,
+                body: vec![i],
+            },
+        );
+        r.pump();
+    }
+    assert_eq!(r.closed(stuck), Some(CloseReason::TooSlow));
+    let queued = r.control(stuck).count();
+    assert_eq!(queued, 8, "held its backlog and no more");
+    assert!(r.control(c).any(|m| *m == RelayMessage::Left(id_stuck)));
+    assert_eq!(r.control(c).count(), 20 + 1, "the others lose nothing");
+    assert_eq!(r.metrics.evicted_slow.load(Relaxed), 1);
+    assert_eq!(r.core.members().count(), 2);
+}
+
+#[test]
+fn a_busy_recipient_gets_batches_within_the_window() {
+    let mut r = Room::new(RoomLimits::default());
+    let (a, _) = r.join("Ana", 1);
+    let (b, _) = r.join("Bo", 2);
+    let (c, _) = r.join("Cy", 3);
+    r.clear();
+    r.send(a, 0, 1);
+    assert_eq!(r.heard(c).len(), 1, "an idle recipient: at once");
+    r.now += BATCH_WINDOW / 4;
+    r.send(b, 0, 2);
+    assert_eq!(r.heard(c).len(), 1, "busy: held");
+    let due = r.core.poll_timeout().expect("a batch is held");
+    assert_eq!(due, r.now + BATCH_WINDOW);
+    r.now = due;
+    r.core.handle_timeout(r.now);
+    r.pump();
+    assert_eq!(r.heard(c).len(), 2);
+    assert_eq!(r.core.poll_timeout(), None);
+}
+
+#[test]
+fn a_room_takes_hundreds_of_members_with_two_byte_prefixes() {
+    let mut r = Room::new(RoomLimits {
+        max_members: 300,
+        ..RoomLimits::default()
+    });
+    let joined: Vec<(ConnId, MemberId)> = (0..300).map(|i| r.join("m", i)).collect();
+    let ids: BTreeSet<MemberId> = joined.iter().map(|j| j.1).collect();
+    assert_eq!(ids.len(), 300);
+    assert_eq!(r.core.members().count(), 300);
+    let (far, far_id) = joined[250];
+    assert!(far_id.0 >= 128);
+    r.clear();
+    let sent = r.send(far, 0, 9);
+    r.settle();
+    assert_eq!(r.heard(joined[0].0), vec![(far_id, sent)]);
+    let extra = r.connect("late", 1000);
+    r.prove(extra);
+    assert_eq!(
+        r.closed(extra),
+        Some(CloseReason::Refused(Refusal::RoomFull))
+    );
+}
