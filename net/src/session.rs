@@ -1,13 +1,18 @@
-//! A member's session: joins a room through the relay, exchanges end-to-end keys, finds direct
-//! paths to the other members, and carries sealed audio both ways. Reconnects with backoff when
-//! the relay goes away.
+//! A member's session: the driver of a [`RoomCore`]. It joins a room through the relay, feeds
+//! the core what the relay and direct paths deliver, sends what the core gives, dials and
+//! accepts the direct paths it asks for, and reconnects with backoff when the relay goes away.
+//! The room protocol itself (keys, membership, document sync, presence, paths) lives in the
+//! core.
 //!
 //! Audio enters through [`SessionHandle::send_audio`] (any thread, never blocks on the
 //! network) and leaves through the `on_audio` callback (network thread) as [`AudioFrame`]s.
 
+mod direct;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,33 +22,24 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::congestion::CongestionSignal;
-use crate::crypto::{CryptoError, DocCipher, MemberKeys, RotationPolicy};
-use crate::doc::{DocError, DocSync, SessionDoc};
+use crate::core::member::{RoomCore, RoomEvent, RoomSetup, Transmit};
+use crate::crypto::RotationPolicy;
+use crate::doc::{DocError, SessionDoc};
 use crate::invite::Invite;
-use crate::presence::{
-    PeerPresence, Presence, PresenceBook, PresenceOutbox, PresenceUpdate, MAX_RATE_HZ,
-};
+use crate::presence::{PeerPresence, Presence};
 use crate::relay::channel_binding;
 use crate::tls::{
-    direct_client_config, endpoint_config, relay_client_config, Identity,
-    DATAGRAM_SEND_BUFFER_BYTES, SEND_QUEUE_FRAMES, SERVER_NAME,
+    endpoint_config, relay_client_config, Identity, DATAGRAM_SEND_BUFFER_BYTES, SEND_QUEUE_FRAMES,
+    SERVER_NAME,
 };
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{
-    decode_body, encode_peer, encode_sender, forwarded_items, unpack_frames, ClientMessage,
-    Forwarded, MemberId, MemberInfo, OlderFrame, ParticipantId, PeerMessage, Refusal, RelayMessage,
-    Role, StemId, MAX_REDUNDANT, MEDIA_UNIT_SAMPLES,
+    encode_peer, ClientMessage, MemberId, MemberInfo, ParticipantId, PeerMessage, Refusal,
+    RelayMessage, Role, StemId, MAX_REDUNDANT,
 };
 
-/// How long a direct path may take before the relay carries that member's audio.
-pub const DIRECT_PATH_TIMEOUT: Duration = Duration::from_secs(1);
-/// Direct paths are tried this many times, this far apart (NAT mappings and busy peers
-/// settle); meanwhile and afterwards the relay carries the audio.
-const DIRECT_PATH_ATTEMPTS: u32 = 3;
-const DIRECT_PATH_RETRY: Duration = Duration::from_secs(2);
-/// An incoming direct path may arrive before we have processed the relay's news of its
-/// dialler; wait this long to recognise it.
-const RECOGNISE_TIMEOUT: Duration = Duration::from_millis(500);
+pub use direct::DIRECT_PATH_TIMEOUT;
+
 /// Reconnect backoff bounds: a band waits at most a second between attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -52,8 +48,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// handshake rarely completes in its first flight), short enough that a dead relay is reported
 /// within seconds.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Key rotation and expiry are checked this often.
-const KEY_TICK: Duration = Duration::from_millis(250);
 
 /// How to join a room.
 #[derive(Debug, Clone)]
@@ -183,279 +177,102 @@ pub struct AudioFrame<'a> {
 
 type AudioCallback = Box<dyn FnMut(ParticipantId, AudioFrame<'_>) + Send>;
 
-/// State shared by the handle (send path) and the network tasks.
-/// Locks are taken in this field order (keys, me, scratch, direct, members, relay) whenever
-/// more than one is held.
+/// What the handle (send path, editor) and the network tasks share. No two of these locks are
+/// held at once, except `core` then `on_audio` while a datagram's frames are handed out.
 struct Shared {
-    keys: Mutex<Option<MemberKeys>>,
-    me: Mutex<Option<MemberId>>,
-    relay: Mutex<Option<Connection>>,
-    /// Direct connections by member.
-    direct: Mutex<BTreeMap<MemberId, Connection>>,
-    members: Mutex<BTreeMap<MemberId, MemberInfo>>,
-    /// Outbox of the current relay connection's control stream.
-    control: Mutex<Option<mpsc::UnboundedSender<ClientMessage>>>,
+    /// The room protocol.
+    core: Mutex<RoomCore>,
+    /// The connections it runs on.
+    links: Mutex<Links>,
     state: Mutex<SessionState>,
     on_audio: Mutex<AudioCallback>,
-    counters: SessionCounters,
+    counters: Arc<SessionCounters>,
     stopped: AtomicBool,
-    participant: ParticipantId,
     /// The name given when joining; presence shows it until it is given another.
     name: String,
-    scratch: Mutex<SendScratch>,
+    participant: ParticipantId,
     /// Earlier frames each audio datagram carries (0 to [`MAX_REDUNDANT`]).
     redundancy: AtomicU8,
-    /// The room's session document; taken alone (or before `control`).
-    doc: Mutex<DocState>,
-    /// Outboxes of the control streams of direct paths, by member; taken alone.
-    direct_control: Mutex<BTreeMap<MemberId, mpsc::UnboundedSender<PeerMessage>>>,
-    /// Presence: ours to send, everyone else's as received; each taken alone.
-    presence_out: Mutex<PresenceOutbox>,
-    presence_in: Mutex<PresenceBook>,
-    presence_cipher: DocCipher,
     /// Queueing delay reported by the congestion controllers of all our connections.
     congestion: Arc<CongestionSignal>,
 }
 
-/// The session document, its sealing key and one sync state per peer.
-struct DocState {
-    doc: SessionDoc,
-    /// By participant, so a peer that reconnects with a new member id is the same peer.
-    peers: BTreeMap<ParticipantId, DocSync>,
-    cipher: DocCipher,
-    /// Parts of a message received so far, per peer and path (true: direct).
-    partial: BTreeMap<(ParticipantId, bool), Vec<u8>>,
+/// The current relay connection and direct paths, with their control outboxes.
+#[derive(Default)]
+struct Links {
+    endpoint: Option<quinn::Endpoint>,
+    relay: Option<Connection>,
+    control: Option<mpsc::UnboundedSender<ClientMessage>>,
+    direct: BTreeMap<MemberId, Connection>,
+    direct_control: BTreeMap<MemberId, mpsc::UnboundedSender<PeerMessage>>,
 }
 
-/// Largest plaintext of one document message part (sealed, it fits a control frame with
-/// room for its framing).
-const DOC_PART: usize = crate::wire::MAX_CONTROL_FRAME - 512;
-/// Largest document message reassembled from parts; a peer cannot make us hold more.
-const MAX_DOC_MESSAGE: usize = 64 * 1024 * 1024;
+impl Shared {
+    fn core(&self) -> std::sync::MutexGuard<'_, RoomCore> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
 
-/// Sends `to` whatever of the session document it lacks, if anything, in as many parts as
-/// control frames need.
-fn sync_doc_to(
-    shared: &Shared,
-    out: &mpsc::UnboundedSender<ClientMessage>,
-    me: MemberId,
-    to: &MemberInfo,
-) {
-    let mut d = shared.doc.lock().unwrap_or_else(|e| e.into_inner());
-    let DocState {
-        doc, peers, cipher, ..
-    } = &mut *d;
-    let Some(msg) = peers.entry(to.participant).or_default().generate(doc) else {
-        return;
-    };
-    let chunks: Vec<&[u8]> = msg.chunks(DOC_PART).collect();
-    let Ok(parts) = u16::try_from(chunks.len()) else {
-        tracing::warn!(
-            "session document message of {} bytes is too large to send",
-            msg.len()
-        );
-        return;
-    };
-    // A direct path carries it when there is one: one hop less, and no relay needed.
-    let direct = shared
-        .direct_control
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&to.id)
-        .cloned();
-    for (part, chunk) in chunks.into_iter().enumerate() {
-        let (nonce, sealed) = cipher.seal(me, chunk);
-        let msg = PeerMessage::Doc {
-            nonce,
-            sealed,
-            part: part as u16,
-            parts,
+    fn links(&self) -> std::sync::MutexGuard<'_, Links> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends what the core has to send and acts on what it asks (after the core's lock is
+    /// released).
+    fn flush(self: &Arc<Self>) {
+        let (transmits, events): (Vec<Transmit>, Vec<RoomEvent>) = {
+            let mut core = self.core();
+            (
+                std::iter::from_fn(|| core.poll_transmit()).collect(),
+                std::iter::from_fn(|| core.poll_event()).collect(),
+            )
         };
-        match &direct {
-            Some(d) => {
-                let _ = d.send(msg);
+        let mut links = self.links();
+        for t in transmits {
+            match t {
+                Transmit::Relay(msg) => {
+                    if let Some(out) = &links.control {
+                        let _ = out.send(msg);
+                    }
+                }
+                Transmit::Direct(to, msg) => {
+                    match (links.direct_control.get(&to), &links.control) {
+                        (Some(path), _) => {
+                            let _ = path.send(msg);
+                        }
+                        (None, Some(out)) => {
+                            let _ = out.send(ClientMessage::Send {
+                                to: Some(to),
+                                body: encode_peer(&msg),
+                            });
+                        }
+                        (None, None) => {}
+                    }
+                }
             }
-            None => {
-                let _ = out.send(ClientMessage::Send {
-                    to: Some(to.id),
-                    body: encode_peer(&msg),
-                });
+        }
+        for e in events {
+            match e {
+                RoomEvent::Dial(other) => {
+                    if let Some(endpoint) = &links.endpoint {
+                        direct::dial(endpoint.clone(), self.clone(), other);
+                    }
+                }
+                RoomEvent::ClosePath(id) => {
+                    if let Some(c) = links.direct.remove(&id) {
+                        c.close(0u32.into(), b"left");
+                    }
+                }
+                RoomEvent::DocChanged => {}
             }
         }
     }
 }
 
-/// Who a member id stands for now.
-fn participant_of(shared: &Shared, member: MemberId) -> Option<ParticipantId> {
-    shared
-        .members
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&member)
-        .map(|m| m.participant)
-}
-
-/// A copy of a shared map's values, so no lock is held while they are used.
-fn values_of<K, V: Clone>(map: &Mutex<BTreeMap<K, V>>) -> Vec<V> {
-    map.lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .values()
-        .cloned()
-        .collect()
-}
-
-/// Syncs the document with every member we know.
-fn sync_doc_all(shared: &Shared) {
-    let me = *shared.me.lock().unwrap_or_else(|e| e.into_inner());
-    let members = values_of(&shared.members);
-    let out = shared
-        .control
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    if let (Some(me), Some(out)) = (me, out) {
-        for m in &members {
-            sync_doc_to(shared, &out, me, m);
-        }
-    }
-}
-
-/// A document sync message part from member `from`: once the message is whole, apply it,
-/// then answer everyone who now lacks something (the sender first).
-fn receive_doc(
-    shared: &Shared,
-    from: MemberId,
-    direct: bool,
-    msg: (&[u8; 12], &[u8]),
-    (part, parts): (u16, u16),
-) {
-    let (nonce, sealed) = msg;
-    let participant = participant_of(shared, from);
-    let Some(participant) = participant else {
-        return;
-    };
-    {
-        let mut d = shared.doc.lock().unwrap_or_else(|e| e.into_inner());
-        let DocState {
-            doc,
-            peers,
-            cipher,
-            partial,
-        } = &mut *d;
-        let Ok(plain) = cipher.open(from, nonce, sealed) else {
-            shared.counters.forged.fetch_add(1, Relaxed);
-            tracing::warn!("session document message from {from:?} did not verify");
-            return;
-        };
-        let whole = if parts <= 1 {
-            plain
-        } else {
-            // Parts come in order on the control stream; anything else starts over.
-            let buf = partial.entry((participant, direct)).or_default();
-            let expected = u16::try_from(buf.len() / DOC_PART).unwrap_or(u16::MAX);
-            if part == 0 {
-                buf.clear();
-            } else if part != expected || buf.len() % DOC_PART != 0 {
-                buf.clear();
-                shared.counters.malformed.fetch_add(1, Relaxed);
-                return;
-            }
-            if buf.len() + plain.len() > MAX_DOC_MESSAGE {
-                buf.clear();
-                shared.counters.malformed.fetch_add(1, Relaxed);
-                return;
-            }
-            buf.extend_from_slice(&plain);
-            if part + 1 < parts {
-                return;
-            }
-            std::mem::take(buf)
-        };
-        if let Err(e) = peers.entry(participant).or_default().receive(doc, &whole) {
-            shared.counters.malformed.fetch_add(1, Relaxed);
-            tracing::warn!("session document message from {from:?} refused: {e}");
-            return;
-        }
-    }
-    sync_doc_all(shared);
-}
-
-/// A presence update from member `from`.
-fn receive_presence(shared: &Shared, from: MemberId, nonce: &[u8; 12], sealed: &[u8]) {
-    let participant = participant_of(shared, from);
-    let Some(participant) = participant else {
-        return;
-    };
-    let Ok(plain) = shared.presence_cipher.open(from, nonce, sealed) else {
-        shared.counters.forged.fetch_add(1, Relaxed);
-        return;
-    };
-    let Ok(update) = decode_body::<PresenceUpdate>(&plain) else {
-        shared.counters.malformed.fetch_add(1, Relaxed);
-        return;
-    };
-    shared
-        .presence_in
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .receive(participant, update, Instant::now());
-}
-
-/// Our presence update to broadcast now, sealed, if one is due.
-fn presence_due(shared: &Shared, me: MemberId) -> Option<ClientMessage> {
-    let update = shared
-        .presence_out
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .due(Instant::now())?;
-    let plain = postcard::to_stdvec(&update).ok()?;
-    let (nonce, sealed) = shared.presence_cipher.seal(me, &plain);
-    Some(ClientMessage::Send {
-        to: None,
-        body: encode_peer(&PeerMessage::Presence { nonce, sealed }),
-    })
-}
-
-/// The last frames sent on one stream, newest first, with their media times.
-type SentFrames = [(Option<u64>, Vec<u8>); MAX_REDUNDANT];
-
-/// The send path's reusable buffers.
-struct SendScratch {
-    /// The sealed datagram, behind a byte for our member id.
-    buf: Vec<u8>,
-    /// The plaintext container when frames are sent redundantly.
-    plain: Vec<u8>,
-    /// Each stream's last frames, for redundancy.
-    history: BTreeMap<StemId, SentFrames>,
-}
-
-/// The frames of `history` that fit in a container before a frame at `media_time`, newest
-/// first, and how many there are: each must start earlier, by at most 255 media units. No
-/// allocation: this runs for every datagram.
-fn older_frames<'a>(
-    history: &'a SentFrames,
-    media_time: u64,
-    n: usize,
-) -> ([OlderFrame<'a>; MAX_REDUNDANT], usize) {
-    let mut older = [OlderFrame {
-        units_back: 1,
-        frame: &[],
-    }; MAX_REDUNDANT];
-    let mut count = 0;
-    for (media, frame) in history.iter().take(n.min(MAX_REDUNDANT)) {
-        let Some(back) = media.and_then(|m| media_time.checked_sub(m)) else {
-            break;
-        };
-        let Some(units_back) = u8::try_from(back / MEDIA_UNIT_SAMPLES)
-            .ok()
-            .filter(|b| *b > 0)
-        else {
-            break;
-        };
-        older[count] = OlderFrame { units_back, frame };
-        count += 1;
-    }
-    (older, count)
+/// Opens what a relay or a direct path delivered and hands its frames to the application.
+fn receive_datagram(shared: &Shared, bytes: &[u8]) {
+    let mut core = shared.core();
+    let mut on_audio = shared.on_audio.lock().unwrap_or_else(|e| e.into_inner());
+    core.open_datagram(bytes, &mut |from, frame| on_audio(from, frame));
 }
 
 /// The application's side of a running session.
@@ -475,54 +292,25 @@ impl SessionHandle {
     /// play no part in the nonce.
     pub fn send_audio(&self, stem: StemId, media_time: u64, payload: &[u8]) {
         let s = &self.shared;
-        let mut keys = s.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let (Some(keys), Some(me)) = (
-            keys.as_mut(),
-            *s.me.lock().unwrap_or_else(|e| e.into_inner()),
-        ) else {
-            return;
+        let redundancy = usize::from(s.redundancy.load(Relaxed));
+        let (with_id, prefix, needs_relay) = {
+            let mut core = s.core();
+            let Some((datagram, prefix, relay)) =
+                core.seal_audio(stem, media_time, payload, redundancy)
+            else {
+                return;
+            };
+            (Bytes::copy_from_slice(datagram), prefix, relay)
         };
-        let mut scratch = s.scratch.lock().unwrap_or_else(|e| e.into_inner());
-        let SendScratch {
-            buf,
-            plain,
-            history,
-        } = &mut *scratch;
-        // Room for the member id in front, so the direct copy needs no second buffer.
-        buf.clear();
-        encode_sender(me, buf);
-        let prefix = buf.len();
-        let redundancy = usize::from(s.redundancy.load(Relaxed)).min(MAX_REDUNDANT);
-        let sent = history
-            .entry(stem)
-            .or_insert_with(|| std::array::from_fn(|_| (None, Vec::with_capacity(1500))));
-        if redundancy == 0 {
-            keys.seal_audio(stem, media_time, payload, false, buf);
-        } else {
-            plain.clear();
-            let (older, n) = older_frames(sent, media_time, redundancy);
-            crate::wire::pack_frames(payload, &older[..n], plain);
-            keys.seal_audio(stem, media_time, plain, true, buf);
-        }
-        sent.rotate_right(1);
-        sent[0].0 = Some(media_time);
-        sent[0].1.clear();
-        sent[0].1.extend_from_slice(payload);
-        let with_id = Bytes::copy_from_slice(buf);
-        let plain = with_id.slice(prefix..);
-        let direct = s.direct.lock().unwrap_or_else(|e| e.into_inner());
-        for conn in direct.values() {
+        let links = s.links();
+        for conn in links.direct.values() {
             if send_fresh(conn, with_id.clone(), &s.counters) {
                 s.counters.sent.fetch_add(1, Relaxed);
             }
         }
-        let members = s.members.lock().unwrap_or_else(|e| e.into_inner());
-        let needs_relay = members.keys().any(|m| !direct.contains_key(m));
-        if needs_relay {
-            if let Some(relay) = s.relay.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                if send_fresh(relay, plain, &s.counters) {
-                    s.counters.sent.fetch_add(1, Relaxed);
-                }
+        if let (true, Some(relay)) = (needs_relay, links.relay.as_ref()) {
+            if send_fresh(relay, with_id.slice(prefix..), &s.counters) {
+                s.counters.sent.fetch_add(1, Relaxed);
             }
         }
     }
@@ -541,37 +329,28 @@ impl SessionHandle {
         &self,
         edit: impl FnOnce(&mut SessionDoc) -> Result<T, DocError>,
     ) -> Result<T, DocError> {
-        let result = edit(
-            &mut self
-                .shared
-                .doc
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .doc,
-        )?;
-        sync_doc_all(&self.shared);
+        let result = {
+            let mut core = self.shared.core();
+            let result = edit(core.doc())?;
+            core.edited(Instant::now());
+            result
+        };
+        self.shared.flush();
         Ok(result)
     }
 
     /// Reads the session document.
     pub fn read_doc<T>(&self, read: impl FnOnce(&mut SessionDoc) -> T) -> T {
-        read(
-            &mut self
-                .shared
-                .doc
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .doc,
-        )
+        read(self.shared.core().doc())
     }
 
     /// Test hook: seals `payload` as our next audio frame of stream 0 at `media_time` without
     /// sending it.
     #[cfg(feature = "danger-test-hooks")]
     pub fn danger_seal(&self, media_time: u64, payload: &[u8]) -> Option<Vec<u8>> {
-        let mut keys = self.shared.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let mut core = self.shared.core();
         let mut out = Vec::new();
-        keys.as_mut()?
+        core.danger_keys()?
             .seal_audio(StemId(0), media_time, payload, false, &mut out);
         Some(out)
     }
@@ -579,8 +358,9 @@ impl SessionHandle {
     /// Test hook: sends raw bytes as a datagram to the relay.
     #[cfg(feature = "danger-test-hooks")]
     pub fn danger_send_raw(&self, datagram: &[u8]) -> bool {
-        let relay = self.shared.relay.lock().unwrap_or_else(|e| e.into_inner());
-        relay
+        let links = self.shared.links();
+        links
+            .relay
             .as_ref()
             .is_some_and(|c| c.send_datagram(Bytes::copy_from_slice(datagram)).is_ok())
     }
@@ -600,32 +380,31 @@ impl SessionHandle {
     /// Current state and members.
     pub fn status(&self) -> SessionStatus {
         let s = &self.shared;
-        // Lock order everywhere: keys, me, scratch, direct, members, relay.
-        let keys = s.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let direct = s.direct.lock().unwrap_or_else(|e| e.into_inner());
-        let members = s.members.lock().unwrap_or_else(|e| e.into_inner());
-        let relay_rtt = s
-            .relay
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(Connection::rtt);
-        let members = members
-            .values()
-            .map(|info| {
-                let d = direct.get(&info.id);
+        let known: Vec<(MemberInfo, bool)> = {
+            let core = s.core();
+            core.members()
+                .map(|m| (m.clone(), core.keyed(m.id)))
+                .collect()
+        };
+        let links = s.links();
+        let relay_rtt = links.relay.as_ref().map(Connection::rtt);
+        let members = known
+            .into_iter()
+            .map(|(info, keyed)| {
+                let d = links.direct.get(&info.id);
                 MemberStatus {
-                    info: info.clone(),
                     path: if d.is_some() {
                         Path::Direct
                     } else {
                         Path::Relay
                     },
                     rtt: d.map(Connection::rtt).or(relay_rtt),
-                    keyed: keys.as_ref().is_some_and(|k| k.can_open_from(info.id)),
+                    keyed,
+                    info,
                 }
             })
             .collect();
+        drop(links);
         SessionStatus {
             state: s.state.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             members,
@@ -638,31 +417,22 @@ impl SessionHandle {
         if presence.name.is_empty() {
             presence.name.clone_from(&self.shared.name);
         }
-        self.shared
-            .presence_out
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set(presence);
+        self.shared.core().set_presence(presence);
     }
 
     /// Everyone's presence as last heard, with those silent for a while marked gone.
     pub fn presence(&self) -> Vec<PeerPresence> {
-        self.shared
-            .presence_in
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .list(Instant::now())
+        self.shared.core().presence(Instant::now())
     }
 
     /// UDP payload bytes (QUIC headers included) and UDP datagrams sent on every path of the
     /// current connection, for on-wire bitrates.
     pub fn wire_tx(&self) -> (u64, u64) {
-        let s = &self.shared;
-        let direct = values_of(&s.direct);
-        let relay = s.relay.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        relay
+        let links = self.shared.links();
+        links
+            .relay
             .iter()
-            .chain(&direct)
+            .chain(links.direct.values())
             .map(|c| c.stats().udp_tx)
             .fold((0, 0), |(b, d), u| (b + u.bytes, d + u.datagrams))
     }
@@ -670,18 +440,11 @@ impl SessionHandle {
     /// Leaves the room and stops reconnecting.
     pub fn stop(&self) {
         self.shared.stopped.store(true, Relaxed);
-        if let Some(c) = self
-            .shared
-            .relay
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        let mut links = self.shared.links();
+        if let Some(c) = links.relay.take() {
             c.close(0u32.into(), b"bye");
         }
-        for (_, c) in
-            std::mem::take(&mut *self.shared.direct.lock().unwrap_or_else(|e| e.into_inner()))
-        {
+        for (_, c) in std::mem::take(&mut links.direct) {
             c.close(0u32.into(), b"bye");
         }
     }
@@ -698,45 +461,43 @@ pub fn start(
     let identity = Identity::generate().map_err(|e| SessionError::Setup(e.to_string()))?;
     relay_client_config(config.invite.fingerprint, Arc::default())
         .map_err(|e| SessionError::Setup(e.to_string()))?;
+    let doc = config
+        .initial_doc
+        .as_deref()
+        .map(SessionDoc::load)
+        .transpose()
+        .map_err(|e| SessionError::Setup(e.to_string()))?
+        .map_or_else(SessionDoc::new, Ok)
+        .map_err(|e| SessionError::Setup(e.to_string()))?;
+    let participant = ParticipantId(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
+    let (secret, room) = (&config.invite.secret, &config.invite.room);
+    let counters = Arc::new(SessionCounters::default());
+    let core = RoomCore::new(
+        RoomSetup {
+            participant,
+            presence: Presence {
+                name: config.name.clone(),
+                ..Presence::default()
+            },
+            auth: secret.member_auth(room),
+            rotation: config.rotation,
+            doc,
+            doc_cipher: secret.doc_cipher(room),
+            presence_cipher: secret.presence_cipher(room),
+            force_relay: config.force_relay,
+        },
+        counters.clone(),
+    );
     let shared = Arc::new(Shared {
-        keys: Mutex::new(None),
-        me: Mutex::new(None),
-        relay: Mutex::new(None),
-        direct: Mutex::new(BTreeMap::new()),
-        members: Mutex::new(BTreeMap::new()),
-        control: Mutex::new(None),
+        core: Mutex::new(core),
+        links: Mutex::default(),
         state: Mutex::new(SessionState::Connecting),
         on_audio: Mutex::new(Box::new(on_audio)),
-        counters: SessionCounters::default(),
+        counters,
         stopped: AtomicBool::new(false),
-        participant: ParticipantId(rand_core::RngCore::next_u64(&mut rand_core::OsRng)),
         name: config.name.clone(),
-        scratch: Mutex::new(SendScratch {
-            buf: Vec::with_capacity(1500),
-            plain: Vec::with_capacity(1500),
-            history: BTreeMap::new(),
-        }),
+        participant,
         redundancy: AtomicU8::new(0),
-        doc: Mutex::new(DocState {
-            doc: config
-                .initial_doc
-                .as_deref()
-                .map(SessionDoc::load)
-                .transpose()
-                .map_err(|e| SessionError::Setup(e.to_string()))?
-                .map_or_else(SessionDoc::new, Ok)
-                .map_err(|e| SessionError::Setup(e.to_string()))?,
-            peers: BTreeMap::new(),
-            cipher: config.invite.secret.doc_cipher(&config.invite.room),
-            partial: BTreeMap::new(),
-        }),
-        direct_control: Mutex::new(BTreeMap::new()),
-        presence_out: Mutex::new(PresenceOutbox::new(Presence {
-            name: config.name.clone(),
-            ..Presence::default()
-        })),
-        presence_in: Mutex::new(PresenceBook::default()),
-        presence_cipher: config.invite.secret.presence_cipher(&config.invite.room),
         congestion: Arc::default(),
     });
     tokio::spawn(run(identity, config, shared.clone()));
@@ -792,7 +553,7 @@ async fn run(identity: Identity, config: SessionConfig, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let acceptor = tokio::spawn(accept_direct(endpoint.clone(), shared.clone()));
+        let acceptor = tokio::spawn(direct::accept(endpoint.clone(), shared.clone()));
         match join(&endpoint, &config, &shared).await {
             Ok(joined) => {
                 backoff = BACKOFF_MIN;
@@ -917,49 +678,21 @@ async fn serve(
         me,
         others,
     } = joined;
-    let now = Instant::now();
-    let auth = config.invite.secret.member_auth(&config.invite.room);
-    *shared.keys.lock().unwrap_or_else(|e| e.into_inner()) =
-        Some(MemberKeys::new(me, auth, config.rotation, now));
-    *shared.me.lock().unwrap_or_else(|e| e.into_inner()) = Some(me);
-    *shared.relay.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
     {
-        let mut members = shared.members.lock().unwrap_or_else(|e| e.into_inner());
-        members.clear();
-        members.extend(others.iter().map(|m| (m.id, m.clone())));
+        let mut links = shared.links();
+        links.endpoint = Some(endpoint.clone());
+        links.relay = Some(conn.clone());
+        links.control = Some(out_tx);
     }
+    let count = others.len();
+    shared.core().handle_welcome(Instant::now(), me, others);
+    shared.flush();
     set_state(shared, SessionState::Joined { you: me });
     tracing::info!(
-        "joined room {} as {me:?} with {} others",
-        config.invite.room,
-        others.len()
+        "joined room {} as {me:?} with {count} others",
+        config.invite.room
     );
-
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
-    *shared.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(out_tx.clone());
-    let announce = |keys: &MemberKeys, to: Option<MemberId>| ClientMessage::Send {
-        to,
-        body: encode_peer(&PeerMessage::Announce(keys.announce())),
-    };
-    if let Some(k) = shared
-        .keys
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
-        let _ = out_tx.send(announce(k, None));
-    }
-    for m in &others {
-        try_direct(endpoint, shared, config, me, m);
-    }
-    // A fresh sync with everyone: they may have missed our edits while we were away.
-    shared
-        .doc
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .peers
-        .clear();
-    sync_doc_all(shared);
 
     let writer = async {
         while let Some(msg) = out_rx.recv().await {
@@ -970,64 +703,8 @@ async fn serve(
     };
     let reader = async {
         while let Ok(Some(msg)) = read_frame::<RelayMessage>(&mut recv).await {
-            match msg {
-                RelayMessage::Joined(info) => {
-                    shared
-                        .members
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(info.id, info.clone());
-                    // A newcomer sees who is here at once, not at the next heartbeat.
-                    shared
-                        .presence_out
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .touch();
-                    if let Some(k) = shared
-                        .keys
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .as_ref()
-                    {
-                        let _ = out_tx.send(announce(k, Some(info.id)));
-                    }
-                    try_direct(endpoint, shared, config, me, &info);
-                    shared
-                        .doc
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .peers
-                        .remove(&info.participant);
-                    sync_doc_to(shared, &out_tx, me, &info);
-                }
-                RelayMessage::Left(id) => {
-                    shared
-                        .members
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id);
-                    if let Some(c) = shared
-                        .direct
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&id)
-                    {
-                        c.close(0u32.into(), b"left");
-                    }
-                    if let Some(k) = shared
-                        .keys
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .as_mut()
-                    {
-                        k.remove_member(id);
-                    }
-                }
-                RelayMessage::From { from, body } => {
-                    handle_peer_message(shared, from, &body, &out_tx)
-                }
-                _ => {}
-            }
+            shared.core().handle_relay(Instant::now(), msg);
+            shared.flush();
         }
     };
     let datagrams = async {
@@ -1035,403 +712,30 @@ async fn serve(
             receive_datagram(shared, &d);
         }
     };
-    let keys_tick = async {
-        let mut tick = tokio::time::interval(KEY_TICK);
+    let timers = async {
         loop {
-            tick.tick().await;
-            let now = Instant::now();
-            let mut keys = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(k) = keys.as_mut() else { continue };
-            if let Some((ann, grants)) = k.maybe_rotate(now) {
-                let _ = out_tx.send(ClientMessage::Send {
-                    to: None,
-                    body: encode_peer(&PeerMessage::Announce(ann)),
-                });
-                for g in grants {
-                    let to = Some(g.to);
-                    let _ = out_tx.send(ClientMessage::Send {
-                        to,
-                        body: encode_peer(&PeerMessage::Grant(g)),
-                    });
-                }
-            }
-            k.expire(now);
-        }
-    };
-    let presence_tick = async {
-        let mut tick = tokio::time::interval(Duration::from_secs(1) / MAX_RATE_HZ);
-        loop {
-            tick.tick().await;
-            let me = *shared.me.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(msg) = me.and_then(|me| presence_due(shared, me)) {
-                let _ = out_tx.send(msg);
-            }
+            let due = shared.core().poll_timeout();
+            let due = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::time::sleep_until(due.into()).await;
+            shared.core().handle_timeout(Instant::now());
+            shared.flush();
         }
     };
     tokio::select! {
         _ = writer => {}
         _ = reader => {}
         _ = datagrams => {}
-        _ = keys_tick => {}
-        _ = presence_tick => {}
+        _ = timers => {}
         _ = conn.closed() => {}
     }
-    *shared.relay.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    *shared.control.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    *shared.me.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    for (_, c) in std::mem::take(&mut *shared.direct.lock().unwrap_or_else(|e| e.into_inner())) {
-        c.close(0u32.into(), b"rejoining");
-    }
-    shared
-        .members
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clear();
-}
-
-fn handle_peer_message(
-    shared: &Shared,
-    from: MemberId,
-    body: &[u8],
-    out: &mpsc::UnboundedSender<ClientMessage>,
-) {
-    let Ok(msg) = decode_body::<PeerMessage>(body) else {
-        shared.counters.malformed.fetch_add(1, Relaxed);
-        return;
-    };
-    match &msg {
-        PeerMessage::Doc {
-            nonce,
-            sealed,
-            part,
-            parts,
-        } => return receive_doc(shared, from, false, (nonce, sealed), (*part, *parts)),
-        PeerMessage::Presence { nonce, sealed } => {
-            return receive_presence(shared, from, nonce, sealed)
-        }
-        _ => {}
-    }
-    let mut keys = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(k) = keys.as_mut() else { return };
-    let result = match msg {
-        PeerMessage::Announce(a) if a.member == from => k.accept_announce(&a).map(|grant| {
-            let _ = out.send(ClientMessage::Send {
-                to: Some(from),
-                body: encode_peer(&PeerMessage::Grant(grant)),
-            });
-        }),
-        PeerMessage::Grant(g) if g.from == from => k.accept_grant(&g, Instant::now()),
-        _ => Err(CryptoError::NotForUs),
-    };
-    if let Err(e) = result {
-        tracing::warn!("key message from {from:?} refused: {e}");
-        shared.counters.forged.fetch_add(1, Relaxed);
-    }
-}
-
-/// Opens what a relay or a direct path delivered: one `[sender][sealed audio]` datagram or a
-/// bundle of them, and hands each frame to the application.
-fn receive_datagram(shared: &Shared, bytes: &[u8]) {
-    for item in forwarded_items(bytes) {
-        match item {
-            Ok(fwd) => receive_forwarded(shared, fwd),
-            Err(_) => {
-                shared.counters.malformed.fetch_add(1, Relaxed);
-                return;
-            }
-        }
-    }
-}
-
-fn receive_forwarded(shared: &Shared, fwd: Forwarded<'_>) {
-    let c = &shared.counters;
-    let mut buf = fwd.datagram.to_vec();
-    // Earlier frames the datagram carries that we never had (redundancy), newest first.
-    let mut fresh = [false; MAX_REDUNDANT];
-    let opened = {
-        let mut keys = shared.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(k) = keys.as_mut() else {
-            c.unkeyed.fetch_add(1, Relaxed);
-            return;
-        };
-        let opened = k.open_audio(fwd.sender, &mut buf);
-        if let Ok(o) = &opened {
-            if let (true, Ok((_, older))) = (o.redundant, unpack_frames(o.body)) {
-                for (i, frame) in older.iter().enumerate() {
-                    let back = o.seq.wrapping_sub(i as u32 + 1);
-                    fresh[i] = frame.is_some() && k.missing(fwd.sender, o.epoch, o.stem, back);
-                }
-            }
-        }
-        opened
-    };
-    let o = match opened {
-        Ok(o) => o,
-        Err(CryptoError::Replay | CryptoError::TooOld) => {
-            c.replayed.fetch_add(1, Relaxed);
-            return;
-        }
-        Err(CryptoError::UnknownKey) => {
-            c.unkeyed.fetch_add(1, Relaxed);
-            return;
-        }
-        Err(CryptoError::Forged) => {
-            c.forged.fetch_add(1, Relaxed);
-            return;
-        }
-        Err(_) => {
-            c.malformed.fetch_add(1, Relaxed);
-            return;
-        }
-    };
-    let Some(participant) = participant_of(shared, fwd.sender) else {
-        c.unkeyed.fetch_add(1, Relaxed);
-        return;
-    };
-    c.delivered.fetch_add(1, Relaxed);
-    let mut on_audio = shared.on_audio.lock().unwrap_or_else(|e| e.into_inner());
-    let frame = |seq, media_time, payload| AudioFrame {
-        stem: o.stem,
-        seq,
-        media_time,
-        payload,
-    };
-    if !o.redundant {
-        on_audio(participant, frame(o.seq, o.media_time, o.body));
-        return;
-    }
-    // Sealed by a member but not a container: nothing we can play.
-    let Ok((primary, older)) = unpack_frames(o.body) else {
-        c.malformed.fetch_add(1, Relaxed);
-        return;
-    };
-    // Recovered frames first, oldest first, so they arrive in order.
-    for i in (0..MAX_REDUNDANT).rev() {
-        let (true, Some(older)) = (fresh[i], older[i]) else {
-            continue;
-        };
-        let back = u64::from(older.units_back) * MEDIA_UNIT_SAMPLES;
-        let Some(media_time) = o.media_time.checked_sub(back) else {
-            continue;
-        };
-        c.recovered.fetch_add(1, Relaxed);
-        on_audio(
-            participant,
-            frame(o.seq.wrapping_sub(i as u32 + 1), media_time, older.frame),
-        );
-    }
-    on_audio(participant, frame(o.seq, o.media_time, primary));
-}
-
-/// Tries a direct path to `other`. The member with the lower id dials (one connection per
-/// pair: zero-length connection ids route by address); the other accepts.
-fn try_direct(
-    endpoint: &quinn::Endpoint,
-    shared: &Arc<Shared>,
-    config: &SessionConfig,
-    me: MemberId,
-    other: &MemberInfo,
-) {
-    if config.force_relay || me > other.id {
-        return;
-    }
-    let Ok(client) = direct_client_config(shared.congestion.clone()) else {
-        return;
-    };
-    let (endpoint, shared, other) = (endpoint.clone(), shared.clone(), other.clone());
-    tokio::spawn(async move {
-        for attempt in 1..=DIRECT_PATH_ATTEMPTS {
-            let still_here = shared
-                .members
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&other.id);
-            let already = shared
-                .direct
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&other.id);
-            if !still_here || already || shared.stopped.load(Relaxed) {
-                return;
-            }
-            let Ok(connecting) = endpoint.connect_with(client.clone(), other.observed, SERVER_NAME)
-            else {
-                return;
-            };
-            match tokio::time::timeout(DIRECT_PATH_TIMEOUT, connecting).await {
-                Ok(Ok(conn)) => {
-                    tracing::info!("direct path to {} ({:?})", other.name, other.id);
-                    adopt_direct(&shared, other.id, conn).await;
-                    return;
-                }
-                _ => tracing::info!(
-                    "no direct path to {} (attempt {attempt}); the relay carries its audio",
-                    other.name
-                ),
-            }
-            tokio::time::sleep(DIRECT_PATH_RETRY).await;
-        }
-    });
-}
-
-/// Accepts direct paths dialled by other members, recognised by their observed address.
-async fn accept_direct(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
-    while let Some(incoming) = endpoint.accept().await {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let Ok(conn) = incoming.await else { return };
-            let remote = conn.remote_address();
-            let find = || {
-                shared
-                    .members
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .values()
-                    .find(|m| m.observed == remote)
-                    .map(|m| m.id)
-            };
-            let deadline = tokio::time::Instant::now() + RECOGNISE_TIMEOUT;
-            let mut member = find();
-            while member.is_none() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                member = find();
-            }
-            let Some(id) = member else {
-                conn.close(2u32.into(), b"unknown member");
-                return;
-            };
-            adopt_direct(&shared, id, conn).await;
-        });
-    }
-}
-
-/// The direct path's control streams: we send on one stream we open, and read the one the
-/// member opens. Only session-document messages travel here; keys and presence stay on the
-/// relay, which every member reaches.
-fn serve_direct_control(
-    shared: &Arc<Shared>,
-    member: MemberId,
-    conn: &Connection,
-) -> (
-    tokio::task::JoinHandle<()>,
-    mpsc::UnboundedSender<PeerMessage>,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<PeerMessage>();
-    shared
-        .direct_control
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(member, tx.clone());
-    let ours = tx.clone();
-    let (shared, conn) = (shared.clone(), conn.clone());
-    let task = tokio::spawn(async move {
-        let writer = async {
-            let Ok(mut send) = conn.open_uni().await else {
-                return;
-            };
-            while let Some(msg) = rx.recv().await {
-                if write_frame(&mut send, &msg).await.is_err() {
-                    return;
-                }
-            }
-        };
-        let reader = async {
-            let Ok(mut recv) = conn.accept_uni().await else {
-                return;
-            };
-            while let Ok(Some(msg)) = read_frame::<PeerMessage>(&mut recv).await {
-                if let PeerMessage::Doc {
-                    nonce,
-                    sealed,
-                    part,
-                    parts,
-                } = &msg
-                {
-                    shared.counters.doc_direct.fetch_add(1, Relaxed);
-                    receive_doc(&shared, member, true, (nonce, sealed), (*part, *parts));
-                }
-            }
-        };
-        // Either side ending ends both; the document then goes by the relay.
-        tokio::select! {
-            _ = writer => {}
-            _ = reader => {}
-        }
-        close_direct_control(&shared, member, &ours);
-    });
-    (task, tx)
-}
-
-/// Stops sending the document over a direct path (if `tx` is still its outbox) and starts
-/// that peer's sync afresh by the relay: what was in flight on the path may be lost.
-fn close_direct_control(
-    shared: &Shared,
-    member: MemberId,
-    tx: &mpsc::UnboundedSender<PeerMessage>,
-) {
     {
-        let mut map = shared
-            .direct_control
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if !map.get(&member).is_some_and(|t| t.same_channel(tx)) {
-            return;
+        let mut links = shared.links();
+        links.relay = None;
+        links.control = None;
+        links.direct_control.clear();
+        for (_, c) in std::mem::take(&mut links.direct) {
+            c.close(0u32.into(), b"rejoining");
         }
-        map.remove(&member);
     }
-    let participant = participant_of(shared, member);
-    if let Some(p) = participant {
-        shared
-            .doc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .peers
-            .remove(&p);
-    }
-    sync_doc_all(shared);
-}
-
-/// Uses `conn` for `member`'s audio until it closes, then falls back to the relay.
-async fn adopt_direct(shared: &Arc<Shared>, member: MemberId, conn: Connection) {
-    // Tells the relay which members no longer need our audio forwarded.
-    let update_route = |shared: &Shared| {
-        let direct = shared
-            .direct
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .copied()
-            .collect();
-        if let Some(out) = shared
-            .control
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            let _ = out.send(ClientMessage::Route { direct });
-        }
-    };
-    shared
-        .direct
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(member, conn.clone());
-    update_route(shared);
-    let (control, tx) = serve_direct_control(shared, member, &conn);
-    // Sync again over the new path, so nothing waits on the relay.
-    sync_doc_all(shared);
-    while let Ok(d) = conn.read_datagram().await {
-        receive_datagram(shared, &d);
-    }
-    control.abort();
-    close_direct_control(shared, member, &tx);
-    let mut direct = shared.direct.lock().unwrap_or_else(|e| e.into_inner());
-    if direct
-        .get(&member)
-        .is_some_and(|c| c.stable_id() == conn.stable_id())
-    {
-        direct.remove(&member);
-    }
-    drop(direct);
-    update_route(shared);
+    shared.core().handle_disconnected(Instant::now());
 }

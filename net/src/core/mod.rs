@@ -3,9 +3,12 @@
 //! `poll_*`, and owns its state outright — no clock, no socket, no lock, RNG injected. A
 //! driver task owns each one with its connections (see `crate::relay`).
 
+pub mod audio;
 pub mod batch;
+pub mod member;
 pub mod relay;
 pub mod router;
+pub mod sync;
 
 #[cfg(test)]
 pub(crate) mod test_rng;

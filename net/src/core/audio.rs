@@ -1,0 +1,198 @@
+//! Sealed audio in and out of a member: frames sealed with the redundancy a path needs, and
+//! datagrams (one or a relay bundle) opened, with the frames their redundancy recovers.
+//! Pure: no socket, no lock; the buffers are reused so a steady stream allocates nothing on
+//! the send side.
+
+use std::collections::BTreeMap;
+
+use crate::crypto::{CryptoError, MemberKeys};
+use crate::session::{AudioFrame, SessionCounters};
+use crate::wire::{
+    encode_sender, forwarded_items, pack_frames, unpack_frames, Forwarded, MemberId, OlderFrame,
+    ParticipantId, StemId, MAX_REDUNDANT, MEDIA_UNIT_SAMPLES,
+};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// The last frames sent on one stream, newest first, with their media times.
+type SentFrames = [(Option<u64>, Vec<u8>); MAX_REDUNDANT];
+
+/// The send path's reusable buffers.
+#[derive(Default)]
+pub struct AudioOut {
+    /// The sealed datagram, behind our sender prefix.
+    buf: Vec<u8>,
+    /// The plaintext container when frames are sent redundantly.
+    plain: Vec<u8>,
+    /// Each stream's last frames, for redundancy.
+    history: BTreeMap<StemId, SentFrames>,
+}
+
+impl AudioOut {
+    /// Buffers for datagrams up to a typical path's size.
+    pub fn new() -> Self {
+        Self {
+            buf: Vec::with_capacity(1500),
+            plain: Vec::with_capacity(1500),
+            history: BTreeMap::new(),
+        }
+    }
+
+    /// Seals one frame of `stem` as `me`, carrying up to `redundancy` earlier frames. Returns
+    /// the datagram behind our sender prefix (as a direct path carries it) and the prefix's
+    /// length (the relay gets what follows it).
+    pub fn seal(
+        &mut self,
+        keys: &mut MemberKeys,
+        me: MemberId,
+        (stem, media_time): (StemId, u64),
+        payload: &[u8],
+        redundancy: usize,
+    ) -> (&[u8], usize) {
+        let Self {
+            buf,
+            plain,
+            history,
+        } = self;
+        buf.clear();
+        encode_sender(me, buf);
+        let prefix = buf.len();
+        let sent = history
+            .entry(stem)
+            .or_insert_with(|| std::array::from_fn(|_| (None, Vec::with_capacity(1500))));
+        let redundancy = redundancy.min(MAX_REDUNDANT);
+        if redundancy == 0 {
+            keys.seal_audio(stem, media_time, payload, false, buf);
+        } else {
+            plain.clear();
+            let (older, n) = older_frames(sent, media_time, redundancy);
+            pack_frames(payload, &older[..n], plain);
+            keys.seal_audio(stem, media_time, plain, true, buf);
+        }
+        sent.rotate_right(1);
+        sent[0].0 = Some(media_time);
+        sent[0].1.clear();
+        sent[0].1.extend_from_slice(payload);
+        (buf, prefix)
+    }
+
+    /// Forgets what was sent (a new key state numbers from zero).
+    pub fn reset(&mut self) {
+        self.history.clear();
+    }
+}
+
+/// The frames of `history` that fit in a container before a frame at `media_time`, newest
+/// first, and how many there are: each must start earlier, by at most 255 media units. No
+/// allocation: this runs for every datagram.
+fn older_frames<'a>(
+    history: &'a SentFrames,
+    media_time: u64,
+    n: usize,
+) -> ([OlderFrame<'a>; MAX_REDUNDANT], usize) {
+    let mut older = [OlderFrame {
+        units_back: 1,
+        frame: &[],
+    }; MAX_REDUNDANT];
+    let mut count = 0;
+    for (media, frame) in history.iter().take(n.min(MAX_REDUNDANT)) {
+        let Some(back) = media.and_then(|m| media_time.checked_sub(m)) else {
+            break;
+        };
+        let Some(units_back) = u8::try_from(back / MEDIA_UNIT_SAMPLES)
+            .ok()
+            .filter(|b| *b > 0)
+        else {
+            break;
+        };
+        older[count] = OlderFrame { units_back, frame };
+        count += 1;
+    }
+    (older, count)
+}
+
+/// Opens what a relay or a direct path delivered: one `[sender][sealed audio]` datagram or a
+/// bundle of them, and hands each frame to `sink` with the musician it came from.
+pub fn open_datagram(
+    keys: &mut MemberKeys,
+    participant_of: impl Fn(MemberId) -> Option<ParticipantId>,
+    counters: &SessionCounters,
+    bytes: &[u8],
+    sink: &mut dyn FnMut(ParticipantId, AudioFrame<'_>),
+) {
+    for item in forwarded_items(bytes) {
+        match item {
+            Ok(fwd) => open_forwarded(keys, &participant_of, counters, fwd, sink),
+            Err(_) => {
+                counters.malformed.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+fn open_forwarded(
+    keys: &mut MemberKeys,
+    participant_of: &impl Fn(MemberId) -> Option<ParticipantId>,
+    c: &SessionCounters,
+    fwd: Forwarded<'_>,
+    sink: &mut dyn FnMut(ParticipantId, AudioFrame<'_>),
+) {
+    let mut buf = fwd.datagram.to_vec();
+    // Earlier frames the datagram carries that we never had (redundancy), newest first.
+    let mut fresh = [false; MAX_REDUNDANT];
+    let o = match keys.open_audio(fwd.sender, &mut buf) {
+        Ok(o) => o,
+        Err(e) => {
+            match e {
+                CryptoError::Replay | CryptoError::TooOld => &c.replayed,
+                CryptoError::UnknownKey => &c.unkeyed,
+                CryptoError::Forged => &c.forged,
+                _ => &c.malformed,
+            }
+            .fetch_add(1, Relaxed);
+            return;
+        }
+    };
+    if let (true, Ok((_, older))) = (o.redundant, unpack_frames(o.body)) {
+        for (i, frame) in older.iter().enumerate() {
+            let back = o.seq.wrapping_sub(i as u32 + 1);
+            fresh[i] = frame.is_some() && keys.missing(fwd.sender, o.epoch, o.stem, back);
+        }
+    }
+    let Some(participant) = participant_of(fwd.sender) else {
+        c.unkeyed.fetch_add(1, Relaxed);
+        return;
+    };
+    c.delivered.fetch_add(1, Relaxed);
+    let frame = |seq, media_time, payload| AudioFrame {
+        stem: o.stem,
+        seq,
+        media_time,
+        payload,
+    };
+    if !o.redundant {
+        sink(participant, frame(o.seq, o.media_time, o.body));
+        return;
+    }
+    // Sealed by a member but not a container: nothing we can play.
+    let Ok((primary, older)) = unpack_frames(o.body) else {
+        c.malformed.fetch_add(1, Relaxed);
+        return;
+    };
+    // Recovered frames first, oldest first, so they arrive in order.
+    for i in (0..MAX_REDUNDANT).rev() {
+        let (true, Some(older)) = (fresh[i], older[i]) else {
+            continue;
+        };
+        let back = u64::from(older.units_back) * MEDIA_UNIT_SAMPLES;
+        let Some(media_time) = o.media_time.checked_sub(back) else {
+            continue;
+        };
+        c.recovered.fetch_add(1, Relaxed);
+        sink(
+            participant,
+            frame(o.seq.wrapping_sub(i as u32 + 1), media_time, older.frame),
+        );
+    }
+    sink(participant, frame(o.seq, o.media_time, primary));
+}

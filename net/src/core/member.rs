@@ -1,0 +1,486 @@
+//! A member's side of a room: membership, end-to-end keys, direct paths, the session
+//! document's sync and presence, as a state machine with no I/O (see the
+//! [module docs](super)).
+//!
+//! The driver hands in what the relay and direct paths deliver and what the musician does
+//! (`handle_*`, edits, presence), sends what [`RoomCore::poll_transmit`] gives on the relay's
+//! control stream or a direct path's, acts on [`RoomCore::poll_event`] (dial or close a direct
+//! path) and wakes at [`RoomCore::poll_timeout`]. Audio goes through
+//! [`RoomCore::seal_audio`] and [`RoomCore::open_datagram`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::audio::{open_datagram, AudioOut};
+use super::sync::{DocPart, DocReplica};
+use crate::crypto::{DocCipher, MemberAuthKey, MemberKeys, RotationPolicy};
+use crate::doc::SessionDoc;
+use crate::presence::MAX_RATE_HZ;
+use crate::presence::{PeerPresence, Presence, PresenceBook, PresenceOutbox, PresenceUpdate};
+use crate::session::{AudioFrame, SessionCounters};
+use crate::wire::{
+    decode_body, encode_peer, ClientMessage, MemberId, MemberInfo, ParticipantId, PeerMessage,
+    RelayMessage, StemId,
+};
+
+/// Key rotation and expiry are checked this often.
+pub const KEY_TICK: Duration = Duration::from_millis(250);
+
+/// What a member core starts from.
+pub struct RoomSetup {
+    /// Who we are across reconnections.
+    pub participant: ParticipantId,
+    /// What the others see of us at first.
+    pub presence: Presence,
+    /// Authenticates our key messages to the room.
+    pub auth: MemberAuthKey,
+    /// Key rotation policy.
+    pub rotation: RotationPolicy,
+    /// The session document to start from.
+    pub doc: SessionDoc,
+    /// Seals document messages.
+    pub doc_cipher: DocCipher,
+    /// Seals presence.
+    pub presence_cipher: DocCipher,
+    /// Never ask for direct paths.
+    pub force_relay: bool,
+}
+
+/// Something to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// On the relay's control stream.
+    Relay(ClientMessage),
+    /// On the direct path to a member (it is up: see [`RoomCore::handle_path_up`]).
+    Direct(MemberId, PeerMessage),
+}
+
+/// Something the driver acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    /// Dial a direct path to this member (of a pair, the lower id dials).
+    Dial(MemberInfo),
+    /// This member left: close its direct path, if any.
+    ClosePath(MemberId),
+    /// A peer's message changed the session document.
+    DocChanged,
+}
+
+/// Our state while joined.
+struct Joined {
+    me: MemberId,
+    keys: MemberKeys,
+    members: BTreeMap<MemberId, MemberInfo>,
+    /// Members reached over a direct path.
+    paths: BTreeSet<MemberId>,
+    next_key_tick: Instant,
+    next_presence_tick: Instant,
+}
+
+/// One member in one room.
+pub struct RoomCore {
+    setup_auth: MemberAuthKey,
+    rotation: RotationPolicy,
+    force_relay: bool,
+    joined: Option<Joined>,
+    doc: DocReplica,
+    presence_out: PresenceOutbox,
+    presence_in: PresenceBook,
+    presence_cipher: DocCipher,
+    audio: AudioOut,
+    counters: Arc<SessionCounters>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<RoomEvent>,
+}
+
+impl RoomCore {
+    /// A member not yet in the room.
+    pub fn new(setup: RoomSetup, counters: Arc<SessionCounters>) -> Self {
+        Self {
+            setup_auth: setup.auth,
+            rotation: setup.rotation,
+            force_relay: setup.force_relay,
+            joined: None,
+            doc: DocReplica::new(setup.doc, setup.doc_cipher),
+            presence_out: PresenceOutbox::new(setup.presence),
+            presence_in: PresenceBook::default(),
+            presence_cipher: setup.presence_cipher,
+            audio: AudioOut::new(),
+            counters,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The relay admitted us as `me`, with `others` already there: fresh keys, announced to
+    /// all; direct paths asked for; a fresh document sync with everyone (they may have missed
+    /// our edits while we were away).
+    pub fn handle_welcome(&mut self, now: Instant, me: MemberId, others: Vec<MemberInfo>) {
+        let keys = MemberKeys::new(me, self.setup_auth.clone(), self.rotation, now);
+        self.audio.reset();
+        self.relay(None, PeerMessage::Announce(keys.announce()));
+        self.joined = Some(Joined {
+            me,
+            keys,
+            members: others.iter().map(|m| (m.id, m.clone())).collect(),
+            paths: BTreeSet::new(),
+            next_key_tick: now + KEY_TICK,
+            next_presence_tick: now,
+        });
+        for m in others {
+            self.maybe_dial(&m);
+        }
+        self.doc.restart_all();
+        self.sync_all();
+    }
+
+    /// The relay connection ended: out of the room until the next Welcome.
+    pub fn handle_disconnected(&mut self, _now: Instant) {
+        self.joined = None;
+    }
+
+    /// A message on the relay's control stream.
+    pub fn handle_relay(&mut self, now: Instant, msg: RelayMessage) {
+        let Some(j) = self.joined.as_mut() else {
+            return;
+        };
+        match msg {
+            RelayMessage::Joined(info) => {
+                j.members.insert(info.id, info.clone());
+                let announce = PeerMessage::Announce(j.keys.announce());
+                // A newcomer sees who is here at once, not at the next heartbeat.
+                self.presence_out.touch();
+                self.relay(Some(info.id), announce);
+                self.maybe_dial(&info);
+                self.doc.restart(info.participant);
+                self.sync_to(&info);
+            }
+            RelayMessage::Left(id) => {
+                j.members.remove(&id);
+                j.keys.remove_member(id);
+                j.paths.remove(&id);
+                self.events.push_back(RoomEvent::ClosePath(id));
+            }
+            RelayMessage::From { from, body } => self.peer_message(now, from, &body, false),
+            // Joining messages: the driver's business.
+            RelayMessage::Challenge { .. } | RelayMessage::Welcome { .. } => {}
+            RelayMessage::Refused(_) => {}
+        }
+    }
+
+    /// A message on a direct path's control stream: only the session document travels there.
+    pub fn handle_direct(&mut self, now: Instant, from: MemberId, msg: &PeerMessage) {
+        if let PeerMessage::Doc { .. } = msg {
+            self.counters.doc_direct.fetch_add(1, Relaxed);
+            self.doc_message(now, from, msg, true);
+        }
+    }
+
+    /// A direct path to `member` carries audio and document both ways from now on.
+    pub fn handle_path_up(&mut self, _now: Instant, member: MemberId) {
+        let Some(j) = self.joined.as_mut() else {
+            return;
+        };
+        if !j.members.contains_key(&member) || !j.paths.insert(member) {
+            return;
+        }
+        self.route();
+        // Sync again over the new path, so nothing waits on the relay.
+        self.sync_all();
+    }
+
+    /// The direct path to `member` is gone: the relay carries everything again, and the
+    /// document sync starts over by the relay (what was in flight on the path may be lost).
+    pub fn handle_path_down(&mut self, _now: Instant, member: MemberId) {
+        let Some(j) = self.joined.as_mut() else {
+            return;
+        };
+        if !j.paths.remove(&member) {
+            return;
+        }
+        let participant = j.members.get(&member).map(|m| m.participant);
+        self.route();
+        if let Some(p) = participant {
+            self.doc.restart(p);
+        }
+        self.sync_all();
+    }
+
+    /// Time passed: keys rotate and expire, presence goes out when due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(j) = self.joined.as_mut() else {
+            return;
+        };
+        if now >= j.next_key_tick {
+            j.next_key_tick = now + KEY_TICK;
+            if let Some((ann, grants)) = j.keys.maybe_rotate(now) {
+                self.relay(None, PeerMessage::Announce(ann));
+                for g in grants {
+                    self.relay(Some(g.to), PeerMessage::Grant(g));
+                }
+            }
+            if let Some(j) = self.joined.as_mut() {
+                j.keys.expire(now);
+            }
+        }
+        let Some(j) = self.joined.as_mut() else {
+            return;
+        };
+        if now >= j.next_presence_tick {
+            j.next_presence_tick = now + Duration::from_secs(1) / MAX_RATE_HZ;
+            let me = j.me;
+            if let Some(update) = self.presence_out.due(now) {
+                if let Ok(plain) = postcard::to_stdvec(&update) {
+                    let (nonce, sealed) = self.presence_cipher.seal(me, &plain);
+                    self.relay(None, PeerMessage::Presence { nonce, sealed });
+                }
+            }
+        }
+    }
+
+    /// When [`Self::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let j = self.joined.as_ref()?;
+        Some(j.next_key_tick.min(j.next_presence_tick))
+    }
+
+    /// The next thing to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next thing to act on.
+    pub fn poll_event(&mut self) -> Option<RoomEvent> {
+        self.events.pop_front()
+    }
+
+    /// The session document, to read or edit; call [`Self::edited`] after an edit.
+    pub fn doc(&mut self) -> &mut SessionDoc {
+        self.doc.doc()
+    }
+
+    /// The document was edited here: everyone gets the change.
+    pub fn edited(&mut self, _now: Instant) {
+        self.sync_all();
+    }
+
+    /// Sets what the others see of us (sent within a tenth of a second, and once a second
+    /// regardless).
+    pub fn set_presence(&mut self, presence: Presence) {
+        self.presence_out.set(presence);
+    }
+
+    /// Everyone's presence as last heard, with those silent for a while marked gone.
+    pub fn presence(&mut self, now: Instant) -> Vec<PeerPresence> {
+        self.presence_in.list(now)
+    }
+
+    /// Our member id, while joined.
+    pub fn me(&self) -> Option<MemberId> {
+        self.joined.as_ref().map(|j| j.me)
+    }
+
+    /// The other members, while joined.
+    pub fn members(&self) -> impl Iterator<Item = &MemberInfo> + '_ {
+        self.joined.iter().flat_map(|j| j.members.values())
+    }
+
+    /// Whether a direct path to `member` is up.
+    pub fn is_direct(&self, member: MemberId) -> bool {
+        self.joined
+            .as_ref()
+            .is_some_and(|j| j.paths.contains(&member))
+    }
+
+    /// Whether we can open `member`'s audio yet.
+    pub fn keyed(&self, member: MemberId) -> bool {
+        self.joined
+            .as_ref()
+            .is_some_and(|j| j.keys.can_open_from(member))
+    }
+
+    /// Seals one frame of our stream `stem` at `media_time` with `redundancy` earlier frames.
+    /// Returns the datagram as direct paths carry it, the length of its sender prefix (the
+    /// relay gets what follows), and whether the relay must carry it (some member has no
+    /// direct path). `None` while not joined.
+    pub fn seal_audio(
+        &mut self,
+        stem: StemId,
+        media_time: u64,
+        payload: &[u8],
+        redundancy: usize,
+    ) -> Option<(&[u8], usize, bool)> {
+        let j = self.joined.as_mut()?;
+        let relay = j.members.keys().any(|m| !j.paths.contains(m));
+        let (datagram, prefix) =
+            self.audio
+                .seal(&mut j.keys, j.me, (stem, media_time), payload, redundancy);
+        Some((datagram, prefix, relay))
+    }
+
+    /// Opens what the relay or a direct path delivered and hands each frame to `sink`.
+    pub fn open_datagram(
+        &mut self,
+        bytes: &[u8],
+        sink: &mut dyn FnMut(ParticipantId, AudioFrame<'_>),
+    ) {
+        let Some(j) = self.joined.as_mut() else {
+            self.counters.unkeyed.fetch_add(1, Relaxed);
+            return;
+        };
+        let members = &j.members;
+        let participant_of = |m: MemberId| members.get(&m).map(|i| i.participant);
+        open_datagram(&mut j.keys, participant_of, &self.counters, bytes, sink);
+    }
+
+    /// Test hook: our key state.
+    #[cfg(feature = "danger-test-hooks")]
+    pub fn danger_keys(&mut self) -> Option<&mut MemberKeys> {
+        self.joined.as_mut().map(|j| &mut j.keys)
+    }
+
+    fn maybe_dial(&mut self, other: &MemberInfo) {
+        let Some(j) = &self.joined else { return };
+        if !self.force_relay && j.me < other.id {
+            self.events.push_back(RoomEvent::Dial(other.clone()));
+        }
+    }
+
+    /// Tells the relay which members no longer need our audio forwarded.
+    fn route(&mut self) {
+        if let Some(j) = &self.joined {
+            let direct = j.paths.iter().copied().collect();
+            self.transmits
+                .push_back(Transmit::Relay(ClientMessage::Route { direct }));
+        }
+    }
+
+    fn relay(&mut self, to: Option<MemberId>, msg: PeerMessage) {
+        self.transmits
+            .push_back(Transmit::Relay(ClientMessage::Send {
+                to,
+                body: encode_peer(&msg),
+            }));
+    }
+
+    /// Sends `to` whatever of the document it lacks: over its direct path if there is one
+    /// (one hop less), else by the relay.
+    fn sync_to(&mut self, to: &MemberInfo) {
+        let Some(j) = &self.joined else { return };
+        let direct = j.paths.contains(&to.id);
+        for msg in self.doc.outgoing(j.me, to.participant) {
+            let t = if direct {
+                Transmit::Direct(to.id, msg)
+            } else {
+                Transmit::Relay(ClientMessage::Send {
+                    to: Some(to.id),
+                    body: encode_peer(&msg),
+                })
+            };
+            self.transmits.push_back(t);
+        }
+    }
+
+    fn sync_all(&mut self) {
+        let members: Vec<MemberInfo> = self.members().cloned().collect();
+        for m in &members {
+            self.sync_to(m);
+        }
+    }
+
+    fn peer_message(&mut self, now: Instant, from: MemberId, body: &[u8], direct: bool) {
+        let Ok(msg) = decode_body::<PeerMessage>(body) else {
+            self.counters.malformed.fetch_add(1, Relaxed);
+            return;
+        };
+        let Some(j) = self.joined.as_mut() else {
+            return;
+        };
+        let result = match &msg {
+            PeerMessage::Doc { .. } => return self.doc_message(now, from, &msg, direct),
+            PeerMessage::Presence { nonce, sealed } => {
+                return self.presence_message(now, from, nonce, sealed)
+            }
+            PeerMessage::Announce(a) if a.member == from => j.keys.accept_announce(a).map(|g| {
+                self.transmits
+                    .push_back(Transmit::Relay(ClientMessage::Send {
+                        to: Some(from),
+                        body: encode_peer(&PeerMessage::Grant(g)),
+                    }));
+            }),
+            PeerMessage::Grant(g) if g.from == from => j.keys.accept_grant(g, now),
+            _ => Err(crate::crypto::CryptoError::NotForUs),
+        };
+        if let Err(e) = result {
+            tracing::warn!("key message from {from:?} refused: {e}");
+            self.counters.forged.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A document part: once the message is whole, apply it, then answer everyone who now
+    /// lacks something.
+    fn doc_message(&mut self, _now: Instant, from: MemberId, msg: &PeerMessage, direct: bool) {
+        let PeerMessage::Doc {
+            nonce,
+            sealed,
+            part,
+            parts,
+        } = msg
+        else {
+            return;
+        };
+        let Some(participant) = self.participant_of(from) else {
+            return;
+        };
+        let p = DocPart {
+            nonce,
+            sealed,
+            part: *part,
+            parts: *parts,
+        };
+        match self.doc.receive(from, participant, direct, p) {
+            Ok(false) => {}
+            Ok(true) => {
+                self.events.push_back(RoomEvent::DocChanged);
+                self.sync_all();
+            }
+            Err(e) => {
+                let counter = match e {
+                    super::sync::DocFault::Forged => &self.counters.forged,
+                    super::sync::DocFault::Malformed(_) => &self.counters.malformed,
+                };
+                counter.fetch_add(1, Relaxed);
+                tracing::warn!("{e} (from {from:?})");
+            }
+        }
+    }
+
+    fn presence_message(&mut self, now: Instant, from: MemberId, nonce: &[u8; 12], sealed: &[u8]) {
+        let Some(participant) = self.participant_of(from) else {
+            return;
+        };
+        let Ok(plain) = self.presence_cipher.open(from, nonce, sealed) else {
+            self.counters.forged.fetch_add(1, Relaxed);
+            return;
+        };
+        let Ok(update) = decode_body::<PresenceUpdate>(&plain) else {
+            self.counters.malformed.fetch_add(1, Relaxed);
+            return;
+        };
+        self.presence_in.receive(participant, update, now);
+    }
+
+    fn participant_of(&self, member: MemberId) -> Option<ParticipantId> {
+        self.joined
+            .as_ref()?
+            .members
+            .get(&member)
+            .map(|m| m.participant)
+    }
+}
+
+#[cfg(test)]
+#[path = "member_tests.rs"]
+mod tests;

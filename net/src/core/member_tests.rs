@@ -1,0 +1,448 @@
+//! Member cores in a room whose relay is simulated in-process, on a virtual clock.
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::core::test_rng::TestRng;
+use crate::invite::RoomId;
+use crate::RoomSecret;
+use rand_core::RngCore;
+
+/// Members and a stand-in relay: it forwards `Send` as `From` and tells joins and leaves.
+struct Band {
+    cores: Vec<RoomCore>,
+    /// Each member's id while joined.
+    ids: Vec<Option<MemberId>>,
+    now: Instant,
+    next_id: u16,
+    /// Loses a control message when it returns true (a relay connection dropping mid-flight).
+    lose: Box<dyn FnMut() -> bool>,
+}
+
+fn secret() -> RoomSecret {
+    RoomSecret::from_bytes([9; 32])
+}
+
+fn room() -> RoomId {
+    RoomId::new("band").unwrap()
+}
+
+fn core(participant: u64, rotation: RotationPolicy) -> RoomCore {
+    let s = secret();
+    RoomCore::new(
+        RoomSetup {
+            participant: ParticipantId(participant),
+            presence: Presence {
+                name: format!("m{participant}"),
+                ..Presence::default()
+            },
+            auth: s.member_auth(&room()),
+            rotation,
+            doc: SessionDoc::new().unwrap(),
+            doc_cipher: s.doc_cipher(&room()),
+            presence_cipher: s.presence_cipher(&room()),
+            force_relay: false,
+        },
+        Arc::default(),
+    )
+}
+
+fn info(i: usize, id: MemberId) -> MemberInfo {
+    MemberInfo {
+        id,
+        participant: ParticipantId(i as u64),
+        name: format!("m{i}"),
+        observed: SocketAddr::from(([192, 0, 2, 1], 5000 + i as u16)),
+    }
+}
+
+impl Band {
+    fn new(n: usize, rotation: RotationPolicy) -> Self {
+        Self {
+            cores: (0..n).map(|i| core(i as u64, rotation)).collect(),
+            ids: vec![None; n],
+            now: Instant::now(),
+            next_id: 0,
+            lose: Box::new(|| false),
+        }
+    }
+
+    fn index_of(&self, id: MemberId) -> Option<usize> {
+        self.ids.iter().position(|m| *m == Some(id))
+    }
+
+    /// Member `i` joins with the next free id (as after a relay restart: ids are new).
+    fn join(&mut self, i: usize) -> MemberId {
+        let id = MemberId(self.next_id);
+        self.next_id += 1;
+        let others: Vec<MemberInfo> = self
+            .ids
+            .iter()
+            .enumerate()
+            .filter_map(|(k, m)| m.map(|m| info(k, m)))
+            .collect();
+        let now = self.now;
+        self.cores[i].handle_welcome(now, id, others);
+        for k in 0..self.cores.len() {
+            if self.ids[k].is_some() {
+                self.cores[k].handle_relay(now, RelayMessage::Joined(info(i, id)));
+            }
+        }
+        self.ids[i] = Some(id);
+        self.run();
+        id
+    }
+
+    fn leave(&mut self, i: usize) {
+        let Some(id) = self.ids[i].take() else { return };
+        let now = self.now;
+        self.cores[i].handle_disconnected(now);
+        for k in 0..self.cores.len() {
+            if self.ids[k].is_some() {
+                self.cores[k].handle_relay(now, RelayMessage::Left(id));
+            }
+        }
+        self.run();
+    }
+
+    /// Delivers until nobody has anything to send (bounded).
+    fn run(&mut self) {
+        for _ in 0..200 {
+            let mut quiet = true;
+            for i in 0..self.cores.len() {
+                while let Some(t) = self.cores[i].poll_transmit() {
+                    quiet = false;
+                    let (Some(from), false) = (self.ids[i], (self.lose)()) else {
+                        continue;
+                    };
+                    let now = self.now;
+                    match t {
+                        Transmit::Relay(ClientMessage::Send { to, body }) => {
+                            let targets: Vec<usize> = match to {
+                                Some(to) => self.index_of(to).into_iter().collect(),
+                                None => (0..self.cores.len())
+                                    .filter(|&k| k != i && self.ids[k].is_some())
+                                    .collect(),
+                            };
+                            for k in targets {
+                                let msg = RelayMessage::From {
+                                    from,
+                                    body: body.clone(),
+                                };
+                                self.cores[k].handle_relay(now, msg);
+                            }
+                        }
+                        Transmit::Relay(_) => {}
+                        Transmit::Direct(to, msg) => {
+                            if let Some(k) = self.index_of(to) {
+                                self.cores[k].handle_direct(now, from, &msg);
+                            }
+                        }
+                    }
+                }
+            }
+            if quiet {
+                return;
+            }
+        }
+        panic!("the band never went quiet");
+    }
+
+    fn tick(&mut self, by: Duration) {
+        let end = self.now + by;
+        for _ in 0..100_000 {
+            let next = self
+                .cores
+                .iter()
+                .filter_map(RoomCore::poll_timeout)
+                .min()
+                .filter(|t| *t <= end);
+            let Some(t) = next else { break };
+            self.now = t.max(self.now);
+            let now = self.now;
+            for c in &mut self.cores {
+                if c.poll_timeout().is_some_and(|d| d <= now) {
+                    c.handle_timeout(now);
+                }
+            }
+            self.run();
+        }
+        self.now = end;
+    }
+
+    /// Member `from` seals a frame; member `to` opens it. What `to` heard.
+    fn audio(
+        &mut self,
+        from: usize,
+        to: usize,
+        stem: u8,
+        media: u64,
+    ) -> Vec<(ParticipantId, StemId, u32, u64, Vec<u8>)> {
+        let payload = vec![stem; 20];
+        let Some((datagram, prefix, _)) =
+            self.cores[from].seal_audio(StemId(stem), media, &payload, 0)
+        else {
+            return Vec::new();
+        };
+        // As the relay forwards it: its own prefix of the sender's id.
+        let mut fwd = Vec::new();
+        crate::wire::encode_sender(self.ids[from].unwrap(), &mut fwd);
+        fwd.extend_from_slice(&datagram[prefix..]);
+        let mut heard = Vec::new();
+        self.cores[to].open_datagram(&fwd, &mut |p, f| {
+            heard.push((p, f.stem, f.seq, f.media_time, f.payload.to_vec()))
+        });
+        heard
+    }
+
+    fn json(&mut self, i: usize) -> String {
+        self.cores[i].doc().to_json()
+    }
+}
+
+#[test]
+fn members_welcomed_into_a_room_key_each_other_and_hear_each_other() {
+    let mut b = Band::new(3, RotationPolicy::default());
+    let ids: Vec<MemberId> = (0..3).map(|i| b.join(i)).collect();
+    for i in 0..3 {
+        assert_eq!(b.cores[i].members().count(), 2);
+        for &other in ids.iter().filter(|&&o| o != ids[i]) {
+            assert!(b.cores[i].keyed(other), "{i} holds {other:?}'s key");
+        }
+    }
+    let heard = b.audio(0, 2, 0, 480);
+    assert_eq!(
+        heard,
+        vec![(ParticipantId(0), StemId(0), 0, 480, vec![0; 20])]
+    );
+    assert_eq!(b.cores[2].counters.delivered.load(Relaxed), 1);
+}
+
+#[test]
+fn the_lower_id_dials_each_pair_once() {
+    let mut b = Band::new(3, RotationPolicy::default());
+    for i in 0..3 {
+        b.join(i);
+    }
+    let dials = |c: &mut RoomCore| {
+        std::iter::from_fn(|| c.poll_event())
+            .filter_map(|e| match e {
+                RoomEvent::Dial(m) => Some(m.id),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(dials(&mut b.cores[0]), vec![MemberId(1), MemberId(2)]);
+    assert_eq!(dials(&mut b.cores[1]), vec![MemberId(2)]);
+    assert_eq!(dials(&mut b.cores[2]), vec![]);
+}
+
+#[test]
+fn a_member_with_two_streams_is_heard_on_both_each_numbered_on_its_own() {
+    let mut b = Band::new(2, RotationPolicy::default());
+    b.join(0);
+    b.join(1);
+    let mut heard = Vec::new();
+    for k in 0..4u64 {
+        heard.extend(b.audio(0, 1, 0, k * 240));
+        heard.extend(b.audio(0, 1, 1, k * 240));
+    }
+    let seqs = |stem| {
+        heard
+            .iter()
+            .filter(|h| h.1 == StemId(stem))
+            .map(|h| h.2)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(0), vec![0, 1, 2, 3]);
+    assert_eq!(seqs(1), vec![0, 1, 2, 3]);
+    assert!(heard.iter().all(|h| h.0 == ParticipantId(0)));
+}
+
+#[test]
+fn a_member_that_leaves_is_forgotten_and_its_path_closed() {
+    let mut b = Band::new(2, RotationPolicy::default());
+    b.join(0);
+    let id1 = b.join(1);
+    b.cores[0].handle_path_up(b.now, id1);
+    while b.cores[0].poll_event().is_some() {}
+    b.leave(1);
+    assert_eq!(b.cores[0].members().count(), 0);
+    assert!(!b.cores[0].keyed(id1));
+    assert!(!b.cores[0].is_direct(id1));
+    assert_eq!(b.cores[0].poll_event(), Some(RoomEvent::ClosePath(id1)));
+}
+
+#[test]
+fn keys_rotate_on_the_clock_and_audio_keeps_opening() {
+    let policy = RotationPolicy {
+        max_age: Duration::from_secs(2),
+        ..RotationPolicy::default()
+    };
+    let mut b = Band::new(2, policy);
+    b.join(0);
+    b.join(1);
+    assert_eq!(b.audio(0, 1, 0, 0).len(), 1);
+    b.tick(Duration::from_secs(3));
+    assert_eq!(b.audio(0, 1, 0, 240).len(), 1, "opened under the new key");
+    b.tick(Duration::from_secs(10));
+    assert_eq!(b.audio(1, 0, 0, 0).len(), 1);
+    assert_eq!(b.cores[1].counters.forged.load(Relaxed), 0);
+}
+
+#[test]
+fn a_direct_path_carries_the_document_and_takes_audio_off_the_relay_until_it_is_lost() {
+    let mut b = Band::new(2, RotationPolicy::default());
+    b.join(0);
+    let id1 = b.join(1);
+    let id0 = b.ids[0].unwrap();
+    let now = b.now;
+    b.cores[0].handle_path_up(now, id1);
+    b.cores[1].handle_path_up(now, id0);
+    let route: Vec<Transmit> = std::iter::from_fn(|| b.cores[0].poll_transmit()).collect();
+    assert!(route.contains(&Transmit::Relay(ClientMessage::Route { direct: vec![id1] })));
+    let (_, _, relay) = b.cores[0].seal_audio(StemId(0), 0, b"x", 0).unwrap();
+    assert!(!relay, "everyone is reached directly");
+    b.cores[0].doc().set_tempo(133.0).unwrap();
+    b.cores[0].edited(now);
+    let sync: Vec<Transmit> = std::iter::from_fn(|| b.cores[0].poll_transmit()).collect();
+    assert!(!sync.is_empty());
+    assert!(sync
+        .iter()
+        .all(|t| matches!(t, Transmit::Direct(to, PeerMessage::Doc { .. }) if *to == id1)));
+    for t in sync {
+        if let Transmit::Direct(_, msg) = t {
+            b.cores[1].handle_direct(now, id0, &msg);
+        }
+    }
+    b.run();
+    assert_eq!(b.cores[1].doc().tempo(), 133.0);
+    assert!(b.cores[1].counters.doc_direct.load(Relaxed) > 0);
+
+    b.cores[0].handle_path_down(now, id1);
+    let after: Vec<Transmit> = std::iter::from_fn(|| b.cores[0].poll_transmit()).collect();
+    assert!(after.contains(&Transmit::Relay(ClientMessage::Route { direct: vec![] })));
+    let (_, _, relay) = b.cores[0].seal_audio(StemId(0), 240, b"x", 0).unwrap();
+    assert!(relay);
+    b.cores[0].doc().set_tempo(90.0).unwrap();
+    b.cores[0].edited(now);
+    b.run();
+    assert_eq!(b.cores[1].doc().tempo(), 90.0, "by the relay now");
+}
+
+#[test]
+fn a_relay_restart_gives_new_ids_and_the_band_plays_and_edits_on() {
+    let mut b = Band::new(3, RotationPolicy::default());
+    for i in 0..3 {
+        b.join(i);
+    }
+    b.cores[1].doc().chart_append("| G |").unwrap();
+    let now = b.now;
+    b.cores[1].edited(now);
+    b.run();
+    // The relay goes away: everyone is out, and edits made meanwhile stay local.
+    for i in 0..3 {
+        b.cores[i].handle_disconnected(b.now);
+        b.ids[i] = None;
+    }
+    b.cores[2].doc().set_tempo(101.0).unwrap();
+    b.cores[2].edited(b.now);
+    b.run();
+    assert!(b.cores[0].members().next().is_none());
+    // Back, in another order, with other ids.
+    for i in [2, 0, 1] {
+        b.join(i);
+    }
+    assert_ne!(b.ids[0], Some(MemberId(0)));
+    assert_eq!(
+        b.audio(2, 0, 0, 0)[0].0,
+        ParticipantId(2),
+        "same musician, new id"
+    );
+    let j0 = b.json(0);
+    assert_eq!(j0, b.json(1));
+    assert_eq!(j0, b.json(2));
+    assert_eq!(b.cores[0].doc().tempo(), 101.0);
+    assert!(b.cores[0].doc().chart().contains("| G |"));
+}
+
+#[test]
+fn the_document_converges_when_connections_drop_mid_sync() {
+    for seed in 0..8u64 {
+        let mut rng = TestRng(seed);
+        let mut b = Band::new(3, RotationPolicy::default());
+        for i in 0..3 {
+            b.join(i);
+        }
+        for round in 0..12 {
+            let i = (rng.next_u32() % 3) as usize;
+            let now = b.now;
+            match rng.next_u32() % 3 {
+                0 => b.cores[i].doc().set_tempo(60.0 + round as f64).unwrap(),
+                1 => b.cores[i].doc().chart_append(&format!("|{round}")).unwrap(),
+                _ => b.cores[i].doc().add_marker(round as f64, "x").unwrap(),
+            }
+            b.cores[i].edited(now);
+            // Some messages are lost as a member's relay connection drops, then it rejoins.
+            let mut lose = TestRng(seed * 100 + round);
+            b.lose = Box::new(move || lose.next_u32().is_multiple_of(4));
+            b.run();
+            b.lose = Box::new(|| false);
+            let gone = (rng.next_u32() % 3) as usize;
+            b.leave(gone);
+            b.join(gone);
+        }
+        let j = b.json(0);
+        assert_eq!(j, b.json(1), "seed {seed}");
+        assert_eq!(j, b.json(2), "seed {seed}");
+    }
+}
+
+#[test]
+fn presence_goes_out_on_the_clock_and_reaches_the_others() {
+    let mut b = Band::new(2, RotationPolicy::default());
+    b.join(0);
+    b.join(1);
+    b.cores[0].set_presence(Presence {
+        name: "Ana".into(),
+        ..Presence::default()
+    });
+    b.tick(Duration::from_millis(300));
+    let now = b.now;
+    let seen = b.cores[1].presence(now);
+    assert!(seen.iter().any(|p| p.presence.name == "Ana"), "{seen:?}");
+}
+
+#[test]
+fn forged_key_messages_and_garbage_are_counted_not_trusted() {
+    let mut b = Band::new(2, RotationPolicy::default());
+    b.join(0);
+    let id1 = b.join(1);
+    let now = b.now;
+    // An announcement in member 0's name under another room's key.
+    let mut fake = MemberKeys::new(
+        MemberId(0),
+        RoomSecret::from_bytes([1; 32]).member_auth(&room()),
+        RotationPolicy::default(),
+        now,
+    );
+    let body = encode_peer(&PeerMessage::Announce(fake.announce()));
+    b.cores[1].handle_relay(
+        now,
+        RelayMessage::From {
+            from: MemberId(0),
+            body,
+        },
+    );
+    b.cores[1].handle_relay(
+        now,
+        RelayMessage::From {
+            from: MemberId(0),
+            body: vec![0xff; 9],
+        },
+    );
+    assert_eq!(b.cores[1].counters.forged.load(Relaxed), 1);
+    assert_eq!(b.cores[1].counters.malformed.load(Relaxed), 1);
+    let _ = fake.rotate(now);
+    assert!(b.cores[0].keyed(id1));
+}

@@ -1,0 +1,326 @@
+//! The session document as a member holds it: the document, one automerge sync state per
+//! peer, and the reassembly of messages too large for one control frame. Pure: the member
+//! core decides where each part travels.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use crate::crypto::DocCipher;
+use crate::doc::{DocSync, SessionDoc};
+use crate::wire::{MemberId, ParticipantId, PeerMessage, MAX_CONTROL_FRAME};
+
+/// Largest plaintext of one document message part (sealed, it fits a control frame with
+/// room for its framing).
+pub const DOC_PART: usize = MAX_CONTROL_FRAME - 512;
+/// Largest document message reassembled from parts; a peer cannot make us hold more.
+pub const MAX_DOC_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Why a document message was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DocFault {
+    /// It did not open under the room's document key.
+    #[error("session document message did not verify")]
+    Forged,
+    /// A part out of order, too much in all, or a message automerge refused.
+    #[error("session document message refused: {0}")]
+    Malformed(String),
+}
+
+/// One sealed part of a document sync message.
+#[derive(Debug, Clone, Copy)]
+pub struct DocPart<'a> {
+    /// AEAD nonce.
+    pub nonce: &'a [u8; 12],
+    /// Ciphertext and tag.
+    pub sealed: &'a [u8],
+    /// This part's index.
+    pub part: u16,
+    /// How many parts the message has.
+    pub parts: u16,
+}
+
+/// A member's copy of the session document and its sync with each peer.
+pub struct DocReplica {
+    doc: SessionDoc,
+    /// By participant, so a peer that reconnects with a new member id is the same peer.
+    peers: BTreeMap<ParticipantId, DocSync>,
+    cipher: DocCipher,
+    /// Parts of a message received so far, per peer and path (true: direct).
+    partial: BTreeMap<(ParticipantId, bool), Vec<u8>>,
+}
+
+impl DocReplica {
+    /// Holds `doc`, sealing under `cipher`.
+    pub fn new(doc: SessionDoc, cipher: DocCipher) -> Self {
+        Self {
+            doc,
+            peers: BTreeMap::new(),
+            cipher,
+            partial: BTreeMap::new(),
+        }
+    }
+
+    /// The document.
+    pub fn doc(&mut self) -> &mut SessionDoc {
+        &mut self.doc
+    }
+
+    /// What `to` lacks of the document, if anything, sealed as from `me` in as many parts as
+    /// control frames need.
+    pub fn outgoing(&mut self, me: MemberId, to: ParticipantId) -> Vec<PeerMessage> {
+        let Some(msg) = self.peers.entry(to).or_default().generate(&mut self.doc) else {
+            return Vec::new();
+        };
+        let chunks: Vec<&[u8]> = msg.chunks(DOC_PART).collect();
+        let Ok(parts) = u16::try_from(chunks.len()) else {
+            tracing::warn!(
+                "session document message of {} bytes is too large to send",
+                msg.len()
+            );
+            return Vec::new();
+        };
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(part, chunk)| {
+                let (nonce, sealed) = self.cipher.seal(me, chunk);
+                PeerMessage::Doc {
+                    nonce,
+                    sealed,
+                    part: part as u16,
+                    parts,
+                }
+            })
+            .collect()
+    }
+
+    /// A part from member `from` (who is `participant`) on a direct path or the relay. True
+    /// once a whole message was applied.
+    pub fn receive(
+        &mut self,
+        from: MemberId,
+        participant: ParticipantId,
+        direct: bool,
+        p: DocPart<'_>,
+    ) -> Result<bool, DocFault> {
+        let plain = self
+            .cipher
+            .open(from, p.nonce, p.sealed)
+            .map_err(|_| DocFault::Forged)?;
+        let whole = if p.parts <= 1 {
+            plain
+        } else {
+            // Parts come in order on one stream; anything else starts over.
+            let buf = self.partial.entry((participant, direct)).or_default();
+            let expected = u16::try_from(buf.len() / DOC_PART).unwrap_or(u16::MAX);
+            if p.part == 0 {
+                buf.clear();
+            } else if p.part != expected || !buf.len().is_multiple_of(DOC_PART) {
+                buf.clear();
+                return Err(DocFault::Malformed(format!("part {} out of order", p.part)));
+            }
+            if buf.len() + plain.len() > MAX_DOC_MESSAGE {
+                buf.clear();
+                return Err(DocFault::Malformed("message too large".into()));
+            }
+            buf.extend_from_slice(&plain);
+            if p.part + 1 < p.parts {
+                return Ok(false);
+            }
+            std::mem::take(buf)
+        };
+        self.peers
+            .entry(participant)
+            .or_default()
+            .receive(&mut self.doc, &whole)
+            .map_err(|e| DocFault::Malformed(e.to_string()))?;
+        Ok(true)
+    }
+
+    /// Starts the sync with `participant` afresh: what was in flight to it may be lost.
+    pub fn restart(&mut self, participant: ParticipantId) {
+        self.peers.remove(&participant);
+        self.partial.retain(|(p, _), _| *p != participant);
+    }
+
+    /// Starts every sync afresh (we rejoined: the others may have missed our edits).
+    pub fn restart_all(&mut self) {
+        self.peers.clear();
+        self.partial.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::invite::RoomId;
+    use crate::RoomSecret;
+
+    fn replica(secret: &RoomSecret) -> DocReplica {
+        let room = RoomId::new("band").unwrap();
+        DocReplica::new(SessionDoc::new().unwrap(), secret.doc_cipher(&room))
+    }
+
+    fn deliver(to: &mut DocReplica, from: (MemberId, ParticipantId), msgs: &[PeerMessage]) {
+        for m in msgs {
+            let PeerMessage::Doc {
+                nonce,
+                sealed,
+                part,
+                parts,
+            } = m
+            else {
+                panic!("not a document part")
+            };
+            let p = DocPart {
+                nonce,
+                sealed,
+                part: *part,
+                parts: *parts,
+            };
+            let _ = to.receive(from.0, from.1, false, p);
+        }
+    }
+
+    const A: (MemberId, ParticipantId) = (MemberId(0), ParticipantId(10));
+    const B: (MemberId, ParticipantId) = (MemberId(1), ParticipantId(11));
+
+    /// Rounds of sync between two replicas, dropping every message `lose` says to. A lost
+    /// message leaves both sides waiting; as the member core does when a path drops, they then
+    /// start over. Returns the most parts any message had.
+    fn converge(
+        a: &mut DocReplica,
+        b: &mut DocReplica,
+        mut lose: impl FnMut(usize) -> bool,
+    ) -> usize {
+        let (mut n, mut lost, mut most) = (0, false, 0);
+        for _ in 0..100 {
+            let to_b = a.outgoing(A.0, B.1);
+            let to_a = b.outgoing(B.0, A.1);
+            if to_b.is_empty() && to_a.is_empty() {
+                if !lost {
+                    return most;
+                }
+                lost = false;
+                a.restart(B.1);
+                b.restart(A.1);
+                continue;
+            }
+            for (msgs, to, from) in [(to_b, &mut *b, A), (to_a, &mut *a, B)] {
+                if msgs.is_empty() {
+                    continue;
+                }
+                n += 1;
+                most = most.max(msgs.len());
+                if lose(n) {
+                    lost = true;
+                    continue;
+                }
+                deliver(to, from, &msgs);
+            }
+        }
+        panic!("no convergence in 100 rounds");
+    }
+
+    #[test]
+    fn two_replicas_converge_even_when_messages_are_lost() {
+        let secret = RoomSecret::from_bytes([3; 32]);
+        let (mut a, mut b) = (replica(&secret), replica(&secret));
+        a.doc().set_tempo(97.0).unwrap();
+        b.doc().chart_append("| Am | F |").unwrap();
+        let mut rng = crate::core::test_rng::TestRng(5);
+        converge(&mut a, &mut b, |_| {
+            rand_core::RngCore::next_u32(&mut rng).is_multiple_of(4)
+        });
+        assert_eq!(a.doc().to_json(), b.doc().to_json());
+        assert_eq!(b.doc().tempo(), 97.0);
+    }
+
+    #[test]
+    fn a_document_larger_than_a_control_frame_goes_in_parts_and_out_of_order_parts_are_refused() {
+        let secret = RoomSecret::from_bytes([3; 32]);
+        let (mut a, mut b) = (replica(&secret), replica(&secret));
+        // Random text: automerge compresses, so a repetitive chart would fit one frame.
+        let mut rng = crate::core::test_rng::TestRng(1);
+        let long: String = (0..5000)
+            .map(|_| format!("{:08x}", rand_core::RngCore::next_u32(&mut rng)))
+            .collect();
+        a.doc().chart_append(&long).unwrap();
+        assert!(converge(&mut a, &mut b, |_| false) > 1, "sent in parts");
+        assert_eq!(b.doc().chart(), a.doc().chart());
+
+        // Parts out of order are refused; the same parts in order are taken.
+        let mut c = replica(&secret);
+        let mut msgs = Vec::new();
+        for _ in 0..10 {
+            let m = a.outgoing(A.0, ParticipantId(12));
+            if m.len() > 1 {
+                msgs = m;
+                break;
+            }
+            let back = c.outgoing(B.0, A.1);
+            deliver(&mut c, A, &m);
+            deliver(&mut a, (B.0, ParticipantId(12)), &back);
+        }
+        assert!(msgs.len() > 1);
+        let mut swapped = msgs.clone();
+        swapped.swap(0, 1);
+        let results: Vec<_> = swapped
+            .iter()
+            .map(|m| {
+                let PeerMessage::Doc {
+                    nonce,
+                    sealed,
+                    part,
+                    parts,
+                } = m
+                else {
+                    unreachable!()
+                };
+                let p = DocPart {
+                    nonce,
+                    sealed,
+                    part: *part,
+                    parts: *parts,
+                };
+                c.receive(A.0, A.1, false, p)
+            })
+            .collect();
+        assert!(results.iter().any(Result::is_err), "{results:?}");
+        assert!(!results.contains(&Ok(true)));
+    }
+
+    #[test]
+    fn a_part_sealed_under_another_room_or_sender_is_refused() {
+        let (mut a, mut b) = (
+            replica(&RoomSecret::from_bytes([3; 32])),
+            replica(&RoomSecret::from_bytes([4; 32])),
+        );
+        a.doc().set_tempo(120.0).unwrap();
+        let msgs = a.outgoing(A.0, B.1);
+        let PeerMessage::Doc {
+            nonce,
+            sealed,
+            part,
+            parts,
+        } = &msgs[0]
+        else {
+            unreachable!()
+        };
+        let p = DocPart {
+            nonce,
+            sealed,
+            part: *part,
+            parts: *parts,
+        };
+        assert_eq!(b.receive(A.0, A.1, false, p), Err(DocFault::Forged));
+        let mut same_room = replica(&RoomSecret::from_bytes([3; 32]));
+        assert_eq!(
+            same_room.receive(MemberId(5), A.1, false, p),
+            Err(DocFault::Forged),
+            "the sender id is bound into the seal"
+        );
+        assert_eq!(same_room.receive(A.0, A.1, false, p), Ok(true));
+    }
+}
