@@ -8,21 +8,22 @@
 //! network) and leaves through the `on_audio` callback (network thread) as [`AudioFrame`]s.
 
 mod direct;
+mod driver;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quinn::Connection;
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::congestion::CongestionSignal;
 use crate::core::member::{RoomCore, RoomEvent, RoomSetup, Transmit};
+use crate::core::sync::DocReplica;
 use crate::crypto::RotationPolicy;
 use crate::doc::{DocError, SessionDoc};
 use crate::invite::Invite;
@@ -127,6 +128,8 @@ pub struct SessionCounters {
     /// Audio datagrams dropped at the sender: a path's queue already held a few frames, so
     /// this one would have arrived too late to play.
     pub stale: AtomicU64,
+    /// Datagrams dropped on arrival: the session's driver was too far behind to open them.
+    pub overload: AtomicU64,
 }
 
 /// What quinn counts against its send buffer for each queued datagram besides its bytes (the
@@ -177,15 +180,33 @@ pub struct AudioFrame<'a> {
 
 type AudioCallback = Box<dyn FnMut(ParticipantId, AudioFrame<'_>) + Send>;
 
-/// What the handle (send path, editor) and the network tasks share. No two of these locks are
-/// held at once, except `core` then `on_audio` while a datagram's frames are handed out.
+/// Largest encoded frame the send ring carries (a datagram holds no more).
+const MAX_FRAME_BYTES: usize = 1400;
+/// Frames the send ring holds: the driver takes them at once, so more waiting means it is
+/// behind, and older frames would play late anyway.
+const SEND_RING_FRAMES: usize = 32;
+
+/// One encoded frame on its way from the pump thread to the driver.
+struct OutFrame {
+    stem: StemId,
+    media_time: u64,
+    len: usize,
+    bytes: [u8; MAX_FRAME_BYTES],
+}
+
+/// What the handles (pump, control thread, editor) and the session's driver task share.
 struct Shared {
-    /// The room protocol.
-    core: Mutex<RoomCore>,
-    /// The connections it runs on.
-    links: Mutex<Links>,
-    state: Mutex<SessionState>,
-    on_audio: Mutex<AudioCallback>,
+    /// The session document: the musician edits it, the driver syncs it. Each holds the lock
+    /// only for one edit, read or sync step.
+    doc: Mutex<DocReplica>,
+    /// Our frames, pump thread → driver (single producer: the pump).
+    audio_out: Mutex<rtrb::Producer<OutFrame>>,
+    /// Asks of the handles, taken by the driver when woken.
+    asks: Mutex<Asks>,
+    /// Wakes the driver: frames queued or something asked.
+    wake: Notify,
+    /// What the driver last published.
+    published: Mutex<Arc<Published>>,
     counters: Arc<SessionCounters>,
     stopped: AtomicBool,
     /// The name given when joining; presence shows it until it is given another.
@@ -197,121 +218,95 @@ struct Shared {
     congestion: Arc<CongestionSignal>,
 }
 
-/// The current relay connection and direct paths, with their control outboxes.
+/// What the handles asked since the driver last looked: the latest of each, so nothing here
+/// grows however often they ask.
 #[derive(Default)]
-struct Links {
-    endpoint: Option<quinn::Endpoint>,
+struct Asks {
+    doc_edited: bool,
+    presence: Option<Presence>,
+    #[cfg(feature = "danger-test-hooks")]
+    seal: Option<SealAsk>,
+}
+
+/// A test's request to seal a frame without sending it: media time, payload, where to answer.
+#[cfg(feature = "danger-test-hooks")]
+type SealAsk = (u64, Vec<u8>, std::sync::mpsc::SyncSender<Option<Vec<u8>>>);
+
+/// The driver's view for the handles, replaced whole on every change.
+#[derive(Clone)]
+struct Published {
+    state: SessionState,
+    /// The other members, and whether we hold their keys.
+    members: Vec<(MemberInfo, bool)>,
+    presence: Vec<PeerPresence>,
     relay: Option<Connection>,
-    control: Option<mpsc::UnboundedSender<ClientMessage>>,
     direct: BTreeMap<MemberId, Connection>,
-    direct_control: BTreeMap<MemberId, mpsc::UnboundedSender<PeerMessage>>,
 }
 
 impl Shared {
-    fn core(&self) -> std::sync::MutexGuard<'_, RoomCore> {
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    fn doc(&self) -> MutexGuard<'_, DocReplica> {
+        self.doc.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn links(&self) -> std::sync::MutexGuard<'_, Links> {
-        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    fn asks(&self) -> MutexGuard<'_, Asks> {
+        self.asks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends what the core has to send and acts on what it asks (after the core's lock is
-    /// released).
-    fn flush(self: &Arc<Self>) {
-        let (transmits, events): (Vec<Transmit>, Vec<RoomEvent>) = {
-            let mut core = self.core();
-            (
-                std::iter::from_fn(|| core.poll_transmit()).collect(),
-                std::iter::from_fn(|| core.poll_event()).collect(),
-            )
-        };
-        let mut links = self.links();
-        for t in transmits {
-            match t {
-                Transmit::Relay(msg) => {
-                    if let Some(out) = &links.control {
-                        let _ = out.send(msg);
-                    }
-                }
-                Transmit::Direct(to, msg) => {
-                    match (links.direct_control.get(&to), &links.control) {
-                        (Some(path), _) => {
-                            let _ = path.send(msg);
-                        }
-                        (None, Some(out)) => {
-                            let _ = out.send(ClientMessage::Send {
-                                to: Some(to),
-                                body: encode_peer(&msg),
-                            });
-                        }
-                        (None, None) => {}
-                    }
-                }
-            }
-        }
-        for e in events {
-            match e {
-                RoomEvent::Dial(other) => {
-                    if let Some(endpoint) = &links.endpoint {
-                        direct::dial(endpoint.clone(), self.clone(), other);
-                    }
-                }
-                RoomEvent::ClosePath(id) => {
-                    if let Some(c) = links.direct.remove(&id) {
-                        c.close(0u32.into(), b"left");
-                    }
-                }
-                RoomEvent::DocChanged => {}
-            }
-        }
+    fn published(&self) -> Arc<Published> {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
-}
 
-/// Opens what a relay or a direct path delivered and hands its frames to the application.
-fn receive_datagram(shared: &Shared, bytes: &[u8]) {
-    let mut core = shared.core();
-    let mut on_audio = shared.on_audio.lock().unwrap_or_else(|e| e.into_inner());
-    core.open_datagram(bytes, &mut |from, frame| on_audio(from, frame));
+    fn publish(&self, edit: impl FnOnce(&mut Published)) {
+        let mut slot = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = (**slot).clone();
+        edit(&mut next);
+        *slot = Arc::new(next);
+    }
 }
 
 /// The application's side of a running session.
 ///
 /// # Thread
-/// Any thread; [`SessionHandle::send_audio`] takes short locks and never waits on I/O, so a
-/// pump thread (not the audio thread) calls it.
+/// Any thread. [`SessionHandle::send_audio`] copies the frame into a ring and wakes the
+/// session's driver task, which seals and sends it; call it from one thread at a time (the
+/// pump), never the audio thread. Reads come from what the driver last published; document
+/// edits take the document's lock for the edit alone.
 #[derive(Clone)]
 pub struct SessionHandle {
     shared: Arc<Shared>,
 }
 
 impl SessionHandle {
-    /// Seals one encoded frame of our stream `stem`, starting at `media_time` (48 kHz samples
-    /// in that stream), and sends it to every member: directly where a direct path exists,
-    /// once through the relay for the rest. The session numbers it; the caller's own counters
-    /// play no part in the nonce.
+    /// Queues one encoded frame of our stream `stem`, starting at `media_time` (48 kHz samples
+    /// in that stream), for every member: directly where a direct path exists, once through
+    /// the relay for the rest. The session numbers it; the caller's own counters play no part
+    /// in the nonce. A frame the driver has no room for is dropped and counted as stale.
     pub fn send_audio(&self, stem: StemId, media_time: u64, payload: &[u8]) {
         let s = &self.shared;
-        let redundancy = usize::from(s.redundancy.load(Relaxed));
-        let (with_id, prefix, needs_relay) = {
-            let mut core = s.core();
-            let Some((datagram, prefix, relay)) =
-                core.seal_audio(stem, media_time, payload, redundancy)
-            else {
-                return;
-            };
-            (Bytes::copy_from_slice(datagram), prefix, relay)
-        };
-        let links = s.links();
-        for conn in links.direct.values() {
-            if send_fresh(conn, with_id.clone(), &s.counters) {
-                s.counters.sent.fetch_add(1, Relaxed);
-            }
+        if payload.len() > MAX_FRAME_BYTES {
+            s.counters.malformed.fetch_add(1, Relaxed);
+            return;
         }
-        if let (true, Some(relay)) = (needs_relay, links.relay.as_ref()) {
-            if send_fresh(relay, with_id.slice(prefix..), &s.counters) {
-                s.counters.sent.fetch_add(1, Relaxed);
-            }
+        let mut frame = OutFrame {
+            stem,
+            media_time,
+            len: payload.len(),
+            bytes: [0; MAX_FRAME_BYTES],
+        };
+        frame.bytes[..payload.len()].copy_from_slice(payload);
+        let pushed = s
+            .audio_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(frame)
+            .is_ok();
+        if pushed {
+            s.wake.notify_one();
+        } else {
+            s.counters.stale.fetch_add(1, Relaxed);
         }
     }
 
@@ -324,42 +319,37 @@ impl SessionHandle {
             .store(frames.min(MAX_REDUNDANT as u8), Relaxed);
     }
 
-    /// Edits the room's session document and sends the change to every member.
+    /// Edits the room's session document; the change goes to every member.
     pub fn edit_doc<T>(
         &self,
         edit: impl FnOnce(&mut SessionDoc) -> Result<T, DocError>,
     ) -> Result<T, DocError> {
-        let result = {
-            let mut core = self.shared.core();
-            let result = edit(core.doc())?;
-            core.edited(Instant::now());
-            result
-        };
-        self.shared.flush();
+        let result = edit(self.shared.doc().doc())?;
+        self.shared.asks().doc_edited = true;
+        self.shared.wake.notify_one();
         Ok(result)
     }
 
     /// Reads the session document.
     pub fn read_doc<T>(&self, read: impl FnOnce(&mut SessionDoc) -> T) -> T {
-        read(self.shared.core().doc())
+        read(self.shared.doc().doc())
     }
 
     /// Test hook: seals `payload` as our next audio frame of stream 0 at `media_time` without
     /// sending it.
     #[cfg(feature = "danger-test-hooks")]
     pub fn danger_seal(&self, media_time: u64, payload: &[u8]) -> Option<Vec<u8>> {
-        let mut core = self.shared.core();
-        let mut out = Vec::new();
-        core.danger_keys()?
-            .seal_audio(StemId(0), media_time, payload, false, &mut out);
-        Some(out)
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.shared.asks().seal = Some((media_time, payload.to_vec(), tx));
+        self.shared.wake.notify_one();
+        rx.recv_timeout(Duration::from_secs(5)).ok().flatten()
     }
 
     /// Test hook: sends raw bytes as a datagram to the relay.
     #[cfg(feature = "danger-test-hooks")]
     pub fn danger_send_raw(&self, datagram: &[u8]) -> bool {
-        let links = self.shared.links();
-        links
+        self.shared
+            .published()
             .relay
             .as_ref()
             .is_some_and(|c| c.send_datagram(Bytes::copy_from_slice(datagram)).is_ok())
@@ -379,34 +369,27 @@ impl SessionHandle {
 
     /// Current state and members.
     pub fn status(&self) -> SessionStatus {
-        let s = &self.shared;
-        let known: Vec<(MemberInfo, bool)> = {
-            let core = s.core();
-            core.members()
-                .map(|m| (m.clone(), core.keyed(m.id)))
-                .collect()
-        };
-        let links = s.links();
-        let relay_rtt = links.relay.as_ref().map(Connection::rtt);
-        let members = known
-            .into_iter()
+        let p = self.shared.published();
+        let relay_rtt = p.relay.as_ref().map(Connection::rtt);
+        let members = p
+            .members
+            .iter()
             .map(|(info, keyed)| {
-                let d = links.direct.get(&info.id);
+                let d = p.direct.get(&info.id);
                 MemberStatus {
+                    info: info.clone(),
                     path: if d.is_some() {
                         Path::Direct
                     } else {
                         Path::Relay
                     },
                     rtt: d.map(Connection::rtt).or(relay_rtt),
-                    keyed,
-                    info,
+                    keyed: *keyed,
                 }
             })
             .collect();
-        drop(links);
         SessionStatus {
-            state: s.state.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            state: p.state.clone(),
             members,
         }
     }
@@ -417,22 +400,23 @@ impl SessionHandle {
         if presence.name.is_empty() {
             presence.name.clone_from(&self.shared.name);
         }
-        self.shared.core().set_presence(presence);
+        self.shared.asks().presence = Some(presence);
+        self.shared.wake.notify_one();
     }
 
-    /// Everyone's presence as last heard, with those silent for a while marked gone.
+    /// Everyone's presence as last heard, with those silent for a while marked gone (as of the
+    /// driver's last tick, a tenth of a second at most ago).
     pub fn presence(&self) -> Vec<PeerPresence> {
-        self.shared.core().presence(Instant::now())
+        self.shared.published().presence.clone()
     }
 
     /// UDP payload bytes (QUIC headers included) and UDP datagrams sent on every path of the
     /// current connection, for on-wire bitrates.
     pub fn wire_tx(&self) -> (u64, u64) {
-        let links = self.shared.links();
-        links
-            .relay
+        let p = self.shared.published();
+        p.relay
             .iter()
-            .chain(links.direct.values())
+            .chain(p.direct.values())
             .map(|c| c.stats().udp_tx)
             .fold((0, 0), |(b, d), u| (b + u.bytes, d + u.datagrams))
     }
@@ -440,18 +424,16 @@ impl SessionHandle {
     /// Leaves the room and stops reconnecting.
     pub fn stop(&self) {
         self.shared.stopped.store(true, Relaxed);
-        let mut links = self.shared.links();
-        if let Some(c) = links.relay.take() {
+        let p = self.shared.published();
+        for c in p.relay.iter().chain(p.direct.values()) {
             c.close(0u32.into(), b"bye");
         }
-        for (_, c) in std::mem::take(&mut links.direct) {
-            c.close(0u32.into(), b"bye");
-        }
+        self.shared.wake.notify_one();
     }
 }
 
 /// Starts a session on the current tokio runtime. `on_audio(from, frame)` receives every
-/// opened audio frame on the network thread; `from` identifies the musician across
+/// opened audio frame on the session's driver task; `from` identifies the musician across
 /// reconnections.
 pub fn start(
     config: SessionConfig,
@@ -481,18 +463,24 @@ pub fn start(
             },
             auth: secret.member_auth(room),
             rotation: config.rotation,
-            doc,
-            doc_cipher: secret.doc_cipher(room),
             presence_cipher: secret.presence_cipher(room),
             force_relay: config.force_relay,
         },
         counters.clone(),
     );
+    let (producer, consumer) = rtrb::RingBuffer::new(SEND_RING_FRAMES);
     let shared = Arc::new(Shared {
-        core: Mutex::new(core),
-        links: Mutex::default(),
-        state: Mutex::new(SessionState::Connecting),
-        on_audio: Mutex::new(Box::new(on_audio)),
+        doc: Mutex::new(DocReplica::new(doc, secret.doc_cipher(room))),
+        audio_out: Mutex::new(producer),
+        asks: Mutex::default(),
+        wake: Notify::new(),
+        published: Mutex::new(Arc::new(Published {
+            state: SessionState::Connecting,
+            members: Vec::new(),
+            presence: Vec::new(),
+            relay: None,
+            direct: BTreeMap::new(),
+        })),
         counters,
         stopped: AtomicBool::new(false),
         name: config.name.clone(),
@@ -500,242 +488,14 @@ pub fn start(
         redundancy: AtomicU8::new(0),
         congestion: Arc::default(),
     });
-    tokio::spawn(run(identity, config, shared.clone()));
+    let driver = driver::Driver {
+        shared: shared.clone(),
+        core,
+        audio_in: consumer,
+        on_audio: Box::new(on_audio),
+        config,
+        identity,
+    };
+    tokio::spawn(driver.run());
     Ok(SessionHandle { shared })
-}
-
-/// A fresh endpoint on a new socket. Each connection attempt gets its own: with zero-length
-/// connection ids quinn routes by address, and a draining connection to the old relay would
-/// otherwise swallow the new handshake.
-fn make_endpoint(
-    identity: &Identity,
-    config: &SessionConfig,
-    signal: &Arc<CongestionSignal>,
-) -> Result<quinn::Endpoint, String> {
-    let bind: SocketAddr = if config.invite.host.contains(':') {
-        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-    } else {
-        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
-    };
-    let socket =
-        std::net::UdpSocket::bind(bind).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-    let server = identity
-        .server_config(signal.clone())
-        .map_err(|e| e.to_string())?;
-    let mut endpoint = quinn::Endpoint::new(
-        endpoint_config(),
-        Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-    endpoint.set_default_client_config(
-        relay_client_config(config.invite.fingerprint, signal.clone())
-            .map_err(|e| e.to_string())?,
-    );
-    Ok(endpoint)
-}
-
-fn set_state(shared: &Shared, state: SessionState) {
-    *shared.state.lock().unwrap_or_else(|e| e.into_inner()) = state;
-}
-
-/// Connects, serves until disconnected, and retries with backoff until stopped or refused.
-async fn run(identity: Identity, config: SessionConfig, shared: Arc<Shared>) {
-    let mut backoff = BACKOFF_MIN;
-    while !shared.stopped.load(Relaxed) {
-        set_state(&shared, SessionState::Connecting);
-        let endpoint = match make_endpoint(&identity, &config, &shared.congestion) {
-            Ok(e) => e,
-            Err(msg) => {
-                set_state(&shared, SessionState::Retrying(msg));
-                tokio::time::sleep(BACKOFF_MAX).await;
-                continue;
-            }
-        };
-        let acceptor = tokio::spawn(direct::accept(endpoint.clone(), shared.clone()));
-        match join(&endpoint, &config, &shared).await {
-            Ok(joined) => {
-                backoff = BACKOFF_MIN;
-                serve(&endpoint, &config, &shared, joined).await;
-                tracing::info!("disconnected from the relay; reconnecting");
-            }
-            Err(JoinError::Refused(r)) => {
-                tracing::error!("the relay refused to admit us: {}", r.explain());
-                set_state(&shared, SessionState::Refused(r));
-                acceptor.abort();
-                endpoint.close(0u32.into(), b"refused");
-                return;
-            }
-            Err(JoinError::Other(msg)) => {
-                tracing::warn!("{msg}");
-                set_state(&shared, SessionState::Retrying(msg));
-            }
-        }
-        acceptor.abort();
-        endpoint.close(0u32.into(), b"reconnecting");
-        if shared.stopped.load(Relaxed) {
-            break;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-enum JoinError {
-    Refused(Refusal),
-    Other(String),
-}
-
-struct Joined {
-    conn: Connection,
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    me: MemberId,
-    others: Vec<MemberInfo>,
-}
-
-async fn join(
-    endpoint: &quinn::Endpoint,
-    config: &SessionConfig,
-    shared: &Shared,
-) -> Result<Joined, JoinError> {
-    let inv = &config.invite;
-    let relay = format!("{}:{}", inv.host, inv.port);
-    let addr = tokio::net::lookup_host(&relay)
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| {
-            JoinError::Other(format!(
-                "relay {relay} not found — check the invite's address"
-            ))
-        })?;
-    let unreachable = |e: &dyn std::fmt::Display| {
-        JoinError::Other(format!("relay {relay} unreachable ({e}) — is it running?"))
-    };
-    let connecting = endpoint
-        .connect(addr, SERVER_NAME)
-        .map_err(|e| unreachable(&e))?;
-    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-        .await
-        .map_err(|_| unreachable(&"no answer"))?
-        .map_err(|e| unreachable(&e))?;
-    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unreachable(&e))?;
-    let lost =
-        |e: &dyn std::fmt::Display| JoinError::Other(format!("lost the relay while joining: {e}"));
-    write_frame(
-        &mut send,
-        &ClientMessage::Join {
-            room: inv.room.to_string(),
-            name: config.name.clone(),
-            participant: shared.participant,
-            role: Role::Performer,
-        },
-    )
-    .await
-    .map_err(|e| lost(&e))?;
-    let nonce = match read_frame::<RelayMessage>(&mut recv).await {
-        Ok(Some(RelayMessage::Challenge { nonce })) => nonce,
-        Ok(Some(RelayMessage::Refused(r))) => return Err(JoinError::Refused(r)),
-        Ok(_) => return Err(JoinError::Refused(Refusal::Protocol)),
-        Err(e) => return Err(lost(&e)),
-    };
-    let binding = channel_binding(&conn, &inv.room).ok_or_else(|| lost(&"no TLS exporter"))?;
-    let proof = inv.secret.admission_proof(&inv.room, &nonce, &binding);
-    write_frame(&mut send, &ClientMessage::Proof { proof })
-        .await
-        .map_err(|e| lost(&e))?;
-    match read_frame::<RelayMessage>(&mut recv).await {
-        Ok(Some(RelayMessage::Welcome { you, members, .. })) => {
-            shared.counters.joins.fetch_add(1, Relaxed);
-            Ok(Joined {
-                conn,
-                send,
-                recv,
-                me: you,
-                others: members,
-            })
-        }
-        Ok(Some(RelayMessage::Refused(r))) => Err(JoinError::Refused(r)),
-        Ok(_) => Err(JoinError::Refused(Refusal::Protocol)),
-        // A refusal closes the connection; the reason arrives as the close frame.
-        Err(e) => Err(lost(&e)),
-    }
-}
-
-/// In the room until the relay connection ends.
-async fn serve(
-    endpoint: &quinn::Endpoint,
-    config: &SessionConfig,
-    shared: &Arc<Shared>,
-    joined: Joined,
-) {
-    let Joined {
-        conn,
-        mut send,
-        mut recv,
-        me,
-        others,
-    } = joined;
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ClientMessage>();
-    {
-        let mut links = shared.links();
-        links.endpoint = Some(endpoint.clone());
-        links.relay = Some(conn.clone());
-        links.control = Some(out_tx);
-    }
-    let count = others.len();
-    shared.core().handle_welcome(Instant::now(), me, others);
-    shared.flush();
-    set_state(shared, SessionState::Joined { you: me });
-    tracing::info!(
-        "joined room {} as {me:?} with {count} others",
-        config.invite.room
-    );
-
-    let writer = async {
-        while let Some(msg) = out_rx.recv().await {
-            if write_frame(&mut send, &msg).await.is_err() {
-                break;
-            }
-        }
-    };
-    let reader = async {
-        while let Ok(Some(msg)) = read_frame::<RelayMessage>(&mut recv).await {
-            shared.core().handle_relay(Instant::now(), msg);
-            shared.flush();
-        }
-    };
-    let datagrams = async {
-        while let Ok(d) = conn.read_datagram().await {
-            receive_datagram(shared, &d);
-        }
-    };
-    let timers = async {
-        loop {
-            let due = shared.core().poll_timeout();
-            let due = due.unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-            tokio::time::sleep_until(due.into()).await;
-            shared.core().handle_timeout(Instant::now());
-            shared.flush();
-        }
-    };
-    tokio::select! {
-        _ = writer => {}
-        _ = reader => {}
-        _ = datagrams => {}
-        _ = timers => {}
-        _ = conn.closed() => {}
-    }
-    {
-        let mut links = shared.links();
-        links.relay = None;
-        links.control = None;
-        links.direct_control.clear();
-        for (_, c) in std::mem::take(&mut links.direct) {
-            c.close(0u32.into(), b"rejoining");
-        }
-    }
-    shared.core().handle_disconnected(Instant::now());
 }

@@ -2,8 +2,9 @@
 //! document's sync and presence, as a state machine with no I/O (see the
 //! [module docs](super)).
 //!
-//! The driver hands in what the relay and direct paths deliver and what the musician does
-//! (`handle_*`, edits, presence), sends what [`RoomCore::poll_transmit`] gives on the relay's
+//! The session document is not its own: the musician edits it too, so the driver holds it
+//! and lends it to the calls that sync it. The driver hands in what the relay and direct paths
+//! deliver and what the musician does (`handle_*`, edits, presence), sends what [`RoomCore::poll_transmit`] gives on the relay's
 //! control stream or a direct path's, acts on [`RoomCore::poll_event`] (dial or close a direct
 //! path) and wakes at [`RoomCore::poll_timeout`]. Audio goes through
 //! [`RoomCore::seal_audio`] and [`RoomCore::open_datagram`].
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant};
 use super::audio::{open_datagram, AudioOut};
 use super::sync::{DocPart, DocReplica};
 use crate::crypto::{DocCipher, MemberAuthKey, MemberKeys, RotationPolicy};
-use crate::doc::SessionDoc;
 use crate::presence::MAX_RATE_HZ;
 use crate::presence::{PeerPresence, Presence, PresenceBook, PresenceOutbox, PresenceUpdate};
 use crate::session::{AudioFrame, SessionCounters};
@@ -38,10 +38,6 @@ pub struct RoomSetup {
     pub auth: MemberAuthKey,
     /// Key rotation policy.
     pub rotation: RotationPolicy,
-    /// The session document to start from.
-    pub doc: SessionDoc,
-    /// Seals document messages.
-    pub doc_cipher: DocCipher,
     /// Seals presence.
     pub presence_cipher: DocCipher,
     /// Never ask for direct paths.
@@ -85,7 +81,6 @@ pub struct RoomCore {
     rotation: RotationPolicy,
     force_relay: bool,
     joined: Option<Joined>,
-    doc: DocReplica,
     presence_out: PresenceOutbox,
     presence_in: PresenceBook,
     presence_cipher: DocCipher,
@@ -103,7 +98,6 @@ impl RoomCore {
             rotation: setup.rotation,
             force_relay: setup.force_relay,
             joined: None,
-            doc: DocReplica::new(setup.doc, setup.doc_cipher),
             presence_out: PresenceOutbox::new(setup.presence),
             presence_in: PresenceBook::default(),
             presence_cipher: setup.presence_cipher,
@@ -117,7 +111,13 @@ impl RoomCore {
     /// The relay admitted us as `me`, with `others` already there: fresh keys, announced to
     /// all; direct paths asked for; a fresh document sync with everyone (they may have missed
     /// our edits while we were away).
-    pub fn handle_welcome(&mut self, now: Instant, me: MemberId, others: Vec<MemberInfo>) {
+    pub fn handle_welcome(
+        &mut self,
+        now: Instant,
+        me: MemberId,
+        others: Vec<MemberInfo>,
+        doc: &mut DocReplica,
+    ) {
         let keys = MemberKeys::new(me, self.setup_auth.clone(), self.rotation, now);
         self.audio.reset();
         self.relay(None, PeerMessage::Announce(keys.announce()));
@@ -132,8 +132,8 @@ impl RoomCore {
         for m in others {
             self.maybe_dial(&m);
         }
-        self.doc.restart_all();
-        self.sync_all();
+        doc.restart_all();
+        self.sync_all(doc);
     }
 
     /// The relay connection ended: out of the room until the next Welcome.
@@ -142,7 +142,7 @@ impl RoomCore {
     }
 
     /// A message on the relay's control stream.
-    pub fn handle_relay(&mut self, now: Instant, msg: RelayMessage) {
+    pub fn handle_relay(&mut self, now: Instant, msg: RelayMessage, doc: &mut DocReplica) {
         let Some(j) = self.joined.as_mut() else {
             return;
         };
@@ -154,8 +154,8 @@ impl RoomCore {
                 self.presence_out.touch();
                 self.relay(Some(info.id), announce);
                 self.maybe_dial(&info);
-                self.doc.restart(info.participant);
-                self.sync_to(&info);
+                doc.restart(info.participant);
+                self.sync_to(&info, doc);
             }
             RelayMessage::Left(id) => {
                 j.members.remove(&id);
@@ -163,7 +163,7 @@ impl RoomCore {
                 j.paths.remove(&id);
                 self.events.push_back(RoomEvent::ClosePath(id));
             }
-            RelayMessage::From { from, body } => self.peer_message(now, from, &body, false),
+            RelayMessage::From { from, body } => self.peer_message(now, from, &body, doc),
             // Joining messages: the driver's business.
             RelayMessage::Challenge { .. } | RelayMessage::Welcome { .. } => {}
             RelayMessage::Refused(_) => {}
@@ -171,15 +171,21 @@ impl RoomCore {
     }
 
     /// A message on a direct path's control stream: only the session document travels there.
-    pub fn handle_direct(&mut self, now: Instant, from: MemberId, msg: &PeerMessage) {
+    pub fn handle_direct(
+        &mut self,
+        now: Instant,
+        from: MemberId,
+        msg: &PeerMessage,
+        doc: &mut DocReplica,
+    ) {
         if let PeerMessage::Doc { .. } = msg {
             self.counters.doc_direct.fetch_add(1, Relaxed);
-            self.doc_message(now, from, msg, true);
+            self.doc_message(now, from, msg, true, doc);
         }
     }
 
     /// A direct path to `member` carries audio and document both ways from now on.
-    pub fn handle_path_up(&mut self, _now: Instant, member: MemberId) {
+    pub fn handle_path_up(&mut self, _now: Instant, member: MemberId, doc: &mut DocReplica) {
         let Some(j) = self.joined.as_mut() else {
             return;
         };
@@ -188,12 +194,12 @@ impl RoomCore {
         }
         self.route();
         // Sync again over the new path, so nothing waits on the relay.
-        self.sync_all();
+        self.sync_all(doc);
     }
 
     /// The direct path to `member` is gone: the relay carries everything again, and the
     /// document sync starts over by the relay (what was in flight on the path may be lost).
-    pub fn handle_path_down(&mut self, _now: Instant, member: MemberId) {
+    pub fn handle_path_down(&mut self, _now: Instant, member: MemberId, doc: &mut DocReplica) {
         let Some(j) = self.joined.as_mut() else {
             return;
         };
@@ -203,9 +209,9 @@ impl RoomCore {
         let participant = j.members.get(&member).map(|m| m.participant);
         self.route();
         if let Some(p) = participant {
-            self.doc.restart(p);
+            doc.restart(p);
         }
-        self.sync_all();
+        self.sync_all(doc);
     }
 
     /// Time passed: keys rotate and expire, presence goes out when due.
@@ -256,14 +262,9 @@ impl RoomCore {
         self.events.pop_front()
     }
 
-    /// The session document, to read or edit; call [`Self::edited`] after an edit.
-    pub fn doc(&mut self) -> &mut SessionDoc {
-        self.doc.doc()
-    }
-
     /// The document was edited here: everyone gets the change.
-    pub fn edited(&mut self, _now: Instant) {
-        self.sync_all();
+    pub fn edited(&mut self, _now: Instant, doc: &mut DocReplica) {
+        self.sync_all(doc);
     }
 
     /// Sets what the others see of us (sent within a tenth of a second, and once a second
@@ -367,10 +368,10 @@ impl RoomCore {
 
     /// Sends `to` whatever of the document it lacks: over its direct path if there is one
     /// (one hop less), else by the relay.
-    fn sync_to(&mut self, to: &MemberInfo) {
+    fn sync_to(&mut self, to: &MemberInfo, doc: &mut DocReplica) {
         let Some(j) = &self.joined else { return };
         let direct = j.paths.contains(&to.id);
-        for msg in self.doc.outgoing(j.me, to.participant) {
+        for msg in doc.outgoing(j.me, to.participant) {
             let t = if direct {
                 Transmit::Direct(to.id, msg)
             } else {
@@ -383,14 +384,14 @@ impl RoomCore {
         }
     }
 
-    fn sync_all(&mut self) {
+    fn sync_all(&mut self, doc: &mut DocReplica) {
         let members: Vec<MemberInfo> = self.members().cloned().collect();
         for m in &members {
-            self.sync_to(m);
+            self.sync_to(m, doc);
         }
     }
 
-    fn peer_message(&mut self, now: Instant, from: MemberId, body: &[u8], direct: bool) {
+    fn peer_message(&mut self, now: Instant, from: MemberId, body: &[u8], doc: &mut DocReplica) {
         let Ok(msg) = decode_body::<PeerMessage>(body) else {
             self.counters.malformed.fetch_add(1, Relaxed);
             return;
@@ -399,7 +400,7 @@ impl RoomCore {
             return;
         };
         let result = match &msg {
-            PeerMessage::Doc { .. } => return self.doc_message(now, from, &msg, direct),
+            PeerMessage::Doc { .. } => return self.doc_message(now, from, &msg, false, doc),
             PeerMessage::Presence { nonce, sealed } => {
                 return self.presence_message(now, from, nonce, sealed)
             }
@@ -421,7 +422,14 @@ impl RoomCore {
 
     /// A document part: once the message is whole, apply it, then answer everyone who now
     /// lacks something.
-    fn doc_message(&mut self, _now: Instant, from: MemberId, msg: &PeerMessage, direct: bool) {
+    fn doc_message(
+        &mut self,
+        _now: Instant,
+        from: MemberId,
+        msg: &PeerMessage,
+        direct: bool,
+        doc: &mut DocReplica,
+    ) {
         let PeerMessage::Doc {
             nonce,
             sealed,
@@ -440,11 +448,11 @@ impl RoomCore {
             part: *part,
             parts: *parts,
         };
-        match self.doc.receive(from, participant, direct, p) {
+        match doc.receive(from, participant, direct, p) {
             Ok(false) => {}
             Ok(true) => {
                 self.events.push_back(RoomEvent::DocChanged);
-                self.sync_all();
+                self.sync_all(doc);
             }
             Err(e) => {
                 let counter = match e {

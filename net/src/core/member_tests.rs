@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use super::*;
 use crate::core::test_rng::TestRng;
+use crate::doc::SessionDoc;
 use crate::invite::RoomId;
 use crate::RoomSecret;
 use rand_core::RngCore;
@@ -11,6 +12,7 @@ use rand_core::RngCore;
 /// Members and a stand-in relay: it forwards `Send` as `From` and tells joins and leaves.
 struct Band {
     cores: Vec<RoomCore>,
+    docs: Vec<DocReplica>,
     /// Each member's id while joined.
     ids: Vec<Option<MemberId>>,
     now: Instant,
@@ -38,13 +40,15 @@ fn core(participant: u64, rotation: RotationPolicy) -> RoomCore {
             },
             auth: s.member_auth(&room()),
             rotation,
-            doc: SessionDoc::new().unwrap(),
-            doc_cipher: s.doc_cipher(&room()),
             presence_cipher: s.presence_cipher(&room()),
             force_relay: false,
         },
         Arc::default(),
     )
+}
+
+fn doc() -> DocReplica {
+    DocReplica::new(SessionDoc::new().unwrap(), secret().doc_cipher(&room()))
 }
 
 fn info(i: usize, id: MemberId) -> MemberInfo {
@@ -60,6 +64,7 @@ impl Band {
     fn new(n: usize, rotation: RotationPolicy) -> Self {
         Self {
             cores: (0..n).map(|i| core(i as u64, rotation)).collect(),
+            docs: (0..n).map(|_| doc()).collect(),
             ids: vec![None; n],
             now: Instant::now(),
             next_id: 0,
@@ -82,10 +87,11 @@ impl Band {
             .filter_map(|(k, m)| m.map(|m| info(k, m)))
             .collect();
         let now = self.now;
-        self.cores[i].handle_welcome(now, id, others);
+        self.cores[i].handle_welcome(now, id, others, &mut self.docs[i]);
         for k in 0..self.cores.len() {
             if self.ids[k].is_some() {
-                self.cores[k].handle_relay(now, RelayMessage::Joined(info(i, id)));
+                let msg = RelayMessage::Joined(info(i, id));
+                self.cores[k].handle_relay(now, msg, &mut self.docs[k]);
             }
         }
         self.ids[i] = Some(id);
@@ -99,7 +105,7 @@ impl Band {
         self.cores[i].handle_disconnected(now);
         for k in 0..self.cores.len() {
             if self.ids[k].is_some() {
-                self.cores[k].handle_relay(now, RelayMessage::Left(id));
+                self.cores[k].handle_relay(now, RelayMessage::Left(id), &mut self.docs[k]);
             }
         }
         self.run();
@@ -129,13 +135,13 @@ impl Band {
                                     from,
                                     body: body.clone(),
                                 };
-                                self.cores[k].handle_relay(now, msg);
+                                self.cores[k].handle_relay(now, msg, &mut self.docs[k]);
                             }
                         }
                         Transmit::Relay(_) => {}
                         Transmit::Direct(to, msg) => {
                             if let Some(k) = self.index_of(to) {
-                                self.cores[k].handle_direct(now, from, &msg);
+                                self.cores[k].handle_direct(now, from, &msg, &mut self.docs[k]);
                             }
                         }
                     }
@@ -196,7 +202,7 @@ impl Band {
     }
 
     fn json(&mut self, i: usize) -> String {
-        self.cores[i].doc().to_json()
+        self.docs[i].doc().to_json()
     }
 }
 
@@ -264,7 +270,7 @@ fn a_member_that_leaves_is_forgotten_and_its_path_closed() {
     let mut b = Band::new(2, RotationPolicy::default());
     b.join(0);
     let id1 = b.join(1);
-    b.cores[0].handle_path_up(b.now, id1);
+    b.cores[0].handle_path_up(b.now, id1, &mut b.docs[0]);
     while b.cores[0].poll_event().is_some() {}
     b.leave(1);
     assert_eq!(b.cores[0].members().count(), 0);
@@ -297,14 +303,14 @@ fn a_direct_path_carries_the_document_and_takes_audio_off_the_relay_until_it_is_
     let id1 = b.join(1);
     let id0 = b.ids[0].unwrap();
     let now = b.now;
-    b.cores[0].handle_path_up(now, id1);
-    b.cores[1].handle_path_up(now, id0);
+    b.cores[0].handle_path_up(now, id1, &mut b.docs[0]);
+    b.cores[1].handle_path_up(now, id0, &mut b.docs[1]);
     let route: Vec<Transmit> = std::iter::from_fn(|| b.cores[0].poll_transmit()).collect();
     assert!(route.contains(&Transmit::Relay(ClientMessage::Route { direct: vec![id1] })));
     let (_, _, relay) = b.cores[0].seal_audio(StemId(0), 0, b"x", 0).unwrap();
     assert!(!relay, "everyone is reached directly");
-    b.cores[0].doc().set_tempo(133.0).unwrap();
-    b.cores[0].edited(now);
+    b.docs[0].doc().set_tempo(133.0).unwrap();
+    b.cores[0].edited(now, &mut b.docs[0]);
     let sync: Vec<Transmit> = std::iter::from_fn(|| b.cores[0].poll_transmit()).collect();
     assert!(!sync.is_empty());
     assert!(sync
@@ -312,22 +318,22 @@ fn a_direct_path_carries_the_document_and_takes_audio_off_the_relay_until_it_is_
         .all(|t| matches!(t, Transmit::Direct(to, PeerMessage::Doc { .. }) if *to == id1)));
     for t in sync {
         if let Transmit::Direct(_, msg) = t {
-            b.cores[1].handle_direct(now, id0, &msg);
+            b.cores[1].handle_direct(now, id0, &msg, &mut b.docs[1]);
         }
     }
     b.run();
-    assert_eq!(b.cores[1].doc().tempo(), 133.0);
+    assert_eq!(b.docs[1].doc().tempo(), 133.0);
     assert!(b.cores[1].counters.doc_direct.load(Relaxed) > 0);
 
-    b.cores[0].handle_path_down(now, id1);
+    b.cores[0].handle_path_down(now, id1, &mut b.docs[0]);
     let after: Vec<Transmit> = std::iter::from_fn(|| b.cores[0].poll_transmit()).collect();
     assert!(after.contains(&Transmit::Relay(ClientMessage::Route { direct: vec![] })));
     let (_, _, relay) = b.cores[0].seal_audio(StemId(0), 240, b"x", 0).unwrap();
     assert!(relay);
-    b.cores[0].doc().set_tempo(90.0).unwrap();
-    b.cores[0].edited(now);
+    b.docs[0].doc().set_tempo(90.0).unwrap();
+    b.cores[0].edited(now, &mut b.docs[0]);
     b.run();
-    assert_eq!(b.cores[1].doc().tempo(), 90.0, "by the relay now");
+    assert_eq!(b.docs[1].doc().tempo(), 90.0, "by the relay now");
 }
 
 #[test]
@@ -336,17 +342,17 @@ fn a_relay_restart_gives_new_ids_and_the_band_plays_and_edits_on() {
     for i in 0..3 {
         b.join(i);
     }
-    b.cores[1].doc().chart_append("| G |").unwrap();
+    b.docs[1].doc().chart_append("| G |").unwrap();
     let now = b.now;
-    b.cores[1].edited(now);
+    b.cores[1].edited(now, &mut b.docs[1]);
     b.run();
     // The relay goes away: everyone is out, and edits made meanwhile stay local.
     for i in 0..3 {
         b.cores[i].handle_disconnected(b.now);
         b.ids[i] = None;
     }
-    b.cores[2].doc().set_tempo(101.0).unwrap();
-    b.cores[2].edited(b.now);
+    b.docs[2].doc().set_tempo(101.0).unwrap();
+    b.cores[2].edited(b.now, &mut b.docs[2]);
     b.run();
     assert!(b.cores[0].members().next().is_none());
     // Back, in another order, with other ids.
@@ -362,8 +368,8 @@ fn a_relay_restart_gives_new_ids_and_the_band_plays_and_edits_on() {
     let j0 = b.json(0);
     assert_eq!(j0, b.json(1));
     assert_eq!(j0, b.json(2));
-    assert_eq!(b.cores[0].doc().tempo(), 101.0);
-    assert!(b.cores[0].doc().chart().contains("| G |"));
+    assert_eq!(b.docs[0].doc().tempo(), 101.0);
+    assert!(b.docs[0].doc().chart().contains("| G |"));
 }
 
 #[test]
@@ -378,11 +384,11 @@ fn the_document_converges_when_connections_drop_mid_sync() {
             let i = (rng.next_u32() % 3) as usize;
             let now = b.now;
             match rng.next_u32() % 3 {
-                0 => b.cores[i].doc().set_tempo(60.0 + round as f64).unwrap(),
-                1 => b.cores[i].doc().chart_append(&format!("|{round}")).unwrap(),
-                _ => b.cores[i].doc().add_marker(round as f64, "x").unwrap(),
+                0 => b.docs[i].doc().set_tempo(60.0 + round as f64).unwrap(),
+                1 => b.docs[i].doc().chart_append(&format!("|{round}")).unwrap(),
+                _ => b.docs[i].doc().add_marker(round as f64, "x").unwrap(),
             }
-            b.cores[i].edited(now);
+            b.cores[i].edited(now, &mut b.docs[i]);
             // Some messages are lost as a member's relay connection drops, then it rejoins.
             let mut lose = TestRng(seed * 100 + round);
             b.lose = Box::new(move || lose.next_u32().is_multiple_of(4));
@@ -427,20 +433,16 @@ fn forged_key_messages_and_garbage_are_counted_not_trusted() {
         now,
     );
     let body = encode_peer(&PeerMessage::Announce(fake.announce()));
-    b.cores[1].handle_relay(
-        now,
-        RelayMessage::From {
-            from: MemberId(0),
-            body,
-        },
-    );
-    b.cores[1].handle_relay(
-        now,
-        RelayMessage::From {
-            from: MemberId(0),
-            body: vec![0xff; 9],
-        },
-    );
+    let forged = RelayMessage::From {
+        from: MemberId(0),
+        body,
+    };
+    b.cores[1].handle_relay(now, forged, &mut b.docs[1]);
+    let garbage = RelayMessage::From {
+        from: MemberId(0),
+        body: vec![0xff; 9],
+    };
+    b.cores[1].handle_relay(now, garbage, &mut b.docs[1]);
     assert_eq!(b.cores[1].counters.forged.load(Relaxed), 1);
     assert_eq!(b.cores[1].counters.malformed.load(Relaxed), 1);
     let _ = fake.rotate(now);

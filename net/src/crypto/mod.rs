@@ -301,7 +301,8 @@ struct RemoteKey {
 /// touches a socket.
 ///
 /// # Thread
-/// Owned by the network thread.
+/// Owned by a member's room core, which the session's driver task owns: sealing and opening
+/// happen there, never on the audio or pump thread.
 pub struct MemberKeys {
     me: MemberId,
     auth: MemberAuthKey,

@@ -1,16 +1,20 @@
-//! The session's direct paths: dialled when the core asks, accepted when a member dials us,
-//! and reported to the core as they come up and go down.
+//! The tasks of the session's paths: dialling and accepting direct paths, and reading and
+//! writing a path's streams. They hold no session state; what they learn goes to the driver.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use bytes::Bytes;
 use quinn::Connection;
 use tokio::sync::mpsc;
 
-use super::{receive_datagram, Shared};
+use super::driver::Input;
+use super::SessionCounters;
+use crate::congestion::CongestionSignal;
 use crate::tls::{direct_client_config, SERVER_NAME};
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{MemberId, MemberInfo, PeerMessage};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// How long a direct path may take before the relay carries that member's audio.
 pub const DIRECT_PATH_TIMEOUT: Duration = Duration::from_secs(1);
@@ -18,21 +22,21 @@ pub const DIRECT_PATH_TIMEOUT: Duration = Duration::from_secs(1);
 /// settle); meanwhile and afterwards the relay carries the audio.
 const DIRECT_PATH_ATTEMPTS: u32 = 3;
 const DIRECT_PATH_RETRY: Duration = Duration::from_secs(2);
-/// An incoming direct path may arrive before we have processed the relay's news of its
-/// dialler; wait this long to recognise it.
-const RECOGNISE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Dials `other` (the core asks the lower id of a pair to: zero-length connection ids route
-/// by address, so one connection per pair).
-pub(super) fn dial(endpoint: quinn::Endpoint, shared: Arc<Shared>, other: MemberInfo) {
-    let Ok(client) = direct_client_config(shared.congestion.clone()) else {
+/// by address, so one connection per pair) and hands the driver the path once it is up.
+pub(super) fn dial(
+    endpoint: quinn::Endpoint,
+    signal: Arc<CongestionSignal>,
+    other: MemberInfo,
+    driver: mpsc::Sender<Input>,
+) {
+    let Ok(client) = direct_client_config(signal) else {
         return;
     };
     tokio::spawn(async move {
         for attempt in 1..=DIRECT_PATH_ATTEMPTS {
-            let still_here = shared.core().members().any(|m| m.id == other.id);
-            let already = shared.links().direct.contains_key(&other.id);
-            if !still_here || already || shared.stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            if driver.is_closed() {
                 return;
             }
             let Ok(connecting) = endpoint.connect_with(client.clone(), other.observed, SERVER_NAME)
@@ -42,7 +46,7 @@ pub(super) fn dial(endpoint: quinn::Endpoint, shared: Arc<Shared>, other: Member
             match tokio::time::timeout(DIRECT_PATH_TIMEOUT, connecting).await {
                 Ok(Ok(conn)) => {
                     tracing::info!("direct path to {} ({:?})", other.name, other.id);
-                    adopt(&shared, other.id, conn).await;
+                    let _ = driver.send(Input::Dialled(other.id, conn)).await;
                     return;
                 }
                 _ => tracing::info!(
@@ -55,81 +59,49 @@ pub(super) fn dial(endpoint: quinn::Endpoint, shared: Arc<Shared>, other: Member
     });
 }
 
-/// Accepts direct paths dialled by other members, recognised by their observed address.
-pub(super) async fn accept(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+/// Hands the driver the direct paths other members dial.
+pub(super) async fn accept(endpoint: quinn::Endpoint, driver: mpsc::Sender<Input>) {
     while let Some(incoming) = endpoint.accept().await {
-        let shared = shared.clone();
+        let driver = driver.clone();
         tokio::spawn(async move {
-            let Ok(conn) = incoming.await else { return };
-            let remote = conn.remote_address();
-            let find = || {
-                shared
-                    .core()
-                    .members()
-                    .find(|m| m.observed == remote)
-                    .map(|m| m.id)
-            };
-            let deadline = tokio::time::Instant::now() + RECOGNISE_TIMEOUT;
-            let mut member = find();
-            while member.is_none() && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                member = find();
+            if let Ok(conn) = incoming.await {
+                let _ = driver.send(Input::Incoming(conn)).await;
             }
-            let Some(id) = member else {
-                conn.close(2u32.into(), b"unknown member");
-                return;
-            };
-            adopt(&shared, id, conn).await;
         });
     }
 }
 
-/// Uses `conn` for `member`'s audio and document until it closes, then falls back to the
-/// relay.
-async fn adopt(shared: &Arc<Shared>, member: MemberId, conn: Connection) {
-    let (tx, rx) = mpsc::unbounded_channel::<PeerMessage>();
-    {
-        let mut links = shared.links();
-        links.direct.insert(member, conn.clone());
-        links.direct_control.insert(member, tx.clone());
-    }
-    shared.core().handle_path_up(Instant::now(), member);
-    shared.flush();
-    let control = tokio::spawn(serve_control(shared.clone(), member, conn.clone(), rx));
+/// Hands the driver a connection's datagrams, dropping (and counting) what it has no room
+/// for.
+pub(super) async fn forward_datagrams(
+    conn: Connection,
+    driver: mpsc::Sender<Bytes>,
+    counters: Arc<SessionCounters>,
+) {
     while let Ok(d) = conn.read_datagram().await {
-        receive_datagram(shared, &d);
-    }
-    control.abort();
-    {
-        let mut links = shared.links();
-        if links
-            .direct_control
-            .get(&member)
-            .is_some_and(|t| t.same_channel(&tx))
-        {
-            links.direct_control.remove(&member);
-        }
-        if links
-            .direct
-            .get(&member)
-            .is_some_and(|c| c.stable_id() == conn.stable_id())
-        {
-            links.direct.remove(&member);
+        match driver.try_send(d) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                counters.overload.fetch_add(1, Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
     }
-    shared.core().handle_path_down(Instant::now(), member);
-    shared.flush();
 }
 
-/// The direct path's control streams: we send on one stream we open, and read the one the
-/// member opens. Only session-document messages travel here; keys and presence stay on the
-/// relay, which every member reaches. Either stream ending closes the path.
-async fn serve_control(
-    shared: Arc<Shared>,
+/// A direct path: its datagrams, and its control streams (we send on one stream we open and
+/// read the one the member opens; only session-document messages travel there, keys and
+/// presence stay on the relay, which every member reaches). Anything ending closes the path,
+/// and the driver is told.
+pub(super) async fn serve_path(
     member: MemberId,
     conn: Connection,
-    mut outbox: mpsc::UnboundedReceiver<PeerMessage>,
+    mut outbox: mpsc::Receiver<PeerMessage>,
+    driver: mpsc::Sender<Input>,
+    datagrams: mpsc::Sender<Bytes>,
+    counters: Arc<SessionCounters>,
 ) {
+    let id = conn.stable_id();
     let writer = async {
         let Ok(mut send) = conn.open_uni().await else {
             return;
@@ -145,13 +117,16 @@ async fn serve_control(
             return;
         };
         while let Ok(Some(msg)) = read_frame::<PeerMessage>(&mut recv).await {
-            shared.core().handle_direct(Instant::now(), member, &msg);
-            shared.flush();
+            if driver.send(Input::Direct(member, id, msg)).await.is_err() {
+                return;
+            }
         }
     };
     tokio::select! {
         _ = writer => {}
         _ = reader => {}
+        _ = forward_datagrams(conn.clone(), datagrams, counters) => {}
     }
-    conn.close(0u32.into(), b"direct control stream ended");
+    conn.close(0u32.into(), b"path closed");
+    let _ = driver.send(Input::PathDown(member, id)).await;
 }

@@ -89,7 +89,9 @@ impl Default for EngineParams {
 /// The network side's ends of the engine's rings.
 ///
 /// # Thread
-/// Moved to the network thread; it pops `outgoing` and pushes `incoming` without blocking.
+/// Split between two threads off the audio thread: the bridge's pump thread pops `outgoing`,
+/// and the session's driver task (on the network runtime) pushes `incoming` as frames arrive;
+/// neither blocks.
 pub struct NetworkLink {
     /// Our encoded frames, oldest first.
     pub outgoing: Consumer<PacketSlot>,

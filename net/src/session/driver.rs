@@ -1,0 +1,570 @@
+//! The session's driver: one tokio task that owns the member's [`RoomCore`] and its
+//! connections for the life of the session, across reconnections. Readers of the relay's and
+//! the direct paths' streams hand it what arrives through bounded channels; it sends what the
+//! core gives, dials and accepts the direct paths the core asks for, seals the frames the pump
+//! queues, and publishes what the handles read.
+
+use super::*;
+
+/// Control messages waiting for the driver; a reader waits when it is full (QUIC's flow
+/// control then slows the sender).
+const INPUTS: usize = 1024;
+/// Received datagrams waiting for the driver; more are dropped and counted.
+const DATAGRAMS: usize = 1024;
+/// Control messages waiting to be written on one stream. A stream that falls this far behind
+/// is given up on: its connection closes (the relay's: we reconnect).
+const CONTROL_QUEUE: usize = 4096;
+/// Datagrams the driver opens per wake before it looks at anything else.
+const DATAGRAMS_PER_WAKE: usize = 64;
+/// How often presence and path round-trip times are published at least.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// An incoming direct path may arrive before we have processed the relay's news of its
+/// dialler; it waits this long to be recognised.
+const RECOGNISE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// What the readers and dialers tell the driver.
+pub(super) enum Input {
+    /// A message on the relay's control stream.
+    Relay(RelayMessage),
+    /// The relay's control stream ended.
+    RelayGone,
+    /// A message on a direct path's control stream (path named by its connection's id).
+    Direct(MemberId, usize, PeerMessage),
+    /// A direct path we dialled is up.
+    Dialled(MemberId, Connection),
+    /// A member dialled us.
+    Incoming(Connection),
+    /// A direct path ended.
+    PathDown(MemberId, usize),
+}
+
+/// The driver and everything it owns.
+pub(super) struct Driver {
+    pub(super) shared: Arc<Shared>,
+    pub(super) core: RoomCore,
+    pub(super) audio_in: rtrb::Consumer<OutFrame>,
+    pub(super) on_audio: AudioCallback,
+    pub(super) config: SessionConfig,
+    pub(super) identity: Identity,
+}
+
+/// The connections of one stay in the room.
+struct Links {
+    endpoint: quinn::Endpoint,
+    relay: Connection,
+    control: mpsc::Sender<ClientMessage>,
+    paths: BTreeMap<MemberId, DirectLink>,
+    /// Incoming direct paths not yet matched to a member, with when to give up on them.
+    unrecognised: Vec<(Connection, Instant)>,
+    inputs: mpsc::Sender<Input>,
+    datagrams: mpsc::Sender<Bytes>,
+}
+
+struct DirectLink {
+    conn: Connection,
+    control: mpsc::Sender<PeerMessage>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DirectLink {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.conn.close(0u32.into(), b"path closed");
+    }
+}
+
+impl Driver {
+    fn set_state(&self, state: SessionState) {
+        self.shared.publish(|p| p.state = state);
+    }
+
+    /// Connects, serves until disconnected, and retries with backoff until stopped or refused.
+    pub(super) async fn run(mut self) {
+        let mut backoff = BACKOFF_MIN;
+        while !self.shared.stopped.load(Relaxed) {
+            self.set_state(SessionState::Connecting);
+            let endpoint =
+                match make_endpoint(&self.identity, &self.config, &self.shared.congestion) {
+                    Ok(e) => e,
+                    Err(msg) => {
+                        self.set_state(SessionState::Retrying(msg));
+                        tokio::time::sleep(BACKOFF_MAX).await;
+                        continue;
+                    }
+                };
+            let (inputs, inputs_rx) = mpsc::channel(INPUTS);
+            let acceptor = tokio::spawn(direct::accept(endpoint.clone(), inputs.clone()));
+            match join(&endpoint, &self.config, &self.shared).await {
+                Ok(joined) => {
+                    backoff = BACKOFF_MIN;
+                    self.serve(&endpoint, joined, inputs, inputs_rx).await;
+                    tracing::info!("disconnected from the relay; reconnecting");
+                }
+                Err(JoinError::Refused(r)) => {
+                    tracing::error!("the relay refused to admit us: {}", r.explain());
+                    self.set_state(SessionState::Refused(r));
+                    acceptor.abort();
+                    endpoint.close(0u32.into(), b"refused");
+                    return;
+                }
+                Err(JoinError::Other(msg)) => {
+                    tracing::warn!("{msg}");
+                    self.set_state(SessionState::Retrying(msg));
+                }
+            }
+            acceptor.abort();
+            endpoint.close(0u32.into(), b"reconnecting");
+            if self.shared.stopped.load(Relaxed) {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// In the room until the relay connection ends or the session stops.
+    async fn serve(
+        &mut self,
+        endpoint: &quinn::Endpoint,
+        joined: Joined,
+        inputs: mpsc::Sender<Input>,
+        mut inputs_rx: mpsc::Receiver<Input>,
+    ) {
+        let Joined {
+            conn,
+            mut send,
+            mut recv,
+            me,
+            others,
+        } = joined;
+        let (control, mut control_rx) = mpsc::channel::<ClientMessage>(CONTROL_QUEUE);
+        let (datagrams, mut datagrams_rx) = mpsc::channel::<Bytes>(DATAGRAMS);
+        let writer = tokio::spawn(async move {
+            while let Some(msg) = control_rx.recv().await {
+                if write_frame(&mut send, &msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let reader = {
+            let inputs = inputs.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(msg)) = read_frame::<RelayMessage>(&mut recv).await {
+                    if inputs.send(Input::Relay(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = inputs.send(Input::RelayGone).await;
+            })
+        };
+        let relay_datagrams = tokio::spawn(direct::forward_datagrams(
+            conn.clone(),
+            datagrams.clone(),
+            self.shared.counters.clone(),
+        ));
+        let mut links = Links {
+            endpoint: endpoint.clone(),
+            relay: conn.clone(),
+            control,
+            paths: BTreeMap::new(),
+            unrecognised: Vec::new(),
+            inputs,
+            datagrams,
+        };
+        // Frames queued while we were away would play late.
+        while self.audio_in.pop().is_ok() {}
+        let count = others.len();
+        self.core
+            .handle_welcome(Instant::now(), me, others, &mut self.shared.doc());
+        tracing::info!(
+            "joined room {} as {me:?} with {count} others",
+            self.config.invite.room
+        );
+        self.publish(&links, Some(SessionState::Joined { you: me }));
+        let mut next_publish = Instant::now() + PUBLISH_EVERY;
+        while self.flush(&mut links) && !self.shared.stopped.load(Relaxed) {
+            let due = [
+                self.core.poll_timeout(),
+                Some(next_publish),
+                links.unrecognised.iter().map(|u| u.1).min(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_publish);
+            let mut changed = true;
+            tokio::select! {
+                biased;
+                _ = self.shared.wake.notified() => {
+                    self.take_asks();
+                    self.send_frames(&links);
+                    changed = false;
+                }
+                Some(d) = datagrams_rx.recv() => {
+                    self.receive(&d);
+                    for _ in 1..DATAGRAMS_PER_WAKE {
+                        let Ok(d) = datagrams_rx.try_recv() else { break };
+                        self.receive(&d);
+                    }
+                    changed = false;
+                }
+                input = inputs_rx.recv() => match input {
+                    None | Some(Input::RelayGone) => break,
+                    Some(input) => self.input(input, &mut links),
+                },
+                _ = tokio::time::sleep_until(due.into()) => {
+                    let now = Instant::now();
+                    self.core.handle_timeout(now);
+                    links.unrecognised.retain(|(c, until)| {
+                        let keep = *until > now;
+                        if !keep {
+                            c.close(2u32.into(), b"unknown member");
+                        }
+                        keep
+                    });
+                    changed = now >= next_publish;
+                    if changed {
+                        next_publish = now + PUBLISH_EVERY;
+                    }
+                }
+                _ = conn.closed() => break,
+            }
+            if changed {
+                self.publish(&links, None);
+            }
+        }
+        writer.abort();
+        reader.abort();
+        relay_datagrams.abort();
+        for (c, _) in links.unrecognised.drain(..) {
+            c.close(0u32.into(), b"rejoining");
+        }
+        links.paths.clear();
+        conn.close(0u32.into(), b"rejoining");
+        self.core.handle_disconnected(Instant::now());
+        self.shared.publish(|p| {
+            p.members.clear();
+            p.relay = None;
+            p.direct.clear();
+        });
+    }
+
+    /// Publishes the members, paths and presence (and a new state, if given).
+    fn publish(&mut self, links: &Links, state: Option<SessionState>) {
+        let members = self
+            .core
+            .members()
+            .map(|m| (m.clone(), self.core.keyed(m.id)))
+            .collect();
+        let presence = self.core.presence(Instant::now());
+        let direct = links
+            .paths
+            .iter()
+            .map(|(id, p)| (*id, p.conn.clone()))
+            .collect();
+        self.shared.publish(|p| {
+            p.members = members;
+            p.presence = presence;
+            p.relay = Some(links.relay.clone());
+            p.direct = direct;
+            if let Some(s) = state {
+                p.state = s;
+            }
+        });
+    }
+
+    fn receive(&mut self, datagram: &[u8]) {
+        let on_audio = &mut self.on_audio;
+        self.core
+            .open_datagram(datagram, &mut |from, frame| on_audio(from, frame));
+    }
+
+    /// Takes what the handles asked for.
+    fn take_asks(&mut self) {
+        let asks = std::mem::take(&mut *self.shared.asks());
+        let now = Instant::now();
+        if asks.doc_edited {
+            self.core.edited(now, &mut self.shared.doc());
+        }
+        if let Some(p) = asks.presence {
+            self.core.set_presence(p);
+        }
+        #[cfg(feature = "danger-test-hooks")]
+        if let Some((media_time, payload, reply)) = asks.seal {
+            let mut out = Vec::new();
+            let sealed = self.core.danger_keys().map(|k| {
+                k.seal_audio(StemId(0), media_time, &payload, false, &mut out);
+                out
+            });
+            let _ = reply.try_send(sealed);
+        }
+    }
+
+    /// Seals the frames the pump queued and sends each on every path that needs it.
+    fn send_frames(&mut self, links: &Links) {
+        let redundancy = usize::from(self.shared.redundancy.load(Relaxed));
+        let counters = &self.shared.counters;
+        while let Ok(f) = self.audio_in.pop() {
+            let Some((datagram, prefix, needs_relay)) =
+                self.core
+                    .seal_audio(f.stem, f.media_time, &f.bytes[..f.len], redundancy)
+            else {
+                continue;
+            };
+            let with_id = Bytes::copy_from_slice(datagram);
+            for p in links.paths.values() {
+                if send_fresh(&p.conn, with_id.clone(), counters) {
+                    counters.sent.fetch_add(1, Relaxed);
+                }
+            }
+            if needs_relay && send_fresh(&links.relay, with_id.slice(prefix..), counters) {
+                counters.sent.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn input(&mut self, input: Input, links: &mut Links) {
+        let now = Instant::now();
+        match input {
+            Input::Relay(msg) => {
+                let joined = matches!(msg, RelayMessage::Joined(_));
+                self.core.handle_relay(now, msg, &mut self.shared.doc());
+                if joined {
+                    for (conn, _) in std::mem::take(&mut links.unrecognised) {
+                        self.incoming(conn, now, links);
+                    }
+                }
+            }
+            Input::RelayGone => {}
+            Input::Direct(member, id, msg) => {
+                if links
+                    .paths
+                    .get(&member)
+                    .is_some_and(|p| p.conn.stable_id() == id)
+                {
+                    self.core
+                        .handle_direct(now, member, &msg, &mut self.shared.doc());
+                }
+            }
+            Input::Dialled(member, conn) => self.adopt(member, conn, links),
+            Input::Incoming(conn) => self.incoming(conn, now, links),
+            Input::PathDown(member, id) => {
+                if links
+                    .paths
+                    .get(&member)
+                    .is_some_and(|p| p.conn.stable_id() == id)
+                {
+                    links.paths.remove(&member);
+                    self.core
+                        .handle_path_down(now, member, &mut self.shared.doc());
+                }
+            }
+        }
+    }
+
+    /// A member dialled us: matched by the address the relay saw it at.
+    fn incoming(&mut self, conn: Connection, now: Instant, links: &mut Links) {
+        let remote = conn.remote_address();
+        let member = self
+            .core
+            .members()
+            .find(|m| m.observed == remote)
+            .map(|m| m.id);
+        match member {
+            Some(member) => self.adopt(member, conn, links),
+            None => links.unrecognised.push((conn, now + RECOGNISE_TIMEOUT)),
+        }
+    }
+
+    /// Uses `conn` for `member`'s audio and document, if it still needs one.
+    fn adopt(&mut self, member: MemberId, conn: Connection, links: &mut Links) {
+        let known = self.core.members().any(|m| m.id == member);
+        if !known || links.paths.contains_key(&member) {
+            conn.close(0u32.into(), b"not needed");
+            return;
+        }
+        let (control, outbox) = mpsc::channel(CONTROL_QUEUE);
+        let task = tokio::spawn(direct::serve_path(
+            member,
+            conn.clone(),
+            outbox,
+            links.inputs.clone(),
+            links.datagrams.clone(),
+            self.shared.counters.clone(),
+        ));
+        links.paths.insert(
+            member,
+            DirectLink {
+                conn,
+                control,
+                task,
+            },
+        );
+        self.core
+            .handle_path_up(Instant::now(), member, &mut self.shared.doc());
+        self.publish(links, None);
+    }
+
+    /// Sends what the core has to send and acts on what it asks. False when the relay's
+    /// control stream has fallen too far behind to go on.
+    fn flush(&mut self, links: &mut Links) -> bool {
+        while let Some(t) = self.core.poll_transmit() {
+            let (to, msg) = match t {
+                Transmit::Relay(msg) => {
+                    if links.control.try_send(msg).is_err() {
+                        tracing::warn!("the relay's control stream fell behind; reconnecting");
+                        return false;
+                    }
+                    continue;
+                }
+                Transmit::Direct(to, msg) => (to, msg),
+            };
+            match links.paths.get(&to) {
+                Some(p) => {
+                    if p.control.try_send(msg).is_err() {
+                        // Its connection closes; the path goes down and the relay takes over.
+                        p.conn.close(0u32.into(), b"fell behind");
+                    }
+                }
+                None => {
+                    let msg = ClientMessage::Send {
+                        to: Some(to),
+                        body: encode_peer(&msg),
+                    };
+                    if links.control.try_send(msg).is_err() {
+                        return false;
+                    }
+                }
+            }
+        }
+        while let Some(e) = self.core.poll_event() {
+            match e {
+                RoomEvent::Dial(other) => direct::dial(
+                    links.endpoint.clone(),
+                    self.shared.congestion.clone(),
+                    other,
+                    links.inputs.clone(),
+                ),
+                RoomEvent::ClosePath(id) => {
+                    links.paths.remove(&id);
+                }
+                RoomEvent::DocChanged => {}
+            }
+        }
+        true
+    }
+}
+
+/// A fresh endpoint on a new socket. Each connection attempt gets its own: with zero-length
+/// connection ids quinn routes by address, and a draining connection to the old relay would
+/// otherwise swallow the new handshake.
+fn make_endpoint(
+    identity: &Identity,
+    config: &SessionConfig,
+    signal: &Arc<CongestionSignal>,
+) -> Result<quinn::Endpoint, String> {
+    let bind: SocketAddr = if config.invite.host.contains(':') {
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    } else {
+        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+    };
+    let socket =
+        std::net::UdpSocket::bind(bind).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    let server = identity
+        .server_config(signal.clone())
+        .map_err(|e| e.to_string())?;
+    let mut endpoint = quinn::Endpoint::new(
+        endpoint_config(),
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    endpoint.set_default_client_config(
+        relay_client_config(config.invite.fingerprint, signal.clone())
+            .map_err(|e| e.to_string())?,
+    );
+    Ok(endpoint)
+}
+
+enum JoinError {
+    Refused(Refusal),
+    Other(String),
+}
+
+struct Joined {
+    conn: Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    me: MemberId,
+    others: Vec<MemberInfo>,
+}
+
+async fn join(
+    endpoint: &quinn::Endpoint,
+    config: &SessionConfig,
+    shared: &Shared,
+) -> Result<Joined, JoinError> {
+    let inv = &config.invite;
+    let relay = format!("{}:{}", inv.host, inv.port);
+    let addr = tokio::net::lookup_host(&relay)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            JoinError::Other(format!(
+                "relay {relay} not found — check the invite's address"
+            ))
+        })?;
+    let unreachable = |e: &dyn std::fmt::Display| {
+        JoinError::Other(format!("relay {relay} unreachable ({e}) — is it running?"))
+    };
+    let connecting = endpoint
+        .connect(addr, SERVER_NAME)
+        .map_err(|e| unreachable(&e))?;
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| unreachable(&"no answer"))?
+        .map_err(|e| unreachable(&e))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unreachable(&e))?;
+    let lost =
+        |e: &dyn std::fmt::Display| JoinError::Other(format!("lost the relay while joining: {e}"));
+    write_frame(
+        &mut send,
+        &ClientMessage::Join {
+            room: inv.room.to_string(),
+            name: config.name.clone(),
+            participant: shared.participant,
+            role: Role::Performer,
+        },
+    )
+    .await
+    .map_err(|e| lost(&e))?;
+    let nonce = match read_frame::<RelayMessage>(&mut recv).await {
+        Ok(Some(RelayMessage::Challenge { nonce })) => nonce,
+        Ok(Some(RelayMessage::Refused(r))) => return Err(JoinError::Refused(r)),
+        Ok(_) => return Err(JoinError::Refused(Refusal::Protocol)),
+        Err(e) => return Err(lost(&e)),
+    };
+    let binding = channel_binding(&conn, &inv.room).ok_or_else(|| lost(&"no TLS exporter"))?;
+    let proof = inv.secret.admission_proof(&inv.room, &nonce, &binding);
+    write_frame(&mut send, &ClientMessage::Proof { proof })
+        .await
+        .map_err(|e| lost(&e))?;
+    match read_frame::<RelayMessage>(&mut recv).await {
+        Ok(Some(RelayMessage::Welcome { you, members, .. })) => {
+            shared.counters.joins.fetch_add(1, Relaxed);
+            Ok(Joined {
+                conn,
+                send,
+                recv,
+                me: you,
+                others: members,
+            })
+        }
+        Ok(Some(RelayMessage::Refused(r))) => Err(JoinError::Refused(r)),
+        Ok(_) => Err(JoinError::Refused(Refusal::Protocol)),
+        // A refusal closes the connection; the reason arrives as the close frame.
+        Err(e) => Err(lost(&e)),
+    }
+}
