@@ -465,6 +465,7 @@ pub fn start(
             rotation: config.rotation,
             presence_cipher: secret.presence_cipher(room),
             force_relay: config.force_relay,
+            rng: Box::new(rand_core::OsRng),
         },
         counters.clone(),
     );

@@ -113,6 +113,7 @@ fn tampered_replayed_and_forged_datagrams_are_dropped_and_counted_and_the_relay_
         relay_knowledge.member_auth(&invite.room),
         RotationPolicy::default(),
         Instant::now(),
+        &mut rand_core::OsRng,
     );
     // Numbered past what Alice has seen from Bob, so only the seal can refuse it.
     let mut forged = Vec::new();
@@ -153,6 +154,7 @@ fn tampered_replayed_and_forged_datagrams_are_dropped_and_counted_and_the_relay_
             relay_knowledge.member_auth(&invite.room),
             RotationPolicy::default(),
             Instant::now(),
+            &mut rand_core::OsRng,
         );
         let mut bytes = d.to_vec();
         assert!(relay_keys.open_audio(from, &mut bytes).is_err());

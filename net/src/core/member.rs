@@ -10,6 +10,8 @@
 //! [`RoomCore::seal_audio`] and [`RoomCore::open_datagram`].
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand_core::CryptoRngCore;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,6 +44,8 @@ pub struct RoomSetup {
     pub presence_cipher: DocCipher,
     /// Never ask for direct paths.
     pub force_relay: bool,
+    /// Keys, nonces: the core's only source of randomness.
+    pub rng: Box<dyn CryptoRngCore + Send>,
 }
 
 /// Something to send.
@@ -80,6 +84,7 @@ pub struct RoomCore {
     setup_auth: MemberAuthKey,
     rotation: RotationPolicy,
     force_relay: bool,
+    rng: Box<dyn CryptoRngCore + Send>,
     joined: Option<Joined>,
     presence_out: PresenceOutbox,
     presence_in: PresenceBook,
@@ -97,6 +102,7 @@ impl RoomCore {
             setup_auth: setup.auth,
             rotation: setup.rotation,
             force_relay: setup.force_relay,
+            rng: setup.rng,
             joined: None,
             presence_out: PresenceOutbox::new(setup.presence),
             presence_in: PresenceBook::default(),
@@ -118,7 +124,13 @@ impl RoomCore {
         others: Vec<MemberInfo>,
         doc: &mut DocReplica,
     ) {
-        let keys = MemberKeys::new(me, self.setup_auth.clone(), self.rotation, now);
+        let keys = MemberKeys::new(
+            me,
+            self.setup_auth.clone(),
+            self.rotation,
+            now,
+            &mut *self.rng,
+        );
         self.audio.reset();
         self.relay(None, PeerMessage::Announce(keys.announce()));
         self.joined = Some(Joined {
@@ -221,7 +233,7 @@ impl RoomCore {
         };
         if now >= j.next_key_tick {
             j.next_key_tick = now + KEY_TICK;
-            if let Some((ann, grants)) = j.keys.maybe_rotate(now) {
+            if let Some((ann, grants)) = j.keys.maybe_rotate(now, &mut *self.rng) {
                 self.relay(None, PeerMessage::Announce(ann));
                 for g in grants {
                     self.relay(Some(g.to), PeerMessage::Grant(g));
@@ -239,7 +251,7 @@ impl RoomCore {
             let me = j.me;
             if let Some(update) = self.presence_out.due(now) {
                 if let Ok(plain) = postcard::to_stdvec(&update) {
-                    let (nonce, sealed) = self.presence_cipher.seal(me, &plain);
+                    let (nonce, sealed) = self.presence_cipher.seal(me, &plain, &mut *self.rng);
                     self.relay(None, PeerMessage::Presence { nonce, sealed });
                 }
             }
@@ -371,7 +383,7 @@ impl RoomCore {
     fn sync_to(&mut self, to: &MemberInfo, doc: &mut DocReplica) {
         let Some(j) = &self.joined else { return };
         let direct = j.paths.contains(&to.id);
-        for msg in doc.outgoing(j.me, to.participant) {
+        for msg in doc.outgoing(j.me, to.participant, &mut *self.rng) {
             let t = if direct {
                 Transmit::Direct(to.id, msg)
             } else {

@@ -42,6 +42,7 @@ fn core(participant: u64, rotation: RotationPolicy) -> RoomCore {
             rotation,
             presence_cipher: s.presence_cipher(&room()),
             force_relay: false,
+            rng: Box::new(TestRng(participant)),
         },
         Arc::default(),
     )
@@ -431,6 +432,7 @@ fn forged_key_messages_and_garbage_are_counted_not_trusted() {
         RoomSecret::from_bytes([1; 32]).member_auth(&room()),
         RotationPolicy::default(),
         now,
+        &mut rand_core::OsRng,
     );
     let body = encode_peer(&PeerMessage::Announce(fake.announce()));
     let forged = RelayMessage::From {
@@ -445,6 +447,6 @@ fn forged_key_messages_and_garbage_are_counted_not_trusted() {
     b.cores[1].handle_relay(now, garbage, &mut b.docs[1]);
     assert_eq!(b.cores[1].counters.forged.load(Relaxed), 1);
     assert_eq!(b.cores[1].counters.malformed.load(Relaxed), 1);
-    let _ = fake.rotate(now);
+    let _ = fake.rotate(now, &mut rand_core::OsRng);
     assert!(b.cores[0].keyed(id1));
 }

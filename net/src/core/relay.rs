@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rand_core::RngCore;
+use rand_core::CryptoRngCore;
 
 use super::batch::Batcher;
 use super::router::{forwards, sends_audio, Routing};
@@ -198,7 +198,7 @@ impl Seat {
 pub struct RelayCore {
     verifier: AdmissionVerifier,
     limits: RoomLimits,
-    rng: Box<dyn RngCore + Send>,
+    rng: Box<dyn CryptoRngCore + Send>,
     metrics: Arc<RelayMetrics>,
     seats: BTreeMap<ConnId, Seat>,
     transmits: VecDeque<Transmit>,
@@ -210,7 +210,7 @@ impl RelayCore {
     pub fn new(
         verifier: AdmissionVerifier,
         limits: RoomLimits,
-        rng: Box<dyn RngCore + Send>,
+        rng: Box<dyn CryptoRngCore + Send>,
         metrics: Arc<RelayMetrics>,
     ) -> Self {
         Self {

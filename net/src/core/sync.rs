@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use rand_core::CryptoRngCore;
 use thiserror::Error;
 
 use crate::crypto::DocCipher;
@@ -68,7 +69,12 @@ impl DocReplica {
 
     /// What `to` lacks of the document, if anything, sealed as from `me` in as many parts as
     /// control frames need.
-    pub fn outgoing(&mut self, me: MemberId, to: ParticipantId) -> Vec<PeerMessage> {
+    pub fn outgoing(
+        &mut self,
+        me: MemberId,
+        to: ParticipantId,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Vec<PeerMessage> {
         let Some(msg) = self.peers.entry(to).or_default().generate(&mut self.doc) else {
             return Vec::new();
         };
@@ -84,7 +90,7 @@ impl DocReplica {
             .into_iter()
             .enumerate()
             .map(|(part, chunk)| {
-                let (nonce, sealed) = self.cipher.seal(me, chunk);
+                let (nonce, sealed) = self.cipher.seal(me, chunk, rng);
                 PeerMessage::Doc {
                     nonce,
                     sealed,
@@ -196,8 +202,8 @@ mod tests {
     ) -> usize {
         let (mut n, mut lost, mut most) = (0, false, 0);
         for _ in 0..100 {
-            let to_b = a.outgoing(A.0, B.1);
-            let to_a = b.outgoing(B.0, A.1);
+            let to_b = a.outgoing(A.0, B.1, &mut rand_core::OsRng);
+            let to_a = b.outgoing(B.0, A.1, &mut rand_core::OsRng);
             if to_b.is_empty() && to_a.is_empty() {
                 if !lost {
                     return most;
@@ -254,12 +260,12 @@ mod tests {
         let mut c = replica(&secret);
         let mut msgs = Vec::new();
         for _ in 0..10 {
-            let m = a.outgoing(A.0, ParticipantId(12));
+            let m = a.outgoing(A.0, ParticipantId(12), &mut rand_core::OsRng);
             if m.len() > 1 {
                 msgs = m;
                 break;
             }
-            let back = c.outgoing(B.0, A.1);
+            let back = c.outgoing(B.0, A.1, &mut rand_core::OsRng);
             deliver(&mut c, A, &m);
             deliver(&mut a, (B.0, ParticipantId(12)), &back);
         }
@@ -298,7 +304,7 @@ mod tests {
             replica(&RoomSecret::from_bytes([4; 32])),
         );
         a.doc().set_tempo(120.0).unwrap();
-        let msgs = a.outgoing(A.0, B.1);
+        let msgs = a.outgoing(A.0, B.1, &mut rand_core::OsRng);
         let PeerMessage::Doc {
             nonce,
             sealed,

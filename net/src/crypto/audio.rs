@@ -293,6 +293,7 @@ mod tests {
             relay_guess.member_auth(&room()),
             RotationPolicy::default(),
             now,
+            &mut rand_core::OsRng,
         );
         assert_eq!(
             b.accept_announce(&mallory.announce()).unwrap_err(),
@@ -361,7 +362,13 @@ mod tests {
         let mut seen = HashSet::new();
         let mut sealed = 0;
         for session in 0..2 {
-            let mut k = MemberKeys::new(MemberId(1), secret.member_auth(&room()), policy, t0);
+            let mut k = MemberKeys::new(
+                MemberId(1),
+                secret.member_auth(&room()),
+                policy,
+                t0,
+                &mut rand_core::OsRng,
+            );
             for activation in 0..3u64 {
                 // Each activation's engine starts its media time (and its own counter) at 0.
                 for i in 0..1500u64 {
@@ -379,7 +386,7 @@ mod tests {
                         );
                         sealed += 1;
                     }
-                    k.maybe_rotate(t0);
+                    k.maybe_rotate(t0, &mut rand_core::OsRng);
                 }
             }
         }
@@ -393,7 +400,9 @@ mod tests {
         introduce(&mut a, &mut b, t0);
         let old = seal(&mut a, 0, b"before");
         let t1 = t0 + Duration::from_secs(121);
-        let (ann, grants) = a.maybe_rotate(t1).expect("rotation due after max_age");
+        let (ann, grants) = a
+            .maybe_rotate(t1, &mut rand_core::OsRng)
+            .expect("rotation due after max_age");
         assert_eq!(ann.epoch, 1);
         let back = b.accept_announce(&ann).unwrap();
         a.accept_grant(&back, t1).unwrap();
@@ -425,13 +434,19 @@ mod tests {
             max_packets: 10,
             ..RotationPolicy::default()
         };
-        let mut a = MemberKeys::new(MemberId(1), secret.member_auth(&room()), policy, now);
+        let mut a = MemberKeys::new(
+            MemberId(1),
+            secret.member_auth(&room()),
+            policy,
+            now,
+            &mut rand_core::OsRng,
+        );
         for s in 0..9 {
             seal(&mut a, s * 120, b"p");
         }
-        assert!(a.maybe_rotate(now).is_none());
+        assert!(a.maybe_rotate(now, &mut rand_core::OsRng).is_none());
         seal(&mut a, 9 * 120, b"p");
-        assert!(a.maybe_rotate(now).is_some());
+        assert!(a.maybe_rotate(now, &mut rand_core::OsRng).is_some());
     }
 
     proptest! {

@@ -25,7 +25,7 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
-use rand_core::{OsRng, RngCore};
+use rand_core::{CryptoRngCore, OsRng, RngCore};
 use sha2::Sha256;
 use thiserror::Error;
 use x25519_dalek::{PublicKey, StaticSecret};
@@ -246,11 +246,11 @@ struct OwnEpoch {
 }
 
 impl OwnEpoch {
-    fn new(epoch: Epoch, now: Instant) -> Self {
-        let secret = StaticSecret::random_from_rng(OsRng);
+    fn new(epoch: Epoch, now: Instant, rng: &mut dyn CryptoRngCore) -> Self {
+        let secret = StaticSecret::random_from_rng(&mut *rng);
         let public = PublicKey::from(&secret);
         let mut sender_key = [0u8; 32];
-        OsRng.fill_bytes(&mut sender_key);
+        rng.fill_bytes(&mut sender_key);
         Self {
             epoch,
             public,
@@ -317,12 +317,18 @@ pub struct MemberKeys {
 
 impl MemberKeys {
     /// Key state for member `me`, with a first epoch ready.
-    pub fn new(me: MemberId, auth: MemberAuthKey, policy: RotationPolicy, now: Instant) -> Self {
+    pub fn new(
+        me: MemberId,
+        auth: MemberAuthKey,
+        policy: RotationPolicy,
+        now: Instant,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Self {
         Self {
             me,
             auth,
             policy,
-            own: vec![OwnEpoch::new(0, now)],
+            own: vec![OwnEpoch::new(0, now, rng)],
             sent_in_epoch: 0,
             next_seq: audio::StemCounters::default(),
             remotes: Default::default(),
@@ -507,16 +513,24 @@ impl MemberKeys {
 
     /// Rotates when the policy says so. Returns the new announcement and a grant per known
     /// member, to send; `None` if no rotation was due.
-    pub fn maybe_rotate(&mut self, now: Instant) -> Option<(KeyAnnounce, Vec<KeyGrant>)> {
+    pub fn maybe_rotate(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn CryptoRngCore,
+    ) -> Option<(KeyAnnounce, Vec<KeyGrant>)> {
         let due = now.duration_since(self.current().created) >= self.policy.max_age
             || self.sent_in_epoch >= self.policy.max_packets;
-        due.then(|| self.rotate(now))
+        due.then(|| self.rotate(now, rng))
     }
 
     /// Starts a new epoch now.
-    pub fn rotate(&mut self, now: Instant) -> (KeyAnnounce, Vec<KeyGrant>) {
+    pub fn rotate(
+        &mut self,
+        now: Instant,
+        rng: &mut dyn CryptoRngCore,
+    ) -> (KeyAnnounce, Vec<KeyGrant>) {
         let next = (self.epoch() + 1) % EPOCH_MODULUS;
-        self.own.push(OwnEpoch::new(next, now));
+        self.own.push(OwnEpoch::new(next, now, rng));
         // Keep the previous ephemeral for grants sealed to it in flight; older ones go.
         while self.own.len() > 2 {
             self.own.remove(0);
@@ -553,9 +567,14 @@ pub struct DocCipher(ChaCha20Poly1305);
 
 impl DocCipher {
     /// Seals `plain` from `from` with a fresh random nonce.
-    pub fn seal(&self, from: MemberId, plain: &[u8]) -> ([u8; 12], Vec<u8>) {
+    pub fn seal(
+        &self,
+        from: MemberId,
+        plain: &[u8],
+        rng: &mut dyn CryptoRngCore,
+    ) -> ([u8; 12], Vec<u8>) {
         let mut nonce = [0u8; 12];
-        OsRng.fill_bytes(&mut nonce);
+        rng.fill_bytes(&mut nonce);
         let mut body = plain.to_vec();
         let tag = self
             .0
@@ -604,12 +623,14 @@ mod tests {
             secret.member_auth(&room()),
             RotationPolicy::default(),
             now,
+            &mut rand_core::OsRng,
         );
         let b = MemberKeys::new(
             MemberId(2),
             secret.member_auth(&room()),
             RotationPolicy::default(),
             now,
+            &mut rand_core::OsRng,
         );
         (a, b)
     }
