@@ -8,7 +8,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use echoel_net::relay::{create_room, Relay, RelayConfig};
+mod common;
+
 use echoel_net::session::{self, SessionConfig};
 use echoel_net::wire::StemId;
 
@@ -17,22 +18,9 @@ const SETTLE: Duration = Duration::from_secs(2);
 const MEASURE: Duration = Duration::from_secs(6);
 
 fn main() {
-    let state = std::env::temp_dir().join(format!("echoel-bench-session-{}", std::process::id()));
-    let relay_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let relay = relay_rt
-        .block_on(Relay::bind(&RelayConfig {
-            listen: "127.0.0.1:0".parse().expect("valid"),
-            state_dir: state.clone(),
-            metrics: None,
-        }))
-        .expect("relay");
-    let addr = relay.local_addr().expect("bound");
-    relay_rt.spawn(relay.run(std::future::pending()));
-    let invite = create_room(&state, &addr.to_string(), Some("bench")).expect("room");
+    // The relay on a runtime of its own, the members on another.
+    let relay_rt = common::network_runtime();
+    let (invite, _state) = common::relay_with_room(&relay_rt, "bench");
     println!(
         "Session transit, send_audio → on_audio, 2.5 ms frames, {} s measured",
         MEASURE.as_secs()
@@ -42,11 +30,7 @@ fn main() {
         "path", "frames", "p50 µs", "p90 µs", "p99 µs"
     );
     for force_relay in [true, false] {
-        let net = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let net = common::network_runtime();
         let epoch = Instant::now();
         let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
         let config = |name: &str| SessionConfig {
@@ -107,5 +91,4 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
         net.shutdown_timeout(Duration::from_secs(1));
     }
-    let _ = std::fs::remove_dir_all(&state);
 }

@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use echoel_net::relay::{create_room, Relay, RelayConfig};
+mod common;
+
 use echoel_net::session::{self, SessionConfig, SessionState};
 use echoel_net::wire::StemId;
 use echoel_net::RotationPolicy;
@@ -16,25 +17,8 @@ const BITRATE_BPS: u64 = 128_000;
 const SECONDS: f64 = 1.5;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let state = std::env::temp_dir().join(format!("echoel-wire-bench-{}", std::process::id()));
-    let relay = rt
-        .block_on(Relay::bind(&RelayConfig {
-            listen: "127.0.0.1:0".parse().expect("valid"),
-            state_dir: state.clone(),
-            metrics: None,
-        }))
-        .expect("relay");
-    let addr = relay.local_addr().expect("bound");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    rt.spawn(relay.run(async {
-        let _ = stopped.await;
-    }));
-    let invite = create_room(&state, &addr.to_string(), Some("wire")).expect("room");
+    let rt = common::network_runtime();
+    let (invite, _state) = common::relay_with_room(&rt, "wire");
     let join = |name: &str| {
         let _g = rt.enter();
         session::start(
@@ -103,6 +87,4 @@ fn main() {
     println!("\ntargets: <= 2.8x at 2.5 ms, <= 1.9x at 5 ms (udp datagrams include keep-alives)");
     handle.stop();
     listener.stop();
-    let _ = stop.send(());
-    let _ = std::fs::remove_dir_all(&state);
 }

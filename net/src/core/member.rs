@@ -442,23 +442,9 @@ impl RoomCore {
         direct: bool,
         doc: &mut DocReplica,
     ) {
-        let PeerMessage::Doc {
-            nonce,
-            sealed,
-            part,
-            parts,
-        } = msg
-        else {
-            return;
-        };
+        let Some(p) = DocPart::of(msg) else { return };
         let Some(participant) = self.participant_of(from) else {
             return;
-        };
-        let p = DocPart {
-            nonce,
-            sealed,
-            part: *part,
-            parts: *parts,
         };
         match doc.receive(from, participant, direct, p) {
             Ok(false) => {}

@@ -41,6 +41,26 @@ pub struct DocPart<'a> {
     pub parts: u16,
 }
 
+impl<'a> DocPart<'a> {
+    /// The part a [`PeerMessage::Doc`] carries; `None` for any other message.
+    pub fn of(msg: &'a PeerMessage) -> Option<Self> {
+        match msg {
+            PeerMessage::Doc {
+                nonce,
+                sealed,
+                part,
+                parts,
+            } => Some(Self {
+                nonce,
+                sealed,
+                part: *part,
+                parts: *parts,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// A member's copy of the session document and its sync with each peer.
 pub struct DocReplica {
     doc: SessionDoc,
@@ -170,21 +190,7 @@ mod tests {
 
     fn deliver(to: &mut DocReplica, from: (MemberId, ParticipantId), msgs: &[PeerMessage]) {
         for m in msgs {
-            let PeerMessage::Doc {
-                nonce,
-                sealed,
-                part,
-                parts,
-            } = m
-            else {
-                panic!("not a document part")
-            };
-            let p = DocPart {
-                nonce,
-                sealed,
-                part: *part,
-                parts: *parts,
-            };
+            let p = DocPart::of(m).expect("a document part");
             let _ = to.receive(from.0, from.1, false, p);
         }
     }
@@ -274,24 +280,7 @@ mod tests {
         swapped.swap(0, 1);
         let results: Vec<_> = swapped
             .iter()
-            .map(|m| {
-                let PeerMessage::Doc {
-                    nonce,
-                    sealed,
-                    part,
-                    parts,
-                } = m
-                else {
-                    unreachable!()
-                };
-                let p = DocPart {
-                    nonce,
-                    sealed,
-                    part: *part,
-                    parts: *parts,
-                };
-                c.receive(A.0, A.1, false, p)
-            })
+            .map(|m| c.receive(A.0, A.1, false, DocPart::of(m).unwrap()))
             .collect();
         assert!(results.iter().any(Result::is_err), "{results:?}");
         assert!(!results.contains(&Ok(true)));
@@ -305,21 +294,7 @@ mod tests {
         );
         a.doc().set_tempo(120.0).unwrap();
         let msgs = a.outgoing(A.0, B.1, &mut rand_core::OsRng);
-        let PeerMessage::Doc {
-            nonce,
-            sealed,
-            part,
-            parts,
-        } = &msgs[0]
-        else {
-            unreachable!()
-        };
-        let p = DocPart {
-            nonce,
-            sealed,
-            part: *part,
-            parts: *parts,
-        };
+        let p = DocPart::of(&msgs[0]).unwrap();
         assert_eq!(b.receive(A.0, A.1, false, p), Err(DocFault::Forged));
         let mut same_room = replica(&RoomSecret::from_bytes([3; 32]));
         assert_eq!(
