@@ -57,15 +57,24 @@ pub enum Transmit {
     Direct(MemberId, PeerMessage),
 }
 
-/// Something the driver acts on.
+/// What happened, and what the driver is to do. Audio frames do not come this way: they go
+/// to the sink given to [`RoomCore::open_datagram`], with no copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomEvent {
+    /// A member is in the room (from the Welcome, or joined since).
+    MemberJoined(MemberInfo),
+    /// A member left the room.
+    MemberLeft(MemberInfo),
     /// Dial a direct path to this member (of a pair, the lower id dials).
     Dial(MemberInfo),
     /// This member left: close its direct path, if any.
     ClosePath(MemberId),
     /// A peer's message changed the session document.
     DocChanged,
+    /// A member's presence changed.
+    Presence(ParticipantId),
+    /// Something refused or dropped that the musician's log should show.
+    Notice(String),
 }
 
 /// Our state while joined.
@@ -142,6 +151,7 @@ impl RoomCore {
             next_presence_tick: now,
         });
         for m in others {
+            self.events.push_back(RoomEvent::MemberJoined(m.clone()));
             self.maybe_dial(&m);
         }
         doc.restart_all();
@@ -161,6 +171,7 @@ impl RoomCore {
         match msg {
             RelayMessage::Joined(info) => {
                 j.members.insert(info.id, info.clone());
+                self.events.push_back(RoomEvent::MemberJoined(info.clone()));
                 let announce = PeerMessage::Announce(j.keys.announce());
                 // A newcomer sees who is here at once, not at the next heartbeat.
                 self.presence_out.touch();
@@ -170,7 +181,9 @@ impl RoomCore {
                 self.sync_to(&info, doc);
             }
             RelayMessage::Left(id) => {
-                j.members.remove(&id);
+                if let Some(info) = j.members.remove(&id) {
+                    self.events.push_back(RoomEvent::MemberLeft(info));
+                }
                 j.keys.remove_member(id);
                 j.paths.remove(&id);
                 self.events.push_back(RoomEvent::ClosePath(id));
@@ -383,7 +396,14 @@ impl RoomCore {
     fn sync_to(&mut self, to: &MemberInfo, doc: &mut DocReplica) {
         let Some(j) = &self.joined else { return };
         let direct = j.paths.contains(&to.id);
-        for msg in doc.outgoing(j.me, to.participant, &mut *self.rng) {
+        let msgs = match doc.outgoing(j.me, to.participant, &mut *self.rng) {
+            Ok(m) => m,
+            Err(e) => {
+                self.events.push_back(RoomEvent::Notice(e.to_string()));
+                return;
+            }
+        };
+        for msg in msgs {
             let t = if direct {
                 Transmit::Direct(to.id, msg)
             } else {
@@ -427,7 +447,8 @@ impl RoomCore {
             _ => Err(crate::crypto::CryptoError::NotForUs),
         };
         if let Err(e) = result {
-            tracing::warn!("key message from {from:?} refused: {e}");
+            let notice = format!("key message from {from:?} refused: {e}");
+            self.events.push_back(RoomEvent::Notice(notice));
             self.counters.forged.fetch_add(1, Relaxed);
         }
     }
@@ -455,10 +476,11 @@ impl RoomCore {
             Err(e) => {
                 let counter = match e {
                     super::sync::DocFault::Forged => &self.counters.forged,
-                    super::sync::DocFault::Malformed(_) => &self.counters.malformed,
+                    _ => &self.counters.malformed,
                 };
                 counter.fetch_add(1, Relaxed);
-                tracing::warn!("{e} (from {from:?})");
+                let notice = format!("{e} (from {from:?})");
+                self.events.push_back(RoomEvent::Notice(notice));
             }
         }
     }
@@ -475,7 +497,9 @@ impl RoomCore {
             self.counters.malformed.fetch_add(1, Relaxed);
             return;
         };
-        self.presence_in.receive(participant, update, now);
+        if self.presence_in.receive(participant, update, now) {
+            self.events.push_back(RoomEvent::Presence(participant));
+        }
     }
 
     fn participant_of(&self, member: MemberId) -> Option<ParticipantId> {

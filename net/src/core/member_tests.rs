@@ -211,6 +211,17 @@ impl Band {
 fn members_welcomed_into_a_room_key_each_other_and_hear_each_other() {
     let mut b = Band::new(3, RotationPolicy::default());
     let ids: Vec<MemberId> = (0..3).map(|i| b.join(i)).collect();
+    let joined: Vec<MemberId> = std::iter::from_fn(|| b.cores[1].poll_event())
+        .filter_map(|e| match e {
+            RoomEvent::MemberJoined(m) => Some(m.id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        joined,
+        vec![ids[0], ids[2]],
+        "from the Welcome, then the relay's news"
+    );
     for i in 0..3 {
         assert_eq!(b.cores[i].members().count(), 2);
         for &other in ids.iter().filter(|&&o| o != ids[i]) {
@@ -277,7 +288,14 @@ fn a_member_that_leaves_is_forgotten_and_its_path_closed() {
     assert_eq!(b.cores[0].members().count(), 0);
     assert!(!b.cores[0].keyed(id1));
     assert!(!b.cores[0].is_direct(id1));
-    assert_eq!(b.cores[0].poll_event(), Some(RoomEvent::ClosePath(id1)));
+    let events: Vec<RoomEvent> = std::iter::from_fn(|| b.cores[0].poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![
+            RoomEvent::MemberLeft(info(1, id1)),
+            RoomEvent::ClosePath(id1)
+        ]
+    );
 }
 
 #[test]
@@ -418,6 +436,9 @@ fn presence_goes_out_on_the_clock_and_reaches_the_others() {
     let now = b.now;
     let seen = b.cores[1].presence(now);
     assert!(seen.iter().any(|p| p.presence.name == "Ana"), "{seen:?}");
+    let told = std::iter::from_fn(|| b.cores[1].poll_event())
+        .any(|e| e == RoomEvent::Presence(ParticipantId(0)));
+    assert!(told);
 }
 
 #[test]
@@ -447,6 +468,10 @@ fn forged_key_messages_and_garbage_are_counted_not_trusted() {
     b.cores[1].handle_relay(now, garbage, &mut b.docs[1]);
     assert_eq!(b.cores[1].counters.forged.load(Relaxed), 1);
     assert_eq!(b.cores[1].counters.malformed.load(Relaxed), 1);
+    let notices = std::iter::from_fn(|| b.cores[1].poll_event())
+        .filter(|e| matches!(e, RoomEvent::Notice(n) if n.contains("refused")))
+        .count();
+    assert_eq!(notices, 1, "the forged announcement is told");
     let _ = fake.rotate(now, &mut rand_core::OsRng);
     assert!(b.cores[0].keyed(id1));
 }

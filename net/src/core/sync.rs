@@ -26,6 +26,9 @@ pub enum DocFault {
     /// A part out of order, too much in all, or a message automerge refused.
     #[error("session document message refused: {0}")]
     Malformed(String),
+    /// Our own sync message would need more parts than a message may have.
+    #[error("session document message of {0} bytes is too large to send")]
+    TooLarge(usize),
 }
 
 /// One sealed part of a document sync message.
@@ -94,19 +97,13 @@ impl DocReplica {
         me: MemberId,
         to: ParticipantId,
         rng: &mut dyn CryptoRngCore,
-    ) -> Vec<PeerMessage> {
+    ) -> Result<Vec<PeerMessage>, DocFault> {
         let Some(msg) = self.peers.entry(to).or_default().generate(&mut self.doc) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let chunks: Vec<&[u8]> = msg.chunks(DOC_PART).collect();
-        let Ok(parts) = u16::try_from(chunks.len()) else {
-            tracing::warn!(
-                "session document message of {} bytes is too large to send",
-                msg.len()
-            );
-            return Vec::new();
-        };
-        chunks
+        let parts = u16::try_from(chunks.len()).map_err(|_| DocFault::TooLarge(msg.len()))?;
+        Ok(chunks
             .into_iter()
             .enumerate()
             .map(|(part, chunk)| {
@@ -118,7 +115,7 @@ impl DocReplica {
                     parts,
                 }
             })
-            .collect()
+            .collect())
     }
 
     /// A part from member `from` (who is `participant`) on a direct path or the relay. True
@@ -208,8 +205,8 @@ mod tests {
     ) -> usize {
         let (mut n, mut lost, mut most) = (0, false, 0);
         for _ in 0..100 {
-            let to_b = a.outgoing(A.0, B.1, &mut rand_core::OsRng);
-            let to_a = b.outgoing(B.0, A.1, &mut rand_core::OsRng);
+            let to_b = a.outgoing(A.0, B.1, &mut rand_core::OsRng).unwrap();
+            let to_a = b.outgoing(B.0, A.1, &mut rand_core::OsRng).unwrap();
             if to_b.is_empty() && to_a.is_empty() {
                 if !lost {
                     return most;
@@ -266,12 +263,14 @@ mod tests {
         let mut c = replica(&secret);
         let mut msgs = Vec::new();
         for _ in 0..10 {
-            let m = a.outgoing(A.0, ParticipantId(12), &mut rand_core::OsRng);
+            let m = a
+                .outgoing(A.0, ParticipantId(12), &mut rand_core::OsRng)
+                .unwrap();
             if m.len() > 1 {
                 msgs = m;
                 break;
             }
-            let back = c.outgoing(B.0, A.1, &mut rand_core::OsRng);
+            let back = c.outgoing(B.0, A.1, &mut rand_core::OsRng).unwrap();
             deliver(&mut c, A, &m);
             deliver(&mut a, (B.0, ParticipantId(12)), &back);
         }
@@ -293,7 +292,7 @@ mod tests {
             replica(&RoomSecret::from_bytes([4; 32])),
         );
         a.doc().set_tempo(120.0).unwrap();
-        let msgs = a.outgoing(A.0, B.1, &mut rand_core::OsRng);
+        let msgs = a.outgoing(A.0, B.1, &mut rand_core::OsRng).unwrap();
         let p = DocPart::of(&msgs[0]).unwrap();
         assert_eq!(b.receive(A.0, A.1, false, p), Err(DocFault::Forged));
         let mut same_room = replica(&RoomSecret::from_bytes([3; 32]));

@@ -448,7 +448,12 @@ impl Driver {
                 RoomEvent::ClosePath(id) => {
                     links.paths.remove(&id);
                 }
-                RoomEvent::DocChanged => {}
+                RoomEvent::Notice(n) => tracing::warn!("{n}"),
+                // Published with everything else after this input.
+                RoomEvent::MemberJoined(_)
+                | RoomEvent::MemberLeft(_)
+                | RoomEvent::DocChanged
+                | RoomEvent::Presence(_) => {}
             }
         }
         true
