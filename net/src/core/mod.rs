@@ -9,3 +9,6 @@ pub mod member;
 pub mod relay;
 pub mod router;
 pub mod sync;
+
+#[cfg(test)]
+pub(crate) mod test_rng;
