@@ -104,6 +104,8 @@ pub struct SessionDoc {
     my_tempo: Option<f64>,
     /// Tracks and notes created here, for ids unique to this member.
     created: u64,
+    /// Commits carry time 0 (a simulation that must replay byte for byte).
+    replay: bool,
 }
 
 const NOTE_FIELDS: [&str; 4] = ["pitch", "start", "length", "velocity"];
@@ -130,6 +132,7 @@ impl SessionDoc {
             doc,
             my_tempo: None,
             created: 0,
+            replay: false,
         })
     }
 
@@ -140,11 +143,44 @@ impl SessionDoc {
             doc,
             my_tempo: None,
             created: 0,
+            replay: false,
         };
         // Our edits under a fresh actor: a loaded copy is a new replica, not its saver.
         me.doc.set_actor(ActorId::random());
         me.part("tracks")?;
         Ok(me)
+    }
+
+    /// Makes this replica's edits replayable: a fixed actor, and commits at time 0. For the
+    /// simulator only: two members given one actor would corrupt the room's document.
+    pub fn danger_replay_actor(&mut self, actor: &[u8]) {
+        self.doc.set_actor(ActorId::from(actor));
+        self.replay = true;
+    }
+
+    fn commit(&mut self) {
+        if self.replay {
+            self.doc.commit_with(CommitOptions::default().with_time(0));
+        } else {
+            self.doc.commit();
+        }
+    }
+
+    /// The document's heads: equal on two replicas exactly when they hold the same changes.
+    pub fn heads(&mut self) -> Heads {
+        self.doc.get_heads()
+    }
+
+    /// The document's changes, sorted by hash, as bytes: identical on two replicas exactly
+    /// when they hold the same document. (`save` is not: its bytes depend on the order the
+    /// changes arrived in.)
+    pub fn canonical_bytes(&mut self) -> Vec<u8> {
+        let mut changes = self.doc.get_changes(&[]);
+        changes.sort_by_key(|c| c.hash());
+        changes
+            .iter()
+            .flat_map(|c| c.raw_bytes().to_vec())
+            .collect()
     }
 
     /// The whole document, compacted: what the plugin state and the store keep.
@@ -215,7 +251,7 @@ impl SessionDoc {
             120.0
         };
         self.doc.put(ROOT, "tempo", bpm)?;
-        self.doc.commit();
+        self.commit();
         self.my_tempo = Some(bpm);
         Ok(())
     }
@@ -254,14 +290,14 @@ impl SessionDoc {
     /// Sets the time signature (e.g. `"7/8"`).
     pub fn set_time_signature(&mut self, sig: &str) -> Result<(), DocError> {
         self.doc.put(ROOT, "time_signature", sig)?;
-        self.doc.commit();
+        self.commit();
         Ok(())
     }
 
     /// Sets the key (e.g. `"F# minor"`).
     pub fn set_key(&mut self, key: &str) -> Result<(), DocError> {
         self.doc.put(ROOT, "key", key)?;
-        self.doc.commit();
+        self.commit();
         Ok(())
     }
 
@@ -286,7 +322,7 @@ impl SessionDoc {
         self.doc.put(&t, "instrument", instrument)?;
         self.doc.put(&t, "muted", false)?;
         self.doc.put_object(&t, "notes", ObjType::Map)?;
-        self.doc.commit();
+        self.commit();
         Ok(id)
     }
 
@@ -302,7 +338,7 @@ impl SessionDoc {
     pub fn set_muted(&mut self, track: &str, muted: bool) -> Result<(), DocError> {
         let t = self.track_obj(track)?;
         self.doc.put(&t, "muted", muted)?;
-        self.doc.commit();
+        self.commit();
         Ok(())
     }
 
@@ -343,7 +379,7 @@ impl SessionDoc {
         self.doc.put(&n, "start", note.start)?;
         self.doc.put(&n, "length", note.length)?;
         self.doc.put(&n, "velocity", note.velocity)?;
-        self.doc.commit();
+        self.commit();
         Ok(id)
     }
 
@@ -393,7 +429,7 @@ impl SessionDoc {
                 self.doc.put(&n, field, v)?;
             }
         }
-        self.doc.commit();
+        self.commit();
         Ok(())
     }
 
@@ -411,7 +447,7 @@ impl SessionDoc {
             "start" | "length" => self.doc.put(&n, field, value)?,
             _ => return Err(DocError::NotFound("note field", field.to_owned())),
         }
-        self.doc.commit();
+        self.commit();
         Ok(())
     }
 
@@ -489,7 +525,7 @@ impl SessionDoc {
         let pos = pos.min(len);
         let delete = delete.min(len - pos);
         self.doc.splice_text(&chart, pos, delete as isize, text)?;
-        self.doc.commit();
+        self.commit();
         Ok(())
     }
 
@@ -506,7 +542,7 @@ impl SessionDoc {
         let m = self.doc.insert_object(&markers, at, ObjType::Map)?;
         self.doc.put(&m, "beat", beat)?;
         self.doc.put(&m, "label", label)?;
-        self.doc.commit();
+        self.commit();
         Ok(())
     }
 

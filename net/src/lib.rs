@@ -10,6 +10,7 @@ pub mod invite;
 pub mod presence;
 pub mod relay;
 pub mod session;
+pub mod sim;
 pub mod store;
 pub mod tls;
 pub mod transport;

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::audio::{open_datagram, AudioOut};
-use super::sync::{DocPart, DocReplica};
+use super::sync::{DocPart, DocReplica, Received};
 use crate::crypto::{DocCipher, MemberAuthKey, MemberKeys, RotationPolicy};
 use crate::presence::MAX_RATE_HZ;
 use crate::presence::{PeerPresence, Presence, PresenceBook, PresenceOutbox, PresenceUpdate};
@@ -187,6 +187,8 @@ impl RoomCore {
                 j.keys.remove_member(id);
                 j.paths.remove(&id);
                 self.events.push_back(RoomEvent::ClosePath(id));
+                // What it had told only some of us must reach the rest.
+                self.sync_all(doc);
             }
             RelayMessage::From { from, body } => self.peer_message(now, from, &body, doc),
             // Joining messages: the driver's business.
@@ -468,8 +470,17 @@ impl RoomCore {
             return;
         };
         match doc.receive(from, participant, direct, p) {
-            Ok(false) => {}
-            Ok(true) => {
+            Ok(Received::Partial) => {}
+            // Sync is pairwise, and every member syncs its own edits with everyone: only the
+            // sender is owed an answer. (Should the sender leave before it reached someone,
+            // its Left makes everyone sync with everyone.)
+            Ok(Received::Unchanged) => {
+                if let Some(info) = self.joined.as_ref().and_then(|j| j.members.get(&from)) {
+                    let info = info.clone();
+                    self.sync_to(&info, doc);
+                }
+            }
+            Ok(Received::Changed) => {
                 self.events.push_back(RoomEvent::DocChanged);
                 self.sync_all(doc);
             }

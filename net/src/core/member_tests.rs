@@ -3,9 +3,9 @@
 use std::net::SocketAddr;
 
 use super::*;
-use crate::core::test_rng::TestRng;
 use crate::doc::SessionDoc;
 use crate::invite::RoomId;
+use crate::sim::DangerSeededRng;
 use crate::RoomSecret;
 use rand_core::RngCore;
 
@@ -42,7 +42,7 @@ fn core(participant: u64, rotation: RotationPolicy) -> RoomCore {
             rotation,
             presence_cipher: s.presence_cipher(&room()),
             force_relay: false,
-            rng: Box::new(TestRng(participant)),
+            rng: Box::new(DangerSeededRng::new(participant)),
         },
         Arc::default(),
     )
@@ -394,7 +394,7 @@ fn a_relay_restart_gives_new_ids_and_the_band_plays_and_edits_on() {
 #[test]
 fn the_document_converges_when_connections_drop_mid_sync() {
     for seed in 0..8u64 {
-        let mut rng = TestRng(seed);
+        let mut rng = DangerSeededRng::new(seed);
         let mut b = Band::new(3, RotationPolicy::default());
         for i in 0..3 {
             b.join(i);
@@ -409,7 +409,7 @@ fn the_document_converges_when_connections_drop_mid_sync() {
             }
             b.cores[i].edited(now, &mut b.docs[i]);
             // Some messages are lost as a member's relay connection drops, then it rejoins.
-            let mut lose = TestRng(seed * 100 + round);
+            let mut lose = DangerSeededRng::new(seed * 100 + round);
             b.lose = Box::new(move || lose.next_u32().is_multiple_of(4));
             b.run();
             b.lose = Box::new(|| false);

@@ -9,6 +9,3 @@ pub mod member;
 pub mod relay;
 pub mod router;
 pub mod sync;
-
-#[cfg(test)]
-pub(crate) mod test_rng;

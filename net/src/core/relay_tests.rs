@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::core::batch::BATCH_WINDOW;
-use crate::core::test_rng::TestRng;
 use crate::invite::RoomId;
+use crate::sim::DangerSeededRng;
 use crate::wire::{forwarded_items, StemId, StreamRef, Subscription};
 use crate::RoomSecret;
 
@@ -30,7 +30,7 @@ impl Room {
         let core = RelayCore::new(
             secret.verifier(&room),
             limits,
-            Box::new(TestRng(1)),
+            Box::new(DangerSeededRng::new(1)),
             metrics.clone(),
         );
         Self {

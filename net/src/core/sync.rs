@@ -64,6 +64,17 @@ impl<'a> DocPart<'a> {
     }
 }
 
+/// What a received part did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// A part of a message still incomplete.
+    Partial,
+    /// A whole message, which brought nothing new (the peer's sync bookkeeping).
+    Unchanged,
+    /// A whole message that changed the document.
+    Changed,
+}
+
 /// A member's copy of the session document and its sync with each peer.
 pub struct DocReplica {
     doc: SessionDoc,
@@ -118,15 +129,14 @@ impl DocReplica {
             .collect())
     }
 
-    /// A part from member `from` (who is `participant`) on a direct path or the relay. True
-    /// once a whole message was applied.
+    /// A part from member `from` (who is `participant`) on a direct path or the relay.
     pub fn receive(
         &mut self,
         from: MemberId,
         participant: ParticipantId,
         direct: bool,
         p: DocPart<'_>,
-    ) -> Result<bool, DocFault> {
+    ) -> Result<Received, DocFault> {
         let plain = self
             .cipher
             .open(from, p.nonce, p.sealed)
@@ -149,16 +159,25 @@ impl DocReplica {
             }
             buf.extend_from_slice(&plain);
             if p.part + 1 < p.parts {
-                return Ok(false);
+                return Ok(Received::Partial);
             }
             std::mem::take(buf)
         };
+        #[cfg(test)]
+        if fault::drops_this() {
+            return Ok(Received::Unchanged);
+        }
+        let before = self.doc.heads();
         self.peers
             .entry(participant)
             .or_default()
             .receive(&mut self.doc, &whole)
             .map_err(|e| DocFault::Malformed(e.to_string()))?;
-        Ok(true)
+        Ok(if self.doc.heads() == before {
+            Received::Unchanged
+        } else {
+            Received::Changed
+        })
     }
 
     /// Starts the sync with `participant` afresh: what was in flight to it may be lost.
@@ -171,6 +190,33 @@ impl DocReplica {
     pub fn restart_all(&mut self) {
         self.peers.clear();
         self.partial.clear();
+    }
+}
+
+/// A test-only fault: whole sync messages taken as applied but thrown away, to show the chaos
+/// tests catch a broken sync.
+#[cfg(test)]
+pub(crate) mod fault {
+    use std::cell::Cell;
+
+    thread_local! {
+        static DROP_EVERY: Cell<u32> = const { Cell::new(0) };
+        static SEEN: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// Throws away every `n`-th whole message received on this thread (0: none).
+    pub(crate) fn drop_every(n: u32) {
+        DROP_EVERY.set(n);
+        SEEN.set(0);
+    }
+
+    pub(super) fn drops_this() -> bool {
+        let n = DROP_EVERY.get();
+        if n == 0 {
+            return false;
+        }
+        SEEN.set(SEEN.get() + 1);
+        SEEN.get().is_multiple_of(n)
     }
 }
 
@@ -238,7 +284,7 @@ mod tests {
         let (mut a, mut b) = (replica(&secret), replica(&secret));
         a.doc().set_tempo(97.0).unwrap();
         b.doc().chart_append("| Am | F |").unwrap();
-        let mut rng = crate::core::test_rng::TestRng(5);
+        let mut rng = crate::sim::DangerSeededRng::new(5);
         converge(&mut a, &mut b, |_| {
             rand_core::RngCore::next_u32(&mut rng).is_multiple_of(4)
         });
@@ -251,7 +297,7 @@ mod tests {
         let secret = RoomSecret::from_bytes([3; 32]);
         let (mut a, mut b) = (replica(&secret), replica(&secret));
         // Random text: automerge compresses, so a repetitive chart would fit one frame.
-        let mut rng = crate::core::test_rng::TestRng(1);
+        let mut rng = crate::sim::DangerSeededRng::new(1);
         let long: String = (0..5000)
             .map(|_| format!("{:08x}", rand_core::RngCore::next_u32(&mut rng)))
             .collect();
@@ -282,7 +328,7 @@ mod tests {
             .map(|m| c.receive(A.0, A.1, false, DocPart::of(m).unwrap()))
             .collect();
         assert!(results.iter().any(Result::is_err), "{results:?}");
-        assert!(!results.contains(&Ok(true)));
+        assert!(!results.contains(&Ok(Received::Changed)));
     }
 
     #[test]
@@ -301,6 +347,10 @@ mod tests {
             Err(DocFault::Forged),
             "the sender id is bound into the seal"
         );
-        assert_eq!(same_room.receive(A.0, A.1, false, p), Ok(true));
+        assert_eq!(
+            same_room.receive(A.0, A.1, false, p),
+            Ok(Received::Unchanged),
+            "a first sync message only says what it has"
+        );
     }
 }

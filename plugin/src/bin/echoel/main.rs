@@ -8,6 +8,7 @@ mod netem;
 mod peer;
 mod pump;
 mod record;
+mod soak;
 mod transport;
 mod wav;
 
@@ -73,6 +74,8 @@ enum Command {
     Peer(peer::PeerArgs),
     /// A UDP proxy that delays, drops, reorders and rate-limits what crosses it, both ways.
     Netem(netem::NetemArgs),
+    /// Chaos seeds of the room simulator: documents converge and nothing is lost.
+    Soak(soak::SoakArgs),
     /// Benchmarks that print a table.
     Bench {
         #[command(subcommand)]
@@ -162,6 +165,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Peer(args) => peer::run(args),
         Command::Netem(args) => netem::run(args),
+        Command::Soak(args) => soak::run(args),
         Command::Bench {
             what: BenchKind::Jitter { seconds, seed },
         } => bench::jitter(seconds, seed),

@@ -1,0 +1,17 @@
+//! A deterministic network simulator for the room cores: one [`RelayCore`](crate::core::relay)
+//! and N [`RoomCore`](crate::core::member)s on a virtual clock, joined by simulated links with
+//! delay, jitter, bursty loss and duplication, through disconnects, partitions (any set of
+//! members cut off from the relay for a while) and a relay crash and restart. No sockets, no
+//! sleeps: a run is a pure function of its seed and [`SimConfig`], so a failing seed replays
+//! exactly.
+
+mod link;
+mod rng;
+mod world;
+
+pub use link::{Link, LinkConfig};
+pub use rng::DangerSeededRng;
+pub use world::{run, AudioCheck, SimConfig, SimReport};
+
+#[cfg(test)]
+mod tests;
