@@ -30,6 +30,10 @@ use crate::wire::{
 /// Key rotation and expiry are checked this often.
 pub const KEY_TICK: Duration = Duration::from_millis(250);
 
+/// Edits within this long of a document sync go out together at its end: a dragged tempo or
+/// typed chart costs one message per peer per window, not one per step.
+pub const DOC_HOLD: Duration = Duration::from_millis(40);
+
 /// What a member core starts from.
 pub struct RoomSetup {
     /// Who we are across reconnections.
@@ -102,6 +106,9 @@ pub struct RoomCore {
     counters: Arc<SessionCounters>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<RoomEvent>,
+    /// Edits sync no sooner than this; and whether some wait for it.
+    doc_hold: Option<Instant>,
+    doc_pending: bool,
 }
 
 impl RoomCore {
@@ -120,6 +127,8 @@ impl RoomCore {
             counters,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            doc_hold: None,
+            doc_pending: false,
         }
     }
 
@@ -241,8 +250,11 @@ impl RoomCore {
         self.sync_all(doc);
     }
 
-    /// Time passed: keys rotate and expire, presence goes out when due.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    /// Time passed: held edits go out, keys rotate and expire, presence goes out when due.
+    pub fn handle_timeout(&mut self, now: Instant, doc: &mut DocReplica) {
+        if self.doc_pending && self.doc_hold.is_none_or(|t| now >= t) {
+            self.edited(now, doc);
+        }
         let Some(j) = self.joined.as_mut() else {
             return;
         };
@@ -276,7 +288,12 @@ impl RoomCore {
     /// When [`Self::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let j = self.joined.as_ref()?;
-        Some(j.next_key_tick.min(j.next_presence_tick))
+        let held = self.doc_hold.filter(|_| self.doc_pending);
+        Some(
+            j.next_key_tick
+                .min(j.next_presence_tick)
+                .min(held.unwrap_or(j.next_key_tick)),
+        )
     }
 
     /// The next thing to send.
@@ -289,8 +306,15 @@ impl RoomCore {
         self.events.pop_front()
     }
 
-    /// The document was edited here: everyone gets the change.
-    pub fn edited(&mut self, _now: Instant, doc: &mut DocReplica) {
+    /// The document was edited here: everyone gets the change (at once, or with the others
+    /// made within [`DOC_HOLD`] of the last sync).
+    pub fn edited(&mut self, now: Instant, doc: &mut DocReplica) {
+        if self.doc_hold.is_some_and(|t| now < t) {
+            self.doc_pending = true;
+            return;
+        }
+        self.doc_pending = false;
+        self.doc_hold = Some(now + DOC_HOLD);
         self.sync_all(doc);
     }
 
@@ -455,8 +479,7 @@ impl RoomCore {
         }
     }
 
-    /// A document part: once the message is whole, apply it, then answer everyone who now
-    /// lacks something.
+    /// A document part: once the message is whole, apply it and answer its sender.
     fn doc_message(
         &mut self,
         _now: Instant,
@@ -474,15 +497,14 @@ impl RoomCore {
             // Sync is pairwise, and every member syncs its own edits with everyone: only the
             // sender is owed an answer. (Should the sender leave before it reached someone,
             // its Left makes everyone sync with everyone.)
-            Ok(Received::Unchanged) => {
+            Ok(r @ (Received::Unchanged | Received::Changed)) => {
+                if r == Received::Changed {
+                    self.events.push_back(RoomEvent::DocChanged);
+                }
                 if let Some(info) = self.joined.as_ref().and_then(|j| j.members.get(&from)) {
                     let info = info.clone();
                     self.sync_to(&info, doc);
                 }
-            }
-            Ok(Received::Changed) => {
-                self.events.push_back(RoomEvent::DocChanged);
-                self.sync_all(doc);
             }
             Err(e) => {
                 let counter = match e {

@@ -214,7 +214,7 @@ impl Driver {
                 },
                 _ = tokio::time::sleep_until(due.into()) => {
                     let now = Instant::now();
-                    self.core.handle_timeout(now);
+                    self.core.handle_timeout(now, &mut self.shared.doc());
                     links.unrecognised.retain(|(c, until)| {
                         let keep = *until > now;
                         if !keep {

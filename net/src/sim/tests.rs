@@ -6,7 +6,39 @@ use crate::core::sync::fault;
 use std::time::Duration;
 
 /// Seeds the chaos test runs on every `cargo test`.
-const SEEDS: u64 = 4;
+const SEEDS: u64 = 50;
+
+/// Runs `seeds` on every core (each seed stays on one thread, so it replays the same).
+fn run_all(seeds: std::ops::Range<u64>, config: &SimConfig) -> Vec<SimReport> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8));
+    let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let mut reports: Vec<SimReport> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if seed >= seeds.end {
+                            return mine;
+                        }
+                        let r = std::panic::catch_unwind(|| run(seed, config));
+                        let Ok(r) = r else {
+                            panic!("seed {seed} panicked; {}", replay(seed));
+                        };
+                        mine.push(r);
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a simulation panicked"))
+            .collect()
+    });
+    reports.sort_by_key(|r| r.seed);
+    reports
+}
 
 fn replay(seed: u64) -> String {
     format!("replay: cargo run --release -- soak --seed {seed}")
@@ -27,8 +59,8 @@ fn five_members_under_chaos_converge_and_lose_neither_edits_nor_audio() {
     let config = chaos();
     let started = std::time::Instant::now();
     let mut gaps = Vec::new();
-    for seed in 0..SEEDS {
-        let r = run(seed, &config);
+    for r in run_all(0..SEEDS, &config) {
+        let seed = r.seed;
         assert!(
             r.converged,
             "seed {seed}: documents differ; {}",

@@ -220,6 +220,25 @@ fn new_relay(secret: &RoomSecret, room: &RoomId, rng: &mut DangerSeededRng) -> R
     )
 }
 
+/// When a member edits: in bursts of one to eight changes a few tens of milliseconds apart
+/// (typing a chord, dragging the tempo), the bursts anywhere in the chaos.
+fn edit_times(
+    rng: &mut DangerSeededRng,
+    start: Instant,
+    chaos: Duration,
+    n: usize,
+) -> Vec<Instant> {
+    let mut times = Vec::with_capacity(n);
+    while times.len() < n {
+        let mut at = start + chaos.mul_f64(rng.unit());
+        for _ in 0..(1 + rng.below(8)).min((n - times.len()) as u64) {
+            times.push(at);
+            at += Duration::from_millis(5 + rng.below(30));
+        }
+    }
+    times
+}
+
 impl World {
     fn new(seed: u64, config: SimConfig) -> Self {
         let mut rng = DangerSeededRng::new(seed);
@@ -237,9 +256,7 @@ impl World {
                 let mut doc = SessionDoc::new().expect("genesis document");
                 // Distinct in its first bytes: ids of tracks and notes take the actor's prefix.
                 doc.danger_replay_actor(&[i as u8 + 1; 16]);
-                let mut edits: Vec<Instant> = (0..config.edits_per_member)
-                    .map(|_| start + config.chaos.mul_f64(mrng.unit()))
-                    .collect();
+                let mut edits = edit_times(&mut mrng, start, config.chaos, config.edits_per_member);
                 edits.sort();
                 Member {
                     core: RoomCore::new(
@@ -391,7 +408,7 @@ impl World {
         for i in 0..self.members.len() {
             let m = &mut self.members[i];
             if m.core.poll_timeout().is_some_and(|t| t <= now) {
-                m.core.handle_timeout(now);
+                m.core.handle_timeout(now, &mut m.doc);
                 self.drain_member(i);
             }
             let m = &self.members[i];
