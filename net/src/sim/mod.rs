@@ -5,13 +5,18 @@
 //! sleeps: a run is a pure function of its seed and [`SimConfig`], so a failing seed replays
 //! exactly.
 
+mod hostile;
 mod link;
+mod member;
+mod report;
 mod rng;
 mod world;
 
+pub use hostile::Hostile;
 pub use link::{Link, LinkConfig};
+pub use report::{AudioCheck, SimReport};
 pub use rng::DangerSeededRng;
-pub use world::{run, AudioCheck, SimConfig, SimReport};
+pub use world::{run, SimConfig};
 
 #[cfg(test)]
 mod tests;

@@ -126,3 +126,59 @@ fn a_broken_sync_is_caught_within_a_few_seeds() {
     );
     println!("a broken sync is caught by seed {caught:?}");
 }
+
+/// Whether a run under attack kept what the honest members are owed: their documents equal
+/// and complete, their audio whole, every attack refused and counted.
+fn withstood(r: &SimReport, what: &str) {
+    let seed = r.seed;
+    assert!(
+        r.converged,
+        "{what}, seed {seed}: documents differ or forged audio was played"
+    );
+    assert!(
+        r.lost_edits.is_empty(),
+        "{what}, seed {seed}: lost {:?}",
+        r.lost_edits
+    );
+    for ((from, to), a) in &r.audio {
+        assert!(
+            a.through > 0 && a.missing == 0,
+            "{what}, seed {seed}: audio {from} → {to}: {a:?}"
+        );
+    }
+    assert!(
+        r.refused > 0,
+        "{what}, seed {seed}: the attack never reached anyone"
+    );
+}
+
+#[test]
+fn an_insider_sending_garbage_replaying_and_withholding_harms_no_one_else() {
+    let config = SimConfig {
+        hostile: Hostile {
+            member: true,
+            ..Hostile::default()
+        },
+        ..chaos()
+    };
+    for r in run_all(0..8, &config) {
+        withstood(&r, "an insider");
+    }
+}
+
+#[test]
+fn a_relay_replaying_injecting_and_withholding_harms_no_one() {
+    let config = SimConfig {
+        hostile: Hostile {
+            relay_replay: 0.05,
+            relay_inject: 0.05,
+            relay_withhold: Duration::from_secs(3),
+            ..Hostile::default()
+        },
+        ..chaos()
+    };
+    for r in run_all(0..8, &config) {
+        withstood(&r, "a hostile relay");
+        assert!(r.replayed > 0, "seed {}: no replay was refused", r.seed);
+    }
+}

@@ -1,23 +1,21 @@
 //! The simulated room: the event loop that carries messages between the cores.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::link::{Link, LinkConfig};
+use super::hostile::Hostile;
+use super::link::LinkConfig;
+use super::member::Member;
+use super::report::{report, AudioLedger, SimReport};
 use super::rng::DangerSeededRng;
-use crate::core::member::{RoomCore, RoomEvent, RoomSetup, Transmit};
+use crate::core::member::{RoomEvent, Transmit};
 use crate::core::relay::{ConnId, JoinRequest, Outgoing, RelayCore, RoomLimits};
-use crate::core::sync::DocReplica;
-use crate::crypto::RotationPolicy;
-use crate::doc::{Note, SessionDoc};
 use crate::invite::RoomId;
-use crate::presence::Presence;
-use crate::session::SessionCounters;
 use crate::wire::{
-    decode_sender, encode_peer, AudioHeader, ClientMessage, ParticipantId, RelayMessage, Role,
+    decode_sender, encode_frame, encode_peer, AudioHeader, ClientMessage, RelayMessage, Role,
     StemId,
 };
 use crate::RoomSecret;
@@ -43,6 +41,8 @@ pub struct SimConfig {
     pub relay_restart: bool,
     /// Audio frame length; every joined member sends one stream.
     pub frame: Duration,
+    /// Who attacks the room (nobody by default).
+    pub hostile: Hostile,
 }
 
 impl Default for SimConfig {
@@ -57,72 +57,40 @@ impl Default for SimConfig {
             partitions: 2,
             relay_restart: true,
             frame: Duration::from_millis(20),
+            hostile: Hostile::default(),
         }
     }
 }
-
-/// Audio at one member from another, over the settled tail of a run.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AudioCheck {
-    /// Frames the links let through to this receiver.
-    pub through: usize,
-    /// Frames it opened and handed on (each once).
-    pub delivered: usize,
-    /// Frames let through but never handed on, or handed on twice.
-    pub missing: usize,
-}
-
-/// What a run found.
-#[derive(Debug, Clone)]
-pub struct SimReport {
-    /// The seed that replays it.
-    pub seed: u64,
-    /// Every member holds the same document: the same heads, and byte-identical changes.
-    pub converged: bool,
-    /// Edits some member made that some document lacks (`member: what`).
-    pub lost_edits: Vec<String>,
-    /// Per (sender, receiver), audio over the settled tail.
-    pub audio: BTreeMap<(usize, usize), AudioCheck>,
-    /// Longest stretch any member went without a frame from a connected sender, during the
-    /// chaos (with both of them in the room).
-    pub longest_gap: Duration,
-    /// Times members joined the room after the first.
-    pub rejoins: usize,
-    /// Control messages the cores refused (notices): should be none on honest links.
-    pub notices: usize,
-}
-
-impl SimReport {
-    /// Whether nothing was lost: documents equal and complete, and every frame the links let
-    /// through in the settled tail delivered once.
-    pub fn ok(&self) -> bool {
-        self.converged
-            && self.lost_edits.is_empty()
-            && self.audio.values().all(|a| a.missing == 0 && a.through > 0)
-    }
-}
-
-/// A member's edits that must survive: its index, its labels, its tracks and their notes.
-type OwnEdits = (usize, Vec<String>, Vec<(String, usize)>);
 
 /// Runs one simulation.
 pub fn run(seed: u64, config: &SimConfig) -> SimReport {
     World::new(seed, config.clone()).run()
 }
 
-enum Up {
+impl Up {
+    /// Its size on the wire, near enough for the rate cap.
+    fn size(&self) -> usize {
+        match self {
+            Up::Join(_) => 96,
+            Up::Msg(m) => encode_frame(m).map_or(64, |f| f.len()),
+            Up::Datagram(d) => d.len(),
+        }
+    }
+}
+
+pub(super) enum Up {
     Join(JoinRequest),
     Msg(ClientMessage),
     Datagram(Vec<u8>),
 }
 
-enum Down {
+pub(super) enum Down {
     Msg(RelayMessage),
     Datagram(Vec<u8>),
     Closed,
 }
 
-enum Delivery {
+pub(super) enum Delivery {
     ToRelay(ConnId, Up),
     /// The relay notices a connection is gone (an idle timeout, in life).
     RelayClosed(ConnId),
@@ -152,63 +120,33 @@ impl Ord for Scheduled {
     }
 }
 
-/// One member: its core, its document and what the run remembers of it.
-struct Member {
-    core: RoomCore,
-    doc: DocReplica,
-    participant: ParticipantId,
-    conn: Option<ConnId>,
-    binding: [u8; 32],
-    joined: bool,
-    /// Times it was welcomed into the room, and when last.
-    welcomes: usize,
-    joined_at: Instant,
-    /// Cut off until then: no connection is made before.
-    offline_until: Instant,
-    /// When to try connecting next, if not connected.
-    reconnect_at: Option<Instant>,
-    /// Markers, chart words, tracks it added (all must survive), and its notes per track.
-    own: Vec<String>,
-    tracks: Vec<(String, usize)>,
-    edits_at: VecDeque<Instant>,
-    next_frame: Instant,
-    media: u64,
-    /// (low sequence number, media time) of what it sent lately, for reading forwarded
-    /// headers.
-    sent: VecDeque<(u16, u64)>,
-    /// Last time a frame arrived from each sender (for gaps).
-    last_heard: BTreeMap<ParticipantId, Instant>,
-    rng: DangerSeededRng,
-    /// Control messages to it arrive in order: not before this.
-    down_ready: Instant,
-    up_ready: Instant,
-    up: Link,
-    down: Link,
-}
-
-struct World {
-    config: SimConfig,
-    seed: u64,
-    rng: DangerSeededRng,
-    now: Instant,
-    start: Instant,
-    secret: RoomSecret,
-    room: RoomId,
-    relay: RelayCore,
-    owners: BTreeMap<ConnId, usize>,
-    next_conn: u64,
+pub(super) struct World {
+    pub(super) config: SimConfig,
+    pub(super) seed: u64,
+    pub(super) rng: DangerSeededRng,
+    pub(super) now: Instant,
+    pub(super) start: Instant,
+    pub(super) secret: RoomSecret,
+    pub(super) room: RoomId,
+    pub(super) relay: RelayCore,
+    pub(super) owners: BTreeMap<ConnId, usize>,
+    pub(super) next_conn: u64,
     queue: BinaryHeap<Reverse<Scheduled>>,
-    seq: u64,
-    members: Vec<Member>,
+    pub(super) seq: u64,
+    pub(super) members: Vec<Member>,
     /// Scripted outages: (when, who, how long); and when the relay restarts.
-    outages: VecDeque<(Instant, Vec<usize>, Duration)>,
-    restart_at: Option<Instant>,
-    /// Audio over the settled tail: frames let through and frames delivered, by (from, to).
-    tail_start: Instant,
-    through: BTreeMap<(usize, usize), BTreeSet<u64>>,
-    delivered: BTreeMap<(usize, usize), Vec<u64>>,
-    longest_gap: Duration,
-    notices: usize,
+    pub(super) outages: VecDeque<(Instant, Vec<usize>, Duration)>,
+    pub(super) restart_at: Option<Instant>,
+    /// Audio over the settled tail (from then on), frame by frame.
+    pub(super) tail_start: Instant,
+    pub(super) ledger: AudioLedger,
+    /// Frames a receiver may take from their sending and still play: a fixed-depth playout.
+    pub(super) depth: Duration,
+    pub(super) longest_gap: Duration,
+    pub(super) notices: usize,
+    pub(super) reconnects: Vec<Duration>,
+    /// Frames handed on that their sender never sent (forged or corrupted, by anyone).
+    pub(super) forged_audio: usize,
 }
 
 fn new_relay(secret: &RoomSecret, room: &RoomId, rng: &mut DangerSeededRng) -> RelayCore {
@@ -218,25 +156,6 @@ fn new_relay(secret: &RoomSecret, room: &RoomId, rng: &mut DangerSeededRng) -> R
         Box::new(rng.fork()),
         Arc::default(),
     )
-}
-
-/// When a member edits: in bursts of one to eight changes a few tens of milliseconds apart
-/// (typing a chord, dragging the tempo), the bursts anywhere in the chaos.
-fn edit_times(
-    rng: &mut DangerSeededRng,
-    start: Instant,
-    chaos: Duration,
-    n: usize,
-) -> Vec<Instant> {
-    let mut times = Vec::with_capacity(n);
-    while times.len() < n {
-        let mut at = start + chaos.mul_f64(rng.unit());
-        for _ in 0..(1 + rng.below(8)).min((n - times.len()) as u64) {
-            times.push(at);
-            at += Duration::from_millis(5 + rng.below(30));
-        }
-    }
-    times
 }
 
 impl World {
@@ -250,56 +169,7 @@ impl World {
         let relay = new_relay(&secret, &room, &mut rng);
         let chaos_end = start + config.chaos;
         let members = (0..config.members)
-            .map(|i| {
-                let mut mrng = rng.fork();
-                let participant = ParticipantId(i as u64 + 1);
-                let mut doc = SessionDoc::new().expect("genesis document");
-                // Distinct in its first bytes: ids of tracks and notes take the actor's prefix.
-                doc.danger_replay_actor(&[i as u8 + 1; 16]);
-                let mut edits = edit_times(&mut mrng, start, config.chaos, config.edits_per_member);
-                edits.sort();
-                Member {
-                    core: RoomCore::new(
-                        RoomSetup {
-                            participant,
-                            presence: Presence {
-                                name: format!("m{i}"),
-                                ..Presence::default()
-                            },
-                            auth: secret.member_auth(&room),
-                            rotation: RotationPolicy {
-                                max_age: Duration::from_secs(3600),
-                                ..RotationPolicy::default()
-                            },
-                            presence_cipher: secret.presence_cipher(&room),
-                            force_relay: true,
-                            rng: Box::new(mrng.fork()),
-                        },
-                        Arc::new(SessionCounters::default()),
-                    ),
-                    doc: DocReplica::new(doc, secret.doc_cipher(&room)),
-                    participant,
-                    conn: None,
-                    binding: [0; 32],
-                    joined: false,
-                    welcomes: 0,
-                    joined_at: start,
-                    offline_until: start,
-                    reconnect_at: Some(start + Duration::from_millis(mrng.below(500))),
-                    own: Vec::new(),
-                    tracks: Vec::new(),
-                    edits_at: edits.into(),
-                    next_frame: start + config.frame.mul_f64(mrng.unit()),
-                    media: 0,
-                    sent: VecDeque::new(),
-                    last_heard: BTreeMap::new(),
-                    down_ready: start,
-                    up_ready: start,
-                    up: Link::new(config.link),
-                    down: Link::new(config.link),
-                    rng: mrng,
-                }
-            })
+            .map(|i| Member::new(i, &config, &secret, &room, start, rng.fork()))
             .collect();
         let mut outages = Vec::new();
         for _ in 0..config.disconnects {
@@ -317,6 +187,7 @@ impl World {
             .relay_restart
             .then(|| start + config.chaos.mul_f64(0.2 + 0.6 * rng.unit()));
         Self {
+            depth: config.link.worst_datagram() * 2 + Duration::from_millis(5),
             tail_start: chaos_end + config.settle.mul_f64(0.5),
             config,
             seed,
@@ -333,14 +204,15 @@ impl World {
             members,
             outages: outages.into(),
             restart_at,
-            through: BTreeMap::new(),
-            delivered: BTreeMap::new(),
+            ledger: AudioLedger::default(),
+            reconnects: Vec::new(),
+            forged_audio: 0,
             longest_gap: Duration::ZERO,
             notices: 0,
         }
     }
 
-    fn schedule(&mut self, at: Instant, what: Delivery) {
+    pub(super) fn schedule(&mut self, at: Instant, what: Delivery) {
         self.seq += 1;
         self.queue.push(Reverse(Scheduled {
             at,
@@ -419,10 +291,15 @@ impl World {
             }
             while self.members[i].edits_at.front().is_some_and(|t| *t <= now) {
                 self.members[i].edits_at.pop_front();
-                self.edit(i);
+                if self.insider() != Some(i) && self.members[i].edit(i, now) {
+                    self.drain_member(i);
+                }
             }
             if self.members[i].joined && self.members[i].next_frame <= now {
                 self.send_frame(i);
+                if self.insider() == Some(i) {
+                    self.insider_frame(i);
+                }
             }
         }
     }
@@ -454,6 +331,7 @@ impl World {
         if let Some(conn) = m.conn.take() {
             m.core.handle_disconnected(now);
             m.joined = false;
+            m.lost_at = now;
             m.reconnect_at = Some(until);
             self.owners.remove(&conn);
             self.schedule(now + Duration::from_secs(2), Delivery::RelayClosed(conn));
@@ -469,9 +347,10 @@ impl World {
         }
     }
 
-    fn up_control(&mut self, i: usize, conn: ConnId, what: Up) {
+    pub(super) fn up_control(&mut self, i: usize, conn: ConnId, what: Up) {
         let m = &mut self.members[i];
-        let at = (self.now + m.up.reliable(&mut m.rng)).max(m.up_ready);
+        let bytes = what.size();
+        let at = (self.now + m.up.reliable(self.now, bytes, &mut m.rng)).max(m.up_ready);
         m.up_ready = at;
         self.schedule(at, Delivery::ToRelay(conn, what));
     }
@@ -504,6 +383,7 @@ impl World {
                         m.conn = None;
                         m.joined = false;
                         m.core.handle_disconnected(now);
+                        m.lost_at = now;
                         let backoff = Duration::from_millis(100 + m.rng.below(900));
                         m.reconnect_at = Some(now + backoff);
                     }
@@ -524,6 +404,9 @@ impl World {
                     self.up_control(i, conn, Up::Msg(ClientMessage::Proof { proof }));
                 }
                 RelayMessage::Welcome { you, members, .. } => {
+                    if m.welcomes > 0 {
+                        self.reconnects.push(now - m.lost_at.max(m.offline_until));
+                    }
                     m.joined = true;
                     m.core.handle_welcome(now, you, members, &mut m.doc);
                     m.next_frame = now;
@@ -541,19 +424,43 @@ impl World {
             }
             return;
         }
+        let insider = self.insider() == Some(i);
+        let m = &mut self.members[i];
+        if let (true, RelayMessage::From { body, .. }) = (insider, &msg) {
+            m.heard_control = Some(body.clone());
+        }
         m.core.handle_relay(now, msg, &mut m.doc);
         self.drain_member(i);
     }
 
     fn member_datagram(&mut self, i: usize, d: &[u8]) {
         let now = self.now;
+        if self.insider() == Some(i) {
+            let heard = &mut self.members[i].heard;
+            if heard.len() < 4 {
+                heard.push(d.to_vec());
+            }
+            return;
+        }
         let in_tail = now >= self.tail_start;
         let mut heard = Vec::new();
-        self.members[i]
-            .core
-            .open_datagram(d, &mut |from, f| heard.push((from, f.media_time)));
-        for (from, media) in heard {
+        self.members[i].core.open_datagram(d, &mut |from, f| {
+            heard.push((from, f.media_time, f.payload.to_vec()))
+        });
+        for (from, media, payload) in heard {
             let sender = (from.0 - 1) as usize;
+            let sent_at = self.members.get(sender).and_then(|m| {
+                m.sent
+                    .iter()
+                    .rev()
+                    .find(|(_, m, _)| *m == media)
+                    .map(|(_, _, at)| *at)
+            });
+            let genuine = payload == [sender as u8; 40] && sender != i;
+            let Some(sent_at) = sent_at.filter(|_| genuine) else {
+                self.forged_audio += 1;
+                continue;
+            };
             let both_since = self.members[i]
                 .joined_at
                 .max(self.members[sender].joined_at);
@@ -564,7 +471,7 @@ impl World {
                 }
             }
             if in_tail {
-                self.delivered.entry((sender, i)).or_default().push(media);
+                self.ledger.handed_on(sender, i, media, now - sent_at);
             }
         }
     }
@@ -576,21 +483,30 @@ impl World {
             };
             match t.what {
                 Outgoing::Datagrams(items) => {
+                    if self.withheld(i).is_some() {
+                        continue;
+                    }
                     for item in items {
                         self.down_datagram(i, t.to, item.to_vec());
+                        self.relay_datagram_tricks(i, &item);
                     }
                 }
                 Outgoing::Control(msg) => {
                     self.relay.handle_written(self.now, t.to);
                     let m = &mut self.members[i];
-                    let at = (self.now + m.down.reliable(&mut m.rng)).max(m.down_ready);
-                    m.down_ready = at;
+                    let bytes = encode_frame(&msg).map_or(64, |f| f.len());
+                    let at =
+                        (self.now + m.down.reliable(self.now, bytes, &mut m.rng)).max(m.down_ready);
+                    let at = self.withheld(i).map_or(at, |until| at.max(until));
+                    self.members[i].down_ready = at;
                     self.schedule(at, Delivery::ToMember(i, t.to, Down::Msg(msg)));
+                    self.relay_control_tricks(i, t.to, at);
                 }
                 Outgoing::Close(_) => {
                     self.owners.remove(&t.to);
                     let m = &mut self.members[i];
-                    let at = (self.now + m.down.reliable(&mut m.rng)).max(m.down_ready);
+                    let at =
+                        (self.now + m.down.reliable(self.now, 8, &mut m.rng)).max(m.down_ready);
                     self.schedule(at, Delivery::ToMember(i, t.to, Down::Closed));
                 }
             }
@@ -604,7 +520,7 @@ impl World {
     fn down_datagram(&mut self, i: usize, conn: ConnId, item: Vec<u8>) {
         let copies = {
             let m = &mut self.members[i];
-            m.down.datagram(&mut m.rng)
+            m.down.datagram(self.now, item.len(), &mut m.rng)
         };
         let counted = self.now >= self.tail_start && self.now + Duration::from_secs(1) < self.end();
         if !copies.is_empty() && counted {
@@ -618,10 +534,10 @@ impl World {
                         .sent
                         .iter()
                         .rev()
-                        .find(|(s, _)| *s == h.seq_low)
-                        .map(|(_, m)| *m);
+                        .find(|(s, _, _)| *s == h.seq_low)
+                        .map(|(_, m, _)| *m);
                     if let Some(media) = media {
-                        self.through.entry((from, i)).or_default().insert(media);
+                        self.ledger.let_through(from, i, media);
                     }
                 }
             }
@@ -643,6 +559,9 @@ impl World {
             return;
         };
         while let Some(t) = self.members[i].core.poll_transmit() {
+            if self.insider_withholds(i, &t) {
+                continue;
+            }
             let msg = match t {
                 Transmit::Relay(msg) => msg,
                 Transmit::Direct(to, msg) => ClientMessage::Send {
@@ -677,127 +596,38 @@ impl World {
         };
         let to_relay = datagram[prefix..].to_vec();
         if let Ok(h) = AudioHeader::decode(&to_relay) {
-            m.sent.push_back((h.seq_low, media));
+            m.sent.push_back((h.seq_low, media, self.now));
             if m.sent.len() > 4096 {
                 m.sent.pop_front();
             }
         }
         let Some(conn) = m.conn else { return };
-        for delay in m.up.datagram(&mut m.rng) {
+        for delay in m.up.datagram(self.now, to_relay.len(), &mut m.rng) {
             let at = self.now + delay;
             self.schedule(at, Delivery::ToRelay(conn, Up::Datagram(to_relay.clone())));
         }
     }
 
-    /// One random change to member `i`'s document; the set-like ones are remembered to check
-    /// that they survive.
-    fn edit(&mut self, i: usize) {
-        let now = self.now;
-        let m = &mut self.members[i];
-        let k = m.own.len() + m.tracks.len();
-        let doc = m.doc.doc();
-        let kind = m.rng.below(7);
-        let label = format!("m{i}e{k}");
-        let done = match kind {
-            0 => doc.set_tempo(60.0 + m.rng.below(120) as f64),
-            1 => doc.set_time_signature(["4/4", "3/4", "7/8", "6/8"][m.rng.below(4) as usize]),
-            2 => {
-                doc.set_key(["C major", "A minor", "F# minor", "Bb major"][m.rng.below(4) as usize])
-            }
-            3 => doc.add_track(&label, &format!("m{i}"), "keys").map(|id| {
-                m.tracks.push((id, 0));
-            }),
-            4 if !m.tracks.is_empty() => {
-                let t = m.rng.below(m.tracks.len() as u64) as usize;
-                let note = Note {
-                    pitch: 40 + m.rng.below(40) as i64,
-                    start: m.rng.below(64) as f64,
-                    length: 1.0,
-                    velocity: 100,
-                };
-                doc.add_note(&m.tracks[t].0, note)
-                    .map(|_| m.tracks[t].1 += 1)
-            }
-            5 => doc
-                .chart_append(&format!(" {label}"))
-                .map(|_| m.own.push(label)),
-            _ => doc
-                .add_marker(m.rng.below(256) as f64, &label)
-                .map(|_| m.own.push(label)),
-        };
-        if done.is_ok() && m.joined {
-            m.core.edited(now, &mut m.doc);
-            self.drain_member(i);
-        }
-    }
-
     fn report(mut self) -> SimReport {
-        let mut lost = Vec::new();
-        let mut saved = Vec::new();
-        let mut heads = Vec::new();
-        let owners: Vec<OwnEdits> = self
-            .members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (i, m.own.clone(), m.tracks.clone()))
-            .collect();
-        for m in &mut self.members {
-            let doc = m.doc.doc();
-            let chart = doc.chart();
-            let markers: BTreeSet<String> = doc.markers().into_iter().map(|(_, l)| l).collect();
-            for (i, own, tracks) in &owners {
-                for label in own {
-                    if !markers.contains(label) && !chart.split_whitespace().any(|w| w == label) {
-                        lost.push(format!("m{i}: {label}"));
-                    }
-                }
-                for (track, notes) in tracks {
-                    let held = doc.notes(track).len();
-                    if held != *notes {
-                        lost.push(format!("m{i}: track {track} holds {held} of {notes} notes"));
-                    }
-                }
-            }
-            heads.push(doc.heads());
-            saved.push(doc.canonical_bytes());
-        }
-        lost.sort();
-        lost.dedup();
-        let same_heads = heads.windows(2).all(|w| w[0] == w[1]);
-        let same_bytes = saved.windows(2).all(|w| w[0] == w[1]);
-        let converged = same_heads && same_bytes;
-        let mut audio = BTreeMap::new();
-        for from in 0..self.members.len() {
-            for to in 0..self.members.len() {
-                if from == to {
-                    continue;
-                }
-                let through = self.through.remove(&(from, to)).unwrap_or_default();
-                let got = self.delivered.remove(&(from, to)).unwrap_or_default();
-                let got_set: BTreeSet<u64> = got.iter().copied().collect();
-                let missing = through.difference(&got_set).count() + (got.len() - got_set.len());
-                audio.insert(
-                    (from, to),
-                    AudioCheck {
-                        through: through.len(),
-                        delivered: got_set.len(),
-                        missing,
-                    },
-                );
-            }
-        }
+        let honest = self.members.len() - usize::from(self.config.hostile.member);
+        let h = report(&mut self.members, honest, &mut self.ledger, self.depth);
+        let mut reconnects = self.reconnects;
+        reconnects.sort();
         SimReport {
             seed: self.seed,
-            converged,
-            lost_edits: lost,
-            audio,
+            converged: h.converged && self.forged_audio == 0,
+            lost_edits: h.lost_edits,
+            audio: h.audio,
             longest_gap: self.longest_gap,
             rejoins: self
                 .members
                 .iter()
                 .map(|m| m.welcomes.saturating_sub(1))
                 .sum(),
+            reconnects,
             notices: self.notices,
+            refused: h.refused,
+            replayed: h.replayed,
         }
     }
 }

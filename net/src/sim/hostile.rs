@@ -1,0 +1,119 @@
+//! Hostile actors, each holding what it really holds: a relay that sees every sealed byte and
+//! the room's verifier; a member that holds the room secret, its own keys and whatever it is
+//! sent. They send whatever bytes they like, replay, reorder and withhold.
+
+use std::time::{Duration, Instant};
+
+use super::world::{Delivery, Down, Up, World};
+use crate::core::member::Transmit;
+use crate::core::relay::ConnId;
+use crate::wire::{ClientMessage, MemberId, RelayMessage};
+
+/// Who attacks the room, and how.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hostile {
+    /// The last member is an insider: it sends random bytes as control messages and as
+    /// audio, replays what it is sent as its own, and never answers a document sync.
+    pub member: bool,
+    /// The relay sends this share of the datagrams it forwards again, later, to the same
+    /// member or another.
+    pub relay_replay: f64,
+    /// The relay adds this share of datagrams and control messages of random bytes, said to
+    /// come from some member.
+    pub relay_inject: f64,
+    /// The relay holds back everything for one member this long, once, then lets the control
+    /// messages go (the datagrams it drops).
+    pub relay_withhold: Duration,
+}
+
+/// A random length of random bytes.
+fn garbage(w: &mut World) -> Vec<u8> {
+    let len = 1 + w.rng.below(200) as usize;
+    (0..len).map(|_| w.rng.below(256) as u8).collect()
+}
+
+impl World {
+    fn tricks(&self) -> Hostile {
+        self.config.hostile
+    }
+
+    /// The insider, if there is one.
+    pub(super) fn insider(&self) -> Option<usize> {
+        self.tricks().member.then(|| self.members.len() - 1)
+    }
+
+    /// The member the relay withholds from, and until when (from the chaos' middle).
+    pub(super) fn withheld(&self, i: usize) -> Option<Instant> {
+        let h = self.tricks();
+        let from = self.start + self.config.chaos / 2;
+        let until = from + h.relay_withhold;
+        (h.relay_withhold > Duration::ZERO && i == 0 && (from..until).contains(&self.now))
+            .then_some(until)
+    }
+
+    /// What the relay does beside forwarding `item` to member `i`.
+    pub(super) fn relay_datagram_tricks(&mut self, i: usize, item: &[u8]) {
+        let h = self.tricks();
+        if self.rng.chance(h.relay_replay) {
+            let to = if self.rng.chance(0.5) {
+                i
+            } else {
+                self.rng.below(self.members.len() as u64) as usize
+            };
+            if let Some(conn) = self.members[to].conn {
+                let at = self.now + Duration::from_millis(50 + self.rng.below(2000));
+                let what = Delivery::ToMember(to, conn, Down::Datagram(item.to_vec()));
+                self.schedule(at, what);
+            }
+        }
+        if self.rng.chance(h.relay_inject) {
+            if let Some(conn) = self.members[i].conn {
+                let bytes = garbage(self);
+                self.schedule(self.now, Delivery::ToMember(i, conn, Down::Datagram(bytes)));
+            }
+        }
+    }
+
+    /// What the relay adds to the control stream to member `i`.
+    pub(super) fn relay_control_tricks(&mut self, i: usize, conn: ConnId, at: Instant) {
+        if !self.rng.chance(self.tricks().relay_inject) {
+            return;
+        }
+        let from = MemberId(self.rng.below(self.members.len() as u64 + 2) as u16);
+        let body = garbage(self);
+        let what = Delivery::ToMember(i, conn, Down::Msg(RelayMessage::From { from, body }));
+        self.schedule(at, what);
+    }
+
+    /// The insider's doings once per frame: random bytes as audio and as a control message,
+    /// and what it was sent lately replayed as its own.
+    pub(super) fn insider_frame(&mut self, i: usize) {
+        let Some(conn) = self.members[i].conn.filter(|_| self.members[i].joined) else {
+            return;
+        };
+        let junk = garbage(self);
+        self.schedule(self.now, Delivery::ToRelay(conn, Up::Datagram(junk)));
+        let heard = std::mem::take(&mut self.members[i].heard);
+        for d in heard {
+            // Without the sender prefix the relay added: it forwards it as the insider's own.
+            let body = crate::wire::decode_sender(&d).map_or(d.clone(), |(_, rest)| rest.to_vec());
+            self.schedule(self.now, Delivery::ToRelay(conn, Up::Datagram(body)));
+        }
+        let to = self
+            .rng
+            .chance(0.5)
+            .then(|| MemberId(self.rng.below(self.members.len() as u64) as u16));
+        let body = if self.rng.chance(0.5) {
+            garbage(self)
+        } else {
+            std::mem::take(&mut self.members[i].heard_control).unwrap_or_default()
+        };
+        self.up_control(i, conn, Up::Msg(ClientMessage::Send { to, body }));
+    }
+
+    /// Whether the insider keeps `t` to itself (it answers no document sync).
+    pub(super) fn insider_withholds(&self, i: usize, t: &Transmit) -> bool {
+        self.insider() == Some(i)
+            && matches!(t, Transmit::Relay(ClientMessage::Send { to: Some(_), .. }))
+    }
+}
