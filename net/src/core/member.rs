@@ -194,7 +194,9 @@ impl RoomCore {
                     self.events.push_back(RoomEvent::MemberLeft(info));
                 }
                 j.keys.remove_member(id);
-                j.paths.remove(&id);
+                if j.paths.remove(&id) {
+                    self.route();
+                }
                 self.events.push_back(RoomEvent::ClosePath(id));
                 // What it had told only some of us must reach the rest.
                 self.sync_all(doc);

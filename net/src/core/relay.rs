@@ -562,6 +562,10 @@ impl RelayCore {
             self.events.push_back(RelayEvent::Left(seat.info.clone()));
             self.broadcast(conn, &RelayMessage::Left(seat.info.id));
         }
+        // Its id goes to the next to join: nobody's routing may still name it.
+        for other in self.seats.values_mut() {
+            other.routing.forget(seat.info.id);
+        }
     }
 
     /// Drops the members that overflowed their backlog (telling the rest may overflow more).

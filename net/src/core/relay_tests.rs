@@ -546,3 +546,35 @@ fn a_room_takes_hundreds_of_members_with_two_byte_prefixes() {
         Some(CloseReason::Refused(Refusal::RoomFull))
     );
 }
+
+#[test]
+fn a_departed_members_id_given_to_a_newcomer_carries_no_routing_with_it() {
+    let mut r = Room::new(RoomLimits::default());
+    let (a, ida) = r.join("Ana", 1);
+    let (b, idb) = r.join("Bo", 2);
+    let (c, _) = r.join("Cy", 3);
+    r.core
+        .handle_message(r.now, a, ClientMessage::Route { direct: vec![idb] });
+    r.core.handle_message(
+        r.now,
+        c,
+        ClientMessage::Subscribe(Subscription::Only(vec![StreamRef {
+            member: idb,
+            stem: None,
+        }])),
+    );
+    r.core.handle_closed(r.now, b);
+    r.pump();
+    let (d, idd) = r.join("Dee", 4);
+    assert_eq!(idd, idb, "the id is given again");
+    r.clear();
+    let sent = r.send(a, 0, 1);
+    r.settle();
+    assert!(
+        r.heard(d).contains(&(ida, sent)),
+        "Ana's direct path was to Bo, not to Dee"
+    );
+    r.send(d, 0, 2);
+    r.settle();
+    assert!(r.heard(c).is_empty(), "Cy asked for Bo, not for Dee");
+}

@@ -35,6 +35,14 @@ impl Routing {
         self.direct = direct.iter().copied().take(MAX_ROUTE_ENTRIES).collect();
     }
 
+    /// Drops what names a member who left (its id will be given to someone else).
+    pub fn forget(&mut self, member: MemberId) {
+        self.direct.remove(&member);
+        if let Subscription::Only(streams) = &mut self.subscription {
+            streams.retain(|s| s.member != member);
+        }
+    }
+
     /// Takes a member's subscription.
     pub fn set_subscription(&mut self, mut subscription: Subscription) {
         if let Subscription::Only(streams) = &mut subscription {

@@ -109,7 +109,7 @@ impl Member {
                         ..RotationPolicy::default()
                     },
                     presence_cipher: secret.presence_cipher(room),
-                    force_relay: true,
+                    force_relay: !config.direct,
                     rng: Box::new(rng.fork()),
                 },
                 counters.clone(),

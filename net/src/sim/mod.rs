@@ -5,6 +5,7 @@
 //! sleeps: a run is a pure function of its seed and [`SimConfig`], so a failing seed replays
 //! exactly.
 
+mod direct;
 mod hostile;
 mod link;
 mod member;
@@ -12,6 +13,7 @@ mod report;
 mod rng;
 mod world;
 
+pub use direct::Nat;
 pub use hostile::Hostile;
 pub use link::{Link, LinkConfig};
 pub use report::{AudioCheck, SimReport};

@@ -44,6 +44,8 @@ pub struct SimReport {
     /// How long each rejoin took once the network let it (from the cut's end or the loss of
     /// the connection to the Welcome).
     pub reconnects: Vec<Duration>,
+    /// Direct paths made between members.
+    pub direct_paths: usize,
     /// Control messages the honest cores refused (notices): none on honest links.
     pub notices: usize,
     /// Packets and messages the honest cores refused as forged, replayed, unkeyed or

@@ -1,11 +1,12 @@
 //! The simulated room: the event loop that carries messages between the cores.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::direct::{DirectDelivery, Nat, Path};
 use super::hostile::Hostile;
 use super::link::LinkConfig;
 use super::member::Member;
@@ -15,8 +16,7 @@ use crate::core::member::{RoomEvent, Transmit};
 use crate::core::relay::{ConnId, JoinRequest, Outgoing, RelayCore, RoomLimits};
 use crate::invite::RoomId;
 use crate::wire::{
-    decode_sender, encode_frame, encode_peer, AudioHeader, ClientMessage, RelayMessage, Role,
-    StemId,
+    decode_sender, encode_frame, AudioHeader, ClientMessage, RelayMessage, Role, StemId,
 };
 use crate::RoomSecret;
 
@@ -43,6 +43,13 @@ pub struct SimConfig {
     pub frame: Duration,
     /// Who attacks the room (nobody by default).
     pub hostile: Hostile,
+    /// Whether members make direct paths between each other when their routers let them.
+    pub direct: bool,
+    /// Every member's router.
+    pub nat: Nat,
+    /// Times the members are split in two for a while: the relay reaches both sides, but
+    /// direct paths across fall silent.
+    pub splits: usize,
 }
 
 impl Default for SimConfig {
@@ -58,6 +65,9 @@ impl Default for SimConfig {
             relay_restart: true,
             frame: Duration::from_millis(20),
             hostile: Hostile::default(),
+            direct: true,
+            nat: Nat::Open,
+            splits: 2,
         }
     }
 }
@@ -95,6 +105,8 @@ pub(super) enum Delivery {
     /// The relay notices a connection is gone (an idle timeout, in life).
     RelayClosed(ConnId),
     ToMember(usize, ConnId, Down),
+    /// Along the direct path from one member to another.
+    Direct(usize, usize, DirectDelivery),
 }
 
 struct Scheduled {
@@ -137,6 +149,11 @@ pub(super) struct World {
     /// Scripted outages: (when, who, how long); and when the relay restarts.
     pub(super) outages: VecDeque<(Instant, Vec<usize>, Duration)>,
     pub(super) restart_at: Option<Instant>,
+    /// Scripted splits: (when, one side, how long); the split in force; the direct paths.
+    pub(super) splits: VecDeque<(Instant, BTreeSet<usize>, Duration)>,
+    pub(super) split: Option<(BTreeSet<usize>, Instant)>,
+    pub(super) paths: BTreeMap<(usize, usize), Path>,
+    pub(super) paths_made: usize,
     /// Audio over the settled tail (from then on), frame by frame.
     pub(super) tail_start: Instant,
     pub(super) ledger: AudioLedger,
@@ -183,6 +200,13 @@ impl World {
             outages.push((at, who, Duration::from_millis(1000 + rng.below(10_000))));
         }
         outages.sort_by_key(|o| o.0);
+        let mut splits = Vec::new();
+        for _ in 0..config.splits {
+            let at = start + config.chaos.mul_f64(rng.unit() * 0.9);
+            let side: BTreeSet<usize> = (0..config.members).filter(|_| rng.chance(0.5)).collect();
+            splits.push((at, side, Duration::from_millis(1000 + rng.below(10_000))));
+        }
+        splits.sort_by_key(|s| s.0);
         let restart_at = config
             .relay_restart
             .then(|| start + config.chaos.mul_f64(0.2 + 0.6 * rng.unit()));
@@ -204,6 +228,10 @@ impl World {
             members,
             outages: outages.into(),
             restart_at,
+            splits: splits.into(),
+            split: None,
+            paths: BTreeMap::new(),
+            paths_made: 0,
             ledger: AudioLedger::default(),
             reconnects: Vec::new(),
             forged_audio: 0,
@@ -221,7 +249,7 @@ impl World {
         }));
     }
 
-    fn end(&self) -> Instant {
+    pub(super) fn end(&self) -> Instant {
         self.start + self.config.chaos + self.config.settle
     }
 
@@ -248,6 +276,7 @@ impl World {
         consider(self.relay.poll_timeout());
         consider(self.outages.front().map(|o| o.0));
         consider(self.restart_at);
+        consider(self.splits.front().map(|s| s.0));
         for m in &self.members {
             consider(m.core.poll_timeout());
             consider(m.reconnect_at.map(|t| t.max(m.offline_until)));
@@ -276,6 +305,10 @@ impl World {
         if self.restart_at.is_some_and(|t| t <= now) {
             self.restart_at = None;
             self.restart_relay();
+        }
+        while self.splits.front().is_some_and(|s| s.0 <= now) {
+            let (_, side, lasts) = self.splits.pop_front().expect("peeked");
+            self.split_members(side, now + lasts);
         }
         for i in 0..self.members.len() {
             let m = &mut self.members[i];
@@ -334,6 +367,7 @@ impl World {
             m.lost_at = now;
             m.reconnect_at = Some(until);
             self.owners.remove(&conn);
+            self.drop_paths(i);
             self.schedule(now + Duration::from_secs(2), Delivery::RelayClosed(conn));
         }
     }
@@ -373,6 +407,7 @@ impl World {
                 self.relay.handle_closed(now, conn);
                 self.drain_relay();
             }
+            Delivery::Direct(from, to, what) => self.deliver_direct(from, to, what),
             Delivery::ToMember(i, conn, down) => {
                 if self.members[i].conn != Some(conn) {
                     return;
@@ -386,6 +421,7 @@ impl World {
                         m.lost_at = now;
                         let backoff = Duration::from_millis(100 + m.rng.below(900));
                         m.reconnect_at = Some(now + backoff);
+                        self.drop_paths(i);
                     }
                     Down::Msg(msg) => self.member_message(i, conn, msg),
                     Down::Datagram(d) => self.member_datagram(i, &d),
@@ -433,7 +469,7 @@ impl World {
         self.drain_member(i);
     }
 
-    fn member_datagram(&mut self, i: usize, d: &[u8]) {
+    pub(super) fn member_datagram(&mut self, i: usize, d: &[u8]) {
         let now = self.now;
         if self.insider() == Some(i) {
             let heard = &mut self.members[i].heard;
@@ -442,7 +478,6 @@ impl World {
             }
             return;
         }
-        let in_tail = now >= self.tail_start;
         let mut heard = Vec::new();
         self.members[i].core.open_datagram(d, &mut |from, f| {
             heard.push((from, f.media_time, f.payload.to_vec()))
@@ -470,7 +505,7 @@ impl World {
                     self.longest_gap = self.longest_gap.max(now - last);
                 }
             }
-            if in_tail {
+            if self.in_tail(sent_at) {
                 self.ledger.handed_on(sender, i, media, now - sent_at);
             }
         }
@@ -515,28 +550,33 @@ impl World {
         while self.relay.poll_event().is_some() {}
     }
 
+    /// Whether a frame sent at `at` is accounted: sent in the settled tail, long enough before
+    /// the end to arrive.
+    pub(super) fn in_tail(&self, at: Instant) -> bool {
+        at >= self.tail_start && at + Duration::from_secs(1) < self.end()
+    }
+
     /// A forwarded datagram on its way down to member `i`: noted as let through if the link
-    /// carries it in the settled tail.
+    /// carries it and it was sent in the settled tail.
     fn down_datagram(&mut self, i: usize, conn: ConnId, item: Vec<u8>) {
         let copies = {
             let m = &mut self.members[i];
             m.down.datagram(self.now, item.len(), &mut m.rng)
         };
-        let counted = self.now >= self.tail_start && self.now + Duration::from_secs(1) < self.end();
-        if !copies.is_empty() && counted {
+        if !copies.is_empty() && self.now >= self.tail_start {
             if let Ok((sender, rest)) = decode_sender(&item) {
                 let from = self
                     .members
                     .iter()
                     .position(|m| m.core.me().is_some() && m.joined && m.core.me() == Some(sender));
                 if let (Some(from), Ok(h)) = (from, AudioHeader::decode(rest)) {
-                    let media = self.members[from]
+                    let sent = self.members[from]
                         .sent
                         .iter()
                         .rev()
                         .find(|(s, _, _)| *s == h.seq_low)
-                        .map(|(_, m, _)| *m);
-                    if let Some(media) = media {
+                        .map(|(_, m, at)| (*m, *at));
+                    if let Some((media, _)) = sent.filter(|(_, at)| self.in_tail(*at)) {
                         self.ledger.let_through(from, i, media);
                     }
                 }
@@ -551,7 +591,7 @@ impl World {
         }
     }
 
-    fn drain_member(&mut self, i: usize) {
+    pub(super) fn drain_member(&mut self, i: usize) {
         let Some(conn) = self.members[i].conn else {
             // Offline: what the core sends goes nowhere (its sync starts over on rejoin).
             while self.members[i].core.poll_transmit().is_some() {}
@@ -564,10 +604,10 @@ impl World {
             }
             let msg = match t {
                 Transmit::Relay(msg) => msg,
-                Transmit::Direct(to, msg) => ClientMessage::Send {
-                    to: Some(to),
-                    body: encode_peer(&msg),
-                },
+                Transmit::Direct(to, msg) => {
+                    self.send_direct(i, to, msg);
+                    continue;
+                }
             };
             if self.members[i].joined {
                 self.up_control(i, conn, Up::Msg(msg));
@@ -578,8 +618,10 @@ impl World {
 
     fn drain_events(&mut self, i: usize) {
         while let Some(e) = self.members[i].core.poll_event() {
-            if let RoomEvent::Notice(_) = e {
-                self.notices += 1;
+            match e {
+                RoomEvent::Notice(_) => self.notices += 1,
+                RoomEvent::Dial(other) => self.dial(i, &other),
+                _ => {}
             }
         }
     }
@@ -591,10 +633,12 @@ impl World {
         let media = m.media;
         m.media += (frame.as_secs_f64() * 48_000.0) as u64;
         let payload = [i as u8; 40];
-        let Some((datagram, prefix, _)) = m.core.seal_audio(StemId(0), media, &payload, 1) else {
+        let Some((datagram, prefix, needs_relay)) =
+            m.core.seal_audio(StemId(0), media, &payload, 1)
+        else {
             return;
         };
-        let to_relay = datagram[prefix..].to_vec();
+        let (whole, to_relay) = (datagram.to_vec(), datagram[prefix..].to_vec());
         if let Ok(h) = AudioHeader::decode(&to_relay) {
             m.sent.push_back((h.seq_low, media, self.now));
             if m.sent.len() > 4096 {
@@ -602,6 +646,11 @@ impl World {
             }
         }
         let Some(conn) = m.conn else { return };
+        self.send_direct_audio(i, &whole, media);
+        if !needs_relay {
+            return;
+        }
+        let m = &mut self.members[i];
         for delay in m.up.datagram(self.now, to_relay.len(), &mut m.rng) {
             let at = self.now + delay;
             self.schedule(at, Delivery::ToRelay(conn, Up::Datagram(to_relay.clone())));
@@ -626,6 +675,7 @@ impl World {
                 .sum(),
             reconnects,
             notices: self.notices,
+            direct_paths: self.paths_made,
             refused: h.refused,
             replayed: h.replayed,
         }

@@ -1,0 +1,249 @@
+//! Direct paths between members: dialled when a core asks, through each member's router, cut
+//! by splits of the members (the relay still reaching both sides), closed when either end
+//! leaves the room.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use super::link::Link;
+use super::world::{Delivery, World};
+use crate::wire::MemberInfo;
+use crate::wire::{MemberId, PeerMessage};
+
+/// What stands between a member and the internet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Nat {
+    /// Nothing: a public address, or a router that lets anything in.
+    #[default]
+    Open,
+    /// A home router that lets in only replies to what went out: a dial from outside is
+    /// dropped.
+    Firewall,
+}
+
+impl Nat {
+    /// Whether a packet nobody behind it asked for gets in.
+    fn admits_unsolicited(self) -> bool {
+        self == Nat::Open
+    }
+}
+
+/// How long a direct path's ends take to notice the other has gone silent.
+const PATH_IDLE: Duration = Duration::from_secs(2);
+
+/// How long a dialled member holds a connection from someone it does not know yet (the relay
+/// may not have told it of the dialler).
+const RECOGNISE: Duration = Duration::from_secs(5);
+
+/// One direct path, between members `a < b`, for the member ids they had when it was made.
+pub(super) struct Path {
+    ids: [MemberId; 2],
+    serial: usize,
+    made: Instant,
+    /// Each direction: its link, and when its in-order stream is next free.
+    links: [Link; 2],
+    ready: [Instant; 2],
+}
+
+/// Something on its way along a direct path, from member `from` to `to`.
+pub(super) enum DirectDelivery {
+    /// The dial got through: `to` (the dialler, then the dialled) has path `serial`.
+    Up(usize),
+    /// `to` notices path `serial`, to the member it knew by this id, is gone.
+    Down(MemberId, usize),
+    Msg(PeerMessage),
+    Datagram(Vec<u8>),
+}
+
+impl World {
+    fn key(a: usize, b: usize) -> (usize, usize) {
+        (a.min(b), a.max(b))
+    }
+
+    /// Whether a split keeps `a` and `b` apart (on direct paths; the relay reaches both).
+    fn apart(&self, a: usize, b: usize) -> bool {
+        self.split.as_ref().is_some_and(|(side, until)| {
+            self.now < *until && side.contains(&a) != side.contains(&b)
+        })
+    }
+
+    /// The path between `a` and `b`, if it is still the one made for their current ids.
+    fn live_path(&self, a: usize, b: usize) -> Option<&Path> {
+        let (lo, hi) = Self::key(a, b);
+        let p = self.paths.get(&(lo, hi))?;
+        let ids = [self.members[lo].core.me()?, self.members[hi].core.me()?];
+        (p.ids == ids).then_some(p)
+    }
+
+    /// Member `i`'s core asked to dial `other`.
+    pub(super) fn dial(&mut self, i: usize, other: &MemberInfo) {
+        let Some(j) = self
+            .members
+            .iter()
+            .position(|m| m.participant == other.participant)
+        else {
+            return;
+        };
+        let (Some(me), Some(_)) = (self.members[i].core.me(), self.members[j].conn) else {
+            return;
+        };
+        let other = other.id;
+        // The dial is unsolicited at the other's router; today nobody punches first.
+        if self.apart(i, j) || !self.config.nat.admits_unsolicited() {
+            return;
+        }
+        let (lo, hi) = Self::key(i, j);
+        let ids = if lo == i { [me, other] } else { [other, me] };
+        let mut link = Link::new(self.config.link);
+        let rtt = link.reliable(self.now, 1200, &mut self.rng) * 2;
+        self.paths_made += 1;
+        let serial = self.paths_made;
+        let path = Path {
+            ids,
+            serial,
+            made: self.now,
+            links: [link.clone(), link],
+            ready: [self.now; 2],
+        };
+        self.paths.insert((lo, hi), path);
+        // The dialler has its path after one round trip, the dialled after one and a half.
+        self.schedule(self.now + rtt, direct(j, i, DirectDelivery::Up(serial)));
+        let at = self.now + rtt + rtt / 2;
+        self.schedule(at, direct(i, j, DirectDelivery::Up(serial)));
+    }
+
+    /// Member `i` is out of the room (its core forgot its paths): the other ends notice.
+    pub(super) fn drop_paths(&mut self, i: usize) {
+        let gone: Vec<(usize, usize)> = self
+            .paths
+            .keys()
+            .copied()
+            .filter(|&(a, b)| a == i || b == i)
+            .collect();
+        for (a, b) in gone {
+            let Some(p) = self.paths.remove(&(a, b)) else {
+                continue;
+            };
+            let (other, id) = if a == i { (b, p.ids[0]) } else { (a, p.ids[1]) };
+            let what = DirectDelivery::Down(id, p.serial);
+            self.schedule(self.now + PATH_IDLE, direct(i, other, what));
+        }
+    }
+
+    /// A split of the members begins: paths across it fall silent, and both ends notice.
+    pub(super) fn split_members(&mut self, side: BTreeSet<usize>, until: Instant) {
+        self.split = Some((side, until));
+        let across: Vec<(usize, usize)> = self
+            .paths
+            .keys()
+            .copied()
+            .filter(|&(a, b)| self.apart(a, b))
+            .collect();
+        for (a, b) in across {
+            let Some(p) = self.paths.remove(&(a, b)) else {
+                continue;
+            };
+            let at = self.now + PATH_IDLE;
+            self.schedule(at, direct(a, b, DirectDelivery::Down(p.ids[0], p.serial)));
+            self.schedule(at, direct(b, a, DirectDelivery::Down(p.ids[1], p.serial)));
+        }
+    }
+
+    /// Member `i`'s core sends `msg` on its path to the member now called `to`: in order,
+    /// reliably, unless the path is gone (then it is lost with it, as with a real connection).
+    pub(super) fn send_direct(&mut self, i: usize, to: MemberId, msg: PeerMessage) {
+        let Some(j) = self.members.iter().position(|m| m.core.me() == Some(to)) else {
+            return;
+        };
+        if self.live_path(i, j).is_none() || self.apart(i, j) {
+            return;
+        }
+        let (now, dir) = (self.now, usize::from(i > j));
+        let key = Self::key(i, j);
+        let p = self.paths.get_mut(&key).expect("live");
+        let at = (now + p.links[dir].reliable(now, 256, &mut self.rng)).max(p.ready[dir]);
+        p.ready[dir] = at;
+        self.schedule(at, direct(i, j, DirectDelivery::Msg(msg)));
+    }
+
+    /// Member `i`'s sealed audio datagram (with its own sender prefix) on each of its paths;
+    /// whom it reached, so the relay carries it to the rest.
+    pub(super) fn send_direct_audio(&mut self, i: usize, datagram: &[u8], media: u64) {
+        let counted = self.in_tail(self.now);
+        for j in 0..self.members.len() {
+            if j == i || self.live_path(i, j).is_none() || self.apart(i, j) {
+                continue;
+            }
+            let (now, dir) = (self.now, usize::from(i > j));
+            let p = self.paths.get_mut(&Self::key(i, j)).expect("live");
+            let copies = p.links[dir].datagram(now, datagram.len(), &mut self.rng);
+            if counted && !copies.is_empty() {
+                self.ledger.let_through(i, j, media);
+            }
+            for d in copies {
+                let what = direct(i, j, DirectDelivery::Datagram(datagram.to_vec()));
+                self.schedule(now + d, what);
+            }
+        }
+    }
+
+    pub(super) fn deliver_direct(&mut self, from: usize, to: usize, what: DirectDelivery) {
+        let now = self.now;
+        if let DirectDelivery::Down(peer, serial) = what {
+            // Only if no newer path took its place (a path is its connection, not an id).
+            let newer = self
+                .paths
+                .get(&Self::key(from, to))
+                .is_some_and(|p| p.serial != serial);
+            if !newer {
+                let m = &mut self.members[to];
+                m.core.handle_path_down(now, peer, &mut m.doc);
+                self.drain_member(to);
+            }
+            return;
+        }
+        if let DirectDelivery::Up(serial) = what {
+            let Some(p) = self
+                .paths
+                .get(&Self::key(from, to))
+                .filter(|p| p.serial == serial)
+            else {
+                return;
+            };
+            let (made, peer) = (p.made, p.ids[usize::from(from > to)]);
+            let m = &self.members[to];
+            if m.core.members().any(|o| o.id == peer) && self.live_path(from, to).is_some() {
+                let m = &mut self.members[to];
+                m.core.handle_path_up(now, peer, &mut m.doc);
+                self.drain_member(to);
+            } else if now < made + RECOGNISE {
+                // Not told of it yet, or not welcomed: held, and looked at again.
+                let at = now + Duration::from_millis(50);
+                self.schedule(at, direct(from, to, DirectDelivery::Up(serial)));
+            }
+            return;
+        }
+        let Some(peer) = self.members[from].core.me() else {
+            return;
+        };
+        match what {
+            DirectDelivery::Up(_) | DirectDelivery::Down(..) => {}
+            DirectDelivery::Msg(msg) => {
+                if self.live_path(from, to).is_some() {
+                    let m = &mut self.members[to];
+                    m.core.handle_direct(now, peer, &msg, &mut m.doc);
+                    self.drain_member(to);
+                }
+            }
+            DirectDelivery::Datagram(d) => {
+                if self.live_path(from, to).is_some() {
+                    self.member_datagram(to, &d);
+                }
+            }
+        }
+    }
+}
+
+fn direct(from: usize, to: usize, what: DirectDelivery) -> Delivery {
+    Delivery::Direct(from, to, what)
+}
