@@ -291,11 +291,10 @@ impl RoomCore {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let j = self.joined.as_ref()?;
         let held = self.doc_hold.filter(|_| self.doc_pending);
-        Some(
-            j.next_key_tick
-                .min(j.next_presence_tick)
-                .min(held.unwrap_or(j.next_key_tick)),
-        )
+        [j.next_key_tick, j.next_presence_tick]
+            .into_iter()
+            .chain(held)
+            .min()
     }
 
     /// The next thing to send.
