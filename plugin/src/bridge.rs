@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use echoel_engine::{NetworkLink, PacketSlot, StreamId};
+use echoel_engine::{MediaClock, NetworkLink, PacketSlot, StreamId};
 
 use crate::backoff::{self, Backoff};
 use echoel_net::doc::{DocStore, Heads};
@@ -79,6 +79,8 @@ struct Inner {
     /// stream (and jitter buffer, and recording) across reconnections.
     streams: Mutex<Vec<(ParticipantId, StemId)>>,
     keep_doc: Mutex<Option<DocKeeping>>,
+    /// The engine's clock, to stamp each frame's arrival.
+    clock: MediaClock,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -100,7 +102,10 @@ impl Inner {
         // The sender's own media time: its frame size may change mid-stream.
         let pushed = PacketSlot::new(stream, frame.seq, frame.media_time, frame.payload)
             .ok()
-            .is_some_and(|slot| lock(&self.incoming).push(slot).is_ok());
+            .is_some_and(|mut slot| {
+                slot.arrival_ns = self.clock.now_ns();
+                lock(&self.incoming).push(slot).is_ok()
+            });
         if !pushed {
             self.dropped_incoming.fetch_add(1, Relaxed);
         }
@@ -124,6 +129,7 @@ impl Bridge {
             incoming,
             wake,
             limits,
+            clock,
             ..
         } = link;
         let inner = Arc::new(Inner {
@@ -132,6 +138,7 @@ impl Bridge {
             dropped_incoming: AtomicU64::new(0),
             streams: Mutex::new(Vec::new()),
             keep_doc: Mutex::new(None),
+            clock,
         });
         let stop = Arc::new(AtomicBool::new(false));
         let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {

@@ -28,6 +28,9 @@ use params::EchoelParams;
 pub struct EchoelJam {
     params: Arc<EchoelParams>,
     engine: Option<Engine>,
+    /// An offline render (a bounce): the room is not heard and nothing is sent; the track's
+    /// own signal passes as it is.
+    offline: bool,
     /// Applies the editor's commands and runs the room connection, while active.
     control: Option<ControlThread>,
     /// Shared with the editor and the control thread.
@@ -41,6 +44,7 @@ impl Default for EchoelJam {
         Self {
             params: Arc::new(EchoelParams::default()),
             engine: None,
+            offline: false,
             control: None,
             controls: Controls::new(),
             editor_state: EguiEditorState::from_size(
@@ -100,8 +104,15 @@ impl Plugin for EchoelJam {
         };
         // Dropping the old control thread (if re-activated) leaves the room before rejoining.
         self.control = None;
+        self.offline = buffer_config.process_mode == ProcessMode::Offline;
+        if self.offline {
+            nice_log!("Echoel Jam: offline render — the room is not sent to or heard meanwhile");
+        }
         match Engine::new(config) {
-            Ok((engine, link)) => {
+            Ok((mut engine, link)) => {
+                // A host calling in real time: a pause in its calls is timed, not taken for a
+                // faster network. One that renders ahead at its own pace keeps the audio's time.
+                engine.use_wall_clock(buffer_config.process_mode == ProcessMode::Realtime);
                 let stats = engine.stats().clone();
                 self.engine = Some(engine);
                 self.control = Bridge::new(link)
@@ -146,6 +157,10 @@ impl Plugin for EchoelJam {
         let Some(engine) = &mut self.engine else {
             return ProcessStatus::Normal;
         };
+        if self.offline {
+            // The dry signal is already in place.
+            return ProcessStatus::Normal;
+        }
         engine.process(buffer.as_slice(), &self.params.engine_params());
         // An atomic store: safe on the audio thread.
         self.controls.set_host_tempo(context.transport().tempo);

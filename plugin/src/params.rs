@@ -197,7 +197,7 @@ impl Default for EchoelParams {
                 10.0,
                 FloatRange::Linear {
                     min: 0.0,
-                    max: 200.0,
+                    max: echoel_engine::jitter::MAX_DEPTH_MS as f32,
                 },
             )
             .with_step_size(0.5)

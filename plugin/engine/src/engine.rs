@@ -6,18 +6,21 @@ use std::sync::Arc;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
+use crate::clock::{ns_to_samples, HostTiming, MediaClock};
 use crate::codec::{CodecSettings, FrameDuration, FrameEncoder};
 use crate::fifo::SampleFifo;
+use crate::jitter::MAX_DEPTH_MS;
 use crate::limits::SendLimits;
 use crate::packet::{PacketSlot, StreamId};
-use crate::resample::{FixedSide, RateConverter, CHUNK_FRAMES};
+use crate::resample::{FixedSide, RateConverter, MAX_RATE_HZ, MIN_RATE_HZ};
 use crate::stats::EngineStats;
 use crate::stream::{RemoteStream, TargetDepth};
 use crate::wake::SendWake;
 use crate::{EngineError, INTERNAL_RATE_HZ};
 
-/// Host sample rates the engine accepts; anything else is refused at activation.
-pub const SUPPORTED_RATES_HZ: [u32; 6] = [44_100, 48_000, 88_200, 96_000, 176_400, 192_000];
+/// Host sample rates the engine accepts (any rate in between is converted to and from 48 kHz);
+/// anything else is refused at activation.
+pub const SUPPORTED_RATES_HZ: std::ops::RangeInclusive<u32> = MIN_RATE_HZ..=MAX_RATE_HZ;
 /// Largest host block processed in one piece; longer blocks are split, never refused.
 pub const MAX_BLOCK_FRAMES: usize = 8192;
 /// Remote streams mixed at once: a full relay-forwarded room (DESIGN: up to 20) plus stems.
@@ -33,7 +36,7 @@ pub const LOOPBACK_STREAM: StreamId = StreamId(u16::MAX);
 /// Fixed facts about the host, known at activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
-    /// Host sample rate; one of [`SUPPORTED_RATES_HZ`].
+    /// Host sample rate; within [`SUPPORTED_RATES_HZ`].
     pub sample_rate_hz: u32,
     /// 1 (mono) or 2 (stereo).
     pub host_channels: usize,
@@ -104,6 +107,8 @@ pub struct NetworkLink {
     pub wake: Arc<SendWake>,
     /// What the network side lets the encoder send while a path is congested.
     pub limits: Arc<SendLimits>,
+    /// The engine's clock: stamp each packet's `arrival_ns` with it as it arrives.
+    pub clock: MediaClock,
 }
 
 /// Receives each remote stream's own audio as it is mixed, for per-musician recording or
@@ -129,6 +134,47 @@ impl StemTap for NoTap {
     fn stem(&mut self, _: StreamId, _: &[f32]) {}
     fn wants_stems(&self) -> bool {
         false
+    }
+}
+
+/// The largest block over the last one to two seconds of audio: one long block (a host that
+/// renders a bounce, or catches up after a hiccup) must not hold the delay up for good. A
+/// block more than twice the recent ones is a one-off at first and leaves the floor alone; a
+/// second one within two seconds shows the host has changed its pace, and raises it.
+#[derive(Debug, Clone, Copy, Default)]
+struct RecentMax {
+    current: usize,
+    previous: usize,
+    elapsed: usize,
+    /// Windows left during which a long block has been let pass.
+    one_off: u8,
+}
+
+impl RecentMax {
+    /// One second of 48 kHz audio per window.
+    const WINDOW: usize = INTERNAL_RATE_HZ as usize;
+
+    /// Takes a block; true if it is a one-off long block, not counted in the floor.
+    fn observe(&mut self, block_48k: usize) -> bool {
+        let floor = self.get();
+        let one_off = floor > 0 && block_48k > 2 * floor && self.one_off == 0;
+        if one_off {
+            self.one_off = 2;
+        } else {
+            self.current = self.current.max(block_48k);
+        }
+        self.elapsed += block_48k;
+        if self.elapsed >= Self::WINDOW {
+            self.previous = self.current;
+            self.current = 0;
+            self.elapsed = 0;
+            self.one_off = self.one_off.saturating_sub(1);
+        }
+        one_off
+    }
+
+    fn get(&self) -> usize {
+        self.current.max(self.previous)
     }
 }
 
@@ -194,7 +240,16 @@ pub struct Engine {
     send_gain: GainRamp,
     monitor_gain: GainRamp,
     remote_gain: GainRamp,
-    largest_block_48k: usize,
+    /// The largest of the recent blocks at 48 kHz: the least delay the buffers may run at.
+    recent_block: RecentMax,
+    clock: MediaClock,
+    /// Whether [`Engine::process`] reads `clock` (a real-time host) or keeps time by the audio
+    /// rendered alone (offline runs, where a pause means nothing).
+    wall_clock: bool,
+    timing: HostTiming,
+    /// This block's start on `clock` (0: no clock), and how long it lasts.
+    now_ns: u64,
+    block_ns: u64,
 }
 
 impl Engine {
@@ -221,16 +276,19 @@ impl Engine {
                     INTERNAL_RATE_HZ,
                     FixedSide::Input,
                     2,
+                    max_block,
                 )?),
                 Some(RateConverter::new(
                     INTERNAL_RATE_HZ,
                     rate,
                     FixedSide::Output,
                     2,
+                    max_block,
                 )?),
             )
         };
-        // Largest 48 kHz span one host block can turn into, plus the converter's chunking.
+        // Largest 48 kHz span one host block can turn into; the converters' chunks follow the
+        // block, so nothing more waits or is rendered ahead.
         let block_48k = (max_block * INTERNAL_RATE_HZ as usize).div_ceil(rate as usize);
         let (conv_out_max, render_max) = match (&send_conv, &out_conv) {
             (Some(s), Some(o)) => (
@@ -259,14 +317,14 @@ impl Engine {
             send_seq: 0,
             media_time: 0,
             host_in: vec![0.0; 2 * max_block],
-            send_in: SampleFifo::with_capacity(2, max_block + CHUNK_FRAMES),
+            send_in: SampleFifo::with_capacity(2, 2 * max_block),
             send_conv,
             send_fifo: SampleFifo::with_capacity(
                 2,
                 block_48k + conv_out_max + FrameDuration::Ms20.samples(),
             ),
             out_conv,
-            out_fifo: SampleFifo::with_capacity(2, max_block + CHUNK_FRAMES),
+            out_fifo: SampleFifo::with_capacity(2, 2 * max_block),
             mix48: vec![0.0; 2 * render_max],
             stem48: vec![0.0; 2 * render_max],
             conv_scratch: vec![0.0; 2 * conv_out_max],
@@ -277,8 +335,14 @@ impl Engine {
             send_gain: GainRamp { current: 1.0 },
             monitor_gain: GainRamp { current: 1.0 },
             remote_gain: GainRamp { current: 1.0 },
-            largest_block_48k: 0,
+            recent_block: RecentMax::default(),
+            clock: MediaClock::default(),
+            wall_clock: false,
+            timing: HostTiming::default(),
+            now_ns: 0,
+            block_ns: 0,
         };
+        let clock = engine.clock;
         Ok((
             engine,
             NetworkLink {
@@ -287,6 +351,7 @@ impl Engine {
                 stats,
                 wake: send_wake,
                 limits,
+                clock,
             },
         ))
     }
@@ -322,8 +387,16 @@ impl Engine {
             s.reset(&self.stats);
         }
         self.loopback_on = false;
-        self.largest_block_48k = 0;
+        self.recent_block = RecentMax::default();
         self.stats.streams_active.store(0, Relaxed);
+    }
+
+    /// Times blocks and arrivals by the monotonic clock (one read per block), as a real-time
+    /// host needs: a pause in the host's calls then costs the audio of the pause, not delay.
+    /// Without it (offline runs) time is the audio rendered.
+    pub fn use_wall_clock(&mut self, on: bool) {
+        self.wall_clock = on;
+        self.timing = HostTiming::default();
     }
 
     /// Processes one host block in place: `channels` holds the input on entry and the output on
@@ -339,9 +412,41 @@ impl Engine {
         params: &EngineParams,
         tap: &mut dyn StemTap,
     ) {
+        let now = if self.wall_clock {
+            self.clock.now_ns()
+        } else {
+            0
+        };
+        self.process_inner(channels, params, tap, now);
+    }
+
+    /// [`Engine::process`] for a block that starts at `now_ns` on a clock of the caller's (which
+    /// also stamps the packets' `arrival_ns`): simulations and tests of a host's timing.
+    pub fn process_at(&mut self, channels: &mut [&mut [f32]], params: &EngineParams, now_ns: u64) {
+        self.process_inner(channels, params, &mut NoTap, now_ns.max(1));
+    }
+
+    fn process_inner(
+        &mut self,
+        channels: &mut [&mut [f32]],
+        params: &EngineParams,
+        tap: &mut dyn StemTap,
+        now_ns: u64,
+    ) {
         let frames = channels.iter().map(|c| c.len()).min().unwrap_or(0);
         if frames == 0 {
             return;
+        }
+        self.now_ns = now_ns;
+        self.block_ns = (frames as u64 * 1_000_000_000) / u64::from(self.config.sample_rate_hz);
+        if now_ns != 0 {
+            // A pause is more than the host's callback jitter can explain: 30 ms, or three of
+            // its recent blocks.
+            let threshold =
+                (30 * INTERNAL_RATE_HZ as usize / 1000).max(3 * self.recent_block.get());
+            if let Some(gap) = self.timing.gap(now_ns, threshold as u64) {
+                self.host_paused(gap, params.codec.frame.samples());
+            }
         }
         let params = &EngineParams {
             codec: self.limits.apply(params.codec),
@@ -364,6 +469,42 @@ impl Engine {
         if std::mem::take(&mut self.pushed) {
             self.send_wake.wake();
         }
+        self.timing.rendered(
+            frames as f64 * f64::from(INTERNAL_RATE_HZ) / f64::from(self.config.sample_rate_hz),
+        );
+    }
+
+    /// The host did not call for `samples` (48 kHz) more than its blocks account for: what
+    /// would have played meanwhile is skipped, and what we send jumps by as much, so everyone
+    /// hears a gap where the pause was, at the delay they had.
+    fn host_paused(&mut self, samples: u64, frame: usize) {
+        for s in self.streams.iter_mut().filter(|s| s.id().is_some()) {
+            s.host_paused(samples);
+        }
+        if self.loopback_on {
+            self.loopback.host_paused(samples);
+        }
+        self.media_time += samples;
+        self.send_seq = self
+            .send_seq
+            .wrapping_add((samples / frame.max(1) as u64) as u32);
+        EngineStats::add(&self.stats.host_pauses, 1);
+    }
+
+    /// How long before this block's start a packet should count as seen: an arrival within a
+    /// block's time counts as now (the host could not have played it sooner); one from
+    /// before that came while the host was not calling, and counts from when it would have been
+    /// seen.
+    fn arrived_back(now_ns: u64, block_ns: u64, packet: &PacketSlot) -> u64 {
+        if now_ns == 0 || packet.arrival_ns == 0 || packet.arrival_ns >= now_ns {
+            return 0;
+        }
+        // Seen at the first block start after it arrived, on the grid the host's blocks would
+        // have kept: stamps within a block are whole blocks, as for every other packet.
+        let age = now_ns - packet.arrival_ns;
+        let period = block_ns.max(1);
+        // Ten seconds: older stamps are from another epoch, not from a pause.
+        ns_to_samples(age / period * period).min(10 * u64::from(INTERNAL_RATE_HZ))
     }
 
     fn process_chunk(
@@ -376,11 +517,20 @@ impl Engine {
     ) {
         let block_48k =
             (n * INTERNAL_RATE_HZ as usize).div_ceil(self.config.sample_rate_hz as usize);
-        self.largest_block_48k = self.largest_block_48k.max(block_48k);
+        // A block far longer than the recent ones (a host that renders ahead for once) asks for
+        // audio whose packets cannot have been made yet: it plays what is here and conceals the
+        // rest without moving the schedule, and the recent blocks stay the floor of the delay.
+        let floor = self.recent_block.get();
+        let horizon = if self.recent_block.observe(block_48k) {
+            floor
+        } else {
+            usize::MAX
+        };
+        let floor = self.recent_block.get();
         self.read_input(channels, offset, n);
         self.send(n, params);
         self.receive();
-        self.render_remote(n, params.jitter, tap);
+        self.render_remote(n, params.jitter, floor, horizon, tap);
         self.write_output(channels, offset, n, params);
     }
 
@@ -429,6 +579,8 @@ impl Engine {
             d[1] = s[1] * g;
         }
         if let Some(conv) = &mut self.send_conv {
+            // One chunk the length of the block: converted at once, nothing waits.
+            conv.set_chunk(self.send_in.frames());
             while self.send_in.frames() >= conv.input_frames_next() {
                 let (used, made) = conv.process(self.send_in.as_slice(), &mut self.conv_scratch);
                 if used == 0 {
@@ -455,7 +607,7 @@ impl Engine {
                     }
                     if self.loopback_on {
                         EngineStats::add(&self.stats.packets_received, 1);
-                        self.loopback.insert(&self.packet, &self.stats);
+                        self.loopback.insert(&self.packet, 0, &self.stats);
                     }
                 }
                 Err(_) => EngineStats::add(&self.stats.encode_errors, 1),
@@ -492,7 +644,10 @@ impl Engine {
                     }),
             };
             match slot {
-                Some(i) => self.streams[i].insert(packet, &self.stats),
+                Some(i) => {
+                    let back = Self::arrived_back(self.now_ns, self.block_ns, packet);
+                    self.streams[i].insert(packet, back, &self.stats);
+                }
                 None => EngineStats::add(&self.stats.stream_table_full, 1),
             }
         }
@@ -501,11 +656,19 @@ impl Engine {
     }
 
     /// Renders `n` host-rate frames of the remote mix into `mix48` (at 48 kHz) or `out_fifo`.
-    fn render_remote(&mut self, n: usize, jitter: JitterMode, tap: &mut dyn StemTap) {
+    fn render_remote(
+        &mut self,
+        n: usize,
+        jitter: JitterMode,
+        floor: usize,
+        horizon: usize,
+        tap: &mut dyn StemTap,
+    ) {
         let target = match jitter {
             JitterMode::Auto => TargetDepth::Auto,
             JitterMode::Manual { depth_ms } => TargetDepth::Samples(
-                (depth_ms.clamp(0.0, 1000.0) * INTERNAL_RATE_HZ as f32 / 1000.0) as usize,
+                (depth_ms.clamp(0.0, MAX_DEPTH_MS as f32) * INTERNAL_RATE_HZ as f32 / 1000.0)
+                    as usize,
             ),
         };
         let mut mixer = Mixer {
@@ -513,17 +676,19 @@ impl Engine {
             loopback: self.loopback_on.then_some(&mut self.loopback),
             stats: &self.stats,
             target,
-            // Resampling renders in the converter's chunks, up to one chunk ahead of the block.
-            block_48k: self.largest_block_48k
-                + self.out_conv.as_ref().map_or(0, |c| c.input_frames_max()),
+            // Resampling renders what the block needs, give or take the converter's fraction.
+            block_48k: floor + self.out_conv.as_ref().map_or(0, |_| 2),
+            horizon,
             stem: &mut self.stem48,
         };
         match &mut self.out_conv {
             None => mixer.render(&mut self.mix48[..2 * n], tap),
             Some(conv) => {
                 while self.out_fifo.frames() < n {
+                    conv.set_chunk(n - self.out_fifo.frames());
                     let need = conv.input_frames_next();
                     mixer.render(&mut self.mix48[..2 * need], &mut *tap);
+                    mixer.horizon = mixer.horizon.saturating_sub(need);
                     let (_, made) = conv.process(&self.mix48[..2 * need], &mut self.conv_scratch);
                     if made == 0 {
                         break;
@@ -583,6 +748,8 @@ struct Mixer<'a> {
     stats: &'a EngineStats,
     target: TargetDepth,
     block_48k: usize,
+    /// 48 kHz samples from this render's start beyond which packets cannot have arrived yet.
+    horizon: usize,
     stem: &'a mut [f32],
 }
 
@@ -601,7 +768,7 @@ impl Mixer<'_> {
                 {
                     let stem = &mut self.stem[..mix.len()];
                     stem.fill(0.0);
-                    let alive = s.render_into(stem, 1.0, stats);
+                    let alive = s.render_into(stem, 1.0, self.horizon, stats);
                     if let Some(id) = s.id() {
                         tap.stem(id, stem);
                     }
@@ -609,7 +776,7 @@ impl Mixer<'_> {
                     alive
                 }
             } else {
-                s.render_into(mix, 1.0, stats)
+                s.render_into(mix, 1.0, self.horizon, stats)
             };
             stats
                 .jitter_depth_samples

@@ -10,6 +10,7 @@
 //! ([`EngineStats`]).
 
 pub mod analysis;
+pub mod clock;
 pub mod codec;
 mod engine;
 pub mod fifo;
@@ -25,6 +26,7 @@ pub mod wake;
 
 use thiserror::Error;
 
+pub use clock::MediaClock;
 pub use codec::{CodecSettings, FrameDuration};
 pub use engine::{
     Engine, EngineConfig, EngineParams, JitterMode, NetworkLink, StemTap, LOOPBACK_STREAM,
@@ -42,9 +44,7 @@ pub const INTERNAL_RATE_HZ: u32 = 48_000;
 #[derive(Debug, Error)]
 pub enum EngineError {
     /// The host runs at a rate the engine does not convert from.
-    #[error(
-        "host sample rate {0} Hz is not supported; set the project to 44.1, 48, 88.2, 96, 176.4 or 192 kHz"
-    )]
+    #[error("host sample rate {0} Hz is not supported; Echoel Jam runs at 8 to 384 kHz")]
     UnsupportedSampleRate(u32),
     /// The host offered a channel layout other than mono or stereo.
     #[error("{0} channels are not supported; insert Echoel Jam on a mono or stereo track")]

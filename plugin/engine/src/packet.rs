@@ -24,6 +24,9 @@ pub struct PacketSlot {
     pub seq: u32,
     /// Position of the packet's first sample in the sender's stream, in 48 kHz samples.
     pub media_time: u64,
+    /// When it arrived, on the receiving engine's [`crate::MediaClock`]; 0 if unknown (then
+    /// it counts as arriving when the engine takes it).
+    pub arrival_ns: u64,
     len: u16,
     bytes: [u8; MAX_OPUS_PACKET_BYTES],
 }
@@ -55,6 +58,7 @@ impl PacketSlot {
             stream: StreamId(0),
             seq: 0,
             media_time: 0,
+            arrival_ns: 0,
             len: 0,
             bytes: [0; MAX_OPUS_PACKET_BYTES],
         }
@@ -78,6 +82,7 @@ impl PacketSlot {
         self.stream = other.stream;
         self.seq = other.seq;
         self.media_time = other.media_time;
+        self.arrival_ns = other.arrival_ns;
         self.len = other.len;
         let n = usize::from(other.len);
         self.bytes[..n].copy_from_slice(&other.bytes[..n]);

@@ -3,46 +3,61 @@
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{
-    Async, FixedAsync, Resampler, SincInterpolationParameters, SincInterpolationType,
+    Async, FixedAsync, Resampler, Resizable, SincInterpolationParameters, SincInterpolationType,
     WindowFunction,
 };
 
 use crate::EngineError;
 
-/// Host frames per conversion chunk: 32 frames is under 0.75 ms at 44.1 kHz, small enough to add
-/// little latency, large enough that rubato's per-call overhead stays negligible.
-pub const CHUNK_FRAMES: usize = 32;
+/// Host rates the engine converts from and to: every rate a host offers.
+pub const MIN_RATE_HZ: u32 = 8_000;
+/// See [`MIN_RATE_HZ`].
+pub const MAX_RATE_HZ: u32 = 384_000;
+
+/// The filter's half-length in time: a sinc of this many milliseconds on each side delays the
+/// signal by that much in each direction, whatever the rate.
+const FILTER_HALF_MS: f64 = 0.67;
 
 /// Which side of the conversion has a fixed number of frames per chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FixedSide {
-    /// Every call consumes exactly [`CHUNK_FRAMES`] input frames (the send path: host → 48 kHz).
+    /// Every call consumes exactly one chunk of input frames (the send path: host → 48 kHz).
     Input,
-    /// Every call produces exactly [`CHUNK_FRAMES`] output frames (the playout path: 48 kHz → host).
+    /// Every call produces exactly one chunk of output frames (the playout path: 48 kHz → host).
     Output,
 }
 
-/// A rubato resampler over interleaved buffers.
+/// A rubato resampler over interleaved buffers, whose chunk follows the host's block so a
+/// block is converted as it comes: nothing waits for a chunk to fill, nothing is rendered
+/// ahead of the block.
 ///
 /// # Thread
-/// Built in `activate()`; [`RateConverter::process`] runs on the audio thread and never allocates.
+/// Built in `activate()`; [`RateConverter::process`] and [`RateConverter::set_chunk`] run on the
+/// audio thread and never allocate.
 pub struct RateConverter {
     resampler: Async<f32>,
     channels: usize,
+    max_chunk: usize,
+    chunk: usize,
+    ratio: f64,
 }
 
 impl RateConverter {
-    /// Converts `from_hz` to `to_hz` for `channels` interleaved channels.
+    /// Converts `from_hz` to `to_hz` for `channels` interleaved channels, in chunks of up to
+    /// `max_chunk` frames on the fixed side.
     pub fn new(
         from_hz: u32,
         to_hz: u32,
         side: FixedSide,
         channels: usize,
+        max_chunk: usize,
     ) -> Result<Self, EngineError> {
-        // A 64-tap sinc keeps the converter's delay near 32 samples (< 1 ms) with aliasing far
-        // below Opus's own noise floor at the bitrates we use.
+        // The sinc's length in input samples follows the input rate so its delay stays near
+        // 0.67 ms at 8 kHz and at 384 kHz alike; its aliasing stays far below Opus's own noise
+        // floor at the bitrates we use.
+        let taps = (f64::from(from_hz) * 2.0 * FILTER_HALF_MS / 1000.0 / 8.0).ceil() as usize * 8;
         let params = SincInterpolationParameters {
-            sinc_len: 64,
+            sinc_len: taps.clamp(16, 512),
             f_cutoff: None,
             oversampling_factor: 128,
             interpolation: SincInterpolationType::Cubic,
@@ -53,13 +68,26 @@ impl RateConverter {
             FixedSide::Output => FixedAsync::Output,
         };
         let ratio = f64::from(to_hz) / f64::from(from_hz);
-        // Headroom of 1.1 leaves room for clock-drift correction without rebuilding.
-        let resampler = Async::new_sinc(ratio, 1.1, &params, CHUNK_FRAMES, channels, fixed)
+        let max_chunk = max_chunk.max(1);
+        // The ratio never changes: a relative range of 1 keeps rubato's buffers tight.
+        let resampler = Async::new_sinc(ratio, 1.0, &params, max_chunk, channels, fixed)
             .map_err(|e| EngineError::Resampler(e.to_string()))?;
         Ok(Self {
             resampler,
             channels,
+            max_chunk,
+            chunk: max_chunk,
+            ratio,
         })
+    }
+
+    /// Sets the next chunks' length on the fixed side, up to the maximum given to
+    /// [`Self::new`].
+    pub fn set_chunk(&mut self, frames: usize) {
+        let frames = frames.clamp(1, self.max_chunk);
+        if frames != self.chunk && self.resampler.set_chunk_size(frames).is_ok() {
+            self.chunk = frames;
+        }
     }
 
     /// Input frames the next [`Self::process`] call consumes.
@@ -75,6 +103,12 @@ impl RateConverter {
     /// Most input frames one [`Self::process`] call can consume.
     pub fn input_frames_max(&self) -> usize {
         self.resampler.input_frames_max()
+    }
+
+    /// Input frames a call that produces `frames` output frames consumes at most, in the steady
+    /// state: what the playout path renders ahead of the host's block.
+    pub fn input_for_output(&self, frames: usize) -> usize {
+        (frames as f64 / self.ratio).ceil() as usize + 1
     }
 
     /// Converts one chunk. `input` must hold at least [`Self::input_frames_next`] frames and
@@ -96,6 +130,7 @@ impl RateConverter {
     /// Clears the filter history.
     pub fn reset(&mut self) {
         self.resampler.reset();
+        self.chunk = self.max_chunk;
     }
 }
 
@@ -106,7 +141,7 @@ mod tests {
     /// A 1 kHz tone converted 44.1 k → 48 k keeps its frequency (zero crossings per second).
     #[test]
     fn tone_keeps_its_pitch() {
-        let mut conv = RateConverter::new(44_100, 48_000, FixedSide::Input, 1).unwrap();
+        let mut conv = RateConverter::new(44_100, 48_000, FixedSide::Input, 1, 32).unwrap();
         let input: Vec<f32> = (0..44_100)
             .map(|i| (2.0 * std::f32::consts::PI * 1000.0 * i as f32 / 44_100.0).sin())
             .collect();

@@ -94,6 +94,8 @@ pub struct EngineStats {
     pub encode_errors: AtomicU64,
     /// Non-finite input samples replaced by silence.
     pub samples_sanitised: AtomicU64,
+    /// Pauses in the host's calls (an xrun, a render in between) skipped over.
+    pub host_pauses: AtomicU64,
     /// Remote streams currently playing or buffering.
     pub streams_active: AtomicU32,
     /// Jitter-buffer delay of the most recently rendered stream, in 48 kHz samples.
@@ -161,6 +163,7 @@ impl EngineStats {
             frames_concealed: self.frames_concealed.load(Relaxed),
             decode_errors: self.decode_errors.load(Relaxed),
             samples_sanitised: self.samples_sanitised.load(Relaxed),
+            host_pauses: self.host_pauses.load(Relaxed),
             streams_active: self.streams_active.load(Relaxed),
             jitter_depth_samples: self.jitter_depth_samples.load(Relaxed),
         }
@@ -182,6 +185,7 @@ pub struct StatsSnapshot {
     pub frames_concealed: u64,
     pub decode_errors: u64,
     pub samples_sanitised: u64,
+    pub host_pauses: u64,
     pub streams_active: u32,
     pub jitter_depth_samples: u32,
 }

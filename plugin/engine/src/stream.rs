@@ -58,6 +58,8 @@ pub struct RemoteStream {
     /// stretched into `stretched`, then mixed.
     drift: DriftStretcher,
     stretched: Vec<f32>,
+    /// The host paused: skip what fell due meanwhile before the next render.
+    skip_pending: bool,
 }
 
 impl RemoteStream {
@@ -82,6 +84,7 @@ impl RemoteStream {
             skipped_frames: 0,
             drift: DriftStretcher::default(),
             stretched: vec![0.0; 2 * max_render_frames],
+            skip_pending: false,
         })
     }
 
@@ -126,6 +129,7 @@ impl RemoteStream {
         self.dropped_seen = 0;
         self.gain_now = 1.0;
         self.skipped_frames = 0;
+        self.skip_pending = false;
     }
 
     /// Sets the playout depth.
@@ -153,11 +157,12 @@ impl RemoteStream {
         self.jitter.target_samples()
     }
 
-    /// Queues a packet for playout, stamped with this block's start on the stream's clock.
-    pub fn insert(&mut self, packet: &PacketSlot, stats: &EngineStats) {
+    /// Queues a packet for playout, stamped with this block's start on the stream's clock, or
+    /// `back` samples before it if it came while the host was not calling.
+    pub fn insert(&mut self, packet: &PacketSlot, back: u64, stats: &EngineStats) {
         self.idle_frames = 0;
         let before = self.jitter.stats();
-        self.jitter.insert(self.clock, packet);
+        self.jitter.insert(self.clock.saturating_sub(back), packet);
         let after = self.jitter.stats();
         if after.late > before.late {
             EngineStats::add(&stats.packets_late, 1);
@@ -168,18 +173,38 @@ impl RemoteStream {
         }
     }
 
+    /// The host paused for `samples` (48 kHz): the stream's clock moves on by as much, and
+    /// playout skips what fell due meanwhile.
+    pub fn host_paused(&mut self, samples: u64) {
+        self.clock += samples;
+        // Skipped at the next render, once what arrived meanwhile is in the buffer.
+        self.skip_pending = true;
+    }
+
     /// Adds `frames` frames of this stream, times `gain`, into the interleaved stereo `mix`.
     /// Returns false once the stream has been idle long enough to free its slot.
-    pub fn render_into(&mut self, mix: &mut [f32], gain: f32, stats: &EngineStats) -> bool {
+    /// Packets for audio more than `horizon` samples into this render cannot have arrived (the
+    /// host renders far ahead, for once): missing ones there are concealed without waiting.
+    pub fn render_into(
+        &mut self,
+        mix: &mut [f32],
+        gain: f32,
+        horizon: usize,
+        stats: &EngineStats,
+    ) -> bool {
         let frames = mix.len() / 2;
         let mut concealed = 0u64;
+        if std::mem::take(&mut self.skip_pending) {
+            self.jitter
+                .skip_to(self.clock + self.decoded.frames() as u64);
+        }
         // Decoded audio runs on the sender's clock; the drift converter stretches it onto ours
         // by the measured rate difference, so the buffer neither drains nor fills, and by the
         // buffer's slew towards its schedule.
         self.drift.set_ratio(self.jitter.stretch());
         let frames = frames.min(self.stretched.len() / 2);
         let need = self.drift.input_needed(frames);
-        concealed += self.decode_until(need, stats);
+        concealed += self.decode_until(need, horizon, stats);
         let out = &mut self.stretched[..2 * frames];
         let used = self.drift.process(self.decoded.as_slice(), out);
         self.decoded.consume(used);
@@ -230,14 +255,15 @@ impl RemoteStream {
 
     /// Decodes (or conceals, or waits in silence) until `decoded` holds `target` frames.
     /// Returns the frames concealed.
-    fn decode_until(&mut self, target: usize, stats: &EngineStats) -> u64 {
+    fn decode_until(&mut self, target: usize, horizon: usize, stats: &EngineStats) -> u64 {
         let mut concealed = 0u64;
         while self.decoded.frames() < target {
             let want = target - self.decoded.frames();
             // The first sample of what is decoded now is heard after what is queued before it.
             let now = self.clock + self.decoded.frames() as u64;
+            let beyond = self.decoded.frames() >= horizon;
             let out = self.decoded.spare_mut(MAX_PACKET_SAMPLES);
-            let made = match self.jitter.next(now) {
+            let made = match self.jitter.next(now, beyond) {
                 Decision::Play(p) => match self.decoder.decode_float(p.payload(), out, false) {
                     Ok(n) if n > 0 => {
                         EngineStats::add(&stats.frames_decoded, 1);

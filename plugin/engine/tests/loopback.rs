@@ -100,14 +100,14 @@ fn non_finite_input_is_silenced_and_counted_and_empty_blocks_are_fine() {
 #[test]
 fn unsupported_rate_and_layout_are_refused_with_a_clear_message() {
     let err = Engine::new(EngineConfig {
-        sample_rate_hz: 22_050,
+        sample_rate_hz: 4_000,
         host_channels: 2,
         max_block_frames: 64,
     })
     .err()
     .unwrap();
     assert!(
-        err.to_string().contains("22050 Hz is not supported"),
+        err.to_string().contains("4000 Hz is not supported"),
         "{err}"
     );
     let err = Engine::new(EngineConfig {
@@ -131,4 +131,20 @@ fn manual_depth_adds_the_requested_latency() {
         40.0,
     );
     assert!(deep - base > 12.0, "manual 20 ms depth: {base} → {deep} ms");
+}
+
+#[test]
+fn the_deepest_manual_depth_plays() {
+    // 200 ms of packets held at 2.5 ms frames is 80 packets: all must fit in the buffer, or
+    // the newest restarts playout and nothing is ever heard.
+    let ms = assert_path(
+        LoopbackRun {
+            jitter: JitterMode::Manual {
+                depth_ms: echoel_engine::jitter::MAX_DEPTH_MS as f32,
+            },
+            ..LoopbackRun::new(48_000, 64, 3.0)
+        },
+        230.0,
+    );
+    assert!(ms > 195.0, "a 200 ms depth played {ms} ms late");
 }

@@ -68,7 +68,7 @@ impl Default for AdaptiveConfig {
             quantile: 0.993,
             window: 2000,
             margin_samples: 0,
-            max_target_samples: 48 * 200,
+            max_target_samples: super::MAX_DEPTH_SAMPLES,
             shrink_per_second: 48,
             manual_target_samples: None,
             drop_after_frames: 2,
@@ -112,6 +112,8 @@ pub struct AdaptiveStats {
     pub late: u64,
     /// Duplicates refused.
     pub duplicate: u64,
+    /// Frames concealed because the host rendered beyond what could have arrived.
+    pub ahead: u64,
 }
 
 /// The adaptive jitter buffer.
@@ -139,6 +141,8 @@ pub struct JitterBuffer {
     base: i64,
     target: i64,
     quantile_target: i64,
+    /// The quantile target without the render-size floor: what the path alone asks for.
+    path_target: i64,
     last_shrink_at: u64,
     /// Frames concealed while waiting since the last one played. Packets that then prove lost
     /// are covered by them (no second concealment, no added delay); the rest is delay added.
@@ -186,6 +190,7 @@ impl JitterBuffer {
             base: i64::MAX,
             target,
             quantile_target: target,
+            path_target: target,
             last_shrink_at: 0,
             stall_credit: 0,
             render_ahead: 0,
@@ -246,11 +251,23 @@ impl JitterBuffer {
     /// Sets the least target: the receiver's render size (its largest block, in samples).
     /// Arrivals are stamped per block, so a block of spread is in the statistics anyway; this
     /// keeps the first packets, before any statistics, from stalling on it.
+    ///
+    /// When it falls (a long block that has passed), a target the old size held up falls with
+    /// it, and the frames concealed while that block was rendered are not held against
+    /// shrinking: playout sheds the delay the block added within seconds.
     pub fn set_render_ahead(&mut self, samples: u32) {
+        let old = self.render_ahead;
         self.render_ahead = i64::from(samples.min(self.config.max_target_samples));
-        if self.config.manual_target_samples.is_none() {
-            self.target = self.target.max(self.render_ahead);
+        if self.config.manual_target_samples.is_some() {
+            return;
         }
+        let wanted = self.path_target.max(self.render_ahead);
+        if self.render_ahead < old && self.target > wanted {
+            self.target = wanted;
+            self.since_stall = u64::MAX;
+            self.since_stall_saved = None;
+        }
+        self.target = self.target.max(self.render_ahead);
     }
 
     /// Forgets everything but the configuration and the render size, in place (no allocation).
@@ -270,6 +287,7 @@ impl JitterBuffer {
         self.base = i64::MAX;
         self.target = target;
         self.quantile_target = target;
+        self.path_target = target;
         self.last_shrink_at = 0;
         self.stall_credit = 0;
         self.since_skip = u32::MAX;
@@ -338,6 +356,34 @@ impl JitterBuffer {
         }
     }
 
+    /// After the receiver's clock jumped to `now` (the host paused): what fell due meanwhile
+    /// is gone, playout goes on from what is due now, and the delay is where it was. Neither a
+    /// loss nor a late packet: nobody could have heard them.
+    pub fn skip_to(&mut self, now: u64) {
+        let Some(mut seq) = self.next_seq else {
+            return;
+        };
+        let frame = self.frame_samples;
+        let mut media = self.next_media;
+        for _ in 0..CAPACITY {
+            if self.due(media) + frame as i64 > now as i64 || seq_ahead(seq, self.newest_seq) > 0 {
+                break;
+            }
+            let idx = Self::index(seq);
+            if self.held[idx] && self.slots[idx].seq == seq {
+                self.held[idx] = false;
+                self.stats.dropped += 1;
+                media = self.slots[idx].media_time;
+            }
+            media += frame;
+            seq = seq.wrapping_add(1);
+        }
+        self.next_seq = Some(seq);
+        self.next_media = media;
+        self.stall_credit = 0;
+        self.since_stall_saved = None;
+    }
+
     fn reset_playout(&mut self) {
         self.held.fill(false);
         self.next_seq = None;
@@ -393,9 +439,9 @@ impl JitterBuffer {
         let s = &mut self.scratch[..n];
         let k = ((n as f32 - 1.0) * self.config.quantile.clamp(0.5, 1.0)).round() as usize;
         let (_, q, _) = s.select_nth_unstable(k.min(n - 1));
-        let wanted = (*q - self.base + self.config.margin_samples as i64)
-            .max(self.render_ahead)
+        self.path_target = (*q - self.base + self.config.margin_samples as i64)
             .min(self.config.max_target_samples as i64);
+        let wanted = self.path_target.max(self.render_ahead);
         self.quantile_target = wanted;
         if self.config.manual_target_samples.is_some() {
             // Manual: the base still follows the path; the target stays where it was set.
@@ -432,8 +478,10 @@ impl JitterBuffer {
         (due - now as i64).clamp(1, frame as i64) as u64
     }
 
-    /// Decides the next frame, to be heard from receiver time `now`.
-    pub fn next(&mut self, now: u64) -> Decision<'_> {
+    /// Decides the next frame, to be heard from receiver time `now`. `beyond`: the host renders
+    /// so far ahead that this frame's packet cannot have arrived yet, so a missing one is
+    /// concealed and passed over, not waited for (the delay stays).
+    pub fn next(&mut self, now: u64, beyond: bool) -> Decision<'_> {
         let Some(seq) = self.next_seq else {
             return Decision::Idle;
         };
@@ -458,7 +506,7 @@ impl JitterBuffer {
                     // moment instead, exactly.
                     self.held[idx] = false;
                     self.advance(seq, media + self.frame_samples);
-                    return self.next(now as u64);
+                    return self.next(now as u64, beyond);
                 }
             }
             if now + frame / 2 < due {
@@ -500,6 +548,11 @@ impl JitterBuffer {
                 self.stall()
             };
         }
+        if beyond {
+            self.stats.ahead += 1;
+            self.advance(seq, self.next_media + self.frame_samples);
+            return Decision::Lost;
+        }
         if seq_ahead(self.newest_seq, seq) > 0 {
             self.stats.lost += 1;
             self.advance(seq, self.next_media + self.frame_samples);
@@ -513,7 +566,7 @@ impl JitterBuffer {
                         self.since_stall = saved;
                     }
                 }
-                return self.next(now as u64);
+                return self.next(now as u64, false);
             }
             Decision::Lost
         } else {
@@ -598,7 +651,7 @@ mod tests {
                 next_arrival += 1;
             }
             loop {
-                match jb.next(now) {
+                match jb.next(now, false) {
                     Decision::Play(p) => out.push(Some(p.seq)),
                     Decision::Skip(p) => out.push(Some(p.seq | SKIPPED)),
                     Decision::Lost | Decision::Stall => out.push(None),
@@ -664,7 +717,7 @@ mod tests {
                 jb.insert(next * F + 30, &packet(next));
                 next += 1;
             }
-            if let (Decision::Play(_), true) = (jb.next(now), tick >= 320) {
+            if let (Decision::Play(_), true) = (jb.next(now, false), tick >= 320) {
                 played_after += 1;
             }
         }
@@ -727,7 +780,7 @@ mod tests {
                     next += 1;
                 }
                 loop {
-                    let (seq, skipped) = match jb.next(now) {
+                    let (seq, skipped) = match jb.next(now, false) {
                         Decision::Play(p) => (p.seq, false),
                         Decision::Skip(p) => (p.seq, true),
                         _ => break,

@@ -198,7 +198,7 @@ impl Algorithm for Ours {
     }
     fn next(&mut self, now: u64) -> Step {
         loop {
-            return match self.0.next(now) {
+            return match self.0.next(now, false) {
                 Decision::Play(p) => Step::Play(p.seq),
                 Decision::Skip(_) => continue,
                 Decision::Lost | Decision::Stall => Step::Conceal,

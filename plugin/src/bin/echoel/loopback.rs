@@ -9,8 +9,9 @@ use echoel_plugin::engine::measure::LoopbackRun;
 use echoel_plugin::engine::{CodecSettings, FrameDuration};
 
 /// Host rate, block size and frame size of each row.
-const CONFIGS: [(u32, usize, FrameDuration); 5] = [
+const CONFIGS: [(u32, usize, FrameDuration); 6] = [
     (48_000, 64, FrameDuration::Ms2_5),
+    (44_100, 64, FrameDuration::Ms2_5),
     (48_000, 128, FrameDuration::Ms5),
     (44_100, 256, FrameDuration::Ms2_5),
     (96_000, 512, FrameDuration::Ms10),

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use echoel_plugin::engine::resample::{FixedSide, RateConverter};
+use echoel_plugin::engine::resample::{FixedSide, RateConverter, MAX_RATE_HZ, MIN_RATE_HZ};
 use echoel_plugin::engine::INTERNAL_RATE_HZ;
 
 /// Writes mono 32-bit float samples.
@@ -46,15 +46,21 @@ pub fn read_mono_48k(path: &Path) -> anyhow::Result<Vec<f32>> {
     if spec.sample_rate == INTERNAL_RATE_HZ {
         return Ok(mono);
     }
-    if !(8_000..=384_000).contains(&spec.sample_rate) {
+    if !(MIN_RATE_HZ..=MAX_RATE_HZ).contains(&spec.sample_rate) {
         bail!(
             "{}: {} Hz is not an audio rate Echoel can convert",
             path.display(),
             spec.sample_rate
         );
     }
-    let mut conv = RateConverter::new(spec.sample_rate, INTERNAL_RATE_HZ, FixedSide::Input, 1)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut conv = RateConverter::new(
+        spec.sample_rate,
+        INTERNAL_RATE_HZ,
+        FixedSide::Input,
+        1,
+        1024,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut out = Vec::with_capacity(mono.len() * 2);
     let mut chunk = vec![0.0; conv.output_frames_max()];
     let mut pos = 0;
