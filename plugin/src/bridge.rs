@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use echoel_engine::{MediaClock, NetworkLink, PacketSlot, StreamId};
+use echoel_engine::{EngineStats, MediaClock, NetworkLink, PacketSlot, StreamId};
 
 use crate::backoff::{self, Backoff};
 use echoel_net::doc::{DocStore, Heads};
@@ -81,6 +81,13 @@ struct Inner {
     keep_doc: Mutex<Option<DocKeeping>>,
     /// The engine's clock, to stamp each frame's arrival.
     clock: MediaClock,
+    /// The engine's counters, whose start gains are set for each new stream.
+    stats: Arc<EngineStats>,
+    /// An offline render: nothing of ours is sent and nothing heard is handed to the engine.
+    offline: AtomicBool,
+    /// Our mix: each member's gain, and the gain of anyone not listed (0 while someone is
+    /// soloed). Set by the control thread.
+    mix: Mutex<(std::collections::BTreeMap<ParticipantId, f32>, f32)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -90,11 +97,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Inner {
     /// A frame the session opened: into the engine's ring on the participant's stream.
     fn deliver(&self, from: ParticipantId, frame: AudioFrame<'_>) {
+        if self.offline.load(Relaxed) {
+            return;
+        }
         let key = (from, frame.stem);
         let stream = {
             let mut t = lock(&self.streams);
             let i = t.iter().position(|k| *k == key).unwrap_or_else(|| {
                 t.push(key);
+                // Before its first frame reaches the engine: it starts at its member's level.
+                let gain = self.gain_of(from);
+                self.stats
+                    .set_stream_gain(StreamId((t.len() - 1) as u16), gain);
                 t.len() - 1
             });
             StreamId(i as u16)
@@ -109,6 +123,11 @@ impl Inner {
         if !pushed {
             self.dropped_incoming.fetch_add(1, Relaxed);
         }
+    }
+
+    fn gain_of(&self, p: ParticipantId) -> f32 {
+        let mix = lock(&self.mix);
+        mix.0.get(&p).copied().unwrap_or(mix.1)
     }
 
     /// Copies the session document to where it is kept, if it changed.
@@ -130,7 +149,7 @@ impl Bridge {
             wake,
             limits,
             clock,
-            ..
+            stats,
         } = link;
         let inner = Arc::new(Inner {
             session: Mutex::new(None),
@@ -139,6 +158,9 @@ impl Bridge {
             streams: Mutex::new(Vec::new()),
             keep_doc: Mutex::new(None),
             clock,
+            stats,
+            offline: AtomicBool::new(false),
+            mix: Mutex::new((Default::default(), 1.0)),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
@@ -165,7 +187,7 @@ impl Bridge {
                         let mut sent = false;
                         while let Ok(p) = outgoing.pop() {
                             // Out of a room, frames are dropped here so the ring never fills.
-                            if let Some(s) = &session {
+                            if let (Some(s), false) = (&session, inner.offline.load(Relaxed)) {
                                 s.send_audio(StemId(0), p.media_time, p.payload());
                             }
                             sent = true;
@@ -247,6 +269,24 @@ impl Bridge {
         lock(&self.inner.streams)
             .get(usize::from(stream.0))
             .map(|(p, _)| *p)
+    }
+
+    /// Sets our mix: `gains` per member, `others` for anyone not listed. Every stream of a
+    /// member, heard already or not yet, plays at its member's gain from its first block.
+    pub fn set_mix(&self, gains: std::collections::BTreeMap<ParticipantId, f32>, others: f32) {
+        *lock(&self.inner.mix) = (gains, others);
+        let streams = lock(&self.inner.streams).clone();
+        for (i, (p, _)) in streams.iter().enumerate() {
+            self.inner
+                .stats
+                .set_stream_gain(StreamId(i as u16), self.inner.gain_of(*p));
+        }
+    }
+
+    /// While `on` (an offline render), the engine's frames are not sent and the room's are not
+    /// played: the session stays, so the room is there again when the render ends.
+    pub fn set_offline(&self, on: bool) {
+        self.inner.offline.store(on, Relaxed);
     }
 
     /// The current session, if in a room.

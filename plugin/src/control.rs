@@ -346,6 +346,23 @@ impl Control {
     /// Each engine stream's level in our mix from the musician's gain, mute and solo.
     fn set_mix_gains(&self) {
         let any_solo = self.mix.values().any(|m| m.solo);
+        let gain_of = |m: &PeerMix| {
+            if m.muted || (any_solo && !m.solo) {
+                0.0
+            } else {
+                10f32.powf(m.gain_db.clamp(-60.0, 12.0) / 20.0)
+            }
+        };
+        self.bridge.set_mix(
+            self.mix
+                .iter()
+                .map(|(p, m)| (ParticipantId(*p), gain_of(m)))
+                .collect(),
+            gain_of(&PeerMix {
+                solo: false,
+                ..PeerMix::default()
+            }),
+        );
         for slot in &self.stats.streams {
             let id = slot.stream.load(Relaxed);
             if id == StreamStats::FREE {
@@ -356,12 +373,7 @@ impl Control {
                 .and_then(|p| self.mix.get(&p.0))
                 .copied()
                 .unwrap_or_default();
-            let gain = if m.muted || (any_solo && !m.solo) {
-                0.0
-            } else {
-                10f32.powf(m.gain_db.clamp(-60.0, 12.0) / 20.0)
-            };
-            slot.mix_gain.store(gain, Relaxed);
+            slot.mix_gain.store(gain_of(&m), Relaxed);
         }
     }
 

@@ -28,9 +28,6 @@ use params::EchoelParams;
 pub struct EchoelJam {
     params: Arc<EchoelParams>,
     engine: Option<Engine>,
-    /// An offline render (a bounce): the room is not heard and nothing is sent; the track's
-    /// own signal passes as it is.
-    offline: bool,
     /// Applies the editor's commands and runs the room connection, while active.
     control: Option<ControlThread>,
     /// Shared with the editor and the control thread.
@@ -44,7 +41,6 @@ impl Default for EchoelJam {
         Self {
             params: Arc::new(EchoelParams::default()),
             engine: None,
-            offline: false,
             control: None,
             controls: Controls::new(),
             editor_state: EguiEditorState::from_size(
@@ -104,8 +100,10 @@ impl Plugin for EchoelJam {
         };
         // Dropping the old control thread (if re-activated) leaves the room before rejoining.
         self.control = None;
-        self.offline = buffer_config.process_mode == ProcessMode::Offline;
-        if self.offline {
+        // An offline render (a bounce) neither sends to nor plays the room: the track's own
+        // signal (and loopback, if on) is all that is rendered.
+        let offline = buffer_config.process_mode == ProcessMode::Offline;
+        if offline {
             nice_log!("Echoel Jam: offline render — the room is not sent to or heard meanwhile");
         }
         match Engine::new(config) {
@@ -118,6 +116,7 @@ impl Plugin for EchoelJam {
                 self.control = Bridge::new(link)
                     .map_err(|e| e.to_string())
                     .and_then(|bridge| {
+                        bridge.set_offline(offline);
                         ControlThread::start(
                             self.controls.clone(),
                             self.params.clone(),
@@ -157,10 +156,6 @@ impl Plugin for EchoelJam {
         let Some(engine) = &mut self.engine else {
             return ProcessStatus::Normal;
         };
-        if self.offline {
-            // The dry signal is already in place.
-            return ProcessStatus::Normal;
-        }
         engine.process(buffer.as_slice(), &self.params.engine_params());
         // An atomic store: safe on the audio thread.
         self.controls.set_host_tempo(context.transport().tempo);

@@ -21,7 +21,8 @@ use crate::{EngineError, INTERNAL_RATE_HZ};
 /// Host sample rates the engine accepts (any rate in between is converted to and from 48 kHz);
 /// anything else is refused at activation.
 pub const SUPPORTED_RATES_HZ: std::ops::RangeInclusive<u32> = MIN_RATE_HZ..=MAX_RATE_HZ;
-/// Largest host block processed in one piece; longer blocks are split, never refused.
+/// Largest host block processed in one piece (fewer below 48 kHz); longer blocks are split,
+/// never refused.
 pub const MAX_BLOCK_FRAMES: usize = 8192;
 /// Remote streams mixed at once: a full relay-forwarded room (DESIGN: up to 20) plus stems.
 pub const MAX_REMOTE_STREAMS: usize = 32;
@@ -261,8 +262,13 @@ impl Engine {
         if !(1..=2).contains(&config.host_channels) {
             return Err(EngineError::UnsupportedChannels(config.host_channels));
         }
+        // Blocks are processed in pieces of at most 8192 frames at 48 kHz, so a low host rate
+        // does not make every buffer many times larger.
+        let longest = (MAX_BLOCK_FRAMES as u64 * u64::from(config.sample_rate_hz)
+            / u64::from(INTERNAL_RATE_HZ))
+        .clamp(64, MAX_BLOCK_FRAMES as u64) as usize;
         let config = EngineConfig {
-            max_block_frames: config.max_block_frames.clamp(1, MAX_BLOCK_FRAMES),
+            max_block_frames: config.max_block_frames.clamp(1, longest),
             ..config
         };
         let max_block = config.max_block_frames;

@@ -44,7 +44,7 @@ pub const INTERNAL_RATE_HZ: u32 = 48_000;
 #[derive(Debug, Error)]
 pub enum EngineError {
     /// The host runs at a rate the engine does not convert from.
-    #[error("host sample rate {0} Hz is not supported; Echoel Jam runs at 8 to 384 kHz")]
+    #[error("host sample rate {0} Hz is not supported; Echoel Jam runs at 1 to 768 kHz")]
     UnsupportedSampleRate(u32),
     /// The host offered a channel layout other than mono or stereo.
     #[error("{0} channels are not supported; insert Echoel Jam on a mono or stereo track")]

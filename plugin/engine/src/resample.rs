@@ -9,10 +9,11 @@ use rubato::{
 
 use crate::EngineError;
 
-/// Host rates the engine converts from and to: every rate a host offers.
-pub const MIN_RATE_HZ: u32 = 8_000;
+/// Host rates the engine converts from and to: every rate a host offers (8 to 384 kHz in
+/// practice) and more, as clap-validator tries 1 to 768 kHz.
+pub const MIN_RATE_HZ: u32 = 1_000;
 /// See [`MIN_RATE_HZ`].
-pub const MAX_RATE_HZ: u32 = 384_000;
+pub const MAX_RATE_HZ: u32 = 768_000;
 
 /// The filter's half-length in time: a sinc of this many milliseconds on each side delays the
 /// signal by that much in each direction, whatever the rate.

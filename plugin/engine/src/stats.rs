@@ -70,6 +70,10 @@ pub struct StreamSnapshot {
 pub struct EngineStats {
     /// Per stream slot (remote streams, then the loopback stream).
     pub streams: Vec<StreamStats>,
+    /// Written by the network and control threads: the mix gain of each stream id below
+    /// [`EngineStats::GAIN_IDS`], before and after it has a slot, so a stream's first block
+    /// already plays at its member's level (a muted member is never heard, even for a block).
+    pub stream_gains: Vec<AtomicF32>,
     /// Frames encoded and handed to the network ring.
     pub packets_sent: AtomicU64,
     /// Encoded frames dropped because the network side had not drained its ring.
@@ -118,8 +122,26 @@ impl EngineStats {
             .collect();
         Self {
             streams,
+            stream_gains: (0..Self::GAIN_IDS).map(|_| AtomicF32::new(1.0)).collect(),
             ..Self::default()
         }
+    }
+
+    /// Stream ids with a gain of their own; higher ones start at unity.
+    pub const GAIN_IDS: usize = 1024;
+
+    /// Sets the mix gain stream `id` starts at (and the network side's later updates).
+    pub fn set_stream_gain(&self, id: crate::StreamId, gain: f32) {
+        if let Some(g) = self.stream_gains.get(usize::from(id.0)) {
+            g.store(gain, Relaxed);
+        }
+    }
+
+    /// The gain stream `id` starts at.
+    pub fn stream_gain(&self, id: crate::StreamId) -> f32 {
+        self.stream_gains
+            .get(usize::from(id.0))
+            .map_or(1.0, |g| g.load(Relaxed))
     }
 
     /// Every stream slot in use.

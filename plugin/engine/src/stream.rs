@@ -97,7 +97,15 @@ impl RemoteStream {
     pub fn claim(&mut self, id: StreamId, stats: &EngineStats) {
         self.reset(stats);
         self.id = Some(id);
+        // Starts at its member's level, not at unity: a muted member's first block is silent.
+        let gain = stats.stream_gain(id);
+        self.gain_now = if gain.is_finite() {
+            gain.clamp(0.0, 4.0)
+        } else {
+            1.0
+        };
         if let Some(s) = stats.streams.get(self.slot) {
+            s.mix_gain.store(gain, Relaxed);
             s.stream.store(u32::from(id.0), Relaxed);
         }
     }

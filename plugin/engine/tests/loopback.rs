@@ -100,16 +100,13 @@ fn non_finite_input_is_silenced_and_counted_and_empty_blocks_are_fine() {
 #[test]
 fn unsupported_rate_and_layout_are_refused_with_a_clear_message() {
     let err = Engine::new(EngineConfig {
-        sample_rate_hz: 4_000,
+        sample_rate_hz: 800,
         host_channels: 2,
         max_block_frames: 64,
     })
     .err()
     .unwrap();
-    assert!(
-        err.to_string().contains("4000 Hz is not supported"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("800 Hz is not supported"), "{err}");
     let err = Engine::new(EngineConfig {
         sample_rate_hz: 48_000,
         host_channels: 6,
