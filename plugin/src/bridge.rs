@@ -84,7 +84,7 @@ struct Inner {
     /// The engine's counters, whose start gains are set for each new stream.
     stats: Arc<EngineStats>,
     /// An offline render: nothing of ours is sent and nothing heard is handed to the engine.
-    offline: AtomicBool,
+    offline: Arc<AtomicBool>,
     /// Our mix: each member's gain, and the gain of anyone not listed (0 while someone is
     /// soloed). Set by the control thread.
     mix: Mutex<(std::collections::BTreeMap<ParticipantId, f32>, f32)>,
@@ -159,7 +159,7 @@ impl Bridge {
             keep_doc: Mutex::new(None),
             clock,
             stats,
-            offline: AtomicBool::new(false),
+            offline: Arc::new(AtomicBool::new(false)),
             mix: Mutex::new((Default::default(), 1.0)),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -287,6 +287,11 @@ impl Bridge {
     /// played: the session stays, so the room is there again when the render ends.
     pub fn set_offline(&self, on: bool) {
         self.inner.offline.store(on, Relaxed);
+    }
+
+    /// The switch of [`Bridge::set_offline`], for whoever activates the engine.
+    pub fn offline_switch(&self) -> Arc<AtomicBool> {
+        self.inner.offline.clone()
     }
 
     /// The current session, if in a room.

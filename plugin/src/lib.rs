@@ -8,18 +8,19 @@ pub mod bridge;
 pub mod control;
 pub mod editor;
 pub mod headless;
+pub mod instance;
 pub mod netem;
 pub mod params;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use echoel_engine::{Engine, EngineConfig};
+use echoel_engine::EngineConfig;
 use nice_plug::prelude::*;
 use nice_plug_egui::EguiEditorState;
 
-use bridge::Bridge;
-use control::{ControlThread, Controls};
+use control::Controls;
+use instance::Instance;
 
 pub use echoel_engine as engine;
 use params::EchoelParams;
@@ -27,9 +28,8 @@ use params::EchoelParams;
 /// The plugin instance.
 pub struct EchoelJam {
     params: Arc<EchoelParams>,
-    engine: Option<Engine>,
-    /// Applies the editor's commands and runs the room connection, while active.
-    control: Option<ControlThread>,
+    /// The engine, and the room connection that outlives re-activations.
+    instance: Instance,
     /// Shared with the editor and the control thread.
     controls: Arc<Controls>,
     editor_state: Arc<EguiEditorState>,
@@ -40,8 +40,7 @@ impl Default for EchoelJam {
         let (w, h) = echoel_gui::DEFAULT_SIZE;
         Self {
             params: Arc::new(EchoelParams::default()),
-            engine: None,
-            control: None,
+            instance: Instance::default(),
             controls: Controls::new(),
             editor_state: EguiEditorState::from_size(
                 nice_plug::editor::dpi::LogicalSize::new(w as f64, h as f64),
@@ -98,51 +97,25 @@ impl Plugin for EchoelJam {
             host_channels: layout.main_output_channels.map_or(0, |c| c.get() as usize),
             max_block_frames: buffer_config.max_buffer_size as usize,
         };
-        // Dropping the old control thread (if re-activated) leaves the room before rejoining.
-        self.control = None;
-        // An offline render (a bounce) neither sends to nor plays the room: the track's own
-        // signal (and loopback, if on) is all that is rendered.
-        let offline = buffer_config.process_mode == ProcessMode::Offline;
-        if offline {
+        if buffer_config.process_mode == ProcessMode::Offline {
             nice_log!("Echoel Jam: offline render — the room is not sent to or heard meanwhile");
         }
-        match Engine::new(config) {
-            Ok((mut engine, link)) => {
-                // A host calling in real time: a pause in its calls is timed, not taken for a
-                // faster network. One that renders ahead at its own pace keeps the audio's time.
-                engine.use_wall_clock(buffer_config.process_mode == ProcessMode::Realtime);
-                let stats = engine.stats().clone();
-                self.engine = Some(engine);
-                self.control = Bridge::new(link)
-                    .map_err(|e| e.to_string())
-                    .and_then(|bridge| {
-                        bridge.set_offline(offline);
-                        ControlThread::start(
-                            self.controls.clone(),
-                            self.params.clone(),
-                            bridge,
-                            stats,
-                        )
-                        .map_err(|e| e.to_string())
-                    })
-                    .inspect_err(|err| nice_error!("Echoel Jam cannot start networking: {err}"))
-                    .ok();
-                true
-            }
+        match self.instance.activate(
+            config,
+            buffer_config.process_mode,
+            &self.controls,
+            &self.params,
+        ) {
+            Ok(()) => true,
             Err(err) => {
                 nice_error!("Echoel Jam cannot start: {err}");
-                self.engine = None;
                 false
             }
         }
     }
 
-    fn deactivate(&mut self) {
-        self.control = None;
-    }
-
     fn reset(&mut self) {
-        if let Some(engine) = &mut self.engine {
+        if let Some(engine) = self.instance.engine() {
             engine.reset();
         }
     }
@@ -153,7 +126,7 @@ impl Plugin for EchoelJam {
         _aux: &mut AuxiliaryBuffers,
         context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
-        let Some(engine) = &mut self.engine else {
+        let Some(engine) = self.instance.engine() else {
             return ProcessStatus::Normal;
         };
         engine.process(buffer.as_slice(), &self.params.engine_params());

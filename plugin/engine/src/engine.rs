@@ -251,6 +251,8 @@ pub struct Engine {
     /// This block's start on `clock` (0: no clock), and how long it lasts.
     now_ns: u64,
     block_ns: u64,
+    /// When the host last called, on `clock`.
+    last_block_at_ns: u64,
 }
 
 impl Engine {
@@ -347,6 +349,7 @@ impl Engine {
             timing: HostTiming::default(),
             now_ns: 0,
             block_ns: 0,
+            last_block_at_ns: 0,
         };
         let clock = engine.clock;
         Ok((
@@ -377,7 +380,9 @@ impl Engine {
         self.encoder.lookahead_samples()
     }
 
-    /// Drops all buffered audio and streams, as after a transport jump.
+    /// Drops the host-side audio in flight, as after a transport jump. The room plays on: the
+    /// remote streams keep their buffers, and the encoder, the packet counter and the media
+    /// time run on, so the others' decoders hear one continuous stream.
     pub fn reset(&mut self) {
         self.send_in.clear();
         self.send_fifo.clear();
@@ -388,13 +393,35 @@ impl Engine {
         {
             conv.reset();
         }
-        self.encoder.reset();
-        for s in self.streams.iter_mut().chain([&mut self.loopback]) {
-            s.reset(&self.stats);
-        }
+        self.loopback.reset(&self.stats);
         self.loopback_on = false;
-        self.recent_block = RecentMax::default();
-        self.stats.streams_active.store(0, Relaxed);
+    }
+
+    /// Rebuilds the engine for a new host configuration (a rate, block size or layout change)
+    /// off the audio thread, keeping what the room knows of us: the rings to the network side
+    /// and the counters (so the session and the control thread stay as they are), and the
+    /// encoder with its packet counter and media time, moved on by the time the host spent
+    /// between the two, so everyone hears a gap, not a new or a shifted stream.
+    pub fn reactivate(&mut self, config: EngineConfig) -> Result<(), EngineError> {
+        let (mut fresh, _unused) = Engine::new(config)?;
+        std::mem::swap(&mut fresh.stats, &mut self.stats);
+        std::mem::swap(&mut fresh.to_net, &mut self.to_net);
+        std::mem::swap(&mut fresh.from_net, &mut self.from_net);
+        std::mem::swap(&mut fresh.send_wake, &mut self.send_wake);
+        std::mem::swap(&mut fresh.limits, &mut self.limits);
+        std::mem::swap(&mut fresh.encoder, &mut self.encoder);
+        fresh.clock = self.clock;
+        fresh.wall_clock = self.wall_clock;
+        let away = ns_to_samples(self.clock.now_ns().saturating_sub(self.last_block_at_ns));
+        fresh.media_time = self.media_time + if self.last_block_at_ns == 0 { 0 } else { away };
+        fresh.send_seq = self.send_seq;
+        fresh.last_block_at_ns = self.last_block_at_ns;
+        for s in fresh.streams.iter_mut().chain([&mut fresh.loopback]) {
+            s.reset(&fresh.stats);
+        }
+        fresh.stats.streams_active.store(0, Relaxed);
+        *self = fresh;
+        Ok(())
     }
 
     /// Times blocks and arrivals by the monotonic clock (one read per block), as a real-time
@@ -418,12 +445,11 @@ impl Engine {
         params: &EngineParams,
         tap: &mut dyn StemTap,
     ) {
-        let now = if self.wall_clock {
-            self.clock.now_ns()
-        } else {
-            0
-        };
-        self.process_inner(channels, params, tap, now);
+        // The one clock read of the block: for timing the host's calls, and for the time
+        // spent away should the host re-activate us.
+        let now = self.clock.now_ns();
+        self.last_block_at_ns = now;
+        self.process_inner(channels, params, tap, if self.wall_clock { now } else { 0 });
     }
 
     /// [`Engine::process`] for a block that starts at `now_ns` on a clock of the caller's (which

@@ -145,3 +145,57 @@ fn the_deepest_manual_depth_plays() {
     );
     assert!(ms > 195.0, "a 200 ms depth played {ms} ms late");
 }
+
+#[test]
+fn reactivation_keeps_the_rings_the_counters_and_the_stream() {
+    let (mut engine, mut link) = Engine::new(EngineConfig {
+        sample_rate_hz: 48_000,
+        host_channels: 2,
+        max_block_frames: 128,
+    })
+    .unwrap();
+    let params = EngineParams::default();
+    let mut sig = TestSignal::new(48_000);
+    for _ in 0..40 {
+        let input = sig.take_mono(128);
+        let (mut l, mut r) = (input.clone(), input);
+        engine.process(&mut [&mut l[..], &mut r[..]], &params);
+    }
+    let mut before = Vec::new();
+    while let Ok(p) = link.outgoing.pop() {
+        before.push((p.seq, p.media_time));
+    }
+    // The host changes its rate and block size: the same link carries on.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    engine
+        .reactivate(EngineConfig {
+            sample_rate_hz: 44_100,
+            host_channels: 1,
+            max_block_frames: 512,
+        })
+        .unwrap();
+    assert!(std::sync::Arc::ptr_eq(engine.stats(), &link.stats));
+    engine.reset();
+    for _ in 0..20 {
+        let input = TestSignal::new(44_100).take_mono(512);
+        let mut mono = input;
+        engine.process(&mut [&mut mono[..]], &params);
+    }
+    let mut after = Vec::new();
+    while let Ok(p) = link.outgoing.pop() {
+        after.push((p.seq, p.media_time));
+    }
+    let (last, first) = (
+        before.last().unwrap(),
+        after.first().expect("still sending"),
+    );
+    assert_eq!(first.0, last.0 + 1, "the packet counter started over");
+    // Media time moved on by the frame and the 20 ms the host spent away, never back.
+    assert!(
+        first.1 >= last.1 + 120 + 48 * 20 && first.1 < last.1 + 120 + 48 * 200,
+        "media time {} after {}",
+        first.1,
+        last.1
+    );
+    assert!(after.windows(2).all(|w| w[1].0 == w[0].0 + 1));
+}

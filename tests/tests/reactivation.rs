@@ -1,0 +1,139 @@
+//! A host re-activates the plugin (a new sample rate or buffer size) mid-session: the musician
+//! stays in the room as the same person, on one stream the others hear continue.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use echoel_gui::{Command, LinkStatus};
+use echoel_net::wire::ParticipantId;
+use echoel_plugin::control::Controls;
+use echoel_plugin::engine::signal::TestSignal;
+use echoel_plugin::engine::{EngineConfig, EngineParams};
+use echoel_plugin::instance::Instance;
+use echoel_plugin::instance::ProcessMode;
+use echoel_plugin::params::EchoelParams;
+use echoel_tests::{wait_until, TestRelay};
+
+/// Plays `seconds` of blocks in real time through the instance's engine.
+fn play(instance: &mut Instance, rate: u32, block: usize, seconds: f32) {
+    let mut sig = TestSignal::new(rate);
+    let period = Duration::from_secs_f64(block as f64 / f64::from(rate));
+    let start = Instant::now();
+    let blocks = (seconds * rate as f32 / block as f32) as u32;
+    for b in 0..blocks {
+        let input = sig.take_mono(block);
+        let (mut l, mut r) = (input.clone(), input);
+        instance
+            .engine()
+            .expect("active")
+            .process(&mut [&mut l[..], &mut r[..]], &EngineParams::default());
+        if let Some(wait) = (start + period * (b + 1)).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+#[test]
+fn re_activation_keeps_the_participant_the_room_and_the_stream() {
+    let _one = echoel_tests::one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("XDG_DATA_HOME", dir.path().join("data"));
+    let relay = TestRelay::start(dir.path());
+    let room = relay.room("reactivate");
+
+    // Bo listens, counting Ana's frames by who sent them and watching her media time.
+    let heard: Arc<Mutex<Vec<(ParticipantId, u32, u64)>>> = Arc::default();
+    let frames = Arc::new(AtomicU64::new(0));
+    let bo = {
+        let (heard, frames) = (heard.clone(), frames.clone());
+        let _rt = echoel_plugin::bridge::network_runtime().enter();
+        echoel_net::session::start(
+            echoel_net::session::SessionConfig {
+                invite: room.clone(),
+                name: "Bo".into(),
+                force_relay: false,
+                rotation: echoel_net::RotationPolicy::default(),
+                initial_doc: None,
+            },
+            move |from, f| {
+                frames.fetch_add(1, Relaxed);
+                heard.lock().unwrap().push((from, f.seq, f.media_time));
+            },
+        )
+        .unwrap()
+    };
+
+    let controls = Controls::new();
+    let params = Arc::new(EchoelParams::default());
+    let mut ana = Instance::default();
+    let config = |rate, block| EngineConfig {
+        sample_rate_hz: rate,
+        host_channels: 2,
+        max_block_frames: block,
+    };
+    ana.activate(
+        config(48_000, 256),
+        ProcessMode::Realtime,
+        &controls,
+        &params,
+    )
+    .unwrap();
+    assert!(controls.send(Command::Connect {
+        invite: room.to_string(),
+        name: "Ana".into(),
+        instrument: "bass".into(),
+    }));
+    assert!(wait_until(Duration::from_secs(10), || controls
+        .snapshot()
+        .0
+        .link
+        == LinkStatus::Joined));
+    play(&mut ana, 48_000, 256, 1.0);
+    assert!(wait_until(Duration::from_secs(5), || frames.load(Relaxed) > 50));
+    let members = bo.status().members;
+    assert_eq!(members.len(), 1, "{members:?}");
+    let who = members[0].info.participant;
+
+    // The host switches to 44.1 kHz and larger blocks; Ana plays on.
+    let before = heard.lock().unwrap().len();
+    ana.activate(
+        config(44_100, 1024),
+        ProcessMode::Realtime,
+        &controls,
+        &params,
+    )
+    .unwrap();
+    play(&mut ana, 44_100, 1024, 1.0);
+    assert!(wait_until(Duration::from_secs(5), || heard
+        .lock()
+        .unwrap()
+        .len()
+        > before + 50));
+
+    let heard = heard.lock().unwrap().clone();
+    let members = bo.status().members;
+    assert_eq!(
+        members.len(),
+        1,
+        "Ana left or came back as another: {members:?}"
+    );
+    assert_eq!(
+        members[0].info.participant, who,
+        "Ana rejoined as someone else"
+    );
+    assert!(
+        heard.iter().all(|(p, _, _)| *p == who),
+        "frames from someone else"
+    );
+    // One stream: numbers consecutive, media time never back, across the re-activation.
+    for w in heard.windows(2) {
+        assert!(
+            w[1].1 > w[0].1 && w[1].2 > w[0].2,
+            "{:?} after {:?}",
+            w[1],
+            w[0]
+        );
+    }
+    bo.stop();
+}
