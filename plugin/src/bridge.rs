@@ -24,7 +24,7 @@ const PUMP_FALLBACK: Duration = Duration::from_millis(5);
 /// the room's store in the user's data folder.
 pub struct DocKeeping {
     /// The plugin's persisted copy.
-    pub project: Arc<RwLock<Vec<u8>>>,
+    pub project: Arc<RwLock<crate::params::CompactBytes>>,
     /// The room's store, if the data folder is known.
     pub store: Option<DocStore>,
 }
@@ -37,7 +37,8 @@ impl DocKeeping {
                 tracing::warn!("cannot save the session to {}: {e}", store.path().display());
             }
         }
-        *self.project.write().unwrap_or_else(|e| e.into_inner()) = bytes;
+        *self.project.write().unwrap_or_else(|e| e.into_inner()) =
+            crate::params::CompactBytes(bytes);
     }
 }
 

@@ -22,7 +22,7 @@ use echoel_net::wire::ParticipantId;
 use echoel_net::{Invite, RotationPolicy};
 
 use crate::bridge::{network_runtime, Bridge, DocKeeping};
-use crate::params::EchoelParams;
+use crate::params::{EchoelParams, SavedMix};
 
 /// How often commands are applied and the snapshot refreshed.
 const TICK: Duration = Duration::from_millis(50);
@@ -126,6 +126,8 @@ impl ControlThread {
             room: String::new(),
             applied: 0,
             sent: (0, Instant::now(), 0.0),
+            invite_in_use: String::new(),
+            names: BTreeMap::new(),
         };
         let handle = {
             let stop = stop.clone();
@@ -173,6 +175,11 @@ struct Control {
     applied: u64,
     /// Bytes on the wire, when counted, and the rate derived from them (kbit/s).
     sent: (u64, Instant, f32),
+    /// The invite last acted on: one the host restores into the project while we run is
+    /// joined at the next tick.
+    invite_in_use: String,
+    /// Each member's name as last seen, to keep our mix of them in the project by name.
+    names: BTreeMap<u64, String>,
 }
 
 fn read_string(s: &std::sync::RwLock<String>) -> String {
@@ -192,6 +199,7 @@ impl Control {
     }
 
     fn connect(&mut self, text: &str) {
+        self.invite_in_use = text.trim().to_owned();
         self.error = None;
         let invite: Invite = match text.parse() {
             Ok(i) => i,
@@ -230,7 +238,20 @@ impl Control {
             self.apply(c);
             self.applied += 1;
         }
+        // A project (or preset) loaded while we run: its room, not the one we were in.
+        let invite = read_string(&self.params.invite);
+        if invite != self.invite_in_use {
+            if invite.is_empty() {
+                self.bridge.disconnect();
+                self.invite_in_use.clear();
+            } else {
+                self.connect(&invite);
+            }
+        }
         let session = self.bridge.session();
+        if let Some(s) = &session {
+            self.restore_saved_mix(s);
+        }
         if let Some(s) = &session {
             // Parameters are atomics: read here, not relayed by the audio thread.
             s.set_redundancy(self.params.redundancy.value().clamp(0, 2) as u8);
@@ -277,6 +298,7 @@ impl Control {
                 self.bridge.disconnect();
                 // A project reopened later stays out of the room too.
                 write_string(&self.params.invite, "");
+                self.invite_in_use.clear();
             }
             Command::SetTempo(bpm) => self.edit(|d| d.set_tempo(bpm)),
             Command::SetMeter(m) => self.edit(|d| d.set_time_signature(&m)),
@@ -311,12 +333,66 @@ impl Control {
             Command::SetPeerGain {
                 participant,
                 gain_db,
-            } => self.mix.entry(participant).or_default().gain_db = gain_db,
+            } => self.set_peer_mix(participant, |m| m.gain_db = gain_db),
             Command::SetPeerMuted { participant, muted } => {
-                self.mix.entry(participant).or_default().muted = muted;
+                self.set_peer_mix(participant, |m| m.muted = muted);
             }
             Command::SetPeerSolo { participant, solo } => {
-                self.mix.entry(participant).or_default().solo = solo;
+                self.set_peer_mix(participant, |m| m.solo = solo);
+            }
+        }
+    }
+
+    /// Changes our mix of one member, and keeps it in the project under their name.
+    fn set_peer_mix(&mut self, participant: u64, change: impl FnOnce(&mut PeerMix)) {
+        let m = self.mix.entry(participant).or_default();
+        change(m);
+        let m = *m;
+        if let Some(name) = self.names.get(&participant) {
+            self.params
+                .mix
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    name.clone(),
+                    SavedMix {
+                        gain_db: m.gain_db,
+                        muted: m.muted,
+                        solo: m.solo,
+                    },
+                );
+        }
+    }
+
+    /// A member we have no mix for yet, whose name the project knows: their saved mix, from
+    /// their first frame on.
+    fn restore_saved_mix(&mut self, s: &SessionHandle) {
+        let presence = s.presence();
+        for m in s.status().members {
+            let p = m.info.participant;
+            let name = presence
+                .iter()
+                .find(|x| x.participant == p && !x.presence.name.is_empty())
+                .map_or(m.info.name, |x| x.presence.name.clone());
+            self.names.insert(p.0, name.clone());
+            if self.mix.contains_key(&p.0) {
+                continue;
+            }
+            let saved = self
+                .params
+                .mix
+                .read()
+                .ok()
+                .and_then(|mix| mix.get(&name).copied());
+            if let Some(saved) = saved {
+                self.mix.insert(
+                    p.0,
+                    PeerMix {
+                        gain_db: saved.gain_db,
+                        muted: saved.muted,
+                        solo: saved.solo,
+                    },
+                );
             }
         }
     }
@@ -542,7 +618,7 @@ fn session_view(d: &mut SessionDoc) -> SessionView {
 /// bytes stay in the project until the session replaces them); a corrupt store file is moved
 /// aside by the store.
 pub fn saved_session(params: &EchoelParams, store: Option<&DocStore>) -> Option<Vec<u8>> {
-    let project = params.session_doc.read().ok()?.clone();
+    let project = params.session_doc.read().ok()?.0.clone();
     let mut doc = if project.is_empty() {
         None
     } else {

@@ -47,6 +47,7 @@ fn snap(p: &Plugin) -> Snapshot {
 
 #[test]
 fn editor_commands_reach_the_room_and_the_room_comes_back_in_the_snapshot() {
+    let _one = echoel_tests::one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     // The room's local store goes to a scratch data folder, not the user's.
     std::env::set_var("XDG_DATA_HOME", dir.path().join("data"));
@@ -199,9 +200,63 @@ fn editor_commands_reach_the_room_and_the_room_comes_back_in_the_snapshot() {
         .status()
         .members
         .is_empty()));
-    let saved = p.params.session_doc.read().unwrap().clone();
+    let saved = p.params.session_doc.read().unwrap().0.clone();
     let kept = echoel_net::doc::SessionDoc::load(&saved).unwrap();
     assert!(kept.chart().contains("[B] Em | C |"));
     assert!(p.params.invite.read().unwrap().is_empty());
+    bo.stop();
+}
+
+#[test]
+fn a_project_restored_while_running_joins_its_room_with_its_mix_by_name() {
+    let _one = echoel_tests::one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("XDG_DATA_HOME", dir.path().join("data"));
+    let relay = TestRelay::start(dir.path());
+    let room = relay.room("restore");
+    let bo = join_room(&room, "Bo", None);
+
+    // The plugin runs, in no room; then the host loads a project: its room and our mix of Bo.
+    let p = plugin();
+    p.params.mix.write().unwrap().insert(
+        "Bo".into(),
+        echoel_plugin::params::SavedMix {
+            gain_db: -6.0,
+            muted: true,
+            solo: false,
+        },
+    );
+    *p.params.display_name.write().unwrap() = "Ana".into();
+    *p.params.invite.write().unwrap() = room.to_string();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let s = snap(&p);
+            s.link == LinkStatus::Joined
+                && s.people
+                    .iter()
+                    .any(|m| m.name == "Bo" && m.muted && m.gain_db == -6.0)
+        }),
+        "{:?}",
+        snap(&p)
+    );
+
+    // A change of Bo's level is kept in the project under his name.
+    let who = snap(&p)
+        .people
+        .iter()
+        .find(|m| m.name == "Bo")
+        .unwrap()
+        .participant;
+    assert!(p.controls.send(Command::SetPeerGain {
+        participant: who,
+        gain_db: 3.0,
+    }));
+    assert!(wait_until(Duration::from_secs(5), || p
+        .params
+        .mix
+        .read()
+        .unwrap()
+        .get("Bo")
+        .is_some_and(|m| m.gain_db == 3.0 && m.muted)));
     bo.stop();
 }
