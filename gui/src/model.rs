@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub push_host_tempo: bool,
     /// The room's network quality, from this member's side.
     pub network: NetworkQuality,
+    /// The host renders offline (a bounce): nothing is sent to the room or played from it.
+    pub rendering_offline: bool,
 }
 
 /// Where the connection stands.

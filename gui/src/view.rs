@@ -148,6 +148,12 @@ fn connect_bar(ui: &mut Ui, snap: &Snapshot, st: &mut EditorState, out: &mut Vec
         let (dot, _) = ui.allocate_exact_size(Vec2::splat(10.0), Sense::hover());
         ui.painter().circle_filled(dot.center(), 5.0, color);
         ui.label(text);
+        if snap.rendering_offline {
+            ui.label(
+                egui::RichText::new("offline render: the room is neither sent nor heard")
+                    .color(Color32::YELLOW),
+            );
+        }
     });
 }
 

@@ -163,6 +163,7 @@ fn jam() -> Snapshot {
             concealed: 3,
             send_kbps: 132.0,
         },
+        rendering_offline: false,
     }
 }
 
@@ -208,6 +209,19 @@ fn a_failed_join_says_why_and_offers_to_connect_again() {
     h.run();
     assert!(h.query_by_label_contains("wrong room secret").is_some());
     assert!(h.query_by_label("Connect").is_some());
+}
+
+#[test]
+fn an_offline_render_says_the_room_is_paused() {
+    let mut h = harness(Snapshot {
+        rendering_offline: true,
+        ..jam()
+    });
+    h.run();
+    assert!(h.query_by_label_contains("offline render").is_some());
+    let mut h = harness(jam());
+    h.run();
+    assert!(h.query_by_label_contains("offline render").is_none());
 }
 
 #[test]

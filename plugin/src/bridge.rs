@@ -290,6 +290,11 @@ impl Bridge {
         self.inner.offline.store(on, Relaxed);
     }
 
+    /// Whether an offline render holds the room's audio back.
+    pub fn is_offline(&self) -> bool {
+        self.inner.offline.load(Relaxed)
+    }
+
     /// The switch of [`Bridge::set_offline`], for whoever activates the engine.
     pub fn offline_switch(&self) -> Arc<AtomicBool> {
         self.inner.offline.clone()

@@ -464,6 +464,7 @@ impl Control {
         let mut snap = Snapshot {
             host_tempo: self.controls.host_tempo(),
             push_host_tempo: self.params.push_host_tempo.load(Relaxed),
+            rendering_offline: self.bridge.is_offline(),
             me: Me {
                 name: read_string(&self.params.display_name),
                 instrument: read_string(&self.params.instrument),

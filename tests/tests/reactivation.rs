@@ -137,3 +137,81 @@ fn re_activation_keeps_the_participant_the_room_and_the_stream() {
     }
     bo.stop();
 }
+
+#[test]
+fn an_offline_render_passes_the_dry_signal_and_sends_nothing() {
+    let _one = echoel_tests::one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    std::env::set_var("XDG_DATA_HOME", dir.path().join("data"));
+    let relay = TestRelay::start(dir.path());
+    let room = relay.room("bounce");
+    let frames = Arc::new(AtomicU64::new(0));
+    let bo = {
+        let frames = frames.clone();
+        let _rt = echoel_plugin::bridge::network_runtime().enter();
+        echoel_net::session::start(
+            echoel_net::session::SessionConfig {
+                invite: room.clone(),
+                name: "Bo".into(),
+                force_relay: false,
+                rotation: echoel_net::RotationPolicy::default(),
+                initial_doc: None,
+            },
+            move |_, _| {
+                frames.fetch_add(1, Relaxed);
+            },
+        )
+        .unwrap()
+    };
+    let controls = Controls::new();
+    let params = Arc::new(EchoelParams::default());
+    let mut ana = Instance::default();
+    let config = EngineConfig {
+        sample_rate_hz: 48_000,
+        host_channels: 2,
+        max_block_frames: 512,
+    };
+    ana.activate(config, ProcessMode::Realtime, &controls, &params)
+        .unwrap();
+    assert!(controls.send(Command::Connect {
+        invite: room.to_string(),
+        name: "Ana".into(),
+        instrument: "keys".into(),
+    }));
+    assert!(wait_until(Duration::from_secs(10), || controls
+        .snapshot()
+        .0
+        .link
+        == LinkStatus::Joined
+        && !bo.status().members.is_empty()));
+
+    // The host bounces: blocks as fast as it can render them.
+    ana.activate(config, ProcessMode::Offline, &controls, &params)
+        .unwrap();
+    let mut sig = TestSignal::new(48_000);
+    let mut worst = 0.0f32;
+    for _ in 0..400 {
+        let input = sig.take_mono(512);
+        let (mut l, mut r) = (input.clone(), input.clone());
+        ana.engine()
+            .unwrap()
+            .process(&mut [&mut l[..], &mut r[..]], &EngineParams::default());
+        for (o, i) in l.iter().zip(&input) {
+            worst = worst.max((o - i).abs());
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(frames.load(Relaxed), 0, "a bounce was sent to the room");
+    assert!(worst < 1e-6, "the dry signal changed by {worst}");
+    assert!(wait_until(Duration::from_secs(2), || controls
+        .snapshot()
+        .0
+        .rendering_offline));
+    // Back in real time: the room hears us again, as the same member.
+    ana.activate(config, ProcessMode::Realtime, &controls, &params)
+        .unwrap();
+    play(&mut ana, 48_000, 512, 1.0);
+    assert!(wait_until(Duration::from_secs(5), || frames.load(Relaxed) > 50));
+    assert_eq!(bo.status().members.len(), 1);
+    bo.stop();
+}

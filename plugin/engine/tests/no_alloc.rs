@@ -170,6 +170,17 @@ fn run_engine(rate: u32, host_channels: usize, seed: u64, wall_clock: bool, bloc
                 },
             };
         }
+        if block == blocks / 2 {
+            // The host re-activates (off the audio thread); the rebuilt engine is as clean.
+            engine
+                .reactivate(EngineConfig {
+                    sample_rate_hz: rate,
+                    host_channels,
+                    max_block_frames: max_block,
+                })
+                .unwrap();
+            engine.use_wall_clock(wall_clock);
+        }
         let mut slices: Vec<&mut [f32]> = chans.iter_mut().map(|c| &mut c[..n]).collect();
         // The host keeps time, now and then pauses for up to half a second (an xrun, a render
         // in between), and on the wall-clock run reads the real clock.
