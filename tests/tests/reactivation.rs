@@ -1,7 +1,6 @@
 //! A host re-activates the plugin (a new sample rate or buffer size) mid-session: the musician
 //! stays in the room as the same person, on one stream the others hear continue.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +33,27 @@ fn play(instance: &mut Instance, rate: u32, block: usize, seconds: f32) {
     }
 }
 
+/// Bo, a member who records every frame he hears: (sender, number, media time).
+type Heard = Arc<Mutex<Vec<(ParticipantId, u32, u64)>>>;
+
+fn listener(room: &echoel_net::Invite) -> (echoel_net::session::SessionHandle, Heard) {
+    let heard: Heard = Arc::default();
+    let log = heard.clone();
+    let _rt = echoel_plugin::bridge::network_runtime().enter();
+    let bo = echoel_net::session::start(
+        echoel_net::session::SessionConfig {
+            invite: room.clone(),
+            name: "Bo".into(),
+            force_relay: false,
+            rotation: echoel_net::RotationPolicy::default(),
+            initial_doc: None,
+        },
+        move |from, f| log.lock().unwrap().push((from, f.seq, f.media_time)),
+    )
+    .unwrap();
+    (bo, heard)
+}
+
 #[test]
 fn re_activation_keeps_the_participant_the_room_and_the_stream() {
     let _one = echoel_tests::one_at_a_time();
@@ -42,28 +62,9 @@ fn re_activation_keeps_the_participant_the_room_and_the_stream() {
     let relay = TestRelay::start(dir.path());
     let room = relay.room("reactivate");
 
-    // Bo listens, counting Ana's frames by who sent them and watching her media time.
-    let heard: Arc<Mutex<Vec<(ParticipantId, u32, u64)>>> = Arc::default();
-    let frames = Arc::new(AtomicU64::new(0));
-    let bo = {
-        let (heard, frames) = (heard.clone(), frames.clone());
-        let _rt = echoel_plugin::bridge::network_runtime().enter();
-        echoel_net::session::start(
-            echoel_net::session::SessionConfig {
-                invite: room.clone(),
-                name: "Bo".into(),
-                force_relay: false,
-                rotation: echoel_net::RotationPolicy::default(),
-                initial_doc: None,
-            },
-            move |from, f| {
-                frames.fetch_add(1, Relaxed);
-                heard.lock().unwrap().push((from, f.seq, f.media_time));
-            },
-        )
-        .unwrap()
-    };
-
+    // Bo listens, noting who sent each frame and its media time.
+    let (bo, heard) = listener(&room);
+    let frames = || heard.lock().unwrap().len();
     let controls = Controls::new();
     let params = Arc::new(EchoelParams::default());
     let mut ana = Instance::default();
@@ -90,13 +91,13 @@ fn re_activation_keeps_the_participant_the_room_and_the_stream() {
         .link
         == LinkStatus::Joined));
     play(&mut ana, 48_000, 256, 1.0);
-    assert!(wait_until(Duration::from_secs(5), || frames.load(Relaxed) > 50));
+    assert!(wait_until(Duration::from_secs(5), || frames() > 50));
     let members = bo.status().members;
     assert_eq!(members.len(), 1, "{members:?}");
     let who = members[0].info.participant;
 
     // The host switches to 44.1 kHz and larger blocks; Ana plays on.
-    let before = heard.lock().unwrap().len();
+    let before = frames();
     ana.activate(
         config(44_100, 1024),
         ProcessMode::Realtime,
@@ -145,24 +146,8 @@ fn an_offline_render_passes_the_dry_signal_and_sends_nothing() {
     std::env::set_var("XDG_DATA_HOME", dir.path().join("data"));
     let relay = TestRelay::start(dir.path());
     let room = relay.room("bounce");
-    let frames = Arc::new(AtomicU64::new(0));
-    let bo = {
-        let frames = frames.clone();
-        let _rt = echoel_plugin::bridge::network_runtime().enter();
-        echoel_net::session::start(
-            echoel_net::session::SessionConfig {
-                invite: room.clone(),
-                name: "Bo".into(),
-                force_relay: false,
-                rotation: echoel_net::RotationPolicy::default(),
-                initial_doc: None,
-            },
-            move |_, _| {
-                frames.fetch_add(1, Relaxed);
-            },
-        )
-        .unwrap()
-    };
+    let (bo, heard) = listener(&room);
+    let frames = || heard.lock().unwrap().len();
     let controls = Controls::new();
     let params = Arc::new(EchoelParams::default());
     let mut ana = Instance::default();
@@ -201,7 +186,7 @@ fn an_offline_render_passes_the_dry_signal_and_sends_nothing() {
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(frames.load(Relaxed), 0, "a bounce was sent to the room");
+    assert_eq!(frames(), 0, "a bounce was sent to the room");
     assert!(worst < 1e-6, "the dry signal changed by {worst}");
     assert!(wait_until(Duration::from_secs(2), || controls
         .snapshot()
@@ -211,7 +196,7 @@ fn an_offline_render_passes_the_dry_signal_and_sends_nothing() {
     ana.activate(config, ProcessMode::Realtime, &controls, &params)
         .unwrap();
     play(&mut ana, 48_000, 512, 1.0);
-    assert!(wait_until(Duration::from_secs(5), || frames.load(Relaxed) > 50));
+    assert!(wait_until(Duration::from_secs(5), || frames() > 50));
     assert_eq!(bo.status().members.len(), 1);
     bo.stop();
 }
