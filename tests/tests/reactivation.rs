@@ -95,6 +95,24 @@ fn re_activation_keeps_the_participant_the_room_and_the_stream() {
     let members = bo.status().members;
     assert_eq!(members.len(), 1, "{members:?}");
     let who = members[0].info.participant;
+    // Ana has turned Bo down in her mix.
+    assert!(wait_until(Duration::from_secs(5), || controls
+        .snapshot()
+        .0
+        .people
+        .iter()
+        .any(|p| p.name == "Bo")));
+    let bo_id = controls.snapshot().0.people[0].participant;
+    assert!(controls.send(Command::SetPeerGain {
+        participant: bo_id,
+        gain_db: -9.0,
+    }));
+    assert!(wait_until(Duration::from_secs(5), || controls
+        .snapshot()
+        .0
+        .people
+        .iter()
+        .any(|p| p.gain_db == -9.0)));
 
     // The host switches to 44.1 kHz and larger blocks; Ana plays on.
     let before = frames();
@@ -122,6 +140,13 @@ fn re_activation_keeps_the_participant_the_room_and_the_stream() {
     assert_eq!(
         members[0].info.participant, who,
         "Ana rejoined as someone else"
+    );
+    let people = controls.snapshot().0.people;
+    assert!(
+        people
+            .iter()
+            .any(|p| p.participant == bo_id && p.gain_db == -9.0),
+        "Ana's mix of Bo was lost: {people:?}"
     );
     assert!(
         heard.iter().all(|(p, _, _)| *p == who),
