@@ -1,6 +1,7 @@
 //! Time on the audio thread: a monotonic clock shared with the network side, and the host's
 //! calls measured against it, so a gap in `process()` calls (an xrun, a host that stopped
-//! calling, an offline render in between) is not mistaken for a faster network.
+//! calling, an offline render in between) is not mistaken for a faster network; and the size
+//! of the host's recent blocks, the floor of the delay.
 
 use std::time::Instant;
 
@@ -70,6 +71,47 @@ impl HostTiming {
     pub(crate) fn rendered(&mut self, samples: f64) {
         self.rendered += samples;
         self.floor += samples * Self::CREEP;
+    }
+}
+
+/// The largest block over the last one to two seconds of audio: one long block (a host that
+/// renders a bounce, or catches up after a hiccup) must not hold the delay up for good. A
+/// block more than twice the recent ones is a one-off at first and leaves the floor alone; a
+/// second one within two seconds shows the host has changed its pace, and raises it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RecentMax {
+    current: usize,
+    previous: usize,
+    elapsed: usize,
+    /// Windows left during which a long block has been let pass.
+    one_off: u8,
+}
+
+impl RecentMax {
+    /// One second of 48 kHz audio per window.
+    const WINDOW: usize = INTERNAL_RATE_HZ as usize;
+
+    /// Takes a block; true if it is a one-off long block, not counted in the floor.
+    pub(crate) fn observe(&mut self, block_48k: usize) -> bool {
+        let floor = self.get();
+        let one_off = floor > 0 && block_48k > 2 * floor && self.one_off == 0;
+        if one_off {
+            self.one_off = 2;
+        } else {
+            self.current = self.current.max(block_48k);
+        }
+        self.elapsed += block_48k;
+        if self.elapsed >= Self::WINDOW {
+            self.previous = self.current;
+            self.current = 0;
+            self.elapsed = 0;
+            self.one_off = self.one_off.saturating_sub(1);
+        }
+        one_off
+    }
+
+    pub(crate) fn get(&self) -> usize {
+        self.current.max(self.previous)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::clock::{ns_to_samples, HostTiming, MediaClock};
+use crate::clock::{ns_to_samples, HostTiming, MediaClock, RecentMax};
 use crate::codec::{CodecSettings, FrameDuration, FrameEncoder};
 use crate::fifo::SampleFifo;
 use crate::jitter::MAX_DEPTH_MS;
@@ -135,47 +135,6 @@ impl StemTap for NoTap {
     fn stem(&mut self, _: StreamId, _: &[f32]) {}
     fn wants_stems(&self) -> bool {
         false
-    }
-}
-
-/// The largest block over the last one to two seconds of audio: one long block (a host that
-/// renders a bounce, or catches up after a hiccup) must not hold the delay up for good. A
-/// block more than twice the recent ones is a one-off at first and leaves the floor alone; a
-/// second one within two seconds shows the host has changed its pace, and raises it.
-#[derive(Debug, Clone, Copy, Default)]
-struct RecentMax {
-    current: usize,
-    previous: usize,
-    elapsed: usize,
-    /// Windows left during which a long block has been let pass.
-    one_off: u8,
-}
-
-impl RecentMax {
-    /// One second of 48 kHz audio per window.
-    const WINDOW: usize = INTERNAL_RATE_HZ as usize;
-
-    /// Takes a block; true if it is a one-off long block, not counted in the floor.
-    fn observe(&mut self, block_48k: usize) -> bool {
-        let floor = self.get();
-        let one_off = floor > 0 && block_48k > 2 * floor && self.one_off == 0;
-        if one_off {
-            self.one_off = 2;
-        } else {
-            self.current = self.current.max(block_48k);
-        }
-        self.elapsed += block_48k;
-        if self.elapsed >= Self::WINDOW {
-            self.previous = self.current;
-            self.current = 0;
-            self.elapsed = 0;
-            self.one_off = self.one_off.saturating_sub(1);
-        }
-        one_off
-    }
-
-    fn get(&self) -> usize {
-        self.current.max(self.previous)
     }
 }
 
