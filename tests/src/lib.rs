@@ -20,6 +20,17 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A relay with room `room` in a scratch folder that is also the user's data folder (where a
+/// plugin keeps each room's document), for tests of the plugin's own threads. Keep the folder
+/// for as long as the relay runs.
+pub fn plugin_room(room: &str) -> (tempfile::TempDir, TestRelay, Invite) {
+    let dir = tempfile::tempdir().expect("a scratch folder");
+    std::env::set_var("XDG_DATA_HOME", dir.path().join("data"));
+    let relay = TestRelay::start(dir.path());
+    let invite = relay.room(room);
+    (dir, relay, invite)
+}
+
 /// A relay serving on loopback on its own runtime.
 pub struct TestRelay {
     /// Where it listens.

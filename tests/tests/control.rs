@@ -10,7 +10,7 @@ use echoel_plugin::bridge::Bridge;
 use echoel_plugin::control::{ControlThread, Controls};
 use echoel_plugin::engine::{Engine, EngineConfig};
 use echoel_plugin::params::EchoelParams;
-use echoel_tests::{join_room, wait_until, TestRelay};
+use echoel_tests::{join_room, plugin_room, wait_until};
 
 struct Plugin {
     controls: Arc<Controls>,
@@ -48,11 +48,8 @@ fn snap(p: &Plugin) -> Snapshot {
 #[test]
 fn editor_commands_reach_the_room_and_the_room_comes_back_in_the_snapshot() {
     let _one = echoel_tests::one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
     // The room's local store goes to a scratch data folder, not the user's.
-    std::env::set_var("XDG_DATA_HOME", dir.path().join("data"));
-    let relay = TestRelay::start(dir.path());
-    let room = relay.room("control");
+    let (_dir, _relay, room) = plugin_room("control");
     let p = plugin();
 
     // A pasted invite with a typo is refused with a reason, not a crash.
@@ -210,10 +207,7 @@ fn editor_commands_reach_the_room_and_the_room_comes_back_in_the_snapshot() {
 #[test]
 fn a_project_restored_while_running_joins_its_room_with_its_mix_by_name() {
     let _one = echoel_tests::one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    std::env::set_var("XDG_DATA_HOME", dir.path().join("data"));
-    let relay = TestRelay::start(dir.path());
-    let room = relay.room("restore");
+    let (_dir, _relay, room) = plugin_room("restore");
     let bo = join_room(&room, "Bo", None);
 
     // The plugin runs, in no room; then the host loads a project: its room and our mix of Bo.

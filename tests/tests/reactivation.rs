@@ -12,7 +12,7 @@ use echoel_plugin::engine::{EngineConfig, EngineParams};
 use echoel_plugin::instance::Instance;
 use echoel_plugin::instance::ProcessMode;
 use echoel_plugin::params::EchoelParams;
-use echoel_tests::{wait_until, TestRelay};
+use echoel_tests::{plugin_room, wait_until};
 
 /// Plays `seconds` of blocks in real time through the instance's engine.
 fn play(instance: &mut Instance, rate: u32, block: usize, seconds: f32) {
@@ -57,10 +57,7 @@ fn listener(room: &echoel_net::Invite) -> (echoel_net::session::SessionHandle, H
 #[test]
 fn re_activation_keeps_the_participant_the_room_and_the_stream() {
     let _one = echoel_tests::one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    std::env::set_var("XDG_DATA_HOME", dir.path().join("data"));
-    let relay = TestRelay::start(dir.path());
-    let room = relay.room("reactivate");
+    let (_dir, _relay, room) = plugin_room("reactivate");
 
     // Bo listens, noting who sent each frame and its media time.
     let (bo, heard) = listener(&room);
@@ -167,10 +164,7 @@ fn re_activation_keeps_the_participant_the_room_and_the_stream() {
 #[test]
 fn an_offline_render_passes_the_dry_signal_and_sends_nothing() {
     let _one = echoel_tests::one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    std::env::set_var("XDG_DATA_HOME", dir.path().join("data"));
-    let relay = TestRelay::start(dir.path());
-    let room = relay.room("bounce");
+    let (_dir, _relay, room) = plugin_room("bounce");
     let (bo, heard) = listener(&room);
     let frames = || heard.lock().unwrap().len();
     let controls = Controls::new();
