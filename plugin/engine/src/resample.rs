@@ -40,7 +40,6 @@ pub struct RateConverter {
     channels: usize,
     max_chunk: usize,
     chunk: usize,
-    ratio: f64,
 }
 
 impl RateConverter {
@@ -78,7 +77,6 @@ impl RateConverter {
             channels,
             max_chunk,
             chunk: max_chunk,
-            ratio,
         })
     }
 
@@ -104,12 +102,6 @@ impl RateConverter {
     /// Most input frames one [`Self::process`] call can consume.
     pub fn input_frames_max(&self) -> usize {
         self.resampler.input_frames_max()
-    }
-
-    /// Input frames a call that produces `frames` output frames consumes at most, in the steady
-    /// state: what the playout path renders ahead of the host's block.
-    pub fn input_for_output(&self, frames: usize) -> usize {
-        (frames as f64 / self.ratio).ceil() as usize + 1
     }
 
     /// Converts one chunk. `input` must hold at least [`Self::input_frames_next`] frames and
