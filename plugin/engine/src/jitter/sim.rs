@@ -4,6 +4,7 @@
 
 use super::adaptive::{AdaptiveConfig, Decision, JitterBuffer};
 use crate::packet::{PacketSlot, StreamId};
+use crate::tsm;
 
 /// 48 kHz samples per millisecond.
 const PER_MS: f64 = 48.0;
@@ -177,6 +178,11 @@ pub trait Algorithm {
     fn stretch(&self) -> f64 {
         1.0
     }
+    /// After [`Step::Play`]: samples the frame just played was made longer (negative:
+    /// shorter) by a time-scale splice.
+    fn spliced(&mut self) -> f64 {
+        0.0
+    }
 }
 
 /// Ours: [`JitterBuffer`].
@@ -197,15 +203,31 @@ impl Algorithm for Ours {
         self.0.idle_samples(now) as f64
     }
     fn next(&mut self, now: u64) -> Step {
-        loop {
-            return match self.0.next(now, false) {
-                Decision::Play(p) => Step::Play(p.seq),
-                Decision::Skip(_) => continue,
-                Decision::Lost | Decision::Stall => Step::Conceal,
-                Decision::Idle => Step::Idle,
-            };
+        match self.0.next(now, false) {
+            Decision::Play(p) => Step::Play(p.seq),
+            Decision::Lost | Decision::Stall => Step::Conceal,
+            Decision::Idle => Step::Idle,
         }
     }
+    fn spliced(&mut self) -> f64 {
+        splice_as_asked(&mut self.0) as f64
+    }
+}
+
+/// Does the splice `jb` asks for where no audio is simulated: the lag asked for, within what
+/// a splice can take. Returns the samples playout was made longer (negative: shorter).
+pub(crate) fn splice_as_asked(jb: &mut JitterBuffer) -> i64 {
+    let want = jb.splice_request();
+    let lag = want
+        .unsigned_abs()
+        .clamp(tsm::MIN_LAG as u64, tsm::MAX_LAG as u64) as i64;
+    let done = match want.signum() {
+        1 => lag,
+        -1 if want.unsigned_abs() >= tsm::MIN_LAG as u64 => -lag,
+        _ => return 0,
+    };
+    jb.spliced(done);
+    done
 }
 
 /// A fixed playout delay: packet `i` plays `depth` samples after the fastest path (the
@@ -644,7 +666,8 @@ pub fn simulate(trace: &Trace, algo: &mut dyn Algorithm, block: u64) -> Outcome 
             // it knows better); audio lasts a frame, stretched by drift correction.
             let length = match step {
                 Step::Idle => algo.idle_samples(produced as u64, trace.frame),
-                _ => trace.frame as f64 * algo.stretch(),
+                Step::Play(_) => trace.frame as f64 * algo.stretch() + algo.spliced(),
+                Step::Conceal => trace.frame as f64 * algo.stretch(),
             };
             match step {
                 Step::Play(seq) => {
