@@ -60,3 +60,43 @@ pub fn sine(rate_hz: u32, hz: f32, amplitude: f32, frames: usize) -> Vec<f32> {
         .map(|i| amplitude * (TAU * f64::from(hz) * i as f64 / f64::from(rate_hz)).sin() as f32)
         .collect()
 }
+
+/// A spoken-vowel-like phrase: a glottal pulse train gliding 110 → 150 Hz through two formant
+/// resonators (700 Hz and 1.2 kHz), with a burst of noise (a fricative) in the middle: what a
+/// time-scale splice must not be heard on. Deterministic.
+pub fn phrase(frames: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(frames);
+    let (mut phase, mut noise) = (0.0f64, 0x2545_f491_4f6c_dd1du64);
+    let mut resonators = [(700.0, 0.0f64, 0.0f64), (1200.0, 0.0, 0.0)];
+    for n in 0..frames {
+        let t = n as f64 / 48_000.0;
+        phase += (110.0 + 40.0 * t / 0.5).min(150.0) / 48_000.0;
+        let pulse = if phase >= 1.0 {
+            phase -= 1.0;
+            1.0
+        } else {
+            0.0
+        };
+        noise ^= noise << 13;
+        noise ^= noise >> 7;
+        noise ^= noise << 17;
+        let white = (noise >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+        let fricative = if (frames / 2..frames / 2 + 2400).contains(&n) {
+            0.3 * white
+        } else {
+            0.0
+        };
+        let mut y = 0.0;
+        for (hz, y1, y2) in &mut resonators {
+            // Two-pole resonator, 80 Hz bandwidth.
+            let r = (-std::f64::consts::PI * 80.0 / 48_000.0).exp();
+            let c = 2.0 * r * (std::f64::consts::TAU * *hz / 48_000.0).cos();
+            let v = pulse + c * *y1 - r * r * *y2;
+            *y2 = *y1;
+            *y1 = v;
+            y += v;
+        }
+        out.push((0.02 * y + fricative) as f32);
+    }
+    out
+}

@@ -320,14 +320,25 @@ impl RemoteStream {
         concealed
     }
 
-    /// A shortening splice is asked for and the audio it would join to has arrived but is not
-    /// decoded yet.
+    /// The lags a splice the jitter buffer asks for may take. Lengthening may overshoot by up
+    /// to two frames (the slew takes that back); shortening never goes past the schedule, so
+    /// the two never chase each other.
+    fn splice_lags(want: i64) -> std::ops::RangeInclusive<usize> {
+        let n = want.unsigned_abs().min(tsm::MAX_LAG as u64) as usize;
+        if want > 0 {
+            tsm::MIN_LAG..=n + 240
+        } else {
+            n.saturating_sub(240)..=n
+        }
+    }
+
+    /// A splice is asked for and audio it could use has arrived but is not decoded yet.
     fn splice_needs_audio(&self) -> bool {
         let want = self.jitter.splice_request();
-        want < 0
+        let lags = Self::splice_lags(want);
+        want != 0
             && self.jitter.next_is_here()
-            && self.decoded.frames()
-                < want.unsigned_abs().min(tsm::MAX_LAG as u64) as usize + tsm::OVERLAP
+            && self.decoded.frames() < (*lags.end()).min(tsm::MAX_LAG) + tsm::OVERLAP
             && self.decoded.free_frames() >= MAX_PACKET_SAMPLES + tsm::MAX_LAG
     }
 
@@ -339,18 +350,10 @@ impl RemoteStream {
             self.splice_wait = 0;
             return;
         }
-        let n = want.unsigned_abs().min(tsm::MAX_LAG as u64) as usize;
-        // Lengthening may overshoot by up to two frames (the slew takes that back); shortening
-        // never goes past the schedule, so the two never chase each other.
-        let lags = if want > 0 {
-            tsm::MIN_LAG..=n + 240
-        } else {
-            n.saturating_sub(240)..=n
-        };
-        if want < 0 && self.splice_needs_audio() {
+        if self.splice_needs_audio() {
             return;
         }
-        let Some(m) = tsm::find(self.decoded.as_slice(), lags) else {
+        let Some(m) = tsm::find(self.decoded.as_slice(), Self::splice_lags(want)) else {
             return;
         };
         self.splice_wait += 1;

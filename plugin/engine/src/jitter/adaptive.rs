@@ -45,6 +45,15 @@ const COVERED_TAIL_SAMPLES: i64 = 144;
 /// block starts, and aiming at exactly on time playout would hover either side of it.
 const SLEW_SLACK_SAMPLES: i64 = 24;
 
+/// The fastest path shortening by more than this (5 ms) at once is a new route (the relay
+/// gave way to a direct path, say): the old route's statistics are dropped and the delay it
+/// no longer needs is shed within about a second, by splices.
+const ROUTE_CHANGE_SAMPLES: i64 = 240;
+
+/// How long after a new route the target follows the statistics down without its usual
+/// slowness (two seconds).
+const NEW_ROUTE_SAMPLES: u64 = 2 * 48_000;
+
 /// Playout during which stalls do not hold the delay up: two seconds, long enough to cover the
 /// connection's set-up and the switch from the relay to a direct path (about one second in).
 const WARMUP_SAMPLES: u64 = 2 * 48_000;
@@ -177,6 +186,10 @@ pub struct JitterBuffer {
     /// What the target may not fall below, per second of arrivals over the last
     /// [`HOLD_SECONDS`].
     hold: Hold,
+    /// Until when (receiver samples) the target follows a new route's statistics at once,
+    /// and the first packet of that route: earlier ones still in flight took the old one.
+    new_route_until: u64,
+    new_route_seq: Option<u32>,
     /// How far behind its moment the last frame played (negative: ahead), in samples.
     last_error: i64,
     /// The schedule error averaged over a quarter second: arrivals seen at block starts make
@@ -222,6 +235,8 @@ impl JitterBuffer {
             splice: 0,
             since_stall: u64::MAX,
             hold: Hold::default(),
+            new_route_until: 0,
+            new_route_seq: None,
             since_stall_saved: None,
             last_error: 0,
             error_avg: 0.0,
@@ -348,6 +363,8 @@ impl JitterBuffer {
         self.since_stall = u64::MAX;
         self.since_stall_saved = None;
         self.hold = Hold::default();
+        self.new_route_until = 0;
+        self.new_route_seq = None;
         self.last_error = 0;
         self.error_avg = 0.0;
         self.drift.reset();
@@ -370,7 +387,13 @@ impl JitterBuffer {
     pub fn insert(&mut self, arrival: u64, packet: &PacketSlot) {
         let delay = arrival as i64 - packet.media_time as i64;
         self.drift.observe(arrival, delay);
-        self.record_delay(delay, arrival);
+        let old_route = self.new_route_seq.is_some_and(|first| {
+            seq_ahead(packet.seq, first) < 0 && arrival < self.new_route_until
+        });
+        if !old_route {
+            // Stragglers of an old route say nothing about the new one.
+            self.record_delay(delay, arrival, packet.seq);
+        }
         if let Some(next) = self.next_seq {
             let ahead = seq_ahead(packet.seq, next);
             if ahead < 0 && packet.media_time < self.next_media {
@@ -444,7 +467,14 @@ impl JitterBuffer {
         self.next_seq = None;
     }
 
-    fn record_delay(&mut self, delay: i64, now: u64) {
+    fn record_delay(&mut self, delay: i64, now: u64, seq: u32) {
+        if self.base != i64::MAX
+            && self.base - delay > ROUTE_CHANGE_SAMPLES
+            && self.stats.played > 0
+            && self.config.manual_target_samples.is_none()
+        {
+            self.new_route(delay, now, seq);
+        }
         self.hold.advance(now);
         self.hold.saw(delay);
         let w = self.config.window;
@@ -461,6 +491,19 @@ impl JitterBuffer {
             self.since_quantile = 0;
             self.refresh_quantile(now);
         }
+    }
+
+    /// Packets now take a faster route: playout keeps its schedule for now, but the old
+    /// route's delays leave the statistics, so the target falls to what the new route needs
+    /// as soon as its first packets show it.
+    fn new_route(&mut self, delay: i64, now: u64, seq: u32) {
+        self.rebase(delay);
+        self.delays_len = 0;
+        self.delays_at = 0;
+        self.since_quantile = 0;
+        self.hold = Hold::default();
+        self.new_route_until = now + NEW_ROUTE_SAMPLES;
+        self.new_route_seq = Some(seq);
     }
 
     /// Moves the fastest-path reference, keeping the schedule (`base + target`) where it was:
@@ -513,7 +556,13 @@ impl JitterBuffer {
         self.hold.advance(now);
         self.hold.want(wanted);
         let held = self.hold.peak();
-        if wanted > self.target {
+        // Packets of the old route may still be on their way: the schedule moves only once
+        // playout has reached the new route's first packet.
+        let on_new_route = match (self.new_route_seq, self.next_seq) {
+            (Some(first), Some(next)) => seq_ahead(next, first) >= 0,
+            _ => false,
+        };
+        if (now < self.new_route_until && on_new_route) || wanted > self.target {
             self.target = wanted;
             self.last_shrink_at = now;
         } else if self.target > held + HYSTERESIS_SAMPLES {
@@ -587,7 +636,10 @@ impl JitterBuffer {
                 // Early while playing: the target has just grown. Play on, a splice longer,
                 // rather than conceal a frame while the packet is here.
                 -error
-            } else if behind && settled && self.since_skip >= self.config.frames_between_skips {
+            } else if behind
+                && (settled || (now as u64) < self.new_route_until)
+                && self.since_skip >= self.config.frames_between_skips
+            {
                 // Far behind schedule: a splice shorter, onto the slew's slack.
                 -(error - SLEW_SLACK_SAMPLES / 2)
             } else {
