@@ -19,6 +19,7 @@
 //! construction.
 
 use super::drift::DriftEstimator;
+use super::hold::Hold;
 use super::seq_ahead;
 use crate::packet::PacketSlot;
 
@@ -27,11 +28,6 @@ const CAPACITY: usize = super::JITTER_CAPACITY;
 
 /// Arrivals seen before playout starts.
 const START_AFTER_PACKETS: usize = 8;
-
-/// Seconds for which the highest target the statistics asked for holds the target up: a path
-/// whose quantile wanders (it does, as the window slides over a few late packets) keeps one
-/// delay instead of following each wiggle.
-const HOLD_SECONDS: usize = 10;
 
 /// The target falls only when it stands this far (0.5 ms) above everything held: smaller
 /// differences are not worth moving the playout for.
@@ -184,7 +180,7 @@ pub struct JitterBuffer {
     /// Samples played since the last stall.
     since_stall: u64,
     /// What the target may not fall below, per second of arrivals over the last
-    /// [`HOLD_SECONDS`].
+    /// hold (ten seconds).
     hold: Hold,
     /// Until when (receiver samples) the target follows a new route's statistics at once,
     /// and the first packet of that route: earlier ones still in flight took the old one.
@@ -739,62 +735,6 @@ impl JitterBuffer {
     /// Records the length of the frames being played (from the decoder).
     pub fn set_frame_samples(&mut self, samples: u64) {
         self.frame_samples = samples.max(1);
-    }
-}
-
-/// Per second of arrivals over the last [`HOLD_SECONDS`]: the highest target wanted and the
-/// highest delay (`arrival − media`) seen. `i64::MIN` where there was none.
-#[derive(Debug, Clone, Copy)]
-struct Hold {
-    wanted: [i64; HOLD_SECONDS],
-    delay: [i64; HOLD_SECONDS],
-    /// The slot of the current second, and which second it is.
-    at: usize,
-    second: u64,
-}
-
-impl Default for Hold {
-    fn default() -> Self {
-        Self {
-            wanted: [i64::MIN; HOLD_SECONDS],
-            delay: [i64::MIN; HOLD_SECONDS],
-            at: 0,
-            second: 0,
-        }
-    }
-}
-
-impl Hold {
-    /// Moves on to the second `now` falls in, forgetting what is older than the hold.
-    fn advance(&mut self, now: u64) {
-        let second = now / 48_000;
-        if second > self.second {
-            for _ in 0..(second - self.second).min(HOLD_SECONDS as u64) {
-                self.at = (self.at + 1) % HOLD_SECONDS;
-                self.wanted[self.at] = i64::MIN;
-                self.delay[self.at] = i64::MIN;
-            }
-            self.second = second;
-        }
-    }
-
-    fn want(&mut self, target: i64) {
-        self.wanted[self.at] = self.wanted[self.at].max(target);
-    }
-
-    fn saw(&mut self, delay: i64) {
-        self.delay[self.at] = self.delay[self.at].max(delay);
-    }
-
-    /// The highest target wanted in the hold.
-    fn peak(&self) -> i64 {
-        self.wanted.iter().copied().max().unwrap_or(i64::MIN)
-    }
-
-    /// The highest delay seen in the hold, above `base`.
-    fn slowest(&self, base: i64) -> i64 {
-        let delay = self.delay.iter().copied().max().unwrap_or(i64::MIN);
-        delay.saturating_sub(base)
     }
 }
 

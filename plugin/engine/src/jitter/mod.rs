@@ -7,6 +7,7 @@
 
 pub mod adaptive;
 pub mod drift;
+mod hold;
 pub mod sim;
 
 pub use adaptive::{AdaptiveConfig, AdaptiveStats, Decision, JitterBuffer};
