@@ -179,8 +179,7 @@ pub struct JitterBuffer {
     splice: i64,
     /// Samples played since the last stall.
     since_stall: u64,
-    /// What the target may not fall below, per second of arrivals over the last
-    /// hold (ten seconds).
+    /// What the target may not fall below, over the last ten seconds of arrivals.
     hold: Hold,
     /// Until when (receiver samples) the target follows a new route's statistics at once,
     /// and the first packet of that route: earlier ones still in flight took the old one.
