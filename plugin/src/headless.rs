@@ -477,6 +477,27 @@ pub fn measure_lag(
         .max_by(|a, b| a.correlation.total_cmp(&b.correlation))
 }
 
+/// How far the delay of `heard` behind `sent` moved from `from_s` on (ms, largest minus
+/// smallest): each quarter second aligned on its own, windows that match poorly (a concealed
+/// stretch, silence) left out. `None` with fewer than four windows that match.
+pub fn delay_spread_ms(sent: &[f32], heard: &[f32], from_s: f32, max_lag_ms: f32) -> Option<f32> {
+    let rate = INTERNAL_RATE_HZ as usize;
+    let max_lag = (max_lag_ms / 1000.0 * rate as f32) as usize;
+    let window = rate / 4;
+    let end = sent
+        .len()
+        .min(heard.len())
+        .saturating_sub(max_lag + rate / 4);
+    let lags: Vec<usize> = ((from_s * rate as f32) as usize..end.saturating_sub(window))
+        .step_by(window)
+        .filter_map(|a| echoel_engine::analysis::align(&sent[a..a + window], &heard[a..], max_lag))
+        .filter(|a| a.correlation > 0.9)
+        .map(|a| a.lag_samples)
+        .collect();
+    let (lo, hi) = (lags.iter().min()?, lags.iter().max()?);
+    (lags.len() >= 4).then(|| (hi - lo) as f32 * 1000.0 / rate as f32)
+}
+
 /// A file-system-safe version of a musician's name.
 pub fn file_stem(name: &str) -> String {
     let s: String = name

@@ -265,3 +265,21 @@ fn a_route_20_ms_shorter_is_taken_within_two_seconds() {
     assert!((after - end).abs() < 2.0, "{after:.2} ms, then {end:.2} ms");
     assert_eq!(algo.concealed, 0, "frames concealed around the switch");
 }
+
+#[test]
+fn the_curve_is_read_at_our_concealment() {
+    let point = |c: f64, d: f64| Outcome {
+        concealed_pct: c,
+        mean_delay_ms: d,
+        ..Outcome::default()
+    };
+    let curve = [point(2.0, 10.0), point(1.0, 20.0), point(0.5, 40.0)];
+    // Between settings: interpolated (1.5 % → 15 ms).
+    assert_eq!(against_curve(&point(1.5, 14.0), &curve), (true, Some(15.0)));
+    assert!(!against_curve(&point(1.5, 16.0), &curve).0);
+    // Concealing less than any setting: against the safest one's delay.
+    assert_eq!(against_curve(&point(0.1, 39.0), &curve), (true, Some(40.0)));
+    assert!(!against_curve(&point(0.1, 41.0), &curve).0);
+    // More than every setting: against the leanest one's.
+    assert!(!against_curve(&point(3.0, 11.0), &curve).0);
+}
