@@ -46,6 +46,10 @@ const SLEW_SLACK_SAMPLES: i64 = 24;
 /// no longer needs is shed within about a second, by splices.
 const ROUTE_CHANGE_SAMPLES: i64 = 240;
 
+/// Packets a route is learnt from before a faster one can be told from its own spread (one
+/// second at 2.5 ms frames).
+const ROUTE_SETTLED_PACKETS: usize = 400;
+
 /// How long after a new route the target follows the statistics down without its usual
 /// slowness (two seconds).
 const NEW_ROUTE_SAMPLES: u64 = 2 * 48_000;
@@ -466,12 +470,18 @@ impl JitterBuffer {
         if self.base != i64::MAX
             && self.base - delay > ROUTE_CHANGE_SAMPLES
             && self.stats.played > 0
+            // A route is judged against a second of its packets at least, so a window just
+            // restarted (or still filling) does not take each faster packet for a new route.
+            && self.delays_len >= ROUTE_SETTLED_PACKETS
             && self.config.manual_target_samples.is_none()
         {
             self.new_route(delay, now, seq);
         }
         self.hold.advance(now);
-        self.hold.saw(delay);
+        if !self.warming_up() {
+            // The connection's set-up (bursts, the switch to a direct path) is not the path.
+            self.hold.saw(delay);
+        }
         let w = self.config.window;
         self.delays[self.delays_at] = delay;
         self.arrivals[self.delays_at] = now;
@@ -549,7 +559,9 @@ impl JitterBuffer {
             return;
         }
         self.hold.advance(now);
-        self.hold.want(wanted);
+        if !self.warming_up() {
+            self.hold.want(wanted);
+        }
         let held = self.hold.peak();
         // Packets of the old route may still be on their way: the schedule moves only once
         // playout has reached the new route's first packet.
