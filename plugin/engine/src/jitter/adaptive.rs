@@ -132,9 +132,6 @@ pub struct AdaptiveStats {
     pub stalled: u64,
     /// Packets passed over because the host paused while they fell due.
     pub dropped: u64,
-    /// Splices done that made playout longer (the delay grew) or shorter (it shrank).
-    pub lengthened: u64,
-    pub shortened: u64,
     /// Packets that arrived after their slot had passed.
     pub late: u64,
     /// Duplicates refused.
@@ -281,10 +278,7 @@ impl JitterBuffer {
 
     /// The caller spliced playout `samples` longer (negative: shorter).
     pub fn spliced(&mut self, samples: i64) {
-        if samples > 0 {
-            self.stats.lengthened += 1;
-        } else if samples < 0 {
-            self.stats.shortened += 1;
+        if samples < 0 {
             self.since_skip = 0;
         }
         self.splice = 0;
@@ -558,7 +552,7 @@ impl JitterBuffer {
             // Manual: the base still follows the path; the target stays where it was set.
             return;
         }
-        self.hold.advance(now);
+        // `record_delay` has moved the hold on to `now` already.
         if !self.warming_up() {
             self.hold.want(wanted);
         }
