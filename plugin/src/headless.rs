@@ -445,7 +445,11 @@ pub fn measure_lag(
     let rate = INTERNAL_RATE_HZ as usize;
     let max_lag = (max_lag_ms / 1000.0 * rate as f32) as usize;
     let same_lag = rate / 4000;
-    let end = measurable_end(sent, heard, max_lag);
+    // Leave the lag and a quarter second of tail (the last packets in flight) at the end.
+    let end = sent
+        .len()
+        .min(heard.len())
+        .saturating_sub(max_lag + rate / 4);
     let start = end.saturating_sub(rate).max(rate / 2);
     let window = end.saturating_sub(start) / WINDOWS;
     if window < rate / 80 {
@@ -471,33 +475,6 @@ pub fn measure_lag(
         .into_iter()
         .filter(|a| a.lag_samples.abs_diff(winner) <= same_lag)
         .max_by(|a, b| a.correlation.total_cmp(&b.correlation))
-}
-
-/// How far the delay of `heard` behind `sent` moved from `from_s` on (ms, largest minus
-/// smallest): each quarter second aligned on its own, windows that match poorly (a concealed
-/// stretch, silence) left out. `None` with fewer than four windows that match.
-pub fn delay_spread_ms(sent: &[f32], heard: &[f32], from_s: f32, max_lag_ms: f32) -> Option<f32> {
-    let rate = INTERNAL_RATE_HZ as usize;
-    let max_lag = (max_lag_ms / 1000.0 * rate as f32) as usize;
-    let window = rate / 4;
-    let end = measurable_end(sent, heard, max_lag);
-    let lags: Vec<usize> = ((from_s * rate as f32) as usize..end.saturating_sub(window))
-        .step_by(window)
-        .filter_map(|a| echoel_engine::analysis::align(&sent[a..a + window], &heard[a..], max_lag))
-        .filter(|a| a.correlation > 0.9)
-        .map(|a| a.lag_samples)
-        .collect();
-    let (lo, hi) = (lags.iter().min()?, lags.iter().max()?);
-    (lags.len() >= 4).then(|| (hi - lo) as f32 * 1000.0 / rate as f32)
-}
-
-/// Where measuring `heard` against `sent` ends: before the lag and a quarter second of tail
-/// (the last packets in flight).
-fn measurable_end(sent: &[f32], heard: &[f32], max_lag: usize) -> usize {
-    let rate = INTERNAL_RATE_HZ as usize;
-    sent.len()
-        .min(heard.len())
-        .saturating_sub(max_lag + rate / 4)
 }
 
 /// A file-system-safe version of a musician's name.

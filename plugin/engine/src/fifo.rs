@@ -38,11 +38,6 @@ impl SampleFifo {
         &self.buf[..self.len]
     }
 
-    /// All held samples, oldest first, to change in place.
-    pub fn as_mut_slice(&mut self) -> &mut [f32] {
-        &mut self.buf[..self.len]
-    }
-
     /// Appends as many whole frames of `samples` as fit; returns the frames appended.
     pub fn push(&mut self, samples: &[f32]) -> usize {
         let frames = (samples.len() / self.channels).min(self.free_frames());

@@ -22,7 +22,6 @@ pub mod resample;
 pub mod signal;
 pub mod stats;
 pub mod stream;
-pub mod tsm;
 pub mod wake;
 
 use thiserror::Error;

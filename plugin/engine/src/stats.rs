@@ -22,7 +22,7 @@ pub struct StreamStats {
     pub depth_samples: AtomicU32,
     /// Packets that never came (concealed once newer ones had arrived).
     pub packets_lost: AtomicU64,
-    /// Packets passed over unheard (they fell due while the host paused).
+    /// Packets skipped (blended away) to bring the delay down.
     pub packets_dropped: AtomicU64,
     /// The sender's clock against ours, ppm (positive: theirs is slower).
     pub drift_ppm: AtomicF32,
@@ -53,7 +53,7 @@ pub struct StreamSnapshot {
     pub depth_samples: u32,
     /// Packets that never came.
     pub packets_lost: u64,
-    /// Packets passed over unheard.
+    /// Packets skipped to bring the delay down.
     pub packets_dropped: u64,
     /// The sender's clock against ours, ppm.
     pub drift_ppm: f32,
@@ -84,10 +84,8 @@ pub struct EngineStats {
     pub packets_late: AtomicU64,
     /// Packets received twice.
     pub packets_duplicate: AtomicU64,
-    /// Packets passed over unheard: they fell due while the host paused.
+    /// Packets skipped to bring the playout delay down to its target.
     pub packets_overrun: AtomicU64,
-    /// Time-scale splices that moved a stream's playout delay (each 2.5–20 ms, unheard).
-    pub splices: AtomicU64,
     /// Packets from a new stream when every stream slot was taken.
     pub stream_table_full: AtomicU64,
     /// Frames decoded from real packets.
@@ -182,7 +180,6 @@ impl EngineStats {
             packets_late: self.packets_late.load(Relaxed),
             packets_duplicate: self.packets_duplicate.load(Relaxed),
             packets_overrun: self.packets_overrun.load(Relaxed),
-            splices: self.splices.load(Relaxed),
             stream_table_full: self.stream_table_full.load(Relaxed),
             frames_decoded: self.frames_decoded.load(Relaxed),
             frames_concealed: self.frames_concealed.load(Relaxed),
@@ -205,7 +202,6 @@ pub struct StatsSnapshot {
     pub packets_late: u64,
     pub packets_duplicate: u64,
     pub packets_overrun: u64,
-    pub splices: u64,
     pub stream_table_full: u64,
     pub frames_decoded: u64,
     pub frames_concealed: u64,

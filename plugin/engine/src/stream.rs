@@ -10,7 +10,6 @@ use crate::resample::DriftStretcher;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::stats::{EngineStats, StreamStats};
-use crate::tsm;
 use crate::{EngineError, INTERNAL_RATE_HZ};
 
 /// Longest Opus packet: 120 ms (RFC 6716 §3.2.5), 5760 samples at 48 kHz.
@@ -52,8 +51,9 @@ pub struct RemoteStream {
     gain_now: f32,
     /// The host's largest block at 48 kHz.
     block_48k: usize,
-    /// Frames a splice the jitter buffer asks for has waited for audio that joins well.
-    splice_wait: u32,
+    /// A frame decoded but skipped to shrink the delay, waiting to be blended into the next.
+    skipped: Vec<f32>,
+    skipped_frames: usize,
     /// Clock-drift correction from the sender's clock (`decoded`) to ours: each render is
     /// stretched into `stretched`, then mixed.
     drift: DriftStretcher,
@@ -80,7 +80,8 @@ impl RemoteStream {
             dropped_seen: 0,
             gain_now: 1.0,
             block_48k: 0,
-            splice_wait: 0,
+            skipped: vec![0.0; 2 * MAX_PACKET_SAMPLES],
+            skipped_frames: 0,
             drift: DriftStretcher::default(),
             stretched: vec![0.0; 2 * max_render_frames],
             skip_pending: false,
@@ -135,7 +136,7 @@ impl RemoteStream {
         self.clock = 0;
         self.dropped_seen = 0;
         self.gain_now = 1.0;
-        self.splice_wait = 0;
+        self.skipped_frames = 0;
         self.skip_pending = false;
     }
 
@@ -260,22 +261,16 @@ impl RemoteStream {
         self.idle_frames < IDLE_FRAMES_BEFORE_FREE
     }
 
-    /// Decodes (or conceals, or waits in silence) until `decoded` holds `target` frames, and
-    /// further while a shortening splice needs audio that has already arrived. Returns the
-    /// frames concealed.
+    /// Decodes (or conceals, or waits in silence) until `decoded` holds `target` frames.
+    /// Returns the frames concealed.
     fn decode_until(&mut self, target: usize, horizon: usize, stats: &EngineStats) -> u64 {
         let mut concealed = 0u64;
-        loop {
-            let short = self.decoded.frames() < target;
-            if !short && !self.splice_needs_audio() {
-                break;
-            }
-            let want = target.saturating_sub(self.decoded.frames()).max(1);
+        while self.decoded.frames() < target {
+            let want = target - self.decoded.frames();
             // The first sample of what is decoded now is heard after what is queued before it.
             let now = self.clock + self.decoded.frames() as u64;
             let beyond = self.decoded.frames() >= horizon;
             let out = self.decoded.spare_mut(MAX_PACKET_SAMPLES);
-            let mut played = false;
             let made = match self.jitter.next(now, beyond) {
                 Decision::Play(p) => match self.decoder.decode_float(p.payload(), out, false) {
                     Ok(n) if n > 0 => {
@@ -285,7 +280,6 @@ impl RemoteStream {
                             self.last_packet_samples = n;
                             self.jitter.set_frame_samples(n as u64);
                         }
-                        played = true;
                         n
                     }
                     _ => {
@@ -294,6 +288,15 @@ impl RemoteStream {
                         Self::conceal(&mut self.decoder, self.last_packet_samples, out, stats)
                     }
                 },
+                Decision::Skip(p) => {
+                    // Decode to keep the decoder continuous; blended into the next frame.
+                    let n = self
+                        .decoder
+                        .decode_float(p.payload(), &mut self.skipped, false)
+                        .unwrap_or_default();
+                    self.skipped_frames = n;
+                    continue;
+                }
                 Decision::Lost | Decision::Stall => {
                     concealed += 1;
                     Self::conceal(&mut self.decoder, self.last_packet_samples, out, stats)
@@ -310,74 +313,16 @@ impl RemoteStream {
                 // Unreachable with the FIFO sized in `new`; never spin on the audio thread.
                 break;
             }
-            self.decoded.commit(made);
-            if played {
-                self.splice(stats);
-            } else {
-                self.splice_wait = 0;
+            if self.skipped_frames > 0 {
+                Self::blend(
+                    &self.skipped[..2 * self.skipped_frames],
+                    &mut out[..2 * made],
+                );
+                self.skipped_frames = 0;
             }
+            self.decoded.commit(made);
         }
         concealed
-    }
-
-    /// The lags a splice the jitter buffer asks for may take. Lengthening may overshoot by up
-    /// to two frames (the slew takes that back); shortening never goes past the schedule, so
-    /// the two never chase each other.
-    fn splice_lags(want: i64) -> std::ops::RangeInclusive<usize> {
-        let n = want.unsigned_abs().min(tsm::MAX_LAG as u64) as usize;
-        if want > 0 {
-            tsm::MIN_LAG..=n + 240
-        } else {
-            n.saturating_sub(240)..=n
-        }
-    }
-
-    /// A splice is asked for and audio it could use has arrived but is not decoded yet.
-    fn splice_needs_audio(&self) -> bool {
-        let want = self.jitter.splice_request();
-        let lags = Self::splice_lags(want);
-        want != 0
-            && self.jitter.next_is_here()
-            && self.decoded.frames() < (*lags.end()).min(tsm::MAX_LAG) + tsm::OVERLAP
-            && self.decoded.free_frames() >= MAX_PACKET_SAMPLES + tsm::MAX_LAG
-    }
-
-    /// Does the splice the jitter buffer asks for, on the audio decoded and not yet played,
-    /// where it joins well; or waits a few frames for a better place.
-    fn splice(&mut self, stats: &EngineStats) {
-        let want = self.jitter.splice_request();
-        if want == 0 {
-            self.splice_wait = 0;
-            return;
-        }
-        if self.splice_needs_audio() {
-            return;
-        }
-        let Some(m) = tsm::find(self.decoded.as_slice(), Self::splice_lags(want)) else {
-            return;
-        };
-        self.splice_wait += 1;
-        // A close match at once; a looser one after 40 ms of looking; any after 160 ms.
-        let good = m.similarity >= 0.8
-            || (self.splice_wait >= 16 && m.similarity >= 0.5)
-            || self.splice_wait >= 64;
-        if !good {
-            return;
-        }
-        let done = if want > 0 {
-            tsm::lengthen(&mut self.decoded, m)
-        } else {
-            tsm::shorten(&mut self.decoded, m)
-        };
-        if done {
-            self.jitter.spliced(if want > 0 {
-                m.lag as i64
-            } else {
-                -(m.lag as i64)
-            });
-            EngineStats::add(&stats.splices, 1);
-            self.splice_wait = 0;
-        }
     }
 
     fn count(
@@ -387,6 +332,21 @@ impl RemoteStream {
     ) {
         if let Some(s) = stats.streams.get(slot) {
             field(s).fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Crossfades from a skipped frame into the frame that replaces it, so shrinking the delay
+    /// by a frame leaves no step in the waveform.
+    fn blend(skipped: &[f32], out: &mut [f32]) {
+        let frames = (skipped.len().min(out.len()) / 2).max(1);
+        for (i, (o, s)) in out
+            .chunks_exact_mut(2)
+            .zip(skipped.chunks_exact(2))
+            .enumerate()
+        {
+            let w = (i + 1) as f32 / frames as f32;
+            o[0] = s[0] * (1.0 - w) + o[0] * w;
+            o[1] = s[1] * (1.0 - w) + o[1] * w;
         }
     }
 

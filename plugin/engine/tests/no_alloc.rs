@@ -219,8 +219,6 @@ fn run_engine(rate: u32, host_channels: usize, seed: u64, wall_clock: bool, bloc
     assert!(stats.frames_decoded > 1000, "{stats:?}");
     assert!(stats.samples_sanitised > 0, "{stats:?}");
     assert!(stats.stream_table_full > 0, "{stats:?}");
-    // Time-scale splices run on this path too.
-    assert!(stats.splices > 0, "{stats:?}");
     if !wall_clock {
         assert!(stats.host_pauses > 0, "{stats:?}");
     }

@@ -8,9 +8,8 @@
 //!
 //! - due packet here → play it, and play on a little faster or slower (at most 0.1 %, see
 //!   [`JitterBuffer::stretch`]) so the next frame starts on its moment: the delay follows the
-//!   target between whole frames; far behind or ahead of schedule → ask for a time-scale
-//!   splice ([`JitterBuffer::splice_request`], done by the caller on decoded audio: see
-//!   [`crate::tsm`]) that moves the delay by milliseconds at once, with nothing concealed;
+//!   target between whole frames; far behind schedule with the next one already here → drop it
+//!   (shrink at once);
 //! - due packet missing and newer ones here → it is lost: conceal and move on;
 //! - due packet missing and nothing newer → a delay spike: conceal without moving on, so the
 //!   delay grows at once; the statistics window then raises the target if spikes recur.
@@ -19,7 +18,6 @@
 //! construction.
 
 use super::drift::DriftEstimator;
-use super::hold::Hold;
 use super::seq_ahead;
 use crate::packet::PacketSlot;
 
@@ -28,31 +26,6 @@ const CAPACITY: usize = super::JITTER_CAPACITY;
 
 /// Arrivals seen before playout starts.
 const START_AFTER_PACKETS: usize = 8;
-
-/// The target falls only when it stands this far (0.5 ms) above everything held: smaller
-/// differences are not worth moving the playout for.
-const HYSTERESIS_SAMPLES: i64 = 24;
-
-/// How far (3 ms) the slowest packets of the hold may lie beyond the quantile and still be
-/// covered by the target.
-const COVERED_TAIL_SAMPLES: i64 = 144;
-
-/// Playout up to this late (0.5 ms) is left alone by the slew: arrivals are seen only at
-/// block starts, and aiming at exactly on time playout would hover either side of it.
-const SLEW_SLACK_SAMPLES: i64 = 24;
-
-/// The fastest path shortening by more than this (5 ms) at once is a new route (the relay
-/// gave way to a direct path, say): the old route's statistics are dropped and the delay it
-/// no longer needs is shed within about a second, by splices.
-const ROUTE_CHANGE_SAMPLES: i64 = 240;
-
-/// Packets a route is learnt from before a faster one can be told from its own spread (one
-/// second at 2.5 ms frames).
-const ROUTE_SETTLED_PACKETS: usize = 400;
-
-/// How long after a new route the target follows the statistics down without its usual
-/// slowness (two seconds).
-const NEW_ROUTE_SAMPLES: u64 = 2 * 48_000;
 
 /// Playout during which stalls do not hold the delay up: two seconds, long enough to cover the
 /// connection's set-up and the switch from the relay to a direct path (about one second in).
@@ -73,13 +46,13 @@ pub struct AdaptiveConfig {
     pub shrink_per_second: u32,
     /// `Some(n)`: a fixed target of `n` samples (manual mode).
     pub manual_target_samples: Option<u32>,
-    /// Playout more than this many frames behind schedule asks for a splice that shortens it;
-    /// less than that the slew works off.
+    /// Playout more than this many frames behind schedule skips a frame (when the next one is
+    /// here); less than that the slew works off, without a splice.
     pub drop_after_frames: u32,
-    /// Frames played between two shortening splices at least.
+    /// Frames played between two skips at least, so the delay shrinks gradually.
     pub frames_between_skips: u32,
-    /// No shortening until this long (samples) after the last stall: the delay a late packet
-    /// made us add is kept while more late packets may follow, so the delay does not see-saw.
+    /// No skip until this long (samples) after the last stall: the delay a late packet made
+    /// us add is kept while more late packets may follow, so the delay does not see-saw.
     pub settle_samples: u32,
     /// Playout runs up to this much faster or slower (ppm) to bring a frame's start onto its
     /// moment: the delay follows the target between whole frames, without a skip or a stall.
@@ -113,6 +86,9 @@ impl Default for AdaptiveConfig {
 pub enum Decision<'a> {
     /// Decode and play this packet.
     Play(&'a PacketSlot),
+    /// Decode this packet but do not play it on its own: blend it into the next frame (the
+    /// delay shrinks by one frame). Ask again for the frame to play.
+    Skip(&'a PacketSlot),
     /// The due packet is lost: conceal one frame; the schedule moves on.
     Lost,
     /// The due packet is late: conceal one frame and wait for it (the delay grows).
@@ -130,7 +106,7 @@ pub struct AdaptiveStats {
     pub lost: u64,
     /// Frames concealed while waiting for a late packet.
     pub stalled: u64,
-    /// Packets passed over because the host paused while they fell due.
+    /// Packets skipped to shrink the delay.
     pub dropped: u64,
     /// Packets that arrived after their slot had passed.
     pub late: u64,
@@ -173,19 +149,10 @@ pub struct JitterBuffer {
     stall_credit: u32,
     /// The least adaptive target: the receiver's render size.
     render_ahead: i64,
-    /// Frames played since the last shortening splice.
+    /// Frames played since the last skip.
     since_skip: u32,
-    /// What the last played frame asks of the caller: lengthen playout by this many samples
-    /// (negative: shorten), 0 for nothing.
-    splice: i64,
     /// Samples played since the last stall.
     since_stall: u64,
-    /// What the target may not fall below, over the last ten seconds of arrivals.
-    hold: Hold,
-    /// Until when (receiver samples) the target follows a new route's statistics at once,
-    /// and the first packet of that route: earlier ones still in flight took the old one.
-    new_route_until: u64,
-    new_route_seq: Option<u32>,
     /// How far behind its moment the last frame played (negative: ahead), in samples.
     last_error: i64,
     /// The schedule error averaged over a quarter second: arrivals seen at block starts make
@@ -228,11 +195,7 @@ impl JitterBuffer {
             stall_credit: 0,
             render_ahead: 0,
             since_skip: u32::MAX,
-            splice: 0,
             since_stall: u64::MAX,
-            hold: Hold::default(),
-            new_route_until: 0,
-            new_route_seq: None,
             since_stall_saved: None,
             last_error: 0,
             error_avg: 0.0,
@@ -267,30 +230,6 @@ impl JitterBuffer {
     /// Current target, in samples above the fastest path.
     pub fn target_samples(&self) -> u64 {
         self.target.max(0) as u64
-    }
-
-    /// What the frame last played asks of the caller: make playout longer by this many
-    /// samples (negative: shorter) with a time-scale splice, as close as the audio allows; 0
-    /// for nothing. Asked again at each frame until [`Self::spliced`] reports one done.
-    pub fn splice_request(&self) -> i64 {
-        self.splice
-    }
-
-    /// The caller spliced playout `samples` longer (negative: shorter).
-    pub fn spliced(&mut self, samples: i64) {
-        if samples < 0 {
-            self.since_skip = 0;
-        }
-        self.splice = 0;
-    }
-
-    /// Whether the packet to play next is here: decoding it ahead of its moment gives a
-    /// shortening splice the audio it joins to.
-    pub fn next_is_here(&self) -> bool {
-        self.next_seq.is_some_and(|seq| {
-            let idx = Self::index(seq);
-            self.held[idx] && self.slots[idx].seq == seq
-        })
     }
 
     /// Switches between adaptive (`None`) and a fixed target of `samples` (manual mode), keeping
@@ -352,12 +291,8 @@ impl JitterBuffer {
         self.last_shrink_at = 0;
         self.stall_credit = 0;
         self.since_skip = u32::MAX;
-        self.splice = 0;
         self.since_stall = u64::MAX;
         self.since_stall_saved = None;
-        self.hold = Hold::default();
-        self.new_route_until = 0;
-        self.new_route_seq = None;
         self.last_error = 0;
         self.error_avg = 0.0;
         self.drift.reset();
@@ -380,13 +315,7 @@ impl JitterBuffer {
     pub fn insert(&mut self, arrival: u64, packet: &PacketSlot) {
         let delay = arrival as i64 - packet.media_time as i64;
         self.drift.observe(arrival, delay);
-        let old_route = self.new_route_seq.is_some_and(|first| {
-            seq_ahead(packet.seq, first) < 0 && arrival < self.new_route_until
-        });
-        if !old_route {
-            // Stragglers of an old route say nothing about the new one.
-            self.record_delay(delay, arrival, packet.seq);
-        }
+        self.record_delay(delay, arrival);
         if let Some(next) = self.next_seq {
             let ahead = seq_ahead(packet.seq, next);
             if ahead < 0 && packet.media_time < self.next_media {
@@ -460,22 +389,7 @@ impl JitterBuffer {
         self.next_seq = None;
     }
 
-    fn record_delay(&mut self, delay: i64, now: u64, seq: u32) {
-        if self.base != i64::MAX
-            && self.base - delay > ROUTE_CHANGE_SAMPLES
-            && self.stats.played > 0
-            // A route is judged against a second of its packets at least, so a window just
-            // restarted (or still filling) does not take each faster packet for a new route.
-            && self.delays_len >= ROUTE_SETTLED_PACKETS
-            && self.config.manual_target_samples.is_none()
-        {
-            self.new_route(delay, now, seq);
-        }
-        self.hold.advance(now);
-        if !self.warming_up() {
-            // The connection's set-up (bursts, the switch to a direct path) is not the path.
-            self.hold.saw(delay);
-        }
+    fn record_delay(&mut self, delay: i64, now: u64) {
         let w = self.config.window;
         self.delays[self.delays_at] = delay;
         self.arrivals[self.delays_at] = now;
@@ -490,19 +404,6 @@ impl JitterBuffer {
             self.since_quantile = 0;
             self.refresh_quantile(now);
         }
-    }
-
-    /// Packets now take a faster route: playout keeps its schedule for now, but the old
-    /// route's delays leave the statistics, so the target falls to what the new route needs
-    /// as soon as its first packets show it.
-    fn new_route(&mut self, delay: i64, now: u64, seq: u32) {
-        self.rebase(delay);
-        self.delays_len = 0;
-        self.delays_at = 0;
-        self.since_quantile = 0;
-        self.hold = Hold::default();
-        self.new_route_until = now + NEW_ROUTE_SAMPLES;
-        self.new_route_seq = Some(seq);
     }
 
     /// Moves the fastest-path reference, keeping the schedule (`base + target`) where it was:
@@ -540,43 +441,22 @@ impl JitterBuffer {
         let (_, q, _) = s.select_nth_unstable(k.min(n - 1));
         self.path_target = (*q - self.base + self.config.margin_samples as i64)
             .min(self.config.max_target_samples as i64);
-        // A short tail beyond the quantile (a clean path's few late wakes) is covered too: a
-        // few samples of delay cost less than a concealed frame every few seconds.
-        let tail = self.hold.slowest(self.base);
-        if tail > self.path_target && tail - self.path_target <= COVERED_TAIL_SAMPLES {
-            self.path_target = tail.min(self.config.max_target_samples as i64);
-        }
         let wanted = self.path_target.max(self.render_ahead);
         self.quantile_target = wanted;
         if self.config.manual_target_samples.is_some() {
             // Manual: the base still follows the path; the target stays where it was set.
             return;
         }
-        // `record_delay` has moved the hold on to `now` already.
-        if !self.warming_up() {
-            self.hold.want(wanted);
-        }
-        let held = self.hold.peak();
-        // Packets of the old route may still be on their way: the schedule moves only once
-        // playout has reached the new route's first packet.
-        let on_new_route = match (self.new_route_seq, self.next_seq) {
-            (Some(first), Some(next)) => seq_ahead(next, first) >= 0,
-            _ => false,
-        };
-        if (now < self.new_route_until && on_new_route) || wanted > self.target {
+        if wanted > self.target {
             self.target = wanted;
-            self.last_shrink_at = now;
-        } else if self.target > held + HYSTERESIS_SAMPLES {
-            // Fall by at most `shrink_per_second` per second of arrivals, to what the last
-            // seconds asked for at most: a clean path settles on one delay and stays there.
+        } else {
+            // Fall by at most `shrink_per_second` per second of arrivals.
             let elapsed = now.saturating_sub(self.last_shrink_at);
             let step = (elapsed as i64 * self.config.shrink_per_second as i64) / 48_000;
             if step > 0 {
-                self.target = (self.target - step).max(held);
+                self.target = (self.target - step).max(wanted);
                 self.last_shrink_at = now;
             }
-        } else {
-            self.last_shrink_at = now;
         }
     }
 
@@ -602,7 +482,6 @@ impl JitterBuffer {
     /// so far ahead that this frame's packet cannot have arrived yet, so a missing one is
     /// concealed and passed over, not waited for (the delay stays).
     pub fn next(&mut self, now: u64, beyond: bool) -> Decision<'_> {
-        self.splice = 0;
         let Some(seq) = self.next_seq else {
             return Decision::Idle;
         };
@@ -630,30 +509,29 @@ impl JitterBuffer {
                     return self.next(now as u64, beyond);
                 }
             }
-            let error = now - due;
-            let behind = error > self.config.drop_after_frames as i64 * frame;
+            if now + frame / 2 < due {
+                // Early while playing: the target has just grown, so conceal one frame to let
+                // the delay catch up (never a gap of silence).
+                return self.stall();
+            }
+            let behind = now > due + self.config.drop_after_frames as i64 * frame;
             let settled = self.since_stall >= u64::from(self.config.settle_samples);
-            self.splice = if error < -frame / 2 {
-                // Early while playing: the target has just grown. Play on, a splice longer,
-                // rather than conceal a frame while the packet is here.
-                -error
-            } else if behind
-                && (settled || (now as u64) < self.new_route_until)
-                && self.since_skip >= self.config.frames_between_skips
+            if behind && settled && next_here && self.since_skip >= self.config.frames_between_skips
             {
-                // Far behind schedule: a splice shorter, onto the slew's slack.
-                -(error - SLEW_SLACK_SAMPLES / 2)
-            } else {
-                0
-            };
+                self.since_skip = 0;
+                // Behind schedule with the next frame waiting: skip this one to shrink the
+                // delay. The caller decodes it (keeping the decoder continuous) and blends it
+                // into the next, so the splice is inaudible.
+                self.held[idx] = false;
+                self.stats.dropped += 1;
+                self.advance(seq, media + self.frame_samples);
+                return Decision::Skip(&self.slots[idx]);
+            }
             self.held[idx] = false;
             self.stats.played += 1;
-            self.last_error = error;
-            if self.splice == 0 {
-                // A splice is about to move playout: its error is no guide for the slew.
-                let alpha = (self.frame_samples as f64 / 12_000.0).min(1.0);
-                self.error_avg += (error as f64 - self.error_avg) * alpha;
-            }
+            self.last_error = now - due;
+            let alpha = (self.frame_samples as f64 / 12_000.0).min(1.0);
+            self.error_avg += ((now - due) as f64 - self.error_avg) * alpha;
             self.since_skip = self.since_skip.saturating_add(1);
             self.since_stall = self.since_stall.saturating_add(self.frame_samples);
             self.stall_credit = 0;
@@ -721,7 +599,7 @@ impl JitterBuffer {
     /// half millisecond is slack for arrivals seen only at block starts: aiming at exactly on
     /// time, playout would hover either side of it and stall on the early side.
     fn slew_ppm(&self) -> f64 {
-        const SLACK: f64 = SLEW_SLACK_SAMPLES as f64;
+        const SLACK: f64 = 24.0;
         const SPAN: f64 = 48.0;
         let error = self.error_avg;
         let off = if error > SLACK {

@@ -3,12 +3,10 @@
 //! - [`adaptive`]: the playout schedule the engine uses, learned from arrival statistics
 //!   (or fixed, in manual mode);
 //! - [`drift`]: the sender's clock rate against ours, from the same arrivals;
-//! - [`sim`]: trace-driven comparison with baseline algorithms ([`baselines`]).
+//! - [`sim`]: trace-driven comparison with baseline algorithms.
 
 pub mod adaptive;
-pub mod baselines;
 pub mod drift;
-mod hold;
 pub mod sim;
 
 pub use adaptive::{AdaptiveConfig, AdaptiveStats, Decision, JitterBuffer};

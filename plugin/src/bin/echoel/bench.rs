@@ -1,7 +1,7 @@
 //! `echoel bench jitter`: playout algorithms on the same network traces.
 
 use echoel_plugin::engine::jitter::sim::{
-    against_curve, baseline_sweeps, baselines, best_fixed, ours, simulate, Outcome, Trace, Verdict,
+    baselines, best_fixed, ours, simulate, Outcome, Trace, Verdict,
 };
 
 /// Receiver host block for the comparison: 64 frames at 48 kHz.
@@ -37,8 +37,7 @@ pub fn jitter(seconds: f64, seed: u64) -> anyhow::Result<()> {
     let (mut pass, mut rows) = (0, 0);
     let mut traces = Trace::synthetic(seconds, seed);
     traces.extend(Trace::recorded());
-    for trace in &traces {
-        let trace = trace.clone();
+    for trace in traces {
         let (depth, best) = best_fixed(&trace, BLOCK);
         let o = simulate(&trace, &mut ours(BLOCK), BLOCK);
         row(&trace.name, "echoel adaptive", &o, "");
@@ -63,47 +62,5 @@ pub fn jitter(seconds: f64, seed: u64) -> anyhow::Result<()> {
         "{pass} of {rows} rows pass (ours: mean delay <= 1.15x the hindsight-optimal fixed \
          depth; against each adaptive baseline no more late loss and no more mean delay)"
     );
-    curves(&traces);
     Ok(())
-}
-
-/// Ours against each baseline's delay–concealment curve: every baseline's own knob swept
-/// from lean to safe, and the delay that curve needs for our concealment.
-fn curves(traces: &[Trace]) {
-    println!(
-        "\nAt equal concealment: each baseline's knob swept (neteq-style: target quantile; \
-         jamulus-style: error bound; sonobus-style: least frames)"
-    );
-    println!(
-        "{:<14} {:<14} {:>11} {:>9} {:>16}  curve (concealed % / mean ms per setting)",
-        "trace", "baseline", "ours conc %", "ours ms", "curve ms there"
-    );
-    let (mut pass, mut rows) = (0, 0);
-    for trace in traces {
-        let o = simulate(trace, &mut ours(BLOCK), BLOCK);
-        for (name, settings) in baseline_sweeps(trace.frame) {
-            let curve: Vec<Outcome> = settings
-                .into_iter()
-                .map(|(_, mut algo)| simulate(trace, algo.as_mut(), BLOCK))
-                .collect();
-            let (below, at) = against_curve(&o, &curve);
-            rows += 1;
-            pass += usize::from(below);
-            let points: Vec<String> = curve
-                .iter()
-                .map(|c| format!("{:.2}/{:.1}", c.concealed_pct, c.mean_delay_ms))
-                .collect();
-            println!(
-                "{:<14} {:<14} {:>11.3} {:>9.2} {:>13} {}  {}",
-                trace.name,
-                name,
-                o.concealed_pct,
-                o.mean_delay_ms,
-                at.map_or("-".into(), |a| format!("{a:.2}")),
-                if below { "on/below" } else { "ABOVE" },
-                points.join(" ")
-            );
-        }
-    }
-    println!("ours lies on or below {pass} of {rows} curves");
 }

@@ -10,14 +10,10 @@ use anyhow::Context;
 use echoel_plugin::bridge::network_runtime;
 use echoel_plugin::engine::{CodecSettings, INTERNAL_RATE_HZ};
 use echoel_plugin::headless::{
-    self, delay_spread_ms, file_stem, measure_lag, HeadlessOptions, HeadlessReport, Source,
+    self, file_stem, measure_lag, HeadlessOptions, HeadlessReport, Source,
 };
 
 const MUSICIANS: [&str; 3] = ["ana", "ben", "cleo"];
-
-/// Seconds from the start by which paths are up and buffers have learnt them: the "after 3 s"
-/// and "wander" columns count from here.
-const SETTLED_S: f32 = 3.0;
 
 pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -72,15 +68,13 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
     relay.stop(rt);
 
     println!(
-        "\n{:<14} {:>6} {:>11} {:>12} {:>8} {:>10} {:>10} {:>10} {:>8} {:>13}",
+        "\n{:<14} {:>6} {:>11} {:>12} {:>8} {:>10} {:>8} {:>13}",
         "heard",
         "path",
         "latency ms",
         "correlation",
         "loss %",
         "concealed",
-        "after 3 s",
-        "wander ms",
         "depth ms",
         "sender kbit/s"
     );
@@ -109,20 +103,14 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 (format!("{:.2}", a.lag_ms(INTERNAL_RATE_HZ)), a.correlation)
             });
             worst = worst.min(corr);
-            // Once connected and warmed up: what is concealed, and how far the delay moves.
-            let (_, late) = rec.frames_between(SETTLED_S, f32::MAX);
-            let wander = delay_spread_ms(&sender.sent, &rec.samples, SETTLED_S, 250.0)
-                .map_or("-".into(), |w| format!("{w:.2}"));
             println!(
-                "{:<14} {:>6} {:>11} {:>12.4} {:>8.2} {:>10} {:>10} {:>10} {:>8.2} {:>13.1}",
+                "{:<14} {:>6} {:>11} {:>12.4} {:>8.2} {:>10} {:>8.2} {:>13.1}",
                 format!("{} → {}", rec.name, listener.name),
                 if rec.direct { "direct" } else { "relay" },
                 lat,
                 corr,
                 loss,
                 concealed,
-                late,
-                wander,
                 depth,
                 kbps
             );
