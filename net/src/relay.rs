@@ -25,8 +25,9 @@ pub use crate::core::relay::RelayMetrics;
 use crate::core::relay::{
     CloseReason, ConnId, JoinRequest, Outgoing, RelayCore, RelayEvent, RoomLimits, JOIN_TIMEOUT,
 };
+use crate::crypto::AdmissionVerifier;
 use crate::invite::{CertFingerprint, RoomId};
-use crate::store::RoomStore;
+use crate::store::{RoomStore, StoreError, StoreStamp};
 use crate::tls::{relay_endpoint_config, Identity, TlsError};
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{ClientMessage, Refusal, RelayMessage};
@@ -38,21 +39,54 @@ const ROOM_INPUTS: usize = 1024;
 const ROOM_DATAGRAMS: usize = 4096;
 /// Datagrams a room task takes per wake before it looks at control input and timers again.
 const DATAGRAMS_PER_WAKE: usize = 64;
+/// Connections that may be between their first packet and a read Join at once (each is
+/// bounded in time by two [`JOIN_TIMEOUT`]s: handshake, then Join). Musicians join in well
+/// under a second, so this is hundreds of joins a second; a flood of handshakes that never
+/// join costs the relay this many connections' state, no more.
+const MAX_PENDING_JOINS: usize = 256;
+/// The share of those one address may hold: a flood from one host leaves room for everyone
+/// else, and a whole band behind one router (one address) still joins at once.
+const MAX_PENDING_JOINS_PER_ADDRESS: usize = 32;
 /// How long a refusal gets to reach the client before its connection closes.
 const REFUSAL_GRACE: Duration = Duration::from_millis(50);
 
 /// Makes a room in the relay's state folder (creating the relay identity if needed) and returns
-/// its invite. `relay_addr` is how musicians reach the relay, `HOST:PORT`.
+/// its invite. `relay_addr` is how musicians reach the relay, `HOST:PORT`. A room that exists
+/// is refused: making it again would replace its secret and break every invite sent.
 pub fn create_room(
     state_dir: &std::path::Path,
     relay_addr: &str,
     room: Option<&str>,
 ) -> Result<crate::Invite, CreateRoomError> {
-    let identity = Identity::load_or_create(state_dir)?;
     let room = match room {
         Some(r) => RoomId::new(r).map_err(|_| CreateRoomError::RoomName)?,
         None => RoomId::random(),
     };
+    new_secret(state_dir, relay_addr, &room, |store, v| {
+        store.create(&room, v)
+    })
+}
+
+/// Gives a room that exists a new secret and returns the new invite: invites made before stop
+/// working, for joins from now on (also on a relay that is running).
+pub fn rotate_room(
+    state_dir: &std::path::Path,
+    relay_addr: &str,
+    room: &str,
+) -> Result<crate::Invite, CreateRoomError> {
+    let room = RoomId::new(room).map_err(|_| CreateRoomError::RoomName)?;
+    new_secret(state_dir, relay_addr, &room, |store, v| {
+        store.rotate(&room, v)
+    })
+}
+
+fn new_secret(
+    state_dir: &std::path::Path,
+    relay_addr: &str,
+    room: &RoomId,
+    save: impl FnOnce(&RoomStore, &crate::crypto::AdmissionVerifier) -> Result<(), StoreError>,
+) -> Result<crate::Invite, CreateRoomError> {
+    let identity = Identity::load_or_create(state_dir)?;
     let secret = crate::RoomSecret::generate();
     // Through the invite parser, so a bad address is caught here and not by the band.
     let invite: crate::Invite = format!(
@@ -62,12 +96,13 @@ pub fn create_room(
     )
     .parse()
     .map_err(|_| CreateRoomError::Address(relay_addr.to_owned()))?;
-    RoomStore::new(state_dir)
-        .put(&room, &secret.verifier(&room))
-        .map_err(|source| CreateRoomError::Store {
+    save(&RoomStore::new(state_dir), &secret.verifier(room)).map_err(|e| match e {
+        StoreError::Io(source) => CreateRoomError::Store {
             path: state_dir.display().to_string(),
             source,
-        })?;
+        },
+        refused => CreateRoomError::Refused(refused),
+    })?;
     Ok(invite)
 }
 
@@ -83,6 +118,9 @@ pub enum CreateRoomError {
     /// Bad relay address.
     #[error("relay address `{0}` is not HOST:PORT")]
     Address(String),
+    /// The room exists (making it) or does not (rotating it).
+    #[error(transparent)]
+    Refused(StoreError),
     /// The room store could not be written.
     #[error("cannot save the room in {path}: {source}")]
     Store {
@@ -125,9 +163,49 @@ struct Directory {
     #[cfg(feature = "danger-test-hooks")]
     hooks: hooks::Hooks,
     store: RoomStore,
+    known: Mutex<KnownRooms>,
     rooms: Mutex<HashMap<RoomId, RoomHandle>>,
     metrics: Arc<RelayMetrics>,
     next_conn: AtomicU64,
+    pending: Mutex<PendingJoins>,
+}
+
+/// Connections not yet past their Join, in all and by address.
+#[derive(Default)]
+struct PendingJoins {
+    total: usize,
+    by_address: HashMap<std::net::IpAddr, usize>,
+}
+
+/// A place among the pending joins, given back when dropped.
+struct PendingSlot {
+    directory: Arc<Directory>,
+    address: std::net::IpAddr,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        let mut p = self
+            .directory
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        p.total -= 1;
+        if let Some(n) = p.by_address.get_mut(&self.address) {
+            *n -= 1;
+            if *n == 0 {
+                p.by_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The rooms file as last read, and when it had last changed then: a join for a room nobody
+/// made costs a `stat`, not a read of the file.
+#[derive(Default)]
+struct KnownRooms {
+    stamp: Option<StoreStamp>,
+    verifiers: HashMap<RoomId, AdmissionVerifier>,
 }
 
 /// How connection tasks reach a room task.
@@ -143,6 +221,9 @@ enum RoomInput {
         conn: Connection,
         writer: mpsc::Sender<Write>,
         request: JoinRequest,
+        /// The room's verifier when the join arrived: a rotated secret holds from the next
+        /// join on.
+        verifier: AdmissionVerifier,
     },
     Message(ConnId, ClientMessage),
     Written(ConnId),
@@ -156,22 +237,49 @@ enum Write {
 }
 
 impl Directory {
-    /// The room's task, started (from the store) if the relay has not served it yet: rooms made
-    /// by `echoel invite` while the relay runs are found.
-    fn room(&self, id: &RoomId) -> Option<RoomHandle> {
+    /// A place for a new connection from `address` among the pending joins, if there is one.
+    fn pending_slot(self: &Arc<Self>, address: std::net::IpAddr) -> Option<PendingSlot> {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = p.by_address.get(&address).copied().unwrap_or(0);
+        if p.total >= MAX_PENDING_JOINS || mine >= MAX_PENDING_JOINS_PER_ADDRESS {
+            return None;
+        }
+        p.total += 1;
+        *p.by_address.entry(address).or_default() += 1;
+        Some(PendingSlot {
+            directory: self.clone(),
+            address,
+        })
+    }
+
+    /// The room's verifier as the store has it now, read again only if the file changed.
+    fn verifier(&self, id: &RoomId) -> Option<AdmissionVerifier> {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let stamp = self.store.stamp();
+        if known.stamp != Some(stamp) {
+            match self.store.load() {
+                Ok(file) => {
+                    known.verifiers = file.rooms;
+                    known.stamp = Some(stamp);
+                }
+                // Rooms already known keep being served; the read is tried again next join.
+                Err(e) => tracing::warn!("cannot read the room store: {e}"),
+            }
+        }
+        known.verifiers.get(id).cloned()
+    }
+
+    /// The room's task and its current verifier, the task started if the relay has not served
+    /// the room yet: rooms made by `echoel invite` while the relay runs are found, and a room
+    /// taken out of the store admits no one new.
+    fn room(&self, id: &RoomId) -> Option<(RoomHandle, AdmissionVerifier)> {
+        let verifier = self.verifier(id)?;
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = rooms.get(id).filter(|r| !r.inputs.is_closed()) {
-            return Some(r.clone());
+            return Some((r.clone(), verifier));
         }
-        let verifier = match self.store.load() {
-            Ok(mut all) => all.remove(id)?,
-            Err(e) => {
-                tracing::warn!("cannot read the room store: {e}");
-                return None;
-            }
-        };
         let core = RelayCore::new(
-            verifier,
+            verifier.clone(),
             RoomLimits::default(),
             Box::new(OsRng),
             self.metrics.clone(),
@@ -187,7 +295,7 @@ impl Directory {
         ));
         let handle = RoomHandle { inputs, datagrams };
         rooms.insert(id.clone(), handle.clone());
-        Some(handle)
+        Some((handle, verifier))
     }
 }
 
@@ -232,9 +340,11 @@ impl Relay {
                 #[cfg(feature = "danger-test-hooks")]
                 hooks: hooks::Hooks::default(),
                 store: RoomStore::new(&config.state_dir),
+                known: Mutex::default(),
                 rooms: Mutex::new(HashMap::new()),
                 metrics: Arc::default(),
                 next_conn: AtomicU64::new(0),
+                pending: Mutex::default(),
             }),
             metrics_listener,
             fingerprint: identity.fingerprint(),
@@ -282,11 +392,17 @@ impl Relay {
             .map(|l| tokio::spawn(metrics::serve(l, self.directory.clone())));
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
+                let Some(slot) = self.directory.pending_slot(incoming.remote_address().ip()) else {
+                    self.directory.metrics.refused_busy.fetch_add(1, Relaxed);
+                    incoming.refuse();
+                    continue;
+                };
                 let directory = self.directory.clone();
                 tokio::spawn(async move {
-                    match incoming.await {
-                        Ok(conn) => serve_connection(conn, directory).await,
-                        Err(e) => tracing::debug!("handshake failed: {e}"),
+                    match tokio::time::timeout(JOIN_TIMEOUT, incoming).await {
+                        Ok(Ok(conn)) => serve_connection(conn, directory, slot).await,
+                        Ok(Err(e)) => tracing::debug!("handshake failed: {e}"),
+                        Err(_) => tracing::debug!("handshake timed out"),
                     }
                 });
             }
@@ -324,7 +440,7 @@ pub fn channel_binding(conn: &Connection, room: &RoomId) -> Option<[u8; 32]> {
 
 /// One connection from handshake to close: reads its Join, finds its room, then hands the
 /// room task everything it sends.
-async fn serve_connection(conn: Connection, directory: Arc<Directory>) {
+async fn serve_connection(conn: Connection, directory: Arc<Directory>, slot: PendingSlot) {
     let metrics = &directory.metrics;
     let Ok(Ok((send, mut recv))) = tokio::time::timeout(JOIN_TIMEOUT, conn.accept_bi()).await
     else {
@@ -343,10 +459,12 @@ async fn serve_connection(conn: Connection, directory: Arc<Directory>) {
         metrics.refused_other.fetch_add(1, Relaxed);
         return refuse(&conn, send, Refusal::Protocol).await;
     };
+    // Past its Join: from here the room's own limits hold the connection.
+    drop(slot);
     let found = RoomId::new(&room)
         .ok()
         .and_then(|id| Some((directory.room(&id)?, id)));
-    let Some((room, room_id)) = found else {
+    let Some(((room, verifier), room_id)) = found else {
         metrics.refused_unknown_room.fetch_add(1, Relaxed);
         return refuse(&conn, send, Refusal::UnknownRoom).await;
     };
@@ -376,6 +494,7 @@ async fn serve_connection(conn: Connection, directory: Arc<Directory>) {
         conn: conn.clone(),
         writer,
         request,
+        verifier,
     };
     if room.inputs.send(joined).await.is_err() {
         return;
@@ -488,8 +607,9 @@ async fn serve_room(
                 let Some(input) = input else { break };
                 let now = Instant::now();
                 match input {
-                    RoomInput::Join { id, conn, writer, request } => {
+                    RoomInput::Join { id, conn, writer, request, verifier } => {
                         peers.insert(id, Peer { conn, writer });
+                        core.set_verifier(verifier);
                         core.handle_join(now, id, request);
                     }
                     RoomInput::Message(id, msg) => core.handle_message(now, id, msg),

@@ -30,8 +30,8 @@ use crate::invite::Invite;
 use crate::presence::{PeerPresence, Presence};
 use crate::relay::channel_binding;
 use crate::tls::{
-    endpoint_config, relay_client_config, Identity, DATAGRAM_SEND_BUFFER_BYTES, SEND_QUEUE_FRAMES,
-    SERVER_NAME,
+    endpoint_config, is_pin_mismatch, relay_client_config, Identity, DATAGRAM_SEND_BUFFER_BYTES,
+    SEND_QUEUE_FRAMES, SERVER_NAME,
 };
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{
@@ -100,8 +100,26 @@ pub enum SessionState {
     },
     /// The relay refused us; the session stopped.
     Refused(Refusal),
+    /// The relay's certificate is not the one the invite pins; the session stopped (retrying
+    /// cannot help: a different relay answers, or this one's identity was made anew).
+    WrongRelay,
     /// Waiting to retry after an error.
     Retrying(String),
+}
+
+impl SessionState {
+    /// What a musician is told when the relay's certificate is not the invite's.
+    pub const WRONG_RELAY: &'static str =
+        "the relay's certificate does not match the invite — ask for a fresh invite";
+
+    /// Why the session stopped for good, in a musician's words; `None` while it goes on.
+    pub fn stopped_because(&self) -> Option<&'static str> {
+        match self {
+            Self::Refused(r) => Some(r.explain()),
+            Self::WrongRelay => Some(Self::WRONG_RELAY),
+            Self::Connecting | Self::Joined { .. } | Self::Retrying(_) => None,
+        }
+    }
 }
 
 /// Counters of the session's datagrams.
@@ -471,7 +489,7 @@ pub fn start(
     );
     let (producer, consumer) = rtrb::RingBuffer::new(SEND_RING_FRAMES);
     let shared = Arc::new(Shared {
-        doc: Mutex::new(DocReplica::new(doc, secret.doc_cipher(room))),
+        doc: Mutex::new(DocReplica::new(doc, secret.doc_cipher(room), participant)),
         audio_out: Mutex::new(producer),
         asks: Mutex::default(),
         wake: Notify::new(),

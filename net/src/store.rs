@@ -50,6 +50,22 @@ pub struct RoomStore {
     path: std::path::PathBuf,
 }
 
+/// The rooms file as read: every valid room, and the lines that are not one.
+#[derive(Default)]
+pub struct RoomsFile {
+    /// Each room's verifier.
+    pub rooms: std::collections::HashMap<crate::RoomId, crate::crypto::AdmissionVerifier>,
+    /// Lines that are not `ROOM VERIFIER` (1-based line number, the bytes as found): skipped,
+    /// so one damaged line never costs the other rooms.
+    pub damaged: Vec<(usize, Vec<u8>)>,
+}
+
+/// When the rooms file last changed, as far as the file system tells (modification time,
+/// length and, where there is one, the inode a rename put there), so a relay re-reads it only
+/// when `echoel invite` has written it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStamp(Option<(std::time::SystemTime, u64, u64)>);
+
 impl RoomStore {
     /// The store in the relay's state folder.
     pub fn new(state_dir: &Path) -> Self {
@@ -58,48 +74,99 @@ impl RoomStore {
         }
     }
 
-    /// Every valid room; malformed lines are skipped with a warning, never fatal.
-    pub fn load(
-        &self,
-    ) -> std::io::Result<std::collections::HashMap<crate::RoomId, crate::crypto::AdmissionVerifier>>
-    {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e),
-        };
-        let mut rooms = std::collections::HashMap::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let parsed = line.split_once(' ').and_then(|(room, hex)| {
-                let room = crate::RoomId::new(room).ok()?;
-                let fp: crate::CertFingerprint = hex.trim().parse().ok()?;
-                Some((room, crate::crypto::AdmissionVerifier::from_bytes(fp.0)))
-            });
-            match parsed {
-                Some((room, v)) => {
-                    rooms.insert(room, v);
-                }
-                None => tracing::warn!(
-                    "{}: line {} is not `ROOM VERIFIER`, skipped",
-                    self.path.display(),
-                    n + 1
-                ),
-            }
-        }
-        Ok(rooms)
+    /// Where damaged lines are moved when the store is next written.
+    fn damaged_path(&self) -> std::path::PathBuf {
+        self.path.with_file_name("rooms.damaged")
     }
 
-    /// Adds (or replaces) a room's verifier.
-    pub fn put(
+    /// The file's current stamp (a missing file has its own).
+    pub fn stamp(&self) -> StoreStamp {
+        #[cfg(unix)]
+        let inode = |m: &std::fs::Metadata| std::os::unix::fs::MetadataExt::ino(m);
+        #[cfg(not(unix))]
+        let inode = |_: &std::fs::Metadata| 0;
+        StoreStamp(
+            std::fs::metadata(&self.path)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len(), inode(&m)))),
+        )
+    }
+
+    /// Every valid room, and the damaged lines (also logged as warnings). A missing file holds
+    /// no rooms; only a file that cannot be read at all is an error.
+    pub fn load(&self) -> std::io::Result<RoomsFile> {
+        let bytes = match std::fs::read(&self.path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut file = RoomsFile::default();
+        for (n, raw) in bytes.split(|b| *b == b'\n').enumerate() {
+            let parsed = std::str::from_utf8(raw).ok().map(str::trim).map(|line| {
+                if line.is_empty() || line.starts_with('#') {
+                    return Some(None);
+                }
+                let (room, hex) = line.split_once(' ')?;
+                let room = crate::RoomId::new(room).ok()?;
+                let fp: crate::CertFingerprint = hex.trim().parse().ok()?;
+                Some(Some((
+                    room,
+                    crate::crypto::AdmissionVerifier::from_bytes(fp.0),
+                )))
+            });
+            match parsed {
+                Some(Some(Some((room, v)))) => {
+                    file.rooms.insert(room, v);
+                }
+                Some(Some(None)) => {}
+                _ => {
+                    tracing::warn!(
+                        "{}: line {} is not `ROOM VERIFIER`; it is skipped and the other rooms \
+                         are served (the next `echoel invite` moves it to {})",
+                        self.path.display(),
+                        n + 1,
+                        self.damaged_path().display()
+                    );
+                    file.damaged.push((n + 1, raw.to_vec()));
+                }
+            }
+        }
+        Ok(file)
+    }
+
+    /// Adds a room that does not exist yet.
+    pub fn create(
         &self,
         room: &crate::RoomId,
         verifier: &crate::crypto::AdmissionVerifier,
-    ) -> std::io::Result<()> {
-        let mut rooms = self.load()?;
+    ) -> Result<(), StoreError> {
+        self.write_with(room, verifier, false)
+    }
+
+    /// Replaces the verifier of a room that exists: invites made before stop working.
+    pub fn rotate(
+        &self,
+        room: &crate::RoomId,
+        verifier: &crate::crypto::AdmissionVerifier,
+    ) -> Result<(), StoreError> {
+        self.write_with(room, verifier, true)
+    }
+
+    fn write_with(
+        &self,
+        room: &crate::RoomId,
+        verifier: &crate::crypto::AdmissionVerifier,
+        existing: bool,
+    ) -> Result<(), StoreError> {
+        let RoomsFile { mut rooms, damaged } = self.load()?;
+        match (rooms.contains_key(room), existing) {
+            (true, false) => return Err(StoreError::Exists(room.clone())),
+            (false, true) => return Err(StoreError::Missing(room.clone())),
+            _ => {}
+        }
+        if !damaged.is_empty() {
+            self.move_aside(&damaged)?;
+        }
         rooms.insert(room.clone(), verifier.clone());
         let mut lines: Vec<String> = rooms
             .iter()
@@ -108,8 +175,46 @@ impl RoomStore {
         lines.sort();
         let mut text = lines.join("\n");
         text.push('\n');
-        write_atomically(&self.path, text.as_bytes(), true)
+        write_atomically(&self.path, text.as_bytes(), true)?;
+        Ok(())
     }
+
+    /// Appends damaged lines to `rooms.damaged`, so whoever looks after the relay can mend
+    /// them; nothing is thrown away.
+    fn move_aside(&self, damaged: &[(usize, Vec<u8>)]) -> std::io::Result<()> {
+        let path = self.damaged_path();
+        let mut out = std::fs::read(&path).unwrap_or_default();
+        for (_, raw) in damaged {
+            out.extend_from_slice(raw);
+            out.push(b'\n');
+        }
+        write_atomically(&path, &out, true)?;
+        tracing::warn!(
+            "{} damaged line(s) of {} moved to {}",
+            damaged.len(),
+            self.path.display(),
+            path.display()
+        );
+        Ok(())
+    }
+}
+
+/// The room store could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Making a room that exists would silently replace its secret.
+    #[error(
+        "room `{0}` exists already and its invite cannot be shown again (the relay keeps no \
+         secret); to give it a new secret and a new invite, run `echoel invite --rotate {0}` \
+         (every invite sent before stops working)"
+    )]
+    Exists(crate::RoomId),
+    /// Rotating a room that does not exist.
+    #[error("there is no room `{0}` to rotate; `echoel invite --room {0}` makes it")]
+    Missing(crate::RoomId),
+    /// Reading or writing the file.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 #[cfg(test)]
@@ -141,5 +246,68 @@ mod tests {
         let left = std::fs::read_dir(&dir).unwrap().count();
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(left, 1, "temporary files left behind");
+    }
+
+    fn verifier(
+        secret: &crate::RoomSecret,
+        room: &crate::RoomId,
+    ) -> crate::crypto::AdmissionVerifier {
+        secret.verifier(room)
+    }
+
+    #[test]
+    fn a_damaged_line_costs_only_itself_and_is_moved_aside_not_lost() {
+        let dir = tempfile_dir("damaged");
+        let store = RoomStore::new(&dir);
+        let (a, b) = (
+            crate::RoomId::new("a").unwrap(),
+            crate::RoomId::new("b").unwrap(),
+        );
+        let sa = crate::RoomSecret::generate();
+        store.create(&a, &verifier(&sa, &a)).unwrap();
+        // One invalid UTF-8 byte in a line of its own, and a line cut short.
+        let mut bytes = std::fs::read(dir.join("rooms")).unwrap();
+        bytes.extend_from_slice(b"caf\xe9 00\nb 12ab\n");
+        std::fs::write(dir.join("rooms"), &bytes).unwrap();
+        let file = store.load().unwrap();
+        assert_eq!(file.rooms.len(), 1, "room a is still served");
+        assert_eq!(file.damaged.iter().map(|d| d.0).collect::<Vec<_>>(), [2, 3]);
+        // The next write keeps room a, adds room b and moves both damaged lines aside.
+        let sb = crate::RoomSecret::generate();
+        store.create(&b, &verifier(&sb, &b)).unwrap();
+        let file = store.load().unwrap();
+        assert_eq!(file.rooms.len(), 2);
+        assert!(file.damaged.is_empty());
+        let aside = std::fs::read(dir.join("rooms.damaged")).unwrap();
+        assert_eq!(aside, b"caf\xe9 00\nb 12ab\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn making_a_room_again_is_refused_and_only_rotation_replaces_its_secret() {
+        let dir = tempfile_dir("rotate");
+        let store = RoomStore::new(&dir);
+        let room = crate::RoomId::new("friday").unwrap();
+        let (old, new) = (crate::RoomSecret::generate(), crate::RoomSecret::generate());
+        assert!(matches!(
+            store.rotate(&room, &verifier(&new, &room)),
+            Err(StoreError::Missing(_))
+        ));
+        store.create(&room, &verifier(&old, &room)).unwrap();
+        let stamp = store.stamp();
+        let err = store.create(&room, &verifier(&new, &room)).unwrap_err();
+        assert!(err.to_string().contains("--rotate friday"), "{err}");
+        assert!(store.load().unwrap().rooms[&room] == verifier(&old, &room));
+        assert_eq!(store.stamp(), stamp, "a refused create writes nothing");
+        store.rotate(&room, &verifier(&new, &room)).unwrap();
+        assert!(store.load().unwrap().rooms[&room] == verifier(&new, &room));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("echoel-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }

@@ -63,6 +63,18 @@ pub enum TlsError {
         /// Why.
         source: std::io::Error,
     },
+    /// The stored identity is incomplete or unusable; it is never replaced unasked.
+    #[error(
+        "the relay identity in {dir} is damaged ({why}); restore cert.der and key.der from a \
+         backup, or delete both to make a new identity (every invite made so far then stops \
+         working)"
+    )]
+    Damaged {
+        /// The state folder.
+        dir: String,
+        /// What is wrong.
+        why: String,
+    },
     /// Certificate generation or a rustls/quinn configuration error.
     #[error("TLS setup failed: {0}")]
     Config(String),
@@ -98,13 +110,37 @@ impl Identity {
         };
         std::fs::create_dir_all(dir).map_err(|e| store(dir, e))?;
         let (cert_path, key_path) = (dir.join("cert.der"), dir.join("key.der"));
-        if cert_path.exists() && key_path.exists() {
-            let cert = std::fs::read(&cert_path).map_err(|e| store(&cert_path, e))?;
-            let key = std::fs::read(&key_path).map_err(|e| store(&key_path, e))?;
-            return Ok(Self {
-                cert: CertificateDer::from(cert),
-                key: PrivatePkcs8KeyDer::from(key),
-            });
+        match (cert_path.exists(), key_path.exists()) {
+            (true, true) => {
+                let cert = std::fs::read(&cert_path).map_err(|e| store(&cert_path, e))?;
+                let key = std::fs::read(&key_path).map_err(|e| store(&key_path, e))?;
+                let id = Self {
+                    cert: CertificateDer::from(cert),
+                    key: PrivatePkcs8KeyDer::from(key),
+                };
+                // A damaged or mismatched pair fails here, with the folder named, rather than
+                // at the first handshake.
+                id.server_config_with(relay_transport())
+                    .map_err(|e| TlsError::Damaged {
+                        dir: dir.display().to_string(),
+                        why: e.to_string(),
+                    })?;
+                return Ok(id);
+            }
+            // Half an identity is never completed with a new key: every invite pins the old
+            // certificate, so a new one would lock every band out without a word.
+            (true, false) | (false, true) => {
+                let (present, missing) = if cert_path.exists() {
+                    ("cert.der", "key.der")
+                } else {
+                    ("key.der", "cert.der")
+                };
+                return Err(TlsError::Damaged {
+                    dir: dir.display().to_string(),
+                    why: format!("{present} is there but {missing} is missing"),
+                });
+            }
+            (false, false) => {}
         }
         let id = Self::generate()?;
         crate::store::write_atomically(&key_path, id.key.secret_pkcs8_der(), true)
@@ -263,6 +299,16 @@ pub fn relay_client_config(
     )
 }
 
+/// Whether a connection attempt failed because the relay's certificate is not the one the
+/// invite pins: a different relay, or one whose identity was made anew. Retrying cannot help.
+pub fn is_pin_mismatch(e: &quinn::ConnectionError) -> bool {
+    // Our verifier is the only source of this alert on our side of a handshake.
+    let alert =
+        rustls::AlertDescription::from(rustls::CertificateError::ApplicationVerificationFailure);
+    matches!(e, quinn::ConnectionError::TransportError(t)
+        if t.code == quinn::TransportErrorCode::crypto(u8::from(alert)))
+}
+
 /// Client settings for a direct path to another member. Its certificate is not pinned: a
 /// direct path carries only audio sealed with the members' end-to-end keys, so whoever answers
 /// can drop packets (as any router can) but can neither read nor forge them.
@@ -354,5 +400,48 @@ impl ServerCertVerifier for CertVerifier {
         self.provider
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("echoel-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn half_an_identity_is_an_error_and_is_never_completed_with_a_new_key() {
+        let dir = scratch("half");
+        let made = Identity::load_or_create(&dir).unwrap().fingerprint();
+        assert_eq!(
+            Identity::load_or_create(&dir).unwrap().fingerprint(),
+            made,
+            "the same identity across restarts"
+        );
+        let key = std::fs::read(dir.join("key.der")).unwrap();
+        std::fs::remove_file(dir.join("cert.der")).unwrap();
+        let err = Identity::load_or_create(&dir).err().expect("refused");
+        assert!(err.to_string().contains("cert.der is missing"), "{err}");
+        assert_eq!(std::fs::read(dir.join("key.der")).unwrap(), key, "key kept");
+        assert!(!dir.join("cert.der").exists(), "no new certificate made");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_key_is_an_error_naming_the_folder() {
+        let dir = scratch("damaged");
+        Identity::load_or_create(&dir).unwrap();
+        std::fs::write(dir.join("key.der"), b"not a key").unwrap();
+        let err = Identity::load_or_create(&dir).err().expect("refused");
+        assert!(matches!(err, TlsError::Damaged { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::crypto::{Epoch, KeyAnnounce, KeyGrant};
 
 /// ALPN protocol id: the wire version.
-pub const ALPN: &[u8] = b"echoel/3";
+pub const ALPN: &[u8] = b"echoel/4";
 /// Audio header bytes before the ciphertext.
 pub const AUDIO_HEADER_LEN: usize = 4;
 /// Media-time bytes at the start of an audio datagram's plaintext.
@@ -416,6 +416,32 @@ pub enum RelayMessage {
     },
 }
 
+/// Where a document message part stands among its sender's messages, as its AEAD
+/// authenticates it: no one without the document key can move a part to another message or
+/// place, or make a replayed message look new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DocPlace {
+    /// The sender's message number.
+    pub message: u32,
+    /// This part's index.
+    pub part: u16,
+    /// How many parts the message has.
+    pub parts: u16,
+}
+
+impl DocPlace {
+    /// The bytes authenticated beside the sender's id: the recipient, so a message cannot be
+    /// handed to another member, and the place.
+    pub fn context(&self, to: ParticipantId) -> [u8; 16] {
+        let mut c = [0u8; 16];
+        c[..8].copy_from_slice(&to.0.to_be_bytes());
+        c[8..12].copy_from_slice(&self.message.to_be_bytes());
+        c[12..14].copy_from_slice(&self.part.to_be_bytes());
+        c[14..].copy_from_slice(&self.parts.to_be_bytes());
+        c
+    }
+}
+
 /// Member → member, end to end (through the relay's control stream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerMessage {
@@ -424,12 +450,16 @@ pub enum PeerMessage {
     /// My sender key, sealed to you.
     Grant(KeyGrant),
     /// Part of a session-document sync message, sealed under the room's document key. A
-    /// message larger than one control frame goes as several parts, in order.
+    /// message larger than one control frame goes as several parts, in order. The message
+    /// number, part and parts are authenticated with the sender (see [`DocPlace`]).
     Doc {
         /// AEAD nonce.
         nonce: [u8; 12],
         /// Ciphertext and tag.
         sealed: Vec<u8>,
+        /// The sender's number for this message to this recipient (every part of it carries
+        /// the same): a receiver takes each number once.
+        message: u32,
         /// This part's index.
         part: u16,
         /// How many parts the message has.

@@ -492,7 +492,9 @@ impl Control {
         snap.link = match status.state {
             SessionState::Connecting => LinkStatus::Connecting,
             SessionState::Joined { .. } => LinkStatus::Joined,
-            SessionState::Refused(r) => LinkStatus::Failed(r.explain().into()),
+            SessionState::Refused(_) | SessionState::WrongRelay => {
+                LinkStatus::Failed(status.state.stopped_because().unwrap_or_default().into())
+            }
             SessionState::Retrying(why) => LinkStatus::Retrying(why),
         };
         snap.me.room = self.room.clone();

@@ -345,8 +345,8 @@ pub fn run(
                 });
             }
             let state = session.status().state;
-            if let SessionState::Refused(reason) = state {
-                return Err(HeadlessError::Refused(reason.explain().to_owned()));
+            if let Some(why) = state.stopped_because() {
+                return Err(HeadlessError::Refused(why.to_owned()));
             }
             if !edits_made && matches!(state, SessionState::Joined { .. }) {
                 edits_made = true;

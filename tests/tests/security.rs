@@ -176,3 +176,144 @@ fn an_unknown_room_is_refused() {
         h.status().state == SessionState::Refused(Refusal::UnknownRoom)
     });
 }
+
+#[test]
+fn a_relay_with_another_certificate_stops_the_session_with_its_own_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let mut invite = relay.room("pinned");
+    // The invite of a relay whose identity was made anew, or of another relay at this address.
+    invite.fingerprint.0[0] ^= 1;
+    let rt = network_runtime();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let h = join(&rt, &invite, "pinned-out", tx);
+    wait_for("the wrong-relay state", || {
+        h.status().state == SessionState::WrongRelay
+    });
+    assert!(SessionState::WrongRelay
+        .stopped_because()
+        .is_some_and(|why| why.contains("does not match the invite")));
+    // Final, not retried: nothing more reaches the relay.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(h.status().state, SessionState::WrongRelay);
+    assert_eq!(relay.metric("echoel_relay_joins_total"), 0);
+    h.stop();
+}
+
+fn joined_with(h: &SessionHandle, others: usize) -> bool {
+    let st = h.status();
+    matches!(st.state, SessionState::Joined { .. }) && st.members.len() == others
+}
+
+#[test]
+fn a_rotated_secret_turns_old_invites_away_on_a_running_relay_and_keeps_those_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let old = relay.room("friday");
+    let rt = network_runtime();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let inside = join(&rt, &old, "inside", tx.clone());
+    wait_for("the first member", || joined_with(&inside, 0));
+
+    // Asking for the room again never replaces its secret.
+    let again =
+        echoel_net::relay::create_room(&relay.state_dir, &relay.addr.to_string(), Some("friday"));
+    let err = again.expect_err("refused").to_string();
+    assert!(err.contains("--rotate friday"), "{err}");
+    let still = join(&rt, &old, "still-welcome", tx.clone());
+    wait_for("a member with the old invite", || joined_with(&still, 1));
+    still.stop();
+
+    let new = echoel_net::relay::rotate_room(&relay.state_dir, &relay.addr.to_string(), "friday")
+        .expect("rotated");
+    let late = join(&rt, &old, "old-invite", tx.clone());
+    wait_for("the old invite's refusal", || {
+        late.status().state == SessionState::Refused(Refusal::WrongSecret)
+    });
+    let fresh = join(&rt, &new, "new-invite", tx);
+    wait_for("a member with the new invite", || {
+        matches!(fresh.status().state, SessionState::Joined { .. })
+    });
+    assert!(
+        matches!(inside.status().state, SessionState::Joined { .. }),
+        "the member inside stayed"
+    );
+    inside.stop();
+    fresh.stop();
+}
+
+#[test]
+fn a_damaged_line_in_the_rooms_file_leaves_the_other_rooms_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let invite = relay.room("intact");
+    let rooms = relay.state_dir.join("rooms");
+    let mut bytes = std::fs::read(&rooms).unwrap();
+    bytes.extend_from_slice(b"caf\xe9 not-a-verifier\n");
+    std::fs::write(&rooms, bytes).unwrap();
+    let rt = network_runtime();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let h = join(&rt, &invite, "regular", tx);
+    wait_for("a member of the intact room", || joined_with(&h, 0));
+    h.stop();
+}
+
+/// Handshakes from one host that never send a Join: the relay holds a bounded number of them
+/// and refuses the rest at once, and a musician from another address joins meanwhile (a flood
+/// from one host costs that host, not the band).
+#[test]
+fn a_flood_of_handshakes_that_never_join_is_capped_and_a_musician_still_joins() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let invite = relay.room("flooded");
+    let rt = network_runtime();
+    let flood = 200;
+    let (held, refused) = rt.block_on(async {
+        // Another loopback address: the flood comes from a host of its own, each handshake
+        // from a port of its own (Echoel endpoints tell connections apart by address).
+        let attempts: Vec<_> = (0..flood)
+            .map(|_| {
+                let socket = std::net::UdpSocket::bind("127.0.0.3:0").expect("loopback alias");
+                let mut endpoint = quinn::Endpoint::new(
+                    echoel_net::tls::endpoint_config(),
+                    None,
+                    socket,
+                    std::sync::Arc::new(quinn::TokioRuntime),
+                )
+                .unwrap();
+                endpoint.set_default_client_config(
+                    echoel_net::tls::relay_client_config(invite.fingerprint, Default::default())
+                        .unwrap(),
+                );
+                let connecting = endpoint
+                    .connect(relay.addr, echoel_net::tls::SERVER_NAME)
+                    .unwrap();
+                (
+                    endpoint,
+                    tokio::time::timeout(Duration::from_secs(5), connecting),
+                )
+            })
+            .collect();
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for (_endpoint, a) in attempts {
+            match a.await {
+                Ok(Ok(conn)) => held.push(conn),
+                _ => refused += 1,
+            }
+        }
+        (held, refused)
+    });
+    println!(
+        "{flood} handshakes from one address: {} held, {refused} refused",
+        held.len()
+    );
+    assert!(held.len() <= 32, "{} handshakes held", held.len());
+    assert!(relay.metric("echoel_relay_refused_busy_total") >= (flood - 32) as u64);
+    // While the flood's connections are still held, a musician elsewhere gets in.
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let h = join(&rt, &invite, "musician", tx);
+    wait_for("the musician", || joined_with(&h, 0));
+    h.stop();
+    drop(held);
+}

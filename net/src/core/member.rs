@@ -191,6 +191,7 @@ impl RoomCore {
             }
             RelayMessage::Left(id) => {
                 if let Some(info) = j.members.remove(&id) {
+                    doc.forget_partial(info.participant);
                     self.events.push_back(RoomEvent::MemberLeft(info));
                 }
                 j.keys.remove_member(id);
@@ -280,7 +281,8 @@ impl RoomCore {
             let me = j.me;
             if let Some(update) = self.presence_out.due(now) {
                 if let Ok(plain) = postcard::to_stdvec(&update) {
-                    let (nonce, sealed) = self.presence_cipher.seal(me, &plain, &mut *self.rng);
+                    let (nonce, sealed) =
+                        self.presence_cipher.seal(me, &[], &plain, &mut *self.rng);
                     self.relay(None, PeerMessage::Presence { nonce, sealed });
                 }
             }
@@ -510,6 +512,7 @@ impl RoomCore {
             Err(e) => {
                 let counter = match e {
                     super::sync::DocFault::Forged => &self.counters.forged,
+                    super::sync::DocFault::Replayed(_) => &self.counters.replayed,
                     _ => &self.counters.malformed,
                 };
                 counter.fetch_add(1, Relaxed);
@@ -523,7 +526,7 @@ impl RoomCore {
         let Some(participant) = self.participant_of(from) else {
             return;
         };
-        let Ok(plain) = self.presence_cipher.open(from, nonce, sealed) else {
+        let Ok(plain) = self.presence_cipher.open(from, &[], nonce, sealed) else {
             self.counters.forged.fetch_add(1, Relaxed);
             return;
         };

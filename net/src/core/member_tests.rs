@@ -49,8 +49,12 @@ fn core(participant: u64, rotation: RotationPolicy) -> RoomCore {
     )
 }
 
-fn doc() -> DocReplica {
-    DocReplica::new(SessionDoc::new().unwrap(), secret().doc_cipher(&room()))
+fn doc(i: usize) -> DocReplica {
+    DocReplica::new(
+        SessionDoc::new().unwrap(),
+        secret().doc_cipher(&room()),
+        ParticipantId(i as u64),
+    )
 }
 
 fn info(i: usize, id: MemberId) -> MemberInfo {
@@ -66,7 +70,7 @@ impl Band {
     fn new(n: usize, rotation: RotationPolicy) -> Self {
         Self {
             cores: (0..n).map(|i| core(i as u64, rotation)).collect(),
-            docs: (0..n).map(|_| doc()).collect(),
+            docs: (0..n).map(doc).collect(),
             ids: vec![None; n],
             now: Instant::now(),
             next_id: 0,

@@ -141,6 +141,9 @@ pub struct RelayMetrics {
     pub refused_unknown_room: AtomicU64,
     /// Joins refused otherwise (full, protocol, timeout).
     pub refused_other: AtomicU64,
+    /// Connections refused before their handshake: too many were already waiting to join
+    /// (from all addresses, or from theirs).
+    pub refused_busy: AtomicU64,
     /// Members dropped for not reading their control stream.
     pub evicted_slow: AtomicU64,
     /// Datagrams received from members.
@@ -222,6 +225,12 @@ impl RelayCore {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// The room's secret was rotated: proofs checked from now on (also those answering a
+    /// challenge already sent) must come from the new secret. Members already in stay.
+    pub fn set_verifier(&mut self, verifier: AdmissionVerifier) {
+        self.verifier = verifier;
     }
 
     /// A connection asks to join: it is challenged. A second join on one connection is

@@ -7,15 +7,19 @@ use std::collections::BTreeMap;
 use rand_core::CryptoRngCore;
 use thiserror::Error;
 
-use crate::crypto::DocCipher;
+use crate::crypto::{DocCipher, ReplayWindow};
 use crate::doc::{DocSync, SessionDoc};
-use crate::wire::{MemberId, ParticipantId, PeerMessage, MAX_CONTROL_FRAME};
+use crate::wire::{DocPlace, MemberId, ParticipantId, PeerMessage, MAX_CONTROL_FRAME};
 
 /// Largest plaintext of one document message part (sealed, it fits a control frame with
 /// room for its framing).
 pub const DOC_PART: usize = MAX_CONTROL_FRAME - 512;
 /// Largest document message reassembled from parts; a peer cannot make us hold more.
 pub const MAX_DOC_MESSAGE: usize = 64 * 1024 * 1024;
+/// Most bytes of unfinished messages held across all peers and paths: a room's worth of
+/// members each sending its first sync at once fits many times over, and a crowd of hostile
+/// senders cannot make us hold more than this.
+pub const MAX_DOC_IN_FLIGHT: usize = 2 * MAX_DOC_MESSAGE;
 
 /// Why a document message was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -26,6 +30,9 @@ pub enum DocFault {
     /// A part out of order, too much in all, or a message automerge refused.
     #[error("session document message refused: {0}")]
     Malformed(String),
+    /// A message number already taken (a replay), or too old to tell.
+    #[error("session document message {0} was seen before")]
+    Replayed(u32),
     /// Our own sync message would need more parts than a message may have.
     #[error("session document message of {0} bytes is too large to send")]
     TooLarge(usize),
@@ -38,10 +45,8 @@ pub struct DocPart<'a> {
     pub nonce: &'a [u8; 12],
     /// Ciphertext and tag.
     pub sealed: &'a [u8],
-    /// This part's index.
-    pub part: u16,
-    /// How many parts the message has.
-    pub parts: u16,
+    /// Its message, index and count, as the sender sealed them.
+    pub place: DocPlace,
 }
 
 impl<'a> DocPart<'a> {
@@ -51,13 +56,17 @@ impl<'a> DocPart<'a> {
             PeerMessage::Doc {
                 nonce,
                 sealed,
+                message,
                 part,
                 parts,
             } => Some(Self {
                 nonce,
                 sealed,
-                part: *part,
-                parts: *parts,
+                place: DocPlace {
+                    message: *message,
+                    part: *part,
+                    parts: *parts,
+                },
             }),
             _ => None,
         }
@@ -81,18 +90,31 @@ pub struct DocReplica {
     /// By participant, so a peer that reconnects with a new member id is the same peer.
     peers: BTreeMap<ParticipantId, DocSync>,
     cipher: DocCipher,
-    /// Parts of a message received so far, per peer and path (true: direct).
-    partial: BTreeMap<(ParticipantId, bool), Vec<u8>>,
+    /// Parts of a message received so far, per peer and path (true: direct): its number and
+    /// bytes.
+    partial: BTreeMap<(ParticipantId, bool), (u32, Vec<u8>)>,
+    /// Message numbers taken from each peer, so a replayed message is refused. A sender's
+    /// numbers to us run on across its reconnections and over all its paths, hence a window
+    /// rather than "only upwards" (a message by the relay may land after a later one over a
+    /// new direct path), kept for the room's life: a participant id is one session's.
+    seen: BTreeMap<ParticipantId, ReplayWindow>,
+    /// Our next message number to each peer.
+    next_message: BTreeMap<ParticipantId, u32>,
+    /// Who we are: what a message to us is sealed for.
+    me: ParticipantId,
 }
 
 impl DocReplica {
-    /// Holds `doc`, sealing under `cipher`.
-    pub fn new(doc: SessionDoc, cipher: DocCipher) -> Self {
+    /// Holds `doc` for member `me`, sealing under `cipher`.
+    pub fn new(doc: SessionDoc, cipher: DocCipher, me: ParticipantId) -> Self {
         Self {
             doc,
             peers: BTreeMap::new(),
             cipher,
             partial: BTreeMap::new(),
+            seen: BTreeMap::new(),
+            next_message: BTreeMap::new(),
+            me,
         }
     }
 
@@ -114,15 +136,24 @@ impl DocReplica {
         };
         let chunks: Vec<&[u8]> = msg.chunks(DOC_PART).collect();
         let parts = u16::try_from(chunks.len()).map_err(|_| DocFault::TooLarge(msg.len()))?;
+        let next = self.next_message.entry(to).or_default();
+        let message = *next;
+        *next = next.wrapping_add(1);
         Ok(chunks
             .into_iter()
             .enumerate()
             .map(|(part, chunk)| {
-                let (nonce, sealed) = self.cipher.seal(me, chunk, rng);
+                let place = DocPlace {
+                    message,
+                    part: part as u16,
+                    parts,
+                };
+                let (nonce, sealed) = self.cipher.seal(me, &place.context(to), chunk, rng);
                 PeerMessage::Doc {
                     nonce,
                     sealed,
-                    part: part as u16,
+                    message,
+                    part: place.part,
                     parts,
                 }
             })
@@ -139,30 +170,46 @@ impl DocReplica {
     ) -> Result<Received, DocFault> {
         let plain = self
             .cipher
-            .open(from, p.nonce, p.sealed)
+            .open(from, &p.place.context(self.me), p.nonce, p.sealed)
             .map_err(|_| DocFault::Forged)?;
-        let whole = if p.parts <= 1 {
+        let DocPlace {
+            message,
+            part,
+            parts,
+        } = p.place;
+        let seen = self.seen.entry(participant).or_default();
+        seen.check(message)
+            .map_err(|_| DocFault::Replayed(message))?;
+        let whole = if parts <= 1 {
             plain
         } else {
+            let in_flight: usize = self.partial.values().map(|(_, b)| b.len()).sum();
             // Parts come in order on one stream; anything else starts over.
-            let buf = self.partial.entry((participant, direct)).or_default();
+            let (number, buf) = self.partial.entry((participant, direct)).or_default();
             let expected = u16::try_from(buf.len() / DOC_PART).unwrap_or(u16::MAX);
-            if p.part == 0 {
+            if part == 0 {
                 buf.clear();
-            } else if p.part != expected || !buf.len().is_multiple_of(DOC_PART) {
+                *number = message;
+            } else if part != expected || *number != message || !buf.len().is_multiple_of(DOC_PART)
+            {
                 buf.clear();
-                return Err(DocFault::Malformed(format!("part {} out of order", p.part)));
+                return Err(DocFault::Malformed(format!(
+                    "part {part} of message {message} out of order"
+                )));
             }
-            if buf.len() + plain.len() > MAX_DOC_MESSAGE {
+            if buf.len() + plain.len() > MAX_DOC_MESSAGE
+                || in_flight + plain.len() > MAX_DOC_IN_FLIGHT
+            {
                 buf.clear();
                 return Err(DocFault::Malformed("message too large".into()));
             }
             buf.extend_from_slice(&plain);
-            if p.part + 1 < p.parts {
+            if part + 1 < parts {
                 return Ok(Received::Partial);
             }
             std::mem::take(buf)
         };
+        seen.mark(message);
         #[cfg(test)]
         if fault::drops_this() {
             return Ok(Received::Unchanged);
@@ -183,6 +230,11 @@ impl DocReplica {
     /// Starts the sync with `participant` afresh: what was in flight to it may be lost.
     pub fn restart(&mut self, participant: ParticipantId) {
         self.peers.remove(&participant);
+        self.forget_partial(participant);
+    }
+
+    /// Frees what `participant` had half sent (it left, or its path went).
+    pub fn forget_partial(&mut self, participant: ParticipantId) {
         self.partial.retain(|(p, _), _| *p != participant);
     }
 
@@ -190,6 +242,11 @@ impl DocReplica {
     pub fn restart_all(&mut self) {
         self.peers.clear();
         self.partial.clear();
+    }
+
+    /// Bytes of unfinished messages held now.
+    pub fn in_flight(&self) -> usize {
+        self.partial.values().map(|(_, b)| b.len()).sum()
     }
 }
 
@@ -226,9 +283,9 @@ mod tests {
     use crate::invite::RoomId;
     use crate::RoomSecret;
 
-    fn replica(secret: &RoomSecret) -> DocReplica {
+    fn replica(secret: &RoomSecret, me: ParticipantId) -> DocReplica {
         let room = RoomId::new("band").unwrap();
-        DocReplica::new(SessionDoc::new().unwrap(), secret.doc_cipher(&room))
+        DocReplica::new(SessionDoc::new().unwrap(), secret.doc_cipher(&room), me)
     }
 
     fn deliver(to: &mut DocReplica, from: (MemberId, ParticipantId), msgs: &[PeerMessage]) {
@@ -281,7 +338,7 @@ mod tests {
     #[test]
     fn two_replicas_converge_even_when_messages_are_lost() {
         let secret = RoomSecret::from_bytes([3; 32]);
-        let (mut a, mut b) = (replica(&secret), replica(&secret));
+        let (mut a, mut b) = (replica(&secret, A.1), replica(&secret, B.1));
         a.doc().set_tempo(97.0).unwrap();
         b.doc().chart_append("| Am | F |").unwrap();
         let mut rng = crate::sim::DangerSeededRng::new(5);
@@ -295,7 +352,7 @@ mod tests {
     #[test]
     fn a_document_larger_than_a_control_frame_goes_in_parts_and_out_of_order_parts_are_refused() {
         let secret = RoomSecret::from_bytes([3; 32]);
-        let (mut a, mut b) = (replica(&secret), replica(&secret));
+        let (mut a, mut b) = (replica(&secret, A.1), replica(&secret, B.1));
         // Random text: automerge compresses, so a repetitive chart would fit one frame.
         let mut rng = crate::sim::DangerSeededRng::new(1);
         let long: String = (0..5000)
@@ -306,7 +363,7 @@ mod tests {
         assert_eq!(b.doc().chart(), a.doc().chart());
 
         // Parts out of order are refused; the same parts in order are taken.
-        let mut c = replica(&secret);
+        let mut c = replica(&secret, ParticipantId(12));
         let mut msgs = Vec::new();
         for _ in 0..10 {
             let m = a
@@ -334,14 +391,14 @@ mod tests {
     #[test]
     fn a_part_sealed_under_another_room_or_sender_is_refused() {
         let (mut a, mut b) = (
-            replica(&RoomSecret::from_bytes([3; 32])),
-            replica(&RoomSecret::from_bytes([4; 32])),
+            replica(&RoomSecret::from_bytes([3; 32]), A.1),
+            replica(&RoomSecret::from_bytes([4; 32]), B.1),
         );
         a.doc().set_tempo(120.0).unwrap();
         let msgs = a.outgoing(A.0, B.1, &mut rand_core::OsRng).unwrap();
         let p = DocPart::of(&msgs[0]).unwrap();
         assert_eq!(b.receive(A.0, A.1, false, p), Err(DocFault::Forged));
-        let mut same_room = replica(&RoomSecret::from_bytes([3; 32]));
+        let mut same_room = replica(&RoomSecret::from_bytes([3; 32]), B.1);
         assert_eq!(
             same_room.receive(MemberId(5), A.1, false, p),
             Err(DocFault::Forged),
@@ -352,5 +409,127 @@ mod tests {
             Ok(Received::Unchanged),
             "a first sync message only says what it has"
         );
+    }
+
+    /// A message for `to` from A with the chart far larger than one part.
+    fn message_in_parts(a: &mut DocReplica, to: ParticipantId) -> Vec<PeerMessage> {
+        let mut rng = crate::sim::DangerSeededRng::new(1);
+        let long: String = (0..5000)
+            .map(|_| format!("{:08x}", rand_core::RngCore::next_u32(&mut rng)))
+            .collect();
+        a.doc().chart_append(&long).unwrap();
+        // The first messages to a peer only say what each side has; answer them until the
+        // changes themselves go.
+        let mut peer = replica(&RoomSecret::from_bytes([3; 32]), to);
+        for _ in 0..10 {
+            let m = a.outgoing(A.0, to, &mut rand_core::OsRng).unwrap();
+            if m.len() > 1 {
+                return m;
+            }
+            deliver(&mut peer, A, &m);
+            let back = peer.outgoing(B.0, A.1, &mut rand_core::OsRng).unwrap();
+            deliver(a, (B.0, to), &back);
+        }
+        panic!("the chart never went in parts")
+    }
+
+    fn relabel(m: &PeerMessage, f: impl FnOnce(&mut u32, &mut u16)) -> PeerMessage {
+        let mut m = m.clone();
+        if let PeerMessage::Doc { message, part, .. } = &mut m {
+            f(message, part);
+        }
+        m
+    }
+
+    /// What a relay holding every sealed part can try: replay a message, move a part to
+    /// another message or place, hand a message to a member it was not for.
+    #[test]
+    fn replayed_moved_and_redirected_document_messages_are_refused() {
+        let secret = RoomSecret::from_bytes([3; 32]);
+        let mut a = replica(&secret, A.1);
+        let msgs = message_in_parts(&mut a, B.1);
+        assert!(msgs.len() > 1, "in parts");
+        let mut b = replica(&secret, B.1);
+        let take = |b: &mut DocReplica, m: &PeerMessage| {
+            b.receive(A.0, A.1, false, DocPart::of(m).unwrap())
+        };
+
+        // A part moved to another place or message does not open.
+        let moved = relabel(&msgs[1], |_, part| *part = 2);
+        assert_eq!(take(&mut b, &msgs[0]), Ok(Received::Partial));
+        assert_eq!(take(&mut b, &moved), Err(DocFault::Forged));
+        let renumbered = relabel(&msgs[0], |message, _| *message += 1);
+        assert_eq!(take(&mut b, &renumbered), Err(DocFault::Forged));
+
+        // Whole, in order: taken once.
+        let results: Vec<_> = msgs.iter().map(|m| take(&mut b, m)).collect();
+        assert_eq!(results.last(), Some(&Ok(Received::Changed)), "{results:?}");
+        assert_eq!(b.doc().chart(), a.doc().chart());
+        let number = match msgs[0] {
+            PeerMessage::Doc { message, .. } => message,
+            _ => unreachable!(),
+        };
+        assert_eq!(take(&mut b, &msgs[0]), Err(DocFault::Replayed(number)));
+
+        // Sealed for B, handed to C: refused.
+        let mut c = replica(&secret, ParticipantId(12));
+        assert_eq!(take(&mut c, &msgs[0]), Err(DocFault::Forged));
+
+        // Nor does a sync started over (a path lost) make it new.
+        b.restart(A.1);
+        assert_eq!(take(&mut b, &msgs[0]), Err(DocFault::Replayed(number)));
+    }
+
+    /// Senders that start large messages and never finish them: what we hold stays under one
+    /// bound across all of them, and a sender's share is freed when it leaves.
+    #[test]
+    fn unfinished_messages_are_bounded_across_senders_and_freed_on_leave() {
+        let secret = RoomSecret::from_bytes([3; 32]);
+        let room = RoomId::new("band").unwrap();
+        let cipher = secret.doc_cipher(&room);
+        let mut b = replica(&secret, B.1);
+        let chunk = vec![7u8; DOC_PART];
+        let mut refused = 0;
+        // Each sender stops just short of the largest message, so no per-message bound cuts
+        // it off: only the bound across senders can.
+        let most = (MAX_DOC_MESSAGE / DOC_PART) as u16;
+        for sender in 0..4u16 {
+            let from = (
+                MemberId(sender + 10),
+                ParticipantId(100 + u64::from(sender)),
+            );
+            for part in 0..most {
+                let place = DocPlace {
+                    message: 0,
+                    part,
+                    parts: u16::MAX,
+                };
+                let (nonce, sealed) =
+                    cipher.seal(from.0, &place.context(B.1), &chunk, &mut rand_core::OsRng);
+                let p = DocPart {
+                    nonce: &nonce,
+                    sealed: &sealed,
+                    place,
+                };
+                match b.receive(from.0, from.1, false, p) {
+                    Ok(Received::Partial) => {}
+                    Err(DocFault::Malformed(_)) => {
+                        refused += 1;
+                        break;
+                    }
+                    other => panic!("{other:?}"),
+                }
+                assert!(b.in_flight() <= MAX_DOC_IN_FLIGHT);
+            }
+        }
+        println!(
+            "4 senders of endless messages: {} MiB held, {refused} cut off",
+            b.in_flight() >> 20
+        );
+        assert_eq!(refused, 2, "the senders past the bound were cut off");
+        for sender in 0..4u16 {
+            b.forget_partial(ParticipantId(100 + u64::from(sender)));
+        }
+        assert_eq!(b.in_flight(), 0, "freed when they left");
     }
 }

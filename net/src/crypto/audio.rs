@@ -13,13 +13,14 @@ use crate::wire::{
 
 /// The 128 most recent sequence numbers, as in IPsec/DTLS anti-replay.
 #[derive(Debug, Clone, Default)]
-pub(super) struct ReplayWindow {
+pub(crate) struct ReplayWindow {
     top: Option<u32>,
     bits: u128,
 }
 
 impl ReplayWindow {
-    fn check(&self, seq: u32) -> Result<(), CryptoError> {
+    /// Whether `seq` is new (and not too old to tell).
+    pub(crate) fn check(&self, seq: u32) -> Result<(), CryptoError> {
         let Some(top) = self.top else { return Ok(()) };
         if seq > top {
             return Ok(());
@@ -34,7 +35,8 @@ impl ReplayWindow {
         Ok(())
     }
 
-    fn mark(&mut self, seq: u32) {
+    /// Remembers `seq` as seen.
+    pub(crate) fn mark(&mut self, seq: u32) {
         match self.top {
             Some(top) if seq <= top => self.bits |= 1u128 << (top - seq),
             Some(top) => {

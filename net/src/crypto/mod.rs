@@ -17,6 +17,7 @@
 
 mod audio;
 
+pub(crate) use audio::ReplayWindow;
 pub use audio::{widen_media, widen_seq, OpenedAudio};
 
 use std::time::{Duration, Instant};
@@ -566,10 +567,12 @@ impl MemberKeys {
 pub struct DocCipher(ChaCha20Poly1305);
 
 impl DocCipher {
-    /// Seals `plain` from `from` with a fresh random nonce.
+    /// Seals `plain` from `from` with a fresh random nonce; `context` (the message's place
+    /// among the sender's messages, for example) is authenticated with it.
     pub fn seal(
         &self,
         from: MemberId,
+        context: &[u8],
         plain: &[u8],
         rng: &mut dyn CryptoRngCore,
     ) -> ([u8; 12], Vec<u8>) {
@@ -578,16 +581,28 @@ impl DocCipher {
         let mut body = plain.to_vec();
         let tag = self
             .0
-            .encrypt_in_place_detached(Nonce::from_slice(&nonce), &from.to_be_bytes(), &mut body)
+            .encrypt_in_place_detached(
+                Nonce::from_slice(&nonce),
+                &Self::aad(from, context),
+                &mut body,
+            )
             .expect("a session document message is far below the AEAD limit");
         body.extend_from_slice(&tag);
         (nonce, body)
     }
 
-    /// Opens what [`Self::seal`] made for a message from `from`.
+    /// Sender and context, as authenticated: the context is short and fixed per use.
+    fn aad(from: MemberId, context: &[u8]) -> Vec<u8> {
+        let mut aad = from.to_be_bytes().to_vec();
+        aad.extend_from_slice(context);
+        aad
+    }
+
+    /// Opens what [`Self::seal`] made for a message from `from` with this `context`.
     pub fn open(
         &self,
         from: MemberId,
+        context: &[u8],
         nonce: &[u8; 12],
         sealed: &[u8],
     ) -> Result<Vec<u8>, CryptoError> {
@@ -599,7 +614,7 @@ impl DocCipher {
         self.0
             .decrypt_in_place_detached(
                 Nonce::from_slice(nonce),
-                &from.to_be_bytes(),
+                &Self::aad(from, context),
                 &mut body,
                 Tag::from_slice(tag),
             )

@@ -107,6 +107,13 @@ impl Driver {
                     endpoint.close(0u32.into(), b"refused");
                     return;
                 }
+                Err(JoinError::WrongRelay) => {
+                    tracing::error!("{}", SessionState::WRONG_RELAY);
+                    self.set_state(SessionState::WrongRelay);
+                    acceptor.abort();
+                    endpoint.close(0u32.into(), b"wrong relay");
+                    return;
+                }
                 Err(JoinError::Other(msg)) => {
                     tracing::warn!("{msg}");
                     self.set_state(SessionState::Retrying(msg));
@@ -494,6 +501,7 @@ fn make_endpoint(
 
 enum JoinError {
     Refused(Refusal),
+    WrongRelay,
     Other(String),
 }
 
@@ -530,7 +538,13 @@ async fn join(
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| unreachable(&"no answer"))?
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|e| {
+            if is_pin_mismatch(&e) {
+                JoinError::WrongRelay
+            } else {
+                unreachable(&e)
+            }
+        })?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| unreachable(&e))?;
     let lost =
         |e: &dyn std::fmt::Display| JoinError::Other(format!("lost the relay while joining: {e}"));

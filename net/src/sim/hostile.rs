@@ -15,8 +15,8 @@ pub struct Hostile {
     /// The last member is an insider: it sends random bytes as control messages and as
     /// audio, replays what it is sent as its own, and never answers a document sync.
     pub member: bool,
-    /// The relay sends this share of the datagrams it forwards again, later, to the same
-    /// member or another.
+    /// The relay sends this share of the datagrams and members' control messages it forwards
+    /// again, later, to the same member or another.
     pub relay_replay: f64,
     /// The relay adds this share of datagrams and control messages of random bytes, said to
     /// come from some member.
@@ -74,9 +74,29 @@ impl World {
         }
     }
 
-    /// What the relay adds to the control stream to member `i`.
-    pub(super) fn relay_control_tricks(&mut self, i: usize, conn: ConnId, at: Instant) {
-        if !self.rng.chance(self.tricks().relay_inject) {
+    /// What the relay adds to the control stream to member `i`, beside `msg`: a copy of a
+    /// member's message sent again later, to `i` or another member, and random bytes.
+    pub(super) fn relay_control_tricks(
+        &mut self,
+        i: usize,
+        conn: ConnId,
+        at: Instant,
+        msg: &RelayMessage,
+    ) {
+        let h = self.tricks();
+        if matches!(msg, RelayMessage::From { .. }) && self.rng.chance(h.relay_replay) {
+            let to = if self.rng.chance(0.5) {
+                i
+            } else {
+                self.rng.below(self.members.len() as u64) as usize
+            };
+            if let Some(to_conn) = self.members[to].conn {
+                let later = at + Duration::from_millis(50 + self.rng.below(2000));
+                let what = Delivery::ToMember(to, to_conn, Down::Msg(msg.clone()));
+                self.schedule(later, what);
+            }
+        }
+        if !self.rng.chance(h.relay_inject) {
             return;
         }
         let from = MemberId(self.rng.below(self.members.len() as u64 + 2) as u16);

@@ -114,7 +114,7 @@ impl Member {
                 },
                 counters.clone(),
             ),
-            doc: DocReplica::new(doc, secret.doc_cipher(room)),
+            doc: DocReplica::new(doc, secret.doc_cipher(room), participant),
             participant,
             conn: None,
             binding: [0; 32],

@@ -534,8 +534,8 @@ impl World {
                         (self.now + m.down.reliable(self.now, bytes, &mut m.rng)).max(m.down_ready);
                     let at = self.withheld(i).map_or(at, |until| at.max(until));
                     self.members[i].down_ready = at;
+                    self.relay_control_tricks(i, t.to, at, &msg);
                     self.schedule(at, Delivery::ToMember(i, t.to, Down::Msg(msg)));
-                    self.relay_control_tricks(i, t.to, at);
                 }
                 Outgoing::Close(_) => {
                     self.owners.remove(&t.to);

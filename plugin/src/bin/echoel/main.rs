@@ -66,9 +66,14 @@ enum Command {
         /// The address musicians reach the relay at, HOST:PORT.
         #[arg(long)]
         relay_addr: String,
-        /// Room name (letters, digits, - _ .); a random one if omitted.
-        #[arg(long)]
+        /// Room name (letters, digits, - _ .); a random one if omitted. A room that exists is
+        /// refused: its secret is never replaced unasked.
+        #[arg(long, conflicts_with = "rotate")]
         room: Option<String>,
+        /// Gives this existing room a new secret and prints its new invite: every invite sent
+        /// before stops working (members in the room stay).
+        #[arg(long, value_name = "ROOM")]
+        rotate: Option<String>,
     },
     /// A headless musician: joins a room, plays, records what it hears.
     Peer(peer::PeerArgs),
@@ -160,8 +165,12 @@ fn main() -> anyhow::Result<()> {
             state_dir,
             relay_addr,
             room,
+            rotate,
         } => {
-            let invite = echoel_net::relay::create_room(&state_dir, &relay_addr, room.as_deref())?;
+            let invite = match rotate {
+                Some(r) => echoel_net::relay::rotate_room(&state_dir, &relay_addr, &r)?,
+                None => echoel_net::relay::create_room(&state_dir, &relay_addr, room.as_deref())?,
+            };
             println!("{invite}");
             Ok(())
         }
