@@ -22,7 +22,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, Notify};
 
 use crate::congestion::CongestionSignal;
-use crate::core::member::{RoomCore, RoomEvent, RoomSetup, Transmit};
+use crate::core::member::{RoomCore, RoomEvent, RoomSetup, Transmit, Via};
 use crate::core::sync::DocReplica;
 use crate::crypto::RotationPolicy;
 use crate::doc::{DocError, SessionDoc};

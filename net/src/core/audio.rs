@@ -110,17 +110,34 @@ fn older_frames<'a>(
     (older, count)
 }
 
+/// Which connection a datagram arrived on: that, not a byte in the packet, says who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// The relay, which names the sender of each datagram by the connection it came on.
+    Relay,
+    /// The direct path to this member: only its own datagrams, one at a time, come this way.
+    Direct(MemberId),
+}
+
 /// Opens what a relay or a direct path delivered: one `[sender][sealed audio]` datagram or a
-/// bundle of them, and hands each frame to `sink` with the musician it came from.
+/// bundle of them, and hands each frame to `sink` with the musician it came from. On a direct
+/// path the sender is the path's member: a datagram naming anyone else (a member re-sealing
+/// audio with a sender key it was granted, to speak as that member) is refused as forged.
 pub fn open_datagram(
     keys: &mut MemberKeys,
     participant_of: impl Fn(MemberId) -> Option<ParticipantId>,
     counters: &SessionCounters,
+    via: Via,
     bytes: &[u8],
     sink: &mut dyn FnMut(ParticipantId, AudioFrame<'_>),
 ) {
+    let mut items = 0;
     for item in forwarded_items(bytes) {
+        items += 1;
         match item {
+            Ok(fwd) if matches!(via, Via::Direct(m) if m != fwd.sender || items > 1) => {
+                counters.forged.fetch_add(1, Relaxed);
+            }
             Ok(fwd) => open_forwarded(keys, &participant_of, counters, fwd, sink),
             Err(_) => {
                 counters.malformed.fetch_add(1, Relaxed);

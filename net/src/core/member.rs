@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use super::audio::Via;
 use super::audio::{open_datagram, AudioOut};
 use super::sync::{DocPart, DocReplica, Received};
 use crate::crypto::{DocCipher, MemberAuthKey, MemberKeys, RotationPolicy};
@@ -375,9 +376,11 @@ impl RoomCore {
         Some((datagram, prefix, relay))
     }
 
-    /// Opens what the relay or a direct path delivered and hands each frame to `sink`.
+    /// Opens what the relay or a direct path delivered (`via`: which) and hands each frame to
+    /// `sink`.
     pub fn open_datagram(
         &mut self,
+        via: Via,
         bytes: &[u8],
         sink: &mut dyn FnMut(ParticipantId, AudioFrame<'_>),
     ) {
@@ -387,12 +390,24 @@ impl RoomCore {
         };
         let members = &j.members;
         let participant_of = |m: MemberId| members.get(&m).map(|i| i.participant);
-        open_datagram(&mut j.keys, participant_of, &self.counters, bytes, sink);
+        open_datagram(
+            &mut j.keys,
+            participant_of,
+            &self.counters,
+            via,
+            bytes,
+            sink,
+        );
     }
 
     /// Test hook: our key state.
     #[cfg(feature = "danger-test-hooks")]
     pub fn danger_keys(&mut self) -> Option<&mut MemberKeys> {
+        self.danger_keys_mut()
+    }
+
+    /// Our key state, for the simulator's hostile member and the crate's tests.
+    pub(crate) fn danger_keys_mut(&mut self) -> Option<&mut MemberKeys> {
         self.joined.as_mut().map(|j| &mut j.keys)
     }
 

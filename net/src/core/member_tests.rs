@@ -204,7 +204,7 @@ impl Band {
         crate::wire::encode_sender(self.ids[from].unwrap(), &mut fwd);
         fwd.extend_from_slice(&datagram[prefix..]);
         let mut heard = Vec::new();
-        self.cores[to].open_datagram(&fwd, &mut |p, f| {
+        self.cores[to].open_datagram(Via::Relay, &fwd, &mut |p, f| {
             heard.push((p, f.stem, f.seq, f.media_time, f.payload.to_vec()))
         });
         heard
@@ -568,4 +568,54 @@ fn forged_key_messages_and_garbage_are_counted_not_trusted() {
     assert_eq!(notices, 1, "the forged announcement is told");
     let _ = fake.rotate(now, &mut rand_core::OsRng);
     assert!(b.cores[0].keyed(id1));
+}
+
+/// A member re-seals audio as another with the sender key that member granted it, and sends
+/// it over its own direct path: refused and counted, because on a direct path the sender is
+/// the path's member. The same bytes would have played as the victim had the byte in the
+/// packet been trusted (shown first, so the test can fail).
+#[test]
+fn a_member_cannot_speak_as_another_over_its_direct_path() {
+    let mut b = Band::new(3, RotationPolicy::default());
+    let ids: Vec<MemberId> = (0..3).map(|i| b.join(i)).collect();
+    let (alice, bob, mallory) = (0, 1, 2);
+    assert_eq!(b.audio(alice, bob, 0, 480).len(), 1, "Alice is heard");
+    let forged = |b: &mut Band, ahead| {
+        let mut d = Vec::new();
+        crate::wire::encode_sender(ids[alice], &mut d);
+        let keys = b.cores[mallory].danger_keys_mut().expect("joined");
+        assert!(keys.danger_seal_as(ids[alice], StemId(0), ahead, 960, &[9; 20], &mut d));
+        d
+    };
+    let heard_by_bob = |b: &mut Band, via, d: &[u8]| {
+        let mut heard = Vec::new();
+        b.cores[bob].open_datagram(via, d, &mut |p, f| heard.push((p, f.payload.to_vec())));
+        heard
+    };
+
+    // The harness: had Bob trusted the sender byte, Mallory's bytes played as Alice.
+    let d = forged(&mut b, 5);
+    assert_eq!(
+        heard_by_bob(&mut b, Via::Relay, &d),
+        vec![(ParticipantId(alice as u64), vec![9; 20])],
+        "a datagram sealed with Alice's key opens as Alice's"
+    );
+
+    // Over Mallory's own direct path: refused, counted, and Alice's own frames still play.
+    let forged_before = b.cores[bob].counters.forged.load(Relaxed);
+    let d = forged(&mut b, 10);
+    assert!(heard_by_bob(&mut b, Via::Direct(ids[mallory]), &d).is_empty());
+    assert_eq!(
+        b.cores[bob].counters.forged.load(Relaxed),
+        forged_before + 1
+    );
+    let genuine = match b.cores[alice].seal_audio(StemId(0), 1440, &[1; 20], 0) {
+        Some((d, _, _)) => d.to_vec(),
+        None => panic!("Alice seals"),
+    };
+    assert_eq!(
+        heard_by_bob(&mut b, Via::Direct(ids[alice]), &genuine),
+        vec![(ParticipantId(alice as u64), vec![1; 20])],
+        "Alice's own path still carries her audio"
+    );
 }

@@ -167,6 +167,51 @@ impl MemberKeys {
         seq
     }
 
+    /// What a hostile member can do with a sender key `victim` granted it: seal a frame as
+    /// `victim` (its newest key, the next sequence number it has seen on `stem` plus
+    /// `ahead`), appended to `out`. For the simulator's insider and the tests that show such
+    /// a datagram is refused; an honest member never calls it.
+    pub(crate) fn danger_seal_as(
+        &self,
+        victim: MemberId,
+        stem: StemId,
+        ahead: u32,
+        media_time: u64,
+        body: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some(remote) = self.remotes.get(&victim) else {
+            return false;
+        };
+        let Some(key) = remote.keys.last() else {
+            return false;
+        };
+        let seq = remote
+            .stems
+            .get(&stem)
+            .map_or(0, |p| p.seq.wrapping_add(1))
+            .wrapping_add(ahead);
+        let header = AudioHeader {
+            epoch: key.epoch,
+            stem,
+            seq_low: seq as u16,
+            redundant: false,
+        };
+        let start = out.len();
+        out.extend_from_slice(&header.encode());
+        out.extend_from_slice(&((media_time / MEDIA_UNIT_SAMPLES) as u16).to_be_bytes());
+        out.extend_from_slice(body);
+        let (aad, sealed) = out[start..].split_at_mut(AUDIO_HEADER_LEN);
+        let Ok(tag) =
+            key.cipher
+                .encrypt_in_place_detached(&nonce(victim, key.epoch, stem, seq), aad, sealed)
+        else {
+            return false;
+        };
+        out.extend_from_slice(&tag);
+        true
+    }
+
     /// Opens an audio datagram from `from` (decrypted in place inside `datagram`).
     pub fn open_audio<'a>(
         &mut self,

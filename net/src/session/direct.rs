@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::driver::Input;
 use super::SessionCounters;
 use crate::congestion::CongestionSignal;
+use crate::core::member::Via;
 use crate::tls::{direct_client_config, SERVER_NAME};
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{MemberId, MemberInfo, PeerMessage};
@@ -71,15 +72,16 @@ pub(super) async fn accept(endpoint: quinn::Endpoint, driver: mpsc::Sender<Input
     }
 }
 
-/// Hands the driver a connection's datagrams, dropping (and counting) what it has no room
-/// for.
+/// Hands the driver a connection's datagrams, each with the connection it came on,
+/// dropping (and counting) what it has no room for.
 pub(super) async fn forward_datagrams(
     conn: Connection,
-    driver: mpsc::Sender<Bytes>,
+    via: Via,
+    driver: mpsc::Sender<(Via, Bytes)>,
     counters: Arc<SessionCounters>,
 ) {
     while let Ok(d) = conn.read_datagram().await {
-        match driver.try_send(d) {
+        match driver.try_send((via, d)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 counters.overload.fetch_add(1, Relaxed);
@@ -98,7 +100,7 @@ pub(super) async fn serve_path(
     conn: Connection,
     mut outbox: mpsc::Receiver<PeerMessage>,
     driver: mpsc::Sender<Input>,
-    datagrams: mpsc::Sender<Bytes>,
+    datagrams: mpsc::Sender<(Via, Bytes)>,
     counters: Arc<SessionCounters>,
 ) {
     let id = conn.stable_id();
@@ -125,7 +127,7 @@ pub(super) async fn serve_path(
     tokio::select! {
         _ = writer => {}
         _ = reader => {}
-        _ = forward_datagrams(conn.clone(), datagrams, counters) => {}
+        _ = forward_datagrams(conn.clone(), Via::Direct(member), datagrams, counters) => {}
     }
     conn.close(0u32.into(), b"path closed");
     let _ = driver.send(Input::PathDown(member, id)).await;

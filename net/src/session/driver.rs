@@ -57,7 +57,7 @@ struct Links {
     /// Incoming direct paths not yet matched to a member, with when to give up on them.
     unrecognised: Vec<(Connection, Instant)>,
     inputs: mpsc::Sender<Input>,
-    datagrams: mpsc::Sender<Bytes>,
+    datagrams: mpsc::Sender<(Via, Bytes)>,
 }
 
 struct DirectLink {
@@ -145,7 +145,7 @@ impl Driver {
             others,
         } = joined;
         let (control, mut control_rx) = mpsc::channel::<ClientMessage>(CONTROL_QUEUE);
-        let (datagrams, mut datagrams_rx) = mpsc::channel::<Bytes>(DATAGRAMS);
+        let (datagrams, mut datagrams_rx) = mpsc::channel::<(Via, Bytes)>(DATAGRAMS);
         let writer = tokio::spawn(async move {
             while let Some(msg) = control_rx.recv().await {
                 if write_frame(&mut send, &msg).await.is_err() {
@@ -166,6 +166,7 @@ impl Driver {
         };
         let relay_datagrams = tokio::spawn(direct::forward_datagrams(
             conn.clone(),
+            Via::Relay,
             datagrams.clone(),
             self.shared.counters.clone(),
         ));
@@ -207,11 +208,11 @@ impl Driver {
                     self.send_frames(&links);
                     changed = false;
                 }
-                Some(d) = datagrams_rx.recv() => {
-                    self.receive(&d);
+                Some((via, d)) = datagrams_rx.recv() => {
+                    self.receive(via, &d);
                     for _ in 1..DATAGRAMS_PER_WAKE {
-                        let Ok(d) = datagrams_rx.try_recv() else { break };
-                        self.receive(&d);
+                        let Ok((via, d)) = datagrams_rx.try_recv() else { break };
+                        self.receive(via, &d);
                     }
                     changed = false;
                 }
@@ -280,10 +281,10 @@ impl Driver {
         });
     }
 
-    fn receive(&mut self, datagram: &[u8]) {
+    fn receive(&mut self, via: Via, datagram: &[u8]) {
         let on_audio = &mut self.on_audio;
         self.core
-            .open_datagram(datagram, &mut |from, frame| on_audio(from, frame));
+            .open_datagram(via, datagram, &mut |from, frame| on_audio(from, frame));
     }
 
     /// Takes what the handles asked for.

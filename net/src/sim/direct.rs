@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::link::Link;
 use super::world::{Delivery, World};
+use crate::core::member::Via;
 use crate::wire::MemberInfo;
 use crate::wire::{MemberId, PeerMessage};
 
@@ -187,6 +188,36 @@ impl World {
         }
     }
 
+    /// The insider's forgery: a frame sealed as another member, with the sender key that
+    /// member granted it, sent over each of the insider's own direct paths. Its payload is
+    /// no member's, so the report fails the run if anyone plays it.
+    pub(super) fn forge_direct_audio(&mut self, i: usize) {
+        let n = self.members.len();
+        let victim = self.rng.below(n as u64) as usize;
+        let Some(vid) = self.members[victim].core.me().filter(|_| victim != i) else {
+            return;
+        };
+        let mut d = Vec::new();
+        crate::wire::encode_sender(vid, &mut d);
+        let sealed = self.members[i].core.danger_keys_mut().is_some_and(|k| {
+            k.danger_seal_as(vid, crate::wire::StemId(0), 3, 0, &[0xEE; 40], &mut d)
+        });
+        if !sealed {
+            return;
+        }
+        for j in 0..n {
+            if j == i || j == victim || self.live_path(i, j).is_none() || self.apart(i, j) {
+                continue;
+            }
+            let (now, dir) = (self.now, usize::from(i > j));
+            let p = self.paths.get_mut(&Self::key(i, j)).expect("live");
+            for delay in p.links[dir].datagram(now, d.len(), &mut self.rng) {
+                let what = direct(i, j, DirectDelivery::Datagram(d.clone()));
+                self.schedule(now + delay, what);
+            }
+        }
+    }
+
     pub(super) fn deliver_direct(&mut self, from: usize, to: usize, what: DirectDelivery) {
         let now = self.now;
         if let DirectDelivery::Down(peer, serial) = what {
@@ -237,7 +268,7 @@ impl World {
             }
             DirectDelivery::Datagram(d) => {
                 if self.live_path(from, to).is_some() {
-                    self.member_datagram(to, &d);
+                    self.member_datagram(to, Via::Direct(peer), &d);
                 }
             }
         }

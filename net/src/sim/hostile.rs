@@ -13,7 +13,8 @@ use crate::wire::{ClientMessage, MemberId, RelayMessage};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Hostile {
     /// The last member is an insider: it sends random bytes as control messages and as
-    /// audio, replays what it is sent as its own, and never answers a document sync.
+    /// audio, replays what it is sent as its own, speaks as other members over its direct
+    /// paths (sealing with the keys they granted it), and never answers a document sync.
     pub member: bool,
     /// The relay sends this share of the datagrams and members' control messages it forwards
     /// again, later, to the same member or another.
@@ -113,6 +114,7 @@ impl World {
         };
         let junk = garbage(self);
         self.schedule(self.now, Delivery::ToRelay(conn, Up::Datagram(junk)));
+        self.forge_direct_audio(i);
         let heard = std::mem::take(&mut self.members[i].heard);
         for d in heard {
             // Without the sender prefix the relay added: it forwards it as the insider's own.

@@ -12,7 +12,7 @@ use super::link::LinkConfig;
 use super::member::Member;
 use super::report::{report, AudioLedger, SimReport};
 use super::rng::DangerSeededRng;
-use crate::core::member::{RoomEvent, Transmit};
+use crate::core::member::{RoomEvent, Transmit, Via};
 use crate::core::relay::{ConnId, JoinRequest, Outgoing, RelayCore, RoomLimits};
 use crate::invite::RoomId;
 use crate::wire::{
@@ -424,7 +424,7 @@ impl World {
                         self.drop_paths(i);
                     }
                     Down::Msg(msg) => self.member_message(i, conn, msg),
-                    Down::Datagram(d) => self.member_datagram(i, &d),
+                    Down::Datagram(d) => self.member_datagram(i, Via::Relay, &d),
                 }
             }
         }
@@ -469,7 +469,7 @@ impl World {
         self.drain_member(i);
     }
 
-    pub(super) fn member_datagram(&mut self, i: usize, d: &[u8]) {
+    pub(super) fn member_datagram(&mut self, i: usize, via: Via, d: &[u8]) {
         let now = self.now;
         if self.insider() == Some(i) {
             let heard = &mut self.members[i].heard;
@@ -479,7 +479,7 @@ impl World {
             return;
         }
         let mut heard = Vec::new();
-        self.members[i].core.open_datagram(d, &mut |from, f| {
+        self.members[i].core.open_datagram(via, d, &mut |from, f| {
             heard.push((from, f.media_time, f.payload.to_vec()))
         });
         for (from, media, payload) in heard {
