@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use echoel_net::crypto::MemberKey;
 use echoel_net::relay::{channel_binding, create_room, Relay, RelayConfig};
 use echoel_net::tls::{endpoint_config, relay_client_config, Identity, SERVER_NAME};
 use echoel_net::transport::{read_frame, write_frame};
-use echoel_net::wire::{forwarded_items, ClientMessage, ParticipantId, RelayMessage};
+use echoel_net::wire::{forwarded_items, ClientMessage, RelayMessage};
 use echoel_net::Invite;
 use tokio::sync::{mpsc, oneshot};
 
@@ -204,10 +205,11 @@ async fn connect(
     if kind == Kind::Echoel {
         let inv = invite.expect("relay invite");
         let (mut send, mut recv) = conn.open_bi().await.expect("stream");
+        let member = MemberKey::generate(&mut rand_core::OsRng);
         let join = ClientMessage::Join {
             room: inv.room.to_string(),
             name: format!("m{i}"),
-            participant: ParticipantId(i as u64),
+            member: member.public(),
             role: Default::default(),
         };
         write_frame(&mut send, &join).await.expect("join");
@@ -216,7 +218,8 @@ async fn connect(
         };
         let binding = channel_binding(&conn, &inv.room).expect("binding");
         let proof = inv.secret.admission_proof(&inv.room, &nonce, &binding);
-        write_frame(&mut send, &ClientMessage::Proof { proof })
+        let signature = member.sign_admission(&nonce, &binding);
+        write_frame(&mut send, &ClientMessage::Proof { proof, signature })
             .await
             .expect("proof");
         let Ok(Some(RelayMessage::Welcome { .. })) = read_frame(&mut recv).await else {

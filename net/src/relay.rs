@@ -452,7 +452,7 @@ async fn serve_connection(conn: Connection, directory: Arc<Directory>, slot: Pen
     let Ok(Ok(Some(ClientMessage::Join {
         room,
         name,
-        participant,
+        member,
         role,
     }))) = join
     else {
@@ -484,7 +484,7 @@ async fn serve_connection(conn: Connection, directory: Arc<Directory>, slot: Pen
     ));
     let request = JoinRequest {
         name,
-        participant,
+        member,
         role,
         observed: conn.remote_address(),
         binding,

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, Notify};
 use crate::congestion::CongestionSignal;
 use crate::core::member::{RoomCore, RoomEvent, RoomSetup, Transmit, Via};
 use crate::core::sync::DocReplica;
-use crate::crypto::RotationPolicy;
+use crate::crypto::{MemberKey, MemberPublic, RotationPolicy};
 use crate::doc::{DocError, SessionDoc};
 use crate::invite::Invite;
 use crate::presence::{PeerPresence, Presence};
@@ -229,7 +229,8 @@ struct Shared {
     stopped: AtomicBool,
     /// The name given when joining; presence shows it until it is given another.
     name: String,
-    participant: ParticipantId,
+    /// Our member key's public half: who we are in the room.
+    member: MemberPublic,
     /// Earlier frames each audio datagram carries (0 to [`MAX_REDUNDANT`]).
     redundancy: AtomicU8,
     /// Queueing delay reported by the congestion controllers of all our connections.
@@ -298,6 +299,14 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
+    /// Our member key's public half: the relay admits us as its participant.
+    ///
+    /// # Thread
+    /// Any.
+    pub fn member(&self) -> MemberPublic {
+        self.shared.member
+    }
+
     /// Queues one encoded frame of our stream `stem`, starting at `media_time` (48 kHz samples
     /// in that stream), for every member: directly where a direct path exists, once through
     /// the relay for the rest. The session numbers it; the caller's own counters play no part
@@ -469,7 +478,10 @@ pub fn start(
         .map_err(|e| SessionError::Setup(e.to_string()))?
         .map_or_else(SessionDoc::new, Ok)
         .map_err(|e| SessionError::Setup(e.to_string()))?;
-    let participant = ParticipantId(rand_core::RngCore::next_u64(&mut rand_core::OsRng));
+    // A member key of this session's own: two instances in one DAW are two members until
+    // they share a connection.
+    let member = MemberKey::generate(&mut rand_core::OsRng);
+    let participant = member.participant();
     let (secret, room) = (&config.invite.secret, &config.invite.room);
     let counters = Arc::new(SessionCounters::default());
     let core = RoomCore::new(
@@ -503,7 +515,7 @@ pub fn start(
         counters,
         stopped: AtomicBool::new(false),
         name: config.name.clone(),
-        participant,
+        member: member.public(),
         redundancy: AtomicU8::new(0),
         congestion: Arc::default(),
     });
@@ -514,6 +526,7 @@ pub fn start(
         on_audio: Box::new(on_audio),
         config,
         identity,
+        member,
     };
     tokio::spawn(driver.run());
     Ok(SessionHandle { shared })

@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::crypto::{Epoch, KeyAnnounce, KeyGrant};
+use crate::crypto::{Epoch, KeyAnnounce, KeyGrant, MemberPublic};
 
 /// ALPN protocol id: the wire version.
 pub const ALPN: &[u8] = b"echoel/4";
@@ -303,6 +303,8 @@ pub enum Refusal {
     UnknownRoom,
     /// No free member slot.
     RoomFull,
+    /// The member key named in the join did not sign the challenge.
+    Impostor,
     /// The join was malformed or out of order.
     Protocol,
 }
@@ -314,6 +316,7 @@ impl Refusal {
             Self::WrongSecret => "wrong room secret — ask for a fresh invite",
             Self::UnknownRoom => "the relay does not host this room — check the invite",
             Self::RoomFull => "the room is full",
+            Self::Impostor => "the relay could not verify this member's key — update Echoel Jam",
             Self::Protocol => "the relay did not understand this client — update Echoel Jam",
         }
     }
@@ -357,15 +360,19 @@ pub enum ClientMessage {
         room: String,
         /// Display name.
         name: String,
-        /// Stable identity across reconnections.
-        participant: ParticipantId,
+        /// The member's public key: its identity across reconnections (the participant id
+        /// is derived from it).
+        member: MemberPublic,
         /// What it does in the room.
         role: Role,
     },
     /// Answer to [`RelayMessage::Challenge`].
     Proof {
-        /// HMAC under the room verifier.
+        /// HMAC under the room verifier: the joiner holds the room secret.
         proof: [u8; 32],
+        /// The member key's signature of the challenge on this TLS session: the joiner holds
+        /// the key it named.
+        signature: Vec<u8>,
     },
     /// Members this client now reaches directly: the relay stops forwarding its audio to
     /// them (and resumes when they leave the list).
@@ -559,10 +566,13 @@ mod tests {
             ClientMessage::Join {
                 room: "band".into(),
                 name: "Ana".into(),
-                participant: ParticipantId(7),
+                member: MemberPublic([7; 32]),
                 role: Role::Performer,
             },
-            ClientMessage::Proof { proof: [5; 32] },
+            ClientMessage::Proof {
+                proof: [5; 32],
+                signature: vec![6; 64],
+            },
             ClientMessage::Send {
                 to: Some(MemberId(3)),
                 body: vec![1, 2, 3],

@@ -317,3 +317,69 @@ fn a_flood_of_handshakes_that_never_join_is_capped_and_a_musician_still_joins() 
     h.stop();
     drop(held);
 }
+
+/// A hostile member on its own QUIC connection, speaking the room protocol: it holds the room
+/// secret and Alice's public key, not her private key. Naming her key to take her place is
+/// refused; Alice stays in the room, the only one admitted.
+#[test]
+fn a_member_naming_anothers_key_is_refused_and_the_other_stays() {
+    use echoel_net::crypto::MemberKey;
+    use echoel_net::relay::channel_binding;
+    use echoel_net::transport::{read_frame, write_frame};
+    use echoel_net::wire::{ClientMessage, RelayMessage, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let invite = relay.room("identity");
+    let rt = network_runtime();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let alice = join(&rt, &invite, "alice", tx);
+    wait_for("Alice", || joined_with(&alice, 0));
+    let answer = rt.block_on(async {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut endpoint = quinn::Endpoint::new(
+            echoel_net::tls::endpoint_config(),
+            None,
+            socket,
+            std::sync::Arc::new(quinn::TokioRuntime),
+        )
+        .unwrap();
+        endpoint.set_default_client_config(
+            echoel_net::tls::relay_client_config(invite.fingerprint, Default::default()).unwrap(),
+        );
+        let conn = endpoint
+            .connect(relay.addr, echoel_net::tls::SERVER_NAME)
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let join = ClientMessage::Join {
+            room: invite.room.to_string(),
+            name: "alice".into(),
+            member: alice.member(),
+            role: Role::Performer,
+        };
+        write_frame(&mut send, &join).await.unwrap();
+        let Ok(Some(RelayMessage::Challenge { nonce })) = read_frame(&mut recv).await else {
+            panic!("no challenge")
+        };
+        let binding = channel_binding(&conn, &invite.room).unwrap();
+        let proof = invite
+            .secret
+            .admission_proof(&invite.room, &nonce, &binding);
+        let mallory = MemberKey::generate(&mut rand_core::OsRng);
+        let signature = mallory.sign_admission(&nonce, &binding);
+        write_frame(&mut send, &ClientMessage::Proof { proof, signature })
+            .await
+            .unwrap();
+        read_frame::<RelayMessage>(&mut recv).await
+    });
+    assert!(
+        matches!(answer, Ok(Some(RelayMessage::Refused(Refusal::Impostor)))),
+        "{answer:?}"
+    );
+    assert_eq!(relay.metric("echoel_relay_refused_impostor_total"), 1);
+    assert_eq!(relay.metric("echoel_relay_joins_total"), 1);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(joined_with(&alice, 0), "Alice is still in, alone");
+    alice.stop();
+}

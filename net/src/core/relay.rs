@@ -18,10 +18,10 @@ use rand_core::CryptoRngCore;
 
 use super::batch::Batcher;
 use super::router::{forwards, sends_audio, Routing};
-use crate::crypto::AdmissionVerifier;
+use crate::crypto::{AdmissionVerifier, MemberPublic};
 use crate::wire::{
-    encode_sender, AudioHeader, ClientMessage, MemberId, MemberInfo, ParticipantId, Refusal,
-    RelayMessage, Role, AUDIO_HEADER_LEN, TAG_LEN,
+    encode_sender, AudioHeader, ClientMessage, MemberId, MemberInfo, Refusal, RelayMessage, Role,
+    AUDIO_HEADER_LEN, TAG_LEN,
 };
 
 /// A joining member must answer the challenge within this time.
@@ -56,8 +56,9 @@ impl Default for RoomLimits {
 pub struct JoinRequest {
     /// Display name (cut to 64 characters).
     pub name: String,
-    /// Who it is across reconnections.
-    pub participant: ParticipantId,
+    /// Its member key: who it is across reconnections (the participant id is derived from
+    /// it, and it must sign the challenge).
+    pub member: MemberPublic,
     /// What it does in the room.
     pub role: Role,
     /// Its address as the relay sees it.
@@ -139,6 +140,9 @@ pub struct RelayMetrics {
     pub refused_wrong_secret: AtomicU64,
     /// Joins refused for an unknown room.
     pub refused_unknown_room: AtomicU64,
+    /// Joins refused for a member key that did not sign the challenge: someone claiming
+    /// another member's identity.
+    pub refused_impostor: AtomicU64,
     /// Joins refused otherwise (full, protocol, timeout).
     pub refused_other: AtomicU64,
     /// Connections refused before their handshake: too many were already waiting to join
@@ -171,6 +175,7 @@ enum Stage {
         nonce: [u8; 32],
         binding: [u8; 32],
         deadline: Instant,
+        member: MemberPublic,
     },
     /// Welcome queued as control message number `welcome`; not yet told to the others.
     Welcomed { welcome: u64 },
@@ -246,10 +251,11 @@ impl RelayCore {
                 nonce,
                 binding: join.binding,
                 deadline: now + JOIN_TIMEOUT,
+                member: join.member,
             },
             info: MemberInfo {
                 id: MemberId(0),
-                participant: join.participant,
+                participant: join.member.participant(),
                 name: join.name.chars().take(64).collect(),
                 observed: join.observed,
             },
@@ -270,7 +276,9 @@ impl RelayCore {
             return;
         };
         match (&seat.stage, msg) {
-            (Stage::Challenged { .. }, ClientMessage::Proof { proof }) => self.prove(conn, &proof),
+            (Stage::Challenged { .. }, ClientMessage::Proof { proof, signature }) => {
+                self.prove(conn, &proof, &signature)
+            }
             (Stage::Challenged { .. }, _) => self.refuse(conn, Refusal::Protocol),
             (_, msg) => {
                 self.promote(conn);
@@ -409,9 +417,15 @@ impl RelayCore {
         self.seats.is_empty()
     }
 
-    fn prove(&mut self, conn: ConnId, proof: &[u8; 32]) {
+    fn prove(&mut self, conn: ConnId, proof: &[u8; 32], signature: &[u8]) {
         let Some(Seat {
-            stage: Stage::Challenged { nonce, binding, .. },
+            stage:
+                Stage::Challenged {
+                    nonce,
+                    binding,
+                    member,
+                    ..
+                },
             ..
         }) = self.seats.get(&conn)
         else {
@@ -419,6 +433,11 @@ impl RelayCore {
         };
         if !self.verifier.check(nonce, binding, proof) {
             return self.refuse(conn, Refusal::WrongSecret);
+        }
+        // Only the holder of the member key may be its participant: no one takes another's
+        // place (and with it their audio track and presence) by naming their id.
+        if !member.verify_admission(nonce, binding, signature) {
+            return self.refuse(conn, Refusal::Impostor);
         }
         // The same musician again (a reconnect the relay has not noticed the end of yet): the
         // old connection goes, so the room never shows one musician twice.
@@ -532,6 +551,7 @@ impl RelayCore {
         match refusal {
             Refusal::WrongSecret => &m.refused_wrong_secret,
             Refusal::UnknownRoom => &m.refused_unknown_room,
+            Refusal::Impostor => &m.refused_impostor,
             _ => &m.refused_other,
         }
         .fetch_add(1, Relaxed);

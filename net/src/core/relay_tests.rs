@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 use crate::core::batch::BATCH_WINDOW;
+use crate::crypto::MemberKey;
 use crate::invite::RoomId;
 use crate::sim::DangerSeededRng;
 use crate::wire::{forwarded_items, StemId, StreamRef, Subscription};
@@ -20,6 +21,15 @@ struct Room {
     inbox: BTreeMap<ConnId, Vec<Outgoing>>,
     deaf: BTreeSet<ConnId>,
     next: u64,
+    /// The member key each connection joined with.
+    keys: BTreeMap<ConnId, MemberKey>,
+}
+
+/// The member key of test participant `n`: the same for every join of `n`.
+fn key(n: u64) -> MemberKey {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&n.to_be_bytes());
+    MemberKey::from_seed(&seed)
 }
 
 impl Room {
@@ -42,6 +52,7 @@ impl Room {
             inbox: BTreeMap::new(),
             deaf: BTreeSet::new(),
             next: 0,
+            keys: BTreeMap::new(),
         }
     }
 
@@ -60,12 +71,13 @@ impl Room {
         self.next += 1;
         let join = JoinRequest {
             name: name.into(),
-            participant: ParticipantId(participant),
+            member: key(participant).public(),
             role: Role::Performer,
             observed: SocketAddr::from(([192, 0, 2, 1], 4000 + conn.0 as u16)),
             binding: [conn.0 as u8; 32],
         };
         self.core.handle_join(self.now, conn, join);
+        self.keys.insert(conn, key(participant));
         self.pump();
         conn
     }
@@ -82,11 +94,11 @@ impl Room {
 
     fn prove(&mut self, conn: ConnId) {
         let nonce = self.challenge(conn);
-        let proof = self
-            .secret
-            .admission_proof(&self.room, &nonce, &[conn.0 as u8; 32]);
+        let binding = [conn.0 as u8; 32];
+        let proof = self.secret.admission_proof(&self.room, &nonce, &binding);
+        let signature = self.keys[&conn].sign_admission(&nonce, &binding);
         self.core
-            .handle_message(self.now, conn, ClientMessage::Proof { proof });
+            .handle_message(self.now, conn, ClientMessage::Proof { proof, signature });
         self.pump();
     }
 
@@ -196,7 +208,7 @@ fn a_member_is_challenged_welcomed_and_then_told_to_the_others() {
         .collect();
     assert_eq!(joined.len(), 1);
     assert_eq!(joined[0].id, idb);
-    assert_eq!(joined[0].participant, ParticipantId(2));
+    assert_eq!(joined[0].participant, key(2).participant());
     assert_eq!(r.metrics.joins.load(Relaxed), 2);
     assert_eq!(r.metrics.members.load(Relaxed), 2);
     assert!(matches!(r.core.poll_event(), Some(RelayEvent::Joined(_))));
@@ -240,8 +252,11 @@ fn a_wrong_proof_a_silent_joiner_and_a_full_room_are_refused_and_leave_nothing_b
         ..RoomLimits::default()
     });
     let bad = r.connect("Eve", 9);
-    r.core
-        .handle_message(r.now, bad, ClientMessage::Proof { proof: [0; 32] });
+    let proof = ClientMessage::Proof {
+        proof: [0; 32],
+        signature: Vec::new(),
+    };
+    r.core.handle_message(r.now, bad, proof);
     r.pump();
     assert!(r
         .control(bad)
@@ -258,8 +273,12 @@ fn a_wrong_proof_a_silent_joiner_and_a_full_room_are_refused_and_leave_nothing_b
     let c2 = r.connect("Victim", 7);
     let nonce = r.challenge(c1);
     let replayed = r.secret.admission_proof(&r.room, &nonce, &[c2.0 as u8; 32]);
-    r.core
-        .handle_message(r.now, c1, ClientMessage::Proof { proof: replayed });
+    let signature = key(8).sign_admission(&nonce, &[c1.0 as u8; 32]);
+    let proof = ClientMessage::Proof {
+        proof: replayed,
+        signature,
+    };
+    r.core.handle_message(r.now, c1, proof);
     r.pump();
     assert_eq!(
         r.closed(c1),
@@ -341,7 +360,7 @@ fn direct_paths_listeners_and_subscriptions_decide_who_hears_whom() {
         ConnId(100),
         JoinRequest {
             name: "Fan".into(),
-            participant: ParticipantId(40),
+            member: key(40).public(),
             role: Role::Listener,
             observed: SocketAddr::from(([192, 0, 2, 9], 9)),
             binding: [100; 32],
@@ -350,8 +369,12 @@ fn direct_paths_listeners_and_subscriptions_decide_who_hears_whom() {
     r.pump();
     let nonce = r.challenge(ConnId(100));
     let proof = r.secret.admission_proof(&r.room, &nonce, &[100; 32]);
-    r.core
-        .handle_message(r.now, ConnId(100), ClientMessage::Proof { proof });
+    let signature = key(40).sign_admission(&nonce, &[100; 32]);
+    r.core.handle_message(
+        r.now,
+        ConnId(100),
+        ClientMessage::Proof { proof, signature },
+    );
     r.pump();
     r.core.handle_closed(r.now, l);
     let listener = ConnId(100);
@@ -417,7 +440,7 @@ fn the_same_musician_joining_again_replaces_its_old_connection() {
     assert_eq!(r.closed(old), Some(CloseReason::Replaced));
     let seen: Vec<&RelayMessage> = r.control(a).collect();
     assert!(matches!(seen[0], RelayMessage::Left(id) if *id == id_old));
-    assert!(matches!(seen[1], RelayMessage::Joined(i) if i.participant == ParticipantId(2)));
+    assert!(matches!(seen[1], RelayMessage::Joined(i) if i.participant == key(2).participant()));
     assert_eq!(r.welcome(new).1.len(), 1, "the new one sees only Ana");
     assert_eq!(r.core.members().count(), 2);
     // The old connection's late datagrams go nowhere.
@@ -577,4 +600,47 @@ fn a_departed_members_id_given_to_a_newcomer_carries_no_routing_with_it() {
     r.send(d, 0, 2);
     r.settle();
     assert!(r.heard(c).is_empty(), "Cy asked for Bo, not for Dee");
+}
+
+/// Mallory holds the room secret (she is a member) and Bo's public key (anyone in the room
+/// may see it), not his private key: naming his key to take his place, and with it his audio
+/// track and presence, is refused, and Bo stays.
+#[test]
+fn a_member_cannot_join_as_another_by_naming_their_key() {
+    let mut r = Room::new(RoomLimits::default());
+    let (bo, bo_id) = r.join("Bo", 2);
+    // Her own key's signature, then bytes of her choosing.
+    for (n, own_key) in [true, false].into_iter().enumerate() {
+        let conn = ConnId(50 + n as u64);
+        let binding = [50 + n as u8; 32];
+        let join = JoinRequest {
+            name: "Bo".into(),
+            member: key(2).public(),
+            role: Role::Performer,
+            observed: SocketAddr::from(([192, 0, 2, 66], 66)),
+            binding,
+        };
+        r.core.handle_join(r.now, conn, join);
+        r.pump();
+        let nonce = r.challenge(conn);
+        let proof = r.secret.admission_proof(&r.room, &nonce, &binding);
+        let signature = if own_key {
+            key(66).sign_admission(&nonce, &binding)
+        } else {
+            vec![0xAB; 64]
+        };
+        r.core
+            .handle_message(r.now, conn, ClientMessage::Proof { proof, signature });
+        r.pump();
+        assert_eq!(
+            r.closed(conn),
+            Some(CloseReason::Refused(Refusal::Impostor))
+        );
+    }
+    assert_eq!(r.metrics.refused_impostor.load(Relaxed), 2);
+    assert_eq!(r.closed(bo), None, "Bo keeps his place");
+    assert!(r
+        .core
+        .members()
+        .any(|m| m.id == bo_id && m.participant == key(2).participant()));
 }

@@ -16,9 +16,11 @@
 //! secrecy: old keys are dropped after a short grace period).
 
 mod audio;
+mod identity;
 
 pub(crate) use audio::ReplayWindow;
 pub use audio::{widen_media, widen_seq, OpenedAudio};
+pub use identity::{MemberKey, MemberPublic, SIGNATURE_LEN};
 
 use std::time::{Duration, Instant};
 

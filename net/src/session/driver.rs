@@ -46,6 +46,8 @@ pub(super) struct Driver {
     pub(super) on_audio: AudioCallback,
     pub(super) config: SessionConfig,
     pub(super) identity: Identity,
+    /// Who we are in the room: the relay admits us as this key's participant.
+    pub(super) member: MemberKey,
 }
 
 /// The connections of one stay in the room.
@@ -94,7 +96,7 @@ impl Driver {
                 };
             let (inputs, inputs_rx) = mpsc::channel(INPUTS);
             let acceptor = tokio::spawn(direct::accept(endpoint.clone(), inputs.clone()));
-            match join(&endpoint, &self.config, &self.shared).await {
+            match join(&endpoint, &self.config, &self.member, &self.shared).await {
                 Ok(joined) => {
                     backoff = BACKOFF_MIN;
                     self.serve(&endpoint, joined, inputs, inputs_rx).await;
@@ -517,6 +519,7 @@ struct Joined {
 async fn join(
     endpoint: &quinn::Endpoint,
     config: &SessionConfig,
+    member: &MemberKey,
     shared: &Shared,
 ) -> Result<Joined, JoinError> {
     let inv = &config.invite;
@@ -554,7 +557,7 @@ async fn join(
         &ClientMessage::Join {
             room: inv.room.to_string(),
             name: config.name.clone(),
-            participant: shared.participant,
+            member: member.public(),
             role: Role::Performer,
         },
     )
@@ -568,7 +571,8 @@ async fn join(
     };
     let binding = channel_binding(&conn, &inv.room).ok_or_else(|| lost(&"no TLS exporter"))?;
     let proof = inv.secret.admission_proof(&inv.room, &nonce, &binding);
-    write_frame(&mut send, &ClientMessage::Proof { proof })
+    let signature = member.sign_admission(&nonce, &binding);
+    write_frame(&mut send, &ClientMessage::Proof { proof, signature })
         .await
         .map_err(|e| lost(&e))?;
     match read_frame::<RelayMessage>(&mut recv).await {

@@ -10,6 +10,7 @@ use super::world::SimConfig;
 use crate::core::member::{RoomCore, RoomSetup};
 use crate::core::relay::ConnId;
 use crate::core::sync::DocReplica;
+use crate::crypto::MemberKey;
 use crate::crypto::RotationPolicy;
 use crate::doc::{Note, SessionDoc};
 use crate::invite::RoomId;
@@ -23,6 +24,8 @@ pub(super) struct Member {
     pub(super) core: RoomCore,
     pub(super) doc: DocReplica,
     pub(super) participant: ParticipantId,
+    /// Its member key, from the seed: the participant id is this key's.
+    pub(super) key: MemberKey,
     pub(super) conn: Option<ConnId>,
     pub(super) binding: [u8; 32],
     pub(super) joined: bool,
@@ -88,7 +91,8 @@ impl Member {
         start: Instant,
         mut rng: DangerSeededRng,
     ) -> Self {
-        let participant = ParticipantId(i as u64 + 1);
+        let key = MemberKey::generate(&mut rng);
+        let participant = key.participant();
         let counters = Arc::new(SessionCounters::default());
         let mut doc = SessionDoc::new().expect("genesis document");
         // Distinct in its first bytes: ids of tracks and notes take the actor's prefix.
@@ -116,6 +120,7 @@ impl Member {
             ),
             doc: DocReplica::new(doc, secret.doc_cipher(room), participant),
             participant,
+            key,
             conn: None,
             binding: [0; 32],
             joined: false,

@@ -347,7 +347,7 @@ impl World {
         rand_core::RngCore::fill_bytes(&mut m.rng, &mut m.binding);
         let request = JoinRequest {
             name: format!("m{i}"),
-            participant: m.participant,
+            member: m.key.public(),
             role: Role::Performer,
             observed: SocketAddr::from(([192, 0, 2, 1], 5000 + i as u16)),
             binding: m.binding,
@@ -437,7 +437,9 @@ impl World {
             match msg {
                 RelayMessage::Challenge { nonce } => {
                     let proof = self.secret.admission_proof(&self.room, &nonce, &m.binding);
-                    self.up_control(i, conn, Up::Msg(ClientMessage::Proof { proof }));
+                    let signature = m.key.sign_admission(&nonce, &m.binding);
+                    let msg = ClientMessage::Proof { proof, signature };
+                    self.up_control(i, conn, Up::Msg(msg));
                 }
                 RelayMessage::Welcome { you, members, .. } => {
                     if m.welcomes > 0 {
@@ -483,16 +485,18 @@ impl World {
             heard.push((from, f.media_time, f.payload.to_vec()))
         });
         for (from, media, payload) in heard {
-            let sender = (from.0 - 1) as usize;
-            let sent_at = self.members.get(sender).and_then(|m| {
+            // Frames played as no member of the run, or with another's payload, are forged.
+            let sender = self.members.iter().position(|m| m.participant == from);
+            let sent_at = sender.and_then(|s| {
+                let m = &self.members[s];
                 m.sent
                     .iter()
                     .rev()
                     .find(|(_, m, _)| *m == media)
                     .map(|(_, _, at)| *at)
             });
-            let genuine = payload == [sender as u8; 40] && sender != i;
-            let Some(sent_at) = sent_at.filter(|_| genuine) else {
+            let genuine = sender.is_some_and(|s| payload == [s as u8; 40] && s != i);
+            let (Some(sender), Some(sent_at)) = (sender, sent_at.filter(|_| genuine)) else {
                 self.forged_audio += 1;
                 continue;
             };

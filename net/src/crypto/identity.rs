@@ -1,0 +1,130 @@
+//! A member's identity: an Ed25519 signing key whose public half names the member in its room.
+//! The participant id is derived from the public key, so claiming someone's id means holding
+//! their private key; the relay checks a signature bound to the TLS session at admission.
+
+use rand_core::CryptoRngCore;
+use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::wire::ParticipantId;
+
+/// Bytes of an Ed25519 signature.
+pub const SIGNATURE_LEN: usize = 64;
+
+/// A member's public key, as it travels in its Join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct MemberPublic(pub [u8; 32]);
+
+impl MemberPublic {
+    /// The participant id this key speaks for: the first 8 bytes of its SHA-256.
+    pub fn participant(&self) -> ParticipantId {
+        let digest = Sha256::digest([b"echoel v1 participant".as_slice(), &self.0].concat());
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        ParticipantId(u64::from_be_bytes(id))
+    }
+
+    /// Whether `signature` proves the holder of this key answered `challenge` on the TLS
+    /// session with keying material `binding`.
+    pub fn verify_admission(&self, challenge: &[u8; 32], binding: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, self.0)
+            .verify(&admission_message(challenge, binding), signature)
+            .is_ok()
+    }
+}
+
+/// A member's private signing key: made once per session (or kept by the caller), never sent.
+pub struct MemberKey {
+    pair: Ed25519KeyPair,
+    public: MemberPublic,
+}
+
+impl MemberKey {
+    /// A fresh key from `rng`.
+    pub fn generate(rng: &mut dyn CryptoRngCore) -> Self {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut seed[..]);
+        Self::from_seed(&seed)
+    }
+
+    /// The key whose private seed is `seed`.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
+            .expect("every 32-byte seed is an Ed25519 private key");
+        let mut public = [0u8; 32];
+        public.copy_from_slice(pair.public_key().as_ref());
+        Self {
+            pair,
+            public: MemberPublic(public),
+        }
+    }
+
+    /// The public half.
+    pub fn public(&self) -> MemberPublic {
+        self.public
+    }
+
+    /// The participant id this key speaks for.
+    pub fn participant(&self) -> ParticipantId {
+        self.public.participant()
+    }
+
+    /// Signs the relay's `challenge` on the TLS session with keying material `binding`: the
+    /// signature is worth nothing on any other connection.
+    pub fn sign_admission(&self, challenge: &[u8; 32], binding: &[u8]) -> Vec<u8> {
+        self.pair
+            .sign(&admission_message(challenge, binding))
+            .as_ref()
+            .to_vec()
+    }
+}
+
+impl std::fmt::Debug for MemberKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MemberKey({:?})", self.participant())
+    }
+}
+
+fn admission_message(challenge: &[u8; 32], binding: &[u8]) -> Vec<u8> {
+    [b"echoel v1 member admission".as_slice(), challenge, binding].concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_holds_only_for_its_key_challenge_and_session() {
+        let (a, b) = (
+            MemberKey::generate(&mut rand_core::OsRng),
+            MemberKey::generate(&mut rand_core::OsRng),
+        );
+        assert_ne!(a.participant(), b.participant());
+        assert_eq!(a.participant(), a.public().participant());
+        let sig = a.sign_admission(&[1; 32], &[2; 32]);
+        assert_eq!(sig.len(), SIGNATURE_LEN);
+        assert!(a.public().verify_admission(&[1; 32], &[2; 32], &sig));
+        assert!(
+            !b.public().verify_admission(&[1; 32], &[2; 32], &sig),
+            "another key"
+        );
+        assert!(
+            !a.public().verify_admission(&[3; 32], &[2; 32], &sig),
+            "another challenge"
+        );
+        assert!(
+            !a.public().verify_admission(&[1; 32], &[4; 32], &sig),
+            "another session"
+        );
+        assert!(
+            !a.public().verify_admission(&[1; 32], &[2; 32], &sig[..63]),
+            "cut short"
+        );
+        assert_eq!(
+            MemberKey::from_seed(&[7; 32]).participant(),
+            MemberKey::from_seed(&[7; 32]).participant(),
+            "the same seed, the same member"
+        );
+    }
+}
