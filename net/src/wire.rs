@@ -456,6 +456,11 @@ pub enum PeerMessage {
     Announce(KeyAnnounce),
     /// My sender key, sealed to you.
     Grant(KeyGrant),
+    /// I hold your sender key of this epoch: once everyone does, you may seal with it.
+    Keyed {
+        /// Your epoch whose key I hold.
+        epoch: Epoch,
+    },
     /// Part of a session-document sync message, sealed under the room's document key. A
     /// message larger than one control frame goes as several parts, in order. The message
     /// number, part and parts are authenticated with the sender (see [`DocPlace`]).

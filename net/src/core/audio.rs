@@ -130,6 +130,7 @@ pub fn open_datagram(
     via: Via,
     bytes: &[u8],
     sink: &mut dyn FnMut(ParticipantId, AudioFrame<'_>),
+    no_key: &mut dyn FnMut(MemberId),
 ) {
     let mut items = 0;
     for item in forwarded_items(bytes) {
@@ -138,7 +139,7 @@ pub fn open_datagram(
             Ok(fwd) if matches!(via, Via::Direct(m) if m != fwd.sender || items > 1) => {
                 counters.forged.fetch_add(1, Relaxed);
             }
-            Ok(fwd) => open_forwarded(keys, &participant_of, counters, fwd, sink),
+            Ok(fwd) => open_forwarded(keys, &participant_of, counters, fwd, sink, no_key),
             Err(_) => {
                 counters.malformed.fetch_add(1, Relaxed);
                 return;
@@ -153,6 +154,7 @@ fn open_forwarded(
     c: &SessionCounters,
     fwd: Forwarded<'_>,
     sink: &mut dyn FnMut(ParticipantId, AudioFrame<'_>),
+    no_key: &mut dyn FnMut(MemberId),
 ) {
     let mut buf = fwd.datagram.to_vec();
     // Earlier frames the datagram carries that we never had (redundancy), newest first.
@@ -160,6 +162,9 @@ fn open_forwarded(
     let o = match keys.open_audio(fwd.sender, &mut buf) {
         Ok(o) => o,
         Err(e) => {
+            if e == CryptoError::UnknownKey {
+                no_key(fwd.sender);
+            }
             match e {
                 CryptoError::Replay | CryptoError::TooOld => &c.replayed,
                 CryptoError::UnknownKey => &c.unkeyed,

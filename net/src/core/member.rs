@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 pub use super::audio::Via;
 use super::audio::{open_datagram, AudioOut};
 use super::sync::{DocPart, DocReplica, Received};
-use crate::crypto::{DocCipher, MemberAuthKey, MemberKeys, RotationPolicy};
+use crate::crypto::{DocCipher, KeyAnnounce, KeyGrant, MemberAuthKey, MemberKeys, RotationPolicy};
 use crate::presence::MAX_RATE_HZ;
 use crate::presence::{PeerPresence, Presence, PresenceBook, PresenceOutbox, PresenceUpdate};
 use crate::session::{AudioFrame, SessionCounters};
@@ -30,6 +30,8 @@ use crate::wire::{
 
 /// Key rotation and expiry are checked this often.
 pub const KEY_TICK: Duration = Duration::from_millis(250);
+/// How often we ask a member again for a key it has not granted us.
+const UNKEYED_ASK_EVERY: Duration = Duration::from_secs(1);
 
 /// Edits within this long of a document sync go out together at its end: a dragged tempo or
 /// typed chart costs one message per peer per window, not one per step.
@@ -89,6 +91,9 @@ struct Joined {
     members: BTreeMap<MemberId, MemberInfo>,
     /// Members reached over a direct path.
     paths: BTreeSet<MemberId>,
+    /// Members whose audio came under a key we were never granted (a grant lost to a
+    /// reconnection race), and when we last asked each for it again.
+    unkeyed: BTreeMap<MemberId, Option<Instant>>,
     next_key_tick: Instant,
     next_presence_tick: Instant,
 }
@@ -157,6 +162,7 @@ impl RoomCore {
             keys,
             members: others.iter().map(|m| (m.id, m.clone())).collect(),
             paths: BTreeSet::new(),
+            unkeyed: BTreeMap::new(),
             next_key_tick: now + KEY_TICK,
             next_presence_tick: now,
         });
@@ -182,10 +188,17 @@ impl RoomCore {
             RelayMessage::Joined(info) => {
                 j.members.insert(info.id, info.clone());
                 self.events.push_back(RoomEvent::MemberJoined(info.clone()));
-                let announce = PeerMessage::Announce(j.keys.announce());
+                // A new key for the newcomer to be given: nothing sealed before it came in
+                // opens for it. Everyone already here is granted the key too. A key granted
+                // and not yet sealing already is one.
+                if j.keys.switch_pending() {
+                    let announce = PeerMessage::Announce(j.keys.announce());
+                    self.relay(Some(info.id), announce);
+                } else {
+                    self.rekey(now);
+                }
                 // A newcomer sees who is here at once, not at the next heartbeat.
                 self.presence_out.touch();
-                self.relay(Some(info.id), announce);
                 self.maybe_dial(&info);
                 doc.restart(info.participant);
                 self.sync_to(&info, doc);
@@ -196,6 +209,13 @@ impl RoomCore {
                     self.events.push_back(RoomEvent::MemberLeft(info));
                 }
                 j.keys.remove_member(id);
+                j.unkeyed.remove(&id);
+                // A new key the departed member is not given: once we seal with it, it
+                // opens nothing more of ours.
+                self.rekey(now);
+                let Some(j) = self.joined.as_mut() else {
+                    return;
+                };
                 if j.paths.remove(&id) {
                     self.route();
                 }
@@ -262,13 +282,27 @@ impl RoomCore {
         let Some(j) = self.joined.as_mut() else {
             return;
         };
+        j.keys.switch(now);
         if now >= j.next_key_tick {
             j.next_key_tick = now + KEY_TICK;
-            if let Some((ann, grants)) = j.keys.maybe_rotate(now, &mut *self.rng) {
-                self.relay(None, PeerMessage::Announce(ann));
-                for g in grants {
-                    self.relay(Some(g.to), PeerMessage::Grant(g));
-                }
+            // Our announcement again to whoever sends us audio we hold no key for: its
+            // answer is a fresh grant. At most once a second each.
+            let ask: Vec<MemberId> = j
+                .unkeyed
+                .iter_mut()
+                .filter(|(_, asked)| asked.is_none_or(|t| now >= t + UNKEYED_ASK_EVERY))
+                .map(|(m, asked)| {
+                    *asked = Some(now);
+                    *m
+                })
+                .collect();
+            let announce = j.keys.announce();
+            let rotation = j.keys.maybe_rotate(now, &mut *self.rng);
+            for m in ask {
+                self.relay(Some(m), PeerMessage::Announce(announce.clone()));
+            }
+            if let Some(rotation) = rotation {
+                self.announce_rotation(rotation);
             }
             if let Some(j) = self.joined.as_mut() {
                 j.keys.expire(now);
@@ -297,6 +331,7 @@ impl RoomCore {
         [j.next_key_tick, j.next_presence_tick]
             .into_iter()
             .chain(held)
+            .chain(j.keys.switch_at())
             .min()
     }
 
@@ -390,6 +425,12 @@ impl RoomCore {
         };
         let members = &j.members;
         let participant_of = |m: MemberId| members.get(&m).map(|i| i.participant);
+        let unkeyed = &mut j.unkeyed;
+        let mut no_key = |m: MemberId| {
+            if members.contains_key(&m) {
+                unkeyed.entry(m).or_insert(None);
+            }
+        };
         open_datagram(
             &mut j.keys,
             participant_of,
@@ -397,6 +438,7 @@ impl RoomCore {
             via,
             bytes,
             sink,
+            &mut no_key,
         );
     }
 
@@ -424,6 +466,23 @@ impl RoomCore {
             let direct = j.paths.iter().copied().collect();
             self.transmits
                 .push_back(Transmit::Relay(ClientMessage::Route { direct }));
+        }
+    }
+
+    /// A new epoch of our sender key, granted to every member we hold a key announcement of.
+    fn rekey(&mut self, now: Instant) {
+        if let Some(j) = self.joined.as_mut() {
+            let rotation = j.keys.rotate(now, &mut *self.rng);
+            // Alone in the room: nobody to wait for.
+            j.keys.switch(now);
+            self.announce_rotation(rotation);
+        }
+    }
+
+    fn announce_rotation(&mut self, (announce, grants): (KeyAnnounce, Vec<KeyGrant>)) {
+        self.relay(None, PeerMessage::Announce(announce));
+        for g in grants {
+            self.relay(Some(g.to), PeerMessage::Grant(g));
         }
     }
 
@@ -487,13 +546,39 @@ impl RoomCore {
                         body: encode_peer(&PeerMessage::Grant(g)),
                     }));
             }),
-            PeerMessage::Grant(g) if g.from == from => j.keys.accept_grant(g, now),
+            PeerMessage::Grant(g) if g.from == from => {
+                j.unkeyed.remove(&from);
+                j.keys.accept_grant(g, now).map(|()| {
+                    // Its sender may seal with this key once everyone holds it.
+                    let keyed = PeerMessage::Keyed {
+                        epoch: g.from_epoch,
+                    };
+                    self.transmits
+                        .push_back(Transmit::Relay(ClientMessage::Send {
+                            to: Some(from),
+                            body: encode_peer(&keyed),
+                        }));
+                })
+            }
+            PeerMessage::Keyed { epoch } => {
+                j.keys.keyed(from, *epoch);
+                j.keys.switch(now);
+                Ok(())
+            }
             _ => Err(crate::crypto::CryptoError::NotForUs),
         };
-        if let Err(e) = result {
-            let notice = format!("key message from {from:?} refused: {e}");
-            self.events.push_back(RoomEvent::Notice(notice));
-            self.counters.forged.fetch_add(1, Relaxed);
+        match result {
+            Ok(()) => {}
+            // A grant sealed to an ephemeral of ours that is gone (we rejoined, or rotated
+            // many times since): late, not hostile; the member grants again on our announce.
+            Err(crate::crypto::CryptoError::UnknownKey) => {
+                self.counters.unkeyed.fetch_add(1, Relaxed);
+            }
+            Err(e) => {
+                let notice = format!("key message from {from:?} refused: {e}");
+                self.events.push_back(RoomEvent::Notice(notice));
+                self.counters.forged.fetch_add(1, Relaxed);
+            }
         }
     }
 

@@ -163,6 +163,12 @@ impl Band {
         panic!("the band never went quiet");
     }
 
+    /// Lets the keys granted at the last joins take over sealing: a newcomer hears the others
+    /// from then on (it never opens what was sealed before it came).
+    fn settle_keys(&mut self) {
+        self.tick(RotationPolicy::default().switch_delay);
+    }
+
     fn tick(&mut self, by: Duration) {
         let end = self.now + by;
         for _ in 0..100_000 {
@@ -219,6 +225,7 @@ impl Band {
 fn members_welcomed_into_a_room_key_each_other_and_hear_each_other() {
     let mut b = Band::new(3, RotationPolicy::default());
     let ids: Vec<MemberId> = (0..3).map(|i| b.join(i)).collect();
+    b.settle_keys();
     let joined: Vec<MemberId> = std::iter::from_fn(|| b.cores[1].poll_event())
         .filter_map(|e| match e {
             RoomEvent::MemberJoined(m) => Some(m.id),
@@ -268,6 +275,7 @@ fn a_member_with_two_streams_is_heard_on_both_each_numbered_on_its_own() {
     let mut b = Band::new(2, RotationPolicy::default());
     b.join(0);
     b.join(1);
+    b.settle_keys();
     let mut heard = Vec::new();
     for k in 0..4u64 {
         heard.extend(b.audio(0, 1, 0, k * 240));
@@ -315,6 +323,7 @@ fn keys_rotate_on_the_clock_and_audio_keeps_opening() {
     let mut b = Band::new(2, policy);
     b.join(0);
     b.join(1);
+    b.settle_keys();
     assert_eq!(b.audio(0, 1, 0, 0).len(), 1);
     b.tick(Duration::from_secs(3));
     assert_eq!(b.audio(0, 1, 0, 240).len(), 1, "opened under the new key");
@@ -431,6 +440,7 @@ fn a_relay_restart_gives_new_ids_and_the_band_plays_and_edits_on() {
     for i in [2, 0, 1] {
         b.join(i);
     }
+    b.settle_keys();
     assert_ne!(b.ids[0], Some(MemberId(0)));
     assert_eq!(
         b.audio(2, 0, 0, 0)[0].0,
@@ -578,6 +588,7 @@ fn forged_key_messages_and_garbage_are_counted_not_trusted() {
 fn a_member_cannot_speak_as_another_over_its_direct_path() {
     let mut b = Band::new(3, RotationPolicy::default());
     let ids: Vec<MemberId> = (0..3).map(|i| b.join(i)).collect();
+    b.settle_keys();
     let (alice, bob, mallory) = (0, 1, 2);
     assert_eq!(b.audio(alice, bob, 0, 480).len(), 1, "Alice is heard");
     let forged = |b: &mut Band, ahead| {
@@ -618,4 +629,100 @@ fn a_member_cannot_speak_as_another_over_its_direct_path() {
         vec![(ParticipantId(alice as u64), vec![1; 20])],
         "Alice's own path still carries her audio"
     );
+}
+
+/// Opens `datagram` (as the relay forwards it, from member `from`) at member `to`.
+fn heard_at(b: &mut Band, to: usize, from: usize, datagram: &[u8]) -> usize {
+    let mut fwd = Vec::new();
+    crate::wire::encode_sender(b.ids[from].unwrap(), &mut fwd);
+    fwd.extend_from_slice(datagram);
+    let mut heard = 0;
+    b.cores[to].open_datagram(Via::Relay, &fwd, &mut |_, _| heard += 1);
+    heard
+}
+
+/// A frame member `from` seals now, without its sender prefix (as the relay receives it).
+fn sealed(b: &mut Band, from: usize, media: u64) -> Vec<u8> {
+    let (d, prefix, _) = b.cores[from]
+        .seal_audio(StemId(0), media, &[from as u8; 20], 0)
+        .expect("joined");
+    d[prefix..].to_vec()
+}
+
+/// A departed member that kept its keys and goes on receiving (the relay forwarding to it,
+/// or a recording) opens what was sealed before the others held the new key, and nothing
+/// after; a newcomer opens nothing sealed before it came in.
+#[test]
+fn a_departed_member_opens_nothing_sealed_after_the_switch_and_a_newcomer_nothing_before() {
+    let delay = RotationPolicy::default().switch_delay;
+    let mut b = Band::new(4, RotationPolicy::default());
+    let (ana, bo, cy, dee) = (0, 1, 2, 3);
+    let cy_id = [b.join(ana), b.join(bo), b.join(cy)][2];
+    b.tick(delay);
+    let first = sealed(&mut b, ana, 0);
+    assert_eq!(heard_at(&mut b, cy, ana, &first), 1);
+
+    // Cy leaves as the others see it; Cy itself keeps everything it held.
+    let now = b.now;
+    for k in [ana, bo] {
+        b.cores[k].handle_relay(now, RelayMessage::Left(cy_id), &mut b.docs[k]);
+    }
+    let before_switch = sealed(&mut b, ana, 240);
+    assert_eq!(
+        heard_at(&mut b, cy, ana, &before_switch),
+        1,
+        "before Bo holds the new key, Ana seals with the old"
+    );
+    // The new key's grant reaches Bo and his answer reaches Ana: she switches.
+    b.run();
+    let after = sealed(&mut b, ana, 480);
+    assert_eq!(heard_at(&mut b, bo, ana, &after), 1, "Bo opens the new key");
+    assert_eq!(
+        heard_at(&mut b, cy, ana, &after),
+        0,
+        "Cy opens nothing after the switch"
+    );
+
+    // Dee joins: what Ana sealed just before is not Dee's to open, what follows the switch is.
+    let earlier = sealed(&mut b, ana, 720);
+    b.join(dee);
+    assert_eq!(
+        heard_at(&mut b, dee, ana, &earlier),
+        0,
+        "nothing from before Dee came"
+    );
+    b.tick(delay);
+    let later = sealed(&mut b, ana, 960);
+    assert_eq!(heard_at(&mut b, dee, ana, &later), 1);
+}
+
+/// Every join and leave rekeys every member; a member that stays hears every frame through
+/// twenty of them.
+#[test]
+fn joins_and_leaves_rekey_without_losing_a_frame() {
+    let mut b = Band::new(4, RotationPolicy::default());
+    b.join(0);
+    b.join(1);
+    b.tick(RotationPolicy::default().switch_delay);
+    let (mut sent, mut heard) = (0, 0);
+    let mut media = 0;
+    for round in 0..20 {
+        if round % 2 == 0 {
+            b.join(2 + (round / 2) % 2);
+        } else {
+            b.leave(2 + (round / 2) % 2);
+        }
+        // 0.5 s of 2.5 ms frames each way between the two who stay, on the virtual clock.
+        for _ in 0..200 {
+            b.tick(Duration::from_micros(2500));
+            media += 120;
+            for (from, to) in [(0, 1), (1, 0)] {
+                let d = sealed(&mut b, from, media);
+                sent += 1;
+                heard += heard_at(&mut b, to, from, &d);
+            }
+        }
+    }
+    assert_eq!(heard, sent, "frames lost to rekeying");
+    assert!(b.cores[0].counters.unkeyed.load(Relaxed) == 0);
 }

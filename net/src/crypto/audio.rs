@@ -145,7 +145,7 @@ impl MemberKeys {
     ) -> u32 {
         let seq = self.next_seq.0[usize::from(stem.0)];
         self.next_seq.0[usize::from(stem.0)] = seq.wrapping_add(1);
-        let cur = self.current();
+        let cur = self.sealer();
         let header = AudioHeader {
             epoch: cur.epoch,
             stem,
@@ -422,7 +422,7 @@ mod tests {
                     for stem in [StemId(0), StemId(1), StemId(7)] {
                         let mut out = Vec::new();
                         let seq = k.seal_audio(stem, i * 120, b"frame", false, &mut out);
-                        let cur = k.current();
+                        let cur = k.sealer();
                         let header = AudioHeader::decode(&out).unwrap();
                         assert_eq!(header.epoch, cur.epoch);
                         let n = nonce(MemberId(1), cur.epoch, stem, seq);
@@ -434,6 +434,7 @@ mod tests {
                         sealed += 1;
                     }
                     k.maybe_rotate(t0, &mut rand_core::OsRng);
+                    k.switch(t0 + policy.switch_delay);
                 }
             }
         }

@@ -188,8 +188,11 @@ pub struct KeyGrant {
     pub from_public: [u8; 32],
     /// To whom.
     pub to: MemberId,
-    /// Which of the recipient's announced keys it is sealed to.
+    /// Which of the recipient's announced keys it is sealed to: its epoch and public half
+    /// (a member that rejoined reuses epoch numbers with new keys).
     pub to_epoch: Epoch,
+    /// The recipient's ephemeral public key it is sealed to.
+    pub to_public: [u8; 32],
     /// The sealed 32-byte sender key and its tag.
     pub sealed: Vec<u8>,
 }
@@ -226,7 +229,18 @@ pub struct RotationPolicy {
     pub max_packets: u32,
     /// How long previous keys stay usable after a rotation (packets in flight, slow grants).
     pub grace: Duration,
+    /// The longest audio goes on under the old key after a rotation: it switches as soon as
+    /// every member granted the new key says it holds it (about one round trip), so a
+    /// rotation costs no one a frame, and at the latest after this, whoever has not answered.
+    /// A departed member can read on until the switch, no longer.
+    pub switch_delay: Duration,
 }
+
+/// Our own epochs kept at most: the sealing one and the newest few, whose ephemerals grants
+/// in flight may be sealed to (every member rotates on a membership change, so a band
+/// gathering or a flaky member makes several in a second). Half the epoch space, so an epoch
+/// number never names two of them.
+const OWN_EPOCHS_KEPT: usize = EPOCH_MODULUS as usize / 2;
 
 impl Default for RotationPolicy {
     fn default() -> Self {
@@ -235,6 +249,8 @@ impl Default for RotationPolicy {
             max_age: Duration::from_secs(120),
             max_packets: 1 << 18,
             grace: Duration::from_secs(5),
+            // Covers a grant and its answer retransmitted on a lossy path.
+            switch_delay: Duration::from_secs(2),
         }
     }
 }
@@ -310,7 +326,17 @@ pub struct MemberKeys {
     me: MemberId,
     auth: MemberAuthKey,
     policy: RotationPolicy,
+    /// Our epochs, newest last: the one we seal with, the newest (granted, not yet sealing
+    /// while a switch is pending) and a few before, whose ephemerals grants in flight may be
+    /// sealed to.
     own: Vec<OwnEpoch>,
+    /// The epoch we seal audio with.
+    sealing: Epoch,
+    /// When the newest epoch takes over sealing at the latest; sooner once every member we
+    /// granted it to says it holds it, so no member meets a frame it has no key for.
+    switch_at: Option<Instant>,
+    /// Members granted the newest epoch's key, and whether each has said it holds it.
+    granted: std::collections::BTreeMap<MemberId, bool>,
     sent_in_epoch: u32,
     /// The next sequence number of each of our streams: kept here, beside the key, so no
     /// two datagrams under one key share a nonce, whatever the audio engine does.
@@ -332,19 +358,63 @@ impl MemberKeys {
             auth,
             policy,
             own: vec![OwnEpoch::new(0, now, rng)],
+            sealing: 0,
+            switch_at: None,
+            granted: Default::default(),
             sent_in_epoch: 0,
             next_seq: audio::StemCounters::default(),
             remotes: Default::default(),
         }
     }
 
+    /// Our newest epoch: what we announce and grant.
     fn current(&self) -> &OwnEpoch {
         self.own.last().expect("there is always a current epoch")
     }
 
-    /// Our current epoch.
+    /// The epoch we seal audio with (the newest, unless a switch is pending).
+    fn sealer(&self) -> &OwnEpoch {
+        self.own
+            .iter()
+            .rev()
+            .find(|o| o.epoch == self.sealing)
+            .unwrap_or_else(|| self.current())
+    }
+
+    /// Our newest epoch.
     pub fn epoch(&self) -> Epoch {
         self.current().epoch
+    }
+
+    /// When a pending switch to the newest epoch is due (see [`Self::switch`]).
+    pub fn switch_at(&self) -> Option<Instant> {
+        self.switch_at
+    }
+
+    /// Whether a new epoch is granted but not yet sealing: a newcomer granted it now opens
+    /// nothing sealed before.
+    pub fn switch_pending(&self) -> bool {
+        self.switch_at.is_some()
+    }
+
+    /// Seals with the newest epoch from now on, if its switch is due: every member granted
+    /// it holds it, or the longest wait is over.
+    pub fn switch(&mut self, now: Instant) {
+        let everyone = self.granted.values().all(|held| *held);
+        if self.switch_at.is_some_and(|t| now >= t || everyone) {
+            self.sealing = self.epoch();
+            self.switch_at = None;
+            self.sent_in_epoch = 0;
+        }
+    }
+
+    /// `member` says it holds our key of `epoch`.
+    pub fn keyed(&mut self, member: MemberId, epoch: Epoch) {
+        if epoch == self.epoch() {
+            if let Some(held) = self.granted.get_mut(&member) {
+                *held = true;
+            }
+        }
     }
 
     /// The announcement of our current ephemeral key.
@@ -412,8 +482,17 @@ impl MemberKeys {
         self.grant_to(a.member)
     }
 
-    /// Our current sender key sealed to `to`'s newest announced key.
-    fn grant_to(&self, to: MemberId) -> Result<KeyGrant, CryptoError> {
+    /// Our newest sender key sealed to `to`'s newest announced key; while a switch is
+    /// pending, `to` is waited for.
+    fn grant_to(&mut self, to: MemberId) -> Result<KeyGrant, CryptoError> {
+        let grant = self.seal_grant(to)?;
+        if self.switch_at.is_some() {
+            self.granted.entry(to).or_insert(false);
+        }
+        Ok(grant)
+    }
+
+    fn seal_grant(&self, to: MemberId) -> Result<KeyGrant, CryptoError> {
         let (to_epoch, to_pub) = *self
             .remotes
             .get(&to)
@@ -443,6 +522,7 @@ impl MemberKeys {
             from_public: *cur.public.as_bytes(),
             to,
             to_epoch,
+            to_public: *to_pub.as_bytes(),
             sealed,
         })
     }
@@ -458,7 +538,7 @@ impl MemberKeys {
         let own = self
             .own
             .iter()
-            .find(|o| o.epoch == g.to_epoch)
+            .find(|o| o.epoch == g.to_epoch && o.public.as_bytes() == &g.to_public)
             .ok_or(CryptoError::UnknownKey)?;
         let from_pub = PublicKey::from(g.from_public);
         let dh = own.secret.diffie_hellman(&from_pub);
@@ -500,6 +580,7 @@ impl MemberKeys {
     /// Forgets a member that left.
     pub fn remove_member(&mut self, member: MemberId) {
         self.remotes.remove(&member);
+        self.granted.remove(&member);
     }
 
     /// Members we can currently send to (they granted nothing yet, but announced).
@@ -523,10 +604,12 @@ impl MemberKeys {
     ) -> Option<(KeyAnnounce, Vec<KeyGrant>)> {
         let due = now.duration_since(self.current().created) >= self.policy.max_age
             || self.sent_in_epoch >= self.policy.max_packets;
-        due.then(|| self.rotate(now, rng))
+        (due && self.switch_at.is_none()).then(|| self.rotate(now, rng))
     }
 
-    /// Starts a new epoch now.
+    /// Makes a new epoch now and grants it to every member we know; audio is sealed with it
+    /// from [`RotationPolicy::switch_delay`] on (see [`Self::switch`]). A member removed
+    /// before this call never gets the new key: after the switch it opens nothing more.
     pub fn rotate(
         &mut self,
         now: Instant,
@@ -534,11 +617,16 @@ impl MemberKeys {
     ) -> (KeyAnnounce, Vec<KeyGrant>) {
         let next = (self.epoch() + 1) % EPOCH_MODULUS;
         self.own.push(OwnEpoch::new(next, now, rng));
-        // Keep the previous ephemeral for grants sealed to it in flight; older ones go.
-        while self.own.len() > 2 {
-            self.own.remove(0);
+        // Keep the sealing epoch and the newest few ephemerals (grants in flight may be
+        // sealed to any we announced lately); older ones go.
+        while self.own.len() > OWN_EPOCHS_KEPT {
+            let Some(oldest) = self.own.iter().position(|o| o.epoch != self.sealing) else {
+                break;
+            };
+            self.own.remove(oldest);
         }
-        self.sent_in_epoch = 0;
+        self.switch_at = Some(now + self.policy.switch_delay);
+        self.granted.clear();
         let grants = self
             .remotes
             .keys()
@@ -557,7 +645,8 @@ impl MemberKeys {
             r.keys
                 .retain(|k| k.superseded.is_none_or(|t| now.duration_since(t) < grace));
         }
-        if self.own.len() > 1 && now.duration_since(self.current().created) >= grace {
+        let settled = self.switch_at.is_none() && self.sealing == self.epoch();
+        if settled && self.own.len() > 1 && now.duration_since(self.current().created) >= grace {
             self.own.drain(..self.own.len() - 1);
         }
     }

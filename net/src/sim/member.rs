@@ -109,7 +109,7 @@ impl Member {
                     },
                     auth: secret.member_auth(room),
                     rotation: RotationPolicy {
-                        max_age: Duration::from_secs(3600),
+                        max_age: Duration::from_secs(4),
                         ..RotationPolicy::default()
                     },
                     presence_cipher: secret.presence_cipher(room),

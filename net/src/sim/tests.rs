@@ -197,3 +197,31 @@ fn behind_routers_that_drop_unsolicited_traffic_everything_goes_by_the_relay() {
         assert!(r.ok(), "seed {}: {r:?}", r.seed);
     }
 }
+
+/// Ten comings and goings of a guest (twenty membership changes, each making every member
+/// rekey) in the settled tail: the members who stay lose no frame to it.
+#[test]
+fn twenty_joins_and_leaves_cost_the_members_who_stay_no_frame() {
+    let config = SimConfig {
+        chaos: Duration::from_secs(4),
+        settle: Duration::from_secs(30),
+        disconnects: 0,
+        partitions: 0,
+        relay_restart: false,
+        splits: 0,
+        churn: 10,
+        ..chaos()
+    };
+    for r in run_all(0..6, &config) {
+        let seed = r.seed;
+        assert!(r.rejoins >= 10, "seed {seed}: {} rejoins", r.rejoins);
+        for ((from, to), a) in &r.audio {
+            assert!(
+                a.through > 0 && a.missing == 0,
+                "seed {seed}: audio {from} → {to} through the churn: {a:?}; {}",
+                replay(seed)
+            );
+        }
+        assert_eq!(r.notices, 0, "seed {seed}: refusals on honest links");
+    }
+}

@@ -50,6 +50,10 @@ pub struct SimConfig {
     /// Times the members are split in two for a while: the relay reaches both sides, but
     /// direct paths across fall silent.
     pub splits: usize,
+    /// Times the last member, a guest, leaves and comes back during the settled tail, while
+    /// the others stay: every join and leave makes everyone rekey, and the audio between those
+    /// who stay is checked through it. The guest is left out of the checks.
+    pub churn: usize,
 }
 
 impl Default for SimConfig {
@@ -68,6 +72,7 @@ impl Default for SimConfig {
             direct: true,
             nat: Nat::Open,
             splits: 2,
+            churn: 0,
         }
     }
 }
@@ -199,6 +204,13 @@ impl World {
             let who: Vec<usize> = (0..config.members).filter(|_| rng.chance(0.5)).collect();
             outages.push((at, who, Duration::from_millis(1000 + rng.below(10_000))));
         }
+        let tail_start = chaos_end + config.settle.mul_f64(0.5);
+        let tail = (config.settle.mul_f64(0.5)).saturating_sub(Duration::from_secs(2));
+        for k in 0..config.churn {
+            let at = tail_start + tail.mul_f64(k as f64 / config.churn as f64);
+            let away = tail.mul_f64(0.4 / config.churn as f64);
+            outages.push((at, vec![config.members - 1], away));
+        }
         outages.sort_by_key(|o| o.0);
         let mut splits = Vec::new();
         for _ in 0..config.splits {
@@ -212,7 +224,7 @@ impl World {
             .then(|| start + config.chaos.mul_f64(0.2 + 0.6 * rng.unit()));
         Self {
             depth: config.link.worst_datagram() * 2 + Duration::from_millis(5),
-            tail_start: chaos_end + config.settle.mul_f64(0.5),
+            tail_start,
             config,
             seed,
             rng,
@@ -662,7 +674,9 @@ impl World {
     }
 
     fn report(mut self) -> SimReport {
-        let honest = self.members.len() - usize::from(self.config.hostile.member);
+        let honest = self.members.len()
+            - usize::from(self.config.hostile.member)
+            - usize::from(self.config.churn > 0);
         let h = report(&mut self.members, honest, &mut self.ledger, self.depth);
         let mut reconnects = self.reconnects;
         reconnects.sort();
