@@ -44,8 +44,8 @@ fn write_then_rename(tmp: &Path, path: &Path, bytes: &[u8], private: bool) -> st
     std::fs::rename(tmp, path)
 }
 
-/// The relay's rooms: one line per room, `ROOM-ID VERIFIER-HEX`, in `DIR/rooms`. Only
-/// verifiers are stored: nothing here opens audio or a document.
+/// The relay's rooms: one line per room, `ROOM-ID ed25519:VERIFIER-HEX`, in `DIR/rooms`. Only
+/// verifiers are stored: nothing here opens audio or a document, or admits anyone.
 pub struct RoomStore {
     path: std::path::PathBuf,
 }
@@ -58,7 +58,13 @@ pub struct RoomsFile {
     /// Lines that are not `ROOM VERIFIER` (1-based line number, the bytes as found): skipped,
     /// so one damaged line never costs the other rooms.
     pub damaged: Vec<(usize, Vec<u8>)>,
+    /// Rooms made by an older relay, whose verifier was a secret key, and their lines as
+    /// found: they admit no one until `echoel invite --rotate` gives them a new secret.
+    pub legacy: Vec<(crate::RoomId, String)>,
 }
+
+/// Marks a verifier that is a public key (older relays stored a secret one, unmarked).
+const VERIFIER_KIND: &str = "ed25519:";
 
 /// When the rooms file last changed, as far as the file system tells (modification time,
 /// length and, where there is one, the inode a rename put there), so a relay re-reads it only
@@ -106,17 +112,27 @@ impl RoomStore {
                 if line.is_empty() || line.starts_with('#') {
                     return Some(None);
                 }
-                let (room, hex) = line.split_once(' ')?;
+                let (room, verifier) = line.split_once(' ')?;
                 let room = crate::RoomId::new(room).ok()?;
-                let fp: crate::CertFingerprint = hex.trim().parse().ok()?;
-                Some(Some((
-                    room,
-                    crate::crypto::AdmissionVerifier::from_bytes(fp.0),
-                )))
+                let (current, hex) = match verifier.trim().strip_prefix(VERIFIER_KIND) {
+                    Some(hex) => (true, hex),
+                    None => (false, verifier.trim()),
+                };
+                let fp: crate::CertFingerprint = hex.parse().ok()?;
+                let v = current.then(|| crate::crypto::AdmissionVerifier::from_bytes(fp.0));
+                Some(Some((room, v, line.to_owned())))
             });
             match parsed {
-                Some(Some(Some((room, v)))) => {
+                Some(Some(Some((room, Some(v), _)))) => {
                     file.rooms.insert(room, v);
+                }
+                Some(Some(Some((room, None, line)))) => {
+                    tracing::warn!(
+                        "{}: room {room} was made by an older relay and admits no one; run \
+                         `echoel invite --rotate {room}` and send the band its new invite",
+                        self.path.display()
+                    );
+                    file.legacy.push((room, line));
                 }
                 Some(Some(None)) => {}
                 _ => {
@@ -158,8 +174,13 @@ impl RoomStore {
         verifier: &crate::crypto::AdmissionVerifier,
         existing: bool,
     ) -> Result<(), StoreError> {
-        let RoomsFile { mut rooms, damaged } = self.load()?;
-        match (rooms.contains_key(room), existing) {
+        let RoomsFile {
+            mut rooms,
+            damaged,
+            legacy,
+        } = self.load()?;
+        let exists = rooms.contains_key(room) || legacy.iter().any(|(r, _)| r == room);
+        match (exists, existing) {
             (true, false) => return Err(StoreError::Exists(room.clone())),
             (false, true) => return Err(StoreError::Missing(room.clone())),
             _ => {}
@@ -170,8 +191,18 @@ impl RoomStore {
         rooms.insert(room.clone(), verifier.clone());
         let mut lines: Vec<String> = rooms
             .iter()
-            .map(|(r, v)| format!("{r} {}", crate::CertFingerprint(v.to_bytes())))
+            .map(|(r, v)| {
+                let hex = crate::CertFingerprint(v.to_bytes());
+                format!("{r} {VERIFIER_KIND}{hex}")
+            })
             .collect();
+        // Older rooms not yet rotated stay as they were.
+        lines.extend(
+            legacy
+                .into_iter()
+                .filter(|(r, _)| !rooms.contains_key(r))
+                .map(|(_, line)| line),
+        );
         lines.sort();
         let mut text = lines.join("\n");
         text.push('\n');
@@ -301,6 +332,33 @@ mod tests {
         assert_eq!(store.stamp(), stamp, "a refused create writes nothing");
         store.rotate(&room, &verifier(&new, &room)).unwrap();
         assert!(store.load().unwrap().rooms[&room] == verifier(&new, &room));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_room_of_an_older_relay_admits_no_one_until_it_is_rotated() {
+        let dir = tempfile_dir("legacy");
+        let store = RoomStore::new(&dir);
+        let (old, other) = (
+            crate::RoomId::new("friday").unwrap(),
+            crate::RoomId::new("sunday").unwrap(),
+        );
+        // An older relay's line: the secret-key verifier, unmarked.
+        std::fs::write(dir.join("rooms"), format!("friday {}\n", "ab".repeat(32))).unwrap();
+        let file = store.load().unwrap();
+        assert!(file.rooms.is_empty(), "it admits no one");
+        assert_eq!(file.legacy.len(), 1);
+        // Another room's write keeps it listed; only rotation brings it back.
+        let s = crate::RoomSecret::generate();
+        store.create(&other, &verifier(&s, &other)).unwrap();
+        assert!(matches!(
+            store.create(&old, &verifier(&s, &old)),
+            Err(StoreError::Exists(_))
+        ));
+        store.rotate(&old, &verifier(&s, &old)).unwrap();
+        let file = store.load().unwrap();
+        assert_eq!(file.rooms.len(), 2);
+        assert!(file.legacy.is_empty() && file.damaged.is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -368,8 +368,9 @@ pub enum ClientMessage {
     },
     /// Answer to [`RelayMessage::Challenge`].
     Proof {
-        /// HMAC under the room verifier: the joiner holds the room secret.
-        proof: [u8; 32],
+        /// The room admission key's signature of the challenge on this TLS session: the
+        /// joiner holds the room secret (see [`crate::crypto::AdmissionVerifier`]).
+        proof: Vec<u8>,
         /// The member key's signature of the challenge on this TLS session: the joiner holds
         /// the key it named.
         signature: Vec<u8>,
@@ -575,7 +576,7 @@ mod tests {
                 role: Role::Performer,
             },
             ClientMessage::Proof {
-                proof: [5; 32],
+                proof: vec![5; 64],
                 signature: vec![6; 64],
             },
             ClientMessage::Send {

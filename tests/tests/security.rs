@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use echoel_net::crypto::{MemberKeys, RotationPolicy};
+use echoel_net::crypto::RotationPolicy;
 use echoel_net::session::{self, SessionConfig, SessionHandle, SessionState};
+use echoel_net::wire::ParticipantId;
 use echoel_net::wire::Refusal;
-use echoel_net::wire::{ParticipantId, StemId};
-use echoel_net::{MemberId, RoomSecret};
+use echoel_net::RoomSecret;
 use echoel_plugin::headless::{HeadlessError, Source};
 use echoel_tests::{network_runtime, play, Musician, TestRelay};
 
@@ -98,7 +98,6 @@ fn tampered_replayed_and_forged_datagrams_are_dropped_and_counted_and_the_relay_
         .recv_timeout(Duration::from_secs(3))
         .expect("alice hears bob");
     assert_eq!((media_time, payload.as_slice()), (120, &secret_audio[..]));
-    let from = alice.status().members[0].info.id;
 
     // Replay: the same bytes again.
     assert!(bob.danger_send_raw(&sealed));
@@ -106,20 +105,13 @@ fn tampered_replayed_and_forged_datagrams_are_dropped_and_counted_and_the_relay_
     let mut flipped = bob.danger_seal(240, secret_audio).unwrap();
     flipped[7] ^= 0x08;
     assert!(bob.danger_send_raw(&flipped));
-    // Forgery: sealed by someone holding only what the relay holds (the verifier).
-    let relay_knowledge = RoomSecret::from_bytes(invite.secret.verifier(&invite.room).to_bytes());
-    let mut forger = MemberKeys::new(
-        from,
-        relay_knowledge.member_auth(&invite.room),
-        RotationPolicy::default(),
-        Instant::now(),
-        &mut rand_core::OsRng,
-    );
-    // Numbered past what Alice has seen from Bob, so only the seal can refuse it.
-    let mut forged = Vec::new();
-    for i in 0..5 {
-        forged.clear();
-        forger.seal_audio(StemId(0), 360 + i * 120, b"injected", false, &mut forged);
+    // Forgery, as the relay can make one: it holds no key, so it takes a genuine header
+    // (Bob's epoch and stream), numbers it past what Alice has seen, so only the seal can
+    // refuse it, and makes up the rest.
+    let mut forged = sealed.clone();
+    forged[3] = forged[3].wrapping_add(5);
+    for (i, b) in forged[4..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(97) ^ 0x5a;
     }
     assert!(bob.danger_send_raw(&forged));
 
@@ -138,7 +130,8 @@ fn tampered_replayed_and_forged_datagrams_are_dropped_and_counted_and_the_relay_
         c.forged.load(Relaxed)
     );
 
-    // What the relay saw: no plaintext, and nothing it holds opens it.
+    // What the relay saw: no plaintext. (It holds no key that could open it: its verifier is
+    // a public key, see `the_relays_stored_verifier_admits_no_one`.)
     let mut seen = Vec::new();
     while let Ok(d) = capture.try_recv() {
         seen.push(d);
@@ -149,15 +142,6 @@ fn tampered_replayed_and_forged_datagrams_are_dropped_and_counted_and_the_relay_
             !d.windows(secret_audio.len()).any(|w| w == secret_audio),
             "plaintext at the relay"
         );
-        let mut relay_keys = MemberKeys::new(
-            MemberId(250),
-            relay_knowledge.member_auth(&invite.room),
-            RotationPolicy::default(),
-            Instant::now(),
-            &mut rand_core::OsRng,
-        );
-        let mut bytes = d.to_vec();
-        assert!(relay_keys.open_audio(from, &mut bytes).is_err());
     }
     alice.stop();
     bob.stop();
@@ -318,23 +302,20 @@ fn a_flood_of_handshakes_that_never_join_is_capped_and_a_musician_still_joins() 
     drop(held);
 }
 
-/// A hostile member on its own QUIC connection, speaking the room protocol: it holds the room
-/// secret and Alice's public key, not her private key. Naming her key to take her place is
-/// refused; Alice stays in the room, the only one admitted.
-#[test]
-fn a_member_naming_anothers_key_is_refused_and_the_other_stays() {
-    use echoel_net::crypto::MemberKey;
+/// A scripted client on its own QUIC connection speaking the room protocol: it joins `invite`'s
+/// room naming `member` and answers the challenge with `answer(nonce, binding)` (the proof and
+/// the member signature), and returns the relay's reply.
+fn raw_join(
+    rt: &tokio::runtime::Runtime,
+    relay: &TestRelay,
+    invite: &echoel_net::Invite,
+    member: echoel_net::crypto::MemberPublic,
+    answer: impl FnOnce(&[u8; 32], &[u8; 32]) -> (Vec<u8>, Vec<u8>),
+) -> echoel_net::wire::RelayMessage {
     use echoel_net::relay::channel_binding;
     use echoel_net::transport::{read_frame, write_frame};
     use echoel_net::wire::{ClientMessage, RelayMessage, Role};
-    let dir = tempfile::tempdir().unwrap();
-    let relay = TestRelay::start(dir.path());
-    let invite = relay.room("identity");
-    let rt = network_runtime();
-    let (tx, _rx) = std::sync::mpsc::channel();
-    let alice = join(&rt, &invite, "alice", tx);
-    wait_for("Alice", || joined_with(&alice, 0));
-    let answer = rt.block_on(async {
+    rt.block_on(async {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut endpoint = quinn::Endpoint::new(
             echoel_net::tls::endpoint_config(),
@@ -354,8 +335,8 @@ fn a_member_naming_anothers_key_is_refused_and_the_other_stays() {
         let (mut send, mut recv) = conn.open_bi().await.unwrap();
         let join = ClientMessage::Join {
             room: invite.room.to_string(),
-            name: "alice".into(),
-            member: alice.member(),
+            name: "scripted".into(),
+            member,
             role: Role::Performer,
         };
         write_frame(&mut send, &join).await.unwrap();
@@ -363,23 +344,103 @@ fn a_member_naming_anothers_key_is_refused_and_the_other_stays() {
             panic!("no challenge")
         };
         let binding = channel_binding(&conn, &invite.room).unwrap();
-        let proof = invite
-            .secret
-            .admission_proof(&invite.room, &nonce, &binding);
-        let mallory = MemberKey::generate(&mut rand_core::OsRng);
-        let signature = mallory.sign_admission(&nonce, &binding);
+        let (proof, signature) = answer(&nonce, &binding);
         write_frame(&mut send, &ClientMessage::Proof { proof, signature })
             .await
             .unwrap();
-        read_frame::<RelayMessage>(&mut recv).await
+        read_frame::<RelayMessage>(&mut recv)
+            .await
+            .ok()
+            .flatten()
+            .expect("an answer")
+    })
+}
+
+/// A hostile member on its own QUIC connection, speaking the room protocol: it holds the room
+/// secret and Alice's public key, not her private key. Naming her key to take her place is
+/// refused; Alice stays in the room, the only one admitted.
+#[test]
+fn a_member_naming_anothers_key_is_refused_and_the_other_stays() {
+    use echoel_net::crypto::MemberKey;
+    use echoel_net::wire::RelayMessage;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let invite = relay.room("identity");
+    let rt = network_runtime();
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let alice = join(&rt, &invite, "alice", tx);
+    wait_for("Alice", || joined_with(&alice, 0));
+    let mallory = MemberKey::generate(&mut rand_core::OsRng);
+    let answer = raw_join(&rt, &relay, &invite, alice.member(), |nonce, binding| {
+        (
+            invite.secret.admission_proof(&invite.room, nonce, binding),
+            mallory.sign_admission(nonce, binding),
+        )
     });
-    assert!(
-        matches!(answer, Ok(Some(RelayMessage::Refused(Refusal::Impostor)))),
-        "{answer:?}"
-    );
+    assert_eq!(answer, RelayMessage::Refused(Refusal::Impostor));
     assert_eq!(relay.metric("echoel_relay_refused_impostor_total"), 1);
     assert_eq!(relay.metric("echoel_relay_joins_total"), 1);
     std::thread::sleep(Duration::from_millis(300));
     assert!(joined_with(&alice, 0), "Alice is still in, alone");
     alice.stop();
+}
+
+/// Someone with a copy of the relay's state folder (the relay operator, a stolen backup)
+/// answers the challenge with what the `rooms` file gives them: the verifier used as a MAC
+/// key (what an older relay's verifier allowed) and as a signing seed. Neither admits.
+#[test]
+fn the_relays_stored_verifier_admits_no_one() {
+    use echoel_net::crypto::MemberKey;
+    use echoel_net::wire::RelayMessage;
+    use hmac::Mac;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let invite = relay.room("stolen");
+    let rooms = std::fs::read_to_string(relay.state_dir.join("rooms")).unwrap();
+    let hex = rooms
+        .lines()
+        .find_map(|l| l.strip_prefix("stolen "))
+        .and_then(|v| v.rsplit(':').next())
+        .expect("the room's line");
+    let verifier: [u8; 32] = (0..32)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    let rt = network_runtime();
+    let me = MemberKey::generate(&mut rand_core::OsRng);
+    let as_mac_key = |nonce: &[u8; 32], binding: &[u8; 32]| {
+        let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(&verifier).unwrap();
+        for part in [b"echoel v1 admit".as_slice(), nonce, binding] {
+            m.update(part);
+        }
+        m.finalize().into_bytes().to_vec()
+    };
+    let as_seed = |nonce: &[u8; 32], binding: &[u8; 32]| {
+        let mut msg = b"echoel v2 room admission".to_vec();
+        msg.extend_from_slice(nonce);
+        msg.extend_from_slice(binding);
+        ring::signature::Ed25519KeyPair::from_seed_unchecked(&verifier)
+            .unwrap()
+            .sign(&msg)
+            .as_ref()
+            .to_vec()
+    };
+    for (what, proof) in [
+        (
+            "a MAC under the verifier",
+            &as_mac_key as &dyn Fn(&_, &_) -> Vec<u8>,
+        ),
+        ("a signature seeded by the verifier", &as_seed),
+    ] {
+        let answer = raw_join(&rt, &relay, &invite, me.public(), |nonce, binding| {
+            (proof(nonce, binding), me.sign_admission(nonce, binding))
+        });
+        assert_eq!(
+            answer,
+            RelayMessage::Refused(Refusal::WrongSecret),
+            "{what} was not refused"
+        );
+    }
+    assert_eq!(relay.metric("echoel_relay_joins_total"), 0);
 }

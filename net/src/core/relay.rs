@@ -417,7 +417,7 @@ impl RelayCore {
         self.seats.is_empty()
     }
 
-    fn prove(&mut self, conn: ConnId, proof: &[u8; 32], signature: &[u8]) {
+    fn prove(&mut self, conn: ConnId, proof: &[u8], signature: &[u8]) {
         let Some(Seat {
             stage:
                 Stage::Challenged {

@@ -253,7 +253,7 @@ fn a_wrong_proof_a_silent_joiner_and_a_full_room_are_refused_and_leave_nothing_b
     });
     let bad = r.connect("Eve", 9);
     let proof = ClientMessage::Proof {
-        proof: [0; 32],
+        proof: vec![0; 64],
         signature: Vec::new(),
     };
     r.core.handle_message(r.now, bad, proof);

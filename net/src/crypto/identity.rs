@@ -28,8 +28,18 @@ impl MemberPublic {
     /// Whether `signature` proves the holder of this key answered `challenge` on the TLS
     /// session with keying material `binding`.
     pub fn verify_admission(&self, challenge: &[u8; 32], binding: &[u8], signature: &[u8]) -> bool {
+        self.verify_challenge(MEMBER_LABEL, challenge, binding, signature)
+    }
+
+    pub(crate) fn verify_challenge(
+        &self,
+        label: &[u8],
+        challenge: &[u8; 32],
+        binding: &[u8],
+        signature: &[u8],
+    ) -> bool {
         UnparsedPublicKey::new(&ED25519, self.0)
-            .verify(&admission_message(challenge, binding), signature)
+            .verify(&challenge_message(label, challenge, binding), signature)
             .is_ok()
     }
 }
@@ -73,8 +83,17 @@ impl MemberKey {
     /// Signs the relay's `challenge` on the TLS session with keying material `binding`: the
     /// signature is worth nothing on any other connection.
     pub fn sign_admission(&self, challenge: &[u8; 32], binding: &[u8]) -> Vec<u8> {
+        self.sign_challenge(MEMBER_LABEL, challenge, binding)
+    }
+
+    pub(crate) fn sign_challenge(
+        &self,
+        label: &[u8],
+        challenge: &[u8; 32],
+        binding: &[u8],
+    ) -> Vec<u8> {
         self.pair
-            .sign(&admission_message(challenge, binding))
+            .sign(&challenge_message(label, challenge, binding))
             .as_ref()
             .to_vec()
     }
@@ -86,8 +105,12 @@ impl std::fmt::Debug for MemberKey {
     }
 }
 
-fn admission_message(challenge: &[u8; 32], binding: &[u8]) -> Vec<u8> {
-    [b"echoel v1 member admission".as_slice(), challenge, binding].concat()
+/// What a member key signs at admission; the room key signs under its own label, so one
+/// signature never stands for the other.
+const MEMBER_LABEL: &[u8] = b"echoel v1 member admission";
+
+fn challenge_message(label: &[u8], challenge: &[u8; 32], binding: &[u8]) -> Vec<u8> {
+    [label, challenge, binding].concat()
 }
 
 #[cfg(test)]

@@ -68,9 +68,16 @@ impl RoomSecret {
         )
     }
 
+    /// The room's admission signing key: members hold it (through the secret), the relay
+    /// only its public half.
+    fn admission_key(&self, room: &RoomId) -> MemberKey {
+        let seed = zeroize::Zeroizing::new(self.derive("echoel v2 admission-signing", room));
+        MemberKey::from_seed(&seed)
+    }
+
     /// What the relay stores for a room.
     pub fn verifier(&self, room: &RoomId) -> AdmissionVerifier {
-        AdmissionVerifier(self.derive("echoel v1 admission", room))
+        AdmissionVerifier(self.admission_key(room).public())
     }
 
     /// The key that seals the session document's sync messages between members.
@@ -92,9 +99,11 @@ impl RoomSecret {
     }
 
     /// Proves knowledge of the secret for `challenge`, bound to this connection's `binding`
-    /// (TLS exporter output), without revealing the secret.
-    pub fn admission_proof(&self, room: &RoomId, challenge: &[u8; 32], binding: &[u8]) -> [u8; 32] {
-        self.verifier(room).expected_proof(challenge, binding)
+    /// (TLS exporter output), without revealing the secret: a signature the verifier checks
+    /// and cannot make.
+    pub fn admission_proof(&self, room: &RoomId, challenge: &[u8; 32], binding: &[u8]) -> Vec<u8> {
+        self.admission_key(room)
+            .sign_challenge(ROOM_ADMISSION_LABEL, challenge, binding)
     }
 }
 
@@ -119,33 +128,31 @@ fn mac(key: &[u8; 32], parts: &[&[u8]]) -> HmacSha256 {
     m
 }
 
-/// The relay's stored proof-checker for one room. It cannot open audio or grants.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
-pub struct AdmissionVerifier([u8; 32]);
+/// The relay's stored proof-checker for one room: the public half of a signing key derived
+/// from the room secret. It opens no audio, grant or document, and it admits no one: a proof
+/// is a signature only the secret's holders can make.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdmissionVerifier(MemberPublic);
+
+/// What the room's admission key signs.
+const ROOM_ADMISSION_LABEL: &[u8] = b"echoel v2 room admission";
 
 impl AdmissionVerifier {
     /// Raw bytes, for the relay's room store.
     pub fn to_bytes(&self) -> [u8; 32] {
-        self.0
+        self.0 .0
     }
 
     /// From the relay's room store.
     pub fn from_bytes(b: [u8; 32]) -> Self {
-        Self(b)
+        Self(MemberPublic(b))
     }
 
-    fn expected_proof(&self, challenge: &[u8; 32], binding: &[u8]) -> [u8; 32] {
-        mac(&self.0, &[b"echoel v1 admit", challenge, binding])
-            .finalize()
-            .into_bytes()
-            .into()
-    }
-
-    /// Checks a proof in constant time.
+    /// Checks a proof: a signature of `challenge` on the session with keying material
+    /// `binding` by the room's admission key.
     pub fn check(&self, challenge: &[u8; 32], binding: &[u8], proof: &[u8]) -> bool {
-        mac(&self.0, &[b"echoel v1 admit", challenge, binding])
-            .verify_slice(proof)
-            .is_ok()
+        self.0
+            .verify_challenge(ROOM_ADMISSION_LABEL, challenge, binding, proof)
     }
 }
 
