@@ -6,6 +6,7 @@ pub mod congestion;
 pub mod core;
 pub mod crypto;
 pub mod doc;
+pub mod fuzz;
 pub mod invite;
 pub mod presence;
 pub mod relay;

@@ -106,6 +106,28 @@ impl RoomStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
         };
+        let file = self.parse(&bytes);
+        for (room, _) in &file.legacy {
+            tracing::warn!(
+                "{}: room {room} was made by an older relay and admits no one; run \
+                 `echoel invite --rotate {room}` and send the band its new invite",
+                self.path.display()
+            );
+        }
+        for (n, _) in &file.damaged {
+            tracing::warn!(
+                "{}: line {n} is not `ROOM VERIFIER`; it is skipped and the other rooms are \
+                 served (the next `echoel invite` moves it to {})",
+                self.path.display(),
+                self.damaged_path().display()
+            );
+        }
+        Ok(file)
+    }
+
+    /// The rooms in `bytes`, as the file at this store's path would hold them: never fails,
+    /// whatever the bytes (what is wrong is listed, and [`Self::load`] logs it).
+    pub fn parse(&self, bytes: &[u8]) -> RoomsFile {
         let mut file = RoomsFile::default();
         for (n, raw) in bytes.split(|b| *b == b'\n').enumerate() {
             let parsed = std::str::from_utf8(raw).ok().map(str::trim).map(|line| {
@@ -126,28 +148,12 @@ impl RoomStore {
                 Some(Some(Some((room, Some(v), _)))) => {
                     file.rooms.insert(room, v);
                 }
-                Some(Some(Some((room, None, line)))) => {
-                    tracing::warn!(
-                        "{}: room {room} was made by an older relay and admits no one; run \
-                         `echoel invite --rotate {room}` and send the band its new invite",
-                        self.path.display()
-                    );
-                    file.legacy.push((room, line));
-                }
+                Some(Some(Some((room, None, line)))) => file.legacy.push((room, line)),
                 Some(Some(None)) => {}
-                _ => {
-                    tracing::warn!(
-                        "{}: line {} is not `ROOM VERIFIER`; it is skipped and the other rooms \
-                         are served (the next `echoel invite` moves it to {})",
-                        self.path.display(),
-                        n + 1,
-                        self.damaged_path().display()
-                    );
-                    file.damaged.push((n + 1, raw.to_vec()));
-                }
+                _ => file.damaged.push((n + 1, raw.to_vec())),
             }
         }
-        Ok(file)
+        file
     }
 
     /// Adds a room that does not exist yet.

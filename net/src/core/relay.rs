@@ -514,10 +514,12 @@ impl RelayCore {
                 let msg = RelayMessage::From { from, body };
                 match to {
                     Some(to) => {
+                        // Never back to its sender: a member that sends to itself and never
+                        // reads would only fill its own queue at the relay.
                         let target = self
                             .seats
                             .iter()
-                            .find(|(_, s)| s.has_id() && s.info.id == to)
+                            .find(|(&c, s)| c != conn && s.has_id() && s.info.id == to)
                             .map(|(&c, _)| c);
                         if let Some(target) = target {
                             self.control(target, msg);

@@ -480,6 +480,15 @@ fn end_to_end_messages_reach_one_member_or_all_others() {
             body: vec![3],
         },
     );
+    // To itself: nothing (it would only fill its own queue here).
+    r.core.handle_message(
+        r.now,
+        a,
+        ClientMessage::Send {
+            to: Some(ida),
+            body: vec![4],
+        },
+    );
     r.pump();
     let from = |body: u8| RelayMessage::From {
         from: ida,
