@@ -312,6 +312,19 @@ fn raw_join(
     member: echoel_net::crypto::MemberPublic,
     answer: impl FnOnce(&[u8; 32], &[u8; 32]) -> (Vec<u8>, Vec<u8>),
 ) -> echoel_net::wire::RelayMessage {
+    raw_join_then(rt, relay, invite, member, answer, true).expect("an answer")
+}
+
+/// As [`raw_join`]; without `read_answer` it goes away the moment its proof is written,
+/// reading nothing (a client that stalls its Welcome and vanishes).
+fn raw_join_then(
+    rt: &tokio::runtime::Runtime,
+    relay: &TestRelay,
+    invite: &echoel_net::Invite,
+    member: echoel_net::crypto::MemberPublic,
+    answer: impl FnOnce(&[u8; 32], &[u8; 32]) -> (Vec<u8>, Vec<u8>),
+    read_answer: bool,
+) -> Option<echoel_net::wire::RelayMessage> {
     use echoel_net::relay::channel_binding;
     use echoel_net::transport::{read_frame, write_frame};
     use echoel_net::wire::{ClientMessage, RelayMessage, Role};
@@ -348,12 +361,54 @@ fn raw_join(
         write_frame(&mut send, &ClientMessage::Proof { proof, signature })
             .await
             .unwrap();
-        read_frame::<RelayMessage>(&mut recv)
-            .await
-            .ok()
-            .flatten()
-            .expect("an answer")
+        if !read_answer {
+            // Long enough for the relay to welcome it; its Welcome is never read.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            conn.close(0u32.into(), b"gone");
+            endpoint.wait_idle().await;
+            return None;
+        }
+        read_frame::<RelayMessage>(&mut recv).await.ok().flatten()
     })
+}
+
+/// Sixty-four clients holding the invite join, never read their Welcome and vanish: none
+/// stays a member (ghosts once filled a room until the relay restarted), and a musician who
+/// comes next finds the room open and empty.
+#[test]
+fn stalled_joins_that_vanish_leave_no_ghost_and_the_room_open() {
+    use echoel_net::crypto::MemberKey;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let invite = relay.room("ghosts");
+    let rt = network_runtime();
+    for _ in 0..64 {
+        let key = MemberKey::generate(&mut rand_core::OsRng);
+        raw_join_then(
+            &rt,
+            &relay,
+            &invite,
+            key.public(),
+            |nonce, binding| {
+                (
+                    invite.secret.admission_proof(&invite.room, nonce, binding),
+                    key.sign_admission(nonce, binding),
+                )
+            },
+            false,
+        );
+    }
+    wait_for("the ghosts to be gone", || {
+        relay.metric("echoel_relay_members") == 0
+    });
+    let welcomed = relay.metric("echoel_relay_joins_total");
+    println!("64 stalled joins: {welcomed} welcomed, 0 left in the room");
+    assert!(welcomed >= 32, "the ghosts were not let in: {welcomed}");
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let h = join(&rt, &invite, "real", tx);
+    wait_for("the musician, alone", || joined_with(&h, 0));
+    assert_eq!(relay.metric("echoel_relay_members"), 1);
+    h.stop();
 }
 
 /// A hostile member on its own QUIC connection, speaking the room protocol: it holds the room
