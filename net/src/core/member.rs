@@ -561,7 +561,7 @@ impl RoomCore {
                 })
             }
             PeerMessage::Keyed { epoch } => {
-                j.keys.keyed(from, *epoch);
+                j.keys.acknowledged(from, *epoch);
                 j.keys.switch(now);
                 Ok(())
             }

@@ -416,7 +416,7 @@ impl MemberKeys {
     }
 
     /// `member` says it holds our key of `epoch`.
-    pub fn keyed(&mut self, member: MemberId, epoch: Epoch) {
+    pub fn acknowledged(&mut self, member: MemberId, epoch: Epoch) {
         if epoch == self.epoch() {
             if let Some(held) = self.granted.get_mut(&member) {
                 *held = true;
