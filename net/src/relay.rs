@@ -5,6 +5,7 @@
 //! audio or key grants.
 
 mod metrics;
+pub mod scripted;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

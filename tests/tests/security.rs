@@ -325,50 +325,19 @@ fn raw_join_then(
     answer: impl FnOnce(&[u8; 32], &[u8; 32]) -> (Vec<u8>, Vec<u8>),
     read_answer: bool,
 ) -> Option<echoel_net::wire::RelayMessage> {
-    use echoel_net::relay::channel_binding;
-    use echoel_net::transport::{read_frame, write_frame};
-    use echoel_net::wire::{ClientMessage, RelayMessage, Role};
+    use echoel_net::relay::scripted::ScriptedMember;
     rt.block_on(async {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let mut endpoint = quinn::Endpoint::new(
-            echoel_net::tls::endpoint_config(),
-            None,
-            socket,
-            std::sync::Arc::new(quinn::TokioRuntime),
-        )
-        .unwrap();
-        endpoint.set_default_client_config(
-            echoel_net::tls::relay_client_config(invite.fingerprint, Default::default()).unwrap(),
-        );
-        let conn = endpoint
-            .connect(relay.addr, echoel_net::tls::SERVER_NAME)
-            .unwrap()
+        let bind = "127.0.0.1:0".parse().unwrap();
+        let mut m = ScriptedMember::join(bind, relay.addr, invite, member, answer)
             .await
             .unwrap();
-        let (mut send, mut recv) = conn.open_bi().await.unwrap();
-        let join = ClientMessage::Join {
-            room: invite.room.to_string(),
-            name: "scripted".into(),
-            member,
-            role: Role::Performer,
-        };
-        write_frame(&mut send, &join).await.unwrap();
-        let Ok(Some(RelayMessage::Challenge { nonce })) = read_frame(&mut recv).await else {
-            panic!("no challenge")
-        };
-        let binding = channel_binding(&conn, &invite.room).unwrap();
-        let (proof, signature) = answer(&nonce, &binding);
-        write_frame(&mut send, &ClientMessage::Proof { proof, signature })
-            .await
-            .unwrap();
-        if !read_answer {
-            // Long enough for the relay to welcome it; its Welcome is never read.
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            conn.close(0u32.into(), b"gone");
-            endpoint.wait_idle().await;
-            return None;
+        if read_answer {
+            return m.next().await;
         }
-        read_frame::<RelayMessage>(&mut recv).await.ok().flatten()
+        // Long enough for the relay to welcome it; its Welcome is never read.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        m.vanish().await;
+        None
     })
 }
 

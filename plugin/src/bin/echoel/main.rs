@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod flood;
 mod local_relay;
 mod loopback;
 mod netem;
@@ -119,6 +120,13 @@ enum BenchKind {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// What a member flooding the room (and one that never reads) costs the relay: its
+    /// memory before, during and after, and what it dropped.
+    Flood {
+        /// How long the flood lasts.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
     /// Records a trace from a real jam path on loopback through a userspace impairment proxy.
     RecordTrace {
         /// How the proxy impairs the sender's traffic.
@@ -191,6 +199,9 @@ fn main() -> anyhow::Result<()> {
                     controller,
                 },
         } => transport::run(seconds, delay_ms, controller),
+        Command::Bench {
+            what: BenchKind::Flood { seconds },
+        } => flood::run(seconds),
         Command::Bench {
             what:
                 BenchKind::RecordTrace {
