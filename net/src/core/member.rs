@@ -296,13 +296,14 @@ impl RoomCore {
                     *m
                 })
                 .collect();
-            let announce = j.keys.announce();
-            let rotation = j.keys.maybe_rotate(now, &mut *self.rng);
-            for m in ask {
-                self.relay(Some(m), PeerMessage::Announce(announce.clone()));
-            }
-            if let Some(rotation) = rotation {
+            if let Some(rotation) = j.keys.maybe_rotate(now, &mut *self.rng) {
+                // Goes to everyone, the members asked again among them.
                 self.announce_rotation(rotation);
+            } else if !ask.is_empty() {
+                let announce = PeerMessage::Announce(j.keys.announce());
+                for m in ask {
+                    self.relay(Some(m), announce.clone());
+                }
             }
             if let Some(j) = self.joined.as_mut() {
                 j.keys.expire(now);
