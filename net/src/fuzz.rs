@@ -1,6 +1,6 @@
 //! A mutation soak of every parser that takes bytes from outside: audio datagrams, control
 //! frames, peer messages through a member's receive path, hostile document sync messages
-//! (what an insider holding the document key can seal), invites, stored documents and the
+//! (what an insider can seal to us), invites, stored documents and the
 //! relay's rooms file. Each target starts from valid inputs and feeds mutations of them
 //! (bit flips, random bytes, cuts, insertions, splices); every call must return, accept or
 //! refuse — a panic is a crasher, kept with its bytes so it can become a fixture test.
@@ -161,14 +161,13 @@ fn joined_core() -> (RoomCore, DocReplica) {
             presence: Presence::default(),
             auth: secret().member_auth(&room()),
             rotation: RotationPolicy::default(),
-            presence_cipher: secret().presence_cipher(&room()),
             force_relay: true,
             rng: Box::new(DangerSeededRng::new(3)),
         },
         Default::default(),
     );
     let doc = SessionDoc::new().expect("genesis");
-    let mut doc = DocReplica::new(doc, secret().doc_cipher(&room()), me);
+    let mut doc = DocReplica::new(doc, me);
     let other = MemberInfo {
         id: MemberId(1),
         participant: ParticipantId(1),
@@ -218,6 +217,12 @@ pub fn targets() -> Vec<Target> {
         PeerMessage::Announce(sender.announce()),
         PeerMessage::Keyed { epoch: 3 },
         PeerMessage::Doc {
+            ends: crate::crypto::DocEnds {
+                from_epoch: 1,
+                from_public: [5; 32],
+                to_epoch: 0,
+                to_public: [6; 32],
+            },
             nonce: [7; 12],
             sealed: vec![1; 40],
             message: 2,
@@ -225,6 +230,7 @@ pub fn targets() -> Vec<Target> {
             parts: 2,
         },
         PeerMessage::Presence {
+            epoch: 0,
             nonce: [9; 12],
             sealed: vec![3; 30],
         },

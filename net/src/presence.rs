@@ -1,6 +1,6 @@
 //! Presence: who is in the room and what they are doing right now. Ephemeral — never in the
-//! session document, never saved. Each member broadcasts its own state, sealed under the
-//! room's document key, at most [`MAX_RATE_HZ`] times a second and at least once a second; a
+//! session document, never saved. Each member broadcasts its own state, sealed under its
+//! current epoch's key (only members it granted that key read it), at most [`MAX_RATE_HZ`] times a second and at least once a second; a
 //! member not heard from for [`PRESENCE_TIMEOUT`] is shown as gone.
 
 use std::collections::BTreeMap;

@@ -493,7 +493,6 @@ pub fn start(
             },
             auth: secret.member_auth(room),
             rotation: config.rotation,
-            presence_cipher: secret.presence_cipher(room),
             force_relay: config.force_relay,
             rng: Box::new(rand_core::OsRng),
         },
@@ -501,7 +500,7 @@ pub fn start(
     );
     let (producer, consumer) = rtrb::RingBuffer::new(SEND_RING_FRAMES);
     let shared = Arc::new(Shared {
-        doc: Mutex::new(DocReplica::new(doc, secret.doc_cipher(room), participant)),
+        doc: Mutex::new(DocReplica::new(doc, participant)),
         audio_out: Mutex::new(producer),
         asks: Mutex::default(),
         wake: Notify::new(),

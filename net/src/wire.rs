@@ -28,10 +28,10 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::crypto::{Epoch, KeyAnnounce, KeyGrant, MemberPublic};
+use crate::crypto::{DocEnds, Epoch, KeyAnnounce, KeyGrant, MemberPublic};
 
 /// ALPN protocol id: the wire version.
-pub const ALPN: &[u8] = b"echoel/4";
+pub const ALPN: &[u8] = b"echoel/5";
 /// Audio header bytes before the ciphertext.
 pub const AUDIO_HEADER_LEN: usize = 4;
 /// Media-time bytes at the start of an audio datagram's plaintext.
@@ -425,7 +425,7 @@ pub enum RelayMessage {
 }
 
 /// Where a document message part stands among its sender's messages, as its AEAD
-/// authenticates it: no one without the document key can move a part to another message or
+/// authenticates it: no one without the pair's key can move a part to another message or
 /// place, or make a replayed message look new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DocPlace {
@@ -462,10 +462,13 @@ pub enum PeerMessage {
         /// Your epoch whose key I hold.
         epoch: Epoch,
     },
-    /// Part of a session-document sync message, sealed under the room's document key. A
-    /// message larger than one control frame goes as several parts, in order. The message
-    /// number, part and parts are authenticated with the sender (see [`DocPlace`]).
+    /// Part of a session-document sync message, sealed under the key only its sender and
+    /// recipient derive (named by `ends`). A message larger than one control frame goes as
+    /// several parts, in order. The message number, part and parts are authenticated with the
+    /// sender (see [`DocPlace`]).
     Doc {
+        /// Whose ephemerals the key is of.
+        ends: DocEnds,
         /// AEAD nonce.
         nonce: [u8; 12],
         /// Ciphertext and tag.
@@ -478,8 +481,10 @@ pub enum PeerMessage {
         /// How many parts the message has.
         parts: u16,
     },
-    /// A presence update, sealed under the room's presence key.
+    /// A presence update, sealed under the sender's key of `epoch`.
     Presence {
+        /// The sender's epoch.
+        epoch: Epoch,
         /// AEAD nonce.
         nonce: [u8; 12],
         /// Ciphertext and tag.

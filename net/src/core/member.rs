@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 pub use super::audio::Via;
 use super::audio::{open_datagram, AudioOut};
 use super::sync::{DocPart, DocReplica, Received};
-use crate::crypto::{DocCipher, KeyAnnounce, KeyGrant, MemberAuthKey, MemberKeys, RotationPolicy};
+use crate::crypto::{
+    CryptoError, KeyAnnounce, KeyGrant, MemberAuthKey, MemberKeys, RotationPolicy,
+};
 use crate::presence::MAX_RATE_HZ;
 use crate::presence::{PeerPresence, Presence, PresenceBook, PresenceOutbox, PresenceUpdate};
 use crate::session::{AudioFrame, SessionCounters};
@@ -47,8 +49,6 @@ pub struct RoomSetup {
     pub auth: MemberAuthKey,
     /// Key rotation policy.
     pub rotation: RotationPolicy,
-    /// Seals presence.
-    pub presence_cipher: DocCipher,
     /// Never ask for direct paths.
     pub force_relay: bool,
     /// Keys, nonces: the core's only source of randomness.
@@ -107,7 +107,6 @@ pub struct RoomCore {
     joined: Option<Joined>,
     presence_out: PresenceOutbox,
     presence_in: PresenceBook,
-    presence_cipher: DocCipher,
     audio: AudioOut,
     counters: Arc<SessionCounters>,
     transmits: VecDeque<Transmit>,
@@ -128,7 +127,6 @@ impl RoomCore {
             joined: None,
             presence_out: PresenceOutbox::new(setup.presence),
             presence_in: PresenceBook::default(),
-            presence_cipher: setup.presence_cipher,
             audio: AudioOut::new(),
             counters,
             transmits: VecDeque::new(),
@@ -282,7 +280,11 @@ impl RoomCore {
         let Some(j) = self.joined.as_mut() else {
             return;
         };
-        j.keys.switch(now);
+        if j.keys.switch(now) {
+            // Presence is sealed under the new key from now on: those who just got it (a
+            // newcomer) hear ours at once.
+            self.presence_out.touch();
+        }
         if now >= j.next_key_tick {
             j.next_key_tick = now + KEY_TICK;
             // Our announcement again to whoever sends us audio we hold no key for: its
@@ -314,12 +316,15 @@ impl RoomCore {
         };
         if now >= j.next_presence_tick {
             j.next_presence_tick = now + Duration::from_secs(1) / MAX_RATE_HZ;
-            let me = j.me;
             if let Some(update) = self.presence_out.due(now) {
                 if let Ok(plain) = postcard::to_stdvec(&update) {
-                    let (nonce, sealed) =
-                        self.presence_cipher.seal(me, &[], &plain, &mut *self.rng);
-                    self.relay(None, PeerMessage::Presence { nonce, sealed });
+                    let (epoch, nonce, sealed) = j.keys.seal_presence(&plain, &mut *self.rng);
+                    let msg = PeerMessage::Presence {
+                        epoch,
+                        nonce,
+                        sealed,
+                    };
+                    self.relay(None, msg);
                 }
             }
         }
@@ -496,11 +501,15 @@ impl RoomCore {
     }
 
     /// Sends `to` whatever of the document it lacks: over its direct path if there is one
-    /// (one hop less), else by the relay.
+    /// (one hop less), else by the relay. Not before `to` has announced its key: its
+    /// announcement brings the sync on.
     fn sync_to(&mut self, to: &MemberInfo, doc: &mut DocReplica) {
         let Some(j) = &self.joined else { return };
         let direct = j.paths.contains(&to.id);
-        let msgs = match doc.outgoing(j.me, to.participant, &mut *self.rng) {
+        let Ok((key, ends)) = j.keys.doc_sealer(to.id) else {
+            return;
+        };
+        let msgs = match doc.outgoing(j.me, to.participant, (&key, ends), &mut *self.rng) {
             Ok(m) => m,
             Err(e) => {
                 self.events.push_back(RoomEvent::Notice(e.to_string()));
@@ -537,16 +546,25 @@ impl RoomCore {
         };
         let result = match &msg {
             PeerMessage::Doc { .. } => return self.doc_message(now, from, &msg, false, doc),
-            PeerMessage::Presence { nonce, sealed } => {
-                return self.presence_message(now, from, nonce, sealed)
+            PeerMessage::Presence {
+                epoch,
+                nonce,
+                sealed,
+            } => return self.presence_message(now, from, *epoch, nonce, sealed),
+            PeerMessage::Announce(a) if a.member == from => {
+                let info = j.members.get(&from).cloned();
+                j.keys.accept_announce(a).map(|g| {
+                    self.transmits
+                        .push_back(Transmit::Relay(ClientMessage::Send {
+                            to: Some(from),
+                            body: encode_peer(&PeerMessage::Grant(g)),
+                        }));
+                    // We can seal the document to it now (the first time), or to its new key.
+                    if let Some(info) = info {
+                        self.sync_to(&info, doc);
+                    }
+                })
             }
-            PeerMessage::Announce(a) if a.member == from => j.keys.accept_announce(a).map(|g| {
-                self.transmits
-                    .push_back(Transmit::Relay(ClientMessage::Send {
-                        to: Some(from),
-                        body: encode_peer(&PeerMessage::Grant(g)),
-                    }));
-            }),
             PeerMessage::Grant(g) if g.from == from => {
                 j.unkeyed.remove(&from);
                 j.keys.accept_grant(g, now).map(|()| {
@@ -563,16 +581,18 @@ impl RoomCore {
             }
             PeerMessage::Keyed { epoch } => {
                 j.keys.acknowledged(from, *epoch);
-                j.keys.switch(now);
+                if j.keys.switch(now) {
+                    self.presence_out.touch();
+                }
                 Ok(())
             }
-            _ => Err(crate::crypto::CryptoError::NotForUs),
+            _ => Err(CryptoError::NotForUs),
         };
         match result {
             Ok(()) => {}
             // A grant sealed to an ephemeral of ours that is gone (we rejoined, or rotated
             // many times since): late, not hostile; the member grants again on our announce.
-            Err(crate::crypto::CryptoError::UnknownKey) => {
+            Err(CryptoError::UnknownKey) => {
                 self.counters.unkeyed.fetch_add(1, Relaxed);
             }
             Err(e) => {
@@ -586,7 +606,7 @@ impl RoomCore {
     /// A document part: once the message is whole, apply it and answer its sender.
     fn doc_message(
         &mut self,
-        _now: Instant,
+        now: Instant,
         from: MemberId,
         msg: &PeerMessage,
         direct: bool,
@@ -596,7 +616,14 @@ impl RoomCore {
         let Some(participant) = self.participant_of(from) else {
             return;
         };
-        match doc.receive(from, participant, direct, p) {
+        let Some(j) = self.joined.as_mut() else {
+            return;
+        };
+        let key = match j.keys.doc_opener(from, p.ends) {
+            Ok(key) => key,
+            Err(_) => return self.doc_unkeyed(now, from, participant, doc),
+        };
+        match doc.receive(from, participant, direct, p, &key) {
             Ok(Received::Partial) => {}
             // Sync is pairwise, and every member syncs its own edits with everyone: only the
             // sender is owed an answer. (Should the sender leave before it reached someone,
@@ -623,13 +650,62 @@ impl RoomCore {
         }
     }
 
-    fn presence_message(&mut self, now: Instant, from: MemberId, nonce: &[u8; 12], sealed: &[u8]) {
+    /// A document message sealed to an ephemeral of ours we no longer hold (we rotated
+    /// many times since it was sent, or rejoined): its sender's sync with us waits for an
+    /// answer that will not come, so we start it over (our fresh sync message is the
+    /// answer), after announcing ourselves again, so what it sends next opens. At most once a
+    /// second per member: a member cannot make us start over in a loop.
+    fn doc_unkeyed(
+        &mut self,
+        now: Instant,
+        from: MemberId,
+        participant: ParticipantId,
+        doc: &mut DocReplica,
+    ) {
+        self.counters.unkeyed.fetch_add(1, Relaxed);
+        let Some(j) = self.joined.as_mut() else {
+            return;
+        };
+        let Some(info) = j.members.get(&from).cloned() else {
+            return;
+        };
+        let asked = j.unkeyed.entry(from).or_insert(None);
+        if asked.is_some_and(|t| now < t + UNKEYED_ASK_EVERY) {
+            return;
+        }
+        *asked = Some(now);
+        let announce = PeerMessage::Announce(j.keys.announce());
+        self.relay(Some(from), announce);
+        doc.restart(participant);
+        self.sync_to(&info, doc);
+    }
+
+    fn presence_message(
+        &mut self,
+        now: Instant,
+        from: MemberId,
+        epoch: crate::crypto::Epoch,
+        nonce: &[u8; 12],
+        sealed: &[u8],
+    ) {
         let Some(participant) = self.participant_of(from) else {
             return;
         };
-        let Ok(plain) = self.presence_cipher.open(from, &[], nonce, sealed) else {
-            self.counters.forged.fetch_add(1, Relaxed);
+        let Some(j) = self.joined.as_mut() else {
             return;
+        };
+        let plain = match j.keys.open_presence(from, epoch, nonce, sealed) {
+            Ok(plain) => plain,
+            // Sealed under a key of its we do not hold yet (we just came in): the next
+            // update, under the key it grants us, opens.
+            Err(CryptoError::UnknownKey) => {
+                self.counters.unkeyed.fetch_add(1, Relaxed);
+                return;
+            }
+            Err(_) => {
+                self.counters.forged.fetch_add(1, Relaxed);
+                return;
+            }
         };
         let Ok(update) = decode_body::<PresenceUpdate>(&plain) else {
             self.counters.malformed.fetch_add(1, Relaxed);

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use super::*;
+use crate::crypto::DocEnds;
 use crate::doc::SessionDoc;
 use crate::invite::RoomId;
 use crate::sim::DangerSeededRng;
@@ -20,6 +21,9 @@ struct Band {
     /// Loses a control message (from, to) when it returns true (a relay connection dropping
     /// mid-flight).
     lose: Box<dyn FnMut(usize, usize) -> bool>,
+    /// Every control message sent by the relay, as the relay holds it: sender, recipient
+    /// (none: all) and body.
+    overheard: Vec<(usize, Option<MemberId>, Vec<u8>)>,
 }
 
 fn secret() -> RoomSecret {
@@ -41,7 +45,6 @@ fn core(participant: u64, rotation: RotationPolicy) -> RoomCore {
             },
             auth: s.member_auth(&room()),
             rotation,
-            presence_cipher: s.presence_cipher(&room()),
             force_relay: false,
             rng: Box::new(DangerSeededRng::new(participant)),
         },
@@ -50,11 +53,7 @@ fn core(participant: u64, rotation: RotationPolicy) -> RoomCore {
 }
 
 fn doc(i: usize) -> DocReplica {
-    DocReplica::new(
-        SessionDoc::new().unwrap(),
-        secret().doc_cipher(&room()),
-        ParticipantId(i as u64),
-    )
+    DocReplica::new(SessionDoc::new().unwrap(), ParticipantId(i as u64))
 }
 
 fn info(i: usize, id: MemberId) -> MemberInfo {
@@ -75,6 +74,7 @@ impl Band {
             now: Instant::now(),
             next_id: 0,
             lose: Box::new(|_, _| false),
+            overheard: Vec::new(),
         }
     }
 
@@ -130,6 +130,7 @@ impl Band {
                     let now = self.now;
                     match t {
                         Transmit::Relay(ClientMessage::Send { to, body }) => {
+                            self.overheard.push((i, to, body.clone()));
                             let targets: Vec<usize> = match to {
                                 Some(to) => self.index_of(to).into_iter().collect(),
                                 None => (0..self.cores.len())
@@ -725,4 +726,121 @@ fn joins_and_leaves_rekey_without_losing_a_frame() {
     }
     assert_eq!(heard, sent, "frames lost to rekeying");
     assert!(b.cores[0].counters.unkeyed.load(Relaxed) == 0);
+}
+
+/// What a member that left holds against what is sent after: it kept every key and its
+/// member-auth key, and the relay (or a recording of its traffic) hands it every control
+/// message. It reads no presence sealed after the others switched to the key it was not
+/// given, and no document message between two others at all, before or after: document
+/// messages are sealed under a key only their sender and recipient derive, presence under
+/// the sender's epoch (both were keys of the room secret, which it still holds).
+#[test]
+fn a_departed_member_reads_no_document_or_presence_sent_after_it_left() {
+    let mut b = Band::new(3, RotationPolicy::default());
+    let (ana, bo, cy) = (0, 1, 2);
+    let [ana_id, _, cy_id] = [b.join(ana), b.join(bo), b.join(cy)];
+    b.settle_keys();
+    // While Cy is in, it reads Ana's presence (the attack below is a real one).
+    let name = |n: &str| Presence {
+        name: n.into(),
+        ..Presence::default()
+    };
+    b.cores[ana].set_presence(name("Ana"));
+    b.tick(Duration::from_millis(300));
+    let now = b.now;
+    assert!(b.cores[cy]
+        .presence(now)
+        .iter()
+        .any(|p| p.presence.name == "Ana"));
+
+    // Cy leaves as the others see it and keeps all it held.
+    for k in [ana, bo] {
+        let now = b.now;
+        b.cores[k].handle_relay(now, RelayMessage::Left(cy_id), &mut b.docs[k]);
+    }
+    b.run();
+    b.overheard.clear();
+    b.cores[ana].set_presence(name("Ana (after)"));
+    b.docs[ana].doc().set_tempo(131.0).unwrap();
+    let now = b.now;
+    b.cores[ana].edited(now, &mut b.docs[ana]);
+    b.tick(Duration::from_millis(1500));
+    assert_eq!(b.docs[bo].doc().tempo(), 131.0, "Bo has the edit");
+    let now = b.now;
+    assert!(b.cores[bo]
+        .presence(now)
+        .iter()
+        .any(|p| p.presence.name == "Ana (after)"));
+
+    let from_ana: Vec<PeerMessage> = b
+        .overheard
+        .iter()
+        .filter(|(from, _, _)| *from == ana)
+        .filter_map(|(_, _, body)| decode_body::<PeerMessage>(body).ok())
+        .collect();
+    let (mut presence, mut docs) = (0, 0);
+    let cy_keys = b.cores[cy].danger_keys_mut().expect("Cy keeps its keys");
+    for m in &from_ana {
+        match m {
+            PeerMessage::Presence {
+                epoch,
+                nonce,
+                sealed,
+            } => {
+                presence += 1;
+                assert!(cy_keys
+                    .open_presence(ana_id, *epoch, nonce, sealed)
+                    .is_err());
+            }
+            PeerMessage::Doc {
+                ends,
+                nonce,
+                sealed,
+                message,
+                part,
+                parts,
+            } => {
+                docs += 1;
+                // Under the key it names, which Cy cannot derive...
+                assert!(cy_keys.doc_opener(ana_id, ends).is_err());
+                // ...nor as if it were sealed to Cy's own ephemeral.
+                let own = cy_keys.announce();
+                let mine = DocEnds {
+                    to_epoch: own.epoch,
+                    to_public: own.public,
+                    ..*ends
+                };
+                let key = cy_keys.doc_opener(ana_id, &mine).expect("Cy's own end");
+                let place = crate::wire::DocPlace {
+                    message: *message,
+                    part: *part,
+                    parts: *parts,
+                };
+                for to in [ParticipantId(bo as u64), ParticipantId(cy as u64)] {
+                    assert!(key.open(ana_id, &place.context(to), nonce, sealed).is_err());
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        presence > 0 && docs > 0,
+        "{presence} presence, {docs} document"
+    );
+
+    // Delivered to Cy's core as the relay would: nothing changes there.
+    for m in from_ana {
+        let msg = RelayMessage::From {
+            from: ana_id,
+            body: encode_peer(&m),
+        };
+        let now = b.now;
+        b.cores[cy].handle_relay(now, msg, &mut b.docs[cy]);
+    }
+    let now = b.now;
+    assert_ne!(b.docs[cy].doc().tempo(), 131.0);
+    assert!(!b.cores[cy]
+        .presence(now)
+        .iter()
+        .any(|p| p.presence.name == "Ana (after)"));
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use rand_core::CryptoRngCore;
 use thiserror::Error;
 
-use crate::crypto::{DocCipher, ReplayWindow};
+use crate::crypto::{DocCipher, DocEnds, ReplayWindow};
 use crate::doc::{DocSync, SessionDoc};
 use crate::wire::{DocPlace, MemberId, ParticipantId, PeerMessage, MAX_CONTROL_FRAME};
 
@@ -24,7 +24,7 @@ pub const MAX_DOC_IN_FLIGHT: usize = 2 * MAX_DOC_MESSAGE;
 /// Why a document message was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DocFault {
-    /// It did not open under the room's document key.
+    /// It did not open under the key it names.
     #[error("session document message did not verify")]
     Forged,
     /// A part out of order, too much in all, or a message automerge refused.
@@ -41,6 +41,8 @@ pub enum DocFault {
 /// One sealed part of a document sync message.
 #[derive(Debug, Clone, Copy)]
 pub struct DocPart<'a> {
+    /// Whose ephemerals its key is of.
+    pub ends: &'a DocEnds,
     /// AEAD nonce.
     pub nonce: &'a [u8; 12],
     /// Ciphertext and tag.
@@ -54,12 +56,14 @@ impl<'a> DocPart<'a> {
     pub fn of(msg: &'a PeerMessage) -> Option<Self> {
         match msg {
             PeerMessage::Doc {
+                ends,
                 nonce,
                 sealed,
                 message,
                 part,
                 parts,
             } => Some(Self {
+                ends,
                 nonce,
                 sealed,
                 place: DocPlace {
@@ -89,7 +93,6 @@ pub struct DocReplica {
     doc: SessionDoc,
     /// By participant, so a peer that reconnects with a new member id is the same peer.
     peers: BTreeMap<ParticipantId, DocSync>,
-    cipher: DocCipher,
     /// Parts of a message received so far, per peer and path (true: direct): its number and
     /// bytes.
     partial: BTreeMap<(ParticipantId, bool), (u32, Vec<u8>)>,
@@ -105,12 +108,11 @@ pub struct DocReplica {
 }
 
 impl DocReplica {
-    /// Holds `doc` for member `me`, sealing under `cipher`.
-    pub fn new(doc: SessionDoc, cipher: DocCipher, me: ParticipantId) -> Self {
+    /// Holds `doc` for member `me`.
+    pub fn new(doc: SessionDoc, me: ParticipantId) -> Self {
         Self {
             doc,
             peers: BTreeMap::new(),
-            cipher,
             partial: BTreeMap::new(),
             seen: BTreeMap::new(),
             next_message: BTreeMap::new(),
@@ -123,12 +125,13 @@ impl DocReplica {
         &mut self.doc
     }
 
-    /// What `to` lacks of the document, if anything, sealed as from `me` in as many parts as
-    /// control frames need.
+    /// What `to` lacks of the document, if anything, sealed as from `me` under `key` (named
+    /// by `ends`) in as many parts as control frames need.
     pub fn outgoing(
         &mut self,
         me: MemberId,
         to: ParticipantId,
+        (key, ends): (&DocCipher, DocEnds),
         rng: &mut dyn CryptoRngCore,
     ) -> Result<Vec<PeerMessage>, DocFault> {
         let Some(msg) = self.peers.entry(to).or_default().generate(&mut self.doc) else {
@@ -148,8 +151,9 @@ impl DocReplica {
                     part: part as u16,
                     parts,
                 };
-                let (nonce, sealed) = self.cipher.seal(me, &place.context(to), chunk, rng);
+                let (nonce, sealed) = key.seal(me, &place.context(to), chunk, rng);
                 PeerMessage::Doc {
+                    ends,
                     nonce,
                     sealed,
                     message,
@@ -160,16 +164,17 @@ impl DocReplica {
             .collect())
     }
 
-    /// A part from member `from` (who is `participant`) on a direct path or the relay.
+    /// A part from member `from` (who is `participant`) on a direct path or the relay, opened
+    /// under `key` (the one its `ends` name).
     pub fn receive(
         &mut self,
         from: MemberId,
         participant: ParticipantId,
         direct: bool,
         p: DocPart<'_>,
+        key: &DocCipher,
     ) -> Result<Received, DocFault> {
-        let plain = self
-            .cipher
+        let plain = key
             .open(from, &p.place.context(self.me), p.nonce, p.sealed)
             .map_err(|_| DocFault::Forged)?;
         let DocPlace {
@@ -280,18 +285,41 @@ pub(crate) mod fault {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::invite::RoomId;
-    use crate::RoomSecret;
 
-    fn replica(secret: &RoomSecret, me: ParticipantId) -> DocReplica {
-        let room = RoomId::new("band").unwrap();
-        DocReplica::new(SessionDoc::new().unwrap(), secret.doc_cipher(&room), me)
+    // The pairwise key's derivation is the crypto module's (and the member core's tests');
+    // here one key stands for it.
+    fn key(k: u8) -> DocCipher {
+        DocCipher::danger_from_key([k; 32])
+    }
+
+    const ENDS: DocEnds = DocEnds {
+        from_epoch: 0,
+        from_public: [1; 32],
+        to_epoch: 0,
+        to_public: [2; 32],
+    };
+
+    fn replica(me: ParticipantId) -> DocReplica {
+        DocReplica::new(SessionDoc::new().unwrap(), me)
+    }
+
+    fn send(a: &mut DocReplica, from: MemberId, to: ParticipantId) -> Vec<PeerMessage> {
+        a.outgoing(from, to, (&key(3), ENDS), &mut rand_core::OsRng)
+            .unwrap()
+    }
+
+    fn take(
+        to: &mut DocReplica,
+        from: (MemberId, ParticipantId),
+        m: &PeerMessage,
+    ) -> Result<Received, DocFault> {
+        let p = DocPart::of(m).expect("a document part");
+        to.receive(from.0, from.1, false, p, &key(3))
     }
 
     fn deliver(to: &mut DocReplica, from: (MemberId, ParticipantId), msgs: &[PeerMessage]) {
         for m in msgs {
-            let p = DocPart::of(m).expect("a document part");
-            let _ = to.receive(from.0, from.1, false, p);
+            let _ = take(to, from, m);
         }
     }
 
@@ -308,8 +336,8 @@ mod tests {
     ) -> usize {
         let (mut n, mut lost, mut most) = (0, false, 0);
         for _ in 0..100 {
-            let to_b = a.outgoing(A.0, B.1, &mut rand_core::OsRng).unwrap();
-            let to_a = b.outgoing(B.0, A.1, &mut rand_core::OsRng).unwrap();
+            let to_b = send(a, A.0, B.1);
+            let to_a = send(b, B.0, A.1);
             if to_b.is_empty() && to_a.is_empty() {
                 if !lost {
                     return most;
@@ -337,8 +365,7 @@ mod tests {
 
     #[test]
     fn two_replicas_converge_even_when_messages_are_lost() {
-        let secret = RoomSecret::from_bytes([3; 32]);
-        let (mut a, mut b) = (replica(&secret, A.1), replica(&secret, B.1));
+        let (mut a, mut b) = (replica(A.1), replica(B.1));
         a.doc().set_tempo(97.0).unwrap();
         b.doc().chart_append("| Am | F |").unwrap();
         let mut rng = crate::sim::DangerSeededRng::new(5);
@@ -351,8 +378,7 @@ mod tests {
 
     #[test]
     fn a_document_larger_than_a_control_frame_goes_in_parts_and_out_of_order_parts_are_refused() {
-        let secret = RoomSecret::from_bytes([3; 32]);
-        let (mut a, mut b) = (replica(&secret, A.1), replica(&secret, B.1));
+        let (mut a, mut b) = (replica(A.1), replica(B.1));
         // Random text: automerge compresses, so a repetitive chart would fit one frame.
         let mut rng = crate::sim::DangerSeededRng::new(1);
         let long: String = (0..5000)
@@ -363,49 +389,43 @@ mod tests {
         assert_eq!(b.doc().chart(), a.doc().chart());
 
         // Parts out of order are refused; the same parts in order are taken.
-        let mut c = replica(&secret, ParticipantId(12));
+        let mut c = replica(ParticipantId(12));
         let mut msgs = Vec::new();
         for _ in 0..10 {
-            let m = a
-                .outgoing(A.0, ParticipantId(12), &mut rand_core::OsRng)
-                .unwrap();
+            let m = send(&mut a, A.0, ParticipantId(12));
             if m.len() > 1 {
                 msgs = m;
                 break;
             }
-            let back = c.outgoing(B.0, A.1, &mut rand_core::OsRng).unwrap();
+            let back = send(&mut c, B.0, A.1);
             deliver(&mut c, A, &m);
             deliver(&mut a, (B.0, ParticipantId(12)), &back);
         }
         assert!(msgs.len() > 1);
         let mut swapped = msgs.clone();
         swapped.swap(0, 1);
-        let results: Vec<_> = swapped
-            .iter()
-            .map(|m| c.receive(A.0, A.1, false, DocPart::of(m).unwrap()))
-            .collect();
+        let results: Vec<_> = swapped.iter().map(|m| take(&mut c, A, m)).collect();
         assert!(results.iter().any(Result::is_err), "{results:?}");
         assert!(!results.contains(&Ok(Received::Changed)));
     }
 
     #[test]
-    fn a_part_sealed_under_another_room_or_sender_is_refused() {
-        let (mut a, mut b) = (
-            replica(&RoomSecret::from_bytes([3; 32]), A.1),
-            replica(&RoomSecret::from_bytes([4; 32]), B.1),
-        );
+    fn a_part_sealed_under_another_key_or_sender_is_refused() {
+        let (mut a, mut b) = (replica(A.1), replica(B.1));
         a.doc().set_tempo(120.0).unwrap();
-        let msgs = a.outgoing(A.0, B.1, &mut rand_core::OsRng).unwrap();
+        let msgs = send(&mut a, A.0, B.1);
         let p = DocPart::of(&msgs[0]).unwrap();
-        assert_eq!(b.receive(A.0, A.1, false, p), Err(DocFault::Forged));
-        let mut same_room = replica(&RoomSecret::from_bytes([3; 32]), B.1);
         assert_eq!(
-            same_room.receive(MemberId(5), A.1, false, p),
+            b.receive(A.0, A.1, false, p, &key(4)),
+            Err(DocFault::Forged)
+        );
+        assert_eq!(
+            b.receive(MemberId(5), A.1, false, p, &key(3)),
             Err(DocFault::Forged),
             "the sender id is bound into the seal"
         );
         assert_eq!(
-            same_room.receive(A.0, A.1, false, p),
+            b.receive(A.0, A.1, false, p, &key(3)),
             Ok(Received::Unchanged),
             "a first sync message only says what it has"
         );
@@ -420,14 +440,14 @@ mod tests {
         a.doc().chart_append(&long).unwrap();
         // The first messages to a peer only say what each side has; answer them until the
         // changes themselves go.
-        let mut peer = replica(&RoomSecret::from_bytes([3; 32]), to);
+        let mut peer = replica(to);
         for _ in 0..10 {
-            let m = a.outgoing(A.0, to, &mut rand_core::OsRng).unwrap();
+            let m = send(a, A.0, to);
             if m.len() > 1 {
                 return m;
             }
             deliver(&mut peer, A, &m);
-            let back = peer.outgoing(B.0, A.1, &mut rand_core::OsRng).unwrap();
+            let back = send(&mut peer, B.0, A.1);
             deliver(a, (B.0, to), &back);
         }
         panic!("the chart never went in parts")
@@ -445,14 +465,11 @@ mod tests {
     /// another message or place, hand a message to a member it was not for.
     #[test]
     fn replayed_moved_and_redirected_document_messages_are_refused() {
-        let secret = RoomSecret::from_bytes([3; 32]);
-        let mut a = replica(&secret, A.1);
+        let mut a = replica(A.1);
         let msgs = message_in_parts(&mut a, B.1);
         assert!(msgs.len() > 1, "in parts");
-        let mut b = replica(&secret, B.1);
-        let take = |b: &mut DocReplica, m: &PeerMessage| {
-            b.receive(A.0, A.1, false, DocPart::of(m).unwrap())
-        };
+        let mut b = replica(B.1);
+        let take = |b: &mut DocReplica, m: &PeerMessage| take(b, A, m);
 
         // A part moved to another place or message does not open.
         let moved = relabel(&msgs[1], |_, part| *part = 2);
@@ -472,7 +489,7 @@ mod tests {
         assert_eq!(take(&mut b, &msgs[0]), Err(DocFault::Replayed(number)));
 
         // Sealed for B, handed to C: refused.
-        let mut c = replica(&secret, ParticipantId(12));
+        let mut c = replica(ParticipantId(12));
         assert_eq!(take(&mut c, &msgs[0]), Err(DocFault::Forged));
 
         // Nor does a sync started over (a path lost) make it new.
@@ -484,10 +501,8 @@ mod tests {
     /// bound across all of them, and a sender's share is freed when it leaves.
     #[test]
     fn unfinished_messages_are_bounded_across_senders_and_freed_on_leave() {
-        let secret = RoomSecret::from_bytes([3; 32]);
-        let room = RoomId::new("band").unwrap();
-        let cipher = secret.doc_cipher(&room);
-        let mut b = replica(&secret, B.1);
+        let cipher = key(3);
+        let mut b = replica(B.1);
         let chunk = vec![7u8; DOC_PART];
         let mut refused = 0;
         // Each sender stops just short of the largest message, so no per-message bound cuts
@@ -507,11 +522,12 @@ mod tests {
                 let (nonce, sealed) =
                     cipher.seal(from.0, &place.context(B.1), &chunk, &mut rand_core::OsRng);
                 let p = DocPart {
+                    ends: &ENDS,
                     nonce: &nonce,
                     sealed: &sealed,
                     place,
                 };
-                match b.receive(from.0, from.1, false, p) {
+                match b.receive(from.0, from.1, false, p, &cipher) {
                     Ok(Received::Partial) => {}
                     Err(DocFault::Malformed(_)) => {
                         refused += 1;

@@ -1,10 +1,10 @@
 //! End-to-end keys: admission proofs, authenticated ephemeral key exchange, per-sender audio
 //! keys with rotation, and sealing/opening of audio datagrams with a replay window.
 //!
-//! Key schedule (all HKDF-SHA256 over the 32-byte room secret, `info` = label ‖ room id):
+//! Key schedule (HKDF-SHA256 over the 32-byte room secret, `info` = label ‖ room id):
 //!
-//! - `admission`   → the verifier the relay stores; proofs are HMACs under it, so the relay can
-//!   check membership without ever holding the secret.
+//! - `admission`   → an Ed25519 key whose public half is the verifier the relay stores; a
+//!   join signs the relay's challenge with it, so the relay checks what it cannot make.
 //! - `member-auth` → MACs on key announcements and the salt of every pairwise key; the relay
 //!   cannot derive it, so it can neither forge an announcement nor read a grant.
 //!
@@ -12,8 +12,10 @@
 //! It announces the public half (MAC'd) and grants its sender key to every other member, sealed
 //! under `HKDF(salt = member-auth, ikm = X25519(own ephemeral, their ephemeral))`. Audio is
 //! sealed once per sender with ChaCha20-Poly1305 under the sender key, so the relay forwards
-//! identical bytes to every member. Rotation makes a fresh ephemeral and sender key (forward
-//! secrecy: old keys are dropped after a short grace period).
+//! identical bytes to every member; presence under a key derived from it. Document messages
+//! go to one member each, sealed under a pairwise key of the two ends' ephemerals. Every
+//! membership change and a timer rotate the epoch (forward secrecy: old keys are dropped
+//! after a short grace period), and nothing of the room secret alone opens any of it.
 
 mod audio;
 mod identity;
@@ -78,19 +80,6 @@ impl RoomSecret {
     /// What the relay stores for a room.
     pub fn verifier(&self, room: &RoomId) -> AdmissionVerifier {
         AdmissionVerifier(self.admission_key(room).public())
-    }
-
-    /// The key that seals the session document's sync messages between members.
-    pub fn doc_cipher(&self, room: &RoomId) -> DocCipher {
-        let key = self.derive("echoel v1 session-doc", room);
-        DocCipher(ChaCha20Poly1305::new(Key::from_slice(&key)))
-    }
-
-    /// The key that seals presence updates; its own key, so a presence message can never be
-    /// taken for a document message.
-    pub fn presence_cipher(&self, room: &RoomId) -> DocCipher {
-        let key = self.derive("echoel v1 presence", room);
-        DocCipher(ChaCha20Poly1305::new(Key::from_slice(&key)))
     }
 
     /// The key that authenticates members to each other.
@@ -268,6 +257,8 @@ struct OwnEpoch {
     public: PublicKey,
     sender_key: [u8; 32],
     cipher: ChaCha20Poly1305,
+    /// Seals our presence in this epoch: only members granted the epoch read it.
+    presence: DocCipher,
     created: Instant,
 }
 
@@ -282,6 +273,7 @@ impl OwnEpoch {
             public,
             secret,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&sender_key)),
+            presence: DocCipher::presence(&sender_key),
             sender_key,
             created: now,
         }
@@ -316,6 +308,7 @@ struct RemoteMember {
 struct RemoteKey {
     epoch: Epoch,
     cipher: ChaCha20Poly1305,
+    presence: DocCipher,
     /// One replay window per stream: each stream numbers its datagrams on its own.
     windows: audio::ReplayWindows,
     superseded: Option<Instant>,
@@ -405,14 +398,16 @@ impl MemberKeys {
     }
 
     /// Seals with the newest epoch from now on, if its switch is due: every member granted
-    /// it holds it, or the longest wait is over.
-    pub fn switch(&mut self, now: Instant) {
+    /// it holds it, or the longest wait is over. Whether it switched now.
+    pub fn switch(&mut self, now: Instant) -> bool {
         let everyone = self.granted.values().all(|held| *held);
-        if self.switch_at.is_some_and(|t| now >= t || everyone) {
+        let due = self.switch_at.is_some_and(|t| now >= t || everyone);
+        if due {
             self.sealing = self.epoch();
             self.switch_at = None;
             self.sent_in_epoch = 0;
         }
+        due
     }
 
     /// `member` says it holds our key of `epoch`.
@@ -453,12 +448,117 @@ impl MemberKeys {
 
     /// The key a grant from `from` to `to` is sealed under.
     fn pair_key(&self, dh: &[u8; 32], from: KeyEnd, to: KeyEnd) -> ChaCha20Poly1305 {
+        ChaCha20Poly1305::new(Key::from_slice(&self.pair_secret(
+            b"echoel v1 grant",
+            dh,
+            from,
+            to,
+        )))
+    }
+
+    /// What only the two ends of a pair of ephemerals (and no one without the member-auth
+    /// key) can derive, for one use (`label`).
+    fn pair_secret(&self, label: &[u8], dh: &[u8; 32], from: KeyEnd, to: KeyEnd) -> [u8; 32] {
         let [f0, f1] = from.member.to_be_bytes();
         let [t0, t1] = to.member.to_be_bytes();
         let ids = [f0, f1, from.epoch, t0, t1, to.epoch];
-        let info: [&[u8]; 4] = [b"echoel v1 grant", &ids, &from.public, &to.public];
-        let key = derive_key(dh, Some(&self.auth.0), &info);
-        ChaCha20Poly1305::new(Key::from_slice(&key))
+        let info: [&[u8]; 4] = [label, &ids, &from.public, &to.public];
+        derive_key(dh, Some(&self.auth.0), &info)
+    }
+
+    /// The key our document messages to `to` are sealed under, and what names it: our newest
+    /// ephemeral and `to`'s newest announced one. Only the two of us can derive it, so a
+    /// member that left (or any other) reads none of them, and none can be made as ours.
+    /// `UnknownKey` until `to` has announced itself.
+    pub fn doc_sealer(&self, to: MemberId) -> Result<(DocCipher, DocEnds), CryptoError> {
+        let (to_epoch, to_pub) = *self
+            .remotes
+            .get(&to)
+            .and_then(|r| r.announced.last())
+            .ok_or(CryptoError::UnknownKey)?;
+        let cur = self.current();
+        let ends = DocEnds {
+            from_epoch: cur.epoch,
+            from_public: *cur.public.as_bytes(),
+            to_epoch,
+            to_public: *to_pub.as_bytes(),
+        };
+        let dh = cur.secret.diffie_hellman(&to_pub);
+        Ok((self.doc_cipher(dh.as_bytes(), to, &ends), ends))
+    }
+
+    /// The key a document message from `from`, sealed under `ends`, opens with: the sender's
+    /// ephemeral travels with it (so it never waits on the announcement), ours must be one we
+    /// still hold.
+    pub fn doc_opener(&self, from: MemberId, ends: &DocEnds) -> Result<DocCipher, CryptoError> {
+        if from == self.me {
+            return Err(CryptoError::NotForUs);
+        }
+        let own = self
+            .own
+            .iter()
+            .find(|o| o.epoch == ends.to_epoch && o.public.as_bytes() == &ends.to_public)
+            .ok_or(CryptoError::UnknownKey)?;
+        let dh = own
+            .secret
+            .diffie_hellman(&PublicKey::from(ends.from_public));
+        Ok(self.doc_cipher_from(dh.as_bytes(), from, ends))
+    }
+
+    fn doc_cipher(&self, dh: &[u8; 32], to: MemberId, ends: &DocEnds) -> DocCipher {
+        let from = KeyEnd {
+            member: self.me,
+            epoch: ends.from_epoch,
+            public: ends.from_public,
+        };
+        let to = KeyEnd {
+            member: to,
+            epoch: ends.to_epoch,
+            public: ends.to_public,
+        };
+        DocCipher::new(&self.pair_secret(b"echoel v2 doc", dh, from, to))
+    }
+
+    fn doc_cipher_from(&self, dh: &[u8; 32], from: MemberId, ends: &DocEnds) -> DocCipher {
+        let from = KeyEnd {
+            member: from,
+            epoch: ends.from_epoch,
+            public: ends.from_public,
+        };
+        let to = KeyEnd {
+            member: self.me,
+            epoch: ends.to_epoch,
+            public: ends.to_public,
+        };
+        DocCipher::new(&self.pair_secret(b"echoel v2 doc", dh, from, to))
+    }
+
+    /// Seals a presence update under the epoch we seal audio with: those we granted it to
+    /// read it, a member that left reads none sealed after the switch. Returns the epoch.
+    pub fn seal_presence(
+        &self,
+        plain: &[u8],
+        rng: &mut dyn CryptoRngCore,
+    ) -> (Epoch, [u8; 12], Vec<u8>) {
+        let sealer = self.sealer();
+        let (nonce, sealed) = sealer.presence.seal(self.me, &[], plain, rng);
+        (sealer.epoch, nonce, sealed)
+    }
+
+    /// Opens `from`'s presence update sealed under its `epoch`.
+    pub fn open_presence(
+        &self,
+        from: MemberId,
+        epoch: Epoch,
+        nonce: &[u8; 12],
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let key = self
+            .remotes
+            .get(&from)
+            .and_then(|r| r.keys.iter().rev().find(|k| k.epoch == epoch))
+            .ok_or(CryptoError::UnknownKey)?;
+        key.presence.open(from, &[], nonce, sealed)
     }
 
     /// Accepts another member's announcement. Returns the grant of our current sender key to
@@ -577,6 +677,7 @@ impl MemberKeys {
         remote.keys.push(RemoteKey {
             epoch: g.from_epoch,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            presence: DocCipher::presence(&key),
             windows: audio::ReplayWindows::default(),
             superseded: None,
         });
@@ -659,12 +760,41 @@ impl MemberKeys {
     }
 }
 
-/// Seals the session document's sync messages (and, under another key, presence): only
-/// members (who hold the room secret) can read or forge them; the relay that carries them
-/// cannot.
+/// Which two ephemerals a document message between two members is sealed under (see
+/// [`MemberKeys::doc_sealer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DocEnds {
+    /// The sender's epoch.
+    pub from_epoch: Epoch,
+    /// The sender's ephemeral public key of that epoch.
+    pub from_public: [u8; 32],
+    /// The recipient's epoch.
+    pub to_epoch: Epoch,
+    /// The recipient's ephemeral public key of that epoch.
+    pub to_public: [u8; 32],
+}
+
+/// Seals session document messages between two members (under their pairwise key) and
+/// presence (under the sender's epoch): the relay that carries them reads none, and neither
+/// does a member that has left.
 pub struct DocCipher(ChaCha20Poly1305);
 
 impl DocCipher {
+    fn new(key: &[u8; 32]) -> Self {
+        Self(ChaCha20Poly1305::new(Key::from_slice(key)))
+    }
+
+    /// Presence's key of a sender key: its own, so a presence update is never taken for audio.
+    fn presence(sender_key: &[u8; 32]) -> Self {
+        Self::new(&derive_key(sender_key, None, &[b"echoel v2 presence"]))
+    }
+
+    /// A cipher under a raw key, for tests of what uses one.
+    #[cfg(any(test, feature = "danger-test-hooks"))]
+    pub fn danger_from_key(key: [u8; 32]) -> Self {
+        Self::new(&key)
+    }
+
     /// Seals `plain` from `from` with a fresh random nonce; `context` (the message's place
     /// among the sender's messages, for example) is authenticated with it.
     pub fn seal(
