@@ -4,7 +4,9 @@
 //! through bounded channels. It holds room verifiers and its own TLS key, nothing that opens
 //! audio or key grants.
 
+mod gate;
 mod metrics;
+pub use gate::{HANDSHAKES_PER_SECOND, HANDSHAKE_BURST};
 pub mod scripted;
 
 use std::collections::HashMap;
@@ -169,6 +171,7 @@ struct Directory {
     metrics: Arc<RelayMetrics>,
     next_conn: AtomicU64,
     pending: Mutex<PendingJoins>,
+    rate: Mutex<gate::HandshakeRate>,
 }
 
 /// Connections not yet past their Join, in all and by address.
@@ -346,6 +349,7 @@ impl Relay {
                 metrics: Arc::default(),
                 next_conn: AtomicU64::new(0),
                 pending: Mutex::default(),
+                rate: Mutex::default(),
             }),
             metrics_listener,
             fingerprint: identity.fingerprint(),
@@ -393,7 +397,30 @@ impl Relay {
             .map(|l| tokio::spawn(metrics::serve(l, self.directory.clone())));
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
-                let Some(slot) = self.directory.pending_slot(incoming.remote_address().ip()) else {
+                let address = incoming.remote_address().ip();
+                let validated = incoming.remote_address_validated();
+                let gate = self
+                    .directory
+                    .rate
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .check(address, validated, Instant::now());
+                match gate {
+                    gate::Gate::Accept => {}
+                    gate::Gate::Validate => {
+                        self.directory.metrics.retried.fetch_add(1, Relaxed);
+                        if let Err(e) = incoming.retry() {
+                            e.into_incoming().refuse();
+                        }
+                        continue;
+                    }
+                    gate::Gate::Refuse => {
+                        self.directory.metrics.refused_rate.fetch_add(1, Relaxed);
+                        incoming.refuse();
+                        continue;
+                    }
+                }
+                let Some(slot) = self.directory.pending_slot(address) else {
                     self.directory.metrics.refused_busy.fetch_add(1, Relaxed);
                     incoming.refuse();
                     continue;

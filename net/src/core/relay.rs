@@ -148,6 +148,11 @@ pub struct RelayMetrics {
     /// Connections refused before their handshake: too many were already waiting to join
     /// (from all addresses, or from theirs).
     pub refused_busy: AtomicU64,
+    /// Connections refused before their handshake: their address started more handshakes
+    /// than its rate allows.
+    pub refused_rate: AtomicU64,
+    /// Connections asked to prove their address (QUIC retry) before a handshake.
+    pub retried: AtomicU64,
     /// Members dropped for not reading their control stream.
     pub evicted_slow: AtomicU64,
     /// Datagrams received from members.

@@ -31,7 +31,7 @@ fn render(directory: &Directory) -> String {
         "Members in rooms.",
         m.members.load(Relaxed),
     );
-    let counters: [(&str, &str, &AtomicU64); 15] = [
+    let counters: [(&str, &str, &AtomicU64); 17] = [
         (
             "echoel_relay_batches_total",
             "Datagram batches handed to quinn.",
@@ -62,6 +62,16 @@ fn render(directory: &Directory) -> String {
             "echoel_relay_refused_busy_total",
             "Connections refused: too many waiting to join.",
             &m.refused_busy,
+        ),
+        (
+            "echoel_relay_refused_rate_total",
+            "Connections refused: their address started handshakes too fast.",
+            &m.refused_rate,
+        ),
+        (
+            "echoel_relay_retried_total",
+            "Connections asked to prove their address first.",
+            &m.retried,
         ),
         (
             "echoel_relay_datagrams_in_total",
