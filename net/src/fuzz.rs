@@ -17,7 +17,7 @@ use crate::presence::Presence;
 use crate::sim::DangerSeededRng;
 use crate::wire::{
     decode_body, encode_frame, encode_peer, encode_sender, ClientMessage, MemberId, MemberInfo,
-    ParticipantId, PeerMessage, RelayMessage, StemId,
+    PeerMessage, RelayMessage, StemId,
 };
 use crate::RoomSecret;
 
@@ -137,27 +137,41 @@ fn keyed_pair() -> (MemberKeys, MemberKeys) {
     let now = Instant::now();
     let mut rng = DangerSeededRng::new(1);
     let auth = secret().member_auth(&room());
+    let identity = |seed| std::sync::Arc::new(crate::crypto::MemberKey::from_seed(&[seed; 32]));
     let mut a = MemberKeys::new(
         MemberId(1),
         auth.clone(),
+        identity(1),
         RotationPolicy::default(),
         now,
         &mut rng,
     );
-    let mut b = MemberKeys::new(MemberId(2), auth, RotationPolicy::default(), now, &mut rng);
-    let g = b.accept_announce(&a.announce()).expect("announce");
+    let mut b = MemberKeys::new(
+        MemberId(2),
+        auth,
+        identity(2),
+        RotationPolicy::default(),
+        now,
+        &mut rng,
+    );
+    let g = b
+        .accept_announce(&a.announce(), &a.public())
+        .expect("announce");
     a.accept_grant(&g, now).expect("grant");
-    let g = a.accept_announce(&b.announce()).expect("announce");
+    let g = a
+        .accept_announce(&b.announce(), &b.public())
+        .expect("announce");
     b.accept_grant(&g, now).expect("grant");
     (a, b)
 }
 
 /// A member core in a room with one other member (id 1), and its document.
 fn joined_core() -> (RoomCore, DocReplica) {
-    let me = ParticipantId(2);
+    let identity = std::sync::Arc::new(crate::crypto::MemberKey::from_seed(&[2; 32]));
+    let me = identity.participant();
     let mut core = RoomCore::new(
         RoomSetup {
-            participant: me,
+            identity,
             presence: Presence::default(),
             auth: secret().member_auth(&room()),
             rotation: RotationPolicy::default(),
@@ -168,9 +182,11 @@ fn joined_core() -> (RoomCore, DocReplica) {
     );
     let doc = SessionDoc::new().expect("genesis");
     let mut doc = DocReplica::new(doc, me);
+    let key = keyed_pair().0.public();
     let other = MemberInfo {
         id: MemberId(1),
-        participant: ParticipantId(1),
+        participant: key.participant(),
+        member: key,
         name: "other".into(),
         observed: std::net::SocketAddr::from(([192, 0, 2, 1], 4000)),
     };
@@ -218,8 +234,7 @@ pub fn targets() -> Vec<Target> {
         PeerMessage::Keyed { epoch: 3 },
         PeerMessage::Doc {
             ends: crate::crypto::DocEnds {
-                from_epoch: 1,
-                from_public: [5; 32],
+                from: sender.announce(),
                 to_epoch: 0,
                 to_public: [6; 32],
             },

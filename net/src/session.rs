@@ -480,13 +480,13 @@ pub fn start(
         .map_err(|e| SessionError::Setup(e.to_string()))?;
     // A member key of this session's own: two instances in one DAW are two members until
     // they share a connection.
-    let member = MemberKey::generate(&mut rand_core::OsRng);
+    let member = Arc::new(MemberKey::generate(&mut rand_core::OsRng));
     let participant = member.participant();
     let (secret, room) = (&config.invite.secret, &config.invite.room);
     let counters = Arc::new(SessionCounters::default());
     let core = RoomCore::new(
         RoomSetup {
-            participant,
+            identity: member.clone(),
             presence: Presence {
                 name: config.name.clone(),
                 ..Presence::default()

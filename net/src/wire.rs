@@ -286,8 +286,10 @@ pub fn forwarded_items(bytes: &[u8]) -> impl Iterator<Item = Result<Forwarded<'_
 pub struct MemberInfo {
     /// The member's id.
     pub id: MemberId,
-    /// Who it is, across reconnections.
+    /// Who it is, across reconnections: its member key's (see [`MemberPublic::participant`]).
     pub participant: ParticipantId,
+    /// Its member key, which signs what it says to the others.
+    pub member: MemberPublic,
     /// Display name.
     pub name: String,
     /// The member's address as the relay sees it (for direct paths).
@@ -677,9 +679,11 @@ mod tests {
 
         #[test]
         fn relay_messages_round_trip(name in "[a-zA-Z ]{0,20}", id in any::<u16>(), port in 1u16..) {
+            let key = crate::crypto::MemberPublic([port as u8; 32]);
             let m = RelayMessage::Joined(MemberInfo {
                 id: MemberId(id),
-                participant: ParticipantId(u64::from(port)),
+                participant: key.participant(),
+                member: key,
                 name,
                 observed: SocketAddr::from(([127, 0, 0, 1], port)),
             });

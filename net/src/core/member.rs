@@ -20,7 +20,8 @@ pub use super::audio::Via;
 use super::audio::{open_datagram, AudioOut};
 use super::sync::{DocPart, DocReplica, Received};
 use crate::crypto::{
-    CryptoError, KeyAnnounce, KeyGrant, MemberAuthKey, MemberKeys, RotationPolicy,
+    CryptoError, KeyAnnounce, KeyGrant, MemberAuthKey, MemberKey, MemberKeys, MemberPublic,
+    RotationPolicy,
 };
 use crate::presence::MAX_RATE_HZ;
 use crate::presence::{PeerPresence, Presence, PresenceBook, PresenceOutbox, PresenceUpdate};
@@ -41,8 +42,9 @@ pub const DOC_HOLD: Duration = Duration::from_millis(40);
 
 /// What a member core starts from.
 pub struct RoomSetup {
-    /// Who we are across reconnections.
-    pub participant: ParticipantId,
+    /// Our member key: who we are (its participant id) across reconnections; it signs what
+    /// we tell the others.
+    pub identity: Arc<MemberKey>,
     /// What the others see of us at first.
     pub presence: Presence,
     /// Authenticates our key messages to the room.
@@ -101,6 +103,7 @@ struct Joined {
 /// One member in one room.
 pub struct RoomCore {
     setup_auth: MemberAuthKey,
+    identity: Arc<MemberKey>,
     rotation: RotationPolicy,
     force_relay: bool,
     rng: Box<dyn CryptoRngCore + Send>,
@@ -121,6 +124,7 @@ impl RoomCore {
     pub fn new(setup: RoomSetup, counters: Arc<SessionCounters>) -> Self {
         Self {
             setup_auth: setup.auth,
+            identity: setup.identity,
             rotation: setup.rotation,
             force_relay: setup.force_relay,
             rng: setup.rng,
@@ -149,12 +153,14 @@ impl RoomCore {
         let keys = MemberKeys::new(
             me,
             self.setup_auth.clone(),
+            self.identity.clone(),
             self.rotation,
             now,
             &mut *self.rng,
         );
         self.audio.reset();
         self.relay(None, PeerMessage::Announce(keys.announce()));
+        let others: Vec<MemberInfo> = others.into_iter().filter(|m| self.is_genuine(m)).collect();
         self.joined = Some(Joined {
             me,
             keys,
@@ -184,6 +190,12 @@ impl RoomCore {
         };
         match msg {
             RelayMessage::Joined(info) => {
+                if !self.is_genuine(&info) {
+                    return;
+                }
+                let Some(j) = self.joined.as_mut() else {
+                    return;
+                };
                 j.members.insert(info.id, info.clone());
                 self.events.push_back(RoomEvent::MemberJoined(info.clone()));
                 // A new key for the newcomer to be given: nothing sealed before it came in
@@ -552,17 +564,17 @@ impl RoomCore {
                 sealed,
             } => return self.presence_message(now, from, *epoch, nonce, sealed),
             PeerMessage::Announce(a) if a.member == from => {
-                let info = j.members.get(&from).cloned();
-                j.keys.accept_announce(a).map(|g| {
+                let Some(info) = j.members.get(&from).cloned() else {
+                    return;
+                };
+                j.keys.accept_announce(a, &info.member).map(|g| {
                     self.transmits
                         .push_back(Transmit::Relay(ClientMessage::Send {
                             to: Some(from),
                             body: encode_peer(&PeerMessage::Grant(g)),
                         }));
                     // We can seal the document to it now (the first time), or to its new key.
-                    if let Some(info) = info {
-                        self.sync_to(&info, doc);
-                    }
+                    self.sync_to(&info, doc);
                 })
             }
             PeerMessage::Grant(g) if g.from == from => {
@@ -613,15 +625,21 @@ impl RoomCore {
         doc: &mut DocReplica,
     ) {
         let Some(p) = DocPart::of(msg) else { return };
-        let Some(participant) = self.participant_of(from) else {
+        let Some((participant, signer)) = self.signer_of(from) else {
             return;
         };
         let Some(j) = self.joined.as_mut() else {
             return;
         };
-        let key = match j.keys.doc_opener(from, p.ends) {
+        let key = match j.keys.doc_opener(from, &signer, p.ends) {
             Ok(key) => key,
-            Err(_) => return self.doc_unkeyed(now, from, participant, doc),
+            Err(CryptoError::UnknownKey) => return self.doc_unkeyed(now, from, participant, doc),
+            Err(e) => {
+                self.counters.forged.fetch_add(1, Relaxed);
+                let notice = format!("session document message from {from:?} refused: {e}");
+                self.events.push_back(RoomEvent::Notice(notice));
+                return;
+            }
         };
         match doc.receive(from, participant, direct, p, &key) {
             Ok(Received::Partial) => {}
@@ -688,13 +706,13 @@ impl RoomCore {
         nonce: &[u8; 12],
         sealed: &[u8],
     ) {
-        let Some(participant) = self.participant_of(from) else {
+        let Some((participant, signer)) = self.signer_of(from) else {
             return;
         };
         let Some(j) = self.joined.as_mut() else {
             return;
         };
-        let plain = match j.keys.open_presence(from, epoch, nonce, sealed) {
+        let plain = match j.keys.open_presence(from, &signer, epoch, nonce, sealed) {
             Ok(plain) => plain,
             // Sealed under a key of its we do not hold yet (we just came in): the next
             // update, under the key it grants us, opens.
@@ -716,12 +734,25 @@ impl RoomCore {
         }
     }
 
-    fn participant_of(&self, member: MemberId) -> Option<ParticipantId> {
+    /// Whether the relay's word on a member holds together: the participant id is its key's.
+    /// A relay that pairs one member's id with another's key is refused here.
+    fn is_genuine(&mut self, info: &MemberInfo) -> bool {
+        if info.member.participant() == info.participant {
+            return true;
+        }
+        self.counters.forged.fetch_add(1, Relaxed);
+        let notice = format!("member {:?} refused: its id is not its key's", info.id);
+        self.events.push_back(RoomEvent::Notice(notice));
+        false
+    }
+
+    /// Who `member` is and the key that signs for it.
+    fn signer_of(&self, member: MemberId) -> Option<(ParticipantId, MemberPublic)> {
         self.joined
             .as_ref()?
             .members
             .get(&member)
-            .map(|m| m.participant)
+            .map(|m| (m.participant, m.member))
     }
 }
 

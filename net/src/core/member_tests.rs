@@ -38,7 +38,7 @@ fn core(participant: u64, rotation: RotationPolicy) -> RoomCore {
     let s = secret();
     RoomCore::new(
         RoomSetup {
-            participant: ParticipantId(participant),
+            identity: key(participant as usize),
             presence: Presence {
                 name: format!("m{participant}"),
                 ..Presence::default()
@@ -52,14 +52,25 @@ fn core(participant: u64, rotation: RotationPolicy) -> RoomCore {
     )
 }
 
+/// Member `i`'s key.
+fn key(i: usize) -> Arc<crate::crypto::MemberKey> {
+    Arc::new(crate::crypto::MemberKey::from_seed(&[i as u8 + 1; 32]))
+}
+
+/// Member `i`'s participant id: its key's.
+fn pid(i: usize) -> ParticipantId {
+    key(i).participant()
+}
+
 fn doc(i: usize) -> DocReplica {
-    DocReplica::new(SessionDoc::new().unwrap(), ParticipantId(i as u64))
+    DocReplica::new(SessionDoc::new().unwrap(), pid(i))
 }
 
 fn info(i: usize, id: MemberId) -> MemberInfo {
     MemberInfo {
         id,
-        participant: ParticipantId(i as u64),
+        participant: pid(i),
+        member: key(i).public(),
         name: format!("m{i}"),
         observed: SocketAddr::from(([192, 0, 2, 1], 5000 + i as u16)),
     }
@@ -245,10 +256,7 @@ fn members_welcomed_into_a_room_key_each_other_and_hear_each_other() {
         }
     }
     let heard = b.audio(0, 2, 0, 480);
-    assert_eq!(
-        heard,
-        vec![(ParticipantId(0), StemId(0), 0, 480, vec![0; 20])]
-    );
+    assert_eq!(heard, vec![(pid(0), StemId(0), 0, 480, vec![0; 20])]);
     assert_eq!(b.cores[2].counters.delivered.load(Relaxed), 1);
 }
 
@@ -291,7 +299,7 @@ fn a_member_with_two_streams_is_heard_on_both_each_numbered_on_its_own() {
     };
     assert_eq!(seqs(0), vec![0, 1, 2, 3]);
     assert_eq!(seqs(1), vec![0, 1, 2, 3]);
-    assert!(heard.iter().all(|h| h.0 == ParticipantId(0)));
+    assert!(heard.iter().all(|h| h.0 == pid(0)));
 }
 
 #[test]
@@ -443,11 +451,7 @@ fn a_relay_restart_gives_new_ids_and_the_band_plays_and_edits_on() {
     }
     b.settle_keys();
     assert_ne!(b.ids[0], Some(MemberId(0)));
-    assert_eq!(
-        b.audio(2, 0, 0, 0)[0].0,
-        ParticipantId(2),
-        "same musician, new id"
-    );
+    assert_eq!(b.audio(2, 0, 0, 0)[0].0, pid(2), "same musician, new id");
     let j0 = b.json(0);
     assert_eq!(j0, b.json(1));
     assert_eq!(j0, b.json(2));
@@ -541,8 +545,8 @@ fn presence_goes_out_on_the_clock_and_reaches_the_others() {
     let now = b.now;
     let seen = b.cores[1].presence(now);
     assert!(seen.iter().any(|p| p.presence.name == "Ana"), "{seen:?}");
-    let told = std::iter::from_fn(|| b.cores[1].poll_event())
-        .any(|e| e == RoomEvent::Presence(ParticipantId(0)));
+    let told =
+        std::iter::from_fn(|| b.cores[1].poll_event()).any(|e| e == RoomEvent::Presence(pid(0)));
     assert!(told);
 }
 
@@ -556,6 +560,7 @@ fn forged_key_messages_and_garbage_are_counted_not_trusted() {
     let mut fake = MemberKeys::new(
         MemberId(0),
         RoomSecret::from_bytes([1; 32]).member_auth(&room()),
+        key(0),
         RotationPolicy::default(),
         now,
         &mut rand_core::OsRng,
@@ -609,7 +614,7 @@ fn a_member_cannot_speak_as_another_over_its_direct_path() {
     let d = forged(&mut b, 5);
     assert_eq!(
         heard_by_bob(&mut b, Via::Relay, &d),
-        vec![(ParticipantId(alice as u64), vec![9; 20])],
+        vec![(pid(alice), vec![9; 20])],
         "a datagram sealed with Alice's key opens as Alice's"
     );
 
@@ -627,7 +632,7 @@ fn a_member_cannot_speak_as_another_over_its_direct_path() {
     };
     assert_eq!(
         heard_by_bob(&mut b, Via::Direct(ids[alice]), &genuine),
-        vec![(ParticipantId(alice as u64), vec![1; 20])],
+        vec![(pid(alice), vec![1; 20])],
         "Alice's own path still carries her audio"
     );
 }
@@ -789,7 +794,7 @@ fn a_departed_member_reads_no_document_or_presence_sent_after_it_left() {
             } => {
                 presence += 1;
                 assert!(cy_keys
-                    .open_presence(ana_id, *epoch, nonce, sealed)
+                    .open_presence(ana_id, &key(ana).public(), *epoch, nonce, sealed)
                     .is_err());
             }
             PeerMessage::Doc {
@@ -802,21 +807,25 @@ fn a_departed_member_reads_no_document_or_presence_sent_after_it_left() {
             } => {
                 docs += 1;
                 // Under the key it names, which Cy cannot derive...
-                assert!(cy_keys.doc_opener(ana_id, ends).is_err());
+                assert!(cy_keys
+                    .doc_opener(ana_id, &key(ana).public(), ends)
+                    .is_err());
                 // ...nor as if it were sealed to Cy's own ephemeral.
                 let own = cy_keys.announce();
                 let mine = DocEnds {
                     to_epoch: own.epoch,
                     to_public: own.public,
-                    ..*ends
+                    ..ends.clone()
                 };
-                let key = cy_keys.doc_opener(ana_id, &mine).expect("Cy's own end");
+                let key = cy_keys
+                    .doc_opener(ana_id, &key(ana).public(), &mine)
+                    .expect("Cy's own end");
                 let place = crate::wire::DocPlace {
                     message: *message,
                     part: *part,
                     parts: *parts,
                 };
-                for to in [ParticipantId(bo as u64), ParticipantId(cy as u64)] {
+                for to in [pid(bo), pid(cy)] {
                     assert!(key.open(ana_id, &place.context(to), nonce, sealed).is_err());
                 }
             }
@@ -843,4 +852,101 @@ fn a_departed_member_reads_no_document_or_presence_sent_after_it_left() {
         .presence(now)
         .iter()
         .any(|p| p.presence.name == "Ana (after)"));
+}
+
+/// Mallory is a member (the room secret, the keys granted to her, her own member key) and
+/// the relay is on her side: it delivers what she makes as coming from Ana. Each forgery
+/// below is made so that it would be taken but for Ana's signature (shown first: it opens
+/// under the key it names, signed by Mallory); each is refused and counted, and Bo's view of
+/// Ana is untouched.
+#[test]
+fn a_member_with_the_relay_on_its_side_cannot_announce_tell_presence_or_sync_as_another() {
+    let mut b = Band::new(3, RotationPolicy::default());
+    let (ana, bo, mallory) = (0, 1, 2);
+    let [ana_id, bo_id, _] = [b.join(ana), b.join(bo), b.join(mallory)];
+    b.settle_keys();
+    b.cores[ana].set_presence(Presence {
+        name: "Ana".into(),
+        ..Presence::default()
+    });
+    b.tick(Duration::from_millis(300));
+    let mallory_public = key(mallory).public();
+    let as_ana = |b: &mut Band, msg: PeerMessage| {
+        let now = b.now;
+        let forged = RelayMessage::From {
+            from: ana_id,
+            body: encode_peer(&msg),
+        };
+        b.cores[bo].handle_relay(now, forged, &mut b.docs[bo]);
+        b.run();
+    };
+    let forged = |b: &Band| b.cores[bo].counters.forged.load(Relaxed);
+
+    // Her ephemeral announced as Ana's: were it taken, Bo would seal Ana's grants and
+    // documents to it.
+    let m = b.cores[mallory].danger_keys_mut().unwrap();
+    let fake = m.danger_announce_as(ana_id);
+    let before = forged(&b);
+    as_ana(&mut b, PeerMessage::Announce(fake.clone()));
+    assert_eq!(forged(&b), before + 1, "the announcement is refused");
+    let bo_keys = b.cores[bo].danger_keys_mut().unwrap();
+    let (_, ends) = bo_keys.doc_sealer(ana_id).unwrap();
+    assert_ne!(
+        ends.to_public, fake.public,
+        "Bo still seals to Ana's own key"
+    );
+
+    // Presence under Ana's key, saying Ana has gone to "the bar".
+    let lie = postcard::to_stdvec(&crate::presence::PresenceUpdate {
+        seq: u64::MAX / 2,
+        presence: Presence {
+            name: "the bar".into(),
+            ..Presence::default()
+        },
+    })
+    .unwrap();
+    let m = b.cores[mallory].danger_keys_mut().unwrap();
+    let (epoch, nonce, sealed) = m
+        .danger_presence_as(ana_id, &lie, &mut rand_core::OsRng)
+        .expect("Ana granted Mallory her key");
+    let bo_keys = b.cores[bo].danger_keys_mut().unwrap();
+    assert!(
+        bo_keys
+            .open_presence(ana_id, &mallory_public, epoch, &nonce, &sealed)
+            .is_ok(),
+        "sealed right: only the signer gives it away"
+    );
+    let before = forged(&b);
+    let msg = PeerMessage::Presence {
+        epoch,
+        nonce,
+        sealed,
+    };
+    as_ana(&mut b, msg);
+    assert_eq!(forged(&b), before + 1, "the presence is refused");
+    let now = b.now;
+    let seen = b.cores[bo].presence(now);
+    assert!(seen.iter().any(|p| p.presence.name == "Ana"), "{seen:?}");
+    assert!(!seen.iter().any(|p| p.presence.name == "the bar"));
+
+    // A session document sync message as Ana (from a document of Mallory's making).
+    let mut fork = DocReplica::new(SessionDoc::new().unwrap(), pid(mallory));
+    fork.doc().set_tempo(66.0).unwrap();
+    let m = b.cores[mallory].danger_keys_mut().unwrap();
+    let (key, ends) = m.danger_doc_sealer_as(ana_id, bo_id).unwrap();
+    let msgs = fork
+        .outgoing(ana_id, pid(bo), (&key, ends.clone()), &mut rand_core::OsRng)
+        .unwrap();
+    assert!(!msgs.is_empty());
+    let bo_keys = b.cores[bo].danger_keys_mut().unwrap();
+    assert!(
+        bo_keys.doc_opener(ana_id, &mallory_public, &ends).is_ok(),
+        "the key it names is one Bo derives: only the signer gives it away"
+    );
+    let before = forged(&b);
+    for m in msgs {
+        as_ana(&mut b, m);
+    }
+    assert!(forged(&b) > before, "the document message is refused");
+    assert_ne!(b.docs[bo].doc().tempo(), 66.0);
 }

@@ -261,6 +261,7 @@ impl RelayCore {
             info: MemberInfo {
                 id: MemberId(0),
                 participant: join.member.participant(),
+                member: join.member,
                 name: join.name.chars().take(64).collect(),
                 observed: join.observed,
             },

@@ -153,7 +153,7 @@ impl DocReplica {
                 };
                 let (nonce, sealed) = key.seal(me, &place.context(to), chunk, rng);
                 PeerMessage::Doc {
-                    ends,
+                    ends: ends.clone(),
                     nonce,
                     sealed,
                     message,
@@ -292,19 +292,26 @@ mod tests {
         DocCipher::danger_from_key([k; 32])
     }
 
-    const ENDS: DocEnds = DocEnds {
-        from_epoch: 0,
-        from_public: [1; 32],
-        to_epoch: 0,
-        to_public: [2; 32],
-    };
+    fn ends() -> DocEnds {
+        DocEnds {
+            from: crate::crypto::KeyAnnounce {
+                member: MemberId(0),
+                epoch: 0,
+                public: [1; 32],
+                mac: [0; 32],
+                signature: Vec::new(),
+            },
+            to_epoch: 0,
+            to_public: [2; 32],
+        }
+    }
 
     fn replica(me: ParticipantId) -> DocReplica {
         DocReplica::new(SessionDoc::new().unwrap(), me)
     }
 
     fn send(a: &mut DocReplica, from: MemberId, to: ParticipantId) -> Vec<PeerMessage> {
-        a.outgoing(from, to, (&key(3), ENDS), &mut rand_core::OsRng)
+        a.outgoing(from, to, (&key(3), ends()), &mut rand_core::OsRng)
             .unwrap()
     }
 
@@ -503,6 +510,7 @@ mod tests {
     fn unfinished_messages_are_bounded_across_senders_and_freed_on_leave() {
         let cipher = key(3);
         let mut b = replica(B.1);
+        let ends = ends();
         let chunk = vec![7u8; DOC_PART];
         let mut refused = 0;
         // Each sender stops just short of the largest message, so no per-message bound cuts
@@ -522,7 +530,7 @@ mod tests {
                 let (nonce, sealed) =
                     cipher.seal(from.0, &place.context(B.1), &chunk, &mut rand_core::OsRng);
                 let p = DocPart {
-                    ends: &ENDS,
+                    ends: &ends,
                     nonce: &nonce,
                     sealed: &sealed,
                     place,

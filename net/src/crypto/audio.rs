@@ -285,7 +285,7 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use super::super::tests::{introduce, pair, room};
+    use super::super::tests::{identity, introduce, pair, room};
     use super::*;
     use crate::crypto::{RoomSecret, RotationPolicy};
 
@@ -338,12 +338,14 @@ mod tests {
         let mut mallory = MemberKeys::new(
             MemberId(1),
             relay_guess.member_auth(&room()),
+            identity(1),
             RotationPolicy::default(),
             now,
             &mut rand_core::OsRng,
         );
         assert_eq!(
-            b.accept_announce(&mallory.announce()).unwrap_err(),
+            b.accept_announce(&mallory.announce(), &mallory.public())
+                .unwrap_err(),
             CryptoError::Forged
         );
         // Numbered past what Bob has seen, so only the seal can refuse it.
@@ -412,6 +414,7 @@ mod tests {
             let mut k = MemberKeys::new(
                 MemberId(1),
                 secret.member_auth(&room()),
+                identity(1),
                 policy,
                 t0,
                 &mut rand_core::OsRng,
@@ -452,7 +455,7 @@ mod tests {
             .maybe_rotate(t1, &mut rand_core::OsRng)
             .expect("rotation due after max_age");
         assert_eq!(ann.epoch, 1);
-        let back = b.accept_announce(&ann).unwrap();
+        let back = b.accept_announce(&ann, &a.public()).unwrap();
         a.accept_grant(&back, t1).unwrap();
         for g in &grants {
             b.accept_grant(g, t1).unwrap();
@@ -485,6 +488,7 @@ mod tests {
         let mut a = MemberKeys::new(
             MemberId(1),
             secret.member_auth(&room()),
+            identity(1),
             policy,
             now,
             &mut rand_core::OsRng,

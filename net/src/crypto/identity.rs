@@ -31,6 +31,13 @@ impl MemberPublic {
         self.verify_challenge(MEMBER_LABEL, challenge, binding, signature)
     }
 
+    /// Whether `signature` is this key's over `message`.
+    pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        UnparsedPublicKey::new(&ED25519, self.0)
+            .verify(message, signature)
+            .is_ok()
+    }
+
     pub(crate) fn verify_challenge(
         &self,
         label: &[u8],
@@ -84,6 +91,11 @@ impl MemberKey {
     /// signature is worth nothing on any other connection.
     pub fn sign_admission(&self, challenge: &[u8; 32], binding: &[u8]) -> Vec<u8> {
         self.sign_challenge(MEMBER_LABEL, challenge, binding)
+    }
+
+    /// Signs `message`.
+    pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
     }
 
     pub(crate) fn sign_challenge(

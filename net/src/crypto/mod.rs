@@ -169,8 +169,10 @@ pub struct KeyAnnounce {
     pub epoch: Epoch,
     /// X25519 public key.
     pub public: [u8; 32],
-    /// HMAC under the member-auth key.
+    /// HMAC under the member-auth key: made by someone holding the room secret.
     pub mac: [u8; 32],
+    /// The member key's signature: made by this member, no other.
+    pub signature: Vec<u8>,
 }
 
 /// A member's sender key for one epoch, sealed to one other member.
@@ -325,6 +327,7 @@ struct RemoteKey {
 pub struct MemberKeys {
     me: MemberId,
     auth: MemberAuthKey,
+    identity: std::sync::Arc<MemberKey>,
     policy: RotationPolicy,
     /// Our epochs, newest last: the one we seal with, the newest (granted, not yet sealing
     /// while a switch is pending) and a few before, whose ephemerals grants in flight may be
@@ -349,6 +352,7 @@ impl MemberKeys {
     pub fn new(
         me: MemberId,
         auth: MemberAuthKey,
+        identity: std::sync::Arc<MemberKey>,
         policy: RotationPolicy,
         now: Instant,
         rng: &mut dyn CryptoRngCore,
@@ -356,6 +360,7 @@ impl MemberKeys {
         Self {
             me,
             auth,
+            identity,
             policy,
             own: vec![OwnEpoch::new(0, now, rng)],
             sealing: 0,
@@ -419,6 +424,11 @@ impl MemberKeys {
         }
     }
 
+    /// Our member key's public half.
+    pub fn public(&self) -> MemberPublic {
+        self.identity.public()
+    }
+
     /// The announcement of our current ephemeral key.
     pub fn announce(&self) -> KeyAnnounce {
         let cur = self.current();
@@ -428,7 +438,42 @@ impl MemberKeys {
             epoch: cur.epoch,
             public,
             mac: self.announce_mac(self.me, cur.epoch, &public),
+            signature: self
+                .identity
+                .sign(&announce_message(self.me, cur.epoch, &public)),
         }
+    }
+
+    /// Whether `a` is an announcement by `member`, whose member key is `signer`: made by
+    /// someone holding the room secret (the MAC) and by that member (the signature).
+    fn check_announce(
+        &self,
+        a: &KeyAnnounce,
+        member: MemberId,
+        signer: &MemberPublic,
+    ) -> Result<(), CryptoError> {
+        if a.member != member {
+            return Err(CryptoError::NotForUs);
+        }
+        let expected = mac(
+            &self.auth.0,
+            &[
+                b"echoel v1 announce",
+                &a.member.to_be_bytes(),
+                &[a.epoch],
+                &a.public,
+            ],
+        );
+        expected
+            .verify_slice(&a.mac)
+            .map_err(|_| CryptoError::Forged)?;
+        if !signer.verify(
+            &announce_message(a.member, a.epoch, &a.public),
+            &a.signature,
+        ) {
+            return Err(CryptoError::Forged);
+        }
+        Ok(())
     }
 
     fn announce_mac(&self, member: MemberId, epoch: Epoch, public: &[u8; 32]) -> [u8; 32] {
@@ -478,8 +523,7 @@ impl MemberKeys {
             .ok_or(CryptoError::UnknownKey)?;
         let cur = self.current();
         let ends = DocEnds {
-            from_epoch: cur.epoch,
-            from_public: *cur.public.as_bytes(),
+            from: self.announce(),
             to_epoch,
             to_public: *to_pub.as_bytes(),
         };
@@ -487,13 +531,19 @@ impl MemberKeys {
         Ok((self.doc_cipher(dh.as_bytes(), to, &ends), ends))
     }
 
-    /// The key a document message from `from`, sealed under `ends`, opens with: the sender's
-    /// ephemeral travels with it (so it never waits on the announcement), ours must be one we
-    /// still hold.
-    pub fn doc_opener(&self, from: MemberId, ends: &DocEnds) -> Result<DocCipher, CryptoError> {
+    /// The key a document message from `from` (member key `signer`), sealed under `ends`,
+    /// opens with: the sender's signed announcement travels with it (so it never waits on the
+    /// announcement by the relay), ours must be one we still hold.
+    pub fn doc_opener(
+        &self,
+        from: MemberId,
+        signer: &MemberPublic,
+        ends: &DocEnds,
+    ) -> Result<DocCipher, CryptoError> {
         if from == self.me {
             return Err(CryptoError::NotForUs);
         }
+        self.check_announce(&ends.from, from, signer)?;
         let own = self
             .own
             .iter()
@@ -501,15 +551,15 @@ impl MemberKeys {
             .ok_or(CryptoError::UnknownKey)?;
         let dh = own
             .secret
-            .diffie_hellman(&PublicKey::from(ends.from_public));
+            .diffie_hellman(&PublicKey::from(ends.from.public));
         Ok(self.doc_cipher_from(dh.as_bytes(), from, ends))
     }
 
     fn doc_cipher(&self, dh: &[u8; 32], to: MemberId, ends: &DocEnds) -> DocCipher {
         let from = KeyEnd {
             member: self.me,
-            epoch: ends.from_epoch,
-            public: ends.from_public,
+            epoch: ends.from.epoch,
+            public: ends.from.public,
         };
         let to = KeyEnd {
             member: to,
@@ -522,8 +572,8 @@ impl MemberKeys {
     fn doc_cipher_from(&self, dh: &[u8; 32], from: MemberId, ends: &DocEnds) -> DocCipher {
         let from = KeyEnd {
             member: from,
-            epoch: ends.from_epoch,
-            public: ends.from_public,
+            epoch: ends.from.epoch,
+            public: ends.from.public,
         };
         let to = KeyEnd {
             member: self.me,
@@ -534,21 +584,28 @@ impl MemberKeys {
     }
 
     /// Seals a presence update under the epoch we seal audio with: those we granted it to
-    /// read it, a member that left reads none sealed after the switch. Returns the epoch.
+    /// read it, a member that left reads none sealed after the switch. Signed inside by our
+    /// member key, so no other member can make one as ours. Returns the epoch.
     pub fn seal_presence(
         &self,
         plain: &[u8],
         rng: &mut dyn CryptoRngCore,
     ) -> (Epoch, [u8; 12], Vec<u8>) {
         let sealer = self.sealer();
-        let (nonce, sealed) = sealer.presence.seal(self.me, &[], plain, rng);
+        let mut body = plain.to_vec();
+        body.extend(
+            self.identity
+                .sign(&presence_message(self.me, sealer.epoch, plain)),
+        );
+        let (nonce, sealed) = sealer.presence.seal(self.me, &[], &body, rng);
         (sealer.epoch, nonce, sealed)
     }
 
-    /// Opens `from`'s presence update sealed under its `epoch`.
+    /// Opens `from`'s presence update sealed under its `epoch` and signed by `signer`.
     pub fn open_presence(
         &self,
         from: MemberId,
+        signer: &MemberPublic,
         epoch: Epoch,
         nonce: &[u8; 12],
         sealed: &[u8],
@@ -558,27 +615,30 @@ impl MemberKeys {
             .get(&from)
             .and_then(|r| r.keys.iter().rev().find(|k| k.epoch == epoch))
             .ok_or(CryptoError::UnknownKey)?;
-        key.presence.open(from, &[], nonce, sealed)
+        let mut body = key.presence.open(from, &[], nonce, sealed)?;
+        let split = body
+            .len()
+            .checked_sub(SIGNATURE_LEN)
+            .ok_or(CryptoError::Malformed)?;
+        let (plain, signature) = body.split_at(split);
+        if !signer.verify(&presence_message(from, epoch, plain), signature) {
+            return Err(CryptoError::Forged);
+        }
+        body.truncate(split);
+        Ok(body)
     }
 
-    /// Accepts another member's announcement. Returns the grant of our current sender key to
-    /// that member, to send back.
-    pub fn accept_announce(&mut self, a: &KeyAnnounce) -> Result<KeyGrant, CryptoError> {
+    /// Accepts another member's announcement, signed by its member key `signer`. Returns the
+    /// grant of our current sender key to that member, to send back.
+    pub fn accept_announce(
+        &mut self,
+        a: &KeyAnnounce,
+        signer: &MemberPublic,
+    ) -> Result<KeyGrant, CryptoError> {
         if a.member == self.me {
             return Err(CryptoError::NotForUs);
         }
-        let expected = mac(
-            &self.auth.0,
-            &[
-                b"echoel v1 announce",
-                &a.member.to_be_bytes(),
-                &[a.epoch],
-                &a.public,
-            ],
-        );
-        expected
-            .verify_slice(&a.mac)
-            .map_err(|_| CryptoError::Forged)?;
+        self.check_announce(a, a.member, signer)?;
         let remote = self.remotes.entry(a.member).or_default();
         if !remote.announced.iter().any(|(e, _)| *e == a.epoch) {
             remote.announced.push((a.epoch, PublicKey::from(a.public)));
@@ -760,14 +820,103 @@ impl MemberKeys {
     }
 }
 
+/// What a member (holding the room secret, the keys granted to it and its own member key)
+/// can make in another member's name, for tests of a member with the relay on its side.
+#[cfg(test)]
+impl MemberKeys {
+    /// Our ephemeral announced as `victim`'s: the MAC holds (we have the member-auth key),
+    /// the signature is ours.
+    pub(crate) fn danger_announce_as(&self, victim: MemberId) -> KeyAnnounce {
+        let cur = self.current();
+        let public = *cur.public.as_bytes();
+        KeyAnnounce {
+            member: victim,
+            epoch: cur.epoch,
+            public,
+            mac: self.announce_mac(victim, cur.epoch, &public),
+            signature: self
+                .identity
+                .sign(&announce_message(victim, cur.epoch, &public)),
+        }
+    }
+
+    /// A document key to `to` as if we were `victim`: it opens at `to` unless the
+    /// announcement's signer is checked.
+    pub(crate) fn danger_doc_sealer_as(
+        &self,
+        victim: MemberId,
+        to: MemberId,
+    ) -> Option<(DocCipher, DocEnds)> {
+        let (to_epoch, to_pub) = *self.remotes.get(&to)?.announced.last()?;
+        let ends = DocEnds {
+            from: self.danger_announce_as(victim),
+            to_epoch,
+            to_public: *to_pub.as_bytes(),
+        };
+        let dh = self.current().secret.diffie_hellman(&to_pub);
+        let (from, to) = (
+            KeyEnd {
+                member: victim,
+                epoch: ends.from.epoch,
+                public: ends.from.public,
+            },
+            KeyEnd {
+                member: to,
+                epoch: ends.to_epoch,
+                public: ends.to_public,
+            },
+        );
+        let key = self.pair_secret(b"echoel v2 doc", dh.as_bytes(), from, to);
+        Some((DocCipher::new(&key), ends))
+    }
+
+    /// A presence update sealed under the key `victim` granted us, signed by us.
+    pub(crate) fn danger_presence_as(
+        &self,
+        victim: MemberId,
+        plain: &[u8],
+        rng: &mut dyn CryptoRngCore,
+    ) -> Option<(Epoch, [u8; 12], Vec<u8>)> {
+        let key = self.remotes.get(&victim)?.keys.last()?;
+        let mut body = plain.to_vec();
+        body.extend(
+            self.identity
+                .sign(&presence_message(victim, key.epoch, plain)),
+        );
+        let (nonce, sealed) = key.presence.seal(victim, &[], &body, rng);
+        Some((key.epoch, nonce, sealed))
+    }
+}
+
+/// What a member key signs to announce an ephemeral: a label of its own, so the signature
+/// stands for nothing else.
+fn announce_message(member: MemberId, epoch: Epoch, public: &[u8; 32]) -> Vec<u8> {
+    [
+        b"echoel v2 announce".as_slice(),
+        &member.to_be_bytes(),
+        &[epoch],
+        public,
+    ]
+    .concat()
+}
+
+/// What a member key signs of a presence update.
+fn presence_message(member: MemberId, epoch: Epoch, plain: &[u8]) -> Vec<u8> {
+    [
+        b"echoel v2 presence".as_slice(),
+        &member.to_be_bytes(),
+        &[epoch],
+        plain,
+    ]
+    .concat()
+}
+
 /// Which two ephemerals a document message between two members is sealed under (see
 /// [`MemberKeys::doc_sealer`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DocEnds {
-    /// The sender's epoch.
-    pub from_epoch: Epoch,
-    /// The sender's ephemeral public key of that epoch.
-    pub from_public: [u8; 32],
+    /// The sender's announcement of its ephemeral, signed: it need not have come first.
+    pub from: KeyAnnounce,
     /// The recipient's epoch.
     pub to_epoch: Epoch,
     /// The recipient's ephemeral public key of that epoch.
@@ -859,11 +1008,17 @@ mod tests {
         RoomId::new("band").unwrap()
     }
 
+    /// A member key of a test's own.
+    pub(super) fn identity(seed: u8) -> std::sync::Arc<MemberKey> {
+        std::sync::Arc::new(MemberKey::from_seed(&[seed; 32]))
+    }
+
     pub(super) fn pair(now: Instant) -> (MemberKeys, MemberKeys) {
         let secret = RoomSecret::from_bytes([9; 32]);
         let a = MemberKeys::new(
             MemberId(1),
             secret.member_auth(&room()),
+            identity(1),
             RotationPolicy::default(),
             now,
             &mut rand_core::OsRng,
@@ -871,6 +1026,7 @@ mod tests {
         let b = MemberKeys::new(
             MemberId(2),
             secret.member_auth(&room()),
+            identity(2),
             RotationPolicy::default(),
             now,
             &mut rand_core::OsRng,
@@ -880,8 +1036,8 @@ mod tests {
 
     /// A and B exchange announcements and grants both ways.
     pub(super) fn introduce(a: &mut MemberKeys, b: &mut MemberKeys, now: Instant) {
-        let ga = b.accept_announce(&a.announce()).unwrap();
-        let gb = a.accept_announce(&b.announce()).unwrap();
+        let ga = b.accept_announce(&a.announce(), &a.public()).unwrap();
+        let gb = a.accept_announce(&b.announce(), &b.public()).unwrap();
         a.accept_grant(&ga, now).unwrap();
         b.accept_grant(&gb, now).unwrap();
     }

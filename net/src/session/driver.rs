@@ -47,7 +47,7 @@ pub(super) struct Driver {
     pub(super) config: SessionConfig,
     pub(super) identity: Identity,
     /// Who we are in the room: the relay admits us as this key's participant.
-    pub(super) member: MemberKey,
+    pub(super) member: std::sync::Arc<MemberKey>,
 }
 
 /// The connections of one stay in the room.

@@ -25,7 +25,7 @@ pub(super) struct Member {
     pub(super) doc: DocReplica,
     pub(super) participant: ParticipantId,
     /// Its member key, from the seed: the participant id is this key's.
-    pub(super) key: MemberKey,
+    pub(super) key: Arc<MemberKey>,
     pub(super) conn: Option<ConnId>,
     pub(super) binding: [u8; 32],
     pub(super) joined: bool,
@@ -91,7 +91,7 @@ impl Member {
         start: Instant,
         mut rng: DangerSeededRng,
     ) -> Self {
-        let key = MemberKey::generate(&mut rng);
+        let key = Arc::new(MemberKey::generate(&mut rng));
         let participant = key.participant();
         let counters = Arc::new(SessionCounters::default());
         let mut doc = SessionDoc::new().expect("genesis document");
@@ -102,7 +102,7 @@ impl Member {
         Self {
             core: RoomCore::new(
                 RoomSetup {
-                    participant,
+                    identity: key.clone(),
                     presence: Presence {
                         name: format!("m{i}"),
                         ..Presence::default()
