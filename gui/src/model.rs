@@ -48,6 +48,8 @@ pub struct Me {
     pub instrument: String,
     /// Room id, when connected.
     pub room: String,
+    /// The room's invite as it stands (a rotation changes it), when connected.
+    pub invite: String,
     /// The track this musician plays.
     pub active_track: Option<String>,
     /// Peak input level, 0–1 (linear).
@@ -233,6 +235,9 @@ pub enum Command {
     },
     /// Leave the room.
     Disconnect,
+    /// Give the room a new secret: everyone in it moves to the new invite, every invite sent
+    /// before stops working.
+    RotateInvite,
     /// Propose a tempo.
     SetTempo(f64),
     /// Propose a time signature.

@@ -142,6 +142,23 @@ fn connect_bar(ui: &mut Ui, snap: &Snapshot, st: &mut EditorState, out: &mut Vec
             if ui.button("Disconnect").clicked() {
                 st.send(out, Command::Disconnect);
             }
+            let joined = snap.link == LinkStatus::Joined;
+            if ui
+                .add_enabled(!snap.me.invite.is_empty(), egui::Button::new("Copy invite"))
+                .on_hover_text("the room's invite, to send to a bandmate")
+                .clicked()
+            {
+                ui.ctx().copy_text(snap.me.invite.clone());
+            }
+            if ui
+                .add_enabled(joined, egui::Button::new("New invite"))
+                .on_hover_text(
+                    "everyone here moves to a new invite; invites sent before stop working",
+                )
+                .clicked()
+            {
+                st.send(out, Command::RotateInvite);
+            }
         }
         ui.separator();
         let (color, text) = status_line(&snap.link);

@@ -130,6 +130,7 @@ fn jam() -> Snapshot {
             name: "Mara".into(),
             instrument: "bass".into(),
             room: "friday-band".into(),
+            invite: "echoel://relay.example:4433/friday-band?fp=00&secret=00".into(),
             active_track: Some("t1".into()),
             input_level: 0.3,
         },
@@ -222,6 +223,22 @@ fn an_offline_render_says_the_room_is_paused() {
     let mut h = harness(jam());
     h.run();
     assert!(h.query_by_label_contains("offline render").is_none());
+}
+
+#[test]
+fn a_new_invite_is_asked_for_from_inside_the_room_and_not_while_connecting() {
+    let mut h = harness(jam());
+    h.run();
+    h.get_by_label("New invite").click();
+    h.run();
+    assert_eq!(h.state_mut().commands(), vec![Command::RotateInvite]);
+    let mut connecting = jam();
+    connecting.link = LinkStatus::Connecting;
+    let mut h = harness(connecting);
+    h.run();
+    h.get_by_label("New invite").click();
+    h.run();
+    assert_eq!(h.state_mut().commands(), vec![], "disabled until joined");
 }
 
 #[test]

@@ -174,6 +174,7 @@ fn joined_core() -> (RoomCore, DocReplica) {
             identity,
             presence: Presence::default(),
             auth: secret().member_auth(&room()),
+            room: room(),
             rotation: RotationPolicy::default(),
             force_relay: true,
             rng: Box::new(DangerSeededRng::new(3)),

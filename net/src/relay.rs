@@ -225,9 +225,6 @@ enum RoomInput {
         conn: Connection,
         writer: mpsc::Sender<Write>,
         request: JoinRequest,
-        /// The room's verifier when the join arrived: a rotated secret holds from the next
-        /// join on.
-        verifier: AdmissionVerifier,
     },
     Message(ConnId, ClientMessage),
     Written(ConnId),
@@ -276,11 +273,11 @@ impl Directory {
     /// The room's task and its current verifier, the task started if the relay has not served
     /// the room yet: rooms made by `echoel invite` while the relay runs are found, and a room
     /// taken out of the store admits no one new.
-    fn room(&self, id: &RoomId) -> Option<(RoomHandle, AdmissionVerifier)> {
+    fn room(self: &Arc<Self>, id: &RoomId) -> Option<RoomHandle> {
         let verifier = self.verifier(id)?;
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = rooms.get(id).filter(|r| !r.inputs.is_closed()) {
-            return Some((r.clone(), verifier));
+            return Some(r.clone());
         }
         let core = RelayCore::new(
             verifier.clone(),
@@ -295,11 +292,11 @@ impl Directory {
             core,
             inputs_rx,
             datagrams_rx,
-            self.metrics.clone(),
+            self.clone(),
         ));
         let handle = RoomHandle { inputs, datagrams };
         rooms.insert(id.clone(), handle.clone());
-        Some((handle, verifier))
+        Some(handle)
     }
 }
 
@@ -492,7 +489,7 @@ async fn serve_connection(conn: Connection, directory: Arc<Directory>, slot: Pen
     let found = RoomId::new(&room)
         .ok()
         .and_then(|id| Some((directory.room(&id)?, id)));
-    let Some(((room, verifier), room_id)) = found else {
+    let Some((room, room_id)) = found else {
         metrics.refused_unknown_room.fetch_add(1, Relaxed);
         return refuse(&conn, send, Refusal::UnknownRoom).await;
     };
@@ -522,7 +519,6 @@ async fn serve_connection(conn: Connection, directory: Arc<Directory>, slot: Pen
         conn: conn.clone(),
         writer,
         request,
-        verifier,
     };
     if room.inputs.send(joined).await.is_err() {
         return;
@@ -623,8 +619,9 @@ async fn serve_room(
     mut core: RelayCore,
     mut inputs: mpsc::Receiver<RoomInput>,
     mut datagrams: mpsc::Receiver<(ConnId, Bytes)>,
-    metrics: Arc<RelayMetrics>,
+    directory: Arc<Directory>,
 ) {
+    let metrics = directory.metrics.clone();
     let mut peers: HashMap<ConnId, Peer> = HashMap::new();
     loop {
         let timeout = core.poll_timeout();
@@ -635,9 +632,13 @@ async fn serve_room(
                 let Some(input) = input else { break };
                 let now = Instant::now();
                 match input {
-                    RoomInput::Join { id, conn, writer, request, verifier } => {
+                    RoomInput::Join { id, conn, writer, request } => {
                         peers.insert(id, Peer { conn, writer });
-                        core.set_verifier(verifier);
+                        // As the store has it now: `echoel invite --rotate` or a member's
+                        // rotation (written here, so read in order) holds from this join on.
+                        if let Some(verifier) = directory.verifier(&room) {
+                            core.set_verifier(verifier);
+                        }
                         core.handle_join(now, id, request);
                     }
                     RoomInput::Message(id, msg) => core.handle_message(now, id, msg),
@@ -666,6 +667,16 @@ async fn serve_room(
                 }
                 RelayEvent::Left(m) => tracing::info!("member {} left room {room}", m.name),
                 RelayEvent::Refused(r) => tracing::info!("a join to room {room} refused: {r:?}"),
+                RelayEvent::Rotate { by, verifier } => {
+                    // Stored before it holds: a relay restart keeps the new secret.
+                    let stored = directory.store.rotate(&room, &verifier);
+                    match &stored {
+                        Ok(()) => tracing::info!("room {room}: a member rotated its secret"),
+                        Err(e) => tracing::warn!("room {room}: rotation not stored: {e}"),
+                    }
+                    core.handle_rotated(Instant::now(), by, verifier, stored.is_ok());
+                    transmit(&mut core, &mut peers, &metrics);
+                }
             }
         }
     }

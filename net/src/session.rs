@@ -242,6 +242,7 @@ struct Shared {
 #[derive(Default)]
 struct Asks {
     doc_edited: bool,
+    rotate: bool,
     presence: Option<Presence>,
     #[cfg(feature = "danger-test-hooks")]
     seal: Option<SealAsk>,
@@ -260,6 +261,8 @@ struct Published {
     presence: Vec<PeerPresence>,
     relay: Option<Connection>,
     direct: BTreeMap<MemberId, Connection>,
+    /// The room's invite: a rotation changes its secret.
+    invite: Invite,
 }
 
 impl Shared {
@@ -355,6 +358,19 @@ impl SessionHandle {
         self.shared.asks().doc_edited = true;
         self.shared.wake.notify_one();
         Ok(result)
+    }
+
+    /// Gives the room a new secret: the members in it move to it without dropping out, the
+    /// relay admits by it alone, and every invite made before stops working. Once the relay
+    /// confirms, [`Self::invite`] is the new invite (at every member).
+    pub fn rotate_secret(&self) {
+        self.shared.asks().rotate = true;
+        self.shared.wake.notify_one();
+    }
+
+    /// The room's invite as it stands: the one joined with, or the new one after a rotation.
+    pub fn invite(&self) -> Invite {
+        self.shared.published().invite.clone()
     }
 
     /// Reads the session document.
@@ -492,6 +508,7 @@ pub fn start(
                 ..Presence::default()
             },
             auth: secret.member_auth(room),
+            room: room.clone(),
             rotation: config.rotation,
             force_relay: config.force_relay,
             rng: Box::new(rand_core::OsRng),
@@ -510,6 +527,7 @@ pub fn start(
             presence: Vec::new(),
             relay: None,
             direct: BTreeMap::new(),
+            invite: config.invite.clone(),
         })),
         counters,
         stopped: AtomicBool::new(false),

@@ -392,6 +392,14 @@ pub enum ClientMessage {
     },
     /// The streams this client wants forwarded to it from now on.
     Subscribe(Subscription),
+    /// Admit by this verifier from now on: the room has a new secret, which the members in
+    /// it were given end to end ([`PeerMessage::Secret`]). Old invites stop working.
+    Rotate {
+        /// The new secret's verifier.
+        verifier: [u8; 32],
+        /// The current secret's admission key's signature of it on this TLS session.
+        proof: Vec<u8>,
+    },
 }
 
 /// Relay → client.
@@ -424,6 +432,15 @@ pub enum RelayMessage {
         /// A postcard-encoded [`PeerMessage`].
         body: Vec<u8>,
     },
+    /// The room admits by a new secret's verifier from now on, as `by` asked.
+    Rotated {
+        /// Who rotated.
+        by: MemberId,
+        /// The new secret's verifier.
+        verifier: [u8; 32],
+    },
+    /// A rotation we asked for did not happen (not proved, or the relay could not store it).
+    RotationRefused,
 }
 
 /// Where a document message part stands among its sender's messages, as its AEAD
@@ -482,6 +499,16 @@ pub enum PeerMessage {
         part: u16,
         /// How many parts the message has.
         parts: u16,
+    },
+    /// A new room secret, sealed to one member (as a document message is): the room is
+    /// rotating to it.
+    Secret {
+        /// Whose ephemerals the key is of.
+        ends: DocEnds,
+        /// AEAD nonce.
+        nonce: [u8; 12],
+        /// The sealed secret and tag.
+        sealed: Vec<u8>,
     },
     /// A presence update, sealed under the sender's key of `epoch`.
     Presence {

@@ -251,6 +251,7 @@ impl Control {
         let session = self.bridge.session();
         if let Some(s) = &session {
             self.restore_saved_mix(s);
+            self.keep_rotated_invite(s);
         }
         if let Some(s) = &session {
             // Parameters are atomics: read here, not relayed by the audio thread.
@@ -274,6 +275,22 @@ impl Control {
             .unwrap_or_else(|e| e.into_inner()) = (snap, self.applied);
     }
 
+    /// The room moved to a new secret (a member rotated it): the project keeps the new invite,
+    /// so reopening it joins again. Only a new secret for the room we are in is taken.
+    fn keep_rotated_invite(&mut self, s: &SessionHandle) {
+        let Ok(in_use) = self.invite_in_use.parse::<Invite>() else {
+            return;
+        };
+        let now = s.invite();
+        let same_room = (&now.room, now.fingerprint, &now.host, now.port)
+            == (&in_use.room, in_use.fingerprint, &in_use.host, in_use.port);
+        if same_room && now.secret != in_use.secret {
+            let text = now.to_string();
+            write_string(&self.params.invite, &text);
+            self.invite_in_use = text;
+        }
+    }
+
     fn edit(&self, edit: impl FnOnce(&mut SessionDoc) -> Result<(), DocError>) {
         if let Some(s) = self.bridge.session() {
             if let Err(e) = s.edit_doc(edit) {
@@ -293,6 +310,11 @@ impl Control {
                 write_string(&self.params.display_name, &name);
                 write_string(&self.params.instrument, &instrument);
                 self.connect(&invite);
+            }
+            Command::RotateInvite => {
+                if let Some(s) = self.bridge.session() {
+                    s.rotate_secret();
+                }
             }
             Command::Disconnect => {
                 self.bridge.disconnect();
@@ -469,6 +491,7 @@ impl Control {
                 name: read_string(&self.params.display_name),
                 instrument: read_string(&self.params.instrument),
                 room: String::new(),
+                invite: String::new(),
                 active_track: self.track.clone(),
                 input_level: self.stats.input_peak.load(Relaxed),
             },
@@ -498,6 +521,7 @@ impl Control {
             SessionState::Retrying(why) => LinkStatus::Retrying(why),
         };
         snap.me.room = self.room.clone();
+        snap.me.invite = s.invite().to_string();
         snap.session = s.read_doc(session_view);
         let presence = s.presence();
         let mut people: Vec<Person> = Vec::new();

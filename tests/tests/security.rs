@@ -226,6 +226,66 @@ fn a_rotated_secret_turns_old_invites_away_on_a_running_relay_and_keeps_those_in
     fresh.stop();
 }
 
+/// A member gives the room a new secret from inside it: the relay (which cannot make the
+/// request itself) admits by the new one alone, both members inside move to it without
+/// leaving, and a newcomer with the new invite keys and hears both ways with them.
+#[test]
+fn a_member_rotates_the_secret_the_members_inside_stay_and_a_newcomer_with_the_new_invite_plays() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let old = relay.room("saturday");
+    let rt = network_runtime();
+    let (tx_a, rx_a) = std::sync::mpsc::channel();
+    let (tx_b, _rx_b) = std::sync::mpsc::channel();
+    let (tx_c, rx_c) = std::sync::mpsc::channel();
+    let alice = join(&rt, &old, "alice", tx_a);
+    let bob = join(&rt, &old, "bob", tx_b.clone());
+    wait_for("alice and bob", || {
+        joined_with(&alice, 1) && joined_with(&bob, 1)
+    });
+
+    alice.rotate_secret();
+    wait_for("the new invite at both", || {
+        alice.invite() != old && alice.invite() == bob.invite()
+    });
+    let new = alice.invite();
+    assert_eq!(
+        (new.room.clone(), new.fingerprint, new.host.clone()),
+        (old.room.clone(), old.fingerprint, old.host.clone()),
+        "only the secret changes"
+    );
+    assert_eq!(
+        relay.metric("echoel_relay_joins_total"),
+        2,
+        "no one rejoined"
+    );
+
+    let late = join(&rt, &old, "old-invite", tx_b);
+    wait_for("the old invite's refusal", || {
+        late.status().state == SessionState::Refused(Refusal::WrongSecret)
+    });
+    let carol = join(&rt, &new, "carol", tx_c);
+    wait_for("carol keyed with both, both with her", || {
+        let keyed = |h: &SessionHandle| {
+            let st = h.status();
+            st.members.len() == 2 && st.members.iter().all(|m| m.keyed)
+        };
+        keyed(&alice) && keyed(&bob) && keyed(&carol)
+    });
+    for (from, to, inbox) in [(&carol, "alice", &rx_a), (&alice, "carol", &rx_c)] {
+        let frame = b"after-the-rotation";
+        let sealed = from.danger_seal(480, frame).expect("keyed");
+        assert!(from.danger_send_raw(&sealed));
+        let heard = std::iter::from_fn(|| inbox.recv_timeout(Duration::from_secs(3)).ok())
+            .find(|(_, _, payload)| payload == frame);
+        assert!(heard.is_some(), "{to} hears it");
+    }
+    assert_eq!(relay.metric("echoel_relay_joins_total"), 3);
+    for h in [alice, bob, carol, late] {
+        h.stop();
+    }
+}
+
 #[test]
 fn a_damaged_line_in_the_rooms_file_leaves_the_other_rooms_open() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,9 +20,10 @@ pub use super::audio::Via;
 use super::audio::{open_datagram, AudioOut};
 use super::sync::{DocPart, DocReplica, Received};
 use crate::crypto::{
-    CryptoError, KeyAnnounce, KeyGrant, MemberAuthKey, MemberKey, MemberKeys, MemberPublic,
-    RotationPolicy,
+    AdmissionVerifier, CryptoError, DocEnds, KeyAnnounce, KeyGrant, MemberAuthKey, MemberKey,
+    MemberKeys, MemberPublic, RoomSecret, RotationPolicy,
 };
+use crate::invite::RoomId;
 use crate::presence::MAX_RATE_HZ;
 use crate::presence::{PeerPresence, Presence, PresenceBook, PresenceOutbox, PresenceUpdate};
 use crate::session::{AudioFrame, SessionCounters};
@@ -45,6 +46,8 @@ pub struct RoomSetup {
     /// Our member key: who we are (its participant id) across reconnections; it signs what
     /// we tell the others.
     pub identity: Arc<MemberKey>,
+    /// The room: a rotated secret's keys are derived for it.
+    pub room: RoomId,
     /// What the others see of us at first.
     pub presence: Presence,
     /// Authenticates our key messages to the room.
@@ -84,6 +87,19 @@ pub enum RoomEvent {
     Presence(ParticipantId),
     /// Something refused or dropped that the musician's log should show.
     Notice(String),
+    /// The room's secret was rotated and the relay admits by the new one: reconnect with it,
+    /// and keep it (with the relay and fingerprint, it is the new invite).
+    SecretRotated(RoomSecret),
+    /// A rotation we asked for did not happen.
+    RotationRefused,
+}
+
+/// A rotation of the room secret, as far as we know it.
+#[derive(Default)]
+struct SecretRotation {
+    next: Option<RoomSecret>,
+    confirmed: Option<[u8; 32]>,
+    given: BTreeSet<MemberId>,
 }
 
 /// Our state while joined.
@@ -104,6 +120,10 @@ struct Joined {
 pub struct RoomCore {
     setup_auth: MemberAuthKey,
     identity: Arc<MemberKey>,
+    room: RoomId,
+    /// A rotation under way: the next secret (learned from a member, or made by us), and the
+    /// verifier the relay said it admits by, once it did; each member given the secret.
+    rekeying: SecretRotation,
     rotation: RotationPolicy,
     force_relay: bool,
     rng: Box<dyn CryptoRngCore + Send>,
@@ -125,6 +145,8 @@ impl RoomCore {
         Self {
             setup_auth: setup.auth,
             identity: setup.identity,
+            room: setup.room,
+            rekeying: SecretRotation::default(),
             rotation: setup.rotation,
             force_relay: setup.force_relay,
             rng: setup.rng,
@@ -234,6 +256,14 @@ impl RoomCore {
                 self.sync_all(doc);
             }
             RelayMessage::From { from, body } => self.peer_message(now, from, &body, doc),
+            RelayMessage::Rotated { verifier, .. } => {
+                self.rekeying.confirmed = Some(verifier);
+                self.maybe_adopt();
+            }
+            RelayMessage::RotationRefused => {
+                self.rekeying = SecretRotation::default();
+                self.events.push_back(RoomEvent::RotationRefused);
+            }
             // Joining messages: the driver's business.
             RelayMessage::Challenge { .. } | RelayMessage::Welcome { .. } => {}
             RelayMessage::Refused(_) => {}
@@ -460,6 +490,33 @@ impl RoomCore {
         );
     }
 
+    /// Moves the room to `next`: every member is given it end to end, then the relay is asked
+    /// (with `proof`, the current secret's [`RoomSecret::rotation_proof`] on our relay
+    /// connection) to admit by it alone. Once the relay confirms, [`RoomEvent::SecretRotated`]
+    /// comes here and at every member: no one drops out, and invites of the old secret stop
+    /// working.
+    pub fn rotate_secret(&mut self, _now: Instant, next: RoomSecret, proof: Vec<u8>) {
+        let Some(j) = self.joined.as_mut() else {
+            self.events.push_back(RoomEvent::RotationRefused);
+            return;
+        };
+        j.keys.accept_auth(next.member_auth(&self.room));
+        let verifier = next.verifier(&self.room).to_bytes();
+        self.rekeying = SecretRotation {
+            next: Some(next),
+            confirmed: None,
+            given: BTreeSet::new(),
+        };
+        let members: Vec<MemberId> = j.members.keys().copied().collect();
+        for m in members {
+            self.give_secret(m);
+        }
+        // After the secrets: the relay forwards in order, so each member holds the secret
+        // before it hears the relay admits by it.
+        self.transmits
+            .push_back(Transmit::Relay(ClientMessage::Rotate { verifier, proof }));
+    }
+
     /// Test hook: our key state.
     #[cfg(feature = "danger-test-hooks")]
     pub fn danger_keys(&mut self) -> Option<&mut MemberKeys> {
@@ -575,6 +632,7 @@ impl RoomCore {
                         }));
                     // We can seal the document to it now (the first time), or to its new key.
                     self.sync_to(&info, doc);
+                    self.give_secret(info.id);
                 })
             }
             PeerMessage::Grant(g) if g.from == from => {
@@ -591,6 +649,11 @@ impl RoomCore {
                         }));
                 })
             }
+            PeerMessage::Secret {
+                ends,
+                nonce,
+                sealed,
+            } => return self.secret_message(from, ends, nonce, sealed),
             PeerMessage::Keyed { epoch } => {
                 j.keys.acknowledged(from, *epoch);
                 if j.keys.switch(now) {
@@ -732,6 +795,81 @@ impl RoomCore {
         if self.presence_in.receive(participant, update, now) {
             self.events.push_back(RoomEvent::Presence(participant));
         }
+    }
+
+    /// Gives `to` the next secret of a rotation under way, once.
+    fn give_secret(&mut self, to: MemberId) {
+        let Some(j) = self.joined.as_ref() else {
+            return;
+        };
+        let Some(next) = &self.rekeying.next else {
+            return;
+        };
+        if self.rekeying.given.contains(&to) {
+            return;
+        }
+        let Ok((key, ends)) = j.keys.secret_sealer(to) else {
+            // Not announced yet: its announcement brings it on.
+            return;
+        };
+        let (nonce, sealed) = key.seal(j.me, &to.to_be_bytes(), next.expose(), &mut *self.rng);
+        self.rekeying.given.insert(to);
+        let msg = PeerMessage::Secret {
+            ends,
+            nonce,
+            sealed,
+        };
+        self.relay(Some(to), msg);
+    }
+
+    /// A member gave us the next secret.
+    fn secret_message(&mut self, from: MemberId, ends: &DocEnds, nonce: &[u8; 12], sealed: &[u8]) {
+        let Some((_, signer)) = self.signer_of(from) else {
+            return;
+        };
+        let Some(j) = self.joined.as_mut() else {
+            return;
+        };
+        let opened = j
+            .keys
+            .secret_opener(from, &signer, ends)
+            .and_then(|key| key.open(from, &j.me.to_be_bytes(), nonce, sealed));
+        let bytes: [u8; 32] = match opened.map(<[u8; 32]>::try_from) {
+            Ok(Ok(b)) => b,
+            _ => {
+                self.counters.forged.fetch_add(1, Relaxed);
+                let notice = format!("a room secret from {from:?} refused");
+                self.events.push_back(RoomEvent::Notice(notice));
+                return;
+            }
+        };
+        let next = RoomSecret::from_bytes(bytes);
+        if self.rekeying.next.as_ref() == Some(&next) {
+            return;
+        }
+        j.keys.accept_auth(next.member_auth(&self.room));
+        self.rekeying.next = Some(next);
+        self.rekeying.given.clear();
+        self.rekeying.given.insert(from);
+        self.maybe_adopt();
+    }
+
+    /// The relay admits by the next secret and we hold it: ours from now on. Members that
+    /// have not got it yet (they joined a moment ago) are given it.
+    fn maybe_adopt(&mut self) {
+        let (Some(next), Some(confirmed)) = (&self.rekeying.next, self.rekeying.confirmed) else {
+            return;
+        };
+        if next.verifier(&self.room) != AdmissionVerifier::from_bytes(confirmed) {
+            return;
+        }
+        let next = next.clone();
+        let auth = next.member_auth(&self.room);
+        self.setup_auth = auth.clone();
+        if let Some(j) = self.joined.as_mut() {
+            j.keys.use_auth(auth);
+        }
+        self.events.push_back(RoomEvent::SecretRotated(next));
     }
 
     /// Whether the relay's word on a member holds together: the participant id is its key's.

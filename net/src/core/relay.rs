@@ -127,6 +127,14 @@ pub enum RelayEvent {
     Left(MemberInfo),
     /// A join was refused.
     Refused(Refusal),
+    /// A member proved it holds the room secret and asks that the room admit by `verifier`
+    /// from now on: store it, then report with [`RelayCore::handle_rotated`].
+    Rotate {
+        /// Who asks.
+        by: ConnId,
+        /// The next secret's verifier.
+        verifier: AdmissionVerifier,
+    },
 }
 
 /// Relay counters, exported as metrics. Shared by the cores and read by the metrics endpoint.
@@ -145,6 +153,8 @@ pub struct RelayMetrics {
     pub refused_impostor: AtomicU64,
     /// Joins refused otherwise (full, protocol, timeout).
     pub refused_other: AtomicU64,
+    /// Secret rotations refused: the proof was not the room secret's.
+    pub refused_rotation: AtomicU64,
     /// Connections refused before their handshake: too many were already waiting to join
     /// (from all addresses, or from theirs).
     pub refused_busy: AtomicU64,
@@ -192,6 +202,8 @@ enum Stage {
 struct Seat {
     stage: Stage,
     info: MemberInfo,
+    /// The TLS session's keying material: a member's requests are bound to it.
+    binding: [u8; 32],
     routing: Routing,
     batch: Batcher,
     /// Control messages queued for it, and how many of them were written.
@@ -243,6 +255,39 @@ impl RelayCore {
         self.verifier = verifier;
     }
 
+    /// The store holds `verifier` for the room now (`stored`), as member `by` asked: joins
+    /// prove the new secret from now on, and every member is told (the members learned the
+    /// secret from `by`, end to end). Not stored: `by` is told, nothing changes.
+    pub fn handle_rotated(
+        &mut self,
+        _now: Instant,
+        by: ConnId,
+        verifier: AdmissionVerifier,
+        stored: bool,
+    ) {
+        if !stored {
+            self.control(by, RelayMessage::RotationRefused);
+            return;
+        }
+        let Some(from) = self
+            .seats
+            .get(&by)
+            .filter(|s| s.has_id())
+            .map(|s| s.info.id)
+        else {
+            // It left meanwhile; the store holds the new secret all the same.
+            self.verifier = verifier;
+            return;
+        };
+        let msg = RelayMessage::Rotated {
+            by: from,
+            verifier: verifier.to_bytes(),
+        };
+        self.verifier = verifier;
+        self.broadcast(by, &msg);
+        self.control(by, msg);
+    }
+
     /// A connection asks to join: it is challenged. A second join on one connection is
     /// ignored.
     pub fn handle_join(&mut self, now: Instant, conn: ConnId, join: JoinRequest) {
@@ -265,6 +310,7 @@ impl RelayCore {
                 name: join.name.chars().take(64).collect(),
                 observed: join.observed,
             },
+            binding: join.binding,
             routing: Routing::joining(join.role),
             batch: Batcher::default(),
             queued: 0,
@@ -534,6 +580,18 @@ impl RelayCore {
                     None => self.broadcast(conn, &msg),
                 }
                 self.metrics.control_forwarded.fetch_add(1, Relaxed);
+            }
+            ClientMessage::Rotate { verifier, proof } => {
+                let next = AdmissionVerifier::from_bytes(verifier);
+                if self.verifier.check_rotation(&next, &seat.binding, &proof) {
+                    self.events.push_back(RelayEvent::Rotate {
+                        by: conn,
+                        verifier: next,
+                    });
+                } else {
+                    self.metrics.refused_rotation.fetch_add(1, Relaxed);
+                    self.control(conn, RelayMessage::RotationRefused);
+                }
             }
             // Joining messages after joining.
             ClientMessage::Join { .. } | ClientMessage::Proof { .. } => {}

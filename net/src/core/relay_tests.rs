@@ -653,3 +653,75 @@ fn a_member_cannot_join_as_another_by_naming_their_key() {
         .members()
         .any(|m| m.id == bo_id && m.participant == key(2).participant()));
 }
+
+/// A member asks the relay to admit by a new secret. The relay holds only the verifier: a
+/// request it (or anyone without the secret) could make — signed with the verifier taken for
+/// a signing seed, or a member's proof replayed on another connection — is refused; a real
+/// one is stored first, then every member is told, and from then on only the new secret
+/// admits.
+#[test]
+fn only_a_member_rotates_the_secret_and_then_only_the_new_one_admits() {
+    let mut r = Room::new(RoomLimits::default());
+    let (ana, _) = r.join("ana", 1);
+    let (bo, _) = r.join("bo", 2);
+    r.core
+        .handle_message(r.now, bo, ClientMessage::Route { direct: vec![] });
+    r.pump();
+    let next = RoomSecret::from_bytes([8; 32]);
+    let verifier = next.verifier(&r.room);
+    let rotate = |r: &mut Room, conn: ConnId, proof: Vec<u8>| {
+        let msg = ClientMessage::Rotate {
+            verifier: verifier.to_bytes(),
+            proof,
+        };
+        r.core.handle_message(r.now, conn, msg);
+        r.pump();
+        std::iter::from_fn(|| r.core.poll_event())
+            .filter(|e| matches!(e, RelayEvent::Rotate { .. }))
+            .count()
+    };
+
+    // The relay's own forgery: its verifier as a signing seed.
+    let stolen = RoomSecret::from_bytes(r.secret.verifier(&r.room).to_bytes());
+    let forged = stolen.rotation_proof(&r.room, &verifier, &[ana.0 as u8; 32]);
+    assert_eq!(rotate(&mut r, ana, forged), 0);
+    // Bo's real proof, replayed on Ana's connection.
+    let bos = r
+        .secret
+        .rotation_proof(&r.room, &verifier, &[bo.0 as u8; 32]);
+    assert_eq!(rotate(&mut r, ana, bos), 0);
+    assert_eq!(r.metrics.refused_rotation.load(Relaxed), 2);
+    assert!(r
+        .control(ana)
+        .any(|m| matches!(m, RelayMessage::RotationRefused)));
+
+    // Ana's own: asked to be stored; until it is, the old secret still admits.
+    let real = r
+        .secret
+        .rotation_proof(&r.room, &verifier, &[ana.0 as u8; 32]);
+    assert_eq!(rotate(&mut r, ana, real), 1);
+    let (cy, _) = r.join("cy", 3);
+    assert!(r
+        .control(cy)
+        .any(|m| matches!(m, RelayMessage::Welcome { .. })));
+    r.core.handle_rotated(r.now, ana, verifier.clone(), true);
+    r.pump();
+    for conn in [ana, bo, cy] {
+        assert!(
+            r.control(conn)
+                .any(|m| matches!(m, RelayMessage::Rotated { verifier: v, .. } if *v == verifier.to_bytes())),
+            "{conn:?} told"
+        );
+    }
+    // The old secret no longer admits; the new one does.
+    let old = r.connect("old invite", 4);
+    r.prove(old);
+    assert!(r
+        .control(old)
+        .any(|m| *m == RelayMessage::Refused(Refusal::WrongSecret)));
+    r.secret = next;
+    let (dee, _) = r.join("new invite", 5);
+    assert!(r
+        .control(dee)
+        .any(|m| matches!(m, RelayMessage::Welcome { .. })));
+}

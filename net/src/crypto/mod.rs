@@ -5,17 +5,18 @@
 //!
 //! - `admission`   → an Ed25519 key whose public half is the verifier the relay stores; a
 //!   join signs the relay's challenge with it, so the relay checks what it cannot make.
-//! - `member-auth` → MACs on key announcements and the salt of every pairwise key; the relay
-//!   cannot derive it, so it can neither forge an announcement nor read a grant.
+//! - `member-auth` → MACs on key announcements; the relay cannot derive it, so it cannot pass
+//!   off an ephemeral of its own as a member's (nor admit a member of its own making).
 //!
 //! Each member, per key epoch, makes an ephemeral X25519 pair and a random 32-byte sender key.
-//! It announces the public half (MAC'd) and grants its sender key to every other member, sealed
-//! under `HKDF(salt = member-auth, ikm = X25519(own ephemeral, their ephemeral))`. Audio is
+//! It announces the public half (MAC'd, and signed by its member key) and grants its sender key
+//! to every other member, sealed under `HKDF(X25519(own ephemeral, their ephemeral))`. Audio is
 //! sealed once per sender with ChaCha20-Poly1305 under the sender key, so the relay forwards
 //! identical bytes to every member; presence under a key derived from it. Document messages
 //! go to one member each, sealed under a pairwise key of the two ends' ephemerals. Every
 //! membership change and a timer rotate the epoch (forward secrecy: old keys are dropped
-//! after a short grace period), and nothing of the room secret alone opens any of it.
+//! after a short grace period), and nothing of the room secret alone opens any of it — which
+//! is also why a member can move the room to a new secret without anyone rekeying.
 
 mod audio;
 mod identity;
@@ -94,6 +95,19 @@ impl RoomSecret {
         self.admission_key(room)
             .sign_challenge(ROOM_ADMISSION_LABEL, challenge, binding)
     }
+
+    /// Asks the relay, on the TLS session with keying material `binding`, to admit by `next`
+    /// from now on: signed by this (the current) secret's admission key, so only a member
+    /// can rotate the room's secret, and the relay, which holds the verifier, cannot.
+    pub fn rotation_proof(
+        &self,
+        room: &RoomId,
+        next: &AdmissionVerifier,
+        binding: &[u8],
+    ) -> Vec<u8> {
+        self.admission_key(room)
+            .sign_challenge(ROOM_ROTATION_LABEL, &next.to_bytes(), binding)
+    }
 }
 
 impl std::fmt::Debug for RoomSecret {
@@ -125,6 +139,8 @@ pub struct AdmissionVerifier(MemberPublic);
 
 /// What the room's admission key signs.
 const ROOM_ADMISSION_LABEL: &[u8] = b"echoel v2 room admission";
+/// What it signs to hand the room over to a new secret.
+const ROOM_ROTATION_LABEL: &[u8] = b"echoel v2 room rotation";
 
 impl AdmissionVerifier {
     /// Raw bytes, for the relay's room store.
@@ -142,6 +158,13 @@ impl AdmissionVerifier {
     pub fn check(&self, challenge: &[u8; 32], binding: &[u8], proof: &[u8]) -> bool {
         self.0
             .verify_challenge(ROOM_ADMISSION_LABEL, challenge, binding, proof)
+    }
+
+    /// Checks a member's request to admit by `next` from now on (see
+    /// [`RoomSecret::rotation_proof`]).
+    pub fn check_rotation(&self, next: &AdmissionVerifier, binding: &[u8], proof: &[u8]) -> bool {
+        self.0
+            .verify_challenge(ROOM_ROTATION_LABEL, &next.to_bytes(), binding, proof)
     }
 }
 
@@ -326,7 +349,11 @@ struct RemoteKey {
 /// happen there, never on the audio or pump thread.
 pub struct MemberKeys {
     me: MemberId,
+    /// MACs our announcements.
     auth: MemberAuthKey,
+    /// Also taken on others' announcements: the other side of a secret rotation (the next
+    /// secret before the relay confirmed it, the previous one after).
+    also: Vec<MemberAuthKey>,
     identity: std::sync::Arc<MemberKey>,
     policy: RotationPolicy,
     /// Our epochs, newest last: the one we seal with, the newest (granted, not yet sealing
@@ -360,6 +387,7 @@ impl MemberKeys {
         Self {
             me,
             auth,
+            also: Vec::new(),
             identity,
             policy,
             own: vec![OwnEpoch::new(0, now, rng)],
@@ -455,18 +483,22 @@ impl MemberKeys {
         if a.member != member {
             return Err(CryptoError::NotForUs);
         }
-        let expected = mac(
-            &self.auth.0,
-            &[
-                b"echoel v1 announce",
-                &a.member.to_be_bytes(),
-                &[a.epoch],
-                &a.public,
-            ],
-        );
-        expected
+        let made_by_a_member = std::iter::once(&self.auth).chain(&self.also).any(|auth| {
+            mac(
+                &auth.0,
+                &[
+                    b"echoel v1 announce",
+                    &a.member.to_be_bytes(),
+                    &[a.epoch],
+                    &a.public,
+                ],
+            )
             .verify_slice(&a.mac)
-            .map_err(|_| CryptoError::Forged)?;
+            .is_ok()
+        });
+        if !made_by_a_member {
+            return Err(CryptoError::Forged);
+        }
         if !signer.verify(
             &announce_message(a.member, a.epoch, &a.public),
             &a.signature,
@@ -501,14 +533,51 @@ impl MemberKeys {
         )))
     }
 
-    /// What only the two ends of a pair of ephemerals (and no one without the member-auth
-    /// key) can derive, for one use (`label`).
+    /// What only the two ends of a pair of ephemerals can derive, for one use (`label`).
+    /// Both ephemerals are announced under the member-auth MAC and a member key's signature,
+    /// so no one outside the room (the relay) can stand in for either end.
     fn pair_secret(&self, label: &[u8], dh: &[u8; 32], from: KeyEnd, to: KeyEnd) -> [u8; 32] {
         let [f0, f1] = from.member.to_be_bytes();
         let [t0, t1] = to.member.to_be_bytes();
         let ids = [f0, f1, from.epoch, t0, t1, to.epoch];
         let info: [&[u8]; 4] = [label, &ids, &from.public, &to.public];
-        derive_key(dh, Some(&self.auth.0), &info)
+        derive_key(dh, None, &info)
+    }
+
+    /// Takes announcements made under `auth` too (a rotation's next secret, before the relay
+    /// confirms it). At most two kept beside our own.
+    pub fn accept_auth(&mut self, auth: MemberAuthKey) {
+        if self.also.iter().any(|a| a.0 == auth.0) || auth.0 == self.auth.0 {
+            return;
+        }
+        self.also.push(auth);
+        if self.also.len() > 2 {
+            self.also.remove(0);
+        }
+    }
+
+    /// Announces under `auth` from now on, still taking announcements under the one before
+    /// (members that learn of the rotation a moment later).
+    pub fn use_auth(&mut self, auth: MemberAuthKey) {
+        self.also.retain(|a| a.0 != auth.0);
+        let previous = std::mem::replace(&mut self.auth, auth);
+        self.accept_auth(previous);
+    }
+
+    /// A key to seal a new room secret to `to` under, as [`Self::doc_sealer`] but for that
+    /// use only.
+    pub fn secret_sealer(&self, to: MemberId) -> Result<(DocCipher, DocEnds), CryptoError> {
+        self.pair_sealer(b"echoel v2 room secret", to)
+    }
+
+    /// The key a new room secret from `from` opens with (see [`Self::doc_opener`]).
+    pub fn secret_opener(
+        &self,
+        from: MemberId,
+        signer: &MemberPublic,
+        ends: &DocEnds,
+    ) -> Result<DocCipher, CryptoError> {
+        self.pair_opener(b"echoel v2 room secret", from, signer, ends)
     }
 
     /// The key our document messages to `to` are sealed under, and what names it: our newest
@@ -516,6 +585,22 @@ impl MemberKeys {
     /// member that left (or any other) reads none of them, and none can be made as ours.
     /// `UnknownKey` until `to` has announced itself.
     pub fn doc_sealer(&self, to: MemberId) -> Result<(DocCipher, DocEnds), CryptoError> {
+        self.pair_sealer(DOC_LABEL, to)
+    }
+
+    /// The key a document message from `from` (member key `signer`), sealed under `ends`,
+    /// opens with: the sender's signed announcement travels with it (so it never waits on the
+    /// announcement by the relay), ours must be one we still hold.
+    pub fn doc_opener(
+        &self,
+        from: MemberId,
+        signer: &MemberPublic,
+        ends: &DocEnds,
+    ) -> Result<DocCipher, CryptoError> {
+        self.pair_opener(DOC_LABEL, from, signer, ends)
+    }
+
+    fn pair_sealer(&self, label: &[u8], to: MemberId) -> Result<(DocCipher, DocEnds), CryptoError> {
         let (to_epoch, to_pub) = *self
             .remotes
             .get(&to)
@@ -528,14 +613,15 @@ impl MemberKeys {
             to_public: *to_pub.as_bytes(),
         };
         let dh = cur.secret.diffie_hellman(&to_pub);
-        Ok((self.doc_cipher(dh.as_bytes(), to, &ends), ends))
+        Ok((
+            self.ends_cipher(label, dh.as_bytes(), self.me, to, &ends),
+            ends,
+        ))
     }
 
-    /// The key a document message from `from` (member key `signer`), sealed under `ends`,
-    /// opens with: the sender's signed announcement travels with it (so it never waits on the
-    /// announcement by the relay), ours must be one we still hold.
-    pub fn doc_opener(
+    fn pair_opener(
         &self,
+        label: &[u8],
         from: MemberId,
         signer: &MemberPublic,
         ends: &DocEnds,
@@ -552,12 +638,19 @@ impl MemberKeys {
         let dh = own
             .secret
             .diffie_hellman(&PublicKey::from(ends.from.public));
-        Ok(self.doc_cipher_from(dh.as_bytes(), from, ends))
+        Ok(self.ends_cipher(label, dh.as_bytes(), from, self.me, ends))
     }
 
-    fn doc_cipher(&self, dh: &[u8; 32], to: MemberId, ends: &DocEnds) -> DocCipher {
+    fn ends_cipher(
+        &self,
+        label: &[u8],
+        dh: &[u8; 32],
+        from: MemberId,
+        to: MemberId,
+        ends: &DocEnds,
+    ) -> DocCipher {
         let from = KeyEnd {
-            member: self.me,
+            member: from,
             epoch: ends.from.epoch,
             public: ends.from.public,
         };
@@ -566,21 +659,7 @@ impl MemberKeys {
             epoch: ends.to_epoch,
             public: ends.to_public,
         };
-        DocCipher::new(&self.pair_secret(b"echoel v2 doc", dh, from, to))
-    }
-
-    fn doc_cipher_from(&self, dh: &[u8; 32], from: MemberId, ends: &DocEnds) -> DocCipher {
-        let from = KeyEnd {
-            member: from,
-            epoch: ends.from.epoch,
-            public: ends.from.public,
-        };
-        let to = KeyEnd {
-            member: self.me,
-            epoch: ends.to_epoch,
-            public: ends.to_public,
-        };
-        DocCipher::new(&self.pair_secret(b"echoel v2 doc", dh, from, to))
+        DocCipher::new(&self.pair_secret(label, dh, from, to))
     }
 
     /// Seals a presence update under the epoch we seal audio with: those we granted it to
@@ -887,6 +966,9 @@ impl MemberKeys {
         Some((key.epoch, nonce, sealed))
     }
 }
+
+/// What document keys are derived for.
+const DOC_LABEL: &[u8] = b"echoel v2 doc";
 
 /// What a member key signs to announce an ephemeral: a label of its own, so the signature
 /// stands for nothing else.

@@ -31,7 +31,7 @@ fn render(directory: &Directory) -> String {
         "Members in rooms.",
         m.members.load(Relaxed),
     );
-    let counters: [(&str, &str, &AtomicU64); 17] = [
+    let counters: [(&str, &str, &AtomicU64); 18] = [
         (
             "echoel_relay_batches_total",
             "Datagram batches handed to quinn.",
@@ -52,6 +52,11 @@ fn render(directory: &Directory) -> String {
             "echoel_relay_refused_other_total",
             "Joins refused: full, timeout or protocol.",
             &m.refused_other,
+        ),
+        (
+            "echoel_relay_refused_rotation_total",
+            "Secret rotations refused: not proved by the room secret.",
+            &m.refused_rotation,
         ),
         (
             "echoel_relay_refused_impostor_total",

@@ -206,7 +206,7 @@ impl Driver {
             tokio::select! {
                 biased;
                 _ = self.shared.wake.notified() => {
-                    self.take_asks();
+                    self.take_asks(&links);
                     self.send_frames(&links);
                     changed = false;
                 }
@@ -290,9 +290,24 @@ impl Driver {
     }
 
     /// Takes what the handles asked for.
-    fn take_asks(&mut self) {
+    fn take_asks(&mut self, links: &Links) {
         let asks = std::mem::take(&mut *self.shared.asks());
         let now = Instant::now();
+        if asks.rotate {
+            let room = &self.config.invite.room;
+            let next = crate::RoomSecret::generate();
+            match channel_binding(&links.relay, room) {
+                Some(binding) => {
+                    let proof = self.config.invite.secret.rotation_proof(
+                        room,
+                        &next.verifier(room),
+                        &binding,
+                    );
+                    self.core.rotate_secret(now, next, proof);
+                }
+                None => tracing::warn!("cannot rotate the room's secret: no TLS exporter"),
+            }
+        }
         if asks.doc_edited {
             self.core.edited(now, &mut self.shared.doc());
         }
@@ -459,6 +474,19 @@ impl Driver {
                     links.paths.remove(&id);
                 }
                 RoomEvent::Notice(n) => tracing::warn!("{n}"),
+                RoomEvent::SecretRotated(secret) => {
+                    tracing::info!(
+                        "room {} has a new secret: invites made before no longer work",
+                        self.config.invite.room
+                    );
+                    // Reconnections prove the new secret; the handles keep the new invite.
+                    self.config.invite.secret = secret;
+                    let invite = self.config.invite.clone();
+                    self.shared.publish(|p| p.invite = invite);
+                }
+                RoomEvent::RotationRefused => {
+                    tracing::warn!("the relay did not rotate the room's secret; nothing changed")
+                }
                 // Published with everything else after this input.
                 RoomEvent::MemberJoined(_)
                 | RoomEvent::MemberLeft(_)

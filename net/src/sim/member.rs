@@ -108,6 +108,7 @@ impl Member {
                         ..Presence::default()
                     },
                     auth: secret.member_auth(room),
+                    room: room.clone(),
                     rotation: RotationPolicy {
                         max_age: Duration::from_secs(4),
                         ..RotationPolicy::default()

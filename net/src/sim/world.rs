@@ -563,7 +563,11 @@ impl World {
             }
         }
         // Log lines: nothing to simulate.
-        while self.relay.poll_event().is_some() {}
+        while let Some(e) = self.relay.poll_event() {
+            if let crate::core::relay::RelayEvent::Rotate { by, verifier } = e {
+                self.relay.handle_rotated(self.now, by, verifier, true);
+            }
+        }
     }
 
     /// Whether a frame sent at `at` is accounted: sent in the settled tail, long enough before

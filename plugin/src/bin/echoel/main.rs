@@ -9,6 +9,7 @@ mod netem;
 mod peer;
 mod pump;
 mod record;
+mod rotate;
 mod soak;
 mod transport;
 mod wav;
@@ -75,6 +76,16 @@ enum Command {
         /// before stops working (members in the room stay).
         #[arg(long, value_name = "ROOM")]
         rotate: Option<String>,
+    },
+    /// Gives a room a new secret from inside it and prints the new invite: everyone in the
+    /// room moves to it without dropping out; invites sent before stop working.
+    Rotate {
+        /// The room's current invite.
+        #[arg(long)]
+        invite: String,
+        /// The name the others see while it is in the room.
+        #[arg(long, default_value = "invite rotation")]
+        name: String,
     },
     /// A headless musician: joins a room, plays, records what it hears.
     Peer(peer::PeerArgs),
@@ -182,6 +193,7 @@ fn main() -> anyhow::Result<()> {
             println!("{invite}");
             Ok(())
         }
+        Command::Rotate { invite, name } => rotate::run(&invite, &name),
         Command::Peer(args) => peer::run(args),
         Command::Netem(args) => netem::run(args),
         Command::Soak(args) => soak::run(args),
