@@ -250,6 +250,15 @@ pub fn targets() -> Vec<Target> {
             nonce: [9; 12],
             sealed: vec![3; 30],
         },
+        PeerMessage::Secret {
+            ends: crate::crypto::DocEnds {
+                from: sender.announce(),
+                to_epoch: 0,
+                to_public: [6; 32],
+            },
+            nonce: [8; 12],
+            sealed: vec![2; 48],
+        },
     ]
     .iter()
     .map(encode_peer)
@@ -290,6 +299,13 @@ pub fn targets() -> Vec<Target> {
             })
             .ok()
         },
+        &|| {
+            encode_frame(&ClientMessage::Rotate {
+                verifier: [3; 32],
+                proof: vec![4; 64],
+            })
+            .ok()
+        },
     ]);
     let relay_corpus = frames(&[
         &|| encode_frame(&RelayMessage::Challenge { nonce: [4; 32] }).ok(),
@@ -301,6 +317,14 @@ pub fn targets() -> Vec<Target> {
             .ok()
         },
         &|| encode_frame(&RelayMessage::Left(MemberId(4))).ok(),
+        &|| {
+            encode_frame(&RelayMessage::Rotated {
+                by: MemberId(1),
+                verifier: [5; 32],
+            })
+            .ok()
+        },
+        &|| encode_frame(&RelayMessage::RotationRefused).ok(),
     ]);
     let invite = format!(
         "echoel://relay.example.org:4433/fuzz?fp={}&secret={}",
