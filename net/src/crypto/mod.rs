@@ -597,12 +597,16 @@ impl MemberKeys {
         Ok(grant)
     }
 
-    fn seal_grant(&self, to: MemberId) -> Result<KeyGrant, CryptoError> {
-        let (to_epoch, to_pub) = *self
-            .remotes
+    /// `to`'s newest announced ephemeral: what we seal to it under.
+    fn latest_announced(&self, to: MemberId) -> Result<(Epoch, PublicKey), CryptoError> {
+        self.remotes
             .get(&to)
-            .and_then(|r| r.announced.last())
-            .ok_or(CryptoError::UnknownKey)?;
+            .and_then(|r| r.announced.last().copied())
+            .ok_or(CryptoError::UnknownKey)
+    }
+
+    fn seal_grant(&self, to: MemberId) -> Result<KeyGrant, CryptoError> {
+        let (to_epoch, to_pub) = self.latest_announced(to)?;
         let cur = self.current();
         let dh = cur.secret.diffie_hellman(&to_pub);
         let from = KeyEnd {

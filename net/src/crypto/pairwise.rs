@@ -49,11 +49,7 @@ impl MemberKeys {
     }
 
     fn pair_sealer(&self, label: &[u8], to: MemberId) -> Result<(DocCipher, DocEnds), CryptoError> {
-        let (to_epoch, to_pub) = *self
-            .remotes
-            .get(&to)
-            .and_then(|r| r.announced.last())
-            .ok_or(CryptoError::UnknownKey)?;
+        let (to_epoch, to_pub) = self.latest_announced(to)?;
         let cur = self.current();
         let ends = DocEnds {
             from: self.announce(),
@@ -183,27 +179,17 @@ impl MemberKeys {
         victim: MemberId,
         to: MemberId,
     ) -> Option<(DocCipher, DocEnds)> {
-        let (to_epoch, to_pub) = *self.remotes.get(&to)?.announced.last()?;
+        let (to_epoch, to_pub) = self.latest_announced(to).ok()?;
         let ends = DocEnds {
             from: self.danger_announce_as(victim),
             to_epoch,
             to_public: *to_pub.as_bytes(),
         };
         let dh = self.current().secret.diffie_hellman(&to_pub);
-        let (from, to) = (
-            KeyEnd {
-                member: victim,
-                epoch: ends.from.epoch,
-                public: ends.from.public,
-            },
-            KeyEnd {
-                member: to,
-                epoch: ends.to_epoch,
-                public: ends.to_public,
-            },
-        );
-        let key = self.pair_secret(b"echoel v2 doc", dh.as_bytes(), from, to);
-        Some((DocCipher::new(&key), ends))
+        Some((
+            self.ends_cipher(DOC_LABEL, dh.as_bytes(), victim, to, &ends),
+            ends,
+        ))
     }
 
     /// A presence update sealed under the key `victim` granted us, signed by us.
