@@ -154,7 +154,6 @@ impl MemberKeys {
 
 /// What a member (holding the room secret, the keys granted to it and its own member key)
 /// can make in another member's name, for tests of a member with the relay on its side.
-#[cfg(test)]
 impl MemberKeys {
     /// Our ephemeral announced as `victim`'s: the MAC holds (we have the member-auth key),
     /// the signature is ours.

@@ -7,7 +7,13 @@ use std::time::{Duration, Instant};
 use super::world::{Delivery, Down, Up, World};
 use crate::core::member::Transmit;
 use crate::core::relay::ConnId;
-use crate::wire::{ClientMessage, MemberId, RelayMessage};
+use crate::core::sync::DocReplica;
+use crate::doc::SessionDoc;
+use crate::presence::{Presence, PresenceUpdate};
+use crate::wire::{ClientMessage, MemberId, PeerMessage, RelayMessage};
+
+/// What the colluding insider's forgeries say, so a member taken in shows it.
+pub(super) const FORGED: &str = "FORGED";
 
 /// Who attacks the room, and how.
 #[derive(Debug, Clone, Copy, Default)]
@@ -16,6 +22,10 @@ pub struct Hostile {
     /// audio, replays what it is sent as its own, speaks as other members over its direct
     /// paths (sealing with the keys they granted it), and never answers a document sync.
     pub member: bool,
+    /// The relay is on the insider's side: it delivers, as coming from another member, key
+    /// announcements, presence ("FORGED") and document messages (a chart saying "FORGED")
+    /// the insider makes in that member's name with everything it holds.
+    pub collude: bool,
     /// The relay sends this share of the datagrams and members' control messages it forwards
     /// again, later, to the same member or another.
     pub relay_replay: f64,
@@ -115,6 +125,9 @@ impl World {
         let junk = garbage(self);
         self.schedule(self.now, Delivery::ToRelay(conn, Up::Datagram(junk)));
         self.forge_direct_audio(i);
+        if self.tricks().collude && self.rng.chance(0.01) {
+            self.forge_through_relay(i);
+        }
         let heard = std::mem::take(&mut self.members[i].heard);
         for d in heard {
             // Without the sender prefix the relay added: it forwards it as the insider's own.
@@ -131,6 +144,66 @@ impl World {
             std::mem::take(&mut self.members[i].heard_control).unwrap_or_default()
         };
         self.up_control(i, conn, Up::Msg(ClientMessage::Send { to, body }));
+    }
+
+    /// The insider makes a message in a victim's name, and the relay hands it to another
+    /// member as the victim's.
+    fn forge_through_relay(&mut self, i: usize) {
+        let n = self.members.len() as u64;
+        let (v, t) = (self.rng.below(n) as usize, self.rng.below(n) as usize);
+        if v == i || t == i || v == t {
+            return;
+        }
+        let (Some(vid), Some(tid)) = (self.members[v].core.me(), self.members[t].core.me()) else {
+            return;
+        };
+        let Some(conn) = self.members[t].conn else {
+            return;
+        };
+        let to = self.members[t].participant;
+        let kind = self.rng.below(3);
+        let mut rng = self.rng.fork();
+        let Some(keys) = self.members[i].core.danger_keys_mut() else {
+            return;
+        };
+        let msgs = match kind {
+            0 => vec![PeerMessage::Announce(keys.danger_announce_as(vid))],
+            1 => {
+                let lie = PresenceUpdate {
+                    seq: u64::MAX / 2,
+                    presence: Presence {
+                        name: FORGED.into(),
+                        ..Presence::default()
+                    },
+                };
+                let plain = postcard::to_stdvec(&lie).unwrap_or_default();
+                match keys.danger_presence_as(vid, &plain, &mut rng) {
+                    Some((epoch, nonce, sealed)) => vec![PeerMessage::Presence {
+                        epoch,
+                        nonce,
+                        sealed,
+                    }],
+                    None => return,
+                }
+            }
+            _ => {
+                let Some(key) = keys.danger_doc_sealer_as(vid, tid) else {
+                    return;
+                };
+                let Ok(doc) = SessionDoc::new() else { return };
+                let mut fork = DocReplica::new(doc, to);
+                if fork.doc().chart_append(FORGED).is_err() {
+                    return;
+                }
+                fork.outgoing(vid, to, (&key.0, key.1), &mut rng)
+                    .unwrap_or_default()
+            }
+        };
+        for m in msgs {
+            let body = crate::wire::encode_peer(&m);
+            let msg = RelayMessage::From { from: vid, body };
+            self.schedule(self.now, Delivery::ToMember(t, conn, Down::Msg(msg)));
+        }
     }
 
     /// Whether the insider keeps `t` to itself (it answers no document sync).

@@ -52,6 +52,8 @@ pub struct SimReport {
     /// malformed; and of them, replays.
     pub refused: u64,
     pub replayed: u64,
+    /// Honest members that show something a colluding insider made in another's name.
+    pub taken_in: usize,
 }
 
 impl SimReport {

@@ -167,6 +167,25 @@ fn an_insider_sending_garbage_replaying_and_withholding_harms_no_one_else() {
     }
 }
 
+/// The insider with the relay on its side: what it makes in other members' names (key
+/// announcements, presence, document messages) is handed on as theirs, and no honest member
+/// takes any of it in.
+#[test]
+fn an_insider_with_the_relay_on_its_side_speaks_for_no_one_else() {
+    let config = SimConfig {
+        hostile: Hostile {
+            member: true,
+            collude: true,
+            ..Hostile::default()
+        },
+        ..chaos()
+    };
+    for r in run_all(0..8, &config) {
+        withstood(&r, "an insider with the relay");
+        assert_eq!(r.taken_in, 0, "seed {}: {}", r.seed, replay(r.seed));
+    }
+}
+
 #[test]
 fn a_relay_replaying_injecting_and_withholding_harms_no_one() {
     let config = SimConfig {

@@ -682,6 +682,17 @@ impl World {
             - usize::from(self.config.hostile.member)
             - usize::from(self.config.churn > 0);
         let h = report(&mut self.members, honest, &mut self.ledger, self.depth);
+        let now = self.now;
+        let forged = super::hostile::FORGED;
+        let mut taken_in = 0;
+        for m in &mut self.members[..honest] {
+            let shown = m
+                .core
+                .presence(now)
+                .iter()
+                .any(|p| p.presence.name == forged);
+            taken_in += usize::from(shown || m.doc.doc().chart().contains(forged));
+        }
         let mut reconnects = self.reconnects;
         reconnects.sort();
         SimReport {
@@ -700,6 +711,7 @@ impl World {
             direct_paths: self.paths_made,
             refused: h.refused,
             replayed: h.replayed,
+            taken_in,
         }
     }
 }
