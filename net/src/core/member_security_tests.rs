@@ -90,24 +90,6 @@ fn a_member_cannot_speak_as_another_over_its_direct_path() {
     );
 }
 
-/// Opens `datagram` (as the relay forwards it, from member `from`) at member `to`.
-fn heard_at(b: &mut Band, to: usize, from: usize, datagram: &[u8]) -> usize {
-    let mut fwd = Vec::new();
-    crate::wire::encode_sender(b.ids[from].unwrap(), &mut fwd);
-    fwd.extend_from_slice(datagram);
-    let mut heard = 0;
-    b.cores[to].open_datagram(Via::Relay, &fwd, &mut |_, _| heard += 1);
-    heard
-}
-
-/// A frame member `from` seals now, without its sender prefix (as the relay receives it).
-fn sealed(b: &mut Band, from: usize, media: u64) -> Vec<u8> {
-    let (d, prefix, _) = b.cores[from]
-        .seal_audio(StemId(0), media, &[from as u8; 20], 0)
-        .expect("joined");
-    d[prefix..].to_vec()
-}
-
 /// A departed member that kept its keys and goes on receiving (the relay forwarding to it,
 /// or a recording) opens what was sealed before the others held the new key, and nothing
 /// after; a newcomer opens nothing sealed before it came in.

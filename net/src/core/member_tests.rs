@@ -565,5 +565,52 @@ fn presence_goes_out_on_the_clock_and_reaches_the_others() {
     assert!(told);
 }
 
+/// Opens `datagram` (as the relay forwards it, from member `from`) at member `to`.
+fn heard_at(b: &mut Band, to: usize, from: usize, datagram: &[u8]) -> usize {
+    let mut fwd = Vec::new();
+    crate::wire::encode_sender(b.ids[from].unwrap(), &mut fwd);
+    fwd.extend_from_slice(datagram);
+    let mut heard = 0;
+    b.cores[to].open_datagram(Via::Relay, &fwd, &mut |_, _| heard += 1);
+    heard
+}
+
+/// A frame member `from` seals now, without its sender prefix (as the relay receives it).
+fn sealed(b: &mut Band, from: usize, media: u64) -> Vec<u8> {
+    let (d, prefix, _) = b.cores[from]
+        .seal_audio(StemId(0), media, &[from as u8; 20], 0)
+        .expect("joined");
+    d[prefix..].to_vec()
+}
+
+/// Cy's connection goes dead without the relay noticing yet: it answers nothing. The next
+/// rekey waits the longest switch delay for it (a newcomer hears Ana only then); from then on
+/// no rekey waits for Cy, and the next newcomer hears Ana within the round trip of its join.
+#[test]
+fn a_member_that_stopped_answering_holds_up_one_rekey_not_every_one() {
+    let mut b = Band::new(5, RotationPolicy::default());
+    let (ana, bo, cy, dee, eve) = (0, 1, 2, 3, 4);
+    for m in [ana, bo, cy] {
+        b.join(m);
+    }
+    b.settle_keys();
+    b.lose = Box::new(move |from, to| from == cy || to == cy);
+    b.join(dee);
+    let d = sealed(&mut b, ana, 480);
+    assert_eq!(
+        heard_at(&mut b, dee, ana, &d),
+        0,
+        "the first rekey waits for Cy"
+    );
+    b.settle_keys();
+    let d = sealed(&mut b, ana, 960);
+    assert_eq!(heard_at(&mut b, dee, ana, &d), 1);
+    b.join(eve);
+    let d = sealed(&mut b, ana, 1440);
+    assert_eq!(heard_at(&mut b, eve, ana, &d), 1, "the next one does not");
+    let d = sealed(&mut b, ana, 1920);
+    assert_eq!(heard_at(&mut b, bo, ana, &d), 1);
+}
+
 #[path = "member_security_tests.rs"]
 mod security;

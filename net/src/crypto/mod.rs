@@ -369,6 +369,9 @@ pub struct MemberKeys {
     switch_at: Option<Instant>,
     /// Members granted the newest epoch's key, and whether each has said it holds it.
     granted: std::collections::BTreeMap<MemberId, bool>,
+    /// Members that let a switch run out without answering (a connection gone dead that the
+    /// relay has not noticed yet): no switch waits for them again until they answer.
+    silent: std::collections::BTreeSet<MemberId>,
     sent_in_epoch: u32,
     /// The next sequence number of each of our streams: kept here, beside the key, so no
     /// two datagrams under one key share a nonce, whatever the audio engine does.
@@ -396,6 +399,7 @@ impl MemberKeys {
             sealing: 0,
             switch_at: None,
             granted: Default::default(),
+            silent: Default::default(),
             sent_in_epoch: 0,
             next_seq: audio::StemCounters::default(),
             remotes: Default::default(),
@@ -438,6 +442,8 @@ impl MemberKeys {
         let everyone = self.granted.values().all(|held| *held);
         let due = self.switch_at.is_some_and(|t| now >= t || everyone);
         if due {
+            let unanswered = self.granted.iter().filter(|(_, held)| !**held);
+            self.silent.extend(unanswered.map(|(m, _)| *m));
             self.sealing = self.epoch();
             self.switch_at = None;
             self.sent_in_epoch = 0;
@@ -447,6 +453,7 @@ impl MemberKeys {
 
     /// `member` says it holds our key of `epoch`.
     pub fn acknowledged(&mut self, member: MemberId, epoch: Epoch) {
+        self.silent.remove(&member);
         if epoch == self.epoch() {
             if let Some(held) = self.granted.get_mut(&member) {
                 *held = true;
@@ -591,7 +598,7 @@ impl MemberKeys {
     /// pending, `to` is waited for.
     fn grant_to(&mut self, to: MemberId) -> Result<KeyGrant, CryptoError> {
         let grant = self.seal_grant(to)?;
-        if self.switch_at.is_some() {
+        if self.switch_at.is_some() && !self.silent.contains(&to) {
             self.granted.entry(to).or_insert(false);
         }
         Ok(grant)
@@ -691,6 +698,7 @@ impl MemberKeys {
     pub fn remove_member(&mut self, member: MemberId) {
         self.remotes.remove(&member);
         self.granted.remove(&member);
+        self.silent.remove(&member);
     }
 
     /// Members we can currently send to (they granted nothing yet, but announced).
