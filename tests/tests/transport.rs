@@ -116,6 +116,30 @@ fn print_timeline(r: &HeadlessReport) {
     );
 }
 
+/// The lowest median buffer depth over any `stretch` of the timeline from `from_s` on. A
+/// queue that never drains (the congestion controller reading loss as congestion) keeps it
+/// high; one stall of a loaded test machine fills the buffer's quantile window for a few
+/// seconds and then lets it go.
+fn settled_depth_ms(rec: &Recording, from_s: f32, stretch: f32) -> Option<f32> {
+    let end = rec.timeline.last()?.at_s;
+    let mut best: Option<f32> = None;
+    let mut start = from_s;
+    while start + stretch <= end {
+        let mut d: Vec<f32> = rec
+            .timeline
+            .iter()
+            .filter(|p| (start..start + stretch).contains(&p.at_s))
+            .map(|p| p.depth_ms)
+            .collect();
+        d.sort_by(f32::total_cmp);
+        if let Some(m) = d.get(d.len() / 2) {
+            best = Some(best.map_or(*m, |b| b.min(*m)));
+        }
+        start += 0.25;
+    }
+    best
+}
+
 #[test]
 fn ten_percent_loss_is_concealed_and_the_buffer_stays_at_what_the_jitter_needs() {
     let _one = one_at_a_time();
@@ -125,17 +149,21 @@ fn ten_percent_loss_is_concealed_and_the_buffer_stays_at_what_the_jitter_needs()
         ..Impairment::default()
     });
     let room = rig.relay().room("loss10");
-    let seconds = 8.0;
+    // Long enough that a stall early on (a loaded machine) has left the buffer's quantile
+    // window well before the end.
+    let seconds = 14.0;
     let reports = far_and_near(&rig, &room, seconds);
     for r in &reports {
         print_timeline(r);
         let rec = only_recording(r);
         let (decoded, concealed) = rec.frames_between(3.0, seconds);
         let played = decoded + concealed;
-        let depth = rec.median_depth_ms(3.0).expect("timeline");
+        let depth = settled_depth_ms(rec, 3.0, 2.0).expect("timeline");
         println!(
-            "{} from 3 s: {decoded} decoded, {concealed} concealed, median depth {depth:.1} ms",
-            r.name
+            "{} from 3 s: {decoded} decoded, {concealed} concealed, median depth {:.1} ms, \
+             settled (lowest 2 s median) {depth:.1} ms",
+            r.name,
+            rec.median_depth_ms(3.0).unwrap_or_default()
         );
         assert_eq!(r.joins, 1, "{} reconnected", r.name);
         // Audio plays on throughout: every frame is either decoded or concealed.
@@ -146,9 +174,9 @@ fn ten_percent_loss_is_concealed_and_the_buffer_stays_at_what_the_jitter_needs()
         // The loss was there, and it was concealed rather than waited for.
         let share = concealed as f64 / played as f64;
         assert!((0.04..0.2).contains(&share), "concealed share {share}");
-        // No jitter on this path: a few frames of buffer, not a queue (it was 80 ms when the
-        // congestion controller read the loss as congestion).
-        assert!(depth < 40.0, "median buffer depth {depth} ms");
+        // No jitter on this path: the buffer settles at a few frames, not a queue (it stayed
+        // at 80 ms when the congestion controller read the loss as congestion).
+        assert!(depth < 40.0, "settled buffer depth {depth} ms");
     }
 }
 
