@@ -59,8 +59,10 @@ pub struct Me {
 /// How another member's audio reaches us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathKind {
-    /// Peer to peer.
+    /// Peer to peer, across the internet.
     Direct,
+    /// Peer to peer, on one local network.
+    Lan,
     /// Through the relay.
     Relay,
 }
@@ -78,6 +80,8 @@ pub struct Person {
     pub track: Option<String>,
     /// Audio path.
     pub path: Option<PathKind>,
+    /// The path in words, and for the relay why (shown on hover).
+    pub path_note: String,
     /// Round-trip time.
     pub rtt_ms: Option<f32>,
     /// Our jitter buffer's depth for them.

@@ -328,11 +328,15 @@ fn person_row(
     };
     ui.label(name);
     ui.label(track_name(tracks, &p.track));
-    ui.label(match p.path {
+    let path = ui.label(match p.path {
         Some(PathKind::Direct) => "direct",
+        Some(PathKind::Lan) => "LAN",
         Some(PathKind::Relay) => "relay",
         None => "—",
     });
+    if !p.path_note.is_empty() {
+        path.on_hover_text(&p.path_note);
+    }
     ui.label(p.rtt_ms.map_or("—".into(), |r| format!("{r:.1} ms")));
     ui.label(format!("{:.1} ms", p.jitter_ms));
     ui.label(format!("{:.1} %", p.loss_pct));

@@ -107,6 +107,7 @@ fn jam() -> Snapshot {
             instrument: "drums".into(),
             track: Some("t3".into()),
             path: Some(PathKind::Relay),
+            path_note: "relay — their router gives each destination a new port".into(),
             rtt_ms: Some(38.2),
             jitter_ms: 7.5,
             loss_pct: 0.4,

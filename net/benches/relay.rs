@@ -211,6 +211,7 @@ async fn connect(
             name: format!("m{i}"),
             member: member.public(),
             role: Default::default(),
+            local: Vec::new(),
         };
         write_frame(&mut send, &join).await.expect("join");
         let Ok(Some(RelayMessage::Challenge { nonce })) = read_frame(&mut recv).await else {

@@ -190,6 +190,7 @@ fn joined_core() -> (RoomCore, DocReplica) {
         member: key,
         name: "other".into(),
         observed: std::net::SocketAddr::from(([192, 0, 2, 1], 4000)),
+        local: Vec::new(),
     };
     core.handle_welcome(Instant::now(), MemberId(2), vec![other], &mut doc);
     (core, doc)
@@ -276,6 +277,7 @@ pub fn targets() -> Vec<Target> {
                 name: "m".into(),
                 member: crate::crypto::MemberPublic([5; 32]),
                 role: Default::default(),
+                local: Vec::new(),
             })
             .ok()
         },

@@ -479,6 +479,7 @@ async fn serve_connection(conn: Connection, directory: Arc<Directory>, slot: Pen
         name,
         member,
         role,
+        local,
     }))) = join
     else {
         metrics.refused_other.fetch_add(1, Relaxed);
@@ -512,6 +513,7 @@ async fn serve_connection(conn: Connection, directory: Arc<Directory>, slot: Pen
         member,
         role,
         observed: conn.remote_address(),
+        local,
         binding,
     };
     let joined = RoomInput::Join {

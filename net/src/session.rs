@@ -9,6 +9,8 @@
 
 mod direct;
 mod driver;
+mod route;
+mod socket;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -39,7 +41,9 @@ use crate::wire::{
     RelayMessage, Role, StemId, MAX_REDUNDANT,
 };
 
-pub use direct::DIRECT_PATH_TIMEOUT;
+pub use direct::{candidates, Candidate, DIRECT_PATH_TIMEOUT};
+pub use route::{RelayWhy, Route};
+pub use socket::{PunchSocket, PUNCH};
 
 /// Reconnect backoff bounds: a band waits at most a second between attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -82,6 +86,8 @@ pub struct MemberStatus {
     pub info: MemberInfo,
     /// How its audio reaches us / ours reaches it.
     pub path: Path,
+    /// The way its audio takes, and why.
+    pub route: Route,
     /// Round-trip time of the path, if measured.
     pub rtt: Option<Duration>,
     /// Whether we hold its audio key yet.
@@ -261,6 +267,8 @@ struct Published {
     presence: Vec<PeerPresence>,
     relay: Option<Connection>,
     direct: BTreeMap<MemberId, Connection>,
+    /// How each member is reached.
+    routes: BTreeMap<MemberId, Route>,
     /// The room's invite: a rotation changes its secret.
     invite: Invite,
 }
@@ -419,7 +427,9 @@ impl SessionHandle {
             .iter()
             .map(|(info, keyed)| {
                 let d = p.direct.get(&info.id);
+                let route = p.routes.get(&info.id).cloned();
                 MemberStatus {
+                    route: route.unwrap_or(Route::Relay(RelayWhy::Trying)),
                     info: info.clone(),
                     path: if d.is_some() {
                         Path::Direct
@@ -527,6 +537,7 @@ pub fn start(
             presence: Vec::new(),
             relay: None,
             direct: BTreeMap::new(),
+            routes: BTreeMap::new(),
             invite: config.invite.clone(),
         })),
         counters,

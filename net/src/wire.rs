@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::crypto::{DocEnds, Epoch, KeyAnnounce, KeyGrant, MemberPublic};
 
 /// ALPN protocol id: the wire version.
-pub const ALPN: &[u8] = b"echoel/5";
+pub const ALPN: &[u8] = b"echoel/6";
 /// Audio header bytes before the ciphertext.
 pub const AUDIO_HEADER_LEN: usize = 4;
 /// Media-time bytes at the start of an audio datagram's plaintext.
@@ -281,6 +281,9 @@ pub fn forwarded_items(bytes: &[u8]) -> impl Iterator<Item = Result<Forwarded<'_
     })
 }
 
+/// Local addresses a member may name for direct paths; the relay passes on no more.
+pub const MAX_LOCAL_ADDRESSES: usize = 8;
+
 /// Information about a room member.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberInfo {
@@ -294,6 +297,8 @@ pub struct MemberInfo {
     pub name: String,
     /// The member's address as the relay sees it (for direct paths).
     pub observed: SocketAddr,
+    /// The addresses its socket has on its own networks (for a direct path over a LAN).
+    pub local: Vec<SocketAddr>,
 }
 
 /// Why the relay refused a join.
@@ -367,6 +372,9 @@ pub enum ClientMessage {
         member: MemberPublic,
         /// What it does in the room.
         role: Role,
+        /// Its socket's addresses on its own networks, for members behind the same router
+        /// (at most [`MAX_LOCAL_ADDRESSES`] are passed on).
+        local: Vec<SocketAddr>,
     },
     /// Answer to [`RelayMessage::Challenge`].
     Proof {
@@ -608,6 +616,7 @@ mod tests {
                 name: "Ana".into(),
                 member: MemberPublic([7; 32]),
                 role: Role::Performer,
+                local: vec![SocketAddr::from(([198, 18, 0, 2], 4433))],
             },
             ClientMessage::Proof {
                 proof: vec![5; 64],
@@ -713,6 +722,7 @@ mod tests {
                 member: key,
                 name,
                 observed: SocketAddr::from(([127, 0, 0, 1], port)),
+                local: vec![SocketAddr::from(([198, 18, 0, 2], port))],
             });
             let f = encode_frame(&m).unwrap();
             prop_assert_eq!(decode_body::<RelayMessage>(&f[2..]).unwrap(), m);

@@ -17,7 +17,7 @@ use echoel_gui::model::{
 use echoel_gui::{Command, LinkStatus, Snapshot};
 use echoel_net::doc::{DocError, DocStore, SessionDoc};
 use echoel_net::presence::Presence;
-use echoel_net::session::{Path, SessionConfig, SessionHandle, SessionState};
+use echoel_net::session::{Route, SessionConfig, SessionHandle, SessionState};
 use echoel_net::wire::ParticipantId;
 use echoel_net::{Invite, RotationPolicy};
 
@@ -549,10 +549,12 @@ impl Control {
                 name: p.map_or_else(|| m.info.name.clone(), |p| p.presence.name.clone()),
                 instrument: p.map(|p| p.presence.instrument.clone()).unwrap_or_default(),
                 track: p.and_then(|p| p.presence.track.clone()),
-                path: Some(match m.path {
-                    Path::Direct => PathKind::Direct,
-                    Path::Relay => PathKind::Relay,
+                path: Some(match &m.route {
+                    Route::Direct { lan: true, .. } => PathKind::Lan,
+                    Route::Direct { .. } => PathKind::Direct,
+                    Route::Relay(_) => PathKind::Relay,
                 }),
+                path_note: m.route.to_string(),
                 rtt_ms: m.rtt.map(|r| r.as_secs_f32() * 1000.0),
                 jitter_ms,
                 loss_pct,

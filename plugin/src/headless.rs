@@ -10,7 +10,9 @@ use echoel_engine::{
     CodecSettings, Engine, EngineConfig, EngineError, EngineParams, StatsSnapshot, StemTap,
     StreamId, StreamSnapshot, INTERNAL_RATE_HZ,
 };
-use echoel_net::session::{SessionConfig, SessionError, SessionState, SessionStatus};
+use echoel_net::session::{
+    RelayWhy, Route, SessionConfig, SessionError, SessionState, SessionStatus,
+};
 use echoel_net::{Invite, RotationPolicy};
 use thiserror::Error;
 
@@ -124,6 +126,8 @@ pub struct Recording {
     pub samples: Vec<f32>,
     /// How their audio reached us.
     pub direct: bool,
+    /// The way to them, and why, as last seen while playing.
+    pub route: Route,
     /// Their stream's counters in our engine.
     pub stream: Option<StreamSnapshot>,
     /// Their stream's counters through the run, every [`TIMELINE_BLOCKS`] blocks.
@@ -289,7 +293,7 @@ pub fn run(
     let mut sent = Vec::with_capacity(total_frames);
     let (mut l, mut r) = (vec![0.0f32; BLOCK_FRAMES], vec![0.0f32; BLOCK_FRAMES]);
     // Participant → (name, direct path?), refreshed as the room changes.
-    let mut names: BTreeMap<u64, (String, bool)> = BTreeMap::new();
+    let mut names: BTreeMap<u64, (String, bool, Route)> = BTreeMap::new();
     let period = Duration::from_secs_f64(BLOCK_FRAMES as f64 / f64::from(INTERNAL_RATE_HZ));
     let start = opts.start_at.unwrap_or_else(Instant::now);
     let mut edits_made = false;
@@ -354,7 +358,7 @@ pub fn run(
             }
             for m in session.status().members {
                 let direct = m.path == echoel_net::session::Path::Direct;
-                names.insert(m.info.participant.0, (m.info.name, direct));
+                names.insert(m.info.participant.0, (m.info.name, direct, m.route));
             }
         }
     }
@@ -365,7 +369,7 @@ pub fn run(
         let direct = m.path == echoel_net::session::Path::Direct;
         names
             .entry(m.info.participant.0)
-            .or_insert_with(|| (m.info.name.clone(), direct));
+            .or_insert_with(|| (m.info.name.clone(), direct, m.route.clone()));
     }
     let streams = engine.stats().stream_snapshots();
     let recordings = recorder
@@ -374,10 +378,16 @@ pub fn run(
         .filter(|(id, _)| *id != echoel_engine::LOOPBACK_STREAM)
         .map(|(id, mut samples)| {
             samples.resize(total_frames, 0.0);
-            let (name, direct) = bridge
+            let (name, direct, route) = bridge
                 .participant_of(id)
                 .and_then(|p| names.get(&p.0).cloned())
-                .unwrap_or_else(|| (format!("stream-{}", id.0), false));
+                .unwrap_or_else(|| {
+                    (
+                        format!("stream-{}", id.0),
+                        false,
+                        Route::Relay(RelayWhy::Trying),
+                    )
+                });
             let stream = streams.iter().copied().find(|s| s.stream == id);
             (
                 id.0,
@@ -385,6 +395,7 @@ pub fn run(
                     name,
                     samples,
                     direct,
+                    route,
                     stream,
                     timeline: timelines.remove(&id).unwrap_or_default(),
                 },

@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: a relay on its own runtime, rooms, and bands of headless
 //! musicians sharing one start instant.
 
+pub mod netns;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -77,8 +77,12 @@ pub enum RoomEvent {
     MemberJoined(MemberInfo),
     /// A member left the room.
     MemberLeft(MemberInfo),
-    /// Dial a direct path to this member (of a pair, the lower id dials).
+    /// Dial a direct path to this member (of a pair, the lower id dials), punching holes
+    /// toward each of its addresses while at it.
     Dial(MemberInfo),
+    /// Punch holes toward each of this member's addresses: it is dialling us at the same
+    /// moment, and our router lets in only what answers something we sent.
+    Punch(MemberInfo),
     /// This member left: close its direct path, if any.
     ClosePath(MemberId),
     /// A peer's message changed the session document.
@@ -298,8 +302,13 @@ impl RoomCore {
         if !j.paths.remove(&member) {
             return;
         }
-        let participant = j.members.get(&member).map(|m| m.participant);
+        let info = j.members.get(&member).cloned();
         self.route();
+        // Try again: a changed address or a router that forgot its mapping heals this way.
+        if let Some(info) = &info {
+            self.maybe_dial(info);
+        }
+        let participant = info.map(|m| m.participant);
         if let Some(p) = participant {
             doc.restart(p);
         }
@@ -495,9 +504,14 @@ impl RoomCore {
 
     fn maybe_dial(&mut self, other: &MemberInfo) {
         let Some(j) = &self.joined else { return };
-        if !self.force_relay && j.me < other.id {
-            self.events.push_back(RoomEvent::Dial(other.clone()));
+        if self.force_relay {
+            return;
         }
+        self.events.push_back(if j.me < other.id {
+            RoomEvent::Dial(other.clone())
+        } else {
+            RoomEvent::Punch(other.clone())
+        });
     }
 
     /// Tells the relay which members no longer need our audio forwarded.

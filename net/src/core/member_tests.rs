@@ -78,6 +78,7 @@ fn info(i: usize, id: MemberId) -> MemberInfo {
         member: key(i).public(),
         name: format!("m{i}"),
         observed: SocketAddr::from(([192, 0, 2, 1], 5000 + i as u16)),
+        local: Vec::new(),
     }
 }
 

@@ -21,7 +21,7 @@ use super::router::{forwards, sends_audio, Routing};
 use crate::crypto::{AdmissionVerifier, MemberPublic};
 use crate::wire::{
     encode_sender, AudioHeader, ClientMessage, MemberId, MemberInfo, Refusal, RelayMessage, Role,
-    AUDIO_HEADER_LEN, TAG_LEN,
+    AUDIO_HEADER_LEN, MAX_LOCAL_ADDRESSES, TAG_LEN,
 };
 
 /// A joining member must answer the challenge within this time.
@@ -63,6 +63,8 @@ pub struct JoinRequest {
     pub role: Role,
     /// Its address as the relay sees it.
     pub observed: SocketAddr,
+    /// The addresses it says its socket has on its own networks.
+    pub local: Vec<SocketAddr>,
     /// Keying material of its TLS session (see [`crate::relay::channel_binding`]).
     pub binding: [u8; 32],
 }
@@ -309,6 +311,7 @@ impl RelayCore {
                 member: join.member,
                 name: join.name.chars().take(64).collect(),
                 observed: join.observed,
+                local: usable_local(&join.local),
             },
             binding: join.binding,
             routing: Routing::joining(join.role),
@@ -679,6 +682,17 @@ impl RelayCore {
             self.push(conn, Outgoing::Close(CloseReason::TooSlow));
         }
     }
+}
+
+/// The local addresses worth passing on: unicast, with a port, at most
+/// [`MAX_LOCAL_ADDRESSES`] of them.
+fn usable_local(local: &[SocketAddr]) -> Vec<SocketAddr> {
+    local
+        .iter()
+        .filter(|a| a.port() != 0 && !a.ip().is_unspecified() && !a.ip().is_multicast())
+        .take(MAX_LOCAL_ADDRESSES)
+        .copied()
+        .collect()
 }
 
 #[cfg(test)]

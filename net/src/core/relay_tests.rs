@@ -74,6 +74,7 @@ impl Room {
             member: key(participant).public(),
             role: Role::Performer,
             observed: SocketAddr::from(([192, 0, 2, 1], 4000 + conn.0 as u16)),
+            local: Vec::new(),
             binding: [conn.0 as u8; 32],
         };
         self.core.handle_join(self.now, conn, join);
@@ -363,6 +364,7 @@ fn direct_paths_listeners_and_subscriptions_decide_who_hears_whom() {
             member: key(40).public(),
             role: Role::Listener,
             observed: SocketAddr::from(([192, 0, 2, 9], 9)),
+            local: Vec::new(),
             binding: [100; 32],
         },
     );
@@ -627,6 +629,7 @@ fn a_member_cannot_join_as_another_by_naming_their_key() {
             member: key(2).public(),
             role: Role::Performer,
             observed: SocketAddr::from(([192, 0, 2, 66], 66)),
+            local: Vec::new(),
             binding,
         };
         r.core.handle_join(r.now, conn, join);

@@ -67,6 +67,7 @@ impl ScriptedMember {
             name: "scripted".into(),
             member,
             role: Role::Performer,
+            local: Vec::new(),
         };
         write_frame(&mut send, &join).await.map_err(fail)?;
         let Ok(Some(RelayMessage::Challenge { nonce })) = read_frame(&mut recv).await else {

@@ -1,6 +1,7 @@
-//! The tasks of the session's paths: dialling and accepting direct paths, and reading and
-//! writing a path's streams. They hold no session state; what they learn goes to the driver.
+//! The tasks of the session's paths: punching, dialling and accepting direct paths, and
+//! reading and writing a path's streams. They hold no session state; what they learn goes to the driver.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,55 +10,204 @@ use quinn::Connection;
 use tokio::sync::mpsc;
 
 use super::driver::Input;
+use super::socket::PunchSocket;
 use super::SessionCounters;
 use crate::congestion::CongestionSignal;
 use crate::core::member::Via;
 use crate::tls::{direct_client_config, SERVER_NAME};
 use crate::transport::{read_frame, write_frame};
-use crate::wire::{MemberId, MemberInfo, PeerMessage};
+use crate::wire::{MemberId, MemberInfo, PeerMessage, MAX_LOCAL_ADDRESSES};
 use std::sync::atomic::Ordering::Relaxed;
 
-/// How long a direct path may take before the relay carries that member's audio.
-pub const DIRECT_PATH_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one try at a direct path may take before the relay carries that member's audio
+/// (QUIC resends its first packet meanwhile: one dropped before the other's punch opened
+/// its router costs a resend, not the try).
+pub const DIRECT_PATH_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Direct paths are tried this many times, this far apart (NAT mappings and busy peers
 /// settle); meanwhile and afterwards the relay carries the audio.
 const DIRECT_PATH_ATTEMPTS: u32 = 3;
-const DIRECT_PATH_RETRY: Duration = Duration::from_secs(2);
+const DIRECT_PATH_RETRY: Duration = Duration::from_secs(1);
+/// Each of a member's addresses is dialled this long after the one before, if no path is up
+/// yet (the first that answers is the path: a LAN address goes first).
+const CANDIDATE_STAGGER: Duration = Duration::from_millis(150);
+/// Punches: quick while both ends start (the dialler's first packet must find a hole), then
+/// now and then for as long as the dialler tries.
+const PUNCH_QUICK: (u32, Duration) = (40, Duration::from_millis(50));
+const PUNCH_SLOW: (u32, Duration) = (10, Duration::from_millis(500));
 
-/// Dials `other` (the core asks the lower id of a pair to: zero-length connection ids route
-/// by address, so one connection per pair) and hands the driver the path once it is up.
-pub(super) fn dial(
-    endpoint: quinn::Endpoint,
-    signal: Arc<CongestionSignal>,
-    other: MemberInfo,
-    driver: mpsc::Sender<Input>,
-) {
-    let Ok(client) = direct_client_config(signal) else {
-        return;
+/// One of a member's addresses to try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    pub addr: SocketAddr,
+    /// On one of our own networks (a LAN path, no router between).
+    pub lan: bool,
+}
+
+/// Our socket's addresses on our own networks (not loopback or link-local), with the prefix
+/// length of each network.
+pub(super) fn local_networks(port: u16, v6: bool) -> Vec<(SocketAddr, u8)> {
+    let Ok(ifs) = if_addrs::get_if_addrs() else {
+        return Vec::new();
     };
-    tokio::spawn(async move {
+    ifs.into_iter()
+        .filter(|i| !i.is_loopback() && !i.is_link_local() && i.ip().is_ipv6() == v6)
+        .map(|i| {
+            let prefix = match &i.addr {
+                if_addrs::IfAddr::V4(a) => a.prefixlen,
+                if_addrs::IfAddr::V6(a) => a.prefixlen,
+            };
+            (SocketAddr::new(i.ip(), port), prefix)
+        })
+        .take(MAX_LOCAL_ADDRESSES)
+        .collect()
+}
+
+fn same_network(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(b) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(b) & mask
+        }
+        _ => false,
+    }
+}
+
+/// `other`'s addresses in the order to try them: those on one of our networks, then the one
+/// the relay saw, then its other local ones (a network routed between us); only of our
+/// socket's family.
+pub fn candidates(other: &MemberInfo, ours: &[(SocketAddr, u8)], v6: bool) -> Vec<Candidate> {
+    let on_ours = |a: &SocketAddr| ours.iter().any(|(o, p)| same_network(o.ip(), a.ip(), *p));
+    let lan = other.local.iter().filter(|a| on_ours(a));
+    let rest = other.local.iter().filter(|a| !on_ours(a));
+    let order = lan
+        .map(|&addr| Candidate { addr, lan: true })
+        .chain(std::iter::once(Candidate {
+            addr: other.observed,
+            lan: false,
+        }))
+        .chain(rest.map(|&addr| Candidate { addr, lan: false }));
+    let mut out: Vec<Candidate> = Vec::new();
+    for c in order {
+        if c.addr.is_ipv6() == v6 && !out.iter().any(|o| o.addr == c.addr) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Opens the way to `other`: punches toward each of its addresses from our endpoint's socket
+/// and, if we are the dialler, dials them (the first that answers is the path). The driver
+/// hears of the path, or of none.
+pub(super) struct Reach {
+    pub endpoint: quinn::Endpoint,
+    pub socket: Arc<PunchSocket>,
+    pub signal: Arc<CongestionSignal>,
+    pub other: MemberInfo,
+    pub candidates: Vec<Candidate>,
+    pub dial: bool,
+    /// Wait this long first (the path just went down: let the old one drain).
+    pub delay: Duration,
+    pub driver: mpsc::Sender<Input>,
+}
+
+impl Reach {
+    pub(super) fn start(self) {
+        let punch = {
+            let (socket, to, driver) = (
+                self.socket.clone(),
+                self.candidates.clone(),
+                self.driver.clone(),
+            );
+            let delay = self.delay;
+            async move {
+                tokio::time::sleep(delay).await;
+                for (n, every) in [PUNCH_QUICK, PUNCH_SLOW] {
+                    for _ in 0..n {
+                        if driver.is_closed() {
+                            return;
+                        }
+                        for c in &to {
+                            socket.punch(c.addr);
+                        }
+                        tokio::time::sleep(every).await;
+                    }
+                }
+            }
+        };
+        if !self.dial {
+            let (driver, id) = (self.driver.clone(), self.other.id);
+            tokio::spawn(async move {
+                punch.await;
+                // Nobody dialled us meanwhile (or the driver knows better: it has the path).
+                let _ = driver.send(Input::NoPath(id)).await;
+            });
+            return;
+        }
+        tokio::spawn(punch);
+        tokio::spawn(self.dial());
+    }
+
+    async fn dial(self) {
+        let Ok(client) = direct_client_config(self.signal.clone()) else {
+            return;
+        };
+        // Our first packet waits for the other's first punch to leave its router.
+        tokio::time::sleep(self.delay + PUNCH_QUICK.1).await;
         for attempt in 1..=DIRECT_PATH_ATTEMPTS {
-            if driver.is_closed() {
+            if self.driver.is_closed() {
                 return;
             }
-            let Ok(connecting) = endpoint.connect_with(client.clone(), other.observed, SERVER_NAME)
-            else {
-                return;
-            };
-            match tokio::time::timeout(DIRECT_PATH_TIMEOUT, connecting).await {
-                Ok(Ok(conn)) => {
-                    tracing::info!("direct path to {} ({:?})", other.name, other.id);
-                    let _ = driver.send(Input::Dialled(other.id, conn)).await;
+            // A router that gave a new port to its way here may let in what goes back to it.
+            let mut candidates = self.candidates.clone();
+            for addr in self.socket.heard_at(self.other.observed.ip()) {
+                if !candidates.iter().any(|c| c.addr == addr) {
+                    candidates.push(Candidate { addr, lan: false });
+                }
+            }
+            let mut tries = tokio::task::JoinSet::new();
+            for (k, c) in candidates.iter().enumerate() {
+                let (endpoint, client, addr) = (self.endpoint.clone(), client.clone(), c.addr);
+                let wait = CANDIDATE_STAGGER * k as u32;
+                // Each handshake starts only when its turn comes: the other end takes the
+                // first it sees, so a second one must not be under way for nothing.
+                tries.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let connecting = endpoint.connect_with(client, addr, SERVER_NAME).ok()?;
+                    tokio::time::timeout(DIRECT_PATH_TIMEOUT, connecting)
+                        .await
+                        .ok()?
+                        .ok()
+                });
+            }
+            while let Some(done) = tries.join_next().await {
+                if let Ok(Some(conn)) = done {
+                    // The rest are dropped with the set: quinn closes them.
+                    tracing::info!(
+                        "direct path to {} at {} ({:?})",
+                        self.other.name,
+                        conn.remote_address(),
+                        self.other.id
+                    );
+                    let _ = self.driver.send(Input::Dialled(self.other.id, conn)).await;
                     return;
                 }
-                _ => tracing::info!(
-                    "no direct path to {} (attempt {attempt}); the relay carries its audio",
-                    other.name
-                ),
             }
+            tracing::info!(
+                "no direct path to {} (attempt {attempt}); the relay carries its audio",
+                self.other.name
+            );
             tokio::time::sleep(DIRECT_PATH_RETRY).await;
         }
-    });
+        let _ = self.driver.send(Input::NoPath(self.other.id)).await;
+    }
 }
 
 /// Hands the driver the direct paths other members dial.

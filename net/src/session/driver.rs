@@ -4,7 +4,9 @@
 //! core gives, dials and accepts the direct paths the core asks for, seals the frames the pump
 //! queues, and publishes what the handles read.
 
+use super::route::Reaching;
 use super::*;
+use quinn::AsyncUdpSocket;
 
 /// Control messages waiting for the driver; a reader waits when it is full (QUIC's flow
 /// control then slows the sender).
@@ -21,6 +23,9 @@ const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// An incoming direct path may arrive before we have processed the relay's news of its
 /// dialler; it waits this long to be recognised.
 const RECOGNISE_TIMEOUT: Duration = Duration::from_millis(500);
+/// A member whose direct path just went down is tried again after this long (the old
+/// connection drains; a flapping path does not spin).
+const REDIAL_AFTER: Duration = Duration::from_secs(1);
 
 /// What the readers and dialers tell the driver.
 pub(super) enum Input {
@@ -36,6 +41,8 @@ pub(super) enum Input {
     Incoming(Connection),
     /// A direct path ended.
     PathDown(MemberId, usize),
+    /// A try at a direct path to this member is over, with no path from it.
+    NoPath(MemberId),
 }
 
 /// The driver and everything it owns.
@@ -53,6 +60,11 @@ pub(super) struct Driver {
 /// The connections of one stay in the room.
 struct Links {
     endpoint: quinn::Endpoint,
+    socket: Arc<PunchSocket>,
+    /// Our socket's addresses on our own networks, and each network's prefix length.
+    networks: Vec<(SocketAddr, u8)>,
+    /// Where we stand with each member's direct path.
+    reach: BTreeMap<MemberId, Reaching>,
     relay: Connection,
     control: mpsc::Sender<ClientMessage>,
     paths: BTreeMap<MemberId, DirectLink>,
@@ -64,6 +76,8 @@ struct Links {
 
 struct DirectLink {
     conn: Connection,
+    /// How long it took from hearing of the member.
+    after: Duration,
     control: mpsc::Sender<PeerMessage>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -85,7 +99,7 @@ impl Driver {
         let mut backoff = BACKOFF_MIN;
         while !self.shared.stopped.load(Relaxed) {
             self.set_state(SessionState::Connecting);
-            let endpoint =
+            let (endpoint, socket) =
                 match make_endpoint(&self.identity, &self.config, &self.shared.congestion) {
                     Ok(e) => e,
                     Err(msg) => {
@@ -96,10 +110,16 @@ impl Driver {
                 };
             let (inputs, inputs_rx) = mpsc::channel(INPUTS);
             let acceptor = tokio::spawn(direct::accept(endpoint.clone(), inputs.clone()));
-            match join(&endpoint, &self.config, &self.member, &self.shared).await {
+            let networks = match socket.local_addr() {
+                Ok(a) if !self.config.force_relay => direct::local_networks(a.port(), a.is_ipv6()),
+                _ => Vec::new(),
+            };
+            let local: Vec<SocketAddr> = networks.iter().map(|n| n.0).collect();
+            match join(&endpoint, &self.config, &self.member, &self.shared, local).await {
                 Ok(joined) => {
                     backoff = BACKOFF_MIN;
-                    self.serve(&endpoint, joined, inputs, inputs_rx).await;
+                    let links = (endpoint.clone(), socket, networks);
+                    self.serve(links, joined, inputs, inputs_rx).await;
                     tracing::info!("disconnected from the relay; reconnecting");
                 }
                 Err(JoinError::Refused(r)) => {
@@ -134,7 +154,7 @@ impl Driver {
     /// In the room until the relay connection ends or the session stops.
     async fn serve(
         &mut self,
-        endpoint: &quinn::Endpoint,
+        (endpoint, socket, networks): (quinn::Endpoint, Arc<PunchSocket>, Vec<(SocketAddr, u8)>),
         joined: Joined,
         inputs: mpsc::Sender<Input>,
         mut inputs_rx: mpsc::Receiver<Input>,
@@ -173,7 +193,10 @@ impl Driver {
             self.shared.counters.clone(),
         ));
         let mut links = Links {
-            endpoint: endpoint.clone(),
+            endpoint,
+            socket,
+            networks,
+            reach: BTreeMap::new(),
             relay: conn.clone(),
             control,
             paths: BTreeMap::new(),
@@ -256,6 +279,7 @@ impl Driver {
             p.members.clear();
             p.relay = None;
             p.direct.clear();
+            p.routes.clear();
         });
     }
 
@@ -272,7 +296,29 @@ impl Driver {
             .iter()
             .map(|(id, p)| (*id, p.conn.clone()))
             .collect();
+        let routes = self
+            .core
+            .members()
+            .map(|m| {
+                let route = match links.paths.get(&m.id) {
+                    Some(p) => {
+                        let addr = p.conn.remote_address();
+                        Route::Direct {
+                            addr,
+                            lan: m.local.contains(&addr),
+                            after: p.after,
+                        }
+                    }
+                    None if self.config.force_relay => Route::Relay(RelayWhy::Off),
+                    None => {
+                        Route::Relay(links.reach.get(&m.id).map_or(RelayWhy::Trying, |r| r.why))
+                    }
+                };
+                (m.id, route)
+            })
+            .collect();
         self.shared.publish(|p| {
+            p.routes = routes;
             p.members = members;
             p.presence = presence;
             p.relay = Some(links.relay.clone());
@@ -373,6 +419,22 @@ impl Driver {
             }
             Input::Dialled(member, conn) => self.adopt(member, conn, links),
             Input::Incoming(conn) => self.incoming(conn, now, links),
+            Input::NoPath(member) => {
+                let observed = self
+                    .core
+                    .members()
+                    .find(|m| m.id == member)
+                    .map(|m| m.observed);
+                if let (Some(observed), None) = (observed, links.paths.get(&member)) {
+                    let socket = &links.socket;
+                    let their_ports_differ =
+                        socket.heard_from_ip(observed) && !socket.heard_from(observed);
+                    if let Some(r) = links.reach.get_mut(&member) {
+                        r.why = RelayWhy::Blocked { their_ports_differ };
+                    }
+                    self.publish(links, None);
+                }
+            }
             Input::PathDown(member, id) => {
                 if links
                     .paths
@@ -380,6 +442,9 @@ impl Driver {
                     .is_some_and(|p| p.conn.stable_id() == id)
                 {
                     links.paths.remove(&member);
+                    if let Some(r) = links.reach.get_mut(&member) {
+                        r.down_at = Some(now);
+                    }
                     self.core
                         .handle_path_down(now, member, &mut self.shared.doc());
                 }
@@ -390,11 +455,20 @@ impl Driver {
     /// A member dialled us: matched by the address the relay saw it at.
     fn incoming(&mut self, conn: Connection, now: Instant, links: &mut Links) {
         let remote = conn.remote_address();
-        let member = self
+        let exact = self
             .core
             .members()
-            .find(|m| m.observed == remote)
+            .find(|m| m.observed == remote || m.local.contains(&remote));
+        // A router that gives each destination a new port dials from one the relay never
+        // saw: known by its address alone, if no one else is behind it.
+        let mut by_ip = self
+            .core
+            .members()
+            .filter(|m| m.observed.ip() == remote.ip());
+        let member = exact
+            .or_else(|| by_ip.next().filter(|_| by_ip.next().is_none()))
             .map(|m| m.id);
+        drop(by_ip);
         match member {
             Some(member) => self.adopt(member, conn, links),
             None => links.unrecognised.push((conn, now + RECOGNISE_TIMEOUT)),
@@ -408,6 +482,11 @@ impl Driver {
             conn.close(0u32.into(), b"not needed");
             return;
         }
+        let now = Instant::now();
+        let after = links
+            .reach
+            .get(&member)
+            .map_or(Duration::ZERO, |r| now.saturating_duration_since(r.since));
         let (control, outbox) = mpsc::channel(CONTROL_QUEUE);
         let task = tokio::spawn(direct::serve_path(
             member,
@@ -421,6 +500,7 @@ impl Driver {
             member,
             DirectLink {
                 conn,
+                after,
                 control,
                 task,
             },
@@ -464,14 +544,11 @@ impl Driver {
         }
         while let Some(e) = self.core.poll_event() {
             match e {
-                RoomEvent::Dial(other) => direct::dial(
-                    links.endpoint.clone(),
-                    self.shared.congestion.clone(),
-                    other,
-                    links.inputs.clone(),
-                ),
+                RoomEvent::Dial(other) => self.reach(links, other, true),
+                RoomEvent::Punch(other) => self.reach(links, other, false),
                 RoomEvent::ClosePath(id) => {
                     links.paths.remove(&id);
+                    links.reach.remove(&id);
                 }
                 RoomEvent::Notice(n) => tracing::warn!("{n}"),
                 RoomEvent::SecretRotated(secret) => {
@@ -498,6 +575,36 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// Opens the way to `other` (dialling it if `dial`), again after a short wait if its
+    /// last path just went down.
+    fn reach(&self, links: &mut Links, other: MemberInfo, dial: bool) {
+        let now = Instant::now();
+        let r = links.reach.entry(other.id).or_insert(Reaching {
+            since: now,
+            why: RelayWhy::Trying,
+            down_at: None,
+        });
+        r.why = RelayWhy::Trying;
+        let delay = match r.down_at {
+            Some(at) if now.saturating_duration_since(at) < REDIAL_AFTER => REDIAL_AFTER,
+            _ => Duration::ZERO,
+        };
+        let v6 = links.socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        direct::Reach {
+            endpoint: links.endpoint.clone(),
+            socket: links.socket.clone(),
+            signal: self.shared.congestion.clone(),
+            candidates: direct::candidates(&other, &links.networks, v6),
+            other,
+            dial,
+            delay,
+            driver: links.inputs.clone(),
+        }
+        .start();
+    }
+}
+
 /// A fresh endpoint on a new socket. Each connection attempt gets its own: with zero-length
 /// connection ids quinn routes by address, and a draining connection to the old relay would
 /// otherwise swallow the new handshake.
@@ -505,7 +612,7 @@ fn make_endpoint(
     identity: &Identity,
     config: &SessionConfig,
     signal: &Arc<CongestionSignal>,
-) -> Result<quinn::Endpoint, String> {
+) -> Result<(quinn::Endpoint, Arc<PunchSocket>), String> {
     let bind: SocketAddr = if config.invite.host.contains(':') {
         SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
     } else {
@@ -516,10 +623,11 @@ fn make_endpoint(
     let server = identity
         .server_config(signal.clone())
         .map_err(|e| e.to_string())?;
-    let mut endpoint = quinn::Endpoint::new(
+    let socket = PunchSocket::new(socket).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
         endpoint_config(),
         Some(server),
-        socket,
+        socket.clone(),
         Arc::new(quinn::TokioRuntime),
     )
     .map_err(|e| format!("cannot open a UDP socket: {e}"))?;
@@ -527,7 +635,7 @@ fn make_endpoint(
         relay_client_config(config.invite.fingerprint, signal.clone())
             .map_err(|e| e.to_string())?,
     );
-    Ok(endpoint)
+    Ok((endpoint, socket))
 }
 
 enum JoinError {
@@ -549,6 +657,7 @@ async fn join(
     config: &SessionConfig,
     member: &MemberKey,
     shared: &Shared,
+    local: Vec<SocketAddr>,
 ) -> Result<Joined, JoinError> {
     let inv = &config.invite;
     let relay = format!("{}:{}", inv.host, inv.port);
@@ -587,6 +696,7 @@ async fn join(
             name: config.name.clone(),
             member: member.public(),
             role: Role::Performer,
+            local,
         },
     )
     .await

@@ -18,16 +18,23 @@ pub enum Nat {
     #[default]
     Open,
     /// A home router that lets in only replies to what went out: a dial from outside is
-    /// dropped.
+    /// dropped unless the member behind it punched toward the dialler first.
     Firewall,
+    /// A home router with address translation that keeps each socket's port for every
+    /// destination (what the relay sees is what anyone sees), and lets in only replies.
+    PortPreserving,
+    /// A router that gives each destination a new port: what the relay sees is no use to
+    /// anyone else, and a punch opens a port nobody knows.
+    Symmetric,
 }
 
-impl Nat {
-    /// Whether a packet nobody behind it asked for gets in.
-    fn admits_unsolicited(self) -> bool {
-        self == Nat::Open
-    }
-}
+/// How long a router keeps a hole a punch opened with no answer (Linux: 30 s).
+const HOLE_KEPT: Duration = Duration::from_secs(30);
+
+/// Times a dial is sent again (QUIC resends its first packet) before it gives up, and how
+/// long before the first resend (doubling after).
+const DIAL_RESENDS: u32 = 6;
+const FIRST_RESEND: Duration = Duration::from_millis(325);
 
 /// How long a direct path's ends take to notice the other has gone silent.
 const PATH_IDLE: Duration = Duration::from_secs(2);
@@ -54,6 +61,8 @@ pub(super) enum DirectDelivery {
     Down(MemberId, usize),
     Msg(PeerMessage),
     Datagram(Vec<u8>),
+    /// The dialler sends its dial to the member it knows by this id again.
+    Resend(MemberId, u32),
 }
 
 impl World {
@@ -76,27 +85,81 @@ impl World {
         (p.ids == ids).then_some(p)
     }
 
-    /// Member `i`'s core asked to dial `other`.
-    pub(super) fn dial(&mut self, i: usize, other: &MemberInfo) {
-        let Some(j) = self
-            .members
+    fn nat(&self, i: usize) -> Nat {
+        self.config
+            .nat_each
+            .get(i)
+            .copied()
+            .unwrap_or(self.config.nat)
+    }
+
+    fn member_of(&self, other: &MemberInfo) -> Option<usize> {
+        self.members
             .iter()
             .position(|m| m.participant == other.participant)
-        else {
-            return;
-        };
+    }
+
+    /// Member `i`'s core asked to punch toward `other`: its router now lets in replies from
+    /// the address the relay saw `other` at.
+    pub(super) fn punch(&mut self, i: usize, other: &MemberInfo) {
+        if let Some(j) = self.member_of(other) {
+            self.punched.insert((i, j), self.now);
+        }
+    }
+
+    /// Whether `j`'s router lets in a dial from `i`.
+    fn admits(&self, j: usize, i: usize) -> bool {
+        let holed = self
+            .punched
+            .get(&(j, i))
+            .is_some_and(|at| self.now < *at + HOLE_KEPT);
+        match self.nat(j) {
+            Nat::Open => true,
+            // The hole is for the port the relay saw `i` at: one `i`'s dial does not come from
+            // if its router picks a new port per destination.
+            Nat::Firewall | Nat::PortPreserving => holed && self.nat(i) != Nat::Symmetric,
+            // Its punch went out from a port nobody was told of: only an open router lets it
+            // in, and the dialler behind it dials where it came from.
+            Nat::Symmetric => holed && self.nat(i) == Nat::Open,
+        }
+    }
+
+    /// Member `i`'s core asked to dial `other` (punching toward it as it does).
+    pub(super) fn dial(&mut self, i: usize, other: &MemberInfo) {
+        self.punch(i, other);
+        if let Some(j) = self.member_of(other) {
+            self.try_dial(i, j, other.id, 0);
+        }
+    }
+
+    /// A dial (or its `attempt`-th resend) from `i` reaches `j`'s router, which knew of no
+    /// hole for it the times before.
+    fn try_dial(&mut self, i: usize, j: usize, other: MemberId, attempt: u32) {
         let (Some(me), Some(_)) = (self.members[i].core.me(), self.members[j].conn) else {
             return;
         };
-        let other = other.id;
-        // The dial is unsolicited at the other's router; today nobody punches first.
-        if self.apart(i, j) || !self.config.nat.admits_unsolicited() {
+        // Not yet welcomed, it has not punched: the dial is dropped and sent again. Under
+        // another id, it rejoined: its core dials afresh.
+        let rejoined = self.members[j].core.me().is_some_and(|id| id != other);
+        if rejoined || self.live_path(i, j).is_some() {
+            return;
+        }
+        if self.apart(i, j) || !self.admits(j, i) {
+            if attempt < DIAL_RESENDS {
+                let at = self.now + FIRST_RESEND * 2u32.pow(attempt.min(3));
+                self.schedule(at, direct(i, j, DirectDelivery::Resend(other, attempt + 1)));
+            }
             return;
         }
         let (lo, hi) = Self::key(i, j);
         let ids = if lo == i { [me, other] } else { [other, me] };
         let mut link = Link::new(self.config.link);
         let rtt = link.reliable(self.now, 1200, &mut self.rng) * 2;
+        // From the later of the two joining to the dialled end having the path.
+        let joined = self.members[i].joined_at.max(self.members[j].joined_at);
+        let up = (self.now + rtt + rtt / 2).saturating_duration_since(joined);
+        self.slowest_direct = self.slowest_direct.max(up);
+        self.direct_pairs.insert((lo, hi));
         self.paths_made += 1;
         let serial = self.paths_made;
         let path = Path {
@@ -220,6 +283,9 @@ impl World {
 
     pub(super) fn deliver_direct(&mut self, from: usize, to: usize, what: DirectDelivery) {
         let now = self.now;
+        if let DirectDelivery::Resend(other, attempt) = what {
+            return self.try_dial(from, to, other, attempt);
+        }
         if let DirectDelivery::Down(peer, serial) = what {
             // Only if no newer path took its place (a path is its connection, not an id).
             let newer = self
@@ -258,7 +324,7 @@ impl World {
             return;
         };
         match what {
-            DirectDelivery::Up(_) | DirectDelivery::Down(..) => {}
+            DirectDelivery::Up(_) | DirectDelivery::Down(..) | DirectDelivery::Resend(..) => {}
             DirectDelivery::Msg(msg) => {
                 if self.live_path(from, to).is_some() {
                     let m = &mut self.members[to];

@@ -46,6 +46,11 @@ pub struct SimReport {
     pub reconnects: Vec<Duration>,
     /// Direct paths made between members.
     pub direct_paths: usize,
+    /// The longest a direct path took from the later of its two members joining to both
+    /// having it.
+    pub slowest_direct: Duration,
+    /// The pairs of members (by index, lower first) that ever had a direct path.
+    pub direct_pairs: std::collections::BTreeSet<(usize, usize)>,
     /// Control messages the honest cores refused (notices): none on honest links.
     pub notices: usize,
     /// Packets and messages the honest cores refused as forged, replayed, unkeyed or

@@ -203,17 +203,78 @@ fn a_relay_replaying_injecting_and_withholding_harms_no_one() {
     }
 }
 
+/// Calm links, no outages: how soon a direct path comes is the protocol's doing.
+fn calm() -> SimConfig {
+    SimConfig {
+        members: 4,
+        edits_per_member: 10,
+        chaos: Duration::from_secs(5),
+        settle: Duration::from_secs(10),
+        disconnects: 0,
+        partitions: 0,
+        relay_restart: false,
+        splits: 0,
+        ..SimConfig::default()
+    }
+}
+
+/// Behind routers that drop what nobody behind them asked for, both ends punch at once (the
+/// relay tells them of each other together): every pair goes direct, within 2 s of the later
+/// joining on calm links, and through the chaos too.
 #[test]
-fn behind_routers_that_drop_unsolicited_traffic_everything_goes_by_the_relay() {
-    // Today only one end of a pair dials, and the other's router drops it: the NAT issue
-    // turns this into hole punching.
+fn behind_routers_that_drop_unsolicited_traffic_both_ends_punch_through() {
+    for nat in [Nat::Firewall, Nat::PortPreserving] {
+        for r in run_all(0..4, &SimConfig { nat, ..calm() }) {
+            let seed = r.seed;
+            assert_eq!(
+                r.direct_pairs.len(),
+                6,
+                "seed {seed} {nat:?}: {:?}",
+                r.direct_pairs
+            );
+            assert!(
+                r.slowest_direct <= Duration::from_secs(2),
+                "seed {seed} {nat:?}: a direct path took {:?}; {}",
+                r.slowest_direct,
+                replay(seed)
+            );
+            assert!(r.ok(), "seed {seed}: {r:?}");
+        }
+        for r in run_all(0..4, &SimConfig { nat, ..chaos() }) {
+            assert!(
+                r.direct_paths > 0,
+                "seed {} {nat:?}: no direct path",
+                r.seed
+            );
+            assert!(r.ok(), "seed {}: {r:?}", r.seed);
+        }
+    }
+}
+
+/// A member behind a router that gives each destination its own port reaches nobody
+/// directly (the others' holes are for the port the relay saw) — its audio and document
+/// go by the relay, complete — while the rest still go direct between themselves.
+#[test]
+fn a_member_behind_a_symmetric_nat_goes_by_the_relay_and_the_rest_go_direct() {
     let config = SimConfig {
-        nat: Nat::Firewall,
-        ..chaos()
+        nat: Nat::PortPreserving,
+        nat_each: vec![Nat::Symmetric],
+        ..calm()
     };
     for r in run_all(0..4, &config) {
-        assert_eq!(r.direct_paths, 0, "seed {}", r.seed);
-        assert!(r.ok(), "seed {}: {r:?}", r.seed);
+        let seed = r.seed;
+        let expected: std::collections::BTreeSet<_> = [(1, 2), (1, 3), (2, 3)].into();
+        assert_eq!(r.direct_pairs, expected, "seed {seed}; {}", replay(seed));
+        assert!(r.ok(), "seed {seed}: {r:?}");
+    }
+    // Only an open router lets its dial in.
+    let open = SimConfig {
+        nat_each: vec![Nat::Symmetric, Nat::Open],
+        ..config
+    };
+    for r in run_all(0..2, &open) {
+        assert!(r.direct_pairs.contains(&(0, 1)), "seed {}", r.seed);
+        assert!(!r.direct_pairs.contains(&(0, 2)), "seed {}", r.seed);
     }
 }
 

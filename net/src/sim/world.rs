@@ -45,8 +45,10 @@ pub struct SimConfig {
     pub hostile: Hostile,
     /// Whether members make direct paths between each other when their routers let them.
     pub direct: bool,
-    /// Every member's router.
+    /// Every member's router...
     pub nat: Nat,
+    /// ...but member i's is `nat_each[i]`, where given.
+    pub nat_each: Vec<Nat>,
     /// Times the members are split in two for a while: the relay reaches both sides, but
     /// direct paths across fall silent.
     pub splits: usize,
@@ -71,6 +73,7 @@ impl Default for SimConfig {
             hostile: Hostile::default(),
             direct: true,
             nat: Nat::Open,
+            nat_each: Vec::new(),
             splits: 2,
             churn: 0,
         }
@@ -159,6 +162,11 @@ pub(super) struct World {
     pub(super) split: Option<(BTreeSet<usize>, Instant)>,
     pub(super) paths: BTreeMap<(usize, usize), Path>,
     pub(super) paths_made: usize,
+    /// When each member (first) last punched toward another (second).
+    pub(super) punched: BTreeMap<(usize, usize), Instant>,
+    /// The longest any direct path took from the later of its two members joining.
+    pub(super) slowest_direct: Duration,
+    pub(super) direct_pairs: BTreeSet<(usize, usize)>,
     /// Audio over the settled tail (from then on), frame by frame.
     pub(super) tail_start: Instant,
     pub(super) ledger: AudioLedger,
@@ -244,6 +252,9 @@ impl World {
             split: None,
             paths: BTreeMap::new(),
             paths_made: 0,
+            punched: BTreeMap::new(),
+            slowest_direct: Duration::ZERO,
+            direct_pairs: BTreeSet::new(),
             ledger: AudioLedger::default(),
             reconnects: Vec::new(),
             forged_audio: 0,
@@ -362,6 +373,7 @@ impl World {
             member: m.key.public(),
             role: Role::Performer,
             observed: SocketAddr::from(([192, 0, 2, 1], 5000 + i as u16)),
+            local: Vec::new(),
             binding: m.binding,
         };
         self.up_control(i, conn, Up::Join(request));
@@ -641,6 +653,7 @@ impl World {
             match e {
                 RoomEvent::Notice(_) => self.notices += 1,
                 RoomEvent::Dial(other) => self.dial(i, &other),
+                RoomEvent::Punch(other) => self.punch(i, &other),
                 _ => {}
             }
         }
@@ -709,6 +722,8 @@ impl World {
             reconnects,
             notices: self.notices,
             direct_paths: self.paths_made,
+            slowest_direct: self.slowest_direct,
+            direct_pairs: self.direct_pairs.clone(),
             refused: h.refused,
             replayed: h.replayed,
             taken_in,

@@ -170,6 +170,9 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
             )?;
         }
     }
+    for rec in report.recordings.values() {
+        println!("path to {}: {}", rec.name, rec.route);
+    }
     if args.print_session {
         println!("{}", report.session_json);
     }

@@ -1,0 +1,194 @@
+//! The session's UDP socket: quinn's, with a way to punch holes from it. A router opens a
+//! mapping for the address a packet goes out to; the punch must leave from the very socket
+//! (and so the very port) the QUIC endpoint uses, or the mapping is for the wrong port.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, Runtime, UdpPoller};
+
+/// What a punch carries. The first byte has QUIC's fixed bit clear, so no QUIC stack takes it
+/// for a packet (ours never sees it: [`PunchSocket`] takes it out first).
+pub const PUNCH: &[u8; 14] = b"\0echoel-punch\0";
+
+/// Addresses a punch came from that we remember (the newest).
+const HEARD_MAX: usize = 64;
+
+/// quinn's socket, which also sends and takes out punches.
+pub struct PunchSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    /// Where punches came from, and when last.
+    heard: Mutex<BTreeMap<SocketAddr, Instant>>,
+}
+
+impl fmt::Debug for PunchSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PunchSocket").finish_non_exhaustive()
+    }
+}
+
+impl PunchSocket {
+    /// Wraps the socket quinn's runtime made of `socket`.
+    pub fn new(socket: std::net::UdpSocket) -> io::Result<Arc<Self>> {
+        let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
+        Ok(Arc::new(Self {
+            inner,
+            heard: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
+    /// Sends one punch to `to`. A full send buffer drops it: the next one goes soon.
+    pub fn punch(&self, to: SocketAddr) {
+        let t = Transmit {
+            destination: to,
+            ecn: None,
+            contents: PUNCH,
+            segment_size: None,
+            src_ip: None,
+        };
+        let _ = self.inner.try_send(&t);
+    }
+
+    /// Whether a punch from `from` arrived (its router let our way in... and ours let it in).
+    pub fn heard_from(&self, from: SocketAddr) -> bool {
+        self.heard
+            .lock()
+            .map(|h| h.contains_key(&from))
+            .unwrap_or(false)
+    }
+
+    /// Whether a punch from any address with `from`'s IP arrived (a router that gave a new
+    /// port to its way here).
+    pub fn heard_from_ip(&self, from: SocketAddr) -> bool {
+        self.heard
+            .lock()
+            .map(|h| h.keys().any(|a| a.ip() == from.ip()))
+            .unwrap_or(false)
+    }
+
+    /// Addresses with `ip` that punches came from: a router that gave a new port to its
+    /// way here may let in what goes back to that port.
+    pub fn heard_at(&self, ip: std::net::IpAddr) -> Vec<SocketAddr> {
+        self.heard
+            .lock()
+            .map(|h| h.keys().filter(|a| a.ip() == ip).copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn note(&self, from: SocketAddr) {
+        if let Ok(mut h) = self.heard.lock() {
+            h.insert(from, Instant::now());
+            if h.len() > HEARD_MAX {
+                if let Some(oldest) = h.iter().min_by_key(|(_, t)| **t).map(|(a, _)| *a) {
+                    h.remove(&oldest);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a received buffer holds punches only.
+fn only_punches(buf: &[u8], meta: &RecvMeta) -> bool {
+    meta.stride == PUNCH.len()
+        && meta.len.is_multiple_of(PUNCH.len())
+        && buf[..meta.len].chunks(PUNCH.len()).all(|c| c == PUNCH)
+}
+
+impl AsyncUdpSocket for PunchSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        self.inner.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        // Bounded: each round takes at least one datagram off the socket.
+        loop {
+            let n = match self.inner.poll_recv(cx, bufs, meta) {
+                Poll::Ready(Ok(n)) => n,
+                other => return other,
+            };
+            let mut kept = 0;
+            for i in 0..n {
+                if only_punches(&bufs[i], &meta[i]) {
+                    self.note(meta[i].addr);
+                    continue;
+                }
+                if kept != i {
+                    let (to, from) = bufs.split_at_mut(i);
+                    let len = meta[i].len;
+                    to[kept][..len].copy_from_slice(&from[0][..len]);
+                    meta[kept] = meta[i];
+                }
+                kept += 1;
+            }
+            if kept > 0 {
+                return Poll::Ready(Ok(kept));
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Punches are taken out before quinn sees them; everything else reaches it, in order.
+    #[tokio::test]
+    async fn punches_are_heard_and_taken_out() {
+        let a = PunchSocket::new(std::net::UdpSocket::bind("127.0.0.1:0").unwrap()).unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = a.local_addr().unwrap();
+        b.send_to(PUNCH, to).unwrap();
+        b.send_to(b"\x40quic-ish", to).unwrap();
+        b.send_to(PUNCH, to).unwrap();
+        b.send_to(b"\x40second", to).unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        while got.len() < 2 && Instant::now() < deadline {
+            let mut storage = vec![[0u8; 1500]; 4];
+            let mut bufs: Vec<IoSliceMut> =
+                storage.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            let mut meta = vec![RecvMeta::default(); 4];
+            let n = std::future::poll_fn(|cx| a.poll_recv(cx, &mut bufs, &mut meta))
+                .await
+                .unwrap();
+            for i in 0..n {
+                got.push(bufs[i][..meta[i].len].to_vec());
+            }
+        }
+        assert_eq!(got, vec![b"\x40quic-ish".to_vec(), b"\x40second".to_vec()]);
+        assert!(a.heard_from(b.local_addr().unwrap()));
+        assert!(!a.heard_from(SocketAddr::from(([127, 0, 0, 1], 9))));
+    }
+}

@@ -1,0 +1,212 @@
+//! A small internet in network namespaces, for tests of what routers do: a relay on the
+//! "internet" (203.0.113.0/24, a documentation range), home routers that translate and drop
+//! what nobody behind them asked for (nftables), and studios on their LANs (198.18.k.0/24, the
+//! benchmark range). Everything lives inside the namespaces this process makes, and goes when
+//! the lab is dropped, even after a failed assertion.
+
+use std::process::Command;
+
+/// How a router maps its LAN's sockets to its internet address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mapping {
+    /// Keeps each socket's port for every destination (most home routers).
+    PortPreserving,
+    /// A new random port for each destination (a symmetric NAT).
+    Symmetric,
+}
+
+/// The namespaces of one test.
+pub struct Lab {
+    tag: String,
+    namespaces: Vec<String>,
+}
+
+/// The internet's side of the lab, where the relay lives.
+pub const INTERNET: &str = "inet";
+/// The relay's address on the internet.
+pub const RELAY_IP: [u8; 4] = [203, 0, 113, 1];
+
+impl Lab {
+    /// Why this machine cannot host the lab (not root, no `ip` or `nft`), if it cannot.
+    pub fn unavailable() -> Option<String> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Some("network namespaces need root".into());
+        }
+        for tool in ["ip", "nft"] {
+            let found = Command::new(tool)
+                .arg("-V")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                return Some(format!("`{tool}` is not installed"));
+            }
+        }
+        None
+    }
+
+    /// An empty internet with the relay's namespace on it.
+    pub fn new(test: &str) -> Result<Self, String> {
+        let mut lab = Self {
+            tag: format!("ej{}{test}", std::process::id() % 100_000),
+            namespaces: Vec::new(),
+        };
+        let i = lab.add(INTERNET)?;
+        lab.sh(&[
+            &format!("ip -n {i} link add br0 type bridge"),
+            &format!("ip -n {i} addr add 203.0.113.1/24 dev br0"),
+            &format!("ip -n {i} link set br0 up"),
+        ])?;
+        Ok(lab)
+    }
+
+    /// The namespace's full name.
+    pub fn ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.tag)
+    }
+
+    fn add(&mut self, name: &str) -> Result<String, String> {
+        let ns = self.ns(name);
+        run(&format!("ip netns add {ns}"))?;
+        self.namespaces.push(ns.clone());
+        run(&format!("ip -n {ns} link set lo up"))?;
+        Ok(ns)
+    }
+
+    fn sh(&self, cmds: &[&str]) -> Result<(), String> {
+        cmds.iter().try_for_each(|c| run(c))
+    }
+
+    /// Router `k` (1–9): 203.0.113.1k on the internet, 198.18.k.1 on its LAN; it translates
+    /// by `mapping` and lets in only replies to what went out, to its LAN or to itself. (A
+    /// router that answered an early punch itself would keep a mapping for it, and move its
+    /// own studio's next packet to that address to another port.)
+    pub fn router(&mut self, k: u8, mapping: Mapping) -> Result<(), String> {
+        let (r, i) = (self.add(&format!("r{k}"))?, self.ns(INTERNET));
+        let random = match mapping {
+            Mapping::PortPreserving => "",
+            Mapping::Symmetric => " random",
+        };
+        self.sh(&[
+            &format!("ip link add wan netns {r} type veth peer name r{k} netns {i}"),
+            &format!("ip -n {i} link set r{k} master br0"),
+            &format!("ip -n {i} link set r{k} up"),
+            &format!("ip -n {r} addr add 203.0.113.1{k}/24 dev wan"),
+            &format!("ip -n {r} link set wan up"),
+            &format!("ip -n {r} link add lan type bridge"),
+            &format!("ip -n {r} addr add 198.18.{k}.1/24 dev lan"),
+            &format!("ip -n {r} link set lan up"),
+            &format!("ip netns exec {r} sysctl -qw net.ipv4.ip_forward=1"),
+        ])?;
+        let rules = format!(
+            "table ip nat {{\n chain post {{\n  type nat hook postrouting priority srcnat;\n  \
+             oifname \"wan\" masquerade{random}\n }}\n}}\n\
+             table inet filter {{\n chain forward {{\n  \
+             type filter hook forward priority filter; policy drop;\n  \
+             ct state established,related accept\n  ip saddr 198.18.{k}.0/24 accept\n }}\n \
+             chain input {{\n  type filter hook input priority filter;\n  \
+             iifname \"wan\" ct state new drop\n }}\n}}\n"
+        );
+        nft(&r, &rules)
+    }
+
+    /// Studio `j` (2–250) on router `k`'s LAN, at 198.18.k.j; its namespace's name.
+    pub fn studio(&mut self, k: u8, j: u8) -> Result<String, String> {
+        let (h, r) = (self.add(&format!("h{k}x{j}"))?, self.ns(&format!("r{k}")));
+        self.sh(&[
+            &format!("ip link add eth0 netns {h} type veth peer name h{j} netns {r}"),
+            &format!("ip -n {r} link set h{j} master lan"),
+            &format!("ip -n {r} link set h{j} up"),
+            &format!("ip -n {h} addr add 198.18.{k}.{j}/24 dev eth0"),
+            &format!("ip -n {h} link set eth0 up"),
+            &format!("ip -n {h} route add default via 198.18.{k}.1"),
+        ])?;
+        Ok(h)
+    }
+
+    /// Drops everything router `k` forwards between its LAN and `peer` (an internet address),
+    /// or lets it through again.
+    pub fn block(&self, k: u8, peer: [u8; 4], on: bool) -> Result<(), String> {
+        let r = self.ns(&format!("r{k}"));
+        let [a, b, c, d] = peer;
+        if on {
+            nft(
+                &r,
+                &format!(
+                    "table inet block {{\n chain forward {{\n  \
+                     type filter hook forward priority -10;\n  \
+                     ip saddr {a}.{b}.{c}.{d} drop\n  ip daddr {a}.{b}.{c}.{d} drop\n }}\n}}\n"
+                ),
+            )
+        } else {
+            run(&format!("ip netns exec {r} nft delete table inet block"))
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in self.namespaces.drain(..).rev() {
+            let _ = run(&format!("ip netns del {ns}"));
+        }
+    }
+}
+
+fn run(cmd: &str) -> Result<(), String> {
+    let args: Vec<&str> = cmd.split_whitespace().collect();
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{cmd}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn nft(ns: &str, rules: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("nft: {e}"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(rules.as_bytes())
+        .map_err(|e| format!("nft: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Runs `f` on a new thread inside namespace `ns`: every socket it (or a thread it starts)
+/// makes lives there.
+pub fn in_ns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<Result<T, String>> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(&path).map_err(|e| format!("{path}: {e}"))?;
+        // SAFETY: a valid namespace descriptor; it changes this thread's namespace only.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(f())
+    })
+}

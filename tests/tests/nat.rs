@@ -1,0 +1,166 @@
+//! Direct paths through home routers, on a small internet of network namespaces the test
+//! makes itself (see `echoel_tests::netns`): two studios behind port-preserving NATs that drop
+//! unsolicited traffic punch through to each other; one behind a symmetric NAT goes by the
+//! relay and is told why; two behind one router meet on their LAN. Skipped, saying why, where
+//! namespaces cannot be made (not root, no `ip` or `nft`).
+
+use std::time::Duration;
+
+use echoel_net::session::{RelayWhy, Route};
+use echoel_plugin::headless::{self, HeadlessOptions, HeadlessReport};
+use echoel_tests::netns::{in_ns, Lab, Mapping, INTERNET, RELAY_IP};
+use echoel_tests::{network_runtime, one_at_a_time, TestRelay};
+
+/// Makes the lab, or says why not (and the test passes by skipping).
+fn lab(test: &str) -> Option<Lab> {
+    if let Some(why) = Lab::unavailable() {
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    Some(Lab::new(test).expect("the lab's namespaces"))
+}
+
+/// A relay on the lab's internet, started inside its namespace; and a room on it.
+fn relay(lab: &Lab, dir: &std::path::Path) -> (TestRelay, echoel_net::Invite) {
+    let dir = dir.to_owned();
+    let addr = std::net::SocketAddr::from((RELAY_IP, 0));
+    let relay = in_ns(&lab.ns(INTERNET), move || {
+        TestRelay::start_with(addr, &dir, |_| {})
+    })
+    .join()
+    .expect("relay thread")
+    .expect("relay in its namespace");
+    let invite = relay.room("nat");
+    (relay, invite)
+}
+
+/// Plays `seconds` of voice as each named studio, each in its namespace, all at once.
+fn jam(
+    invite: &echoel_net::Invite,
+    studios: &[(&str, String)],
+    seconds: f32,
+) -> Vec<HeadlessReport> {
+    let handles: Vec<_> = studios
+        .iter()
+        .enumerate()
+        .map(|(k, (name, ns))| {
+            let mut opts = HeadlessOptions::voice(invite, name, k as u32 + 1, seconds);
+            opts.force_relay = false;
+            in_ns(ns, move || {
+                let rt = network_runtime();
+                headless::run(opts, rt.handle()).map_err(|e| e.to_string())
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .expect("studio thread")
+                .expect("studio in its namespace")
+                .expect("studio ran")
+        })
+        .collect()
+}
+
+/// How `report`'s studio reached `other` while they played.
+fn route(report: &HeadlessReport, other: &str) -> Route {
+    let rec = report.recordings.values().find(|r| r.name == other);
+    rec.unwrap_or_else(|| panic!("{} never heard {other}", report.name))
+        .route
+        .clone()
+}
+
+/// `report`'s studio heard `other` (frames decoded, over a direct path if `direct`).
+fn heard(report: &HeadlessReport, other: &str, direct: bool) {
+    let rec = report.recordings.values().find(|r| r.name == other);
+    let rec = rec.unwrap_or_else(|| panic!("{} heard nothing of {other}", report.name));
+    let decoded = rec.stream.map_or(0, |s| s.frames_decoded);
+    assert!(
+        decoded > 400,
+        "{} decoded {decoded} frames of {other}",
+        report.name
+    );
+    assert_eq!(
+        rec.direct, direct,
+        "{} → {}: direct path",
+        other, report.name
+    );
+}
+
+#[test]
+fn studios_behind_port_preserving_nats_punch_through_within_two_seconds() {
+    let _one = one_at_a_time();
+    let Some(mut lab) = lab("pp") else { return };
+    lab.router(1, Mapping::PortPreserving).expect("router 1");
+    lab.router(2, Mapping::PortPreserving).expect("router 2");
+    let a = lab.studio(1, 2).expect("studio a");
+    let b = lab.studio(2, 2).expect("studio b");
+    let dir = tempfile::tempdir().expect("scratch");
+    let (_relay, invite) = relay(&lab, dir.path());
+    let reports = jam(&invite, &[("ana", a), ("ben", b)], 5.0);
+    for (me, other) in [(0, "ben"), (1, "ana")] {
+        let r = &reports[me];
+        match route(r, other) {
+            Route::Direct { lan, after, addr } => {
+                assert!(!lan, "{} → {other}: a LAN path to {addr}?", r.name);
+                assert!(
+                    after <= Duration::from_secs(2),
+                    "{} → {other}: direct after {after:?}",
+                    r.name
+                );
+                eprintln!("{} → {other}: direct to {addr} after {after:?}", r.name);
+            }
+            other_route => panic!("{} → {other}: {other_route}", r.name),
+        }
+        heard(r, other, true);
+    }
+}
+
+#[test]
+fn a_studio_behind_a_symmetric_nat_goes_by_the_relay_and_is_told_why() {
+    let _one = one_at_a_time();
+    let Some(mut lab) = lab("sym") else { return };
+    lab.router(1, Mapping::PortPreserving).expect("router 1");
+    lab.router(2, Mapping::Symmetric).expect("router 2");
+    let a = lab.studio(1, 2).expect("studio a");
+    let b = lab.studio(2, 2).expect("studio b");
+    let dir = tempfile::tempdir().expect("scratch");
+    let (_relay, invite) = relay(&lab, dir.path());
+    // Long enough for both ends to give up on a direct path and say so.
+    let reports = jam(&invite, &[("ana", a), ("ben", b)], 10.0);
+    for (me, other) in [(0, "ben"), (1, "ana")] {
+        let r = &reports[me];
+        let route = route(r, other);
+        eprintln!("{} → {other}: {route}", r.name);
+        assert!(
+            matches!(route, Route::Relay(RelayWhy::Blocked { .. })),
+            "{} → {other}: {route}",
+            r.name
+        );
+        heard(r, other, false);
+    }
+}
+
+#[test]
+fn two_studios_behind_one_router_meet_on_their_lan() {
+    let _one = one_at_a_time();
+    let Some(mut lab) = lab("lan") else { return };
+    lab.router(1, Mapping::PortPreserving).expect("router 1");
+    let a = lab.studio(1, 2).expect("studio a");
+    let b = lab.studio(1, 3).expect("studio b");
+    let dir = tempfile::tempdir().expect("scratch");
+    let (_relay, invite) = relay(&lab, dir.path());
+    let reports = jam(&invite, &[("ana", a), ("ben", b)], 5.0);
+    for (me, other) in [(0, "ben"), (1, "ana")] {
+        let r = &reports[me];
+        let route = route(r, other);
+        eprintln!("{} → {other}: {route}", r.name);
+        assert!(
+            matches!(route, Route::Direct { lan: true, .. }),
+            "{} → {other}: {route}",
+            r.name
+        );
+        heard(r, other, true);
+    }
+}
