@@ -164,3 +164,69 @@ fn two_studios_behind_one_router_meet_on_their_lan() {
         heard(r, other, true);
     }
 }
+
+/// Frames `report`'s studio concealed of `other` between two moments of its run.
+fn concealed_between(report: &HeadlessReport, other: &str, from_s: f32, to_s: f32) -> u64 {
+    let rec = report.recordings.values().find(|r| r.name == other);
+    let rec = rec.unwrap_or_else(|| panic!("{} never heard {other}", report.name));
+    let at = |t: f32| {
+        rec.timeline
+            .iter()
+            .take_while(|p| p.at_s <= t)
+            .last()
+            .map_or(0, |p| p.concealed)
+    };
+    at(to_s) - at(from_s)
+}
+
+#[test]
+fn a_direct_path_blocked_mid_jam_hands_over_to_the_relay_and_comes_back() {
+    let _one = one_at_a_time();
+    let Some(mut lab) = lab("blk") else { return };
+    lab.router(1, Mapping::PortPreserving).expect("router 1");
+    lab.router(2, Mapping::PortPreserving).expect("router 2");
+    let a = lab.studio(1, 2).expect("studio a");
+    let b = lab.studio(2, 2).expect("studio b");
+    let dir = tempfile::tempdir().expect("scratch");
+    let (_relay, invite) = relay(&lab, dir.path());
+    // Router 1 drops everything to and from router 2 from 3 s to 5 s into the run: shorter
+    // than QUIC's idle timeout, so the path survives it.
+    let (block_at, lift_at) = (3.0f32, 5.0f32);
+    let reports = std::thread::scope(|s| {
+        let blocker = s.spawn(|| {
+            std::thread::sleep(Duration::from_secs_f32(block_at));
+            lab.block(1, [203, 0, 113, 12], true).expect("block");
+            std::thread::sleep(Duration::from_secs_f32(lift_at - block_at));
+            lab.block(1, [203, 0, 113, 12], false).expect("lift");
+        });
+        let reports = jam(&invite, &[("ana", a), ("ben", b)], 8.0);
+        blocker.join().expect("blocker");
+        reports
+    });
+    for (me, other) in [(0, "ben"), (1, "ana")] {
+        let r = &reports[me];
+        let before = concealed_between(r, other, 1.5, block_at - 0.2);
+        let during = concealed_between(r, other, block_at - 0.2, lift_at + 0.5);
+        let after = concealed_between(r, other, lift_at + 0.5, 7.5);
+        eprintln!(
+            "{} hearing {other}: {before} concealed before, {during} across the block and lift, \
+             {after} after; {}",
+            r.name,
+            route(r, other)
+        );
+        // The relay took over within the quiet window and a relay trip: far from the 2.5 s
+        // QUIC would take to give up on the path (1,000 frames of 2.5 ms).
+        assert!(
+            during <= 80,
+            "{} concealed {during} frames of {other}",
+            r.name
+        );
+        assert!(
+            matches!(route(r, other), Route::Direct { .. }),
+            "{} → {other} after the lift: {}",
+            r.name,
+            route(r, other)
+        );
+        heard(r, other, true);
+    }
+}

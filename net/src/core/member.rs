@@ -105,6 +105,8 @@ struct Joined {
     members: BTreeMap<MemberId, MemberInfo>,
     /// Members reached over a direct path.
     paths: BTreeSet<MemberId>,
+    /// Of them, those whose path has gone quiet: the relay carries our audio to them too.
+    quiet: BTreeSet<MemberId>,
     /// Members whose audio came under a key we were never granted (a grant lost to a
     /// reconnection race), and when we last asked each for it again.
     unkeyed: BTreeMap<MemberId, Option<Instant>>,
@@ -184,6 +186,7 @@ impl RoomCore {
             keys,
             members: others.iter().map(|m| (m.id, m.clone())).collect(),
             paths: BTreeSet::new(),
+            quiet: BTreeSet::new(),
             unkeyed: BTreeMap::new(),
             next_key_tick: now + KEY_TICK,
             next_presence_tick: now,
@@ -244,6 +247,7 @@ impl RoomCore {
                 let Some(j) = self.joined.as_mut() else {
                     return;
                 };
+                j.quiet.remove(&id);
                 if j.paths.remove(&id) {
                     self.route();
                 }
@@ -278,41 +282,6 @@ impl RoomCore {
             self.counters.doc_direct.fetch_add(1, Relaxed);
             self.doc_message(now, from, msg, true, doc);
         }
-    }
-
-    /// A direct path to `member` carries audio and document both ways from now on.
-    pub fn handle_path_up(&mut self, _now: Instant, member: MemberId, doc: &mut DocReplica) {
-        let Some(j) = self.joined.as_mut() else {
-            return;
-        };
-        if !j.members.contains_key(&member) || !j.paths.insert(member) {
-            return;
-        }
-        self.route();
-        // Sync again over the new path, so nothing waits on the relay.
-        self.sync_all(doc);
-    }
-
-    /// The direct path to `member` is gone: the relay carries everything again, and the
-    /// document sync starts over by the relay (what was in flight on the path may be lost).
-    pub fn handle_path_down(&mut self, _now: Instant, member: MemberId, doc: &mut DocReplica) {
-        let Some(j) = self.joined.as_mut() else {
-            return;
-        };
-        if !j.paths.remove(&member) {
-            return;
-        }
-        let info = j.members.get(&member).cloned();
-        self.route();
-        // Try again: a changed address or a router that forgot its mapping heals this way.
-        if let Some(info) = &info {
-            self.maybe_dial(info);
-        }
-        let participant = info.map(|m| m.participant);
-        if let Some(p) = participant {
-            doc.restart(p);
-        }
-        self.sync_all(doc);
     }
 
     /// Time passed: held edits go out, keys rotate and expire, presence goes out when due.
@@ -427,13 +396,6 @@ impl RoomCore {
         self.joined.iter().flat_map(|j| j.members.values())
     }
 
-    /// Whether a direct path to `member` is up.
-    pub fn is_direct(&self, member: MemberId) -> bool {
-        self.joined
-            .as_ref()
-            .is_some_and(|j| j.paths.contains(&member))
-    }
-
     /// Whether we can open `member`'s audio yet.
     pub fn keyed(&self, member: MemberId) -> bool {
         self.joined
@@ -453,7 +415,10 @@ impl RoomCore {
         redundancy: usize,
     ) -> Option<(&[u8], usize, bool)> {
         let j = self.joined.as_mut()?;
-        let relay = j.members.keys().any(|m| !j.paths.contains(m));
+        let relay = j
+            .members
+            .keys()
+            .any(|m| !j.paths.contains(m) || j.quiet.contains(m));
         let (datagram, prefix) =
             self.audio
                 .seal(&mut j.keys, j.me, (stem, media_time), payload, redundancy);
@@ -500,27 +465,6 @@ impl RoomCore {
     /// Our key state, for the simulator's hostile member and the crate's tests.
     pub(crate) fn danger_keys_mut(&mut self) -> Option<&mut MemberKeys> {
         self.joined.as_mut().map(|j| &mut j.keys)
-    }
-
-    fn maybe_dial(&mut self, other: &MemberInfo) {
-        let Some(j) = &self.joined else { return };
-        if self.force_relay {
-            return;
-        }
-        self.events.push_back(if j.me < other.id {
-            RoomEvent::Dial(other.clone())
-        } else {
-            RoomEvent::Punch(other.clone())
-        });
-    }
-
-    /// Tells the relay which members no longer need our audio forwarded.
-    fn route(&mut self) {
-        if let Some(j) = &self.joined {
-            let direct = j.paths.iter().copied().collect();
-            self.transmits
-                .push_back(Transmit::Relay(ClientMessage::Route { direct }));
-        }
     }
 
     /// A new epoch of our sender key, granted to every member we hold a key announcement of.
@@ -797,6 +741,9 @@ impl RoomCore {
             .map(|m| (m.participant, m.member))
     }
 }
+
+#[path = "member_paths.rs"]
+mod paths;
 
 #[path = "member_rotation.rs"]
 mod rotation;

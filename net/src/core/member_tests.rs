@@ -295,6 +295,66 @@ fn the_lower_id_dials_each_pair_once() {
     assert_eq!(dials(&mut b.cores[2]), vec![]);
 }
 
+/// The higher id of a pair punches toward the lower (which dials it) at the same moment.
+#[test]
+fn the_higher_id_punches_toward_each_lower_one() {
+    let mut b = Band::new(3, RotationPolicy::default());
+    for i in 0..3 {
+        b.join(i);
+    }
+    let punches = |c: &mut RoomCore| {
+        std::iter::from_fn(|| c.poll_event())
+            .filter_map(|e| match e {
+                RoomEvent::Punch(m) => Some(m.id),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(punches(&mut b.cores[0]), vec![]);
+    assert_eq!(punches(&mut b.cores[1]), vec![MemberId(0)]);
+    assert_eq!(punches(&mut b.cores[2]), vec![MemberId(0), MemberId(1)]);
+}
+
+/// A quiet path hands our audio to the relay (told to forward it again) at once, and takes
+/// it back when it carries; a path that goes down is tried again.
+#[test]
+fn a_quiet_path_hands_audio_to_the_relay_and_takes_it_back() {
+    let mut b = Band::new(2, RotationPolicy::default());
+    b.join(0);
+    let id1 = b.join(1);
+    b.settle_keys();
+    let routes = |c: &mut RoomCore| {
+        std::iter::from_fn(|| c.poll_transmit())
+            .filter_map(|t| match t {
+                Transmit::Relay(ClientMessage::Route { direct }) => Some(direct),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let needs_relay = |c: &mut RoomCore| c.seal_audio(StemId(0), 0, &[0; 20], 0).unwrap().2;
+    let c = &mut b.cores[0];
+    c.handle_path_up(b.now, id1, &mut b.docs[0]);
+    assert_eq!(routes(c), vec![vec![id1]]);
+    assert!(!needs_relay(c));
+    c.handle_path_quiet(b.now, id1, true);
+    assert_eq!(routes(c), vec![vec![]]);
+    assert!(needs_relay(c) && c.is_direct(id1) && c.is_quiet(id1));
+    c.handle_path_quiet(b.now, id1, true);
+    assert_eq!(
+        routes(c),
+        Vec::<Vec<MemberId>>::new(),
+        "no news, no message"
+    );
+    c.handle_path_quiet(b.now, id1, false);
+    assert_eq!(routes(c), vec![vec![id1]]);
+    assert!(!needs_relay(c));
+    while c.poll_event().is_some() {}
+    c.handle_path_down(b.now, id1, &mut b.docs[0]);
+    assert!(!c.is_direct(id1) && !c.is_quiet(id1));
+    let events: Vec<RoomEvent> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert_eq!(events, vec![RoomEvent::Dial(info(1, id1))]);
+}
+
 #[test]
 fn a_member_with_two_streams_is_heard_on_both_each_numbered_on_its_own() {
     let mut b = Band::new(2, RotationPolicy::default());

@@ -26,6 +26,10 @@ const RECOGNISE_TIMEOUT: Duration = Duration::from_millis(500);
 /// A member whose direct path just went down is tried again after this long (the old
 /// connection drains; a flapping path does not spin).
 const REDIAL_AFTER: Duration = Duration::from_secs(1);
+/// A direct path that carried nothing for this long is quiet (see `Driver::check_paths`);
+/// looked at this often.
+const PATH_QUIET: Duration = Duration::from_millis(60);
+const PATH_CHECK: Duration = Duration::from_millis(10);
 
 /// What the readers and dialers tell the driver.
 pub(super) enum Input {
@@ -78,6 +82,8 @@ struct DirectLink {
     conn: Connection,
     /// How long it took from hearing of the member.
     after: Duration,
+    /// When something last came over it (or it came up).
+    heard: Instant,
     control: mpsc::Sender<PeerMessage>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -215,10 +221,12 @@ impl Driver {
         );
         self.publish(&links, Some(SessionState::Joined { you: me }));
         let mut next_publish = Instant::now() + PUBLISH_EVERY;
+        let mut next_path_check = Instant::now() + PATH_CHECK;
         while self.flush(&mut links) && !self.shared.stopped.load(Relaxed) {
             let due = [
                 self.core.poll_timeout(),
                 Some(next_publish),
+                (!links.paths.is_empty()).then_some(next_path_check),
                 links.unrecognised.iter().map(|u| u.1).min(),
             ]
             .into_iter()
@@ -234,10 +242,10 @@ impl Driver {
                     changed = false;
                 }
                 Some((via, d)) = datagrams_rx.recv() => {
-                    self.receive(via, &d);
+                    self.receive(via, &d, &mut links);
                     for _ in 1..DATAGRAMS_PER_WAKE {
                         let Ok((via, d)) = datagrams_rx.try_recv() else { break };
-                        self.receive(via, &d);
+                        self.receive(via, &d, &mut links);
                     }
                     changed = false;
                 }
@@ -248,6 +256,10 @@ impl Driver {
                 _ = tokio::time::sleep_until(due.into()) => {
                     let now = Instant::now();
                     self.core.handle_timeout(now, &mut self.shared.doc());
+                    if now >= next_path_check {
+                        next_path_check = now + PATH_CHECK;
+                        self.check_paths(now, &links);
+                    }
                     links.unrecognised.retain(|(c, until)| {
                         let keep = *until > now;
                         if !keep {
@@ -301,6 +313,7 @@ impl Driver {
             .members()
             .map(|m| {
                 let route = match links.paths.get(&m.id) {
+                    Some(_) if self.core.is_quiet(m.id) => Route::Relay(RelayWhy::Quiet),
                     Some(p) => {
                         let addr = p.conn.remote_address();
                         Route::Direct {
@@ -329,7 +342,12 @@ impl Driver {
         });
     }
 
-    fn receive(&mut self, via: Via, datagram: &[u8]) {
+    fn receive(&mut self, via: Via, datagram: &[u8], links: &mut Links) {
+        if let Via::Direct(m) = via {
+            if let Some(p) = links.paths.get_mut(&m) {
+                p.heard = Instant::now();
+            }
+        }
         let on_audio = &mut self.on_audio;
         self.core
             .open_datagram(via, datagram, &mut |from, frame| on_audio(from, frame));
@@ -501,6 +519,7 @@ impl Driver {
             DirectLink {
                 conn,
                 after,
+                heard: now,
                 control,
                 task,
             },
@@ -576,6 +595,26 @@ impl Driver {
 }
 
 impl Driver {
+    /// Marks each direct path quiet or carrying by when something last came over it (every
+    /// member sends a frame every few milliseconds): a path a router started dropping hands
+    /// our audio to the relay within [`PATH_QUIET`], long before QUIC gives up on it.
+    fn check_paths(&mut self, now: Instant, links: &Links) {
+        for (&m, p) in &links.paths {
+            let quiet = now.saturating_duration_since(p.heard) > PATH_QUIET;
+            if quiet != self.core.is_quiet(m) {
+                tracing::info!(
+                    "direct path to {m:?} {}",
+                    if quiet {
+                        "went quiet: the relay carries our audio too"
+                    } else {
+                        "carries again"
+                    }
+                );
+                self.core.handle_path_quiet(now, m, quiet);
+            }
+        }
+    }
+
     /// Opens the way to `other` (dialling it if `dial`), again after a short wait if its
     /// last path just went down.
     fn reach(&self, links: &mut Links, other: MemberInfo, dial: bool) {

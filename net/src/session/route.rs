@@ -35,6 +35,9 @@ pub enum RelayWhy {
         /// their router gives each destination its own port (a symmetric NAT).
         their_ports_differ: bool,
     },
+    /// The direct path is up but nothing came over it lately (a router on the way started
+    /// dropping it?): the relay carries the audio too until it carries again.
+    Quiet,
 }
 
 impl fmt::Display for Route {
@@ -73,6 +76,9 @@ impl fmt::Display for RelayWhy {
             } => {
                 "no direct packet got through: a router on the way blocks incoming traffic \
                  (a symmetric NAT or a strict firewall) — audio goes by the relay"
+            }
+            RelayWhy::Quiet => {
+                "the direct path went quiet; the relay carries the audio until it is back"
             }
         })
     }
