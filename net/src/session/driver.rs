@@ -26,6 +26,9 @@ const RECOGNISE_TIMEOUT: Duration = Duration::from_millis(500);
 /// A member whose direct path just went down is tried again after this long (the old
 /// connection drains; a flapping path does not spin).
 const REDIAL_AFTER: Duration = Duration::from_secs(1);
+/// A member no direct path reached is tried again this long after (doubling, up to 8 times
+/// this).
+const REACH_AGAIN: Duration = Duration::from_secs(15);
 /// A direct path that carried nothing for this long is quiet (see `Driver::check_paths`);
 /// looked at this often.
 const PATH_QUIET: Duration = Duration::from_millis(60);
@@ -228,6 +231,7 @@ impl Driver {
                 Some(next_publish),
                 (!links.paths.is_empty()).then_some(next_path_check),
                 links.unrecognised.iter().map(|u| u.1).min(),
+                links.reach.values().filter_map(|r| r.again).min(),
             ]
             .into_iter()
             .flatten()
@@ -256,6 +260,7 @@ impl Driver {
                 _ = tokio::time::sleep_until(due.into()) => {
                     let now = Instant::now();
                     self.core.handle_timeout(now, &mut self.shared.doc());
+                    self.reach_again(now, &mut links);
                     if now >= next_path_check {
                         next_path_check = now + PATH_CHECK;
                         self.check_paths(now, &links);
@@ -449,6 +454,10 @@ impl Driver {
                         socket.heard_from_ip(observed) && !socket.heard_from(observed);
                     if let Some(r) = links.reach.get_mut(&member) {
                         r.why = RelayWhy::Blocked { their_ports_differ };
+                        // Routers change (a block lifted, a mapping freed): tried again
+                        // later, less often each time.
+                        r.again = Some(now + REACH_AGAIN * 2u32.pow(r.tries.min(3)));
+                        r.tries += 1;
                     }
                     self.publish(links, None);
                 }
@@ -505,6 +514,9 @@ impl Driver {
             .reach
             .get(&member)
             .map_or(Duration::ZERO, |r| now.saturating_duration_since(r.since));
+        if let Some(r) = links.reach.get_mut(&member) {
+            (r.tries, r.again) = (0, None);
+        }
         let (control, outbox) = mpsc::channel(CONTROL_QUEUE);
         let task = tokio::spawn(direct::serve_path(
             member,
@@ -615,6 +627,26 @@ impl Driver {
         }
     }
 
+    /// Tries again the direct paths whose time has come.
+    fn reach_again(&mut self, now: Instant, links: &mut Links) {
+        let due: Vec<MemberId> = links
+            .reach
+            .iter()
+            .filter(|(_, r)| r.again.is_some_and(|at| at <= now))
+            .map(|(&m, _)| m)
+            .collect();
+        for m in due {
+            if let Some(r) = links.reach.get_mut(&m) {
+                r.again = None;
+            }
+            let info = self.core.members().find(|i| i.id == m).cloned();
+            let dial = self.core.me().is_some_and(|me| me < m);
+            if let (Some(info), false) = (info, links.paths.contains_key(&m)) {
+                self.reach(links, info, dial);
+            }
+        }
+    }
+
     /// Opens the way to `other` (dialling it if `dial`), again after a short wait if its
     /// last path just went down.
     fn reach(&self, links: &mut Links, other: MemberInfo, dial: bool) {
@@ -623,6 +655,8 @@ impl Driver {
             since: now,
             why: RelayWhy::Trying,
             down_at: None,
+            again: None,
+            tries: 0,
         });
         r.why = RelayWhy::Trying;
         let delay = match r.down_at {

@@ -93,4 +93,8 @@ pub(super) struct Reaching {
     pub why: RelayWhy,
     /// When its last path went down.
     pub down_at: Option<Instant>,
+    /// When to try a direct path again, after a try that reached nothing.
+    pub again: Option<Instant>,
+    /// Tries that reached nothing so far.
+    pub tries: u32,
 }
