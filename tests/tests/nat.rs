@@ -34,6 +34,38 @@ fn relay(lab: &Lab, dir: &std::path::Path) -> (TestRelay, echoel_net::Invite) {
     (relay, invite)
 }
 
+/// Two studios, "ana" behind router 1 and "ben" behind router 2 (or both behind router 1),
+/// and a room for them on a relay on the internet. Keep the scratch folder while it runs.
+struct Setup {
+    lab: Lab,
+    studios: Vec<(&'static str, String)>,
+    invite: echoel_net::Invite,
+    _relay: TestRelay,
+    _dir: tempfile::TempDir,
+}
+
+fn setup(test: &str, first: Mapping, second: Option<Mapping>) -> Option<Setup> {
+    let mut lab = lab(test)?;
+    lab.router(1, first).expect("router 1");
+    let b = match second {
+        Some(m) => {
+            lab.router(2, m).expect("router 2");
+            lab.studio(2, 2).expect("studio b")
+        }
+        None => lab.studio(1, 3).expect("studio b"),
+    };
+    let a = lab.studio(1, 2).expect("studio a");
+    let dir = tempfile::tempdir().expect("scratch");
+    let (relay, invite) = relay(&lab, dir.path());
+    Some(Setup {
+        lab,
+        studios: vec![("ana", a), ("ben", b)],
+        invite,
+        _relay: relay,
+        _dir: dir,
+    })
+}
+
 /// Plays `seconds` of voice as each named studio, each in its namespace, all at once.
 fn jam(
     invite: &echoel_net::Invite,
@@ -91,14 +123,10 @@ fn heard(report: &HeadlessReport, other: &str, direct: bool) {
 #[test]
 fn studios_behind_port_preserving_nats_punch_through_within_two_seconds() {
     let _one = one_at_a_time();
-    let Some(mut lab) = lab("pp") else { return };
-    lab.router(1, Mapping::PortPreserving).expect("router 1");
-    lab.router(2, Mapping::PortPreserving).expect("router 2");
-    let a = lab.studio(1, 2).expect("studio a");
-    let b = lab.studio(2, 2).expect("studio b");
-    let dir = tempfile::tempdir().expect("scratch");
-    let (_relay, invite) = relay(&lab, dir.path());
-    let reports = jam(&invite, &[("ana", a), ("ben", b)], 5.0);
+    let Some(s) = setup("pp", Mapping::PortPreserving, Some(Mapping::PortPreserving)) else {
+        return;
+    };
+    let reports = jam(&s.invite, &s.studios, 5.0);
     for (me, other) in [(0, "ben"), (1, "ana")] {
         let r = &reports[me];
         match route(r, other) {
@@ -120,15 +148,11 @@ fn studios_behind_port_preserving_nats_punch_through_within_two_seconds() {
 #[test]
 fn a_studio_behind_a_symmetric_nat_goes_by_the_relay_and_is_told_why() {
     let _one = one_at_a_time();
-    let Some(mut lab) = lab("sym") else { return };
-    lab.router(1, Mapping::PortPreserving).expect("router 1");
-    lab.router(2, Mapping::Symmetric).expect("router 2");
-    let a = lab.studio(1, 2).expect("studio a");
-    let b = lab.studio(2, 2).expect("studio b");
-    let dir = tempfile::tempdir().expect("scratch");
-    let (_relay, invite) = relay(&lab, dir.path());
+    let Some(s) = setup("sym", Mapping::PortPreserving, Some(Mapping::Symmetric)) else {
+        return;
+    };
     // Long enough for both ends to give up on a direct path and say so.
-    let reports = jam(&invite, &[("ana", a), ("ben", b)], 10.0);
+    let reports = jam(&s.invite, &s.studios, 10.0);
     for (me, other) in [(0, "ben"), (1, "ana")] {
         let r = &reports[me];
         let route = route(r, other);
@@ -145,13 +169,10 @@ fn a_studio_behind_a_symmetric_nat_goes_by_the_relay_and_is_told_why() {
 #[test]
 fn two_studios_behind_one_router_meet_on_their_lan() {
     let _one = one_at_a_time();
-    let Some(mut lab) = lab("lan") else { return };
-    lab.router(1, Mapping::PortPreserving).expect("router 1");
-    let a = lab.studio(1, 2).expect("studio a");
-    let b = lab.studio(1, 3).expect("studio b");
-    let dir = tempfile::tempdir().expect("scratch");
-    let (_relay, invite) = relay(&lab, dir.path());
-    let reports = jam(&invite, &[("ana", a), ("ben", b)], 5.0);
+    let Some(s) = setup("lan", Mapping::PortPreserving, None) else {
+        return;
+    };
+    let reports = jam(&s.invite, &s.studios, 5.0);
     for (me, other) in [(0, "ben"), (1, "ana")] {
         let r = &reports[me];
         let route = route(r, other);
@@ -182,24 +203,24 @@ fn concealed_between(report: &HeadlessReport, other: &str, from_s: f32, to_s: f3
 #[test]
 fn a_direct_path_blocked_mid_jam_hands_over_to_the_relay_and_comes_back() {
     let _one = one_at_a_time();
-    let Some(mut lab) = lab("blk") else { return };
-    lab.router(1, Mapping::PortPreserving).expect("router 1");
-    lab.router(2, Mapping::PortPreserving).expect("router 2");
-    let a = lab.studio(1, 2).expect("studio a");
-    let b = lab.studio(2, 2).expect("studio b");
-    let dir = tempfile::tempdir().expect("scratch");
-    let (_relay, invite) = relay(&lab, dir.path());
+    let Some(s) = setup(
+        "blk",
+        Mapping::PortPreserving,
+        Some(Mapping::PortPreserving),
+    ) else {
+        return;
+    };
     // Router 1 drops everything to and from router 2 from 3 s to 5 s into the run: shorter
     // than QUIC's idle timeout, so the path survives it.
     let (block_at, lift_at) = (3.0f32, 5.0f32);
-    let reports = std::thread::scope(|s| {
-        let blocker = s.spawn(|| {
+    let reports = std::thread::scope(|scope| {
+        let blocker = scope.spawn(|| {
             std::thread::sleep(Duration::from_secs_f32(block_at));
-            lab.block(1, [203, 0, 113, 12], true).expect("block");
+            s.lab.block(1, [203, 0, 113, 12], true).expect("block");
             std::thread::sleep(Duration::from_secs_f32(lift_at - block_at));
-            lab.block(1, [203, 0, 113, 12], false).expect("lift");
+            s.lab.block(1, [203, 0, 113, 12], false).expect("lift");
         });
-        let reports = jam(&invite, &[("ana", a), ("ben", b)], 8.0);
+        let reports = jam(&s.invite, &s.studios, 8.0);
         blocker.join().expect("blocker");
         reports
     });

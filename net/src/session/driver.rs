@@ -98,6 +98,9 @@ impl Drop for DirectLink {
     }
 }
 
+#[path = "driver_paths.rs"]
+mod paths;
+
 impl Driver {
     fn set_state(&self, state: SessionState) {
         self.shared.publish(|p| p.state = state);
@@ -313,28 +316,7 @@ impl Driver {
             .iter()
             .map(|(id, p)| (*id, p.conn.clone()))
             .collect();
-        let routes = self
-            .core
-            .members()
-            .map(|m| {
-                let route = match links.paths.get(&m.id) {
-                    Some(_) if self.core.is_quiet(m.id) => Route::Relay(RelayWhy::Quiet),
-                    Some(p) => {
-                        let addr = p.conn.remote_address();
-                        Route::Direct {
-                            addr,
-                            lan: m.local.contains(&addr),
-                            after: p.after,
-                        }
-                    }
-                    None if self.config.force_relay => Route::Relay(RelayWhy::Off),
-                    None => {
-                        Route::Relay(links.reach.get(&m.id).map_or(RelayWhy::Trying, |r| r.why))
-                    }
-                };
-                (m.id, route)
-            })
-            .collect();
+        let routes = self.routes(links);
         self.shared.publish(|p| {
             p.routes = routes;
             p.members = members;
@@ -442,26 +424,7 @@ impl Driver {
             }
             Input::Dialled(member, conn) => self.adopt(member, conn, links),
             Input::Incoming(conn) => self.incoming(conn, now, links),
-            Input::NoPath(member) => {
-                let observed = self
-                    .core
-                    .members()
-                    .find(|m| m.id == member)
-                    .map(|m| m.observed);
-                if let (Some(observed), None) = (observed, links.paths.get(&member)) {
-                    let socket = &links.socket;
-                    let their_ports_differ =
-                        socket.heard_from_ip(observed) && !socket.heard_from(observed);
-                    if let Some(r) = links.reach.get_mut(&member) {
-                        r.why = RelayWhy::Blocked { their_ports_differ };
-                        // Routers change (a block lifted, a mapping freed): tried again
-                        // later, less often each time.
-                        r.again = Some(now + REACH_AGAIN * 2u32.pow(r.tries.min(3)));
-                        r.tries += 1;
-                    }
-                    self.publish(links, None);
-                }
-            }
+            Input::NoPath(member) => self.no_path(now, member, links),
             Input::PathDown(member, id) => {
                 if links
                     .paths
@@ -477,68 +440,6 @@ impl Driver {
                 }
             }
         }
-    }
-
-    /// A member dialled us: matched by the address the relay saw it at.
-    fn incoming(&mut self, conn: Connection, now: Instant, links: &mut Links) {
-        let remote = conn.remote_address();
-        let exact = self
-            .core
-            .members()
-            .find(|m| m.observed == remote || m.local.contains(&remote));
-        // A router that gives each destination a new port dials from one the relay never
-        // saw: known by its address alone, if no one else is behind it.
-        let mut by_ip = self
-            .core
-            .members()
-            .filter(|m| m.observed.ip() == remote.ip());
-        let member = exact
-            .or_else(|| by_ip.next().filter(|_| by_ip.next().is_none()))
-            .map(|m| m.id);
-        drop(by_ip);
-        match member {
-            Some(member) => self.adopt(member, conn, links),
-            None => links.unrecognised.push((conn, now + RECOGNISE_TIMEOUT)),
-        }
-    }
-
-    /// Uses `conn` for `member`'s audio and document, if it still needs one.
-    fn adopt(&mut self, member: MemberId, conn: Connection, links: &mut Links) {
-        let known = self.core.members().any(|m| m.id == member);
-        if !known || links.paths.contains_key(&member) {
-            conn.close(0u32.into(), b"not needed");
-            return;
-        }
-        let now = Instant::now();
-        let after = links
-            .reach
-            .get(&member)
-            .map_or(Duration::ZERO, |r| now.saturating_duration_since(r.since));
-        if let Some(r) = links.reach.get_mut(&member) {
-            (r.tries, r.again) = (0, None);
-        }
-        let (control, outbox) = mpsc::channel(CONTROL_QUEUE);
-        let task = tokio::spawn(direct::serve_path(
-            member,
-            conn.clone(),
-            outbox,
-            links.inputs.clone(),
-            links.datagrams.clone(),
-            self.shared.counters.clone(),
-        ));
-        links.paths.insert(
-            member,
-            DirectLink {
-                conn,
-                after,
-                heard: now,
-                control,
-                task,
-            },
-        );
-        self.core
-            .handle_path_up(Instant::now(), member, &mut self.shared.doc());
-        self.publish(links, None);
     }
 
     /// Sends what the core has to send and acts on what it asks. False when the relay's
@@ -603,78 +504,6 @@ impl Driver {
             }
         }
         true
-    }
-}
-
-impl Driver {
-    /// Marks each direct path quiet or carrying by when something last came over it (every
-    /// member sends a frame every few milliseconds): a path a router started dropping hands
-    /// our audio to the relay within [`PATH_QUIET`], long before QUIC gives up on it.
-    fn check_paths(&mut self, now: Instant, links: &Links) {
-        for (&m, p) in &links.paths {
-            let quiet = now.saturating_duration_since(p.heard) > PATH_QUIET;
-            if quiet != self.core.is_quiet(m) {
-                tracing::info!(
-                    "direct path to {m:?} {}",
-                    if quiet {
-                        "went quiet: the relay carries our audio too"
-                    } else {
-                        "carries again"
-                    }
-                );
-                self.core.handle_path_quiet(now, m, quiet);
-            }
-        }
-    }
-
-    /// Tries again the direct paths whose time has come.
-    fn reach_again(&mut self, now: Instant, links: &mut Links) {
-        let due: Vec<MemberId> = links
-            .reach
-            .iter()
-            .filter(|(_, r)| r.again.is_some_and(|at| at <= now))
-            .map(|(&m, _)| m)
-            .collect();
-        for m in due {
-            if let Some(r) = links.reach.get_mut(&m) {
-                r.again = None;
-            }
-            let info = self.core.members().find(|i| i.id == m).cloned();
-            let dial = self.core.me().is_some_and(|me| me < m);
-            if let (Some(info), false) = (info, links.paths.contains_key(&m)) {
-                self.reach(links, info, dial);
-            }
-        }
-    }
-
-    /// Opens the way to `other` (dialling it if `dial`), again after a short wait if its
-    /// last path just went down.
-    fn reach(&self, links: &mut Links, other: MemberInfo, dial: bool) {
-        let now = Instant::now();
-        let r = links.reach.entry(other.id).or_insert(Reaching {
-            since: now,
-            why: RelayWhy::Trying,
-            down_at: None,
-            again: None,
-            tries: 0,
-        });
-        r.why = RelayWhy::Trying;
-        let delay = match r.down_at {
-            Some(at) if now.saturating_duration_since(at) < REDIAL_AFTER => REDIAL_AFTER,
-            _ => Duration::ZERO,
-        };
-        let v6 = links.socket.local_addr().is_ok_and(|a| a.is_ipv6());
-        direct::Reach {
-            endpoint: links.endpoint.clone(),
-            socket: links.socket.clone(),
-            signal: self.shared.congestion.clone(),
-            candidates: direct::candidates(&other, &links.networks, v6),
-            other,
-            dial,
-            delay,
-            driver: links.inputs.clone(),
-        }
-        .start();
     }
 }
 
