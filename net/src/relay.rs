@@ -303,6 +303,9 @@ impl Directory {
 /// A bound relay, ready to run.
 pub struct Relay {
     endpoint: quinn::Endpoint,
+    /// Tells a member the address it is seen at from here (a second port: a member whose
+    /// router gives it another port than the QUIC connection's is behind a symmetric NAT).
+    reflector: Option<tokio::net::UdpSocket>,
     directory: Arc<Directory>,
     metrics_listener: Option<tokio::net::TcpListener>,
     fingerprint: CertFingerprint,
@@ -327,6 +330,22 @@ impl Relay {
             addr: config.listen,
             source,
         })?;
+        // The reflector: the port after ours, where it can be had (see `reflect`).
+        let reflector = match endpoint.local_addr() {
+            Ok(a) if a.port() < u16::MAX => {
+                let at = SocketAddr::new(a.ip(), a.port() + 1);
+                match tokio::net::UdpSocket::bind(at).await {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        tracing::warn!(
+                            "no reflector on {at} ({e}): members cannot tell a symmetric NAT"
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         let metrics_listener = match config.metrics {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
@@ -337,6 +356,7 @@ impl Relay {
         };
         Ok(Self {
             endpoint,
+            reflector,
             directory: Arc::new(Directory {
                 #[cfg(feature = "danger-test-hooks")]
                 hooks: hooks::Hooks::default(),
@@ -392,6 +412,7 @@ impl Relay {
         let metrics = self
             .metrics_listener
             .map(|l| tokio::spawn(metrics::serve(l, self.directory.clone())));
+        let reflector = self.reflector.map(|r| tokio::spawn(reflect(r)));
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
                 let address = incoming.remote_address().ip();
@@ -436,8 +457,8 @@ impl Relay {
             _ = accept => {}
             _ = shutdown => {}
         }
-        if let Some(m) = metrics {
-            m.abort();
+        for task in [metrics, reflector].into_iter().flatten() {
+            task.abort();
         }
         self.endpoint.close(0u32.into(), b"relay shutting down");
         // The room tasks end once their connections' tasks have.
@@ -447,6 +468,17 @@ impl Relay {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}
+
+/// Answers each probe with the address it came from: no state, and an answer no larger than
+/// the probe, so it is no use for amplification.
+async fn reflect(socket: tokio::net::UdpSocket) {
+    let mut buf = [0u8; 64];
+    while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+        if buf[..n] == crate::session::PROBE[..] {
+            let _ = socket.send_to(&crate::session::reflect(from), from).await;
+        }
     }
 }
 

@@ -29,6 +29,8 @@ const REDIAL_AFTER: Duration = Duration::from_secs(1);
 /// A member no direct path reached is tried again this long after (doubling, up to 8 times
 /// this).
 const REACH_AGAIN: Duration = Duration::from_secs(15);
+/// Probes sent to the relay's reflector, 200 ms apart, until it answers.
+const REFLECTOR_PROBES: u32 = 10;
 /// A direct path that carried nothing for this long is quiet (see `Driver::check_paths`);
 /// looked at this often.
 const PATH_QUIET: Duration = Duration::from_millis(60);
@@ -72,6 +74,8 @@ struct Links {
     networks: Vec<(SocketAddr, u8)>,
     /// Where we stand with each member's direct path.
     reach: BTreeMap<MemberId, Reaching>,
+    /// Our address as the relay sees it.
+    observed: SocketAddr,
     relay: Connection,
     control: mpsc::Sender<ClientMessage>,
     paths: BTreeMap<MemberId, DirectLink>,
@@ -176,6 +180,7 @@ impl Driver {
             mut send,
             mut recv,
             me,
+            observed,
             others,
         } = joined;
         let (control, mut control_rx) = mpsc::channel::<ClientMessage>(CONTROL_QUEUE);
@@ -209,6 +214,7 @@ impl Driver {
             socket,
             networks,
             reach: BTreeMap::new(),
+            observed,
             relay: conn.clone(),
             control,
             paths: BTreeMap::new(),
@@ -216,6 +222,21 @@ impl Driver {
             inputs,
             datagrams,
         };
+        // Where the relay's reflector sees us: another port than `observed` means our router
+        // gives each destination its own (a symmetric NAT).
+        if !self.config.force_relay {
+            let (socket, relay) = (links.socket.clone(), conn.remote_address());
+            tokio::spawn(async move {
+                let reflector = SocketAddr::new(relay.ip(), relay.port().wrapping_add(1));
+                for _ in 0..REFLECTOR_PROBES {
+                    if socket.reflected().is_some() {
+                        return;
+                    }
+                    socket.probe(reflector);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            });
+        }
         // Frames queued while we were away would play late.
         while self.audio_in.pop().is_ok() {}
         let count = others.len();
@@ -551,6 +572,8 @@ struct Joined {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     me: MemberId,
+    /// Our address as the relay sees it.
+    observed: SocketAddr,
     others: Vec<MemberInfo>,
 }
 
@@ -616,13 +639,18 @@ async fn join(
         .await
         .map_err(|e| lost(&e))?;
     match read_frame::<RelayMessage>(&mut recv).await {
-        Ok(Some(RelayMessage::Welcome { you, members, .. })) => {
+        Ok(Some(RelayMessage::Welcome {
+            you,
+            members,
+            observed,
+        })) => {
             shared.counters.joins.fetch_add(1, Relaxed);
             Ok(Joined {
                 conn,
                 send,
                 recv,
                 me: you,
+                observed,
                 others: members,
             })
         }

@@ -76,8 +76,12 @@ impl Driver {
         if let (Some(observed), None) = (observed, links.paths.get(&member)) {
             let socket = &links.socket;
             let their_ports_differ = socket.heard_from_ip(observed) && !socket.heard_from(observed);
+            let our_ports_differ = socket.reflected().is_some_and(|r| r != links.observed);
             if let Some(r) = links.reach.get_mut(&member) {
-                r.why = RelayWhy::Blocked { their_ports_differ };
+                r.why = RelayWhy::Blocked {
+                    our_ports_differ,
+                    their_ports_differ,
+                };
                 // Routers change (a block lifted, a mapping freed): tried again
                 // later, less often each time.
                 r.again = Some(now + REACH_AGAIN * 2u32.pow(r.tries.min(3)));

@@ -31,6 +31,10 @@ pub enum RelayWhy {
     /// Tried, and nothing got through: a router on the way lets nothing in that did not go
     /// out to the same address and port first.
     Blocked {
+        /// Our router gave the relay's reflector another port than our QUIC connection:
+        /// it gives each destination its own (a symmetric NAT), so the port the others
+        /// were told of is no use to them.
+        our_ports_differ: bool,
         /// Their punches reached us from a port other than the one the relay sees them at:
         /// their router gives each destination its own port (a symmetric NAT).
         their_ports_differ: bool,
@@ -66,14 +70,20 @@ impl fmt::Display for RelayWhy {
             RelayWhy::Off => "direct paths are off for this session",
             RelayWhy::Trying => "trying a direct path; the relay carries the audio meanwhile",
             RelayWhy::Blocked {
+                our_ports_differ: true,
+                ..
+            } => {
+                "our router gives each destination a new port (a symmetric NAT), so theirs \
+                 finds no way in — audio goes by the relay"
+            }
+            RelayWhy::Blocked {
                 their_ports_differ: true,
+                ..
             } => {
                 "their router gives each destination a new port (a symmetric NAT), so our \
                  packets find no way in — audio goes by the relay"
             }
-            RelayWhy::Blocked {
-                their_ports_differ: false,
-            } => {
+            RelayWhy::Blocked { .. } => {
                 "no direct packet got through: a router on the way blocks incoming traffic \
                  (a symmetric NAT or a strict firewall) — audio goes by the relay"
             }

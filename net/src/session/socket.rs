@@ -18,6 +18,43 @@ use quinn::{AsyncUdpSocket, Runtime, UdpPoller};
 /// for a packet (ours never sees it: [`PunchSocket`] takes it out first).
 pub const PUNCH: &[u8; 14] = b"\0echoel-punch\0";
 
+/// What a member sends the relay's reflector (the relay's port + 1) to learn the address it
+/// is seen at from there: padded, so the answer is never larger than the question.
+pub const PROBE: &[u8; 40] = b"\0echoel-where-am-i\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0";
+/// The reflector's answer starts so, then the address: family (4 or 6), 16 address bytes, the
+/// port (big-endian).
+const HERE: &[u8; 14] = b"\0echoel-here\0\0";
+const ANSWER_LEN: usize = HERE.len() + 1 + 16 + 2;
+
+/// The reflector's answer to a probe from `from`.
+pub fn reflect(from: SocketAddr) -> [u8; ANSWER_LEN] {
+    let mut a = [0u8; ANSWER_LEN];
+    a[..HERE.len()].copy_from_slice(HERE);
+    let (family, ip) = match from.ip() {
+        std::net::IpAddr::V4(v4) => (4, v4.to_ipv6_mapped().octets()),
+        std::net::IpAddr::V6(v6) => (6, v6.octets()),
+    };
+    a[HERE.len()] = family;
+    a[HERE.len() + 1..HERE.len() + 17].copy_from_slice(&ip);
+    a[HERE.len() + 17..].copy_from_slice(&from.port().to_be_bytes());
+    a
+}
+
+fn parse_answer(b: &[u8]) -> Option<SocketAddr> {
+    if b.len() != ANSWER_LEN || !b.starts_with(HERE) {
+        return None;
+    }
+    let ip: [u8; 16] = b[HERE.len() + 1..HERE.len() + 17].try_into().ok()?;
+    let ip = std::net::Ipv6Addr::from(ip);
+    let ip = match b[HERE.len()] {
+        4 => std::net::IpAddr::V4(ip.to_ipv4_mapped()?),
+        6 => std::net::IpAddr::V6(ip),
+        _ => return None,
+    };
+    let port = u16::from_be_bytes([b[ANSWER_LEN - 2], b[ANSWER_LEN - 1]]);
+    Some(SocketAddr::new(ip, port))
+}
+
 /// Addresses a punch came from that we remember (the newest).
 const HEARD_MAX: usize = 64;
 
@@ -26,6 +63,8 @@ pub struct PunchSocket {
     inner: Arc<dyn AsyncUdpSocket>,
     /// Where punches came from, and when last.
     heard: Mutex<BTreeMap<SocketAddr, Instant>>,
+    /// The reflector we asked, and the address it saw us at.
+    reflected: Mutex<(Option<SocketAddr>, Option<SocketAddr>)>,
 }
 
 impl fmt::Debug for PunchSocket {
@@ -41,15 +80,31 @@ impl PunchSocket {
         Ok(Arc::new(Self {
             inner,
             heard: Mutex::new(BTreeMap::new()),
+            reflected: Mutex::new((None, None)),
         }))
     }
 
     /// Sends one punch to `to`. A full send buffer drops it: the next one goes soon.
     pub fn punch(&self, to: SocketAddr) {
+        self.send_raw(to, PUNCH);
+    }
+
+    /// Asks the reflector at `to` where it sees us (see [`Self::reflected`]).
+    pub fn probe(&self, to: SocketAddr) {
+        self.reflected.lock().unwrap_or_else(|e| e.into_inner()).0 = Some(to);
+        self.send_raw(to, PROBE);
+    }
+
+    /// The address the reflector saw us at, once it answered.
+    pub fn reflected(&self) -> Option<SocketAddr> {
+        self.reflected.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+
+    fn send_raw(&self, to: SocketAddr, contents: &[u8]) {
         let t = Transmit {
             destination: to,
             ecn: None,
-            contents: PUNCH,
+            contents,
             segment_size: None,
             src_ip: None,
         };
@@ -128,6 +183,14 @@ impl AsyncUdpSocket for PunchSocket {
                     self.note(meta[i].addr);
                     continue;
                 }
+                if let Some(at) = parse_answer(&bufs[i][..meta[i].len]) {
+                    // Only the reflector we asked; anything else is dropped all the same.
+                    let mut r = self.reflected.lock().unwrap_or_else(|e| e.into_inner());
+                    if r.0 == Some(meta[i].addr) {
+                        r.1 = Some(at);
+                    }
+                    continue;
+                }
                 if kept != i {
                     let (to, from) = bufs.split_at_mut(i);
                     let len = meta[i].len;
@@ -190,5 +253,20 @@ mod tests {
         assert_eq!(got, vec![b"\x40quic-ish".to_vec(), b"\x40second".to_vec()]);
         assert!(a.heard_from(b.local_addr().unwrap()));
         assert!(!a.heard_from(SocketAddr::from(([127, 0, 0, 1], 9))));
+    }
+
+    #[test]
+    fn reflector_answers_round_trip_and_are_no_larger_than_the_probe() {
+        for at in ["198.51.100.7:4433", "[2001:db8::1]:9"] {
+            let at: SocketAddr = at.parse().unwrap();
+            let answer = reflect(at);
+            assert!(answer.len() <= PROBE.len());
+            assert_eq!(parse_answer(&answer), Some(at));
+        }
+        assert_eq!(parse_answer(&PROBE[..]), None);
+        assert_eq!(
+            parse_answer(&reflect("10.0.0.1:1".parse().unwrap())[1..]),
+            None
+        );
     }
 }
