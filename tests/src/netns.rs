@@ -124,6 +124,17 @@ impl Lab {
         Ok(h)
     }
 
+    /// Moves studio `j` on router `k`'s LAN to 198.18.k.`to` (a new DHCP lease): its old
+    /// address goes, so everything it had open from there stops working.
+    pub fn move_studio(&self, k: u8, j: u8, to: u8) -> Result<(), String> {
+        let h = self.ns(&format!("h{k}x{j}"));
+        self.sh(&[
+            &format!("ip -n {h} addr del 198.18.{k}.{j}/24 dev eth0"),
+            &format!("ip -n {h} addr add 198.18.{k}.{to}/24 dev eth0"),
+            &format!("ip -n {h} route add default via 198.18.{k}.1"),
+        ])
+    }
+
     /// Drops everything router `k` forwards between its LAN and `peer` (an internet address),
     /// or lets it through again.
     pub fn block(&self, k: u8, peer: [u8; 4], on: bool) -> Result<(), String> {

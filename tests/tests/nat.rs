@@ -253,3 +253,53 @@ fn a_direct_path_blocked_mid_jam_hands_over_to_the_relay_and_comes_back() {
         heard(r, other, true);
     }
 }
+
+#[test]
+fn a_studio_whose_address_changes_stays_in_the_room_and_goes_direct_again() {
+    let _one = one_at_a_time();
+    let Some(s) = setup("mv", Mapping::PortPreserving, Some(Mapping::PortPreserving)) else {
+        return;
+    };
+    let reports = std::thread::scope(|scope| {
+        let mover = scope.spawn(|| {
+            std::thread::sleep(Duration::from_secs(3));
+            s.lab.move_studio(1, 2, 9).expect("new address");
+        });
+        let reports = jam(&s.invite, &s.studios, 9.0);
+        mover.join().expect("mover");
+        reports
+    });
+    let (ana, ben) = (&reports[0], &reports[1]);
+    eprintln!(
+        "ana joined {} times; ana → ben: {}; ben → ana: {}",
+        ana.joins,
+        route(ana, "ben"),
+        route(ben, "ana")
+    );
+    assert_eq!(ana.joins, 2, "ana joins again from her new address");
+    for (r, other) in [(ana, "ben"), (ben, "ana")] {
+        assert!(
+            matches!(route(r, other), Route::Direct { .. }),
+            "{} → {other} after the move: {}",
+            r.name,
+            route(r, other)
+        );
+        // Still heard after the move (the last two seconds).
+        let rec = r
+            .recordings
+            .values()
+            .find(|x| x.name == other)
+            .expect("heard");
+        let late = rec
+            .timeline
+            .iter()
+            .filter(|p| p.at_s >= 7.0)
+            .map(|p| p.decoded);
+        let (first, last) = (late.clone().min().unwrap_or(0), late.max().unwrap_or(0));
+        assert!(
+            last > first + 400,
+            "{} hears {other} after the move: {first} → {last}",
+            r.name
+        );
+    }
+}

@@ -29,6 +29,8 @@ const REDIAL_AFTER: Duration = Duration::from_secs(1);
 /// A member no direct path reached is tried again this long after (doubling, up to 8 times
 /// this).
 const REACH_AGAIN: Duration = Duration::from_secs(15);
+/// How often we look whether our network addresses changed (Wi-Fi to Ethernet, a new lease).
+const ADDRESS_CHECK: Duration = Duration::from_secs(2);
 /// Probes sent to the relay's reflector, 200 ms apart, until it answers.
 const REFLECTOR_PROBES: u32 = 10;
 /// A direct path that carried nothing for this long is quiet (see `Driver::check_paths`);
@@ -104,6 +106,7 @@ impl Drop for DirectLink {
 
 #[path = "driver_paths.rs"]
 mod paths;
+use paths::addresses_moved;
 
 impl Driver {
     fn set_state(&self, state: SessionState) {
@@ -249,6 +252,7 @@ impl Driver {
         self.publish(&links, Some(SessionState::Joined { you: me }));
         let mut next_publish = Instant::now() + PUBLISH_EVERY;
         let mut next_path_check = Instant::now() + PATH_CHECK;
+        let mut next_address_check = Instant::now() + ADDRESS_CHECK;
         while self.flush(&mut links) && !self.shared.stopped.load(Relaxed) {
             let due = [
                 self.core.poll_timeout(),
@@ -256,6 +260,7 @@ impl Driver {
                 (!links.paths.is_empty()).then_some(next_path_check),
                 links.unrecognised.iter().map(|u| u.1).min(),
                 links.reach.values().filter_map(|r| r.again).min(),
+                (!self.config.force_relay).then_some(next_address_check),
             ]
             .into_iter()
             .flatten()
@@ -288,6 +293,15 @@ impl Driver {
                     if now >= next_path_check {
                         next_path_check = now + PATH_CHECK;
                         self.check_paths(now, &links);
+                    }
+                    if now >= next_address_check && !self.config.force_relay {
+                        next_address_check = now + ADDRESS_CHECK;
+                        if addresses_moved(&links) {
+                            // What the others were told of us (the address the relay sees,
+                            // our local ones) is stale: a fresh join tells them anew.
+                            tracing::info!("our network addresses changed; joining again");
+                            break;
+                        }
                     }
                     links.unrecognised.retain(|(c, until)| {
                         let keep = *until > now;

@@ -1,6 +1,8 @@
 //! The driver's side of direct paths: opening the way to members, taking the paths that
 //! come up, noticing when one goes quiet, and saying why a member's audio takes the relay.
 
+use std::collections::BTreeSet;
+
 use super::*;
 
 impl Driver {
@@ -184,4 +186,16 @@ impl Driver {
         }
         .start();
     }
+}
+
+/// Whether our socket's addresses on our own networks are not the ones we joined with.
+pub(super) fn addresses_moved(links: &Links) -> bool {
+    let Ok(at) = links.socket.local_addr() else {
+        return false;
+    };
+    let now: BTreeSet<SocketAddr> = direct::local_networks(at.port(), at.is_ipv6())
+        .into_iter()
+        .map(|n| n.0)
+        .collect();
+    now != links.networks.iter().map(|n| n.0).collect()
 }
