@@ -6,6 +6,7 @@
 
 mod gate;
 mod metrics;
+mod reflector;
 pub use gate::{HANDSHAKES_PER_SECOND, HANDSHAKE_BURST};
 pub mod scripted;
 
@@ -330,22 +331,7 @@ impl Relay {
             addr: config.listen,
             source,
         })?;
-        // The reflector: the port after ours, where it can be had (see `reflect`).
-        let reflector = match endpoint.local_addr() {
-            Ok(a) if a.port() < u16::MAX => {
-                let at = SocketAddr::new(a.ip(), a.port() + 1);
-                match tokio::net::UdpSocket::bind(at).await {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::warn!(
-                            "no reflector on {at} ({e}): members cannot tell a symmetric NAT"
-                        );
-                        None
-                    }
-                }
-            }
-            _ => None,
-        };
+        let reflector = reflector::bind(endpoint.local_addr().ok()).await;
         let metrics_listener = match config.metrics {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
@@ -412,7 +398,7 @@ impl Relay {
         let metrics = self
             .metrics_listener
             .map(|l| tokio::spawn(metrics::serve(l, self.directory.clone())));
-        let reflector = self.reflector.map(|r| tokio::spawn(reflect(r)));
+        let reflector = self.reflector.map(|r| tokio::spawn(reflector::serve(r)));
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
                 let address = incoming.remote_address().ip();
@@ -468,17 +454,6 @@ impl Relay {
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
-    }
-}
-
-/// Answers each probe with the address it came from: no state, and an answer no larger than
-/// the probe, so it is no use for amplification.
-async fn reflect(socket: tokio::net::UdpSocket) {
-    let mut buf = [0u8; 64];
-    while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-        if buf[..n] == crate::session::PROBE[..] {
-            let _ = socket.send_to(&crate::session::reflect(from), from).await;
-        }
     }
 }
 
