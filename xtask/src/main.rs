@@ -18,7 +18,28 @@ fn main() -> Result<()> {
             println!("{USAGE}");
             Ok(())
         }
-        _ => nice_plug_xtask::main_with_args("cargo xtask", args),
+        _ => {
+            // `cargo run` describes our own package to us (CARGO_MANIFEST_DIR, CARGO_PKG_NAME…),
+            // and the cargo we start would pass that on to build scripts and rustc (ring's
+            // build script reruns on them): the bundle would then differ from a plain `cargo
+            // build --release` and each would rebuild the other's crates.
+            nice_plug_xtask::chdir_workspace_root()?;
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy().into_owned();
+                let ours = [
+                    "CARGO_MANIFEST_",
+                    "CARGO_PKG_",
+                    "CARGO_CRATE_",
+                    "CARGO_BIN_",
+                ]
+                .iter()
+                .any(|p| name.starts_with(p));
+                if ours || name == "CARGO_PRIMARY_PACKAGE" {
+                    std::env::remove_var(&name);
+                }
+            }
+            nice_plug_xtask::main_with_args("cargo xtask", args)
+        }
     }
 }
 
