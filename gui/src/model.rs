@@ -198,6 +198,35 @@ pub struct NetworkQuality {
     pub concealed: u64,
     /// Our outgoing audio, kbit/s.
     pub send_kbps: f32,
+    /// How our audio is protected against loss.
+    pub protection: ProtectionView,
+}
+
+/// Loss protection of our audio: earlier frames each datagram carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProtectionView {
+    /// Earlier frames carried now.
+    pub frames: u8,
+    /// Chosen by what the listeners report, not forced by the setting.
+    pub auto: bool,
+    /// The worst loss (percent, before protection) a listener reports of our audio.
+    pub reported_loss_pct: Option<f32>,
+}
+
+impl ProtectionView {
+    /// In words, for the Network panel.
+    pub fn describe(&self) -> String {
+        let carried = match self.frames {
+            0 => "off".to_string(),
+            1 => "1 earlier frame".to_string(),
+            n => format!("{n} earlier frames"),
+        };
+        match (self.auto, self.reported_loss_pct) {
+            (false, _) => format!("{carried} (set by hand)"),
+            (true, None) => format!("{carried} (auto, no report yet)"),
+            (true, Some(l)) => format!("{carried} (auto: listeners lose {l:.1} %)"),
+        }
+    }
 }
 
 /// How the network feels, for one glance.

@@ -403,6 +403,7 @@ fn network_panel(ui: &mut Ui, snap: &Snapshot) {
                 ("Concealed frames", n.concealed.to_string()),
                 ("Recovered frames", n.recovered.to_string()),
                 ("Sending", format!("{:.0} kbit/s", n.send_kbps)),
+                ("Loss protection", n.protection.describe()),
             ];
             for pair in rows.chunks(2) {
                 for (k, v) in pair {

@@ -2,7 +2,8 @@
 //! rendered panels are kept as PNG snapshots under `docs/gui/` (shown in the README).
 
 use echoel_gui::model::{
-    NetworkQuality, NoteConflictView, PathKind, Person, SessionView, TempoNoticeView, TrackView,
+    NetworkQuality, NoteConflictView, PathKind, Person, ProtectionView, SessionView,
+    TempoNoticeView, TrackView,
 };
 use echoel_gui::{draw, egui, Command, EditorState, LinkStatus, Snapshot};
 use egui_kittest::kittest::Queryable;
@@ -164,6 +165,11 @@ fn jam() -> Snapshot {
             recovered: 12,
             concealed: 3,
             send_kbps: 132.0,
+            protection: ProtectionView {
+                frames: 1,
+                auto: true,
+                reported_loss_pct: Some(1.2),
+            },
         },
         rendering_offline: false,
     }
@@ -370,4 +376,20 @@ fn host_tempo_mismatch_is_shown_and_can_be_proposed() {
     h.get_by_label("Propose host tempo").click();
     h.run();
     assert_eq!(h.state_mut().commands(), vec![Command::SetTempo(104.0)]);
+}
+
+#[test]
+fn the_network_panel_says_how_our_audio_is_protected_and_why() {
+    let mut h = harness(jam());
+    h.run();
+    assert!(h
+        .query_by_label_contains("1 earlier frame (auto: listeners lose 1.2 %)")
+        .is_some());
+    h.state_mut().snap.network.protection = ProtectionView {
+        frames: 0,
+        auto: false,
+        reported_loss_pct: Some(3.0),
+    };
+    h.run();
+    assert!(h.query_by_label_contains("off (set by hand)").is_some());
 }

@@ -18,6 +18,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 pub const PRESENCE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Silent this long: forgotten.
 const FORGET_AFTER: Duration = Duration::from_secs(120);
+/// Senders a loss report names at most.
+const MAX_LOSS_REPORTS: usize = 64;
 /// Longest name, instrument or track id kept from a peer.
 const MAX_TEXT: usize = 64;
 
@@ -36,6 +38,9 @@ pub struct Presence {
     pub typing: bool,
     /// Peak input level, 0–1.
     pub level: f32,
+    /// What each sender's audio lost on its way to us lately, ‰, before redundancy: how each
+    /// sender learns what its listeners lose.
+    pub heard_loss: Vec<(ParticipantId, u16)>,
 }
 
 impl Presence {
@@ -50,6 +55,10 @@ impl Presence {
         cut(&mut self.instrument);
         if let Some(t) = &mut self.track {
             cut(t);
+        }
+        self.heard_loss.truncate(MAX_LOSS_REPORTS);
+        for (_, permille) in &mut self.heard_loss {
+            *permille = (*permille).min(1000);
         }
         self.level = if self.level.is_finite() {
             self.level.clamp(0.0, 1.0)
@@ -139,8 +148,10 @@ impl PresenceOutbox {
         }
     }
 
-    /// Replaces our state; sent at the next opportunity the rate allows.
-    pub fn set(&mut self, p: Presence) {
+    /// Replaces our state (all but the loss report, which is ours to keep); sent at the next
+    /// opportunity the rate allows.
+    pub fn set(&mut self, mut p: Presence) {
+        p.heard_loss.clone_from(&self.current.heard_loss);
         if p != self.current {
             self.current = p;
             self.dirty = true;
@@ -166,6 +177,14 @@ impl PresenceOutbox {
             seq: self.seq,
             presence: self.current.clone(),
         })
+    }
+
+    /// Replaces our loss report; it goes with the next update.
+    pub fn set_loss(&mut self, report: Vec<(ParticipantId, u16)>) {
+        if report != self.current.heard_loss {
+            self.current.heard_loss = report;
+            self.dirty = true;
+        }
     }
 
     /// Sends a fresh update at the next tick (a new member needs to see us now).

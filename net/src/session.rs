@@ -9,12 +9,13 @@
 
 mod direct;
 mod driver;
+mod protection;
 mod route;
 mod socket;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -38,10 +39,11 @@ use crate::tls::{
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{
     encode_peer, ClientMessage, MemberId, MemberInfo, ParticipantId, PeerMessage, Refusal,
-    RelayMessage, Role, StemId, MAX_REDUNDANT,
+    RelayMessage, Role, StemId,
 };
 
 pub use direct::{candidates, Candidate, DIRECT_PATH_TIMEOUT};
+pub use protection::{LossProtection, ProtectionStatus};
 pub use route::{RelayWhy, Route};
 pub use socket::{reflect, PunchSocket, PROBE, PUNCH};
 
@@ -139,6 +141,9 @@ pub struct SessionCounters {
     pub forged: AtomicU64,
     /// Dropped: seen before.
     pub replayed: AtomicU64,
+    /// Dropped: the second copy of a frame from a member we also have a direct path with (the
+    /// relay carries every frame as a standby).
+    pub duplicates: AtomicU64,
     /// Dropped: no key (yet) for that sender and epoch.
     pub unkeyed: AtomicU64,
     /// Dropped: not an audio datagram.
@@ -200,6 +205,8 @@ pub struct AudioFrame<'a> {
     pub media_time: u64,
     /// The encoded frame.
     pub payload: &'a [u8],
+    /// It came only as a later datagram's redundancy (the network lost its own).
+    pub recovered: bool,
 }
 
 type AudioCallback = Box<dyn FnMut(ParticipantId, AudioFrame<'_>) + Send>;
@@ -237,8 +244,8 @@ struct Shared {
     name: String,
     /// Our member key's public half: who we are in the room.
     member: MemberPublic,
-    /// Earlier frames each audio datagram carries (0 to [`MAX_REDUNDANT`]).
-    redundancy: AtomicU8,
+    /// Earlier frames each audio datagram carries: the setting and what it does now.
+    protection: protection::Protection,
     /// Queueing delay reported by the congestion controllers of all our connections.
     congestion: Arc<CongestionSignal>,
 }
@@ -348,13 +355,18 @@ impl SessionHandle {
         }
     }
 
-    /// Makes every audio datagram also carry the `frames` frames before it (0 to
-    /// [`MAX_REDUNDANT`]), so a receiver fills single and double losses from the next
-    /// datagram, at the cost of that much more bitrate.
-    pub fn set_redundancy(&self, frames: u8) {
-        self.shared
-            .redundancy
-            .store(frames.min(MAX_REDUNDANT as u8), Relaxed);
+    /// How audio datagrams carry the frames before them (up to [`crate::wire::MAX_REDUNDANT`]), so a
+    /// receiver fills single and double losses from the next datagram at the cost of that much
+    /// more bitrate: by the loss the listeners report ([`LossProtection::Auto`], the default) or
+    /// always as many as forced.
+    pub fn set_loss_protection(&self, p: LossProtection) {
+        self.shared.protection.set(p);
+        self.shared.wake.notify_one();
+    }
+
+    /// What the loss protection does now.
+    pub fn loss_protection(&self) -> ProtectionStatus {
+        self.shared.protection.status()
     }
 
     /// Edits the room's session document; the change goes to every member.
@@ -544,7 +556,7 @@ pub fn start(
         stopped: AtomicBool::new(false),
         name: config.name.clone(),
         member: member.public(),
-        redundancy: AtomicU8::new(0),
+        protection: protection::Protection::default(),
         congestion: Arc::default(),
     });
     let driver = driver::Driver {
@@ -555,6 +567,7 @@ pub fn start(
         config,
         identity,
         member,
+        protection: Default::default(),
     };
     tokio::spawn(driver.run());
     Ok(SessionHandle { shared })

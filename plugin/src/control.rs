@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use echoel_engine::{EngineStats, StreamId, StreamStats};
 use echoel_gui::model::{
-    Me, NetworkQuality, NoteConflictView, PathKind, Person, SessionView, TempoNoticeView, TrackView,
+    Me, NetworkQuality, NoteConflictView, PathKind, Person, ProtectionView, SessionView,
+    TempoNoticeView, TrackView,
 };
 use echoel_gui::{Command, LinkStatus, Snapshot};
 use echoel_net::doc::{DocError, DocStore, SessionDoc};
 use echoel_net::presence::Presence;
-use echoel_net::session::{Route, SessionConfig, SessionHandle, SessionState};
+use echoel_net::session::{LossProtection, Route, SessionConfig, SessionHandle, SessionState};
 use echoel_net::wire::ParticipantId;
 use echoel_net::{Invite, RotationPolicy};
 
@@ -255,7 +256,11 @@ impl Control {
         }
         if let Some(s) = &session {
             // Parameters are atomics: read here, not relayed by the audio thread.
-            s.set_redundancy(self.params.redundancy.value().clamp(0, 2) as u8);
+            s.set_loss_protection(if self.params.redundancy_auto.value() {
+                LossProtection::Auto
+            } else {
+                LossProtection::Frames(self.params.redundancy.value().clamp(0, 2) as u8)
+            });
             self.push_host_tempo(s);
             s.set_presence(Presence {
                 name: read_string(&self.params.display_name),
@@ -264,6 +269,7 @@ impl Control {
                 cursor: self.cursor.map(|(a, b)| (a as u32, b as u32)),
                 typing: self.typing,
                 level: self.stats.input_peak.load(Relaxed),
+                ..Presence::default()
             });
         }
         self.set_mix_gains();
@@ -594,6 +600,14 @@ impl Control {
             recovered: c.recovered.load(Relaxed),
             concealed: self.stats.frames_concealed.load(Relaxed),
             send_kbps: self.sent.2,
+            protection: {
+                let p = s.loss_protection();
+                ProtectionView {
+                    frames: p.frames,
+                    auto: p.auto,
+                    reported_loss_pct: p.reported_permille.map(|l| f32::from(l) / 10.0),
+                }
+            },
         };
         snap.people = people;
         snap

@@ -10,6 +10,7 @@ use echoel_engine::{
     CodecSettings, Engine, EngineConfig, EngineError, EngineParams, StatsSnapshot, StemTap,
     StreamId, StreamSnapshot, INTERNAL_RATE_HZ,
 };
+pub use echoel_net::session::{LossProtection, ProtectionStatus};
 use echoel_net::session::{
     RelayWhy, Route, SessionConfig, SessionError, SessionState, SessionStatus,
 };
@@ -47,8 +48,9 @@ pub struct HeadlessOptions {
     pub seconds: f32,
     /// Never try direct paths.
     pub force_relay: bool,
-    /// Earlier frames each datagram also carries (0–2).
-    pub redundancy: u8,
+    /// Loss protection: earlier frames each datagram also carries, by the loss the others
+    /// report (automatic, as the plugin does) or forced.
+    pub protection: LossProtection,
     /// Edits made to the session document once in the room.
     pub edits: Vec<DocEdit>,
     /// Encoder settings.
@@ -71,7 +73,7 @@ impl HeadlessOptions {
             source: Source::Voice(voice),
             seconds,
             force_relay: true,
-            redundancy: 0,
+            protection: LossProtection::Frames(0),
             edits: Vec::new(),
             codec: CodecSettings::default(),
             codec_change: None,
@@ -199,6 +201,11 @@ pub struct HeadlessReport {
     pub refused: (u64, u64, u64),
     /// Lost frames recovered from the redundancy of later datagrams.
     pub recovered: u64,
+    /// Second copies dropped: frames both a direct path and the relay's standby brought.
+    pub duplicates: u64,
+    /// Our loss protection through the run (seconds since the start instant), every
+    /// [`TIMELINE_BLOCKS`] blocks.
+    pub protection: Vec<(f32, ProtectionStatus)>,
     /// Times the session joined the room (1 when it never had to reconnect).
     pub joins: u64,
     /// The session document at the end, as JSON.
@@ -270,7 +277,7 @@ pub fn run(
     let session = bridge
         .session()
         .ok_or_else(|| SessionError::Setup("the session did not start".into()))?;
-    session.set_redundancy(opts.redundancy);
+    session.set_loss_protection(opts.protection);
     let mut params = EngineParams {
         monitor_gain: 0.0,
         codec: opts.codec,
@@ -298,6 +305,7 @@ pub fn run(
     let start = opts.start_at.unwrap_or_else(Instant::now);
     let mut edits_made = false;
     let mut timelines: BTreeMap<StreamId, Vec<TimelinePoint>> = BTreeMap::new();
+    let mut protection = Vec::new();
     for block in 0..total_blocks {
         let deadline = start + period * block as u32;
         if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
@@ -348,6 +356,7 @@ pub fn run(
                     depth_ms: st.depth_samples as f32 / 48.0,
                 });
             }
+            protection.push((at_s, session.loss_protection()));
             let state = session.status().state;
             if let Some(why) = state.stopped_because() {
                 return Err(HeadlessError::Refused(why.to_owned()));
@@ -418,6 +427,8 @@ pub fn run(
             c.unkeyed.load(Relaxed),
         ),
         recovered: c.recovered.load(Relaxed),
+        duplicates: c.duplicates.load(Relaxed),
+        protection,
         joins: c.joins.load(Relaxed),
         session_json: session.read_doc(|d| d.to_json()),
         session_doc: session.read_doc(|d| d.save()),

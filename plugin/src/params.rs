@@ -110,9 +110,14 @@ pub struct EchoelParams {
     /// Jitter-buffer depth in manual mode.
     #[id = "jitter_depth"]
     pub jitter_depth_ms: FloatParam,
-    /// Earlier frames each packet also carries (0–2), so others fill losses from the next.
+    /// Earlier frames each packet also carries (0–2), so others fill losses from the next:
+    /// forced, when automatic loss protection is off.
     #[id = "redundancy"]
     pub redundancy: IntParam,
+    /// Loss protection by the loss the others report (on by default); off: `redundancy`
+    /// frames always.
+    #[id = "redundancy_auto"]
+    pub redundancy_auto: BoolParam,
 
     /// The name others see.
     #[persist = "display-name"]
@@ -250,6 +255,7 @@ impl Default for EchoelParams {
             redundancy: IntParam::new("Redundancy", 0, IntRange::Linear { min: 0, max: 2 })
                 .with_unit(" frames")
                 .non_automatable(),
+            redundancy_auto: BoolParam::new("Auto Loss Protection", true).non_automatable(),
             jitter_depth_ms: FloatParam::new(
                 "Jitter Depth",
                 10.0,

@@ -11,7 +11,7 @@ use echoel_net::relay::{Relay, RelayConfig};
 use echoel_net::Invite;
 use echoel_plugin::engine::CodecSettings;
 use echoel_plugin::headless::{
-    self, DocEdit, HeadlessError, HeadlessOptions, HeadlessReport, Source,
+    self, DocEdit, HeadlessError, HeadlessOptions, HeadlessReport, LossProtection, Source,
 };
 
 /// Holds the lock that keeps socket-heavy, timing-sensitive tests of one binary from running
@@ -229,7 +229,7 @@ fn run_band(
             source: m.source,
             seconds,
             force_relay,
-            redundancy,
+            protection: LossProtection::Frames(redundancy),
             edits,
             codec: CodecSettings::default(),
             codec_change: None,

@@ -2,6 +2,7 @@
 //! in direct and relay mode, and the relay restarts without ending the jam.
 
 use echoel_net::Invite;
+use echoel_plugin::engine::analysis::align;
 use echoel_plugin::engine::INTERNAL_RATE_HZ;
 use echoel_plugin::headless::DocEdit;
 use echoel_plugin::headless::{measure_lag, HeadlessReport, Source};
@@ -83,14 +84,16 @@ fn three_musicians_hear_each_other_over_direct_paths() {
             .map(Result::unwrap)
             .collect();
         let slowest = everyone_heard_everyone(&reports, true);
-        // Direct paths carry the audio: the relay forwarded little or nothing once they were up.
-        let forwarded = relay.metric("echoel_relay_datagrams_forwarded_total");
-        let sent: u64 = reports.iter().map(|r| r.engine.packets_sent).sum();
-        println!("relay forwarded {forwarded} datagrams of {sent} frames sent");
-        assert!(
-            forwarded < sent / 4,
-            "direct mode still relayed {forwarded} of {sent}"
-        );
+        // Direct paths carry the audio and the relay stands by: its copies came second and
+        // were dropped (on loopback either may win a race now and then).
+        for r in &reports {
+            let sent: u64 = reports.iter().map(|r| r.engine.packets_sent).sum();
+            println!(
+                "{}: {} second copies dropped of {sent} frames sent",
+                r.name, r.duplicates
+            );
+            assert!(r.duplicates * 4 > sent, "{}: no standby copies", r.name);
+        }
         measured.push(slowest);
         if slowest < 40.0 {
             return;
@@ -177,8 +180,8 @@ fn echo_round_trip(invite: &Invite, rt: &tokio::runtime::Runtime) -> (f64, f64) 
     for r in &reports {
         for rec in r.recordings.values() {
             println!(
-                "  {} hears {}: {:?}, skipped {}",
-                r.name, rec.name, rec.stream, r.engine.packets_overrun
+                "  {} hears {}: {:?}, delay splices {}",
+                r.name, rec.name, rec.stream, r.engine.delay_splices
             );
         }
     }
@@ -346,4 +349,92 @@ fn three_members_edit_the_session_at_once_and_hold_the_same_document() {
         json.contains("\"tempo\":96") || json.contains("\"tempo\":132"),
         "{json}"
     );
+}
+
+/// A clean path holds still. In a three-member jam on loopback, most pairs (4 of 6) have a
+/// 10 s stretch after the warm-up that conceals nothing and whose latency, measured on the
+/// audio itself second by second, varies by under 0.3 ms. A stretch rather than the whole
+/// run: a busy machine's late wake now and then is a real hiccup the buffer has to answer (it
+/// keeps the delay that hiccup needed). A buffer without hysteresis saw-tooths by 2.5 ms
+/// every few seconds and has no such stretch.
+///
+/// Not in the default run: on a shared 2-core machine the headless musicians' threads wake
+/// late often enough that about one run in five finds fewer than 4 still pairs. Run it with
+/// `cargo test -p echoel-tests --test jam -- --ignored --nocapture a_clean_path`.
+#[test]
+#[ignore = "host hiccups on shared machines; run by hand (see the doc comment)"]
+fn a_clean_path_holds_its_delay_still() {
+    let _one = one_at_a_time();
+    let rt = network_runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let invite = relay.room("still");
+    let seconds = 32.0;
+    let reports: Vec<_> = play(&invite, band(), seconds, true, &rt)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let rate = INTERNAL_RATE_HZ as usize;
+    let mut held = 0;
+    for listener in &reports {
+        for rec in listener.recordings.values() {
+            let sender = reports.iter().find(|r| r.name == rec.name).expect("sender");
+            let per_second = lag_per_second(&sender.sent, &rec.samples);
+            // Each 10 s stretch from 3 s (the warm-up over) on: its spread and concealment.
+            let stretches: Vec<(usize, u64)> = (3..per_second.len().saturating_sub(9))
+                .filter_map(|s| {
+                    let lags: Vec<usize> =
+                        per_second[s..s + 10].iter().flatten().copied().collect();
+                    // Most seconds measured (a voice has quiet moments).
+                    let spread = lags.iter().max()? - lags.iter().min()?;
+                    let concealed = rec.frames_between(s as f32, s as f32 + 10.0).1;
+                    (lags.len() >= 8).then_some((spread, concealed))
+                })
+                .collect();
+            let still = |(spread, concealed): &(usize, u64)| {
+                *spread * 1000 < 3 * rate / 10 && *concealed == 0
+            };
+            println!(
+                "{} → {}: {} of {} stretches still; lag by second {per_second:?}",
+                rec.name,
+                listener.name,
+                stretches.iter().filter(|s| still(s)).count(),
+                stretches.len(),
+            );
+            if stretches.iter().any(still) {
+                held += 1;
+            } else {
+                println!("  none held still (spread, concealed): {stretches:?}");
+            }
+        }
+    }
+    // Judged over the pairs: a late wake of one musician's thread is heard by both its
+    // listeners, and can land in every stretch of a run.
+    assert!(held >= 4, "only {held} of 6 pairs held still for 10 s");
+}
+
+/// The lag of `heard` behind `sent` (samples) each second: the median of four 62.5 ms
+/// measurements around the run's overall lag; `None` where the audio is too quiet to tell.
+fn lag_per_second(sent: &[f32], heard: &[f32]) -> Vec<Option<usize>> {
+    let rate = INTERNAL_RATE_HZ as usize;
+    let coarse = measure_lag(sent, heard, 200.0).expect("heard").lag_samples;
+    let (window, reach) = (rate / 16, rate / 100);
+    let lag_at = |a: usize| {
+        let from = (a + coarse).saturating_sub(reach);
+        let found = align(&sent[a..a + window], heard.get(from..)?, 2 * reach)?;
+        (found.correlation > 0.9).then_some((from + found.lag_samples).checked_sub(a)?)
+    };
+    let usable = sent
+        .len()
+        .min(heard.len())
+        .saturating_sub(coarse + window + reach);
+    (0..usable / rate)
+        .map(|s| {
+            let mut lags: Vec<usize> = (0..4)
+                .filter_map(|q| lag_at(s * rate + q * rate / 4))
+                .collect();
+            lags.sort_unstable();
+            (lags.len() >= 2).then(|| lags[lags.len() / 2])
+        })
+        .collect()
 }

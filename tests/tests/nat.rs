@@ -237,11 +237,12 @@ fn a_direct_path_blocked_mid_jam_hands_over_to_the_relay_and_comes_back() {
             r.name,
             route(r, other)
         );
-        // The relay took over within the quiet window and a relay trip: far from the 2.5 s
-        // QUIC would take to give up on the path (1,000 frames of 2.5 ms).
+        // The relay's standby copies carried on: at most two frames more than the same
+        // stretch before the block concealed (a loaded machine's late wakes).
+        let background = before * 27 / 13;
         assert!(
-            during <= 80,
-            "{} concealed {during} frames of {other}",
+            during <= 2 + background,
+            "{} concealed {during} frames of {other} ({before} before)",
             r.name
         );
         assert!(

@@ -37,6 +37,7 @@ fn presence_is_seen_within_a_second_and_a_vanished_member_is_shown_gone() {
         cursor: Some((4, 9)),
         typing: true,
         level: 0.25,
+        heard_loss: Vec::new(),
     };
     let t0 = Instant::now();
     a.set_presence(shown.clone());

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use echoel_net::session::{SessionHandle, SessionState};
+use echoel_net::session::{LossProtection, SessionHandle, SessionState};
 use echoel_net::Invite;
 use echoel_plugin::headless::{HeadlessOptions, HeadlessReport, Recording};
 use echoel_plugin::netem::{self, Impairment, NetemHandle};
@@ -448,6 +448,102 @@ fn a_sender_switching_frame_size_mid_stream_costs_at_most_two_concealed_frames()
         assert!(
             concealed <= added + 2 + background,
             "{concealed} frames concealed around the switch ({background} without it)"
+        );
+    }
+}
+
+/// Loss protection switches itself on and off by what the listeners report: a line that loses
+/// 2 % of its datagrams each way has each side carry an earlier frame within seconds, after
+/// which under 0.2 % of frames is concealed; once the line has been clean for ten seconds the
+/// protection goes off again.
+#[test]
+fn two_percent_loss_switches_loss_protection_on_and_a_clean_line_switches_it_off() {
+    let _one = one_at_a_time();
+    let rig = Rig::new(Impairment {
+        delay_ms: 10.0,
+        ..Impairment::default()
+    });
+    let room = rig.relay().room("protect");
+    let (lossy_until, seconds) = (12.0, 30.0);
+    let started = Instant::now();
+    // The timeline starts 1.2 s after `play_each`.
+    let at = |t: f32| {
+        std::thread::sleep(Duration::from_secs_f32(1.2 + t).saturating_sub(started.elapsed()))
+    };
+    let auto = |o: HeadlessOptions| HeadlessOptions {
+        protection: LossProtection::Auto,
+        ..o
+    };
+    let rt = network_runtime();
+    let reports = std::thread::scope(|s| {
+        s.spawn(|| {
+            at(0.0);
+            rig.proxy.update(|i| i.loss = 0.02);
+            at(lossy_until);
+            rig.proxy.update(|i| i.loss = 0.0);
+        });
+        play_each(
+            vec![
+                auto(musician(&via(&room, rig.proxy.addr), "far", 1, seconds)),
+                auto(musician(&room, "near", 2, seconds)),
+            ],
+            &rt,
+        )
+    });
+    let reports: Vec<_> = reports.into_iter().map(Result::unwrap).collect();
+    reports.iter().for_each(print_timeline);
+    for r in &reports {
+        let listener = reports.iter().find(|o| o.name != r.name).expect("two");
+        let rec = only_recording(listener);
+        let frames = |from: f32, to: f32| {
+            r.protection
+                .iter()
+                .filter(|(t, _)| (from..to).contains(t))
+                .step_by(12)
+                .map(|(t, p)| format!("{t:.1}s:{}", p.frames))
+                .collect::<Vec<_>>()
+        };
+        println!("{} protection: {:?}", r.name, frames(0.0, seconds));
+        println!("{} heard {}: {:?}", listener.name, r.name, rec.stream);
+        let on = r.protection.iter().find(|(_, p)| p.frames > 0);
+        let Some((on_at, status)) = on else {
+            panic!("{}'s protection never switched on", r.name)
+        };
+        assert!(
+            status.auto && status.reported_permille >= Some(5),
+            "{status:?}"
+        );
+        assert!(*on_at < 6.0, "{} switched on only at {on_at} s", r.name);
+        let (decoded, concealed) = rec.frames_between(on_at + 1.5, lossy_until);
+        println!(
+            "{} heard {} from {:.1} s to {lossy_until} s: {decoded} decoded, {concealed} \
+             concealed; {} recovered in all",
+            listener.name,
+            r.name,
+            on_at + 1.5,
+            listener.recovered
+        );
+        assert!(listener.recovered > 0, "nothing was recovered");
+        assert!(
+            concealed * 1000 < decoded * 2,
+            "{concealed} of {decoded} frames concealed with protection on"
+        );
+        let last = r.protection.last().expect("a timeline").1;
+        assert_eq!(
+            last.frames, 0,
+            "still on after the line was clean: {last:?}"
+        );
+        let off_at = r
+            .protection
+            .iter()
+            .filter(|(t, p)| *t > lossy_until && p.frames == 0)
+            .map(|(t, _)| *t)
+            .next()
+            .expect("off");
+        assert!(
+            off_at > lossy_until + 8.0,
+            "{} switched off at {off_at} s, while a lull may be a gap between bursts",
+            r.name
         );
     }
 }

@@ -122,10 +122,14 @@ pub enum Via {
 /// Opens what a relay or a direct path delivered: one `[sender][sealed audio]` datagram or a
 /// bundle of them, and hands each frame to `sink` with the musician it came from. On a direct
 /// path the sender is the path's member: a datagram naming anyone else (a member re-sealing
-/// audio with a sender key it was granted, to speak as that member) is refused as forged.
+/// audio with a sender key it was granted, to speak as that member) is refused as forged. A
+/// frame seen before from a `doubled` member (one both the relay and a direct path carry) is
+/// counted as a duplicate, not a replay.
+#[allow(clippy::too_many_arguments)]
 pub fn open_datagram(
     keys: &mut MemberKeys,
     participant_of: impl Fn(MemberId) -> Option<ParticipantId>,
+    doubled: impl Fn(MemberId) -> bool,
     counters: &SessionCounters,
     via: Via,
     bytes: &[u8],
@@ -139,7 +143,14 @@ pub fn open_datagram(
             Ok(fwd) if matches!(via, Via::Direct(m) if m != fwd.sender || items > 1) => {
                 counters.forged.fetch_add(1, Relaxed);
             }
-            Ok(fwd) => open_forwarded(keys, &participant_of, counters, fwd, sink, no_key),
+            Ok(fwd) => open_forwarded(
+                keys,
+                (&participant_of, &doubled),
+                counters,
+                fwd,
+                sink,
+                no_key,
+            ),
             Err(_) => {
                 counters.malformed.fetch_add(1, Relaxed);
                 return;
@@ -150,7 +161,10 @@ pub fn open_datagram(
 
 fn open_forwarded(
     keys: &mut MemberKeys,
-    participant_of: &impl Fn(MemberId) -> Option<ParticipantId>,
+    (participant_of, doubled): (
+        &impl Fn(MemberId) -> Option<ParticipantId>,
+        &impl Fn(MemberId) -> bool,
+    ),
     c: &SessionCounters,
     fwd: Forwarded<'_>,
     sink: &mut dyn FnMut(ParticipantId, AudioFrame<'_>),
@@ -166,6 +180,7 @@ fn open_forwarded(
                 no_key(fwd.sender);
             }
             match e {
+                CryptoError::Replay | CryptoError::TooOld if doubled(fwd.sender) => &c.duplicates,
                 CryptoError::Replay | CryptoError::TooOld => &c.replayed,
                 CryptoError::UnknownKey => &c.unkeyed,
                 CryptoError::Forged => &c.forged,
@@ -186,14 +201,15 @@ fn open_forwarded(
         return;
     };
     c.delivered.fetch_add(1, Relaxed);
-    let frame = |seq, media_time, payload| AudioFrame {
+    let frame = |seq, media_time, payload, recovered| AudioFrame {
         stem: o.stem,
         seq,
         media_time,
         payload,
+        recovered,
     };
     if !o.redundant {
-        sink(participant, frame(o.seq, o.media_time, o.body));
+        sink(participant, frame(o.seq, o.media_time, o.body, false));
         return;
     }
     // Sealed by a member but not a container: nothing we can play.
@@ -213,8 +229,13 @@ fn open_forwarded(
         c.recovered.fetch_add(1, Relaxed);
         sink(
             participant,
-            frame(o.seq.wrapping_sub(i as u32 + 1), media_time, older.frame),
+            frame(
+                o.seq.wrapping_sub(i as u32 + 1),
+                media_time,
+                older.frame,
+                true,
+            ),
         );
     }
-    sink(participant, frame(o.seq, o.media_time, primary));
+    sink(participant, frame(o.seq, o.media_time, primary, false));
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub use super::audio::Via;
 use super::audio::{open_datagram, AudioOut};
+use super::loss::LossMeter;
 use super::sync::{DocPart, DocReplica, Received};
 use crate::crypto::{
     AdmissionVerifier, CryptoError, DocEnds, KeyAnnounce, KeyGrant, MemberAuthKey, MemberKey,
@@ -36,6 +37,8 @@ use crate::wire::{
 pub const KEY_TICK: Duration = Duration::from_millis(250);
 /// How often we ask a member again for a key it has not granted us.
 const UNKEYED_ASK_EVERY: Duration = Duration::from_secs(1);
+/// How often our presence says what each sender's audio loses on its way to us.
+const LOSS_REPORT_EVERY: Duration = Duration::from_secs(2);
 
 /// Edits within this long of a document sync go out together at its end: a dragged tempo or
 /// typed chart costs one message per peer per window, not one per step.
@@ -128,6 +131,9 @@ pub struct RoomCore {
     joined: Option<Joined>,
     presence_out: PresenceOutbox,
     presence_in: PresenceBook,
+    /// What each sender's audio loses on its way to us, reported in our presence.
+    loss: LossMeter,
+    next_loss_report: Option<Instant>,
     audio: AudioOut,
     counters: Arc<SessionCounters>,
     transmits: VecDeque<Transmit>,
@@ -151,6 +157,8 @@ impl RoomCore {
             joined: None,
             presence_out: PresenceOutbox::new(setup.presence),
             presence_in: PresenceBook::default(),
+            loss: LossMeter::default(),
+            next_loss_report: None,
             audio: AudioOut::new(),
             counters,
             transmits: VecDeque::new(),
@@ -248,9 +256,7 @@ impl RoomCore {
                     return;
                 };
                 j.quiet.remove(&id);
-                if j.paths.remove(&id) {
-                    self.route();
-                }
+                j.paths.remove(&id);
                 self.events.push_back(RoomEvent::ClosePath(id));
                 // What it had told only some of us must reach the rest.
                 self.sync_all(doc);
@@ -328,6 +334,11 @@ impl RoomCore {
         };
         if now >= j.next_presence_tick {
             j.next_presence_tick = now + Duration::from_secs(1) / MAX_RATE_HZ;
+            let report_due = self.next_loss_report.get_or_insert(now + LOSS_REPORT_EVERY);
+            if now >= *report_due {
+                *report_due = now + LOSS_REPORT_EVERY;
+                self.presence_out.set_loss(self.loss.report());
+            }
             if let Some(update) = self.presence_out.due(now) {
                 if let Ok(plain) = postcard::to_stdvec(&update) {
                     let (epoch, nonce, sealed) = j.keys.seal_presence(&plain, &mut *self.rng);
@@ -381,6 +392,20 @@ impl RoomCore {
         self.presence_out.set(presence);
     }
 
+    /// The worst loss (‰, before redundancy) any member present reports of our audio lately;
+    /// `None` while nobody has said.
+    pub fn loss_reported(&mut self, now: Instant) -> Option<u16> {
+        let me = self.identity.participant();
+        self.presence_in
+            .list(now)
+            .iter()
+            .filter(|p| !p.gone)
+            .flat_map(|p| p.presence.heard_loss.iter())
+            .filter(|(about, _)| *about == me)
+            .map(|(_, permille)| *permille)
+            .max()
+    }
+
     /// Everyone's presence as last heard, with those silent for a while marked gone.
     pub fn presence(&mut self, now: Instant) -> Vec<PeerPresence> {
         self.presence_in.list(now)
@@ -405,8 +430,11 @@ impl RoomCore {
 
     /// Seals one frame of our stream `stem` at `media_time` with `redundancy` earlier frames.
     /// Returns the datagram as direct paths carry it, the length of its sender prefix (the
-    /// relay gets what follows), and whether the relay must carry it (some member has no
-    /// direct path). `None` while not joined.
+    /// relay gets what follows), and whether the relay must carry it: whenever anyone else is
+    /// in the room. The relay's copy is a standby for the direct paths: a path that stops
+    /// carrying (a router's rule, a Wi-Fi drop) costs no more than the relay's detour, where
+    /// noticing it first would cost tens of milliseconds of silence; the receiver drops the
+    /// second copy. `None` while not joined.
     pub fn seal_audio(
         &mut self,
         stem: StemId,
@@ -415,10 +443,7 @@ impl RoomCore {
         redundancy: usize,
     ) -> Option<(&[u8], usize, bool)> {
         let j = self.joined.as_mut()?;
-        let relay = j
-            .members
-            .keys()
-            .any(|m| !j.paths.contains(m) || j.quiet.contains(m));
+        let relay = !j.members.is_empty();
         let (datagram, prefix) =
             self.audio
                 .seal(&mut j.keys, j.me, (stem, media_time), payload, redundancy);
@@ -439,6 +464,13 @@ impl RoomCore {
         };
         let members = &j.members;
         let participant_of = |m: MemberId| members.get(&m).map(|i| i.participant);
+        let paths = &j.paths;
+        let doubled = |m: MemberId| paths.contains(&m);
+        let loss = &mut self.loss;
+        let sink = &mut |from: ParticipantId, frame: AudioFrame<'_>| {
+            loss.heard(from, frame.stem, frame.seq, frame.recovered);
+            sink(from, frame);
+        };
         let unkeyed = &mut j.unkeyed;
         let mut no_key = |m: MemberId| {
             if members.contains_key(&m) {
@@ -448,6 +480,7 @@ impl RoomCore {
         open_datagram(
             &mut j.keys,
             participant_of,
+            doubled,
             &self.counters,
             via,
             bytes,

@@ -1,5 +1,6 @@
-//! Direct paths as the member core sees them: which members to reach directly, which path
-//! carries what, and what the relay is told to forward.
+//! Direct paths as the member core sees them: which members to reach directly and which
+//! paths carry. The relay carries every frame as well, as a standby (see
+//! [`RoomCore::seal_audio`]).
 
 use std::time::Instant;
 
@@ -14,7 +15,6 @@ impl RoomCore {
         if !j.members.contains_key(&member) || !j.paths.insert(member) {
             return;
         }
-        self.route();
         // Sync again over the new path, so nothing waits on the relay.
         self.sync_all(doc);
     }
@@ -30,7 +30,6 @@ impl RoomCore {
             return;
         }
         let info = j.members.get(&member).cloned();
-        self.route();
         // Try again: a changed address or a router that forgot its mapping heals this way.
         if let Some(info) = &info {
             self.maybe_dial(info);
@@ -43,9 +42,8 @@ impl RoomCore {
     }
 
     /// The direct path to `member` went quiet (nothing has come over it for a while) or
-    /// carries again. While quiet, the relay also carries our audio to `member` (the path
-    /// still does too: its copies are dropped as duplicates, and it is back the moment it
-    /// carries); the path itself stays until its connection gives up.
+    /// carries again: the relay's standby copies are what we hear of `member` meanwhile. The
+    /// path itself stays until its connection gives up.
     pub fn handle_path_quiet(&mut self, _now: Instant, member: MemberId, quiet: bool) {
         let Some(j) = self.joined.as_mut() else {
             return;
@@ -53,13 +51,10 @@ impl RoomCore {
         if !j.paths.contains(&member) {
             return;
         }
-        let changed = if quiet {
-            j.quiet.insert(member)
+        if quiet {
+            j.quiet.insert(member);
         } else {
-            j.quiet.remove(&member)
-        };
-        if changed {
-            self.route();
+            j.quiet.remove(&member);
         }
     }
 
@@ -87,15 +82,5 @@ impl RoomCore {
         } else {
             RoomEvent::Punch(other.clone())
         });
-    }
-
-    /// Tells the relay which members no longer need our audio forwarded: those on a direct
-    /// path that carries.
-    pub(super) fn route(&mut self) {
-        if let Some(j) = &self.joined {
-            let direct = j.paths.difference(&j.quiet).copied().collect();
-            self.transmits
-                .push_back(Transmit::Relay(ClientMessage::Route { direct }));
-        }
     }
 }

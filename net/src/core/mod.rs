@@ -5,6 +5,7 @@
 
 pub mod audio;
 pub mod batch;
+pub mod loss;
 pub mod member;
 pub mod relay;
 pub mod router;

@@ -66,6 +66,8 @@ pub(super) struct Driver {
     pub(super) identity: Identity,
     /// Who we are in the room: the relay admits us as this key's participant.
     pub(super) member: std::sync::Arc<MemberKey>,
+    /// Loss protection by the listeners' reports.
+    pub(super) protection: super::protection::AutoProtection,
 }
 
 /// The connections of one stay in the room.
@@ -345,7 +347,11 @@ impl Driver {
             .members()
             .map(|m| (m.clone(), self.core.keyed(m.id)))
             .collect();
-        let presence = self.core.presence(Instant::now());
+        let now = Instant::now();
+        let presence = self.core.presence(now);
+        let reported = self.core.loss_reported(now);
+        self.protection
+            .update(&self.shared.protection, reported, now);
         let direct = links
             .paths
             .iter()
@@ -413,7 +419,7 @@ impl Driver {
 
     /// Seals the frames the pump queued and sends each on every path that needs it.
     fn send_frames(&mut self, links: &Links) {
-        let redundancy = usize::from(self.shared.redundancy.load(Relaxed));
+        let redundancy = self.shared.protection.frames();
         let counters = &self.shared.counters;
         while let Ok(f) = self.audio_in.pop() {
             let Some((datagram, prefix, needs_relay)) =

@@ -38,6 +38,28 @@ impl SampleFifo {
         &self.buf[..self.len]
     }
 
+    /// All held samples, oldest first, to be changed in place.
+    pub fn as_mut_slice(&mut self) -> &mut [f32] {
+        &mut self.buf[..self.len]
+    }
+
+    /// Channels per frame.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Makes room for `frames` frames at frame `at`, moving what follows along (the new frames
+    /// hold stale samples for the caller to write). False, and nothing moved, without room.
+    pub fn open_gap(&mut self, at: usize, frames: usize) -> bool {
+        let (at, n) = (at * self.channels, frames * self.channels);
+        if at > self.len || self.len + n > self.buf.len() {
+            return false;
+        }
+        self.buf.copy_within(at..self.len, at + n);
+        self.len += n;
+        true
+    }
+
     /// Appends as many whole frames of `samples` as fit; returns the frames appended.
     pub fn push(&mut self, samples: &[f32]) -> usize {
         let frames = (samples.len() / self.channels).min(self.free_frames());

@@ -22,6 +22,7 @@ pub mod resample;
 pub mod signal;
 pub mod stats;
 pub mod stream;
+pub mod tsm;
 pub mod wake;
 
 use thiserror::Error;

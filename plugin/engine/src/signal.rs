@@ -60,3 +60,50 @@ pub fn sine(rate_hz: u32, hz: f32, amplitude: f32, frames: usize) -> Vec<f32> {
         .map(|i| amplitude * (TAU * f64::from(hz) * i as f64 / f64::from(rate_hz)).sin() as f32)
         .collect()
 }
+
+/// A spoken-like phrase at `rate_hz`: syllables of a voiced sound (a glottal pulse train with a
+/// gliding pitch of 95–165 Hz, shaped by two formants that move from vowel to vowel) with
+/// breathy consonants and short pauses between them. Deterministic; for tests of what playout
+/// does to speech, where a tone is too easy.
+pub fn phrase(rate_hz: u32, frames: usize) -> Vec<f32> {
+    const VOWELS: [(f64, f64); 4] = [
+        (730.0, 1090.0),
+        (270.0, 2290.0),
+        (530.0, 1840.0),
+        (300.0, 870.0),
+    ];
+    let rate = f64::from(rate_hz);
+    let (mut phase, mut noise) = (0.0f64, 0x2545_f491_4f6c_dd1du64);
+    (0..frames)
+        .map(|i| {
+            let t = i as f64 / rate;
+            let syllable = (t / 0.28) as usize;
+            let within = t % 0.28;
+            let f0 = 130.0 + 35.0 * (TAU * 0.6 * t).sin();
+            phase += TAU * f0 / rate;
+            noise ^= noise << 13;
+            noise ^= noise >> 7;
+            noise ^= noise << 17;
+            let white = (noise >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0;
+            let sample = if within < 0.18 {
+                let (f1, f2) = VOWELS[syllable % VOWELS.len()];
+                let voiced: f64 = (1..=30)
+                    .map(|k| {
+                        let f = k as f64 * f0;
+                        let formant = |fc: f64, bw: f64| 1.0 / (1.0 + ((f - fc) / bw).powi(2));
+                        (formant(f1, 90.0) + 0.6 * formant(f2, 120.0) + 0.02) / k as f64
+                            * (k as f64 * phase).sin()
+                    })
+                    .sum();
+                // Syllable envelope: a quick rise, a slow fall.
+                let env = (within / 0.02).min(1.0) * (1.0 - within / 0.2).max(0.1);
+                0.5 * env * voiced
+            } else if within < 0.22 {
+                0.06 * white
+            } else {
+                0.0
+            };
+            sample as f32
+        })
+        .collect()
+}

@@ -84,8 +84,10 @@ pub struct EngineStats {
     pub packets_late: AtomicU64,
     /// Packets received twice.
     pub packets_duplicate: AtomicU64,
-    /// Packets skipped to bring the playout delay down to its target.
+    /// Packets passed over after the host paused (their moment had gone).
     pub packets_overrun: AtomicU64,
+    /// Stretches of decoded audio taken out or put in to move the playout delay.
+    pub delay_splices: AtomicU64,
     /// Packets from a new stream when every stream slot was taken.
     pub stream_table_full: AtomicU64,
     /// Frames decoded from real packets.
@@ -180,6 +182,7 @@ impl EngineStats {
             packets_late: self.packets_late.load(Relaxed),
             packets_duplicate: self.packets_duplicate.load(Relaxed),
             packets_overrun: self.packets_overrun.load(Relaxed),
+            delay_splices: self.delay_splices.load(Relaxed),
             stream_table_full: self.stream_table_full.load(Relaxed),
             frames_decoded: self.frames_decoded.load(Relaxed),
             frames_concealed: self.frames_concealed.load(Relaxed),
@@ -202,6 +205,7 @@ pub struct StatsSnapshot {
     pub packets_late: u64,
     pub packets_duplicate: u64,
     pub packets_overrun: u64,
+    pub delay_splices: u64,
     pub stream_table_full: u64,
     pub frames_decoded: u64,
     pub frames_concealed: u64,

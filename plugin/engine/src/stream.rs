@@ -7,6 +7,7 @@ use crate::fifo::SampleFifo;
 use crate::jitter::adaptive::{AdaptiveConfig, Decision, JitterBuffer};
 use crate::packet::{PacketSlot, StreamId};
 use crate::resample::DriftStretcher;
+use crate::tsm;
 use std::sync::atomic::Ordering::Relaxed;
 
 use crate::stats::{EngineStats, StreamStats};
@@ -14,6 +15,10 @@ use crate::{EngineError, INTERNAL_RATE_HZ};
 
 /// Longest Opus packet: 120 ms (RFC 6716 §3.2.5), 5760 samples at 48 kHz.
 const MAX_PACKET_SAMPLES: usize = 5760;
+
+/// Splice searches (one per frame) after which a change of delay is made wherever the waveform
+/// is likest: half a second at 2.5 ms frames.
+const SPLICE_PATIENCE: u32 = 200;
 
 /// A stream that sends nothing for 2 s has left; its slot is freed for another.
 const IDLE_FRAMES_BEFORE_FREE: u64 = 2 * INTERNAL_RATE_HZ as u64;
@@ -51,9 +56,11 @@ pub struct RemoteStream {
     gain_now: f32,
     /// The host's largest block at 48 kHz.
     block_48k: usize,
-    /// A frame decoded but skipped to shrink the delay, waiting to be blended into the next.
-    skipped: Vec<f32>,
-    skipped_frames: usize,
+    /// Renders since the buffer asked for a change of delay that no splice has made yet: the
+    /// longer it waits for a place where the waveform repeats, the less alike it needs one.
+    splice_tries: u32,
+    /// The stream clock before which no splice is looked for (one search per frame at most).
+    next_splice_at: u64,
     /// Clock-drift correction from the sender's clock (`decoded`) to ours: each render is
     /// stretched into `stretched`, then mixed.
     drift: DriftStretcher,
@@ -80,8 +87,8 @@ impl RemoteStream {
             dropped_seen: 0,
             gain_now: 1.0,
             block_48k: 0,
-            skipped: vec![0.0; 2 * MAX_PACKET_SAMPLES],
-            skipped_frames: 0,
+            splice_tries: 0,
+            next_splice_at: 0,
             drift: DriftStretcher::default(),
             stretched: vec![0.0; 2 * max_render_frames],
             skip_pending: false,
@@ -136,7 +143,8 @@ impl RemoteStream {
         self.clock = 0;
         self.dropped_seen = 0;
         self.gain_now = 1.0;
-        self.skipped_frames = 0;
+        self.splice_tries = 0;
+        self.next_splice_at = 0;
         self.skip_pending = false;
     }
 
@@ -170,7 +178,13 @@ impl RemoteStream {
     pub fn insert(&mut self, packet: &PacketSlot, back: u64, stats: &EngineStats) {
         self.idle_frames = 0;
         let before = self.jitter.stats();
-        self.jitter.insert(self.clock.saturating_sub(back), packet);
+        // The packet's own length (its TOC byte): the frame size can change mid-stream.
+        let samples = opus::packet::get_nb_samples(packet.payload(), 48_000)
+            .ok()
+            .filter(|n| (1..=MAX_PACKET_SAMPLES).contains(n))
+            .unwrap_or(self.last_packet_samples);
+        self.jitter
+            .insert_sized(self.clock.saturating_sub(back), packet, samples as u64);
         let after = self.jitter.stats();
         if after.late > before.late {
             EngineStats::add(&stats.packets_late, 1);
@@ -207,12 +221,14 @@ impl RemoteStream {
                 .skip_to(self.clock + self.decoded.frames() as u64);
         }
         // Decoded audio runs on the sender's clock; the drift converter stretches it onto ours
-        // by the measured rate difference, so the buffer neither drains nor fills, and by the
-        // buffer's slew towards its schedule.
+        // by the measured rate difference, so the buffer neither drains nor fills.
         self.drift.set_ratio(self.jitter.stretch());
         let frames = frames.min(self.stretched.len() / 2);
         let need = self.drift.input_needed(frames);
         concealed += self.decode_until(need, horizon, stats);
+        if self.rescale(stats) {
+            concealed += self.decode_until(need, horizon, stats);
+        }
         let out = &mut self.stretched[..2 * frames];
         let used = self.drift.process(self.decoded.as_slice(), out);
         self.decoded.consume(used);
@@ -261,6 +277,51 @@ impl RemoteStream {
         self.idle_frames < IDLE_FRAMES_BEFORE_FREE
     }
 
+    /// Moves the delay towards the buffer's schedule by time-scaling decoded audio: reads ahead
+    /// as far as packets are already here (never waiting for one), then takes a stretch out or
+    /// puts one in where the waveform repeats. Returns true if it took audio out.
+    fn rescale(&mut self, stats: &EngineStats) -> bool {
+        let Some(r) = self.jitter.rescale() else {
+            self.splice_tries = 0;
+            return false;
+        };
+        if self.clock < self.next_splice_at {
+            return false;
+        }
+        self.next_splice_at = self.clock + self.last_packet_samples as u64;
+        let lookahead = 2 * r.max.clamp(tsm::MIN_LAG, tsm::MAX_LAG);
+        while self.decoded.frames() < lookahead && self.jitter.ready() {
+            let have = self.decoded.frames();
+            self.decode_until(have + 1, usize::MAX, stats);
+            if self.decoded.frames() == have {
+                break;
+            }
+        }
+        let Some(splice) = tsm::find(self.decoded.as_slice(), 2, tsm::MIN_LAG, r.max, r.want)
+        else {
+            return false;
+        };
+        // Alike enough: at once where the waveform repeats well; far off the schedule, where it
+        // repeats fairly; and the bar falls the longer it waits (a dense mix may never repeat).
+        let bar = if r.urgent { 0.5 } else { tsm::GOOD } - 0.005 * self.splice_tries as f32;
+        if !(splice.acceptable(bar) || self.splice_tries >= SPLICE_PATIENCE) {
+            self.splice_tries += 1;
+            return false;
+        }
+        self.splice_tries = 0;
+        let lag = splice.lag as i64;
+        if r.shrink && tsm::shrink(&mut self.decoded, splice) {
+            self.jitter.rescaled(lag);
+            EngineStats::add(&stats.delay_splices, 1);
+            return true;
+        }
+        if !r.shrink && tsm::grow(&mut self.decoded, splice) {
+            self.jitter.rescaled(-lag);
+            EngineStats::add(&stats.delay_splices, 1);
+        }
+        false
+    }
+
     /// Decodes (or conceals, or waits in silence) until `decoded` holds `target` frames.
     /// Returns the frames concealed.
     fn decode_until(&mut self, target: usize, horizon: usize, stats: &EngineStats) -> u64 {
@@ -288,15 +349,6 @@ impl RemoteStream {
                         Self::conceal(&mut self.decoder, self.last_packet_samples, out, stats)
                     }
                 },
-                Decision::Skip(p) => {
-                    // Decode to keep the decoder continuous; blended into the next frame.
-                    let n = self
-                        .decoder
-                        .decode_float(p.payload(), &mut self.skipped, false)
-                        .unwrap_or_default();
-                    self.skipped_frames = n;
-                    continue;
-                }
                 Decision::Lost | Decision::Stall => {
                     concealed += 1;
                     Self::conceal(&mut self.decoder, self.last_packet_samples, out, stats)
@@ -313,13 +365,6 @@ impl RemoteStream {
                 // Unreachable with the FIFO sized in `new`; never spin on the audio thread.
                 break;
             }
-            if self.skipped_frames > 0 {
-                Self::blend(
-                    &self.skipped[..2 * self.skipped_frames],
-                    &mut out[..2 * made],
-                );
-                self.skipped_frames = 0;
-            }
             self.decoded.commit(made);
         }
         concealed
@@ -332,21 +377,6 @@ impl RemoteStream {
     ) {
         if let Some(s) = stats.streams.get(slot) {
             field(s).fetch_add(1, Relaxed);
-        }
-    }
-
-    /// Crossfades from a skipped frame into the frame that replaces it, so shrinking the delay
-    /// by a frame leaves no step in the waveform.
-    fn blend(skipped: &[f32], out: &mut [f32]) {
-        let frames = (skipped.len().min(out.len()) / 2).max(1);
-        for (i, (o, s)) in out
-            .chunks_exact_mut(2)
-            .zip(skipped.chunks_exact(2))
-            .enumerate()
-        {
-            let w = (i + 1) as f32 / frames as f32;
-            o[0] = s[0] * (1.0 - w) + o[0] * w;
-            o[1] = s[1] * (1.0 - w) + o[1] * w;
         }
     }
 

@@ -217,6 +217,7 @@ fn run_engine(rate: u32, host_channels: usize, seed: u64, wall_clock: bool, bloc
     assert!(stats.packets_late > 0, "{stats:?}");
     assert!(stats.packets_duplicate > 0, "{stats:?}");
     assert!(stats.frames_decoded > 1000, "{stats:?}");
+    assert!(stats.delay_splices > 0, "no time-scaling ran: {stats:?}");
     assert!(stats.samples_sanitised > 0, "{stats:?}");
     assert!(stats.stream_table_full > 0, "{stats:?}");
     if !wall_clock {

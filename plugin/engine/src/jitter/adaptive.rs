@@ -6,10 +6,11 @@
 //! At each playout request the buffer compares the moment the frame will be heard (`now`) with
 //! the schedule:
 //!
-//! - due packet here → play it, and play on a little faster or slower (at most 0.1 %, see
-//!   [`JitterBuffer::stretch`]) so the next frame starts on its moment: the delay follows the
-//!   target between whole frames; far behind schedule with the next one already here → drop it
-//!   (shrink at once);
+//! - due packet here → play it, early or late; when playout has drifted off the schedule by
+//!   more than a millisecond or two the buffer asks for a [`Rescale`]: the stream takes a
+//!   stretch out of decoded audio or puts one in where the waveform repeats ([`crate::tsm`]),
+//!   so the delay moves without a skipped or a concealed frame, and within the dead band it
+//!   holds still;
 //! - due packet missing and newer ones here → it is lost: conceal and move on;
 //! - due packet missing and nothing newer → a delay spike: conceal without moving on, so the
 //!   delay grows at once; the statistics window then raises the target if spikes recur.
@@ -17,6 +18,7 @@
 //! Pure: no clock, no I/O; times are the caller's sample counts. No allocation after
 //! construction.
 
+pub use super::decision::{AdaptiveConfig, AdaptiveStats, Decision, Rescale};
 use super::drift::DriftEstimator;
 use super::seq_ahead;
 use crate::packet::PacketSlot;
@@ -31,90 +33,44 @@ const START_AFTER_PACKETS: usize = 8;
 /// connection's set-up and the switch from the relay to a direct path (about one second in).
 const WARMUP_SAMPLES: u64 = 2 * 48_000;
 
-/// How the target is chosen.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdaptiveConfig {
-    /// Fraction of packets whose delay the target covers (e.g. 0.99).
-    pub quantile: f32,
-    /// Packets in the statistics window (2000 ≈ 5 s at 2.5 ms frames).
-    pub window: usize,
-    /// Slack added to the quantile.
-    pub margin_samples: u32,
-    /// The target never exceeds this.
-    pub max_target_samples: u32,
-    /// How fast the target may fall, in samples per second of audio (slow and inaudible).
-    pub shrink_per_second: u32,
-    /// `Some(n)`: a fixed target of `n` samples (manual mode).
-    pub manual_target_samples: Option<u32>,
-    /// Playout more than this many frames behind schedule skips a frame (when the next one is
-    /// here); less than that the slew works off, without a splice.
-    pub drop_after_frames: u32,
-    /// Frames played between two skips at least, so the delay shrinks gradually.
-    pub frames_between_skips: u32,
-    /// No skip until this long (samples) after the last stall: the delay a late packet made
-    /// us add is kept while more late packets may follow, so the delay does not see-saw.
-    pub settle_samples: u32,
-    /// Playout runs up to this much faster or slower (ppm) to bring a frame's start onto its
-    /// moment: the delay follows the target between whole frames, without a skip or a stall.
-    pub slew_ppm: u32,
-}
+/// Playout this far behind its schedule (2.5 ms, the shortest splice) asks to shrink the
+/// delay; a splice never takes playout ahead of its moment, where a packet within the target
+/// would be late.
+pub const SHRINK_AT: i64 = crate::tsm::MIN_LAG as i64;
+/// Within the splices' dead band, playout runs this much faster (slower) while it is behind
+/// (ahead of) its schedule: 250 ppm (0.4 cent) takes the last couple of milliseconds out in
+/// seconds, and on a clean path the delay then holds still.
+const SLEW_PPM: f64 = 250.0;
+/// Beyond this (1 ms) off its moment, inside the dead band, the slew runs four times as fast
+/// (0.1 %, 1.7 cent): the last of a change is out within a second or two.
+const FAST_SLEW_BEYOND: f64 = 48.0;
+/// Within this much of its moment playout is on time and the slew rests.
+const ON_TIME: (f64, f64) = (-12.0, 24.0);
+/// Playout this far ahead of its schedule (1 ms) asks to grow it: less slack on the early side,
+/// where a late packet means a stall.
+pub const GROW_AT: i64 = 48;
+/// Beyond this (10 ms) off the schedule a change is urgent: splice where the waveform is only
+/// fairly alike rather than wait for a better place.
+pub const URGENT_AT: i64 = 480;
 
-impl Default for AdaptiveConfig {
-    fn default() -> Self {
-        Self {
-            // Stalls rescue most packets beyond the quantile (they wait instead of being lost).
-            // With the slew below, 99.3 % meets the bench's target on 24–25 rows of 32 for
-            // seeds 1–3 (99 %: 21–26, 99.5 %: 21–24).
-            quantile: 0.993,
-            window: 2000,
-            margin_samples: 0,
-            max_target_samples: super::MAX_DEPTH_SAMPLES,
-            shrink_per_second: 48,
-            manual_target_samples: None,
-            drop_after_frames: 2,
-            frames_between_skips: 16,
-            settle_samples: 10 * 48_000,
-            // 1000 ppm is 1.7 cents: a pitch change no ear follows; it moves the delay by
-            // 1 ms a second.
-            slew_ppm: 1000,
-        }
-    }
-}
+/// Packets this much (2.5 ms) faster than any the window knew, [`NEW_PATH_RUN`] of them with
+/// few others between, show a shorter path: no jitter makes a path faster than its fastest.
+const NEW_PATH_SAMPLES: i64 = 120;
+const NEW_PATH_RUN: u32 = 8;
 
-/// What to play next.
-#[derive(Debug, Clone, Copy)]
-pub enum Decision<'a> {
-    /// Decode and play this packet.
-    Play(&'a PacketSlot),
-    /// Decode this packet but do not play it on its own: blend it into the next frame (the
-    /// delay shrinks by one frame). Ask again for the frame to play.
-    Skip(&'a PacketSlot),
-    /// The due packet is lost: conceal one frame; the schedule moves on.
-    Lost,
-    /// The due packet is late: conceal one frame and wait for it (the delay grows).
-    Stall,
-    /// Nothing to play yet: silence.
-    Idle,
-}
+/// What [`JitterBuffer::straggler_peak`] keeps per refresh (every 16 packets, 40 ms at 2.5 ms
+/// frames): half of it after 30 s.
+const STRAGGLER_MEMORY: f64 = 0.999_08;
 
-/// Counters since construction.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct AdaptiveStats {
-    /// Packets played.
-    pub played: u64,
-    /// Frames concealed for lost packets.
-    pub lost: u64,
-    /// Frames concealed while waiting for a late packet.
-    pub stalled: u64,
-    /// Packets skipped to shrink the delay.
-    pub dropped: u64,
-    /// Packets that arrived after their slot had passed.
-    pub late: u64,
-    /// Duplicates refused.
-    pub duplicate: u64,
-    /// Frames concealed because the host rendered beyond what could have arrived.
-    pub ahead: u64,
-}
+/// The most one late packet raises the target for good (5 ms).
+const MAX_BUMP: i64 = 240;
+
+/// How far above the quantile the target reaches to cover the slowest packets of the window
+/// (2.5 ms).
+const HEADROOM: i64 = 120;
+
+/// A move of the fastest-path reference beyond this (1 ms) at once is a jump, not a creep.
+const REBASE_JUMP: i64 = 48;
 
 /// The adaptive jitter buffer.
 ///
@@ -123,6 +79,8 @@ pub struct AdaptiveStats {
 pub struct JitterBuffer {
     config: AdaptiveConfig,
     slots: Vec<PacketSlot>,
+    /// Samples in each held packet.
+    lens: Vec<u64>,
     held: Vec<bool>,
     /// Next sequence number to play, once started.
     next_seq: Option<u32>,
@@ -130,7 +88,8 @@ pub struct JitterBuffer {
     /// Media time of `next_seq` (advances by the last frame length when it is missing).
     next_media: u64,
     frame_samples: u64,
-    /// `arrival − media` of the last `window` packets (ring), when each arrived, and a scratch
+    /// `arrival − end` (the end of a packet's audio: its delay does not depend on the frame
+    /// length) of the last `window` packets (ring), when each arrived, and a scratch
     /// copy for quantiles.
     delays: Vec<i64>,
     arrivals: Vec<u64>,
@@ -143,22 +102,29 @@ pub struct JitterBuffer {
     quantile_target: i64,
     /// The quantile target without the render-size floor: what the path alone asks for.
     path_target: i64,
-    last_shrink_at: u64,
     /// Frames concealed while waiting since the last one played. Packets that then prove lost
     /// are covered by them (no second concealment, no added delay); the rest is delay added.
     stall_credit: u32,
     /// The least adaptive target: the receiver's render size.
     render_ahead: i64,
-    /// Frames played since the last skip.
-    since_skip: u32,
     /// Samples played since the last stall.
     since_stall: u64,
     /// How far behind its moment the last frame played (negative: ahead), in samples.
     last_error: i64,
-    /// The schedule error averaged over a quarter second: arrivals seen at block starts make
-    /// each frame's error jump by up to a block, which the slew must not follow.
+    /// The same averaged over a quarter second, for the slew: arrivals seen at block starts
+    /// make each frame's error jump by up to a block.
     error_avg: f64,
     drift: DriftEstimator,
+    /// How far the slowest packets lately came beyond the quantile, fading over half a minute.
+    straggler_peak: f64,
+    /// The stalls waited so far were the host's (a long block) or the path change's, not the
+    /// path's: they neither raise the target nor hold it up.
+    stalls_forgiven: bool,
+    /// Packets well below `run_floor`, the fastest delay known before the first of them, and
+    /// packets since the last of them.
+    faster_run: u32,
+    since_faster: u32,
+    run_floor: i64,
     /// `since_stall` before a first stall on a packet, restored if that packet proves lost.
     since_stall_saved: Option<u64>,
     stats: AdaptiveStats,
@@ -176,6 +142,7 @@ impl JitterBuffer {
         Self {
             config: AdaptiveConfig { window, ..config },
             slots: vec![PacketSlot::empty(); CAPACITY],
+            lens: vec![120; CAPACITY],
             held: vec![false; CAPACITY],
             next_seq: None,
             newest_seq: 0,
@@ -191,17 +158,28 @@ impl JitterBuffer {
             target,
             quantile_target: target,
             path_target: target,
-            last_shrink_at: 0,
             stall_credit: 0,
             render_ahead: 0,
-            since_skip: u32::MAX,
             since_stall: u64::MAX,
             since_stall_saved: None,
+            stalls_forgiven: false,
+            straggler_peak: 0.0,
+            faster_run: 0,
+            since_faster: 0,
+            run_floor: 0,
             last_error: 0,
             error_avg: 0.0,
             drift: DriftEstimator::default(),
             stats: AdaptiveStats::default(),
         }
+    }
+
+    /// The next packet to play is here: decoding it now never conceals.
+    pub fn ready(&self) -> bool {
+        self.next_seq.is_some_and(|seq| {
+            let idx = Self::index(seq);
+            self.held[idx] && self.slots[idx].seq == seq
+        }) && self.stats.played > 0
     }
 
     /// Counters.
@@ -215,11 +193,65 @@ impl JitterBuffer {
         self.drift.ppm()
     }
 
-    /// Receiver samples each sample of decoded audio should last: the clock drift, plus a
-    /// correction of at most [`AdaptiveConfig::slew_ppm`] that draws playout onto the
-    /// schedule. Within ±0.2 %.
+    /// Receiver samples each sample of decoded audio should last: the clock drift, within
+    /// ±0.1 %, and the slow slew inside the dead band. Playout is drawn onto its schedule by
+    /// [`Self::rescale`] beyond it.
     pub fn stretch(&self) -> f64 {
-        1.0 + (self.drift.ppm().clamp(-1000.0, 1000.0) - self.slew_ppm()) * 1e-6
+        let e = self.error_avg;
+        let pace = if e.abs() > FAST_SLEW_BEYOND { 4.0 } else { 1.0 } * SLEW_PPM;
+        let slew = if e > ON_TIME.1 {
+            pace
+        } else if e < ON_TIME.0 {
+            -pace
+        } else {
+            0.0
+        };
+        1.0 + (self.drift.ppm().clamp(-1000.0, 1000.0) - slew) * 1e-6
+    }
+
+    /// The change of delay playout needs now, if any: more than [`SHRINK_AT`] behind its
+    /// schedule (too much delay), or more than [`GROW_AT`] ahead (too little). Within that
+    /// dead band the delay holds still. Make it with [`crate::tsm`], then report it with
+    /// [`Self::rescaled`].
+    pub fn rescale(&self) -> Option<Rescale> {
+        if self.stats.played == 0 {
+            return None;
+        }
+        let e = self.last_error;
+        let urgent = e.unsigned_abs() > URGENT_AT as u64;
+        if e > SHRINK_AT {
+            // Never so far that it would ask to grow again.
+            let want = e as usize;
+            Some(Rescale {
+                shrink: true,
+                want,
+                max: want,
+                urgent,
+            })
+        } else if -e > GROW_AT {
+            // Past the moment is safe (a little more delay), short of asking to shrink again.
+            let want = (-e) as usize;
+            Some(Rescale {
+                shrink: false,
+                want,
+                max: want + SHRINK_AT as usize - 1,
+                urgent,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// `frames` were taken out of (positive) or put into (negative) the decoded audio ahead of
+    /// playout: everything after them is heard that much earlier (later).
+    pub fn rescaled(&mut self, frames: i64) {
+        self.last_error -= frames;
+        self.error_avg -= frames as f64;
+        if frames > 0 {
+            self.stats.shrunk += 1;
+        } else if frames < 0 {
+            self.stats.grown += 1;
+        }
     }
 
     /// How far behind the schedule the last played frame was (negative: ahead), in samples.
@@ -266,6 +298,7 @@ impl JitterBuffer {
             self.target = wanted;
             self.since_stall = u64::MAX;
             self.since_stall_saved = None;
+            self.stalls_forgiven = true;
         }
         self.target = self.target.max(self.render_ahead);
     }
@@ -288,11 +321,12 @@ impl JitterBuffer {
         self.target = target;
         self.quantile_target = target;
         self.path_target = target;
-        self.last_shrink_at = 0;
         self.stall_credit = 0;
-        self.since_skip = u32::MAX;
         self.since_stall = u64::MAX;
         self.since_stall_saved = None;
+        self.faster_run = 0;
+        self.stalls_forgiven = false;
+        self.straggler_peak = 0.0;
         self.last_error = 0;
         self.error_avg = 0.0;
         self.drift.reset();
@@ -306,14 +340,23 @@ impl JitterBuffer {
         seq as usize % CAPACITY
     }
 
-    /// When `media` is due, on the receiver's clock.
-    fn due(&self, media: u64) -> i64 {
-        media as i64 + self.base + self.target
+    /// When the frame whose audio ends at `end` is due, on the receiver's clock.
+    fn due(&self, end: u64) -> i64 {
+        end as i64 + self.base + self.target
     }
 
-    /// Stores a packet that arrived at `arrival` (receiver samples).
+    /// Stores a packet as long as the frames played so far that arrived at `arrival`
+    /// (receiver samples).
     pub fn insert(&mut self, arrival: u64, packet: &PacketSlot) {
-        let delay = arrival as i64 - packet.media_time as i64;
+        self.insert_sized(arrival, packet, self.frame_samples);
+    }
+
+    /// Stores a packet of `samples` that arrived at `arrival`. Its delay counts from the end
+    /// of its audio, so a sender that changes its frame length moves playout by the change
+    /// (a longer frame cannot be heard before it is whole) and the path statistics hold.
+    pub fn insert_sized(&mut self, arrival: u64, packet: &PacketSlot, samples: u64) {
+        let samples = samples.max(1);
+        let delay = arrival as i64 - (packet.media_time + samples) as i64;
         self.drift.observe(arrival, delay);
         self.record_delay(delay, arrival);
         if let Some(next) = self.next_seq {
@@ -336,6 +379,7 @@ impl JitterBuffer {
             return;
         }
         self.slots[idx].copy_from(packet);
+        self.lens[idx] = samples;
         self.held[idx] = true;
         match self.next_seq {
             None => {
@@ -366,7 +410,9 @@ impl JitterBuffer {
         let frame = self.frame_samples;
         let mut media = self.next_media;
         for _ in 0..CAPACITY {
-            if self.due(media) + frame as i64 > now as i64 || seq_ahead(seq, self.newest_seq) > 0 {
+            if self.due(media + frame) + frame as i64 > now as i64
+                || seq_ahead(seq, self.newest_seq) > 0
+            {
                 break;
             }
             let idx = Self::index(seq);
@@ -390,6 +436,27 @@ impl JitterBuffer {
     }
 
     fn record_delay(&mut self, delay: i64, now: u64) {
+        let floor = if self.faster_run == 0 {
+            self.base
+        } else {
+            self.run_floor
+        };
+        if self.base != i64::MAX && delay.saturating_add(NEW_PATH_SAMPLES) < floor {
+            if self.faster_run == 0 {
+                self.run_floor = self.base;
+            }
+            self.faster_run += 1;
+            self.since_faster = 0;
+            if self.faster_run >= NEW_PATH_RUN {
+                self.new_path();
+            }
+        } else if self.faster_run > 0 {
+            // Stragglers of the old path arrive among the first of the new one.
+            self.since_faster += 1;
+            if self.since_faster > 4 * NEW_PATH_RUN {
+                self.faster_run = 0;
+            }
+        }
         let w = self.config.window;
         self.delays[self.delays_at] = delay;
         self.arrivals[self.delays_at] = now;
@@ -406,18 +473,55 @@ impl JitterBuffer {
         }
     }
 
-    /// Moves the fastest-path reference, keeping the schedule (`base + target`) where it was:
-    /// the target then moves towards what the statistics want at its usual pace, so a route
-    /// change is followed smoothly instead of by a jump of the whole schedule.
+    /// Moves the fastest-path reference. A creep (the clock drift, a minimum that left the
+    /// window) moves the schedule with it; a jump (a slower path's packets now the fastest
+    /// left) keeps the schedule where it is, the target taking up the difference, so the
+    /// statistics, not a bookkeeping step, decide when the delay changes. A shorter path is
+    /// [`Self::new_path`]'s.
     fn rebase(&mut self, base: i64) {
-        if self.base != i64::MAX && self.config.manual_target_samples.is_none() {
-            let moved = base - self.base;
+        let moved = base.saturating_sub(self.base);
+        if self.base != i64::MAX
+            && moved.abs() > REBASE_JUMP
+            && self.config.manual_target_samples.is_none()
+        {
             self.target = (self.target - moved).clamp(0, self.config.max_target_samples as i64);
         }
         self.base = base;
     }
 
-    /// Recomputes base (window minimum) and the quantile target; shrinks towards it slowly.
+    /// [`NEW_PATH_RUN`] packets came well below the fastest delay the window knew: a
+    /// shorter path (relay → direct). What the window holds describes the old one, so it is
+    /// forgotten, all but that run, and what held the delay up (stalls on the old path) with
+    /// it: the gain is taken within a second or two instead of once the window has turned over.
+    fn new_path(&mut self) {
+        let w = self.config.window;
+        // The run's packets, not the old path's stragglers that came among them.
+        let floor = self.run_floor - NEW_PATH_SAMPLES;
+        let mut recent = [(0i64, 0u64); NEW_PATH_RUN as usize];
+        let mut keep = 0;
+        for back in 1..=self.delays_len.min(5 * NEW_PATH_RUN as usize) {
+            let at = (self.delays_at + w - back) % w;
+            if self.delays[at] < floor && keep < recent.len() {
+                recent[keep] = (self.delays[at], self.arrivals[at]);
+                keep += 1;
+            }
+        }
+        recent[..keep].reverse();
+        for (k, &(d, a)) in recent.iter().take(keep).enumerate() {
+            self.delays[k] = d;
+            self.arrivals[k] = a;
+        }
+        self.delays_len = keep;
+        self.delays_at = keep % w;
+        self.base = recent[..keep].iter().map(|r| r.0).min().unwrap_or(i64::MAX);
+        self.since_stall = u64::MAX;
+        self.since_stall_saved = None;
+        self.stalls_forgiven = true;
+        self.faster_run = 0;
+        self.drift.reset();
+    }
+
+    /// Recomputes base (window minimum) and the quantile target: up at once, down past a dead band once the path has been clean a while.
     fn refresh_quantile(&mut self, now: u64) {
         let n = self.delays_len;
         if n == 0 {
@@ -438,8 +542,16 @@ impl JitterBuffer {
         self.rebase(base);
         let s = &mut self.scratch[..n];
         let k = ((n as f32 - 1.0) * self.config.quantile.clamp(0.5, 1.0)).round() as usize;
-        let (_, q, _) = s.select_nth_unstable(k.min(n - 1));
-        self.path_target = (*q - self.base + self.config.margin_samples as i64)
+        let (_, q, above) = s.select_nth_unstable(k.min(n - 1));
+        let q = *q;
+        // The stragglers beyond the quantile, as far as a frame above it: on a clean path
+        // (a busy computer's rare late wake-up) that costs a millisecond or two and spares a
+        // concealed frame each time; on a rough one the quantile governs.
+        let most = above.iter().copied().max().unwrap_or(q);
+        // Remembered beyond the window: a straggler every few seconds is the path's too.
+        self.straggler_peak = (self.straggler_peak * STRAGGLER_MEMORY).max((most - q) as f64);
+        let q = q + (self.straggler_peak as i64).min(HEADROOM);
+        self.path_target = (q - self.base + self.config.margin_samples as i64)
             .min(self.config.max_target_samples as i64);
         let wanted = self.path_target.max(self.render_ahead);
         self.quantile_target = wanted;
@@ -449,14 +561,12 @@ impl JitterBuffer {
         }
         if wanted > self.target {
             self.target = wanted;
-        } else {
-            // Fall by at most `shrink_per_second` per second of arrivals.
-            let elapsed = now.saturating_sub(self.last_shrink_at);
-            let step = (elapsed as i64 * self.config.shrink_per_second as i64) / 48_000;
-            if step > 0 {
-                self.target = (self.target - step).max(wanted);
-                self.last_shrink_at = now;
-            }
+        } else if wanted + i64::from(self.config.shrink_hysteresis_samples) < self.target
+            && self.since_stall >= u64::from(self.config.settle_samples)
+        {
+            // Down at once: the stream's time-scaling takes the delay out inaudibly, a period
+            // at a time, so a shorter path pays off within a second or two.
+            self.target = wanted;
         }
     }
 
@@ -474,7 +584,7 @@ impl JitterBuffer {
         if self.delays_len < START_AFTER_PACKETS {
             return frame;
         }
-        let due = self.due(self.slots[idx].media_time);
+        let due = self.due(self.slots[idx].media_time + self.lens[idx]);
         (due - now as i64).clamp(1, frame as i64) as u64
     }
 
@@ -491,7 +601,8 @@ impl JitterBuffer {
         let frame = self.frame_samples as i64;
         if present {
             let media = self.slots[idx].media_time;
-            let due = self.due(media);
+            let end = media + self.lens[idx];
+            let due = self.due(end);
             let next_idx = Self::index(seq.wrapping_add(1));
             let next_here = self.held[next_idx] && self.slots[next_idx].seq == seq.wrapping_add(1);
             if self.stats.played == 0 {
@@ -505,40 +616,39 @@ impl JitterBuffer {
                     // Its moment passed while we waited to start: start on the next one's
                     // moment instead, exactly.
                     self.held[idx] = false;
-                    self.advance(seq, media + self.frame_samples);
+                    self.advance(seq, end);
                     return self.next(now as u64, beyond);
                 }
             }
-            if now + frame / 2 < due {
-                // Early while playing: the target has just grown, so conceal one frame to let
-                // the delay catch up (never a gap of silence).
-                return self.stall();
-            }
-            let behind = now > due + self.config.drop_after_frames as i64 * frame;
-            let settled = self.since_stall >= u64::from(self.config.settle_samples);
-            if behind && settled && next_here && self.since_skip >= self.config.frames_between_skips
+            if self.stall_credit > 0
+                && !std::mem::take(&mut self.stalls_forgiven)
+                && now > due
+                && !self.warming_up()
+                && self.lens[idx] == self.frame_samples
+                && self.config.manual_target_samples.is_none()
             {
-                self.since_skip = 0;
-                // Behind schedule with the next frame waiting: skip this one to shrink the
-                // delay. The caller decodes it (keeping the decoder continuous) and blends it
-                // into the next, so the splice is inaudible.
-                self.held[idx] = false;
-                self.stats.dropped += 1;
-                self.advance(seq, media + self.frame_samples);
-                return Decision::Skip(&self.slots[idx]);
+                // It came late, after we had waited for it: the path needs that much more
+                // delay. Keep it (the target moves to where playout is) rather than taking it
+                // out again only to wait once more at the next late packet; the target falls
+                // again once the path has been clean for the settle time. Kept up to
+                // [`MAX_BUMP`]: a longer wait is a hiccup (the computer, a Wi-Fi scan), not
+                // the path's, and is taken out again by splices. A wait for a longer frame
+                // than the last is the sender's, not the path's.
+                self.target = (self.target + (now - due).min(MAX_BUMP))
+                    .min(self.config.max_target_samples as i64);
             }
+            let due = self.due(end);
             self.held[idx] = false;
             self.stats.played += 1;
             self.last_error = now - due;
             let alpha = (self.frame_samples as f64 / 12_000.0).min(1.0);
             self.error_avg += ((now - due) as f64 - self.error_avg) * alpha;
-            self.since_skip = self.since_skip.saturating_add(1);
             self.since_stall = self.since_stall.saturating_add(self.frame_samples);
             self.stall_credit = 0;
-            self.advance(seq, media + self.frame_samples);
+            self.advance(seq, end);
             return Decision::Play(&self.slots[idx]);
         }
-        let due = self.due(self.next_media);
+        let due = self.due(self.next_media + self.frame_samples);
         if now < due + frame / 2 {
             // Not due yet and not here: wait quietly only if we never played; otherwise this
             // is a gap in a playing stream — conceal without moving on.
@@ -574,7 +684,7 @@ impl JitterBuffer {
         }
     }
 
-    /// The first second of playout, while the path is being learnt.
+    /// The first two seconds of playout, while the path is being learnt.
     fn warming_up(&self) -> bool {
         self.stats.played * self.frame_samples < WARMUP_SAMPLES
     }
@@ -586,28 +696,11 @@ impl JitterBuffer {
         }
         // While the first second plays the path is still being learnt (connection set-up
         // bursts): a stall then is not held against shrinking back.
-        if !self.warming_up() {
+        if !self.warming_up() && !self.stalls_forgiven {
             self.since_stall = 0;
         }
         self.stall_credit += 1;
         Decision::Stall
-    }
-
-    /// The rate correction towards the schedule, ppm (positive: play faster), for playout
-    /// that has lately started frames `error_avg` samples behind their moment: none from on time to half a millisecond late, then proportional over a millisecond and
-    /// full speed beyond (a frame a stall added is worked off in about three seconds). The
-    /// half millisecond is slack for arrivals seen only at block starts: aiming at exactly on
-    /// time, playout would hover either side of it and stall on the early side.
-    fn slew_ppm(&self) -> f64 {
-        const SLACK: f64 = 24.0;
-        const SPAN: f64 = 48.0;
-        let error = self.error_avg;
-        let off = if error > SLACK {
-            error - SLACK
-        } else {
-            error.min(0.0)
-        };
-        (off / SPAN).clamp(-1.0, 1.0) * f64::from(self.config.slew_ppm)
     }
 
     fn advance(&mut self, seq: u32, next_media: u64) {
@@ -624,3 +717,5 @@ impl JitterBuffer {
 #[cfg(test)]
 #[path = "adaptive_tests.rs"]
 mod tests;
+
+const _: () = assert!(SHRINK_AT as usize >= crate::tsm::MIN_LAG);

@@ -5,7 +5,6 @@ use crate::packet::StreamId;
 use proptest::prelude::*;
 
 const F: u64 = 120;
-const SKIPPED: u32 = 1 << 31;
 
 fn pkt(seq: u32) -> PacketSlot {
     PacketSlot::new(StreamId(1), seq, u64::from(seq) * F, &seq.to_le_bytes()).unwrap()
@@ -27,17 +26,10 @@ fn run(frames: u32, arrival: impl Fn(u32) -> Option<u64>) -> (Vec<Option<u32>>, 
             jb.insert(arrivals[next_arrival].0, &pkt(arrivals[next_arrival].1));
             next_arrival += 1;
         }
-        loop {
-            match jb.next(now, false) {
-                Decision::Play(p) => out.push(Some(p.seq)),
-                Decision::Skip(p) => out.push(Some(p.seq | SKIPPED)),
-                Decision::Lost | Decision::Stall => out.push(None),
-                Decision::Idle => {}
-            }
-            if !matches!(out.last(), Some(Some(s)) if s & SKIPPED != 0) {
-                break;
-            }
-            out.pop();
+        match jb.next(now, false) {
+            Decision::Play(p) => out.push(Some(p.seq)),
+            Decision::Lost | Decision::Stall => out.push(None),
+            Decision::Idle => {}
         }
     }
     (out, jb.stats())
@@ -73,8 +65,7 @@ fn a_delay_spike_grows_the_delay_instead_of_losing_audio() {
     });
     let played: Vec<u32> = out.iter().flatten().copied().collect();
     let kept = (100..110).filter(|s| played.contains(s)).count();
-    // Skips are spaced out, so at most one falls in the burst itself.
-    assert!(kept >= 9, "only {kept} of the delayed packets were played");
+    assert!(kept == 10, "only {kept} of the delayed packets were played");
     assert!(stats.stalled > 0 && stats.lost == 0, "{stats:?}");
 }
 
@@ -156,12 +147,8 @@ proptest! {
                 jb.insert(at, &p);
                 next += 1;
             }
-            loop {
-                let (seq, skipped) = match jb.next(now, false) {
-                    Decision::Play(p) => (p.seq, false),
-                    Decision::Skip(p) => (p.seq, true),
-                    _ => break,
-                };
+            if let Decision::Play(p) = jb.next(now, false) {
+                let seq = p.seq;
                 prop_assert!(seen.insert(seq), "{seq} came out twice");
                 if let Some(l) = last {
                     prop_assert!(seq_ahead(seq, l) > 0, "{seq} after {l}");
@@ -173,11 +160,93 @@ proptest! {
                     "frame {seq} played {} samples after its media time",
                     now - media
                 );
-                if !skipped {
-                    break;
-                }
             }
             prop_assert!(jb.target_samples() <= u64::from(config.max_target_samples));
         }
     }
+}
+
+/// A sender switches from `from` to `to` samples per frame after 3 s; each packet arrives 30
+/// samples after its audio ends; every splice asked for is made. Returns the samples concealed
+/// after the switch, what was lost, and the schedule error and target before and after.
+fn switch_frames(from: u64, to: u64) -> (u64, u64, (i64, i64), (u64, u64)) {
+    let mut jb = JitterBuffer::new(AdaptiveConfig::default());
+    jb.set_frame_samples(from);
+    let switch = 144_000;
+    let mut packets = Vec::new();
+    let (mut media, mut seq) = (0u64, 0u32);
+    while media < 2 * switch {
+        let len = if media < switch { from } else { to };
+        packets.push((media + len + 30, seq, media, len));
+        media += len;
+        seq += 1;
+    }
+    let (mut now, mut next, mut concealed) = (0u64, 0, 0);
+    let mut target_before = 0;
+    let mut error_before = 0;
+    while now < 2 * switch - 9600 {
+        while next < packets.len() && packets[next].0 <= now {
+            let (at, seq, media, len) = packets[next];
+            let p = PacketSlot::new(StreamId(1), seq, media, &[1]).unwrap();
+            jb.insert_sized(at, &p, len);
+            next += 1;
+        }
+        if now < switch {
+            (target_before, error_before) = (jb.target_samples(), jb.schedule_error());
+        }
+        now += match jb.next(now, false) {
+            Decision::Play(p) => {
+                let len = packets[p.seq as usize].3;
+                jb.set_frame_samples(len);
+                // A splice as asked, at once, at most the frame long.
+                let spliced = jb.rescale().map_or(0, |r| {
+                    let want = (r.want as i64).min(len as i64);
+                    let frames = if r.shrink { want } else { -want };
+                    jb.rescaled(frames);
+                    frames
+                });
+                (len as i64 - spliced) as u64
+            }
+            Decision::Lost | Decision::Stall => {
+                let len = jb.frame_samples;
+                concealed += if now > switch { len } else { 0 };
+                len
+            }
+            Decision::Idle => jb.idle_samples(now),
+        };
+    }
+    let stats = jb.stats();
+    (
+        concealed,
+        stats.lost,
+        (error_before, jb.schedule_error()),
+        (target_before, jb.target_samples()),
+    )
+}
+
+#[test]
+fn a_longer_frame_waits_exactly_for_its_own_length_and_keeps_the_path_delay() {
+    let (concealed, lost, _, (before, after)) = switch_frames(120, 960);
+    // The 20 ms frame is whole 17.5 ms after the 2.5 ms frame would have been: that wait, no
+    // more (a frame's worth of rounding).
+    assert!(
+        (840..=960).contains(&concealed),
+        "{concealed} samples concealed at the switch"
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(
+        before, after,
+        "the path did not change, the target must not"
+    );
+}
+
+#[test]
+fn a_shorter_frame_conceals_nothing_and_asks_for_the_gain_to_be_spliced_out() {
+    let (concealed, lost, (before, after), _) = switch_frames(480, 120);
+    assert_eq!((concealed, lost), (0, 0));
+    // Its audio is whole 7.5 ms sooner, and playout has caught up with that.
+    assert!(
+        before.abs() <= SHRINK_AT && after.abs() <= SHRINK_AT,
+        "schedule error {before} before, {after} after"
+    );
 }

@@ -3,9 +3,11 @@
 //! - [`adaptive`]: the playout schedule the engine uses, learned from arrival statistics
 //!   (or fixed, in manual mode);
 //! - [`drift`]: the sender's clock rate against ours, from the same arrivals;
-//! - [`sim`]: trace-driven comparison with baseline algorithms.
+//! - [`sim`]: trace-driven comparison with baseline algorithms (in `baselines`).
 
 pub mod adaptive;
+mod baselines;
+mod decision;
 pub mod drift;
 pub mod sim;
 

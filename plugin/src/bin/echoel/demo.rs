@@ -10,7 +10,7 @@ use anyhow::Context;
 use echoel_plugin::bridge::network_runtime;
 use echoel_plugin::engine::{CodecSettings, INTERNAL_RATE_HZ};
 use echoel_plugin::headless::{
-    self, file_stem, measure_lag, HeadlessOptions, HeadlessReport, Source,
+    self, file_stem, measure_lag, HeadlessOptions, HeadlessReport, LossProtection, Source,
 };
 
 const MUSICIANS: [&str; 3] = ["ana", "ben", "cleo"];
@@ -46,7 +46,7 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 source: Source::Voice(i as u32 + 1),
                 seconds,
                 force_relay,
-                redundancy: 0,
+                protection: LossProtection::Auto,
                 edits: Vec::new(),
                 codec: CodecSettings::default(),
                 codec_change: None,
