@@ -5,6 +5,8 @@
 //! audio or key grants.
 
 mod gate;
+#[cfg(feature = "danger-test-hooks")]
+mod hooks;
 mod metrics;
 mod reflector;
 pub use gate::{HANDSHAKES_PER_SECOND, HANDSHAKE_BURST};
@@ -393,6 +395,14 @@ impl Relay {
         self.directory.hooks.drop_every.store(n, Relaxed);
     }
 
+    /// Test hook: holds every datagram members send this long before the relay forwards it,
+    /// a relay far away (the lab has no kernel delay).
+    #[cfg(feature = "danger-test-hooks")]
+    pub fn danger_hold_datagrams(&self, hold: Duration) {
+        let micros = u64::try_from(hold.as_micros()).unwrap_or(u64::MAX);
+        self.directory.hooks.hold_micros.store(micros, Relaxed);
+    }
+
     /// Serves until `shutdown` completes, then closes every connection cleanly.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         let metrics = self
@@ -606,6 +616,15 @@ async fn read_datagrams(
         if !directory.hooks.admit(&datagram) {
             continue;
         }
+        #[cfg(feature = "danger-test-hooks")]
+        if let Some(hold) = directory.hooks.hold() {
+            let room = room.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                let _ = room.try_send((id, datagram));
+            });
+            continue;
+        }
         match room.try_send((id, datagram)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -741,37 +760,6 @@ fn transmit(core: &mut RelayCore, peers: &mut HashMap<ConnId, Peer>, metrics: &R
                     .close(reason.code().into(), reason.explain().as_bytes());
             }
             core.handle_closed(now, id);
-        }
-    }
-}
-
-#[cfg(feature = "danger-test-hooks")]
-mod hooks {
-    use super::*;
-
-    /// What the security and loss tests reach into.
-    #[derive(Default)]
-    pub(super) struct Hooks {
-        tap: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
-        /// Drop every n-th audio datagram (0: none), a lossy path on loopback.
-        pub(super) drop_every: AtomicU64,
-        seen: AtomicU64,
-    }
-
-    impl Hooks {
-        pub(super) fn tap(&self) -> mpsc::UnboundedReceiver<Bytes> {
-            let (tx, rx) = mpsc::unbounded_channel();
-            *self.tap.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-            rx
-        }
-
-        /// Taps a datagram; false if it is to be dropped.
-        pub(super) fn admit(&self, datagram: &Bytes) -> bool {
-            if let Some(tap) = self.tap.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-                let _ = tap.send(datagram.clone());
-            }
-            let n = self.drop_every.load(Relaxed);
-            !(n > 0 && (self.seen.fetch_add(1, Relaxed) + 1).is_multiple_of(n))
         }
     }
 }

@@ -207,6 +207,10 @@ pub struct AudioFrame<'a> {
     pub payload: &'a [u8],
     /// It came only as a later datagram's redundancy (the network lost its own).
     pub recovered: bool,
+    /// Counts the times a shorter way from the sender opened: a direct path came up, or
+    /// carries again after going quiet (wraps). The playout's cue that its statistics
+    /// describe the way it came before.
+    pub path_epoch: u8,
 }
 
 type AudioCallback = Box<dyn FnMut(ParticipantId, AudioFrame<'_>) + Send>;

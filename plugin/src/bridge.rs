@@ -119,6 +119,7 @@ impl Inner {
             .ok()
             .is_some_and(|mut slot| {
                 slot.arrival_ns = self.clock.now_ns();
+                slot.path_epoch = frame.path_epoch;
                 lock(&self.incoming).push(slot).is_ok()
             });
         if !pushed {

@@ -150,6 +150,8 @@ pub struct TimelinePoint {
     pub concealed: u64,
     /// Jitter-buffer depth, ms.
     pub depth_ms: f32,
+    /// A direct path to its sender carried lately (its route was direct, not quiet).
+    pub direct: bool,
 }
 
 impl Recording {
@@ -349,11 +351,16 @@ pub fn run(
         if block % TIMELINE_BLOCKS == 0 {
             let at_s = (pos as f64 / f64::from(INTERNAL_RATE_HZ)) as f32;
             for st in engine.stats().stream_snapshots() {
+                let direct = bridge
+                    .participant_of(st.stream)
+                    .and_then(|p| names.get(&p.0))
+                    .is_some_and(|(_, _, route)| matches!(route, Route::Direct { .. }));
                 timelines.entry(st.stream).or_default().push(TimelinePoint {
                     at_s,
                     decoded: st.frames_decoded,
                     concealed: st.frames_concealed,
                     depth_ms: st.depth_samples as f32 / 48.0,
+                    direct,
                 });
             }
             protection.push((at_s, session.loss_protection()));

@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 
 use echoel_net::relay::{Relay, RelayConfig};
 use echoel_net::Invite;
-use echoel_plugin::engine::CodecSettings;
+use echoel_plugin::engine::analysis::align;
+use echoel_plugin::engine::{CodecSettings, INTERNAL_RATE_HZ};
 use echoel_plugin::headless::{
-    self, DocEdit, HeadlessError, HeadlessOptions, HeadlessReport, LossProtection, Source,
+    self, measure_lag, DocEdit, HeadlessError, HeadlessOptions, HeadlessReport, LossProtection,
+    Source,
 };
 
 /// Holds the lock that keeps socket-heavy, timing-sensitive tests of one binary from running
@@ -284,4 +286,31 @@ pub fn join_room(
         |_, _| {},
     )
     .expect("session starts")
+}
+
+/// The lag of `heard` behind `sent` (samples) each second: the median of four 62.5 ms
+/// measurements within `reach` samples of the run's overall lag; `None` where the audio is too
+/// quiet to tell.
+pub fn lag_per_second(sent: &[f32], heard: &[f32], reach: usize) -> Vec<Option<usize>> {
+    let rate = INTERNAL_RATE_HZ as usize;
+    let coarse = measure_lag(sent, heard, 200.0).expect("heard").lag_samples;
+    let window = rate / 16;
+    let lag_at = |a: usize| {
+        let from = (a + coarse).saturating_sub(reach);
+        let found = align(&sent[a..a + window], heard.get(from..)?, 2 * reach)?;
+        (found.correlation > 0.9).then_some((from + found.lag_samples).checked_sub(a)?)
+    };
+    let usable = sent
+        .len()
+        .min(heard.len())
+        .saturating_sub(coarse + window + reach);
+    (0..usable / rate)
+        .map(|s| {
+            let mut lags: Vec<usize> = (0..4)
+                .filter_map(|q| lag_at(s * rate + q * rate / 4))
+                .collect();
+            lags.sort_unstable();
+            (lags.len() >= 2).then(|| lags[lags.len() / 2])
+        })
+        .collect()
 }

@@ -2,12 +2,12 @@
 //! in direct and relay mode, and the relay restarts without ending the jam.
 
 use echoel_net::Invite;
-use echoel_plugin::engine::analysis::align;
 use echoel_plugin::engine::INTERNAL_RATE_HZ;
 use echoel_plugin::headless::DocEdit;
 use echoel_plugin::headless::{measure_lag, HeadlessReport, Source};
 use echoel_tests::{
-    network_runtime, one_at_a_time, play, play_editing, play_with, Musician, TestRelay,
+    lag_per_second, network_runtime, one_at_a_time, play, play_editing, play_with, Musician,
+    TestRelay,
 };
 
 fn band() -> Vec<Musician> {
@@ -379,7 +379,7 @@ fn a_clean_path_holds_its_delay_still() {
     for listener in &reports {
         for rec in listener.recordings.values() {
             let sender = reports.iter().find(|r| r.name == rec.name).expect("sender");
-            let per_second = lag_per_second(&sender.sent, &rec.samples);
+            let per_second = lag_per_second(&sender.sent, &rec.samples, rate / 100);
             // Each 10 s stretch from 3 s (the warm-up over) on: its spread and concealment.
             let stretches: Vec<(usize, u64)> = (3..per_second.len().saturating_sub(9))
                 .filter_map(|s| {
@@ -411,30 +411,4 @@ fn a_clean_path_holds_its_delay_still() {
     // Judged over the pairs: a late wake of one musician's thread is heard by both its
     // listeners, and can land in every stretch of a run.
     assert!(held >= 4, "only {held} of 6 pairs held still for 10 s");
-}
-
-/// The lag of `heard` behind `sent` (samples) each second: the median of four 62.5 ms
-/// measurements around the run's overall lag; `None` where the audio is too quiet to tell.
-fn lag_per_second(sent: &[f32], heard: &[f32]) -> Vec<Option<usize>> {
-    let rate = INTERNAL_RATE_HZ as usize;
-    let coarse = measure_lag(sent, heard, 200.0).expect("heard").lag_samples;
-    let (window, reach) = (rate / 16, rate / 100);
-    let lag_at = |a: usize| {
-        let from = (a + coarse).saturating_sub(reach);
-        let found = align(&sent[a..a + window], heard.get(from..)?, 2 * reach)?;
-        (found.correlation > 0.9).then_some((from + found.lag_samples).checked_sub(a)?)
-    };
-    let usable = sent
-        .len()
-        .min(heard.len())
-        .saturating_sub(coarse + window + reach);
-    (0..usable / rate)
-        .map(|s| {
-            let mut lags: Vec<usize> = (0..4)
-                .filter_map(|q| lag_at(s * rate + q * rate / 4))
-                .collect();
-            lags.sort_unstable();
-            (lags.len() >= 2).then(|| lags[lags.len() / 2])
-        })
-        .collect()
 }

@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use echoel_net::session::{RelayWhy, Route};
+use echoel_plugin::engine::INTERNAL_RATE_HZ;
 use echoel_plugin::headless::{self, HeadlessOptions, HeadlessReport};
 use echoel_tests::netns::{in_ns, Lab, Mapping, INTERNET, RELAY_IP};
-use echoel_tests::{network_runtime, one_at_a_time, TestRelay};
+use echoel_tests::{lag_per_second, network_runtime, one_at_a_time, TestRelay};
 
 /// Makes the lab, or says why not (and the test passes by skipping).
 fn lab(test: &str) -> Option<Lab> {
@@ -20,12 +21,14 @@ fn lab(test: &str) -> Option<Lab> {
     Some(Lab::new(test).expect("the lab's namespaces"))
 }
 
-/// A relay on the lab's internet, started inside its namespace; and a room on it.
-fn relay(lab: &Lab, dir: &std::path::Path) -> (TestRelay, echoel_net::Invite) {
+/// A relay on the lab's internet, started inside its namespace, holding each datagram `hold`
+/// before it forwards it (a relay further away than the studios are from each other); and a
+/// room on it.
+fn relay(lab: &Lab, dir: &std::path::Path, hold: Duration) -> (TestRelay, echoel_net::Invite) {
     let dir = dir.to_owned();
     let addr = std::net::SocketAddr::from((RELAY_IP, 0));
     let relay = in_ns(&lab.ns(INTERNET), move || {
-        TestRelay::start_with(addr, &dir, |_| {})
+        TestRelay::start_with(addr, &dir, |r| r.danger_hold_datagrams(hold))
     })
     .join()
     .expect("relay thread")
@@ -45,6 +48,11 @@ struct Setup {
 }
 
 fn setup(test: &str, first: Mapping, second: Option<Mapping>) -> Option<Setup> {
+    setup_far(test, first, second, Duration::ZERO)
+}
+
+/// [`setup`] with a relay `hold` further away.
+fn setup_far(test: &str, first: Mapping, second: Option<Mapping>, hold: Duration) -> Option<Setup> {
     let mut lab = lab(test)?;
     lab.router(1, first).expect("router 1");
     let b = match second {
@@ -56,7 +64,7 @@ fn setup(test: &str, first: Mapping, second: Option<Mapping>) -> Option<Setup> {
     };
     let a = lab.studio(1, 2).expect("studio a");
     let dir = tempfile::tempdir().expect("scratch");
-    let (relay, invite) = relay(&lab, dir.path());
+    let (relay, invite) = relay(&lab, dir.path(), hold);
     Some(Setup {
         lab,
         studios: vec![("ana", a), ("ben", b)],
@@ -66,18 +74,25 @@ fn setup(test: &str, first: Mapping, second: Option<Mapping>) -> Option<Setup> {
     })
 }
 
+/// From calling [`jam`] to the start instant its timelines count from: the studios join
+/// meanwhile.
+const LEAD: Duration = Duration::from_millis(500);
+
 /// Plays `seconds` of voice as each named studio, each in its namespace, all at once.
 fn jam(
     invite: &echoel_net::Invite,
     studios: &[(&str, String)],
     seconds: f32,
 ) -> Vec<HeadlessReport> {
+    // One start instant, so the studios' timelines and recordings line up.
+    let start = std::time::Instant::now() + LEAD;
     let handles: Vec<_> = studios
         .iter()
         .enumerate()
         .map(|(k, (name, ns))| {
             let mut opts = HeadlessOptions::voice(invite, name, k as u32 + 1, seconds);
             opts.force_relay = false;
+            opts.start_at = Some(start);
             in_ns(ns, move || {
                 let rt = network_runtime();
                 headless::run(opts, rt.handle()).map_err(|e| e.to_string())
@@ -202,6 +217,22 @@ fn concealed_between(report: &HeadlessReport, other: &str, from_s: f32, to_s: f3
     at(to_s) - at(from_s)
 }
 
+/// [`jam`] while router 1 drops everything to and from router 2 from `block_at` to `lift_at`
+/// seconds into the run: shorter than QUIC's idle timeout, so the path survives it.
+fn jam_blocked(s: &Setup, block_at: f32, lift_at: f32, seconds: f32) -> Vec<HeadlessReport> {
+    std::thread::scope(|scope| {
+        let blocker = scope.spawn(|| {
+            std::thread::sleep(LEAD + Duration::from_secs_f32(block_at));
+            s.lab.block(1, [203, 0, 113, 12], true).expect("block");
+            std::thread::sleep(Duration::from_secs_f32(lift_at - block_at));
+            s.lab.block(1, [203, 0, 113, 12], false).expect("lift");
+        });
+        let reports = jam(&s.invite, &s.studios, seconds);
+        blocker.join().expect("blocker");
+        reports
+    })
+}
+
 #[test]
 fn a_direct_path_blocked_mid_jam_hands_over_to_the_relay_and_comes_back() {
     let _one = one_at_a_time();
@@ -212,20 +243,8 @@ fn a_direct_path_blocked_mid_jam_hands_over_to_the_relay_and_comes_back() {
     ) else {
         return;
     };
-    // Router 1 drops everything to and from router 2 from 3 s to 5 s into the run: shorter
-    // than QUIC's idle timeout, so the path survives it.
     let (block_at, lift_at) = (3.0f32, 5.0f32);
-    let reports = std::thread::scope(|scope| {
-        let blocker = scope.spawn(|| {
-            std::thread::sleep(Duration::from_secs_f32(block_at));
-            s.lab.block(1, [203, 0, 113, 12], true).expect("block");
-            std::thread::sleep(Duration::from_secs_f32(lift_at - block_at));
-            s.lab.block(1, [203, 0, 113, 12], false).expect("lift");
-        });
-        let reports = jam(&s.invite, &s.studios, 8.0);
-        blocker.join().expect("blocker");
-        reports
-    });
+    let reports = jam_blocked(&s, block_at, lift_at, 8.0);
     for (me, other) in [(0, "ben"), (1, "ana")] {
         let r = &reports[me];
         let before = concealed_between(r, other, 1.5, block_at - 0.2);
@@ -300,6 +319,95 @@ fn a_studio_whose_address_changes_stays_in_the_room_and_goes_direct_again() {
         assert!(
             last > first + 400,
             "{} hears {other} after the move: {first} → {last}",
+            r.name
+        );
+    }
+}
+
+/// The switch pays off at once. The relay here is 15 ms further away than the studios are
+/// from each other (it holds each datagram that long). A block of the direct path from 2 s to
+/// 5 s moves playout onto the relay's longer way; once the path carries again, each side's
+/// delay is back at the direct path's level within 2 s (the sender marks its frames with a new
+/// path epoch, and the buffer forgets what it learned of the relay), with no more concealed
+/// frames than the same stretch of the path concealed before the block.
+#[test]
+fn a_direct_path_15_ms_shorter_than_the_relay_pays_off_within_two_seconds_of_the_switch() {
+    let _one = one_at_a_time();
+    let Some(s) = setup_far(
+        "far",
+        Mapping::PortPreserving,
+        Some(Mapping::PortPreserving),
+        Duration::from_millis(15),
+    ) else {
+        return;
+    };
+    let (block_at, lift_at, seconds) = (2.0f32, 5.0f32, 13.0f32);
+    let reports = jam_blocked(&s, block_at, lift_at, seconds);
+    let per_ms = INTERNAL_RATE_HZ as f32 / 1000.0;
+    for (me, other) in [(0, "ben"), (1, "ana")] {
+        let (r, sender) = (&reports[me], &reports[1 - me]);
+        let rec = r.recordings.values().find(|x| x.name == other);
+        let rec = rec.unwrap_or_else(|| panic!("{} never heard {other}", r.name));
+        let lags: Vec<Option<f32>> = lag_per_second(&sender.sent, &rec.samples, 30 * 48)
+            .into_iter()
+            .map(|l| l.map(|l| l as f32 / per_ms))
+            .collect();
+        // The switch: the first moment after the lift that the path carried again.
+        let back = rec
+            .timeline
+            .iter()
+            .find(|p| p.at_s > lift_at && p.direct)
+            .map(|p| p.at_s);
+        let Some(back) = back else {
+            panic!(
+                "{} → {other}: never direct again; {}",
+                r.name,
+                route(r, other)
+            )
+        };
+        let level = |from: usize, to: usize| {
+            let mut l: Vec<f32> = lags[from.min(lags.len())..to.min(lags.len())]
+                .iter()
+                .flatten()
+                .copied()
+                .collect();
+            l.sort_by(f32::total_cmp);
+            l.get(l.len() / 2).copied()
+        };
+        let by_relay = level(3, 5).expect("lag measured by the relay");
+        let settled = level(lags.len() - 2, lags.len()).expect("lag measured at the end");
+        // The first whole second that starts 2 s after the switch.
+        let due = (back + 2.0).ceil() as usize;
+        let paid_off = level(due, due + 1).expect("lag measured 2 s after the switch");
+        let background = concealed_between(r, other, 0.5, block_at - 0.1);
+        let at_switch = concealed_between(r, other, back - 0.5, back + 2.0);
+        println!(
+            "{} hearing {other}: lag by second {:?}; direct again at {back:.2} s ({:.2} s after \
+             the lift); {by_relay:.1} ms by the relay, {paid_off:.1} ms from {due} s, \
+             {settled:.1} ms at the end; {at_switch} concealed in the 2.5 s around the switch \
+             ({background} in the 1.5 s before the block)",
+            r.name,
+            lags.iter()
+                .map(|l| l.map_or("-".into(), |l| format!("{l:.1}")))
+                .collect::<Vec<_>>(),
+            back - lift_at,
+        );
+        assert!(
+            by_relay - settled > 10.0,
+            "{} → {}: the relay's 15 ms were not heard ({by_relay:.1} vs {settled:.1} ms)",
+            other,
+            r.name
+        );
+        assert!(
+            paid_off - settled < 1.5,
+            "{} → {}: 2 s after the switch still {:.1} ms above the direct path's level",
+            other,
+            r.name,
+            paid_off - settled
+        );
+        assert!(
+            at_switch <= 2 + background * 5 / 3,
+            "{} concealed {at_switch} frames of {other} around the switch ({background} before)",
             r.name
         );
     }

@@ -124,11 +124,12 @@ pub enum Via {
 /// path the sender is the path's member: a datagram naming anyone else (a member re-sealing
 /// audio with a sender key it was granted, to speak as that member) is refused as forged. A
 /// frame seen before from a `doubled` member (one both the relay and a direct path carry) is
-/// counted as a duplicate, not a replay.
+/// counted as a duplicate, not a replay. `participant_of` gives a member's participant and
+/// path epoch ([`AudioFrame::path_epoch`]).
 #[allow(clippy::too_many_arguments)]
 pub fn open_datagram(
     keys: &mut MemberKeys,
-    participant_of: impl Fn(MemberId) -> Option<ParticipantId>,
+    participant_of: impl Fn(MemberId) -> Option<(ParticipantId, u8)>,
     doubled: impl Fn(MemberId) -> bool,
     counters: &SessionCounters,
     via: Via,
@@ -162,7 +163,7 @@ pub fn open_datagram(
 fn open_forwarded(
     keys: &mut MemberKeys,
     (participant_of, doubled): (
-        &impl Fn(MemberId) -> Option<ParticipantId>,
+        &impl Fn(MemberId) -> Option<(ParticipantId, u8)>,
         &impl Fn(MemberId) -> bool,
     ),
     c: &SessionCounters,
@@ -196,7 +197,7 @@ fn open_forwarded(
             fresh[i] = frame.is_some() && keys.missing(fwd.sender, o.epoch, o.stem, back);
         }
     }
-    let Some(participant) = participant_of(fwd.sender) else {
+    let Some((participant, path_epoch)) = participant_of(fwd.sender) else {
         c.unkeyed.fetch_add(1, Relaxed);
         return;
     };
@@ -207,6 +208,7 @@ fn open_forwarded(
         media_time,
         payload,
         recovered,
+        path_epoch,
     };
     if !o.redundant {
         sink(participant, frame(o.seq, o.media_time, o.body, false));

@@ -110,6 +110,9 @@ struct Joined {
     paths: BTreeSet<MemberId>,
     /// Of them, those whose path has gone quiet: the relay carries our audio to them too.
     quiet: BTreeSet<MemberId>,
+    /// Per member, how often a direct path to it came up or carried again after going quiet
+    /// (see [`AudioFrame::path_epoch`]).
+    path_epochs: BTreeMap<MemberId, u8>,
     /// Members whose audio came under a key we were never granted (a grant lost to a
     /// reconnection race), and when we last asked each for it again.
     unkeyed: BTreeMap<MemberId, Option<Instant>>,
@@ -195,6 +198,7 @@ impl RoomCore {
             members: others.iter().map(|m| (m.id, m.clone())).collect(),
             paths: BTreeSet::new(),
             quiet: BTreeSet::new(),
+            path_epochs: BTreeMap::new(),
             unkeyed: BTreeMap::new(),
             next_key_tick: now + KEY_TICK,
             next_presence_tick: now,
@@ -257,6 +261,7 @@ impl RoomCore {
                 };
                 j.quiet.remove(&id);
                 j.paths.remove(&id);
+                j.path_epochs.remove(&id);
                 self.events.push_back(RoomEvent::ClosePath(id));
                 // What it had told only some of us must reach the rest.
                 self.sync_all(doc);
@@ -463,7 +468,11 @@ impl RoomCore {
             return;
         };
         let members = &j.members;
-        let participant_of = |m: MemberId| members.get(&m).map(|i| i.participant);
+        let epochs = &j.path_epochs;
+        let participant_of = |m: MemberId| {
+            let epoch = epochs.get(&m).copied().unwrap_or(0);
+            members.get(&m).map(|i| (i.participant, epoch))
+        };
         let paths = &j.paths;
         let doubled = |m: MemberId| paths.contains(&m);
         let loss = &mut self.loss;

@@ -15,6 +15,7 @@ impl RoomCore {
         if !j.members.contains_key(&member) || !j.paths.insert(member) {
             return;
         }
+        j.shorter_way(member);
         // Sync again over the new path, so nothing waits on the relay.
         self.sync_all(doc);
     }
@@ -53,8 +54,8 @@ impl RoomCore {
         }
         if quiet {
             j.quiet.insert(member);
-        } else {
-            j.quiet.remove(&member);
+        } else if j.quiet.remove(&member) {
+            j.shorter_way(member);
         }
     }
 
@@ -82,5 +83,14 @@ impl RoomCore {
         } else {
             RoomEvent::Punch(other.clone())
         });
+    }
+}
+
+impl Joined {
+    /// A direct path to `member` opened or carries again: its frames from now on tell the
+    /// playout that the way they come changed.
+    fn shorter_way(&mut self, member: MemberId) {
+        let epoch = self.path_epochs.entry(member).or_insert(0);
+        *epoch = epoch.wrapping_add(1);
     }
 }

@@ -227,6 +227,21 @@ impl Band {
         stem: u8,
         media: u64,
     ) -> Vec<(ParticipantId, StemId, u32, u64, Vec<u8>)> {
+        self.heard_as(from, to, stem, media, |p, f| {
+            (p, f.stem, f.seq, f.media_time, f.payload.to_vec())
+        })
+    }
+
+    /// A frame `from` seals, as `to` opens it from the relay, each opened frame as `pick`
+    /// takes it.
+    fn heard_as<T>(
+        &mut self,
+        from: usize,
+        to: usize,
+        stem: u8,
+        media: u64,
+        pick: impl Fn(ParticipantId, &AudioFrame<'_>) -> T,
+    ) -> Vec<T> {
         let payload = vec![stem; 20];
         let Some((datagram, prefix, _)) =
             self.cores[from].seal_audio(StemId(stem), media, &payload, 0)
@@ -238,9 +253,7 @@ impl Band {
         crate::wire::encode_sender(self.ids[from].unwrap(), &mut fwd);
         fwd.extend_from_slice(&datagram[prefix..]);
         let mut heard = Vec::new();
-        self.cores[to].open_datagram(Via::Relay, &fwd, &mut |p, f| {
-            heard.push((p, f.stem, f.seq, f.media_time, f.payload.to_vec()))
-        });
+        self.cores[to].open_datagram(Via::Relay, &fwd, &mut |p, f| heard.push(pick(p, &f)));
         heard
     }
 
@@ -330,13 +343,26 @@ fn the_relay_stands_by_while_a_direct_path_carries() {
             .count()
     };
     let needs_relay = |c: &mut RoomCore| c.seal_audio(StemId(0), 0, &[0; 20], 0).unwrap().2;
+    // Each frame says how often a shorter way from its sender opened, for the playout.
+    let mut media = 0;
+    let mut epoch = |b: &mut Band| {
+        media += 240;
+        b.heard_as(1, 0, 0, media, |_, f| f.path_epoch)
+    };
+    assert_eq!(epoch(&mut b), vec![0]);
     let c = &mut b.cores[0];
     c.handle_path_up(b.now, id1, &mut b.docs[0]);
     assert!(needs_relay(c) && c.is_direct(id1));
+    assert_eq!(epoch(&mut b), vec![1], "a direct path came up");
+    let c = &mut b.cores[0];
     c.handle_path_quiet(b.now, id1, true);
     assert!(needs_relay(c) && c.is_direct(id1) && c.is_quiet(id1));
+    assert_eq!(epoch(&mut b), vec![1], "a quiet path is no shorter way");
+    let c = &mut b.cores[0];
     c.handle_path_quiet(b.now, id1, false);
     assert!(!c.is_quiet(id1));
+    assert_eq!(epoch(&mut b), vec![2], "the path carries again");
+    let c = &mut b.cores[0];
     assert_eq!(routes(c), 0, "the relay was told to skip someone");
     while c.poll_event().is_some() {}
     c.handle_path_down(b.now, id1, &mut b.docs[0]);

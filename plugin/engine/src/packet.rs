@@ -27,6 +27,10 @@ pub struct PacketSlot {
     /// When it arrived, on the receiving engine's [`crate::MediaClock`]; 0 if unknown (then
     /// it counts as arriving when the engine takes it).
     pub arrival_ns: u64,
+    /// Counts the times a shorter way from the sender opened (a direct path came up, or
+    /// carries again after going quiet); wraps. A change tells the jitter buffer that what it
+    /// learned of the path describes the old one.
+    pub path_epoch: u8,
     len: u16,
     bytes: [u8; MAX_OPUS_PACKET_BYTES],
 }
@@ -59,6 +63,7 @@ impl PacketSlot {
             seq: 0,
             media_time: 0,
             arrival_ns: 0,
+            path_epoch: 0,
             len: 0,
             bytes: [0; MAX_OPUS_PACKET_BYTES],
         }
@@ -83,6 +88,7 @@ impl PacketSlot {
         self.seq = other.seq;
         self.media_time = other.media_time;
         self.arrival_ns = other.arrival_ns;
+        self.path_epoch = other.path_epoch;
         self.len = other.len;
         let n = usize::from(other.len);
         self.bytes[..n].copy_from_slice(&other.bytes[..n]);

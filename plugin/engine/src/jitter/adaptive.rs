@@ -58,6 +58,12 @@ pub const URGENT_AT: i64 = 480;
 const NEW_PATH_SAMPLES: i64 = 120;
 const NEW_PATH_RUN: u32 = 8;
 
+/// After a path hint (the sender's [`PacketSlot::path_epoch`] changed: a direct path came up
+/// or carries again), the packets that may still be the old way's stragglers, and then how many
+/// of the new way's rebuild the window: 40 ms and 160 ms at 2.5 ms frames.
+const HINT_SKIP: u32 = 16;
+const HINT_KEEP: usize = 64;
+
 /// What [`JitterBuffer::straggler_peak`] keeps per refresh (every 16 packets, 40 ms at 2.5 ms
 /// frames): half of it after 30 s.
 const STRAGGLER_MEMORY: f64 = 0.999_08;
@@ -125,6 +131,10 @@ pub struct JitterBuffer {
     faster_run: u32,
     since_faster: u32,
     run_floor: i64,
+    /// The sender's path epoch last seen, and packets since it changed (until the window is
+    /// rebuilt from the new way's).
+    path_epoch: Option<u8>,
+    since_hint: Option<u32>,
     /// `since_stall` before a first stall on a packet, restored if that packet proves lost.
     since_stall_saved: Option<u64>,
     stats: AdaptiveStats,
@@ -167,6 +177,8 @@ impl JitterBuffer {
             faster_run: 0,
             since_faster: 0,
             run_floor: 0,
+            path_epoch: None,
+            since_hint: None,
             last_error: 0,
             error_avg: 0.0,
             drift: DriftEstimator::default(),
@@ -325,6 +337,8 @@ impl JitterBuffer {
         self.since_stall = u64::MAX;
         self.since_stall_saved = None;
         self.faster_run = 0;
+        self.path_epoch = None;
+        self.since_hint = None;
         self.stalls_forgiven = false;
         self.straggler_peak = 0.0;
         self.last_error = 0;
@@ -357,6 +371,12 @@ impl JitterBuffer {
     pub fn insert_sized(&mut self, arrival: u64, packet: &PacketSlot, samples: u64) {
         let samples = samples.max(1);
         let delay = arrival as i64 - (packet.media_time + samples) as i64;
+        if self.path_epoch != Some(packet.path_epoch) {
+            if self.path_epoch.is_some() {
+                self.since_hint = Some(0);
+            }
+            self.path_epoch = Some(packet.path_epoch);
+        }
         self.drift.observe(arrival, delay);
         self.record_delay(delay, arrival);
         if let Some(next) = self.next_seq {
@@ -465,6 +485,14 @@ impl JitterBuffer {
         if delay < self.base {
             self.rebase(delay);
         }
+        if let Some(n) = self.since_hint.as_mut() {
+            *n += 1;
+            if *n >= HINT_SKIP + HINT_KEEP as u32 {
+                self.since_hint = None;
+                self.forget_all_but(HINT_KEEP, HINT_KEEP, i64::MAX);
+                self.since_quantile = 16;
+            }
+        }
         self.since_quantile += 1;
         // A quantile over the window every 16 packets: ~40 ms at 2.5 ms frames.
         if self.since_quantile >= 16 || self.delays_len < 16 {
@@ -491,17 +519,23 @@ impl JitterBuffer {
 
     /// [`NEW_PATH_RUN`] packets came well below the fastest delay the window knew: a
     /// shorter path (relay → direct). What the window holds describes the old one, so it is
-    /// forgotten, all but that run, and what held the delay up (stalls on the old path) with
-    /// it: the gain is taken within a second or two instead of once the window has turned over.
+    /// forgotten, all but that run (not the old path's stragglers that came among them).
     fn new_path(&mut self) {
-        let w = self.config.window;
-        // The run's packets, not the old path's stragglers that came among them.
         let floor = self.run_floor - NEW_PATH_SAMPLES;
-        let mut recent = [(0i64, 0u64); NEW_PATH_RUN as usize];
+        self.forget_all_but(5 * NEW_PATH_RUN as usize, NEW_PATH_RUN as usize, floor);
+    }
+
+    /// Forgets the window but the newest `most` packets below `below` among the last
+    /// `look_back`, and what held the delay up (stalls on the old path) with it: a shorter
+    /// path's gain is taken within a second or two instead of once the window has turned over.
+    fn forget_all_but(&mut self, look_back: usize, most: usize, below: i64) {
+        let w = self.config.window;
+        let mut recent = [(0i64, 0u64); HINT_KEEP];
+        let most = most.min(recent.len());
         let mut keep = 0;
-        for back in 1..=self.delays_len.min(5 * NEW_PATH_RUN as usize) {
+        for back in 1..=self.delays_len.min(look_back) {
             let at = (self.delays_at + w - back) % w;
-            if self.delays[at] < floor && keep < recent.len() {
+            if self.delays[at] < below && keep < most {
                 recent[keep] = (self.delays[at], self.arrivals[at]);
                 keep += 1;
             }

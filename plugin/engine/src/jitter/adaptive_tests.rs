@@ -250,3 +250,73 @@ fn a_shorter_frame_conceals_nothing_and_asks_for_the_gain_to_be_spliced_out() {
         "schedule error {before} before, {after} after"
     );
 }
+
+/// 2.5 ms frames on a direct path; from 3 s to 6 s the path is blocked and the relay, 15 ms
+/// longer, brings them; then the direct path carries again, its packets marked with a new path
+/// epoch if `hint`. Every splice asked for is made at once. Returns the median playout delay
+/// (ms) before the block, by the relay, and from 0.5 s to 1 s after the direct path is back.
+fn direct_path_back(hint: bool) -> (f64, f64, f64) {
+    let mut jb = JitterBuffer::new(AdaptiveConfig::default());
+    let (block, lift, end) = (1200u32, 2400u32, 3200u32);
+    let arrival = |s: u32| {
+        let relay = if (block..lift).contains(&s) { 720 } else { 0 };
+        u64::from(s) * F + F + 30 + u64::from(s * 7919 % 97) + relay
+    };
+    let mut packets: Vec<(u64, u32)> = (0..end).map(|s| (arrival(s), s)).collect();
+    packets.sort();
+    let (mut now, mut next) = (0u64, 0);
+    let mut heard = Vec::new();
+    while now < u64::from(end - 20) * F {
+        while next < packets.len() && packets[next].0 <= now {
+            let (at, seq) = packets[next];
+            let mut p = pkt(seq);
+            p.path_epoch = u8::from(hint && seq >= lift);
+            jb.insert(at, &p);
+            next += 1;
+        }
+        now += match jb.next(now, false) {
+            Decision::Play(p) => {
+                heard.push((now, p.seq));
+                let spliced = jb.rescale().map_or(0, |r| {
+                    let want = (r.want as i64).min(F as i64);
+                    let frames = if r.shrink { want } else { -want };
+                    jb.rescaled(frames);
+                    frames
+                });
+                (F as i64 - spliced) as u64
+            }
+            Decision::Lost | Decision::Stall => F,
+            Decision::Idle => jb.idle_samples(now),
+        };
+    }
+    let delay = |from: u32, to: u32| {
+        let mut d: Vec<f64> = heard
+            .iter()
+            .filter(|(_, s)| (from..to).contains(s))
+            .map(|&(at, s)| (at - u64::from(s) * F) as f64 / 48.0)
+            .collect();
+        d.sort_by(f64::total_cmp);
+        d[d.len() / 2]
+    };
+    (
+        delay(800, block),
+        delay(block + 800, lift),
+        delay(lift + 200, lift + 400),
+    )
+}
+
+#[test]
+fn a_direct_path_that_carries_again_pays_off_at_once_when_its_packets_say_so() {
+    let (before, relay, back) = direct_path_back(true);
+    println!("with the hint: {before:.2} ms direct, {relay:.2} ms by the relay, {back:.2} ms back");
+    assert!(relay - before > 12.0, "the relay's 15 ms were not taken up");
+    assert!(
+        back - before < 1.0,
+        "0.5 s after the path came back still {:.2} ms above it",
+        back - before
+    );
+    // Without the hint the window still holds the relay's packets from before: the gain waits.
+    let (before, relay, back) = direct_path_back(false);
+    println!("without: {before:.2} ms direct, {relay:.2} ms by the relay, {back:.2} ms back");
+    assert!(back - before > 10.0, "the control took the gain as well");
+}
