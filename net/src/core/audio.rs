@@ -125,11 +125,11 @@ pub enum Via {
 /// audio with a sender key it was granted, to speak as that member) is refused as forged. A
 /// frame seen before from a `doubled` member (one both the relay and a direct path carry) is
 /// counted as a duplicate, not a replay. `participant_of` gives a member's participant and
-/// path epoch ([`AudioFrame::path_epoch`]).
+/// path epoch ([`AudioFrame::path_epoch`]); it is asked once for each first copy opened.
 #[allow(clippy::too_many_arguments)]
 pub fn open_datagram(
     keys: &mut MemberKeys,
-    participant_of: impl Fn(MemberId) -> Option<(ParticipantId, u8)>,
+    mut participant_of: impl FnMut(MemberId) -> Option<(ParticipantId, u8)>,
     doubled: impl Fn(MemberId) -> bool,
     counters: &SessionCounters,
     via: Via,
@@ -146,7 +146,7 @@ pub fn open_datagram(
             }
             Ok(fwd) => open_forwarded(
                 keys,
-                (&participant_of, &doubled),
+                (&mut participant_of, &doubled),
                 counters,
                 fwd,
                 sink,
@@ -163,7 +163,7 @@ pub fn open_datagram(
 fn open_forwarded(
     keys: &mut MemberKeys,
     (participant_of, doubled): (
-        &impl Fn(MemberId) -> Option<(ParticipantId, u8)>,
+        &mut impl FnMut(MemberId) -> Option<(ParticipantId, u8)>,
         &impl Fn(MemberId) -> bool,
     ),
     c: &SessionCounters,

@@ -110,9 +110,8 @@ struct Joined {
     paths: BTreeSet<MemberId>,
     /// Of them, those whose path has gone quiet: the relay carries our audio to them too.
     quiet: BTreeSet<MemberId>,
-    /// Per member, how often a direct path to it came up or carried again after going quiet
-    /// (see [`AudioFrame::path_epoch`]).
-    path_epochs: BTreeMap<MemberId, u8>,
+    /// Per member, how its audio reaches us (see [`paths::Way`]).
+    ways: BTreeMap<MemberId, paths::Way>,
     /// Members whose audio came under a key we were never granted (a grant lost to a
     /// reconnection race), and when we last asked each for it again.
     unkeyed: BTreeMap<MemberId, Option<Instant>>,
@@ -198,7 +197,7 @@ impl RoomCore {
             members: others.iter().map(|m| (m.id, m.clone())).collect(),
             paths: BTreeSet::new(),
             quiet: BTreeSet::new(),
-            path_epochs: BTreeMap::new(),
+            ways: BTreeMap::new(),
             unkeyed: BTreeMap::new(),
             next_key_tick: now + KEY_TICK,
             next_presence_tick: now,
@@ -261,7 +260,7 @@ impl RoomCore {
                 };
                 j.quiet.remove(&id);
                 j.paths.remove(&id);
-                j.path_epochs.remove(&id);
+                j.ways.remove(&id);
                 self.events.push_back(RoomEvent::ClosePath(id));
                 // What it had told only some of us must reach the rest.
                 self.sync_all(doc);
@@ -468,12 +467,12 @@ impl RoomCore {
             return;
         };
         let members = &j.members;
-        let epochs = &j.path_epochs;
+        let (paths, quiet, ways) = (&j.paths, &j.quiet, &mut j.ways);
         let participant_of = |m: MemberId| {
-            let epoch = epochs.get(&m).copied().unwrap_or(0);
+            let carries = paths.contains(&m) && !quiet.contains(&m);
+            let epoch = paths::Way::first_copy(ways, m, via, carries);
             members.get(&m).map(|i| (i.participant, epoch))
         };
-        let paths = &j.paths;
         let doubled = |m: MemberId| paths.contains(&m);
         let loss = &mut self.loss;
         let sink = &mut |from: ParticipantId, frame: AudioFrame<'_>| {

@@ -15,7 +15,7 @@ impl RoomCore {
         if !j.members.contains_key(&member) || !j.paths.insert(member) {
             return;
         }
-        j.shorter_way(member);
+        j.ways.entry(member).or_default().opened();
         // Sync again over the new path, so nothing waits on the relay.
         self.sync_all(doc);
     }
@@ -55,7 +55,7 @@ impl RoomCore {
         if quiet {
             j.quiet.insert(member);
         } else if j.quiet.remove(&member) {
-            j.shorter_way(member);
+            j.ways.entry(member).or_default().opened();
         }
     }
 
@@ -84,13 +84,57 @@ impl RoomCore {
             RoomEvent::Punch(other.clone())
         });
     }
+
+    /// Whether `member`'s audio comes first by the relay although a direct path carries it:
+    /// the direct path is the slower way, and the relay's copies are what we play.
+    pub fn relay_faster(&self, member: MemberId) -> bool {
+        self.joined
+            .as_ref()
+            .and_then(|j| j.ways.get(&member))
+            .is_some_and(|w| w.relay_faster)
+    }
 }
 
-impl Joined {
-    /// A direct path to `member` opened or carries again: its frames from now on tell the
-    /// playout that the way they come changed.
-    fn shorter_way(&mut self, member: MemberId) {
-        let epoch = self.path_epochs.entry(member).or_insert(0);
-        *epoch = epoch.wrapping_add(1);
+/// How one member's audio reaches us.
+#[derive(Debug, Default)]
+pub(super) struct Way {
+    /// Times a shorter way opened ([`AudioFrame::path_epoch`]).
+    epoch: u8,
+    /// While a direct path carries: the share of frames whose first copy came by the relay,
+    /// averaged over about 256 frames (a second at 2.5 ms), and whether that makes the relay
+    /// the faster way (on above 80 %, off below 40 %: a lossy direct path is not slower).
+    relay_first: f32,
+    relay_faster: bool,
+}
+
+impl Way {
+    /// A direct path came up or carries again: its frames from now on tell the playout that
+    /// the way they come changed, and which way is faster is measured afresh.
+    fn opened(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
+        self.relay_first = 0.0;
+        self.relay_faster = false;
+    }
+
+    /// The first copy of a frame from `member` came `via`; `carries`: a direct path to it
+    /// carries. Returns the member's path epoch.
+    pub(super) fn first_copy(
+        ways: &mut BTreeMap<MemberId, Way>,
+        member: MemberId,
+        via: Via,
+        carries: bool,
+    ) -> u8 {
+        if !carries {
+            return ways.get(&member).map_or(0, |w| w.epoch);
+        }
+        let w = ways.entry(member).or_default();
+        let by_relay = f32::from(u8::from(via == Via::Relay));
+        w.relay_first += (by_relay - w.relay_first) / 256.0;
+        if w.relay_first > 0.8 {
+            w.relay_faster = true;
+        } else if w.relay_first < 0.4 {
+            w.relay_faster = false;
+        }
+        w.epoch
     }
 }

@@ -100,6 +100,7 @@ impl Driver {
             .map(|m| {
                 let route = match links.paths.get(&m.id) {
                     Some(_) if self.core.is_quiet(m.id) => Route::Relay(RelayWhy::Quiet),
+                    Some(_) if self.core.relay_faster(m.id) => Route::Relay(RelayWhy::Faster),
                     Some(p) => {
                         let addr = p.conn.remote_address();
                         Route::Direct {

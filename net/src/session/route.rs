@@ -42,6 +42,9 @@ pub enum RelayWhy {
     /// The direct path is up but nothing came over it lately (a router on the way started
     /// dropping it?): the relay carries the audio too until it carries again.
     Quiet,
+    /// The direct path carries, but the relay's copies of their audio arrive first: the
+    /// relay is the shorter way, and what we play.
+    Faster,
 }
 
 impl fmt::Display for Route {
@@ -89,6 +92,10 @@ impl fmt::Display for RelayWhy {
             }
             RelayWhy::Quiet => {
                 "the direct path went quiet; the relay carries the audio until it is back"
+            }
+            RelayWhy::Faster => {
+                "the relay is faster than the direct path: its copies of their audio arrive \
+                 first, so those are what we play"
             }
         })
     }
