@@ -411,7 +411,7 @@ impl Relay {
         let reflector = self.reflector.map(|r| tokio::spawn(reflector::serve(r)));
         let accept = async {
             while let Some(incoming) = self.endpoint.accept().await {
-                let address = incoming.remote_address().ip();
+                let address = incoming.remote_address().ip().to_canonical();
                 let validated = incoming.remote_address_validated();
                 let gate = self
                     .directory
@@ -529,7 +529,7 @@ async fn serve_connection(conn: Connection, directory: Arc<Directory>, slot: Pen
         name,
         member,
         role,
-        observed: conn.remote_address(),
+        observed: crate::session::canonical(conn.remote_address()),
         local,
         binding,
     };

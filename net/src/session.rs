@@ -45,7 +45,7 @@ use crate::wire::{
 pub use direct::{candidates, Candidate, DIRECT_PATH_TIMEOUT};
 pub use protection::{LossProtection, ProtectionStatus};
 pub use route::{RelayWhy, Route};
-pub use socket::{reflect, PunchSocket, PROBE, PUNCH};
+pub use socket::{canonical, reflect, PunchSocket, PROBE, PUNCH};
 
 /// Reconnect backoff bounds: a band waits at most a second between attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);

@@ -1,7 +1,9 @@
 //! A small internet in network namespaces, for tests of what routers do: a relay on the
 //! "internet" (203.0.113.0/24, a documentation range), home routers that translate and drop
 //! what nobody behind them asked for (nftables), and studios on their LANs (198.18.k.0/24, the
-//! benchmark range). Everything lives inside the namespaces this process makes, and goes when
+//! benchmark range). With [`Lab::ipv6`], routers and studios also get IPv6 addresses from
+//! the documentation prefix (2001:db8:k::/64 behind router k), routed without NAT but behind
+//! the same firewall. Everything lives inside the namespaces this process makes, and goes when
 //! the lab is dropped, even after a failed assertion.
 
 use std::process::Command;
@@ -19,6 +21,7 @@ pub enum Mapping {
 pub struct Lab {
     tag: String,
     namespaces: Vec<String>,
+    v6: bool,
 }
 
 /// The internet's side of the lab, where the relay lives.
@@ -50,6 +53,7 @@ impl Lab {
         let mut lab = Self {
             tag: format!("ej{}{test}", std::process::id() % 100_000),
             namespaces: Vec::new(),
+            v6: false,
         };
         let i = lab.add(INTERNET)?;
         lab.sh(&[
@@ -58,6 +62,17 @@ impl Lab {
             &format!("ip -n {i} link set br0 up"),
         ])?;
         Ok(lab)
+    }
+
+    /// IPv6 as well, for the routers and studios made from now on: the internet routes
+    /// 2001:db8:k::/64 to router k, which forwards it to its LAN without translating.
+    pub fn ipv6(&mut self) -> Result<(), String> {
+        let i = self.ns(INTERNET);
+        self.v6 = true;
+        self.sh(&[
+            &format!("ip -n {i} -6 addr add 2001:db8:ff::1/64 dev br0 nodad"),
+            &format!("ip netns exec {i} sysctl -qw net.ipv6.conf.all.forwarding=1"),
+        ])
     }
 
     /// The namespace's full name.
@@ -70,6 +85,12 @@ impl Lab {
         run(&format!("ip netns add {ns}"))?;
         self.namespaces.push(ns.clone());
         run(&format!("ip -n {ns} link set lo up"))?;
+        // No duplicate-address detection on the links made here: it would hold each link's
+        // IPv6 addresses (the link-local ones that neighbour discovery speaks from, too) back
+        // for a second or two. Best effort: a kernel without IPv6 has no such setting.
+        let _ = run(&format!(
+            "ip netns exec {ns} sysctl -qw net.ipv6.conf.default.accept_dad=0"
+        ));
         Ok(ns)
     }
 
@@ -98,14 +119,24 @@ impl Lab {
             &format!("ip -n {r} link set lan up"),
             &format!("ip netns exec {r} sysctl -qw net.ipv4.ip_forward=1"),
         ])?;
+        if self.v6 {
+            self.sh(&[
+                &format!("ip -n {r} -6 addr add 2001:db8:ff::1{k}/64 dev wan nodad"),
+                &format!("ip -n {r} -6 addr add 2001:db8:{k}::1/64 dev lan nodad"),
+                &format!("ip netns exec {r} sysctl -qw net.ipv6.conf.all.forwarding=1"),
+                &format!("ip -n {r} -6 route add default via 2001:db8:ff::1"),
+                &format!("ip -n {i} -6 route add 2001:db8:{k}::/64 via 2001:db8:ff::1{k}"),
+            ])?;
+        }
         let rules = format!(
             "table ip nat {{\n chain post {{\n  type nat hook postrouting priority srcnat;\n  \
              oifname \"wan\" masquerade{random}\n }}\n}}\n\
              table inet filter {{\n chain forward {{\n  \
              type filter hook forward priority filter; policy drop;\n  \
-             ct state established,related accept\n  ip saddr 198.18.{k}.0/24 accept\n }}\n \
+             ct state established,related accept\n  ip saddr 198.18.{k}.0/24 accept\n  \
+             ip6 saddr 2001:db8:{k}::/64 accept\n }}\n \
              chain input {{\n  type filter hook input priority filter;\n  \
-             iifname \"wan\" ct state new drop\n }}\n}}\n"
+             meta l4proto ipv6-icmp accept\n  iifname \"wan\" ct state new drop\n }}\n}}\n"
         );
         nft(&r, &rules)
     }
@@ -121,6 +152,12 @@ impl Lab {
             &format!("ip -n {h} link set eth0 up"),
             &format!("ip -n {h} route add default via 198.18.{k}.1"),
         ])?;
+        if self.v6 {
+            self.sh(&[
+                &format!("ip -n {h} -6 addr add 2001:db8:{k}::{j}/64 dev eth0 nodad"),
+                &format!("ip -n {h} -6 route add default via 2001:db8:{k}::1"),
+            ])?;
+        }
         Ok(h)
     }
 

@@ -48,12 +48,21 @@ struct Setup {
 }
 
 fn setup(test: &str, first: Mapping, second: Option<Mapping>) -> Option<Setup> {
-    setup_far(test, first, second, Duration::ZERO)
+    setup_with(test, first, second, Duration::ZERO, false)
 }
 
-/// [`setup`] with a relay `hold` further away.
-fn setup_far(test: &str, first: Mapping, second: Option<Mapping>, hold: Duration) -> Option<Setup> {
+/// [`setup`] with a relay `hold` further away, and IPv6 behind the routers if `v6`.
+fn setup_with(
+    test: &str,
+    first: Mapping,
+    second: Option<Mapping>,
+    hold: Duration,
+    v6: bool,
+) -> Option<Setup> {
     let mut lab = lab(test)?;
+    if v6 {
+        lab.ipv6().expect("IPv6 on the lab's internet");
+    }
     lab.router(1, first).expect("router 1");
     let b = match second {
         Some(m) => {
@@ -153,6 +162,39 @@ fn studios_behind_port_preserving_nats_punch_through_within_two_seconds() {
                     r.name
                 );
                 eprintln!("{} → {other}: direct to {addr} after {after:?}", r.name);
+            }
+            other_route => panic!("{} → {other}: {other_route}", r.name),
+        }
+        heard(r, other, true);
+    }
+}
+
+/// Behind a symmetric NAT on IPv4, a studio with IPv6 still goes direct: its IPv6 address
+/// needs no translation, and both ends' punches open each firewall for the other.
+#[test]
+fn studios_with_ipv6_go_direct_through_their_firewalls_even_behind_a_symmetric_nat() {
+    let _one = one_at_a_time();
+    let Some(s) = setup_with(
+        "v6",
+        Mapping::PortPreserving,
+        Some(Mapping::Symmetric),
+        Duration::ZERO,
+        true,
+    ) else {
+        return;
+    };
+    let reports = jam(&s.invite, &s.studios, 5.0);
+    for (me, other) in [(0, "ben"), (1, "ana")] {
+        let r = &reports[me];
+        match route(r, other) {
+            Route::Direct { lan, after, addr } => {
+                eprintln!("{} → {other}: direct to {addr} after {after:?}", r.name);
+                assert!(addr.is_ipv6() && !lan, "{} → {other}: by {addr}", r.name);
+                assert!(
+                    after <= Duration::from_secs(2),
+                    "{} → {other}: direct after {after:?}",
+                    r.name
+                );
             }
             other_route => panic!("{} → {other}: {other_route}", r.name),
         }
@@ -333,11 +375,12 @@ fn a_studio_whose_address_changes_stays_in_the_room_and_goes_direct_again() {
 #[test]
 fn a_direct_path_15_ms_shorter_than_the_relay_pays_off_within_two_seconds_of_the_switch() {
     let _one = one_at_a_time();
-    let Some(s) = setup_far(
+    let Some(s) = setup_with(
         "far",
         Mapping::PortPreserving,
         Some(Mapping::PortPreserving),
         Duration::from_millis(15),
+        false,
     ) else {
         return;
     };

@@ -44,13 +44,14 @@ pub struct Candidate {
 }
 
 /// Our socket's addresses on our own networks (not loopback or link-local), with the prefix
-/// length of each network.
+/// length of each network: IPv4 ones, then (for a dual-stack socket, `v6`) IPv6 ones.
 pub(super) fn local_networks(port: u16, v6: bool) -> Vec<(SocketAddr, u8)> {
-    let Ok(ifs) = if_addrs::get_if_addrs() else {
+    let Ok(mut ifs) = if_addrs::get_if_addrs() else {
         return Vec::new();
     };
+    ifs.sort_by_key(|i| i.ip().is_ipv6());
     ifs.into_iter()
-        .filter(|i| !i.is_loopback() && !i.is_link_local() && i.ip().is_ipv6() == v6)
+        .filter(|i| !i.is_loopback() && !i.is_link_local() && (v6 || i.ip().is_ipv4()))
         .map(|i| {
             let prefix = match &i.addr {
                 if_addrs::IfAddr::V4(a) => a.prefixlen,
@@ -60,6 +61,12 @@ pub(super) fn local_networks(port: u16, v6: bool) -> Vec<(SocketAddr, u8)> {
         })
         .take(MAX_LOCAL_ADDRESSES)
         .collect()
+}
+
+/// Whether `a` is on one of our networks (`ours`: our addresses and their prefix lengths): no
+/// router between us.
+pub(super) fn on_our_networks(ours: &[(SocketAddr, u8)], a: SocketAddr) -> bool {
+    ours.iter().any(|(o, p)| same_network(o.ip(), a.ip(), *p))
 }
 
 fn same_network(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
@@ -81,10 +88,10 @@ fn same_network(a: IpAddr, b: IpAddr, prefix: u8) -> bool {
 }
 
 /// `other`'s addresses in the order to try them: those on one of our networks, then the one
-/// the relay saw, then its other local ones (a network routed between us); only of our
-/// socket's family.
+/// the relay saw, then its other local ones (a network routed between us, or IPv6 addresses
+/// no NAT stands in front of); IPv6 ones only for a dual-stack socket (`v6`).
 pub fn candidates(other: &MemberInfo, ours: &[(SocketAddr, u8)], v6: bool) -> Vec<Candidate> {
-    let on_ours = |a: &SocketAddr| ours.iter().any(|(o, p)| same_network(o.ip(), a.ip(), *p));
+    let on_ours = |a: &SocketAddr| on_our_networks(ours, *a);
     let lan = other.local.iter().filter(|a| on_ours(a));
     let rest = other.local.iter().filter(|a| !on_ours(a));
     let order = lan
@@ -96,7 +103,7 @@ pub fn candidates(other: &MemberInfo, ours: &[(SocketAddr, u8)], v6: bool) -> Ve
         .chain(rest.map(|&addr| Candidate { addr, lan: false }));
     let mut out: Vec<Candidate> = Vec::new();
     for c in order {
-        if c.addr.is_ipv6() == v6 && !out.iter().any(|o| o.addr == c.addr) {
+        if (v6 || c.addr.is_ipv4()) && !out.iter().any(|o| o.addr == c.addr) {
             out.push(c);
         }
     }
@@ -193,7 +200,7 @@ impl Reach {
                     tracing::info!(
                         "direct path to {} at {} ({:?})",
                         self.other.name,
-                        conn.remote_address(),
+                        super::canonical(conn.remote_address()),
                         self.other.id
                     );
                     let _ = self.driver.send(Input::Dialled(self.other.id, conn)).await;

@@ -230,7 +230,7 @@ impl Driver {
         // Where the relay's reflector sees us: another port than `observed` means our router
         // gives each destination its own (a symmetric NAT).
         if !self.config.force_relay {
-            let (socket, relay) = (links.socket.clone(), conn.remote_address());
+            let (socket, relay) = (links.socket.clone(), canonical(conn.remote_address()));
             tokio::spawn(async move {
                 let reflector = SocketAddr::new(relay.ip(), relay.port().wrapping_add(1));
                 for _ in 0..REFLECTOR_PROBES {
@@ -556,13 +556,16 @@ fn make_endpoint(
     config: &SessionConfig,
     signal: &Arc<CongestionSignal>,
 ) -> Result<(quinn::Endpoint, Arc<PunchSocket>), String> {
-    let bind: SocketAddr = if config.invite.host.contains(':') {
-        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
-    } else {
-        SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0))
+    // Dual stack where the system has IPv6: the relay by either family, and direct paths to
+    // members' IPv6 addresses as well (no NAT in front of them, only a firewall to punch).
+    let socket = match dual_stack_socket() {
+        Ok(s) => s,
+        Err(_) if !config.invite.host.contains(':') => {
+            std::net::UdpSocket::bind(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)))
+                .map_err(|e| format!("cannot open a UDP socket: {e}"))?
+        }
+        Err(e) => return Err(format!("cannot open an IPv6 UDP socket: {e}")),
     };
-    let socket =
-        std::net::UdpSocket::bind(bind).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
     let server = identity
         .server_config(signal.clone())
         .map_err(|e| e.to_string())?;
@@ -579,6 +582,16 @@ fn make_endpoint(
             .map_err(|e| e.to_string())?,
     );
     Ok((endpoint, socket))
+}
+
+/// A UDP socket on every IPv6 and IPv4 address of ours (IPv4 peers appear v4-mapped: see
+/// [`canonical`]).
+fn dual_stack_socket() -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_only_v6(false)?;
+    s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)).into())?;
+    Ok(s.into())
 }
 
 enum JoinError {

@@ -8,7 +8,7 @@ use super::*;
 impl Driver {
     /// A member dialled us: matched by the address the relay saw it at.
     pub(super) fn incoming(&mut self, conn: Connection, now: Instant, links: &mut Links) {
-        let remote = conn.remote_address();
+        let remote = canonical(conn.remote_address());
         let exact = self
             .core
             .members()
@@ -102,10 +102,10 @@ impl Driver {
                     Some(_) if self.core.is_quiet(m.id) => Route::Relay(RelayWhy::Quiet),
                     Some(_) if self.core.relay_faster(m.id) => Route::Relay(RelayWhy::Faster),
                     Some(p) => {
-                        let addr = p.conn.remote_address();
+                        let addr = canonical(p.conn.remote_address());
                         Route::Direct {
                             addr,
-                            lan: m.local.contains(&addr),
+                            lan: direct::on_our_networks(&links.networks, addr),
                             after: p.after,
                         }
                     }

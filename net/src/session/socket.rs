@@ -52,7 +52,13 @@ fn parse_answer(b: &[u8]) -> Option<SocketAddr> {
         _ => return None,
     };
     let port = u16::from_be_bytes([b[ANSWER_LEN - 2], b[ANSWER_LEN - 1]]);
-    Some(SocketAddr::new(ip, port))
+    Some(canonical(SocketAddr::new(ip, port)))
+}
+
+/// An address as the session compares it: a v4 peer on our dual-stack socket shows as
+/// `::ffff:a.b.c.d`, the same peer as `a.b.c.d`.
+pub fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
 /// Addresses a punch came from that we remember (the newest).
@@ -65,6 +71,8 @@ pub struct PunchSocket {
     heard: Mutex<BTreeMap<SocketAddr, Instant>>,
     /// The reflector we asked, and the address it saw us at.
     reflected: Mutex<(Option<SocketAddr>, Option<SocketAddr>)>,
+    /// Bound to IPv6 (and so dual-stack: see the session's endpoint).
+    v6: bool,
 }
 
 impl fmt::Debug for PunchSocket {
@@ -76,11 +84,13 @@ impl fmt::Debug for PunchSocket {
 impl PunchSocket {
     /// Wraps the socket quinn's runtime made of `socket`.
     pub fn new(socket: std::net::UdpSocket) -> io::Result<Arc<Self>> {
+        let v6 = socket.local_addr()?.is_ipv6();
         let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
         Ok(Arc::new(Self {
             inner,
             heard: Mutex::new(BTreeMap::new()),
             reflected: Mutex::new((None, None)),
+            v6,
         }))
     }
 
@@ -101,8 +111,15 @@ impl PunchSocket {
     }
 
     fn send_raw(&self, to: SocketAddr, contents: &[u8]) {
+        // A dual-stack socket reaches a v4 address by its v4-mapped form (as quinn does).
+        let destination = match to {
+            SocketAddr::V4(v4) if self.v6 => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            _ => to,
+        };
         let t = Transmit {
-            destination: to,
+            destination,
             ecn: None,
             contents,
             segment_size: None,
@@ -180,13 +197,13 @@ impl AsyncUdpSocket for PunchSocket {
             let mut kept = 0;
             for i in 0..n {
                 if only_punches(&bufs[i], &meta[i]) {
-                    self.note(meta[i].addr);
+                    self.note(canonical(meta[i].addr));
                     continue;
                 }
                 if let Some(at) = parse_answer(&bufs[i][..meta[i].len]) {
                     // Only the reflector we asked; anything else is dropped all the same.
                     let mut r = self.reflected.lock().unwrap_or_else(|e| e.into_inner());
-                    if r.0 == Some(meta[i].addr) {
+                    if r.0 == Some(canonical(meta[i].addr)) {
                         r.1 = Some(at);
                     }
                     continue;
