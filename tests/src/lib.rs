@@ -81,6 +81,11 @@ impl TestRelay {
         }
     }
 
+    /// Schedules the relay's thread real-time (see [`realtime_runtime`]).
+    pub fn realtime(&self) -> bool {
+        self.runtime.as_ref().is_some_and(realtime_runtime)
+    }
+
     /// Starts a relay on any free loopback port.
     pub fn start(state_dir: &Path) -> Self {
         Self::start_with("127.0.0.1:0".parse().expect("valid"), state_dir, |_| {})
@@ -205,6 +210,59 @@ pub fn play_each(
     runtime: &tokio::runtime::Runtime,
 ) -> Vec<Result<HeadlessReport, HeadlessError>> {
     headless::play_together(band, Duration::from_millis(1200), runtime.handle())
+}
+
+/// Asks for the calling thread to be scheduled as a DAW schedules its audio threads
+/// (`SCHED_FIFO`); whether it was granted (root, or an rtprio limit that allows it).
+pub fn realtime_thread() -> bool {
+    let param = libc::sched_param { sched_priority: 20 };
+    // SAFETY: plain FFI on the calling thread's own handle, with a valid parameter block.
+    unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) == 0 }
+}
+
+/// Schedules a one-worker runtime's thread real-time: in a test of timing on a shared machine,
+/// so that the machine's other work does not pass for the network's.
+pub fn realtime_runtime(runtime: &tokio::runtime::Runtime) -> bool {
+    runtime
+        .block_on(runtime.spawn(async { realtime_thread() }))
+        .unwrap_or(false)
+}
+
+/// [`play`], each musician's audio thread scheduled real-time as a DAW's is; `None` where the
+/// system does not allow it (a test of timing then measures the machine's load, not ours).
+pub fn play_realtime(
+    invite: &Invite,
+    band: Vec<Musician>,
+    seconds: f32,
+    force_relay: bool,
+    runtime: &tokio::runtime::Runtime,
+) -> Option<Vec<Result<HeadlessReport, HeadlessError>>> {
+    if !std::thread::spawn(realtime_thread).join().unwrap_or(false) {
+        return None;
+    }
+    let start_at = Instant::now() + Duration::from_millis(1200);
+    let threads: Vec<_> = band
+        .into_iter()
+        .map(|m| {
+            let opts = HeadlessOptions {
+                start_at: Some(start_at),
+                force_relay,
+                source: m.source,
+                ..HeadlessOptions::voice(invite, m.name, 0, seconds)
+            };
+            let handle = runtime.handle().clone();
+            std::thread::spawn(move || {
+                realtime_thread();
+                headless::run(opts, &handle)
+            })
+        })
+        .collect();
+    Some(
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap_or(Err(HeadlessError::Crashed)))
+            .collect(),
+    )
 }
 
 /// The invite with its relay address replaced by `addr` (an impairment proxy in front of it).
