@@ -60,7 +60,7 @@ fn setup_with(
     v6: bool,
 ) -> Option<Setup> {
     let mut lab = lab(test)?;
-    if let Err(why) = v6.then(|| lab.ipv6()).unwrap_or(Ok(())) {
+    if let Err(why) = if v6 { lab.ipv6() } else { Ok(()) } {
         eprintln!("skipped: no IPv6 here ({why})");
         return None;
     }
