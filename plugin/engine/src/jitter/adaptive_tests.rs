@@ -166,6 +166,18 @@ proptest! {
     }
 }
 
+/// After a played frame of `len` samples: the splice the buffer asks for, made at once and at
+/// most the frame long; the samples the frame then lasts.
+fn splice_at_once(jb: &mut JitterBuffer, len: u64) -> u64 {
+    let spliced = jb.rescale().map_or(0, |r| {
+        let want = (r.want as i64).min(len as i64);
+        let frames = if r.shrink { want } else { -want };
+        jb.rescaled(frames);
+        frames
+    });
+    (len as i64 - spliced) as u64
+}
+
 /// A sender switches from `from` to `to` samples per frame after 3 s; each packet arrives 30
 /// samples after its audio ends; every splice asked for is made. Returns the samples concealed
 /// after the switch, what was lost, and the schedule error and target before and after.
@@ -198,14 +210,7 @@ fn switch_frames(from: u64, to: u64) -> (u64, u64, (i64, i64), (u64, u64)) {
             Decision::Play(p) => {
                 let len = packets[p.seq as usize].3;
                 jb.set_frame_samples(len);
-                // A splice as asked, at once, at most the frame long.
-                let spliced = jb.rescale().map_or(0, |r| {
-                    let want = (r.want as i64).min(len as i64);
-                    let frames = if r.shrink { want } else { -want };
-                    jb.rescaled(frames);
-                    frames
-                });
-                (len as i64 - spliced) as u64
+                splice_at_once(&mut jb, len)
             }
             Decision::Lost | Decision::Stall => {
                 let len = jb.frame_samples;
@@ -277,13 +282,7 @@ fn direct_path_back(hint: bool) -> (f64, f64, f64) {
         now += match jb.next(now, false) {
             Decision::Play(p) => {
                 heard.push((now, p.seq));
-                let spliced = jb.rescale().map_or(0, |r| {
-                    let want = (r.want as i64).min(F as i64);
-                    let frames = if r.shrink { want } else { -want };
-                    jb.rescaled(frames);
-                    frames
-                });
-                (F as i64 - spliced) as u64
+                splice_at_once(&mut jb, F)
             }
             Decision::Lost | Decision::Stall => F,
             Decision::Idle => jb.idle_samples(now),
