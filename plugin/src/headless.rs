@@ -152,8 +152,6 @@ pub struct TimelinePoint {
     pub depth_ms: f32,
     /// A direct path to its sender carried lately (its route was direct, not quiet).
     pub direct: bool,
-    /// The clock drift the buffer corrects, ppm.
-    pub drift_ppm: f32,
 }
 
 impl Recording {
@@ -363,7 +361,6 @@ pub fn run(
                     concealed: st.frames_concealed,
                     depth_ms: st.depth_samples as f32 / 48.0,
                     direct,
-                    drift_ppm: st.drift_ppm,
                 });
             }
             protection.push((at_s, session.loss_protection()));
