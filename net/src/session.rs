@@ -33,8 +33,8 @@ use crate::invite::Invite;
 use crate::presence::{PeerPresence, Presence};
 use crate::relay::channel_binding;
 use crate::tls::{
-    endpoint_config, is_pin_mismatch, relay_client_config, Identity, DATAGRAM_SEND_BUFFER_BYTES,
-    SEND_QUEUE_FRAMES, SERVER_NAME,
+    endpoint_config, is_pin_mismatch, relay_client_config, Identity,
+    MEMBER_DATAGRAM_SEND_BUFFER_BYTES, SEND_QUEUE_FRAMES, SERVER_NAME,
 };
 use crate::transport::{read_frame, write_frame};
 use crate::wire::{
@@ -165,12 +165,24 @@ pub struct SessionCounters {
 /// `Bytes` handle), and once more for the next one.
 const QUEUED_DATAGRAM_OVERHEAD: usize = std::mem::size_of::<Bytes>();
 
-/// Queues an audio datagram on `conn` unless [`SEND_QUEUE_FRAMES`] datagrams of its size are
-/// already waiting there.
-fn send_fresh(conn: &Connection, datagram: Bytes, counters: &SessionCounters) -> bool {
-    let used = DATAGRAM_SEND_BUFFER_BYTES
-        .saturating_sub(conn.datagram_send_buffer_space() + QUEUED_DATAGRAM_OVERHEAD);
-    if used / (datagram.len() + QUEUED_DATAGRAM_OVERHEAD) >= SEND_QUEUE_FRAMES {
+/// Bytes waiting in `conn`'s datagram send queue.
+fn queued_bytes(conn: &Connection) -> usize {
+    MEMBER_DATAGRAM_SEND_BUFFER_BYTES
+        .saturating_sub(conn.datagram_send_buffer_space() + QUEUED_DATAGRAM_OVERHEAD)
+}
+
+/// Queues an audio datagram on `conn` unless [`SEND_QUEUE_FRAMES`] datagrams of its size were
+/// already waiting there when this burst began (`queued`, from [`queued_bytes`]): only a link
+/// that does not take what we send drops frames here. Frames that piled up in our ring while
+/// the driver was held up go out together, as the listener's buffer, held up alike on one
+/// machine, still plays them (quinn's byte bound drops the oldest of a longer burst).
+fn send_fresh(
+    conn: &Connection,
+    queued: usize,
+    datagram: Bytes,
+    counters: &SessionCounters,
+) -> bool {
+    if queued / (datagram.len() + QUEUED_DATAGRAM_OVERHEAD) >= SEND_QUEUE_FRAMES {
         counters.stale.fetch_add(1, Relaxed);
         return false;
     }

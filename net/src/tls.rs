@@ -31,10 +31,13 @@ pub const RELAY_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// A direct path silent this long is dead and its audio goes back to the relay, which every
 /// member still reaches.
 pub const DIRECT_IDLE_TIMEOUT: Duration = Duration::from_millis(2500);
-/// Datagram send queue per connection: one datagram of the largest kind (1.5 kB: 20 ms frames
-/// at 256 kbit/s with redundancy) or a few of the common small ones; when full, quinn drops
-/// the oldest. The session keeps it shorter still ([`SEND_QUEUE_FRAMES`]).
-pub const DATAGRAM_SEND_BUFFER_BYTES: usize = 2 * 1024;
+/// The relay's datagram send queue per connection: one datagram of the largest kind (1.5 kB:
+/// 20 ms frames at 256 kbit/s with redundancy) or a few of the common small ones; when full,
+/// quinn drops the oldest.
+pub const RELAY_DATAGRAM_SEND_BUFFER_BYTES: usize = 2 * 1024;
+/// A member's: room for a whole send ring of common frames, which go out together after the
+/// driver was held up; the session keeps the queue short itself ([`SEND_QUEUE_FRAMES`]).
+pub const MEMBER_DATAGRAM_SEND_BUFFER_BYTES: usize = 8 * 1024;
 /// Frames of audio that may wait in a connection's send queue (15 ms of 2.5 ms frames): a
 /// frame that finds this many ahead of it would leave too late to play, and is dropped at the
 /// sender instead.
@@ -212,13 +215,21 @@ pub fn member_relay_transport(signal: Arc<CongestionSignal>) -> Arc<TransportCon
 }
 
 fn base_transport(idle: Duration, signal: Arc<CongestionSignal>) -> TransportConfig {
+    transport_with(idle, signal, MEMBER_DATAGRAM_SEND_BUFFER_BYTES)
+}
+
+fn transport_with(
+    idle: Duration,
+    signal: Arc<CongestionSignal>,
+    send_buffer: usize,
+) -> TransportConfig {
     let mut t = TransportConfig::default();
     t.keep_alive_interval(Some(KEEP_ALIVE))
         .max_idle_timeout(Some(
             idle.try_into().expect("seconds are a valid idle timeout"),
         ))
         .datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER_BYTES))
-        .datagram_send_buffer_size(DATAGRAM_SEND_BUFFER_BYTES)
+        .datagram_send_buffer_size(send_buffer)
         .initial_rtt(INITIAL_RTT)
         .packet_threshold(PACKET_THRESHOLD)
         .time_threshold(TIME_THRESHOLD)
@@ -248,7 +259,11 @@ fn controller(
 /// room's rate this removes most of the packets the relay receives.
 pub fn relay_transport() -> Arc<TransportConfig> {
     // The relay has no encoder to slow down: its controllers' signal goes unread.
-    let mut t = base_transport(RELAY_IDLE_TIMEOUT, Arc::default());
+    let mut t = transport_with(
+        RELAY_IDLE_TIMEOUT,
+        Arc::default(),
+        RELAY_DATAGRAM_SEND_BUFFER_BYTES,
+    );
     let mut ack = quinn::AckFrequencyConfig::default();
     ack.ack_eliciting_threshold(7u32.into())
         .max_ack_delay(Some(Duration::from_millis(20)));

@@ -148,6 +148,9 @@ pub struct TimelinePoint {
     pub decoded: u64,
     /// Frames concealed so far.
     pub concealed: u64,
+    /// Packets that never came (nor were recovered) in time to play, so far: what the line
+    /// took, where `concealed` also counts waits for packets that came late.
+    pub lost: u64,
     /// Jitter-buffer depth, ms.
     pub depth_ms: f32,
     /// A direct path to its sender carried lately (its route was direct, not quiet).
@@ -359,6 +362,7 @@ pub fn run(
                     at_s,
                     decoded: st.frames_decoded,
                     concealed: st.frames_concealed,
+                    lost: st.packets_lost,
                     depth_ms: st.depth_samples as f32 / 48.0,
                     direct,
                 });

@@ -421,6 +421,13 @@ impl Driver {
     fn send_frames(&mut self, links: &Links) {
         let redundancy = self.shared.protection.frames();
         let counters = &self.shared.counters;
+        // Judged once per wake (see `send_fresh`); paths keep their order while we hold them.
+        let relay_queued = queued_bytes(&links.relay);
+        let path_queued: Vec<usize> = links
+            .paths
+            .values()
+            .map(|p| queued_bytes(&p.conn))
+            .collect();
         while let Ok(f) = self.audio_in.pop() {
             let Some((datagram, prefix, needs_relay)) =
                 self.core
@@ -429,12 +436,19 @@ impl Driver {
                 continue;
             };
             let with_id = Bytes::copy_from_slice(datagram);
-            for p in links.paths.values() {
-                if send_fresh(&p.conn, with_id.clone(), counters) {
+            for (p, &queued) in links.paths.values().zip(&path_queued) {
+                if send_fresh(&p.conn, queued, with_id.clone(), counters) {
                     counters.sent.fetch_add(1, Relaxed);
                 }
             }
-            if needs_relay && send_fresh(&links.relay, with_id.slice(prefix..), counters) {
+            if needs_relay
+                && send_fresh(
+                    &links.relay,
+                    relay_queued,
+                    with_id.slice(prefix..),
+                    counters,
+                )
+            {
                 counters.sent.fetch_add(1, Relaxed);
             }
         }
