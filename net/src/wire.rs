@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::crypto::{DocEnds, Epoch, KeyAnnounce, KeyGrant, MemberPublic};
 
 /// ALPN protocol id: the wire version.
-pub const ALPN: &[u8] = b"echoel/7";
+pub const ALPN: &[u8] = b"echoel/8";
 /// Audio header bytes before the ciphertext.
 pub const AUDIO_HEADER_LEN: usize = 4;
 /// Media-time bytes at the start of an audio datagram's plaintext.
@@ -297,7 +297,8 @@ pub struct MemberInfo {
     pub name: String,
     /// The member's address as the relay sees it (for direct paths).
     pub observed: SocketAddr,
-    /// The addresses its socket has on its own networks (for a direct path over a LAN).
+    /// The addresses its socket has on its own networks (for a direct path over a LAN), and
+    /// those its router forwards to it (a mapped port).
     pub local: Vec<SocketAddr>,
 }
 
@@ -408,6 +409,12 @@ pub enum ClientMessage {
         /// The current secret's admission key's signature of it on this TLS session.
         proof: Vec<u8>,
     },
+    /// Our addresses to pass on from now on, in place of those we joined with: a router
+    /// mapped a port for us after we joined (at most [`MAX_LOCAL_ADDRESSES`] are passed on).
+    Addresses {
+        /// Addresses on our own networks, and those our routers forward to our socket.
+        local: Vec<SocketAddr>,
+    },
 }
 
 /// Relay → client.
@@ -449,6 +456,13 @@ pub enum RelayMessage {
     },
     /// A rotation we asked for did not happen (not proved, or the relay could not store it).
     RotationRefused,
+    /// A member's addresses changed (see [`ClientMessage::Addresses`]).
+    Moved {
+        /// The member.
+        id: MemberId,
+        /// Its addresses from now on.
+        local: Vec<SocketAddr>,
+    },
 }
 
 /// Where a document message part stands among its sender's messages, as its AEAD

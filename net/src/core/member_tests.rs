@@ -328,6 +328,39 @@ fn the_higher_id_punches_toward_each_lower_one() {
     assert_eq!(punches(&mut b.cores[2]), vec![MemberId(0), MemberId(1)]);
 }
 
+/// A member whose router mapped a port after it joined is tried again at its new addresses,
+/// unless a direct path to it is already open.
+#[test]
+fn a_member_at_new_addresses_is_tried_there_unless_a_path_is_open() {
+    let mut b = Band::new(3, RotationPolicy::default());
+    for i in 0..3 {
+        b.join(i);
+    }
+    let c = &mut b.cores[1];
+    while c.poll_event().is_some() {}
+    c.handle_path_up(b.now, MemberId(2), &mut b.docs[1]);
+    while c.poll_event().is_some() {}
+    let mapped = SocketAddr::from(([198, 51, 100, 7], 41000));
+    for id in [MemberId(0), MemberId(2)] {
+        let moved = RelayMessage::Moved {
+            id,
+            local: vec![mapped],
+        };
+        c.handle_relay(b.now, moved, &mut b.docs[1]);
+    }
+    let events: Vec<RoomEvent> = std::iter::from_fn(|| c.poll_event()).collect();
+    let mut ana = info(0, MemberId(0));
+    ana.local = vec![mapped];
+    assert_eq!(events, vec![RoomEvent::Punch(ana.clone())]);
+    assert_eq!(c.members().find(|m| m.id == MemberId(0)), Some(&ana));
+    let unknown = RelayMessage::Moved {
+        id: MemberId(9),
+        local: vec![mapped],
+    };
+    c.handle_relay(b.now, unknown, &mut b.docs[1]);
+    assert_eq!(c.poll_event(), None);
+}
+
 /// The relay carries our audio while a direct path does too (a standby: a path that stops
 /// carrying costs no silence) and the relay is never told to skip anyone; a quiet path is
 /// only noted; a path that goes down is tried again.

@@ -596,6 +596,14 @@ impl RelayCore {
                     self.control(conn, RelayMessage::RotationRefused);
                 }
             }
+            ClientMessage::Addresses { local } => {
+                let local = usable_local(&local);
+                if local != seat.info.local {
+                    seat.info.local = local.clone();
+                    let id = seat.info.id;
+                    self.broadcast(conn, &RelayMessage::Moved { id, local });
+                }
+            }
             // Joining messages after joining.
             ClientMessage::Join { .. } | ClientMessage::Proof { .. } => {}
         }

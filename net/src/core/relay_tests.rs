@@ -505,6 +505,39 @@ fn end_to_end_messages_reach_one_member_or_all_others() {
 }
 
 #[test]
+fn new_addresses_are_passed_on_once_and_bounded_and_newcomers_see_them() {
+    let mut r = Room::new(RoomLimits::default());
+    let (a, ida) = r.join("Ana", 1);
+    let (b, _) = r.join("Bo", 2);
+    r.clear();
+    let mapped = SocketAddr::from(([198, 51, 100, 7], 41000));
+    let mut local = vec![mapped, SocketAddr::from(([0, 0, 0, 0], 1))];
+    local.extend((0..20).map(|k| SocketAddr::from(([10, 0, 0, k], 5000))));
+    let addresses = ClientMessage::Addresses { local };
+    r.core.handle_message(r.now, a, addresses.clone());
+    // The same list again is news to no one.
+    r.core.handle_message(r.now, a, addresses);
+    r.pump();
+    let moved: Vec<&RelayMessage> = r.control(b).collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    let RelayMessage::Moved { id, local } = moved[0] else {
+        panic!("{moved:?}")
+    };
+    assert_eq!(*id, ida);
+    assert_eq!(local[0], mapped);
+    assert_eq!(
+        local.len(),
+        MAX_LOCAL_ADDRESSES,
+        "unusable ones dropped, the rest capped"
+    );
+    assert_eq!(r.control(a).count(), 0, "not back to its sender");
+    let (c, _) = r.join("Cy", 3);
+    let (_, others) = r.welcome(c);
+    let ana = others.iter().find(|m| m.id == ida).expect("Ana");
+    assert_eq!(ana.local[0], mapped);
+}
+
+#[test]
 fn a_member_that_stops_reading_is_dropped_instead_of_buffered() {
     let limits = RoomLimits {
         max_unwritten: 8,
