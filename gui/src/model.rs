@@ -184,7 +184,7 @@ pub struct NoteConflictView {
 }
 
 /// Network summary over every stream we receive.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct NetworkQuality {
     /// Worst loss of any member, percent.
     pub worst_loss_pct: f32,
@@ -200,6 +200,8 @@ pub struct NetworkQuality {
     pub send_kbps: f32,
     /// How our audio is protected against loss.
     pub protection: ProtectionView,
+    /// Whether our router forwards a port to us, in words.
+    pub port_mapping: String,
 }
 
 /// Loss protection of our audio: earlier frames each datagram carries.

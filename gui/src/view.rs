@@ -404,6 +404,7 @@ fn network_panel(ui: &mut Ui, snap: &Snapshot) {
                 ("Recovered frames", n.recovered.to_string()),
                 ("Sending", format!("{:.0} kbit/s", n.send_kbps)),
                 ("Loss protection", n.protection.describe()),
+                ("Port mapping", n.port_mapping.clone()),
             ];
             for pair in rows.chunks(2) {
                 for (k, v) in pair {

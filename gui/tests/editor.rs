@@ -170,6 +170,7 @@ fn jam() -> Snapshot {
                 auto: true,
                 reported_loss_pct: Some(1.2),
             },
+            port_mapping: "203.0.113.11:41641 (UPnP)".into(),
         },
         rendering_offline: false,
     }

@@ -37,6 +37,7 @@ fn main() {
             invite: invite.clone(),
             name: name.into(),
             force_relay,
+            port_mapping: false,
             rotation: Default::default(),
             initial_doc: None,
         };

@@ -26,6 +26,7 @@ fn main() {
                 invite: invite.clone(),
                 name: name.into(),
                 force_relay: true,
+                port_mapping: false,
                 rotation: RotationPolicy::default(),
                 initial_doc: None,
             },

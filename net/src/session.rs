@@ -9,6 +9,7 @@
 
 mod direct;
 mod driver;
+mod portmap;
 mod protection;
 mod route;
 mod socket;
@@ -43,6 +44,7 @@ use crate::wire::{
 };
 
 pub use direct::{candidates, Candidate, DIRECT_PATH_TIMEOUT};
+pub use portmap::PortMapStatus;
 pub use protection::{LossProtection, ProtectionStatus};
 pub use route::{RelayWhy, Route};
 pub use socket::{canonical, reflect, PunchSocket, PROBE, PUNCH};
@@ -65,6 +67,9 @@ pub struct SessionConfig {
     pub name: String,
     /// Never try direct paths.
     pub force_relay: bool,
+    /// Ask the home router to forward a port to us (PCP, NAT-PMP or UPnP), for direct paths
+    /// its own mappings would defeat. Never asked when the relay is on this machine.
+    pub port_mapping: bool,
     /// Key rotation policy.
     pub rotation: RotationPolicy,
     /// The session document to start from (saved in the DAW project or the room's store);
@@ -196,6 +201,8 @@ pub struct SessionStatus {
     pub state: SessionState,
     /// Other members.
     pub members: Vec<MemberStatus>,
+    /// Whether our router forwards a port to us.
+    pub port_mapping: PortMapStatus,
 }
 
 /// Why a session could not start.
@@ -294,6 +301,7 @@ struct Published {
     routes: BTreeMap<MemberId, Route>,
     /// The room's invite: a rotation changes its secret.
     invite: Invite,
+    port_mapping: PortMapStatus,
 }
 
 impl Shared {
@@ -472,6 +480,7 @@ impl SessionHandle {
         SessionStatus {
             state: p.state.clone(),
             members,
+            port_mapping: p.port_mapping.clone(),
         }
     }
 
@@ -567,6 +576,7 @@ pub fn start(
             direct: BTreeMap::new(),
             routes: BTreeMap::new(),
             invite: config.invite.clone(),
+            port_mapping: PortMapStatus::Off,
         })),
         counters,
         stopped: AtomicBool::new(false),

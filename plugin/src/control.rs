@@ -220,6 +220,7 @@ impl Control {
             invite,
             name,
             force_relay: false,
+            port_mapping: self.params.port_mapping.value(),
             rotation: RotationPolicy::default(),
         };
         let keep = DocKeeping {
@@ -608,6 +609,7 @@ impl Control {
                     reported_loss_pct: p.reported_permille.map(|l| f32::from(l) / 10.0),
                 }
             },
+            port_mapping: s.status().port_mapping.describe(),
         };
         snap.people = people;
         snap

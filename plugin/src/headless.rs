@@ -48,6 +48,8 @@ pub struct HeadlessOptions {
     pub seconds: f32,
     /// Never try direct paths.
     pub force_relay: bool,
+    /// Ask the home router to forward a port to us.
+    pub port_mapping: bool,
     /// Loss protection: earlier frames each datagram also carries, by the loss the others
     /// report (automatic, as the plugin does) or forced.
     pub protection: LossProtection,
@@ -73,6 +75,7 @@ impl HeadlessOptions {
             source: Source::Voice(voice),
             seconds,
             force_relay: true,
+            port_mapping: true,
             protection: LossProtection::Frames(0),
             edits: Vec::new(),
             codec: CodecSettings::default(),
@@ -273,6 +276,7 @@ pub fn run(
             invite: opts.invite.clone(),
             name: opts.name.clone(),
             force_relay: opts.force_relay,
+            port_mapping: opts.port_mapping,
             rotation: RotationPolicy::default(),
             initial_doc: None,
         },

@@ -118,6 +118,10 @@ pub struct EchoelParams {
     /// frames always.
     #[id = "redundancy_auto"]
     pub redundancy_auto: BoolParam,
+    /// Ask the home router to forward a port to us (PCP, NAT-PMP or UPnP), so studios whose
+    /// routers defeat hole punching still get a direct path (on by default; read at connect).
+    #[id = "port_mapping"]
+    pub port_mapping: BoolParam,
 
     /// The name others see.
     #[persist = "display-name"]
@@ -256,6 +260,7 @@ impl Default for EchoelParams {
                 .with_unit(" frames")
                 .non_automatable(),
             redundancy_auto: BoolParam::new("Auto Loss Protection", true).non_automatable(),
+            port_mapping: BoolParam::new("Port Mapping", true).non_automatable(),
             jitter_depth_ms: FloatParam::new(
                 "Jitter Depth",
                 10.0,

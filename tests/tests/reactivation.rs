@@ -45,6 +45,7 @@ fn listener(room: &echoel_net::Invite) -> (echoel_net::session::SessionHandle, H
             invite: room.clone(),
             name: "Bo".into(),
             force_relay: false,
+            port_mapping: false,
             rotation: echoel_net::RotationPolicy::default(),
             initial_doc: None,
         },

@@ -51,6 +51,7 @@ fn join(
             invite: invite.clone(),
             name: name.into(),
             force_relay: true,
+            port_mapping: false,
             rotation: RotationPolicy::default(),
             initial_doc: None,
         },

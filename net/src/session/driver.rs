@@ -54,6 +54,8 @@ pub(super) enum Input {
     PathDown(MemberId, usize),
     /// A try at a direct path to this member is over, with no path from it.
     NoPath(MemberId),
+    /// Our port mapping changed.
+    PortMap(super::PortMapStatus),
 }
 
 /// The driver and everything it owns.
@@ -80,6 +82,8 @@ struct Links {
     reach: BTreeMap<MemberId, Reaching>,
     /// Our address as the relay sees it.
     observed: SocketAddr,
+    /// The address our router forwards to our socket, if it mapped one.
+    mapped: Option<SocketAddr>,
     relay: Connection,
     control: mpsc::Sender<ClientMessage>,
     paths: BTreeMap<MemberId, DirectLink>,
@@ -220,12 +224,21 @@ impl Driver {
             networks,
             reach: BTreeMap::new(),
             observed,
+            mapped: None,
             relay: conn.clone(),
             control,
             paths: BTreeMap::new(),
             unrecognised: Vec::new(),
             inputs,
             datagrams,
+        };
+        // Asked once we know where the relay is: one on this machine needs no router.
+        let relay_here = conn.remote_address().ip().to_canonical().is_loopback();
+        let _mapper = match links.socket.local_addr() {
+            Ok(at) if self.config.port_mapping && !self.config.force_relay && !relay_here => {
+                Some(portmap::start(at.port(), links.inputs.clone()))
+            }
+            _ => None,
         };
         // Where the relay's reflector sees us: another port than `observed` means our router
         // gives each destination its own (a symmetric NAT).
@@ -337,6 +350,7 @@ impl Driver {
             p.relay = None;
             p.direct.clear();
             p.routes.clear();
+            p.port_mapping = PortMapStatus::Off;
         });
     }
 
@@ -480,6 +494,23 @@ impl Driver {
             Input::Dialled(member, conn) => self.adopt(member, conn, links),
             Input::Incoming(conn) => self.incoming(conn, now, links),
             Input::NoPath(member) => self.no_path(now, member, links),
+            Input::PortMap(status) => {
+                let mapped = match status {
+                    PortMapStatus::Mapped { addr, .. } => Some(addr),
+                    _ => None,
+                };
+                if mapped != links.mapped {
+                    links.mapped = mapped;
+                    // First, so that the cap on addresses passed on keeps it.
+                    let local = mapped
+                        .into_iter()
+                        .chain(links.networks.iter().map(|n| n.0))
+                        .collect();
+                    // A full queue means the relay's stream is stuck: the rejoin says it anew.
+                    let _ = links.control.try_send(ClientMessage::Addresses { local });
+                }
+                self.shared.publish(|p| p.port_mapping = status);
+            }
             Input::PathDown(member, id) => {
                 if links
                     .paths

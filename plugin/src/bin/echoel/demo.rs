@@ -46,6 +46,8 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 source: Source::Voice(i as u32 + 1),
                 seconds,
                 force_relay,
+                // The relay is on this machine: no router to ask.
+                port_mapping: false,
                 protection: LossProtection::Auto,
                 edits: Vec::new(),
                 codec: CodecSettings::default(),

@@ -128,6 +128,7 @@ pub fn run(seconds: f64) -> anyhow::Result<()> {
                 invite: invite.clone(),
                 name: "honest".into(),
                 force_relay: true,
+                port_mapping: false,
                 rotation: Default::default(),
                 initial_doc: None,
             },

@@ -36,6 +36,9 @@ pub struct PeerArgs {
     /// Send everything through the relay.
     #[arg(long)]
     force_relay: bool,
+    /// Never ask the home router to forward a port to us (PCP, NAT-PMP, UPnP).
+    #[arg(long)]
+    no_port_mapping: bool,
     /// Earlier frames each packet always carries (0–2): the others fill lost packets from the
     /// next one, for up to that much more bitrate. Without it, by the loss the others report:
     /// one from 0.5 %, two from 5 %.
@@ -108,6 +111,7 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
         source,
         seconds: args.seconds,
         force_relay: args.force_relay,
+        port_mapping: !args.no_port_mapping,
         protection: args
             .redundancy
             .map_or(LossProtection::Auto, LossProtection::Frames),

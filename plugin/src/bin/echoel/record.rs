@@ -132,6 +132,7 @@ pub fn record(profile: Profile, seconds: f64, out: &Path) -> anyhow::Result<()> 
         invite,
         name: name.to_owned(),
         force_relay: true,
+        port_mapping: false,
         rotation: RotationPolicy::default(),
         initial_doc: None,
     };

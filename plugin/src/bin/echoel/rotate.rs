@@ -24,6 +24,7 @@ pub fn run(invite: &str, name: &str) -> anyhow::Result<()> {
         invite: old.clone(),
         name: name.to_owned(),
         force_relay: true,
+        port_mapping: false,
         rotation: RotationPolicy::default(),
         initial_doc: None,
     };
