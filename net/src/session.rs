@@ -263,6 +263,8 @@ struct Shared {
     published: Mutex<Arc<Published>>,
     counters: Arc<SessionCounters>,
     stopped: AtomicBool,
+    /// Whether our router holds a port mapping for us that we have not yet asked it to drop.
+    port_mapped: Arc<AtomicBool>,
     /// The name given when joining; presence shows it until it is given another.
     name: String,
     /// Our member key's public half: who we are in the room.
@@ -520,6 +522,21 @@ impl SessionHandle {
         }
         self.shared.wake.notify_one();
     }
+
+    /// After [`Self::stop`], waits at most `limit` until our router was asked to drop the
+    /// port it forwards to us; whether it was. For a process about to end: without it the
+    /// router forwards the port to nobody until the lease runs out. Not from the runtime's
+    /// own threads: it sleeps.
+    pub fn wait_port_mapping_released(&self, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        while self.shared.port_mapped.load(Relaxed) {
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        true
+    }
 }
 
 /// Starts a session on the current tokio runtime. `on_audio(from, frame)` receives every
@@ -580,6 +597,7 @@ pub fn start(
         })),
         counters,
         stopped: AtomicBool::new(false),
+        port_mapped: Arc::default(),
         name: config.name.clone(),
         member: member.public(),
         protection: protection::Protection::default(),

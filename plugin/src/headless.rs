@@ -12,7 +12,7 @@ use echoel_engine::{
 };
 pub use echoel_net::session::{LossProtection, ProtectionStatus};
 use echoel_net::session::{
-    RelayWhy, Route, SessionConfig, SessionError, SessionState, SessionStatus,
+    PortMapStatus, RelayWhy, Route, SessionConfig, SessionError, SessionState, SessionStatus,
 };
 use echoel_net::{Invite, RotationPolicy};
 use thiserror::Error;
@@ -188,6 +188,9 @@ impl Recording {
     }
 }
 
+/// How long a finished run waits for its router to let go of the port it forwarded to us.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
+
 /// What a headless run produced.
 #[derive(Debug)]
 pub struct HeadlessReport {
@@ -216,6 +219,8 @@ pub struct HeadlessReport {
     pub protection: Vec<(f32, ProtectionStatus)>,
     /// Times the session joined the room (1 when it never had to reconnect).
     pub joins: u64,
+    /// What came of asking our router to forward a port to us.
+    pub port_mapping: PortMapStatus,
     /// The session document at the end, as JSON.
     pub session_json: String,
     /// The session document at the end (automerge binary).
@@ -315,6 +320,7 @@ pub fn run(
     let mut edits_made = false;
     let mut timelines: BTreeMap<StreamId, Vec<TimelinePoint>> = BTreeMap::new();
     let mut protection = Vec::new();
+    let mut port_mapping = PortMapStatus::Off;
     for block in 0..total_blocks {
         let deadline = start + period * block as u32;
         if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
@@ -372,7 +378,12 @@ pub fn run(
                 });
             }
             protection.push((at_s, session.loss_protection()));
-            let state = session.status().state;
+            let status = session.status();
+            let state = status.state;
+            // The last word on it while in the room: leaving turns it off.
+            if status.port_mapping != PortMapStatus::Off {
+                port_mapping = status.port_mapping;
+            }
             if let Some(why) = state.stopped_because() {
                 return Err(HeadlessError::Refused(why.to_owned()));
             }
@@ -428,7 +439,7 @@ pub fn run(
         .collect();
     let c = session.counters();
     use std::sync::atomic::Ordering::Relaxed;
-    Ok(HeadlessReport {
+    let report = HeadlessReport {
         name: opts.name,
         sent,
         recordings,
@@ -445,9 +456,14 @@ pub fn run(
         duplicates: c.duplicates.load(Relaxed),
         protection,
         joins: c.joins.load(Relaxed),
+        port_mapping,
         session_json: session.read_doc(|d| d.to_json()),
         session_doc: session.read_doc(|d| d.save()),
-    })
+    };
+    // Our caller may end the process or its runtime next: the router is told first.
+    drop(bridge);
+    session.wait_port_mapping_released(RELEASE_WAIT);
+    Ok(report)
 }
 
 /// Makes the command line's document edits, logging any the document refuses.

@@ -8,6 +8,8 @@
 
 use std::process::Command;
 
+pub mod gateway;
+
 /// How a router maps its LAN's sockets to its internet address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mapping {
@@ -99,9 +101,10 @@ impl Lab {
     }
 
     /// Router `k` (1–9): 203.0.113.1k on the internet, 198.18.k.1 on its LAN; it translates
-    /// by `mapping` and lets in only replies to what went out, to its LAN or to itself. (A
-    /// router that answered an early punch itself would keep a mapping for it, and move its
-    /// own studio's next packet to that address to another port.)
+    /// by `mapping` and lets in only replies to what went out, and what it was asked to
+    /// forward ([`gateway`]), to its LAN or to itself. (A router that answered an early punch
+    /// itself would keep a mapping for it, and move its own studio's next packet to that
+    /// address to another port.)
     pub fn router(&mut self, k: u8, mapping: Mapping) -> Result<(), String> {
         let (r, i) = (self.add(&format!("r{k}"))?, self.ns(INTERNET));
         let random = match mapping {
@@ -133,7 +136,8 @@ impl Lab {
              oifname \"wan\" masquerade{random}\n }}\n}}\n\
              table inet filter {{\n chain forward {{\n  \
              type filter hook forward priority filter; policy drop;\n  \
-             ct state established,related accept\n  ip saddr 198.18.{k}.0/24 accept\n  \
+             ct state established,related accept\n  ct status dnat accept\n  \
+             ip saddr 198.18.{k}.0/24 accept\n  \
              ip6 saddr 2001:db8:{k}::/64 accept\n }}\n \
              chain input {{\n  type filter hook input priority filter;\n  \
              meta l4proto ipv6-icmp accept\n  iifname \"wan\" ct state new drop\n }}\n}}\n"
@@ -216,7 +220,7 @@ fn run(cmd: &str) -> Result<(), String> {
     }
 }
 
-fn nft(ns: &str, rules: &str) -> Result<(), String> {
+pub(crate) fn nft(ns: &str, rules: &str) -> Result<(), String> {
     use std::io::Write;
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, "nft", "-f", "-"])

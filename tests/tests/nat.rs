@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
-use echoel_net::session::{RelayWhy, Route};
+use echoel_net::session::{PortMapStatus, RelayWhy, Route};
 use echoel_plugin::engine::INTERNAL_RATE_HZ;
 use echoel_plugin::headless::{self, HeadlessOptions, HeadlessReport};
+use echoel_tests::netns::gateway::PmpGateway;
 use echoel_tests::netns::{in_ns, Lab, Mapping, INTERNET, RELAY_IP};
 use echoel_tests::{lag_per_second, network_runtime, one_at_a_time, TestRelay};
 
@@ -453,4 +454,41 @@ fn a_direct_path_15_ms_shorter_than_the_relay_pays_off_within_two_seconds_of_the
             r.name
         );
     }
+}
+
+/// Behind a symmetric NAT whose router forwards a port on request (NAT-PMP), a studio gets a
+/// direct path after all: it asks before it punches, and the room learns the mapped address.
+/// Leaving deletes the mapping.
+#[test]
+fn a_router_that_forwards_a_port_on_request_gives_a_symmetric_nat_a_direct_path() {
+    let _one = one_at_a_time();
+    let Some(s) = setup("pmp", Mapping::Symmetric, Some(Mapping::PortPreserving)) else {
+        return;
+    };
+    let gateway = PmpGateway::start(&s.lab, 1).expect("ana's router's NAT-PMP service");
+    let reports = jam(&s.invite, &s.studios, 5.0);
+    let wan = std::net::IpAddr::from([203, 0, 113, 11]);
+    match &reports[0].port_mapping {
+        PortMapStatus::Mapped { addr, by } => {
+            eprintln!("ana: the router forwards {addr} ({by})");
+            assert_eq!((addr.ip(), *by), (wan, "NAT-PMP"));
+        }
+        other => panic!("ana's port mapping: {}", other.describe()),
+    }
+    // Ben's router offers no mapping, and needs none.
+    assert!(
+        matches!(reports[1].port_mapping, PortMapStatus::Unavailable(_)),
+        "ben's port mapping: {}",
+        reports[1].port_mapping.describe()
+    );
+    // Ben reaches ana at the mapped port; ana reaches ben where the relay saw him.
+    direct_within_two_seconds(&reports, |addr| !addr.ip().is_ipv6());
+    let (granted, deleted) = gateway.counts();
+    eprintln!("gateway: {granted} granted, {deleted} deleted");
+    assert!(
+        gateway.mappings().is_empty(),
+        "still forwarded after the jam: {:?}",
+        gateway.mappings()
+    );
+    assert_eq!(deleted, 1, "mappings deleted");
 }

@@ -33,6 +33,9 @@ const REACH_AGAIN: Duration = Duration::from_secs(15);
 const ADDRESS_CHECK: Duration = Duration::from_secs(2);
 /// Probes sent to the relay's reflector, 200 ms apart, until it answers.
 const REFLECTOR_PROBES: u32 = 10;
+/// The longest our first punches wait for the router's answer on a port mapping (its own
+/// timeouts end it sooner).
+const MAPPING_WAIT: Duration = Duration::from_secs(5);
 /// A direct path that carried nothing for this long is quiet (see `Driver::check_paths`);
 /// looked at this often.
 const PATH_QUIET: Duration = Duration::from_millis(60);
@@ -56,6 +59,8 @@ pub(super) enum Input {
     NoPath(MemberId),
     /// Our port mapping changed.
     PortMap(super::PortMapStatus),
+    /// The relay's reflector saw us.
+    Reflected,
 }
 
 /// The driver and everything it owns.
@@ -84,6 +89,11 @@ struct Links {
     observed: SocketAddr,
     /// The address our router forwards to our socket, if it mapped one.
     mapped: Option<SocketAddr>,
+    /// Members to reach once the router has answered on a port mapping (until then), if our
+    /// router may give each destination its own port. A punch sent before the mapping would
+    /// leave the router a translation of its own for that peer, and the router would refuse
+    /// the peer's packets to the mapped port as clashing with it for as long as it lasts.
+    held: Option<(Instant, Vec<(MemberInfo, bool)>)>,
     relay: Connection,
     control: mpsc::Sender<ClientMessage>,
     paths: BTreeMap<MemberId, DirectLink>,
@@ -225,6 +235,7 @@ impl Driver {
             reach: BTreeMap::new(),
             observed,
             mapped: None,
+            held: None,
             relay: conn.clone(),
             control,
             paths: BTreeMap::new(),
@@ -236,7 +247,9 @@ impl Driver {
         let relay_here = conn.remote_address().ip().to_canonical().is_loopback();
         let _mapper = match links.socket.local_addr() {
             Ok(at) if self.config.port_mapping && !self.config.force_relay && !relay_here => {
-                Some(portmap::start(at.port(), links.inputs.clone()))
+                links.held = Some((Instant::now() + MAPPING_WAIT, Vec::new()));
+                let held = self.shared.port_mapped.clone();
+                Some(portmap::start(at.port(), links.inputs.clone(), held))
             }
             _ => None,
         };
@@ -244,14 +257,19 @@ impl Driver {
         // gives each destination its own (a symmetric NAT).
         if !self.config.force_relay {
             let (socket, relay) = (links.socket.clone(), canonical(conn.remote_address()));
+            let driver = links.inputs.clone();
             tokio::spawn(async move {
                 let reflector = SocketAddr::new(relay.ip(), relay.port().wrapping_add(1));
-                for _ in 0..REFLECTOR_PROBES {
+                // Looked for often: punches may wait on the answer.
+                for k in 0..REFLECTOR_PROBES * 10 {
                     if socket.reflected().is_some() {
+                        let _ = driver.send(Input::Reflected).await;
                         return;
                     }
-                    socket.probe(reflector);
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if k % 10 == 0 {
+                        socket.probe(reflector);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             });
         }
@@ -275,6 +293,7 @@ impl Driver {
                 (!links.paths.is_empty()).then_some(next_path_check),
                 links.unrecognised.iter().map(|u| u.1).min(),
                 links.reach.values().filter_map(|r| r.again).min(),
+                links.held.as_ref().map(|h| h.0),
                 (!self.config.force_relay).then_some(next_address_check),
             ]
             .into_iter()
@@ -305,6 +324,9 @@ impl Driver {
                     let now = Instant::now();
                     self.core.handle_timeout(now, &mut self.shared.doc());
                     self.reach_again(now, &mut links);
+                    if links.held.as_ref().is_some_and(|h| h.0 <= now) {
+                        self.reach_held(&mut links);
+                    }
                     if now >= next_path_check {
                         next_path_check = now + PATH_CHECK;
                         self.check_paths(now, &links);
@@ -509,8 +531,16 @@ impl Driver {
                     // A full queue means the relay's stream is stuck: the rejoin says it anew.
                     let _ = links.control.try_send(ClientMessage::Addresses { local });
                 }
+                if status != PortMapStatus::Asking {
+                    self.reach_held(links);
+                }
                 self.shared.publish(|p| p.port_mapping = status);
             }
+            // The same port for the relay and its reflector: punching needs no mapping.
+            Input::Reflected if links.socket.reflected() == Some(links.observed) => {
+                self.reach_held(links);
+            }
+            Input::Reflected => {}
             Input::PathDown(member, id) => {
                 if links
                     .paths

@@ -175,17 +175,42 @@ impl Driver {
             _ => Duration::ZERO,
         };
         let v6 = links.socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        let candidates = direct::candidates(&other, &links.networks, v6);
+        // IPv6 needs no mapping: a member we may reach by it is reached at once.
+        if let Some((_, held)) = &mut links.held {
+            if !candidates.iter().any(|c| c.addr.is_ipv6()) {
+                held.retain(|(m, _)| m.id != other.id);
+                held.push((other, dial));
+                return;
+            }
+        }
         direct::Reach {
             endpoint: links.endpoint.clone(),
             socket: links.socket.clone(),
             signal: self.shared.congestion.clone(),
-            candidates: direct::candidates(&other, &links.networks, v6),
+            candidates,
             other,
             dial,
             delay,
             driver: links.inputs.clone(),
         }
         .start();
+    }
+
+    /// Reaches the members held back while the router was asked for a port mapping, at
+    /// their addresses as we know them now.
+    pub(super) fn reach_held(&self, links: &mut Links) {
+        let Some((_, held)) = links.held.take() else {
+            return;
+        };
+        for (other, dial) in held {
+            let now = self.core.members().find(|m| m.id == other.id).cloned();
+            if let Some(other) = now {
+                if !links.paths.contains_key(&other.id) {
+                    self.reach(links, other, dial);
+                }
+            }
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::num::NonZeroU16;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -64,14 +66,19 @@ pub(super) struct PortMapper {
 }
 
 /// Asks for a mapping of our socket's `port` and holds it; each change of status goes to
-/// the driver.
-pub(super) fn start(port: u16, driver: mpsc::Sender<Input>) -> PortMapper {
+/// the driver. `held` is set while the router holds a mapping we have not asked it to drop.
+pub(super) fn start(port: u16, driver: mpsc::Sender<Input>, held: Arc<AtomicBool>) -> PortMapper {
     let (stop_tx, stop) = oneshot::channel();
-    tokio::spawn(hold(port, driver, stop));
+    tokio::spawn(hold(port, driver, stop, held));
     PortMapper { _stop: stop_tx }
 }
 
-async fn hold(port: u16, driver: mpsc::Sender<Input>, mut stop: oneshot::Receiver<()>) {
+async fn hold(
+    port: u16,
+    driver: mpsc::Sender<Input>,
+    mut stop: oneshot::Receiver<()>,
+    held: Arc<AtomicBool>,
+) {
     let report = |s: PortMapStatus| {
         let driver = driver.clone();
         async move { driver.send(Input::PortMap(s)).await.is_ok() }
@@ -90,6 +97,7 @@ async fn hold(port: u16, driver: mpsc::Sender<Input>, mut stop: oneshot::Receive
         },
         _ = &mut stop => return,
     };
+    held.store(true, Relaxed);
     tracing::info!("the router forwards {} to us ({})", lease.addr, lease.by());
     let mut told = lease.status();
     report(told.clone()).await;
@@ -98,6 +106,7 @@ async fn hold(port: u16, driver: mpsc::Sender<Input>, mut stop: oneshot::Receive
             _ = tokio::time::sleep(RENEW_BEFORE) => {
                 if let Err(why) = lease.renew().await {
                     tracing::info!("port mapping lost: {why}");
+                    held.store(false, Relaxed);
                     report(PortMapStatus::Unavailable("the router stopped forwarding it".into())).await;
                     return;
                 }
@@ -112,6 +121,7 @@ async fn hold(port: u16, driver: mpsc::Sender<Input>, mut stop: oneshot::Receive
     if let Err(why) = lease.release().await {
         tracing::info!("the router kept our port mapping until it expires: {why}");
     }
+    held.store(false, Relaxed);
 }
 
 /// A mapping the router granted.

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context};
+use echoel_net::session::PortMapStatus;
 use echoel_plugin::bridge::network_runtime;
 use echoel_plugin::engine::{CodecSettings, FrameDuration, INTERNAL_RATE_HZ};
 use echoel_plugin::headless::{
@@ -183,6 +184,9 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
     }
     for rec in report.recordings.values() {
         println!("path to {}: {}", rec.name, rec.route);
+    }
+    if report.port_mapping != PortMapStatus::Off {
+        println!("port mapping: {}", report.port_mapping.describe());
     }
     if args.print_session {
         println!("{}", report.session_json);

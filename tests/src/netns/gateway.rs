@@ -1,0 +1,201 @@
+//! A lab router's NAT-PMP service (RFC 6886), as home routers run it: a studio asks for a UDP
+//! port and the router forwards it with nftables (a DNAT for what comes in, and an SNAT so that
+//! what the studio sends from its socket leaves from the mapped port too, ahead of the
+//! router's own translation). It answers PCP requests as an older router does ("unsupported
+//! version: NAT-PMP"), so clients that try PCP first fall back to it. Real servers (miniupnpd)
+//! refuse to map while their internet address is in a documentation range, which is the only
+//! range the lab may use.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{in_ns, nft, Lab};
+
+const PORT: u16 = 5351;
+/// Ports given out when the one asked for is taken.
+const FIRST_FREE: u16 = 40_000;
+
+/// What the gateway holds and has done.
+#[derive(Debug, Default)]
+struct State {
+    /// External port → the studio's socket it forwards to.
+    mappings: BTreeMap<u16, SocketAddrV4>,
+    granted: u32,
+    deleted: u32,
+}
+
+/// Router `k`'s NAT-PMP service, answering on its LAN address until dropped.
+pub struct PmpGateway {
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl PmpGateway {
+    /// Starts answering on 198.18.k.1:5351 in router `k`'s namespace.
+    pub fn start(lab: &Lab, k: u8) -> Result<Self, String> {
+        let ns = lab.ns(&format!("r{k}"));
+        let wan = Ipv4Addr::new(203, 0, 113, 10 + k);
+        let socket = in_ns(&ns, move || {
+            let s = UdpSocket::bind((Ipv4Addr::new(198, 18, k, 1), PORT))?;
+            s.set_read_timeout(Some(Duration::from_millis(50)))?;
+            Ok::<_, std::io::Error>(s)
+        })
+        .join()
+        .map_err(|_| "gateway thread".to_string())??
+        .map_err(|e| format!("gateway socket: {e}"))?;
+        let (state, stop) = (
+            Arc::<Mutex<State>>::default(),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let thread = {
+            let (state, stop) = (state.clone(), stop.clone());
+            std::thread::spawn(move || serve(&socket, &ns, wan, &state, &stop))
+        };
+        Ok(Self {
+            state,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The studios' sockets it forwards to now, by external port.
+    pub fn mappings(&self) -> BTreeMap<u16, SocketAddrV4> {
+        self.lock().mappings.clone()
+    }
+
+    /// Mappings granted and deleted so far (a renewal grants again).
+    pub fn counts(&self) -> (u32, u32) {
+        let s = self.lock();
+        (s.granted, s.deleted)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for PmpGateway {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        if let Some(t) = self.thread.take() {
+            if let Ok(Err(e)) = t.join() {
+                eprintln!("the lab's NAT-PMP gateway failed: {e}");
+            }
+        }
+    }
+}
+
+fn serve(
+    socket: &UdpSocket,
+    ns: &str,
+    wan: Ipv4Addr,
+    state: &Mutex<State>,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1100];
+    while !stop.load(Relaxed) {
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let std::net::SocketAddr::V4(from) = from else {
+            continue;
+        };
+        let epoch = (started.elapsed().as_secs() as u32).to_be_bytes();
+        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+        let reply = answer(&buf[..n], *from.ip(), wan, epoch, &mut state);
+        if let Some((reply, changed)) = reply {
+            if changed {
+                install(ns, wan, &state.mappings)?;
+            }
+            let _ = socket.send_to(&reply, from);
+        }
+    }
+    Ok(())
+}
+
+/// The reply to one request from `client`, and whether the mappings changed.
+fn answer(
+    req: &[u8],
+    client: Ipv4Addr,
+    wan: Ipv4Addr,
+    epoch: [u8; 4],
+    state: &mut State,
+) -> Option<(Vec<u8>, bool)> {
+    let header = |op: u8, result: u16| {
+        let mut r = vec![0, 128 + op];
+        r.extend(result.to_be_bytes());
+        r.extend(epoch);
+        r
+    };
+    match req {
+        // PCP: "unsupported version", answered the NAT-PMP way.
+        [2, op, ..] => Some((header(op & 0x7f, 1), false)),
+        [0, 0] => {
+            let mut r = header(0, 0);
+            r.extend(wan.octets());
+            Some((r, false))
+        }
+        [0, op @ (1 | 2), _, _, rest @ ..] if rest.len() == 8 => {
+            let internal = u16::from_be_bytes([rest[0], rest[1]]);
+            let asked = u16::from_be_bytes([rest[2], rest[3]]);
+            let lifetime = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+            if *op == 2 {
+                // Only UDP here: "unsupported opcode".
+                return Some((header(*op, 5), false));
+            }
+            let ours =
+                |s: &SocketAddrV4| *s.ip() == client && (internal == 0 || s.port() == internal);
+            let mut r = header(*op, 0);
+            r.extend(internal.to_be_bytes());
+            if lifetime == 0 {
+                let before = state.mappings.len();
+                state.mappings.retain(|_, s| !ours(s));
+                let gone = before - state.mappings.len();
+                state.deleted += gone as u32;
+                r.extend([0; 6]);
+                return Some((r, gone > 0));
+            }
+            let sock = SocketAddrV4::new(client, internal);
+            let held = state
+                .mappings
+                .iter()
+                .find(|(_, s)| **s == sock)
+                .map(|(p, _)| *p);
+            let free = |p: u16| p != 0 && !state.mappings.contains_key(&p);
+            let external = held
+                .or((free(asked)).then_some(asked))
+                .or_else(|| (FIRST_FREE..u16::MAX).find(|p| free(*p)))?;
+            let changed = held.is_none();
+            state.mappings.insert(external, sock);
+            state.granted += 1;
+            r.extend(external.to_be_bytes());
+            r.extend(lifetime.to_be_bytes());
+            Some((r, changed))
+        }
+        _ => None,
+    }
+}
+
+/// Replaces the router's forwarding rules with `mappings`, in one nftables transaction.
+fn install(ns: &str, wan: Ipv4Addr, mappings: &BTreeMap<u16, SocketAddrV4>) -> Result<(), String> {
+    let (mut pre, mut post) = (String::new(), String::new());
+    for (ext, sock) in mappings {
+        let (ip, port) = (sock.ip(), sock.port());
+        pre += &format!("  ip daddr {wan} udp dport {ext} dnat to {ip}:{port}\n");
+        post += &format!("  ip saddr {ip} udp sport {port} oifname \"wan\" snat to {wan}:{ext}\n");
+    }
+    // Ahead of the router's masquerade (srcnat, 100): the first translation wins.
+    nft(
+        ns,
+        &format!(
+            "table ip pmp {{}}\nflush table ip pmp\n\
+             table ip pmp {{\n chain pre {{\n  type nat hook prerouting priority dstnat;\n{pre} }}\n \
+             chain post {{\n  type nat hook postrouting priority 90;\n{post} }}\n}}\n"
+        ),
+    )
+}
