@@ -26,6 +26,10 @@ pub enum Nat {
     /// A router that gives each destination a new port: what the relay sees is no use to
     /// anyone else, and a punch opens a port nobody knows.
     Symmetric,
+    /// A symmetric router that forwards a port to the member on request (UPnP, NAT-PMP,
+    /// PCP): the member tells the room the mapped address once joined; whoever knows it
+    /// gets in there, and what the member sends leaves from it.
+    Mapped,
 }
 
 /// How long a router keeps a hole a punch opened with no answer (Linux: 30 s).
@@ -107,20 +111,55 @@ impl World {
         }
     }
 
+    /// The address member `i`'s router forwards to it, if it is a [`Nat::Mapped`] one.
+    pub(super) fn mapped_addr(&self, i: usize) -> Option<std::net::SocketAddr> {
+        let i8 = u8::try_from(i).ok()?;
+        (self.nat(i) == Nat::Mapped).then(|| ([203, 0, 113, 100 + i8 % 100], 40_000).into())
+    }
+
+    /// Whether `who` was told where `of`'s router forwards a port to it.
+    fn knows_mapping(&self, who: usize, of: usize) -> bool {
+        let Some(addr) = self.mapped_addr(of) else {
+            return false;
+        };
+        let p = self.members[of].participant;
+        self.members[who]
+            .core
+            .members()
+            .any(|m| m.participant == p && m.local.contains(&addr))
+    }
+
+    /// Whether `i`'s router lets in anything `j` sends it: an open router, or the port a
+    /// router forwards to `i`, if `j` knows of it.
+    fn open_to(&self, i: usize, j: usize) -> bool {
+        self.nat(i) == Nat::Open || self.knows_mapping(j, i)
+    }
+
     /// Whether `j`'s router lets in a dial from `i`.
     fn admits(&self, j: usize, i: usize) -> bool {
         let holed = self
             .punched
             .get(&(j, i))
             .is_some_and(|at| self.now < *at + HOLE_KEPT);
+        if self.open_to(j, i) {
+            return true;
+        }
         match self.nat(j) {
             Nat::Open => true,
-            // The hole is for the port the relay saw `i` at: one `i`'s dial does not come from
-            // if its router picks a new port per destination.
-            Nat::Firewall | Nat::PortPreserving => holed && self.nat(i) != Nat::Symmetric,
-            // Its punch went out from a port nobody was told of: only an open router lets it
-            // in, and the dialler behind it dials where it came from.
-            Nat::Symmetric => holed && self.nat(i) == Nat::Open,
+            // The hole is for the port the relay saw `i` at (or its mapped one, if `j` knows
+            // it): one `i`'s dial does not come from if its router picks a new port per
+            // destination.
+            Nat::Firewall | Nat::PortPreserving => {
+                holed
+                    && match self.nat(i) {
+                        Nat::Symmetric => false,
+                        Nat::Mapped => self.knows_mapping(j, i),
+                        _ => true,
+                    }
+            }
+            // Its punch went out from a port nobody was told of: only a router open to it
+            // lets it in, and the dialler behind it dials where it came from.
+            Nat::Symmetric | Nat::Mapped => holed && self.open_to(i, j),
         }
     }
 
@@ -153,7 +192,7 @@ impl World {
         }
         let (lo, hi) = Self::key(i, j);
         let ids = if lo == i { [me, other] } else { [other, me] };
-        let mut link = Link::new(self.config.link);
+        let mut link = Link::new(self.config.direct_link.unwrap_or(self.config.link));
         let rtt = link.reliable(self.now, 1200, &mut self.rng) * 2;
         // From the later of the two joining to the dialled end having the path.
         let joined = self.members[i].joined_at.max(self.members[j].joined_at);

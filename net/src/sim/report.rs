@@ -51,6 +51,12 @@ pub struct SimReport {
     pub slowest_direct: Duration,
     /// The pairs of members (by index, lower first) that ever had a direct path.
     pub direct_pairs: std::collections::BTreeSet<(usize, usize)>,
+    /// By (sender, receiver): a direct path carries the sender's audio at the end, but its
+    /// first copies come by the relay (the receiver's core found the relay faster).
+    pub relay_faster: BTreeSet<(usize, usize)>,
+    /// By (sender, receiver): how often the frames played told of a new, shorter way
+    /// (`AudioFrame::path_epoch`).
+    pub epoch_changes: BTreeMap<(usize, usize), u32>,
     /// Control messages the honest cores refused (notices): none on honest links.
     pub notices: usize,
     /// Packets and messages the honest cores refused as forged, replayed, unkeyed or

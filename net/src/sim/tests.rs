@@ -278,6 +278,96 @@ fn a_member_behind_a_symmetric_nat_goes_by_the_relay_and_the_rest_go_direct() {
     }
 }
 
+/// A member behind a symmetric NAT whose router forwards it a port on request tells the room
+/// the mapped address, and goes direct with everyone: those behind port-preserving routers
+/// reach it there, and one behind another symmetric NAT punches toward it and is dialled back
+/// where the punch came from. That other one still reaches no port-preserving router.
+#[test]
+fn a_member_whose_router_forwards_it_a_port_goes_direct_behind_a_symmetric_nat() {
+    let config = SimConfig {
+        nat: Nat::PortPreserving,
+        nat_each: vec![Nat::Mapped, Nat::Symmetric],
+        ..calm()
+    };
+    for r in run_all(0..8, &config) {
+        let seed = r.seed;
+        let expected: std::collections::BTreeSet<_> = [(0, 1), (0, 2), (0, 3), (2, 3)].into();
+        assert_eq!(r.direct_pairs, expected, "seed {seed}; {}", replay(seed));
+        assert!(r.ok(), "seed {seed}: {r:?}");
+    }
+    // And through the chaos: rejoins (each tells the room anew), splits, a relay restart.
+    let chaos = SimConfig {
+        nat: Nat::PortPreserving,
+        nat_each: vec![Nat::Mapped, Nat::Mapped],
+        ..chaos()
+    };
+    for r in run_all(0..4, &chaos) {
+        let seed = r.seed;
+        assert!(
+            r.direct_pairs.contains(&(0, 1)),
+            "seed {seed}; {}",
+            replay(seed)
+        );
+        assert!(r.ok(), "seed {seed}: {r:?}");
+    }
+}
+
+/// Which way is faster is measured, not assumed: with direct paths 60 ms long and the relay's
+/// detour 30 ms, every receiver finds the relay faster for every sender it has a direct path
+/// to, and plays the relay's copies; with 5 ms direct paths none does, and each sender's
+/// frames told each receiver of the shorter way (a new path epoch) when its path came up.
+#[test]
+fn a_direct_path_slower_than_the_relay_is_found_and_a_faster_one_is_told_of() {
+    let still = LinkConfig {
+        delay: Duration::from_millis(15),
+        jitter: Duration::ZERO,
+        wander: Duration::ZERO,
+        loss: 0.0,
+        duplicate: 0.0,
+        reorder: 0.0,
+        ..LinkConfig::default()
+    };
+    let with = |direct: u64| SimConfig {
+        link: still,
+        direct_link: Some(LinkConfig {
+            delay: Duration::from_millis(direct),
+            ..still
+        }),
+        ..calm()
+    };
+    let every_pair = |r: &SimReport| -> std::collections::BTreeSet<(usize, usize)> {
+        r.direct_pairs
+            .iter()
+            .flat_map(|&(a, b)| [(a, b), (b, a)])
+            .collect()
+    };
+    for r in run_all(0..4, &with(60)) {
+        let seed = r.seed;
+        assert_eq!(r.direct_pairs.len(), 6, "seed {seed}: {:?}", r.direct_pairs);
+        assert_eq!(
+            r.relay_faster,
+            every_pair(&r),
+            "seed {seed}; {}",
+            replay(seed)
+        );
+        assert!(r.ok(), "seed {seed}: {r:?}");
+    }
+    for r in run_all(0..4, &with(5)) {
+        let seed = r.seed;
+        assert_eq!(r.direct_pairs.len(), 6, "seed {seed}: {:?}", r.direct_pairs);
+        assert!(
+            r.relay_faster.is_empty(),
+            "seed {seed}: {:?}",
+            r.relay_faster
+        );
+        for pair in every_pair(&r) {
+            let changes = r.epoch_changes.get(&pair).copied().unwrap_or(0);
+            assert!(changes >= 1, "seed {seed}: {pair:?} never told of its path");
+        }
+        assert!(r.ok(), "seed {seed}: {r:?}");
+    }
+}
+
 /// Ten comings and goings of a guest (twenty membership changes, each making every member
 /// rekey) in the settled tail: the members who stay lose no frame to it.
 #[test]

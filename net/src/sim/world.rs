@@ -45,6 +45,8 @@ pub struct SimConfig {
     pub hostile: Hostile,
     /// Whether members make direct paths between each other when their routers let them.
     pub direct: bool,
+    /// Every direct path, each way (by default like `link`).
+    pub direct_link: Option<LinkConfig>,
     /// Every member's router...
     pub nat: Nat,
     /// ...but member i's is `nat_each[i]`, where given.
@@ -72,6 +74,7 @@ impl Default for SimConfig {
             frame: Duration::from_millis(20),
             hostile: Hostile::default(),
             direct: true,
+            direct_link: None,
             nat: Nat::Open,
             nat_each: Vec::new(),
             splits: 2,
@@ -177,6 +180,9 @@ pub(super) struct World {
     pub(super) reconnects: Vec<Duration>,
     /// Frames handed on that their sender never sent (forged or corrupted, by anyone).
     pub(super) forged_audio: usize,
+    /// By (sender, receiver): the path epoch of the last frame played, and how often it
+    /// changed.
+    pub(super) path_epochs: BTreeMap<(usize, usize), (u8, u32)>,
 }
 
 fn new_relay(secret: &RoomSecret, room: &RoomId, rng: &mut DangerSeededRng) -> RelayCore {
@@ -258,6 +264,7 @@ impl World {
             ledger: AudioLedger::default(),
             reconnects: Vec::new(),
             forged_audio: 0,
+            path_epochs: BTreeMap::new(),
             longest_gap: Duration::ZERO,
             notices: 0,
         }
@@ -475,6 +482,11 @@ impl World {
                     m.welcomes += 1;
                     m.joined_at = now;
                     self.drain_member(i);
+                    // Its router answered while it joined: the room is told.
+                    if let Some(addr) = self.mapped_addr(i) {
+                        let msg = ClientMessage::Addresses { local: vec![addr] };
+                        self.up_control(i, conn, Up::Msg(msg));
+                    }
                 }
                 RelayMessage::Refused(_) => {
                     // Cannot happen on honest links; start over rather than hang.
@@ -506,9 +518,9 @@ impl World {
         }
         let mut heard = Vec::new();
         self.members[i].core.open_datagram(via, d, &mut |from, f| {
-            heard.push((from, f.media_time, f.payload.to_vec()))
+            heard.push((from, f.media_time, f.payload.to_vec(), f.path_epoch))
         });
-        for (from, media, payload) in heard {
+        for (from, media, payload, epoch) in heard {
             // Frames played as no member of the run, or with another's payload, are forged.
             let sender = self.members.iter().position(|m| m.participant == from);
             let sent_at = sender.and_then(|s| {
@@ -524,6 +536,10 @@ impl World {
                 self.forged_audio += 1;
                 continue;
             };
+            let e = self.path_epochs.entry((sender, i)).or_insert((0, 0));
+            if e.0 != epoch {
+                *e = (epoch, e.1 + 1);
+            }
             let both_since = self.members[i]
                 .joined_at
                 .max(self.members[sender].joined_at);
@@ -708,6 +724,14 @@ impl World {
         }
         let mut reconnects = self.reconnects;
         reconnects.sort();
+        let mut relay_faster = BTreeSet::new();
+        for (to, m) in self.members[..honest].iter().enumerate() {
+            for (from, o) in self.members[..honest].iter().enumerate() {
+                if o.core.me().is_some_and(|id| m.core.relay_faster(id)) {
+                    relay_faster.insert((from, to));
+                }
+            }
+        }
         SimReport {
             seed: self.seed,
             converged: h.converged && self.forged_audio == 0,
@@ -724,6 +748,8 @@ impl World {
             direct_paths: self.paths_made,
             slowest_direct: self.slowest_direct,
             direct_pairs: self.direct_pairs.clone(),
+            relay_faster,
+            epoch_changes: self.path_epochs.iter().map(|(k, e)| (*k, e.1)).collect(),
             refused: h.refused,
             replayed: h.replayed,
             taken_in,
