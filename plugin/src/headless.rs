@@ -391,9 +391,15 @@ pub fn run(
                 edits_made = true;
                 apply_edits(&session, &opts.name, &opts.edits);
             }
-            for m in session.status().members {
+            // The way each member came until the last half second: one that finishes first
+            // closes its paths while we still play.
+            let ending = pos + INTERNAL_RATE_HZ as usize / 2 >= total_frames;
+            for m in status.members {
                 let direct = m.path == echoel_net::session::Path::Direct;
-                names.insert(m.info.participant.0, (m.info.name, direct, m.route));
+                let seen = names.contains_key(&m.info.participant.0);
+                if !(ending && seen) {
+                    names.insert(m.info.participant.0, (m.info.name, direct, m.route));
+                }
             }
         }
     }

@@ -204,7 +204,7 @@ impl Drop for Lab {
     }
 }
 
-fn run(cmd: &str) -> Result<(), String> {
+pub(crate) fn run(cmd: &str) -> Result<(), String> {
     let args: Vec<&str> = cmd.split_whitespace().collect();
     let out = Command::new(args[0])
         .args(&args[1..])

@@ -9,7 +9,7 @@ use std::time::Duration;
 use echoel_net::session::{PortMapStatus, RelayWhy, Route};
 use echoel_plugin::engine::INTERNAL_RATE_HZ;
 use echoel_plugin::headless::{self, HeadlessOptions, HeadlessReport};
-use echoel_tests::netns::gateway::PmpGateway;
+use echoel_tests::netns::gateway::Gateway;
 use echoel_tests::netns::{in_ns, Lab, Mapping, INTERNET, RELAY_IP};
 use echoel_tests::{lag_per_second, network_runtime, one_at_a_time, TestRelay};
 
@@ -456,22 +456,25 @@ fn a_direct_path_15_ms_shorter_than_the_relay_pays_off_within_two_seconds_of_the
     }
 }
 
-/// Behind a symmetric NAT whose router forwards a port on request (NAT-PMP), a studio gets a
-/// direct path after all: it asks before it punches, and the room learns the mapped address.
-/// Leaving deletes the mapping.
-#[test]
-fn a_router_that_forwards_a_port_on_request_gives_a_symmetric_nat_a_direct_path() {
+/// Behind a symmetric NAT whose router forwards a port on request, a studio gets a direct
+/// path after all: it asks before it punches, and the room learns the mapped address. Leaving
+/// deletes the mapping.
+fn a_forwarded_port_gives_a_symmetric_nat_a_direct_path(
+    test: &str,
+    gateway: fn(&Lab, u8) -> Result<Gateway, String>,
+    by: &str,
+) {
     let _one = one_at_a_time();
-    let Some(s) = setup("pmp", Mapping::Symmetric, Some(Mapping::PortPreserving)) else {
+    let Some(s) = setup(test, Mapping::Symmetric, Some(Mapping::PortPreserving)) else {
         return;
     };
-    let gateway = PmpGateway::start(&s.lab, 1).expect("ana's router's NAT-PMP service");
+    let gateway = gateway(&s.lab, 1).expect("ana's router's port forwarding");
     let reports = jam(&s.invite, &s.studios, 5.0);
     let wan = std::net::IpAddr::from([203, 0, 113, 11]);
     match &reports[0].port_mapping {
-        PortMapStatus::Mapped { addr, by } => {
-            eprintln!("ana: the router forwards {addr} ({by})");
-            assert_eq!((addr.ip(), *by), (wan, "NAT-PMP"));
+        PortMapStatus::Mapped { addr, by: asked } => {
+            eprintln!("ana: the router forwards {addr} ({asked})");
+            assert_eq!((addr.ip(), *asked), (wan, by));
         }
         other => panic!("ana's port mapping: {}", other.describe()),
     }
@@ -491,4 +494,14 @@ fn a_router_that_forwards_a_port_on_request_gives_a_symmetric_nat_a_direct_path(
         gateway.mappings()
     );
     assert_eq!(deleted, 1, "mappings deleted");
+}
+
+#[test]
+fn a_router_that_forwards_a_port_by_nat_pmp_gives_a_symmetric_nat_a_direct_path() {
+    a_forwarded_port_gives_a_symmetric_nat_a_direct_path("pmp", Gateway::nat_pmp, "NAT-PMP");
+}
+
+#[test]
+fn a_router_that_forwards_a_port_by_upnp_gives_a_symmetric_nat_a_direct_path() {
+    a_forwarded_port_gives_a_symmetric_nat_a_direct_path("upnp", Gateway::upnp, "UPnP");
 }

@@ -125,8 +125,20 @@ pub(super) struct Reach {
     pub driver: mpsc::Sender<Input>,
 }
 
+/// The tasks of one try at a direct path, stopped when dropped: a second connection to a
+/// member we have a path to would only be closed again, and quinn mixes up the two (the
+/// first fell silent in tests).
+#[derive(Debug, Default)]
+pub(super) struct Trying(Vec<tokio::task::AbortHandle>);
+
+impl Drop for Trying {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+}
+
 impl Reach {
-    pub(super) fn start(self) {
+    pub(super) fn start(self) -> Trying {
         let punch = {
             let (socket, to, driver) = (
                 self.socket.clone(),
@@ -151,15 +163,16 @@ impl Reach {
         };
         if !self.dial {
             let (driver, id) = (self.driver.clone(), self.other.id);
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 punch.await;
                 // Nobody dialled us meanwhile (or the driver knows better: it has the path).
                 let _ = driver.send(Input::NoPath(id)).await;
             });
-            return;
+            return Trying(vec![task.abort_handle()]);
         }
-        tokio::spawn(punch);
-        tokio::spawn(self.dial());
+        let punching = tokio::spawn(punch);
+        let dialling = tokio::spawn(self.dial());
+        Trying(vec![punching.abort_handle(), dialling.abort_handle()])
     }
 
     async fn dial(self) {

@@ -43,6 +43,7 @@ impl Driver {
             .map_or(Duration::ZERO, |r| now.saturating_duration_since(r.since));
         if let Some(r) = links.reach.get_mut(&member) {
             (r.tries, r.again) = (0, None);
+            r.trying = direct::Trying::default();
         }
         let (control, outbox) = mpsc::channel(CONTROL_QUEUE);
         let task = tokio::spawn(direct::serve_path(
@@ -168,6 +169,7 @@ impl Driver {
             down_at: None,
             again: None,
             tries: 0,
+            trying: direct::Trying::default(),
         });
         r.why = RelayWhy::Trying;
         let delay = match r.down_at {
@@ -184,7 +186,8 @@ impl Driver {
                 return;
             }
         }
-        direct::Reach {
+        let id = other.id;
+        let trying = direct::Reach {
             endpoint: links.endpoint.clone(),
             socket: links.socket.clone(),
             signal: self.shared.congestion.clone(),
@@ -195,6 +198,10 @@ impl Driver {
             driver: links.inputs.clone(),
         }
         .start();
+        // The try before this one (at addresses since moved) ends.
+        if let Some(r) = links.reach.get_mut(&id) {
+            r.trying = trying;
+        }
     }
 
     /// Reaches the members held back while the router was asked for a port mapping, at

@@ -102,7 +102,7 @@ impl fmt::Display for RelayWhy {
 }
 
 /// Where the driver stands with one member's direct path.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Reaching {
     /// When we first heard of the member (this stay in the room).
     pub since: Instant,
@@ -114,4 +114,6 @@ pub(super) struct Reaching {
     pub again: Option<Instant>,
     /// Tries that reached nothing so far.
     pub tries: u32,
+    /// The try under way: a newer one, or a path, ends it.
+    pub trying: super::direct::Trying,
 }

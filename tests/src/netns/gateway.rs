@@ -1,10 +1,10 @@
-//! A lab router's NAT-PMP service (RFC 6886), as home routers run it: a studio asks for a UDP
-//! port and the router forwards it with nftables (a DNAT for what comes in, and an SNAT so that
-//! what the studio sends from its socket leaves from the mapped port too, ahead of the
-//! router's own translation). It answers PCP requests as an older router does ("unsupported
-//! version: NAT-PMP"), so clients that try PCP first fall back to it. Real servers (miniupnpd)
-//! refuse to map while their internet address is in a documentation range, which is the only
-//! range the lab may use.
+//! A lab router's port-forwarding service, as home routers run it: NAT-PMP (RFC 6886) or
+//! UPnP-IGD ([`upnp`]). A studio asks for a UDP port and the router forwards it with nftables
+//! (a DNAT for what comes in, and an SNAT so that what the studio sends from its socket leaves
+//! from the mapped port too, ahead of the router's own translation). The NAT-PMP service
+//! answers PCP requests as an older router does ("unsupported version: NAT-PMP"), so clients
+//! that try PCP first fall back to it. Real servers (miniupnpd) refuse to map while their
+//! internet address is in a documentation range, which is the only range the lab may use.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -18,6 +18,8 @@ const PORT: u16 = 5351;
 /// Ports given out when the one asked for is taken.
 const FIRST_FREE: u16 = 40_000;
 
+mod upnp;
+
 /// What the gateway holds and has done.
 #[derive(Debug, Default)]
 struct State {
@@ -27,18 +29,18 @@ struct State {
     deleted: u32,
 }
 
-/// Router `k`'s NAT-PMP service, answering on its LAN address until dropped.
-pub struct PmpGateway {
+/// Router `k`'s port-forwarding service, answering on its LAN address until dropped.
+pub struct Gateway {
     state: Arc<Mutex<State>>,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    threads: Vec<std::thread::JoinHandle<Result<(), String>>>,
 }
 
-impl PmpGateway {
-    /// Starts answering on 198.18.k.1:5351 in router `k`'s namespace.
-    pub fn start(lab: &Lab, k: u8) -> Result<Self, String> {
+impl Gateway {
+    /// Starts answering NAT-PMP on 198.18.k.1:5351 in router `k`'s namespace.
+    pub fn nat_pmp(lab: &Lab, k: u8) -> Result<Self, String> {
         let ns = lab.ns(&format!("r{k}"));
-        let wan = Ipv4Addr::new(203, 0, 113, 10 + k);
+        let wan = wan_of(k);
         let socket = in_ns(&ns, move || {
             let s = UdpSocket::bind((Ipv4Addr::new(198, 18, k, 1), PORT))?;
             s.set_read_timeout(Some(Duration::from_millis(50)))?;
@@ -58,7 +60,23 @@ impl PmpGateway {
         Ok(Self {
             state,
             stop,
-            thread: Some(thread),
+            threads: vec![thread],
+        })
+    }
+
+    /// Starts answering UPnP-IGD in router `k`'s namespace: SSDP searches on its LAN, and
+    /// the device's description and control on 198.18.k.1:5000.
+    pub fn upnp(lab: &Lab, k: u8) -> Result<Self, String> {
+        let ns = lab.ns(&format!("r{k}"));
+        let (state, stop) = (
+            Arc::<Mutex<State>>::default(),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let threads = upnp::start(&ns, k, &state, &stop)?;
+        Ok(Self {
+            state,
+            stop,
+            threads,
         })
     }
 
@@ -78,12 +96,12 @@ impl PmpGateway {
     }
 }
 
-impl Drop for PmpGateway {
+impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             if let Ok(Err(e)) = t.join() {
-                eprintln!("the lab's NAT-PMP gateway failed: {e}");
+                eprintln!("the lab's gateway failed: {e}");
             }
         }
     }
@@ -179,6 +197,11 @@ fn answer(
         }
         _ => None,
     }
+}
+
+/// The external address of router `k`.
+fn wan_of(k: u8) -> Ipv4Addr {
+    Ipv4Addr::new(203, 0, 113, 10 + k)
 }
 
 /// Replaces the router's forwarding rules with `mappings`, in one nftables transaction.
