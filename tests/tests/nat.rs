@@ -505,3 +505,8 @@ fn a_router_that_forwards_a_port_by_nat_pmp_gives_a_symmetric_nat_a_direct_path(
 fn a_router_that_forwards_a_port_by_upnp_gives_a_symmetric_nat_a_direct_path() {
     a_forwarded_port_gives_a_symmetric_nat_a_direct_path("upnp", Gateway::upnp, "UPnP");
 }
+
+#[test]
+fn a_router_that_forwards_a_port_by_pcp_gives_a_symmetric_nat_a_direct_path() {
+    a_forwarded_port_gives_a_symmetric_nat_a_direct_path("pcp", Gateway::pcp, "PCP");
+}

@@ -39,6 +39,15 @@ pub struct Gateway {
 impl Gateway {
     /// Starts answering NAT-PMP on 198.18.k.1:5351 in router `k`'s namespace.
     pub fn nat_pmp(lab: &Lab, k: u8) -> Result<Self, String> {
+        Self::port_control(lab, k, false)
+    }
+
+    /// Starts answering PCP, and NAT-PMP, on 198.18.k.1:5351 in router `k`'s namespace.
+    pub fn pcp(lab: &Lab, k: u8) -> Result<Self, String> {
+        Self::port_control(lab, k, true)
+    }
+
+    fn port_control(lab: &Lab, k: u8, pcp: bool) -> Result<Self, String> {
         let ns = lab.ns(&format!("r{k}"));
         let wan = wan_of(k);
         let socket = in_ns(&ns, move || {
@@ -55,7 +64,7 @@ impl Gateway {
         );
         let thread = {
             let (state, stop) = (state.clone(), stop.clone());
-            std::thread::spawn(move || serve(&socket, &ns, wan, &state, &stop))
+            std::thread::spawn(move || serve(&socket, &ns, wan, pcp, &state, &stop))
         };
         Ok(Self {
             state,
@@ -111,6 +120,7 @@ fn serve(
     socket: &UdpSocket,
     ns: &str,
     wan: Ipv4Addr,
+    pcp: bool,
     state: &Mutex<State>,
     stop: &AtomicBool,
 ) -> Result<(), String> {
@@ -125,7 +135,7 @@ fn serve(
         };
         let epoch = (started.elapsed().as_secs() as u32).to_be_bytes();
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-        let reply = answer(&buf[..n], *from.ip(), wan, epoch, &mut state);
+        let reply = answer(&buf[..n], *from.ip(), wan, epoch, pcp, &mut state);
         if let Some((reply, changed)) = reply {
             if changed {
                 install(ns, wan, &state.mappings)?;
@@ -136,12 +146,14 @@ fn serve(
     Ok(())
 }
 
-/// The reply to one request from `client`, and whether the mappings changed.
+/// The reply to one request from `client`, and whether the mappings changed. `pcp`: the
+/// router speaks PCP (RFC 6887) as well; else it answers PCP as NAT-PMP only routers do.
 fn answer(
     req: &[u8],
     client: Ipv4Addr,
     wan: Ipv4Addr,
     epoch: [u8; 4],
+    pcp: bool,
     state: &mut State,
 ) -> Option<(Vec<u8>, bool)> {
     let header = |op: u8, result: u16| {
@@ -151,7 +163,8 @@ fn answer(
         r
     };
     match req {
-        // PCP: "unsupported version", answered the NAT-PMP way.
+        [2, 1, ..] if pcp && req.len() == 60 => Some(pcp_map(req, client, wan, epoch, state)),
+        // "Unsupported version", the NAT-PMP way.
         [2, op, ..] => Some((header(op & 0x7f, 1), false)),
         [0, 0] => {
             let mut r = header(0, 0);
@@ -166,36 +179,87 @@ fn answer(
                 // Only UDP here: "unsupported opcode".
                 return Some((header(*op, 5), false));
             }
-            let ours =
-                |s: &SocketAddrV4| *s.ip() == client && (internal == 0 || s.port() == internal);
             let mut r = header(*op, 0);
             r.extend(internal.to_be_bytes());
             if lifetime == 0 {
-                let before = state.mappings.len();
-                state.mappings.retain(|_, s| !ours(s));
-                let gone = before - state.mappings.len();
-                state.deleted += gone as u32;
+                let gone = state.delete(client, internal);
                 r.extend([0; 6]);
-                return Some((r, gone > 0));
+                return Some((r, gone));
             }
-            let sock = SocketAddrV4::new(client, internal);
-            let held = state
-                .mappings
-                .iter()
-                .find(|(_, s)| **s == sock)
-                .map(|(p, _)| *p);
-            let free = |p: u16| p != 0 && !state.mappings.contains_key(&p);
-            let external = held
-                .or((free(asked)).then_some(asked))
-                .or_else(|| (FIRST_FREE..u16::MAX).find(|p| free(*p)))?;
-            let changed = held.is_none();
-            state.mappings.insert(external, sock);
-            state.granted += 1;
+            let (external, changed) = state.grant(client, internal, asked)?;
             r.extend(external.to_be_bytes());
             r.extend(lifetime.to_be_bytes());
             Some((r, changed))
         }
         _ => None,
+    }
+}
+
+/// A PCP MAP request (24-byte header, 36-byte MAP body) and its answer.
+fn pcp_map(
+    req: &[u8],
+    client: Ipv4Addr,
+    wan: Ipv4Addr,
+    epoch: [u8; 4],
+    state: &mut State,
+) -> (Vec<u8>, bool) {
+    let lifetime = u32::from_be_bytes([req[4], req[5], req[6], req[7]]);
+    let (nonce, protocol) = (&req[24..36], req[36]);
+    let internal = u16::from_be_bytes([req[40], req[41]]);
+    let asked = u16::from_be_bytes([req[42], req[43]]);
+    // The client's own address in the request must be the one it sends from.
+    let claimed = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&req[8..24]).expect("16"));
+    let (result, external, changed) = if claimed.to_ipv4_mapped() != Some(client) {
+        (12, 0, false) // ADDRESS_MISMATCH
+    } else if protocol != 17 {
+        (9, 0, false) // UNSUPP_PROTOCOL
+    } else if lifetime == 0 {
+        (0, 0, state.delete(client, internal))
+    } else {
+        match state.grant(client, internal, asked) {
+            Some((p, changed)) => (0, p, changed),
+            None => (8, 0, false), // NO_RESOURCES
+        }
+    };
+    let mut r = vec![2, 128 + 1, 0, result];
+    r.extend(if result == 0 { lifetime } else { 0 }.to_be_bytes());
+    r.extend(epoch);
+    r.extend([0; 12]);
+    r.extend(nonce);
+    r.extend([protocol, 0, 0, 0]);
+    r.extend(internal.to_be_bytes());
+    r.extend(external.to_be_bytes());
+    r.extend(wan.to_ipv6_mapped().octets());
+    (r, changed)
+}
+
+impl State {
+    /// Forwards a port to `client`'s `internal` port: the one it holds, else the one it
+    /// `asked` for if free, else another; and whether that is new.
+    fn grant(&mut self, client: Ipv4Addr, internal: u16, asked: u16) -> Option<(u16, bool)> {
+        let sock = SocketAddrV4::new(client, internal);
+        let held = self
+            .mappings
+            .iter()
+            .find(|(_, s)| **s == sock)
+            .map(|(p, _)| *p);
+        let free = |p: u16| p != 0 && !self.mappings.contains_key(&p);
+        let external = held
+            .or(free(asked).then_some(asked))
+            .or_else(|| (FIRST_FREE..u16::MAX).find(|p| free(*p)))?;
+        self.mappings.insert(external, sock);
+        self.granted += 1;
+        Some((external, held.is_none()))
+    }
+
+    /// Deletes `client`'s mappings of `internal` (all of them for 0); whether there were any.
+    fn delete(&mut self, client: Ipv4Addr, internal: u16) -> bool {
+        let before = self.mappings.len();
+        self.mappings
+            .retain(|_, s| !(*s.ip() == client && (internal == 0 || s.port() == internal)));
+        let gone = before - self.mappings.len();
+        self.deleted += gone as u32;
+        gone > 0
     }
 }
 
