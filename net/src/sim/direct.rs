@@ -117,16 +117,28 @@ impl World {
         (self.nat(i) == Nat::Mapped).then(|| ([203, 0, 113, 100 + i8 % 100], 40_000).into())
     }
 
-    /// Whether `who` was told where `of`'s router forwards a port to it.
-    fn knows_mapping(&self, who: usize, of: usize) -> bool {
-        let Some(addr) = self.mapped_addr(of) else {
-            return false;
-        };
+    fn router(&self, i: usize) -> usize {
+        self.config.router_each.get(i).copied().unwrap_or(1000 + i)
+    }
+
+    /// Member `i`'s address on its router's LAN.
+    pub(super) fn lan_addr(&self, i: usize) -> std::net::SocketAddr {
+        let (r, i) = ((self.router(i) % 250) as u8, (i % 250) as u8);
+        ([198, 18, r, 2 + i], 5000).into()
+    }
+
+    /// Whether `who` was told of `addr` among `of`'s addresses.
+    fn told(&self, who: usize, of: usize, addr: std::net::SocketAddr) -> bool {
         let p = self.members[of].participant;
         self.members[who]
             .core
             .members()
             .any(|m| m.participant == p && m.local.contains(&addr))
+    }
+
+    /// Whether `who` was told where `of`'s router forwards a port to it.
+    fn knows_mapping(&self, who: usize, of: usize) -> bool {
+        self.mapped_addr(of).is_some_and(|a| self.told(who, of, a))
     }
 
     /// Whether `i`'s router lets in anything `j` sends it: an open router, or the port a
@@ -141,7 +153,9 @@ impl World {
             .punched
             .get(&(j, i))
             .is_some_and(|at| self.now < *at + HOLE_KEPT);
-        if self.open_to(j, i) {
+        // On one LAN: `i` dials `j`'s address there, and no router stands between.
+        let lan = self.router(i) == self.router(j) && self.told(i, j, self.lan_addr(j));
+        if lan || self.open_to(j, i) {
             return true;
         }
         match self.nat(j) {

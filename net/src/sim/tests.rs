@@ -278,6 +278,25 @@ fn a_member_behind_a_symmetric_nat_goes_by_the_relay_and_the_rest_go_direct() {
     }
 }
 
+/// Two members behind one router meet on its LAN, even a router that gives each destination
+/// its own port (no one outside reaches them directly); the others go direct between
+/// themselves.
+#[test]
+fn members_behind_one_router_meet_on_its_lan() {
+    let config = SimConfig {
+        nat: Nat::PortPreserving,
+        nat_each: vec![Nat::Symmetric, Nat::Symmetric],
+        router_each: vec![7, 7],
+        ..calm()
+    };
+    for r in run_all(0..8, &config) {
+        let seed = r.seed;
+        let expected: std::collections::BTreeSet<_> = [(0, 1), (2, 3)].into();
+        assert_eq!(r.direct_pairs, expected, "seed {seed}; {}", replay(seed));
+        assert!(r.ok(), "seed {seed}: {r:?}");
+    }
+}
+
 /// A member behind a symmetric NAT whose router forwards it a port on request tells the room
 /// the mapped address, and goes direct with everyone: those behind port-preserving routers
 /// reach it there, and one behind another symmetric NAT punches toward it and is dialled back

@@ -51,6 +51,9 @@ pub struct SimConfig {
     pub nat: Nat,
     /// ...but member i's is `nat_each[i]`, where given.
     pub nat_each: Vec<Nat>,
+    /// Member i sits behind router `router_each[i]` (by default a router of its own): members
+    /// behind one router reach each other on their LAN, whatever it does to the internet.
+    pub router_each: Vec<usize>,
     /// Times the members are split in two for a while: the relay reaches both sides, but
     /// direct paths across fall silent.
     pub splits: usize,
@@ -77,6 +80,7 @@ impl Default for SimConfig {
             direct_link: None,
             nat: Nat::Open,
             nat_each: Vec::new(),
+            router_each: Vec::new(),
             splits: 2,
             churn: 0,
         }
@@ -371,6 +375,7 @@ impl World {
         let conn = ConnId(self.next_conn);
         self.next_conn += 1;
         self.owners.insert(conn, i);
+        let lan = self.lan_addr(i);
         let m = &mut self.members[i];
         m.reconnect_at = None;
         m.conn = Some(conn);
@@ -380,7 +385,7 @@ impl World {
             member: m.key.public(),
             role: Role::Performer,
             observed: SocketAddr::from(([192, 0, 2, 1], 5000 + i as u16)),
-            local: Vec::new(),
+            local: vec![lan],
             binding: m.binding,
         };
         self.up_control(i, conn, Up::Join(request));
@@ -484,7 +489,8 @@ impl World {
                     self.drain_member(i);
                     // Its router answered while it joined: the room is told.
                     if let Some(addr) = self.mapped_addr(i) {
-                        let msg = ClientMessage::Addresses { local: vec![addr] };
+                        let local = vec![addr, self.lan_addr(i)];
+                        let msg = ClientMessage::Addresses { local };
                         self.up_control(i, conn, Up::Msg(msg));
                     }
                 }
