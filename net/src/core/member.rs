@@ -270,17 +270,7 @@ impl RoomCore {
                 self.rekeying.confirmed = Some(verifier);
                 self.maybe_adopt();
             }
-            RelayMessage::Moved { id, local } => {
-                // New ways to reach it: tried now, if none of the old ones is open.
-                let Some(info) = j.members.get_mut(&id) else {
-                    return;
-                };
-                info.local = local;
-                let info = info.clone();
-                if !j.paths.contains(&id) {
-                    self.maybe_dial(&info);
-                }
-            }
+            RelayMessage::Moved { id, local } => self.moved(id, local),
             RelayMessage::RotationRefused => {
                 self.rekeying = SecretRotation::default();
                 self.events.push_back(RoomEvent::RotationRefused);

@@ -73,6 +73,19 @@ impl RoomCore {
             .is_some_and(|j| j.quiet.contains(&member))
     }
 
+    /// `id` has new ways to reach it: tried now, if none of the old ones is open.
+    pub(super) fn moved(&mut self, id: MemberId, local: Vec<std::net::SocketAddr>) {
+        let Some(j) = &mut self.joined else { return };
+        let Some(info) = j.members.get_mut(&id) else {
+            return;
+        };
+        info.local = local;
+        let info = info.clone();
+        if !j.paths.contains(&id) {
+            self.maybe_dial(&info);
+        }
+    }
+
     pub(super) fn maybe_dial(&mut self, other: &MemberInfo) {
         let Some(j) = &self.joined else { return };
         if self.force_relay {

@@ -1,0 +1,87 @@
+//! The member core and direct paths: which copy of a frame plays, and which way is faster.
+
+use super::*;
+
+/// Both copies of a frame reach a member with a direct path to its sender: the first plays,
+/// the second is a duplicate. The same second copy from a sender without a direct path is a
+/// replay.
+#[test]
+fn the_relays_copy_of_a_frame_a_direct_path_brought_is_a_duplicate_not_a_replay() {
+    let mut b = Band::new(2, RotationPolicy::default());
+    b.join(0);
+    b.join(1);
+    b.settle_keys();
+    let id0 = b.ids[0].unwrap();
+    for (direct, media) in [(false, 0), (true, 120)] {
+        if direct {
+            b.cores[1].handle_path_up(b.now, id0, &mut b.docs[1]);
+        }
+        let (datagram, prefix, relay) = b.cores[0]
+            .seal_audio(StemId(0), media, &[7; 20], 0)
+            .map(|(d, p, r)| (d.to_vec(), p, r))
+            .unwrap();
+        assert!(relay, "the relay stands by");
+        let mut fwd = Vec::new();
+        crate::wire::encode_sender(id0, &mut fwd);
+        fwd.extend_from_slice(&datagram[prefix..]);
+        let (via, first) = if direct {
+            (Via::Direct(id0), &datagram)
+        } else {
+            (Via::Relay, &fwd)
+        };
+        let mut heard = 0;
+        b.cores[1].open_datagram(via, first, &mut |_, _| heard += 1);
+        b.cores[1].open_datagram(Via::Relay, &fwd, &mut |_, _| heard += 1);
+        assert_eq!(heard, 1, "one copy plays");
+        let c = &b.cores[1].counters;
+        let (dup, replay) = (c.duplicates.load(Relaxed), c.replayed.load(Relaxed));
+        assert_eq!((dup, replay), if direct { (1, 1) } else { (0, 1) });
+    }
+}
+
+/// A direct path that carries yet brings each frame after the relay's copy is the slower way:
+/// the relay's copies are what plays, and the route says so. Once the direct copies come
+/// first again, it is the direct path's.
+#[test]
+fn a_direct_path_slower_than_the_relay_is_not_the_way_we_hear() {
+    let mut b = Band::new(2, RotationPolicy::default());
+    b.join(0);
+    b.join(1);
+    b.settle_keys();
+    let id0 = b.ids[0].unwrap();
+    b.cores[1].handle_path_up(b.now, id0, &mut b.docs[1]);
+    let mut media = 0;
+    let mut faster_after = |b: &mut Band, relay_first: bool, frames: usize| {
+        (0..frames).position(|_| {
+            media += 120;
+            let (datagram, prefix, _) = b.cores[0]
+                .seal_audio(StemId(0), media, &[7; 20], 0)
+                .map(|(d, p, r)| (d.to_vec(), p, r))
+                .unwrap();
+            let mut fwd = Vec::new();
+            crate::wire::encode_sender(id0, &mut fwd);
+            fwd.extend_from_slice(&datagram[prefix..]);
+            let mut copies = [(Via::Relay, fwd), (Via::Direct(id0), datagram)];
+            if !relay_first {
+                copies.reverse();
+            }
+            for (via, d) in &copies {
+                b.cores[1].open_datagram(*via, d, &mut |_, _| {});
+            }
+            b.cores[1].relay_faster(id0) == relay_first
+        })
+    };
+    assert!(
+        !b.cores[1].relay_faster(id0),
+        "the direct path starts as ours"
+    );
+    let took = faster_after(&mut b, true, 2000).expect("the relay is never found faster");
+    // A second's frames at 2.5 ms: not at once (a lost direct frame now and then is not a
+    // slower path), and not after many seconds.
+    assert!(
+        (200..=600).contains(&took),
+        "relay found faster after {took} frames"
+    );
+    let took = faster_after(&mut b, false, 2000).expect("the direct path is never ours again");
+    assert!(took <= 600, "direct found faster again after {took} frames");
+}
