@@ -26,6 +26,10 @@ use crate::packet::PacketSlot;
 /// Packets held at most (see [`super::JITTER_CAPACITY`]).
 const CAPACITY: usize = super::JITTER_CAPACITY;
 
+/// How long after a path change or a long host block has passed its stalls are still its
+/// own (1 s): a stall later than that is the path's.
+const FORGIVE_SAMPLES: u64 = 48_000;
+
 /// Arrivals seen before playout starts.
 const START_AFTER_PACKETS: usize = 8;
 
@@ -87,6 +91,8 @@ pub struct JitterBuffer {
     slots: Vec<PacketSlot>,
     /// Samples in each held packet.
     lens: Vec<u64>,
+    /// When each held packet arrived (receiver samples).
+    arrived: Vec<u64>,
     held: Vec<bool>,
     /// Next sequence number to play, once started.
     next_seq: Option<u32>,
@@ -124,8 +130,9 @@ pub struct JitterBuffer {
     /// How far the slowest packets lately came beyond the quantile, fading over half a minute.
     straggler_peak: f64,
     /// The stalls waited so far were the host's (a long block) or the path change's, not the
-    /// path's: they neither raise the target nor hold it up.
-    stalls_forgiven: bool,
+    /// path's: they neither raise the target nor hold it up. For this much more playout
+    /// (samples), after which a stall is the path's again.
+    forgive_for: u64,
     /// Packets well below `run_floor`, the fastest delay known before the first of them, and
     /// packets since the last of them.
     faster_run: u32,
@@ -153,6 +160,7 @@ impl JitterBuffer {
             config: AdaptiveConfig { window, ..config },
             slots: vec![PacketSlot::empty(); CAPACITY],
             lens: vec![120; CAPACITY],
+            arrived: vec![0; CAPACITY],
             held: vec![false; CAPACITY],
             next_seq: None,
             newest_seq: 0,
@@ -172,7 +180,7 @@ impl JitterBuffer {
             render_ahead: 0,
             since_stall: u64::MAX,
             since_stall_saved: None,
-            stalls_forgiven: false,
+            forgive_for: 0,
             straggler_peak: 0.0,
             faster_run: 0,
             since_faster: 0,
@@ -310,7 +318,7 @@ impl JitterBuffer {
             self.target = wanted;
             self.since_stall = u64::MAX;
             self.since_stall_saved = None;
-            self.stalls_forgiven = true;
+            self.forgive_for = FORGIVE_SAMPLES;
         }
         self.target = self.target.max(self.render_ahead);
     }
@@ -339,7 +347,7 @@ impl JitterBuffer {
         self.faster_run = 0;
         self.path_epoch = None;
         self.since_hint = None;
-        self.stalls_forgiven = false;
+        self.forgive_for = 0;
         self.straggler_peak = 0.0;
         self.last_error = 0;
         self.error_avg = 0.0;
@@ -400,6 +408,7 @@ impl JitterBuffer {
         }
         self.slots[idx].copy_from(packet);
         self.lens[idx] = samples;
+        self.arrived[idx] = arrival;
         self.held[idx] = true;
         match self.next_seq {
             None => {
@@ -550,7 +559,7 @@ impl JitterBuffer {
         self.base = recent[..keep].iter().map(|r| r.0).min().unwrap_or(i64::MAX);
         self.since_stall = u64::MAX;
         self.since_stall_saved = None;
-        self.stalls_forgiven = true;
+        self.forgive_for = FORGIVE_SAMPLES;
         self.faster_run = 0;
         self.drift.reset();
     }
@@ -655,21 +664,22 @@ impl JitterBuffer {
                 }
             }
             if self.stall_credit > 0
-                && !std::mem::take(&mut self.stalls_forgiven)
+                && std::mem::take(&mut self.forgive_for) == 0
                 && now > due
                 && !self.warming_up()
                 && self.lens[idx] == self.frame_samples
                 && self.config.manual_target_samples.is_none()
             {
                 // It came late, after we had waited for it: the path needs that much more
-                // delay. Keep it (the target moves to where playout is) rather than taking it
-                // out again only to wait once more at the next late packet; the target falls
+                // delay. Keep it (the target moves to where the packet came, not to where
+                // playout resumed a frame's wait later) rather than taking it out again only
+                // to wait once more at the next late packet; the target falls
                 // again once the path has been clean for the settle time. Kept up to
                 // [`MAX_BUMP`]: a longer wait is a hiccup (the computer, a Wi-Fi scan), not
                 // the path's, and is taken out again by splices. A wait for a longer frame
                 // than the last is the sender's, not the path's.
-                self.target = (self.target + (now - due).min(MAX_BUMP))
-                    .min(self.config.max_target_samples as i64);
+                let late = (self.arrived[idx] as i64 - due).clamp(0, MAX_BUMP);
+                self.target = (self.target + late).min(self.config.max_target_samples as i64);
             }
             let due = self.due(end);
             self.held[idx] = false;
@@ -678,6 +688,7 @@ impl JitterBuffer {
             let alpha = (self.frame_samples as f64 / 12_000.0).min(1.0);
             self.error_avg += ((now - due) as f64 - self.error_avg) * alpha;
             self.since_stall = self.since_stall.saturating_add(self.frame_samples);
+            self.forgive_for = self.forgive_for.saturating_sub(self.frame_samples);
             self.stall_credit = 0;
             self.advance(seq, end);
             return Decision::Play(&self.slots[idx]);
@@ -730,7 +741,7 @@ impl JitterBuffer {
         }
         // While the first second plays the path is still being learnt (connection set-up
         // bursts): a stall then is not held against shrinking back.
-        if !self.warming_up() && !self.stalls_forgiven {
+        if !self.warming_up() && self.forgive_for == 0 {
             self.since_stall = 0;
         }
         self.stall_credit += 1;

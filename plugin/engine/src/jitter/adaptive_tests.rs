@@ -319,3 +319,46 @@ fn a_direct_path_that_carries_again_pays_off_at_once_when_its_packets_say_so() {
     println!("without: {before:.2} ms direct, {relay:.2} ms by the relay, {back:.2} ms back");
     assert!(back - before > 10.0, "the control took the gain as well");
 }
+
+/// A long host block that has passed forgives the stalls it caused, for a second: a late
+/// packet seconds later is the path's, and the delay keeps what it was late by.
+#[test]
+fn a_passed_long_block_forgives_its_own_stalls_only() {
+    let mut jb = JitterBuffer::new(AdaptiveConfig::default());
+    jb.set_render_ahead(64);
+    // Packet 2800 (at 7 s) is held up 3 frames and arrives with the next ones.
+    let arrival = |s: u64| {
+        s * F
+            + 30
+            + if (2800..2803).contains(&s) {
+                (2803 - s) * F
+            } else {
+                0
+            }
+    };
+    let mut next = 0u64;
+    let mut before = 0;
+    for tick in 0..3400u64 {
+        let now = tick * F;
+        while arrival(next) <= now {
+            jb.insert(arrival(next), &pkt(next as u32));
+            next += 1;
+        }
+        if tick == 1600 {
+            // A 2048-sample block at 4 s, then the host goes back to 64.
+            jb.set_render_ahead(2048);
+            jb.set_render_ahead(64);
+        }
+        if tick == 2790 {
+            before = jb.target_samples();
+        }
+        jb.next(now, false);
+    }
+    let s = jb.stats();
+    assert!(s.stalled >= 2, "{s:?}");
+    let after = jb.target_samples();
+    assert!(
+        after > before + 2 * F / 2,
+        "the late packet 3 s after the block was forgiven: target {before} → {after}, {s:?}"
+    );
+}

@@ -59,12 +59,12 @@ fn drift_is_absorbed_without_underrun_or_overrun_cycles() {
     }
 }
 
-/// A late packet (a one-off spike) makes playout wait a frame. The delay keeps that frame
-/// while more late packets may follow (no splice back and forth), then, after half a minute
-/// clean, a splice takes it out: back within the dead band, never a rate change beyond the
-/// clock drift (none here) and the slow slew.
+/// A late packet (a one-off spike) makes playout wait. The delay keeps what the packet was
+/// late by (not the whole wait) while more late packets may follow (no splice back and
+/// forth), then, after half a minute clean, gives it back: back within the dead band, never a
+/// rate change beyond the clock drift (none here) and the slow slew.
 #[test]
-fn a_stall_keeps_its_delay_until_the_path_is_clean_then_a_splice_takes_it_out() {
+fn a_stall_keeps_its_delay_until_the_path_is_clean_then_gives_it_back() {
     let trace = Trace {
         name: "one spike".into(),
         frame: 120,
@@ -89,9 +89,29 @@ fn a_stall_keeps_its_delay_until_the_path_is_clean_then_a_splice_takes_it_out() 
         algo.worst_error, algo.late_error, algo.stretch.0, algo.stretch.1
     );
     assert!(algo.stalls >= 1, "the spike made no stall: {s:?}");
+    let t = |s: usize| algo.targets[s] as i64;
+    println!(
+        "target at 19, 21, 45, 60 s: {} {} {} {}",
+        t(19),
+        t(21),
+        t(45),
+        t(60)
+    );
+    assert!(t(21) > t(19), "the late packet did not raise the delay");
+    // The wait was two whole frames (240 samples); the packet came sooner than that.
     assert!(
-        (1..=3).contains(&algo.splices),
-        "{} splices: the delay see-sawed or was never taken out: {s:?}",
+        t(21) - t(19) < 240,
+        "it kept the whole wait, not what the packet was late by"
+    );
+    assert_eq!(
+        t(45),
+        t(21),
+        "the delay moved before the path was clean a while"
+    );
+    assert!(t(60) < t(21), "the delay was never given back");
+    assert!(
+        algo.splices <= 3,
+        "{} splices: the delay see-sawed: {s:?}",
         algo.splices
     );
     assert!(
@@ -119,6 +139,8 @@ struct Watch {
     /// Past `from`.
     watching: bool,
     stretch: (f64, f64),
+    /// The target as each second began.
+    targets: Vec<u64>,
 }
 
 impl Watch {
@@ -132,6 +154,7 @@ impl Watch {
             splices: 0,
             watching: false,
             stretch: (1.0, 1.0),
+            targets: Vec::new(),
         }
     }
 }
@@ -157,6 +180,9 @@ impl Algorithm for Watch {
     fn next(&mut self, now: u64) -> Step {
         let before = self.ours.0.stats();
         let step = self.ours.next(now);
+        while (self.targets.len() as u64) * 48_000 <= now {
+            self.targets.push(self.ours.0.target_samples());
+        }
         self.watching = now > self.from;
         if self.watching {
             let after = self.ours.0.stats();
