@@ -2,6 +2,7 @@
 //! musicians sharing one start instant.
 
 pub mod netns;
+pub mod pauses;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -228,19 +229,20 @@ pub fn realtime_runtime(runtime: &tokio::runtime::Runtime) -> bool {
         .unwrap_or(false)
 }
 
-/// [`play`], each musician's audio thread scheduled real-time as a DAW's is; `None` where the
-/// system does not allow it (a test of timing then measures the machine's load, not ours).
+/// [`play`], each musician's audio thread scheduled real-time as a DAW's is, all starting at
+/// `start_at` (every recording's timeline starts there); `None` where the system does not
+/// allow it (a test of timing then measures the machine's load, not ours).
 pub fn play_realtime(
     invite: &Invite,
     band: Vec<Musician>,
     seconds: f32,
     force_relay: bool,
     runtime: &tokio::runtime::Runtime,
+    start_at: Instant,
 ) -> Option<Vec<Result<HeadlessReport, HeadlessError>>> {
     if !std::thread::spawn(realtime_thread).join().unwrap_or(false) {
         return None;
     }
-    let start_at = Instant::now() + Duration::from_millis(1200);
     let threads: Vec<_> = band
         .into_iter()
         .map(|m| {

@@ -1,10 +1,13 @@
 //! A relay and musicians over real QUIC sockets on loopback: audio arrives intact and on time,
 //! in direct and relay mode, and the relay restarts without ending the jam.
 
+use std::time::{Duration, Instant};
+
 use echoel_net::Invite;
 use echoel_plugin::engine::INTERNAL_RATE_HZ;
 use echoel_plugin::headless::DocEdit;
 use echoel_plugin::headless::{measure_lag, HeadlessReport, Source};
+use echoel_tests::pauses::{paused_between, PauseWatch};
 use echoel_tests::{
     lag_per_second, network_runtime, one_at_a_time, play, play_editing, play_realtime, play_with,
     realtime_runtime, Musician, TestRelay,
@@ -360,33 +363,66 @@ fn three_members_edit_the_session_at_once_and_hold_the_same_document() {
 ///
 /// The musicians' audio threads are scheduled real-time, as a DAW schedules its own, and so
 /// are the relay's and the network's: on a shared two-core machine their late wakes were
-/// heard as the path's (one run in five found fewer than 4 still pairs; with real-time
-/// threads every pair held still in each of 8 runs, 2 of them with both cores kept busy by
-/// other work). Where threads cannot be made real-time (not root, no rtprio limit), the test
-/// says so and skips.
+/// heard as the path's. Where threads cannot be made real-time (not root, no rtprio limit),
+/// the test says so and skips.
 ///
-/// Not in the default run: real-time threads do not help when the hypervisor takes the whole
-/// machine away (its steal counter grew by ~2 minutes of CPU over half an hour of these tests
-/// on one day, in stalls of 10–50 ms that every pair hears at once, and each stall held the
-/// delay one frame up); that day it failed one run in three, with and without the change
-/// under test. Run it with `cargo test -p echoel-tests --test jam -- --ignored --nocapture
-/// a_clean_path`.
+/// Real-time threads do not help when a virtual machine's host takes the whole machine away
+/// (stalls of 10–50 ms that every pair hears at once, each holding the delay a little up): a
+/// watch thread notes those pauses, and only stretches that began at least 2 s after the last
+/// one and saw none are judged. Where the machine paused in every stretch, the run is played
+/// again (three runs at most), and if none could be judged the test says so.
 #[test]
-#[ignore = "judges the machine's pauses as much as the buffer (see the doc comment); run by hand"]
 fn a_clean_path_holds_its_delay_still() {
     let _one = one_at_a_time();
     let rt = network_runtime();
     let dir = tempfile::tempdir().unwrap();
     let relay = TestRelay::start(dir.path());
     let invite = relay.room("still");
-    let seconds = 32.0;
     // The relay and the musicians' network thread too: on a shared two-core machine a stall
     // of either is heard by every pair at once, and it is the machine's, not the path's.
-    let quiet = relay.realtime() && realtime_runtime(&rt);
-    let Some(reports) = play_realtime(&invite, band(), seconds, true, &rt).filter(|_| quiet) else {
-        eprintln!("skipped: audio threads cannot be scheduled real-time here (as a DAW's are)");
+    if !(relay.realtime() && realtime_runtime(&rt)) {
+        eprintln!("skipped: threads cannot be scheduled real-time here (as a DAW's are)");
         return;
+    }
+    for run in 1..=3 {
+        match still_pairs(&invite, &rt) {
+            Some(held) => {
+                // Judged over the pairs: a late wake of one musician's thread is heard by
+                // both its listeners, and can land in every stretch of a run.
+                assert!(held >= 4, "only {held} of 6 pairs held still for 10 s");
+                return;
+            }
+            None => println!("run {run}: the machine paused in every stretch"),
+        }
+    }
+    println!("not judged: the machine paused in every 10 s stretch of three runs");
+}
+
+/// Plays a 32 s jam and counts the pairs with a still stretch among those no machine pause
+/// touched; `None` where there was no such stretch.
+fn still_pairs(invite: &Invite, rt: &tokio::runtime::Runtime) -> Option<usize> {
+    let seconds = 32.0;
+    let start_at = Instant::now() + Duration::from_millis(1200);
+    let watch = PauseWatch::start(start_at);
+    let reports = play_realtime(invite, band(), seconds, true, rt, start_at);
+    let pauses = watch.stop();
+    let Some(reports) = reports else {
+        panic!("the audio threads were refused real-time after the relay's were granted it");
     };
+    println!(
+        "machine pauses (s, ms): {:?}",
+        pauses
+            .iter()
+            .map(|p| format!("{:.2}/{:.0}", p.at, p.ms))
+            .collect::<Vec<_>>()
+    );
+    // Each 10 s stretch from 3 s (the warm-up over) on that no pause touched.
+    let judged: Vec<usize> = (3..seconds as usize - 9)
+        .filter(|&s| !paused_between(&pauses, s as f32 - 2.0, s as f32 + 10.0))
+        .collect();
+    if judged.is_empty() {
+        return None;
+    }
     let reports: Vec<_> = reports.into_iter().map(Result::unwrap).collect();
     let rate = INTERNAL_RATE_HZ as usize;
     let mut held = 0;
@@ -394,9 +430,10 @@ fn a_clean_path_holds_its_delay_still() {
         for rec in listener.recordings.values() {
             let sender = reports.iter().find(|r| r.name == rec.name).expect("sender");
             let per_second = lag_per_second(&sender.sent, &rec.samples, rate / 100);
-            // Each 10 s stretch from 3 s (the warm-up over) on: its spread and concealment.
-            let stretches: Vec<(usize, u64)> = (3..per_second.len().saturating_sub(9))
-                .filter_map(|s| {
+            let stretches: Vec<(usize, u64)> = judged
+                .iter()
+                .filter(|&&s| s + 10 <= per_second.len())
+                .filter_map(|&s| {
                     let lags: Vec<usize> =
                         per_second[s..s + 10].iter().flatten().copied().collect();
                     // Most seconds measured (a voice has quiet moments).
@@ -409,7 +446,7 @@ fn a_clean_path_holds_its_delay_still() {
                 *spread * 1000 < 3 * rate / 10 && *concealed == 0
             };
             println!(
-                "{} → {}: {} of {} stretches still; lag by second {per_second:?}",
+                "{} → {}: {} of {} judged stretches still; lag by second {per_second:?}",
                 rec.name,
                 listener.name,
                 stretches.iter().filter(|s| still(s)).count(),
@@ -422,7 +459,5 @@ fn a_clean_path_holds_its_delay_still() {
             }
         }
     }
-    // Judged over the pairs: a late wake of one musician's thread is heard by both its
-    // listeners, and can land in every stretch of a run.
-    assert!(held >= 4, "only {held} of 6 pairs held still for 10 s");
+    Some(held)
 }
