@@ -11,6 +11,7 @@ pub mod headless;
 pub mod instance;
 pub mod netem;
 pub mod params;
+pub mod record;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

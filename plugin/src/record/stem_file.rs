@@ -1,0 +1,275 @@
+//! One stem's take: frames as they arrive (late, twice, out of order, or never) written in
+//! the order of the sender's media time, each at its place, so a file's sample `k` is what
+//! the sender played at media time `origin + k` whatever the network did to it.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use echoel_engine::packet::opus_packet_samples;
+
+use super::sinks::Sink;
+
+/// How long a missing frame is waited for (1 s of newer audio) before its place is written
+/// as a gap: a recovered or reordered frame comes well within it.
+const REORDER: u64 = 48_000;
+
+/// Frames held at most while waiting: a sender cannot make the recorder hold more.
+const MAX_PENDING: usize = 2_048;
+
+/// A jump of the sender's media time beyond this (10 minutes) ahead, or back past what was
+/// written, is its clock starting over (it rejoined with a new engine): the file goes on
+/// from where it is rather than writing ten minutes of nothing, or dropping all that
+/// follows as late.
+const RESTART: u64 = 10 * 60 * 48_000;
+
+/// What a stem's take met.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StemCounts {
+    /// Frames written.
+    pub frames: u64,
+    /// Samples (per channel) written as gaps: nothing arrived for them.
+    pub gap_samples: u64,
+    /// Frames that came after their place was written, or twice.
+    pub late: u64,
+    /// Not Opus.
+    pub invalid: u64,
+    /// Times the sender's clock started over.
+    pub restarts: u64,
+}
+
+/// One stem's file, fed frames as they come.
+pub struct StemFile {
+    sink: Box<dyn Sink>,
+    /// The media time of the file's next sample, in the sender's clock shifted by `shift`.
+    next: Option<u64>,
+    /// Added to each frame's media time: grows when the sender's clock starts over.
+    shift: i128,
+    /// Frames waiting for an earlier one: media time → (payload, samples).
+    pending: BTreeMap<u64, (Vec<u8>, u64)>,
+    /// End of the newest frame seen.
+    newest_end: u64,
+    counts: StemCounts,
+}
+
+impl StemFile {
+    /// A take whose first sample is the sender's media time `origin` (`None`: its first
+    /// frame's), written to `sink`.
+    pub fn new(sink: Box<dyn Sink>, origin: Option<u64>) -> Self {
+        Self {
+            sink,
+            next: origin,
+            shift: 0,
+            pending: BTreeMap::new(),
+            newest_end: origin.unwrap_or(0),
+            counts: StemCounts::default(),
+        }
+    }
+
+    /// A frame the sender numbered `media_time`.
+    pub fn push(&mut self, media_time: u64, payload: &[u8]) -> io::Result<()> {
+        let Some(samples) = opus_packet_samples(payload).map(|n| n as u64) else {
+            self.counts.invalid += 1;
+            return Ok(());
+        };
+        let mut media = (i128::from(media_time) + self.shift).max(0) as u64;
+        let next = *self.next.get_or_insert(media);
+        if media > self.newest_end.max(next).saturating_add(RESTART)
+            || media.saturating_add(RESTART) < next
+        {
+            // Its clock started over: what it held is written, and it goes on from there.
+            self.drain(true)?;
+            let at = self.next.unwrap_or(media);
+            self.shift += i128::from(at) - i128::from(media);
+            media = at;
+            self.counts.restarts += 1;
+        }
+        let next = self.next.unwrap_or(media);
+        if media < next {
+            // Its place is written (a frame from before the take began counts here too).
+            self.counts.late += 1;
+            return Ok(());
+        }
+        if self.pending.contains_key(&media) {
+            self.counts.late += 1;
+            return Ok(());
+        }
+        self.pending.insert(media, (payload.to_vec(), samples));
+        self.newest_end = self.newest_end.max(media + samples);
+        self.drain(false)
+    }
+
+    /// Writes what can be written: frames in order, and a gap where nothing came within the
+    /// reorder window (or the window is full); with `all`, everything held.
+    fn drain(&mut self, all: bool) -> io::Result<()> {
+        while let Some((&media, _)) = self.pending.first_key_value() {
+            let Some(next) = self.next else { break };
+            if media > next {
+                let waited = self.newest_end.saturating_sub(next) >= REORDER;
+                if !(all || waited || self.pending.len() > MAX_PENDING) {
+                    break;
+                }
+                self.sink.gap(media - next)?;
+                self.counts.gap_samples += media - next;
+                self.next = Some(media);
+            }
+            let Some((media, (payload, samples))) = self.pending.pop_first() else {
+                break;
+            };
+            self.sink.packet(&payload, samples)?;
+            self.counts.frames += 1;
+            self.next = Some(media + samples);
+        }
+        Ok(())
+    }
+
+    /// Writes what is held and closes the file.
+    pub fn finish(mut self) -> io::Result<StemCounts> {
+        self.drain(true)?;
+        self.sink.finish()?;
+        Ok(self.counts)
+    }
+
+    /// After a failed write: closes the file at its last checkpoint.
+    pub fn abandon(self) -> io::Result<StemCounts> {
+        let counts = self.counts;
+        self.sink.abandon()?;
+        Ok(counts)
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> u64 {
+        self.sink.bytes()
+    }
+
+    /// Counters so far.
+    pub fn counts(&self) -> StemCounts {
+        self.counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// What a sink was asked to write: `Some(second payload byte)` or `None` for a gap, and
+    /// how many samples.
+    type Written = Vec<(Option<u8>, u64)>;
+
+    /// A sink that notes what it is asked to write.
+    #[derive(Clone, Default)]
+    struct Log(Arc<Mutex<Written>>);
+
+    impl Sink for Log {
+        fn packet(&mut self, payload: &[u8], samples: u64) -> io::Result<()> {
+            self.0.lock().unwrap().push((Some(payload[1]), samples));
+            Ok(())
+        }
+        fn gap(&mut self, samples: u64) -> io::Result<()> {
+            self.0.lock().unwrap().push((None, samples));
+            Ok(())
+        }
+        fn finish(self: Box<Self>) -> io::Result<()> {
+            Ok(())
+        }
+        fn abandon(self: Box<Self>) -> io::Result<()> {
+            Ok(())
+        }
+        fn bytes(&self) -> u64 {
+            0
+        }
+    }
+
+    /// A 2.5 ms stereo CELT frame whose second byte is `tag`.
+    fn frame(tag: u8) -> [u8; 2] {
+        [28 << 3 | 1 << 2, tag]
+    }
+
+    fn take(origin: Option<u64>, frames: &[(u64, u8)]) -> (Written, StemCounts) {
+        let log = Log::default();
+        let mut f = StemFile::new(Box::new(log.clone()), origin);
+        for &(m, tag) in frames {
+            f.push(m, &frame(tag)).unwrap();
+        }
+        let counts = f.finish().unwrap();
+        let out = log.0.lock().unwrap().clone();
+        (out, counts)
+    }
+
+    #[test]
+    fn frames_go_in_media_order_and_a_missing_one_leaves_its_length_of_gap() {
+        let (out, c) = take(
+            None,
+            &[(1000, 1), (1240, 3), (1120, 2), (1600, 6), (1360, 4)],
+        );
+        assert_eq!(
+            out,
+            [
+                (Some(1), 120),
+                (Some(2), 120),
+                (Some(3), 120),
+                (Some(4), 120),
+                (None, 120),
+                (Some(6), 120)
+            ]
+        );
+        assert_eq!(c.gap_samples, 120);
+    }
+
+    #[test]
+    fn a_take_starts_at_its_origin_and_drops_what_came_before_it() {
+        let (out, c) = take(Some(960), &[(720, 1), (840, 2), (1200, 3), (1320, 4)]);
+        assert_eq!(out, [(None, 240), (Some(3), 120), (Some(4), 120)]);
+        assert_eq!(c.late, 2);
+    }
+
+    #[test]
+    fn duplicates_and_frames_later_than_the_window_are_refused() {
+        let mut frames: Vec<(u64, u8)> = (0..500).map(|i| (i * 120, (i % 200) as u8)).collect();
+        frames.retain(|&(m, _)| m != 1200);
+        frames.push((1200, 99)); // 1.2 s after its place: past the window
+        frames.push((2400, 7)); // a duplicate
+        let (out, c) = take(None, &frames);
+        assert_eq!(out[10], (None, 120), "its place was written as a gap");
+        assert_eq!(out.len(), 500);
+        assert_eq!(c.late, 2);
+    }
+
+    #[test]
+    fn a_sender_whose_clock_starts_over_goes_on_where_the_file_is() {
+        let far = 3 * RESTART;
+        let (out, c) = take(None, &[(far, 1), (far + 120, 2), (0, 3), (120, 4)]);
+        assert_eq!(
+            out,
+            [
+                (Some(1), 120),
+                (Some(2), 120),
+                (Some(3), 120),
+                (Some(4), 120)
+            ]
+        );
+        assert_eq!(c.restarts, 1);
+        let (out, _) = take(None, &[(0, 1), (far, 2)]);
+        assert_eq!(
+            out,
+            [(Some(1), 120), (Some(2), 120)],
+            "no ten minutes of nothing"
+        );
+    }
+
+    #[test]
+    fn a_hostile_sender_cannot_make_it_hold_more_than_the_window() {
+        let log = Log::default();
+        let mut f = StemFile::new(Box::new(log.clone()), Some(0));
+        // Every other frame, far apart but within the restart bound: a gap is written as
+        // soon as the newest is a window past it, so little is held.
+        for i in 1..5_000u64 {
+            f.push(i * 240, &frame(1)).unwrap();
+            assert!(f.pending.len() <= MAX_PENDING + 1);
+        }
+        assert!(f.pending.len() < 500, "{}", f.pending.len());
+        // Not Opus at all.
+        f.push(10, &[]).unwrap();
+        assert_eq!(f.counts().invalid, 1);
+    }
+}
