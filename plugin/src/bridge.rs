@@ -5,13 +5,14 @@
 //! an automerge save and an fsync never stand between a frame and the socket.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use echoel_engine::{EngineStats, MediaClock, NetworkLink, PacketSlot, StreamId};
 
 use crate::backoff::{self, Backoff};
+use crate::record::{Format, RecordError, RecordStatus, Recorder, Room, StemKey};
 use echoel_net::doc::{DocStore, Heads};
 use echoel_net::session::{self, AudioFrame, SessionConfig, SessionError, SessionHandle};
 use echoel_net::wire::{ParticipantId, StemId};
@@ -89,6 +90,13 @@ struct Inner {
     /// Our mix: each member's gain, and the gain of anyone not listed (0 while someone is
     /// soloed). Set by the control thread.
     mix: Mutex<(std::collections::BTreeMap<ParticipantId, f32>, f32)>,
+    /// The take being recorded, if any: every frame heard and sent goes to it too.
+    recorder: RwLock<Option<Recorder>>,
+}
+
+/// Our clock's time in 48 kHz samples: what a take's frames are placed by.
+fn clock_samples(clock: &MediaClock) -> u64 {
+    (u128::from(clock.now_ns()) * 48 / 1_000_000) as u64
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -114,6 +122,20 @@ impl Inner {
             });
             StreamId(i as u16)
         };
+        if let Some(r) = self
+            .recorder
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let at = clock_samples(&self.clock);
+            r.frame(
+                StemKey::Remote(from, frame.stem),
+                frame.media_time,
+                at,
+                frame.payload,
+            );
+        }
         // The sender's own media time: its frame size may change mid-stream.
         let pushed = PacketSlot::new(stream, frame.seq, frame.media_time, frame.payload)
             .ok()
@@ -163,6 +185,7 @@ impl Bridge {
             stats,
             offline: Arc::new(AtomicBool::new(false)),
             mix: Mutex::new((Default::default(), 1.0)),
+            recorder: RwLock::new(None),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
@@ -191,6 +214,15 @@ impl Bridge {
                             // Out of a room, frames are dropped here so the ring never fills.
                             if let (Some(s), false) = (&session, inner.offline.load(Relaxed)) {
                                 s.send_audio(StemId(0), p.media_time, p.payload());
+                                if let Some(r) = inner
+                                    .recorder
+                                    .read()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .as_ref()
+                                {
+                                    let at = clock_samples(&inner.clock);
+                                    r.frame(StemKey::Local, p.media_time, at, p.payload());
+                                }
                             }
                             sent = true;
                         }
@@ -310,6 +342,85 @@ impl Bridge {
     pub fn dropped_incoming(&self) -> u64 {
         self.inner.dropped_incoming.load(Relaxed)
     }
+
+    /// Starts recording a take into a new folder under `folder`: every stem heard, and what
+    /// we send (named `<name>-sent`), each placed from this moment on. A take already running
+    /// is ended first.
+    pub fn start_recording(
+        &self,
+        folder: &std::path::Path,
+        format: Format,
+        name: &str,
+    ) -> Result<(), RecordError> {
+        self.stop_recording();
+        let room = SessionRoom {
+            inner: Arc::downgrade(&self.inner),
+            name: name.to_owned(),
+        };
+        let start = clock_samples(&self.inner.clock);
+        let rec = Recorder::start(folder, format, start, Box::new(room))?;
+        *self
+            .inner
+            .recorder
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some(rec);
+        Ok(())
+    }
+
+    /// Ends the take, closing every file; how it went, if one was running.
+    pub fn stop_recording(&self) -> Option<RecordStatus> {
+        let rec = self
+            .inner
+            .recorder
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        rec.map(Recorder::stop)
+    }
+
+    /// Where the take stands, if one is running.
+    pub fn recording(&self) -> Option<RecordStatus> {
+        self.inner
+            .recorder
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(Recorder::status)
+    }
+}
+
+/// Names and round trips for a take's files, from the session of the moment.
+struct SessionRoom {
+    inner: Weak<Inner>,
+    name: String,
+}
+
+impl SessionRoom {
+    fn member<T>(&self, key: &StemKey, f: impl Fn(&session::MemberStatus) -> T) -> Option<T> {
+        let StemKey::Remote(p, _) = key else {
+            return None;
+        };
+        let session = lock(&self.inner.upgrade()?.session).clone()?;
+        let status = session.status();
+        status
+            .members
+            .iter()
+            .find(|m| m.info.participant == *p)
+            .map(f)
+    }
+}
+
+impl Room for SessionRoom {
+    fn name(&self, key: &StemKey) -> Option<String> {
+        match key {
+            StemKey::Local => Some(self.name.clone()),
+            StemKey::Remote(..) => self.member(key, |m| m.info.name.clone()),
+        }
+    }
+
+    fn rtt(&self, key: &StemKey) -> Option<Duration> {
+        self.member(key, |m| m.rtt).flatten()
+    }
 }
 
 impl Drop for Bridge {
@@ -319,7 +430,8 @@ impl Drop for Bridge {
             t.thread().unpark();
             let _ = t.join();
         }
-        // Keeps the document one last time.
+        // Closes the take's files whole, and keeps the document one last time.
+        self.stop_recording();
         self.disconnect();
     }
 }

@@ -18,6 +18,7 @@ use echoel_net::{Invite, RotationPolicy};
 use thiserror::Error;
 
 use crate::bridge::Bridge;
+use crate::record::{Format, RecordError, RecordStatus};
 
 /// Host block of the headless peer: 32 frames (0.67 ms), what a low-latency studio runs.
 pub const BLOCK_FRAMES: usize = 32;
@@ -63,6 +64,8 @@ pub struct HeadlessOptions {
     /// When audio starts; several peers given the same instant share one timeline, so their
     /// recordings' lags are comparable.
     pub start_at: Option<Instant>,
+    /// Record a take into a new folder under this one, from the start instant on.
+    pub record: Option<(std::path::PathBuf, Format)>,
 }
 
 impl HeadlessOptions {
@@ -81,6 +84,7 @@ impl HeadlessOptions {
             codec: CodecSettings::default(),
             codec_change: None,
             start_at: None,
+            record: None,
         }
     }
 }
@@ -225,6 +229,8 @@ pub struct HeadlessReport {
     pub session_json: String,
     /// The session document at the end (automerge binary).
     pub session_doc: Vec<u8>,
+    /// The take recorded, or why none could start.
+    pub take: Option<Result<RecordStatus, RecordError>>,
 }
 
 /// A headless run failed.
@@ -321,10 +327,14 @@ pub fn run(
     let mut timelines: BTreeMap<StreamId, Vec<TimelinePoint>> = BTreeMap::new();
     let mut protection = Vec::new();
     let mut port_mapping = PortMapStatus::Off;
+    let mut take = None;
     for block in 0..total_blocks {
         let deadline = start + period * block as u32;
         if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
+        }
+        if let (0, Some((folder, format))) = (block, &opts.record) {
+            take = Some(bridge.start_recording(folder, *format, &opts.name));
         }
         let pos = block * BLOCK_FRAMES;
         match &opts.source {
@@ -445,6 +455,8 @@ pub fn run(
         .collect();
     let c = session.counters();
     use std::sync::atomic::Ordering::Relaxed;
+    // The files close whole before the report says what they hold.
+    let take = take.map(|t| t.map(|()| bridge.stop_recording().unwrap_or_default()));
     let report = HeadlessReport {
         name: opts.name,
         sent,
@@ -465,6 +477,7 @@ pub fn run(
         port_mapping,
         session_json: session.read_doc(|d| d.to_json()),
         session_doc: session.read_doc(|d| d.save()),
+        take,
     };
     // Our caller may end the process or its runtime next: the router is told first.
     drop(bridge);

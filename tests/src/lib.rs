@@ -16,6 +16,7 @@ use echoel_plugin::headless::{
     self, measure_lag, DocEdit, HeadlessError, HeadlessOptions, HeadlessReport, LossProtection,
     Source,
 };
+use echoel_plugin::netem::{self, Impairment, NetemHandle};
 
 /// Holds the lock that keeps socket-heavy, timing-sensitive tests of one binary from running
 /// at the same time: on a loaded two-core machine, six three-musician jams at once measure the
@@ -297,6 +298,7 @@ fn run_band(
             codec: CodecSettings::default(),
             codec_change: None,
             start_at: None,
+            record: None,
         })
         .collect();
     play_each(band, runtime)
@@ -375,4 +377,43 @@ pub fn lag_per_second(sent: &[f32], heard: &[f32], reach: usize) -> Vec<Option<u
             (lags.len() >= 2).then(|| lags[lags.len() / 2])
         })
         .collect()
+}
+
+/// A relay on loopback with the impairment proxy in front of it, on a runtime of its own
+/// (fields drop in order: relay, proxy, its runtime, the state folder).
+pub struct Rig {
+    pub relay: Option<TestRelay>,
+    pub proxy: NetemHandle,
+    _proxy_rt: tokio::runtime::Runtime,
+    pub dir: tempfile::TempDir,
+}
+
+impl Rig {
+    pub fn new(imp: Impairment) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let relay = TestRelay::start(dir.path());
+        let proxy_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let proxy = proxy_rt
+            .block_on(netem::start(
+                "127.0.0.1:0".parse().unwrap(),
+                relay.addr,
+                imp,
+                1,
+            ))
+            .unwrap();
+        Self {
+            relay: Some(relay),
+            proxy,
+            _proxy_rt: proxy_rt,
+            dir,
+        }
+    }
+
+    pub fn relay(&self) -> &TestRelay {
+        self.relay.as_ref().expect("relay running")
+    }
 }

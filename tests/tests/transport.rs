@@ -8,49 +8,10 @@ use std::time::{Duration, Instant};
 use echoel_net::session::{LossProtection, SessionHandle, SessionState};
 use echoel_net::Invite;
 use echoel_plugin::headless::{HeadlessOptions, HeadlessReport, Recording};
-use echoel_plugin::netem::{self, Impairment, NetemHandle};
+use echoel_plugin::netem::Impairment;
 use echoel_tests::{
-    join_room, musician, network_runtime, one_at_a_time, play_each, via, wait_until, TestRelay,
+    join_room, musician, network_runtime, one_at_a_time, play_each, via, wait_until, Rig, TestRelay,
 };
-
-/// A relay on loopback with the impairment proxy in front of it, on a runtime of its own
-/// (fields drop in order: relay, proxy, its runtime, the state folder).
-struct Rig {
-    relay: Option<TestRelay>,
-    proxy: NetemHandle,
-    _proxy_rt: tokio::runtime::Runtime,
-    dir: tempfile::TempDir,
-}
-
-impl Rig {
-    fn new(imp: Impairment) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let relay = TestRelay::start(dir.path());
-        let proxy_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let proxy = proxy_rt
-            .block_on(netem::start(
-                "127.0.0.1:0".parse().unwrap(),
-                relay.addr,
-                imp,
-                1,
-            ))
-            .unwrap();
-        Self {
-            relay: Some(relay),
-            proxy,
-            _proxy_rt: proxy_rt,
-            dir,
-        }
-    }
-
-    fn relay(&self) -> &TestRelay {
-        self.relay.as_ref().expect("relay running")
-    }
-}
 
 /// Frames a 2.5 ms stream carries in `seconds`.
 fn frames_in(seconds: f32) -> u64 {

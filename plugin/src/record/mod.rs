@@ -19,6 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use echoel_engine::packet::opus_packet_samples;
 use echoel_net::wire::{ParticipantId, StemId};
 use thiserror::Error;
 
@@ -295,7 +296,9 @@ impl Writer {
     }
 
     fn frame(&mut self, key: StemKey, media: u64, at: u64, payload: Vec<u8>) {
-        let lead_now = at as i64 - media as i64;
+        // From the frame's end: it could not leave before it was whole, whatever its length.
+        let samples = opus_packet_samples(&payload).unwrap_or(0) as u64;
+        let lead_now = at as i64 - (media + samples) as i64;
         let slot = self.files.entry(key).or_insert(Slot::Gathering {
             frames: Vec::new(),
             lead: lead_now,
@@ -425,7 +428,7 @@ impl Writer {
     }
 
     fn failed(&self, key: StemKey, path: &Path, e: io::Error, counts: Option<StemCounts>) {
-        let seconds = counts.map_or(0.0, |c| c.frames as f64 * 0.0025);
+        let seconds = counts.map_or(0.0, |c| c.samples as f64 / 48_000.0);
         let error = if e.raw_os_error() == Some(ENOSPC) || e.kind() == io::ErrorKind::StorageFull {
             RecordError::DiskFull {
                 path: path.to_owned(),

@@ -239,7 +239,7 @@ impl Wav {
             self.out.write_sample(x).map_err(hound_io)?;
         }
         self.since_checkpoint += frames as u64;
-        if self.since_checkpoint >= 2 * CHECKPOINT_EVERY {
+        if self.since_checkpoint >= CHECKPOINT_EVERY {
             self.since_checkpoint = 0;
             self.out.flush().map_err(hound_io)?;
             self.good = self.out.len();

@@ -27,6 +27,8 @@ const RESTART: u64 = 10 * 60 * 48_000;
 pub struct StemCounts {
     /// Frames written.
     pub frames: u64,
+    /// Samples (per channel) the file holds: its frames and its gaps.
+    pub samples: u64,
     /// Samples (per channel) written as gaps: nothing arrived for them.
     pub gap_samples: u64,
     /// Frames that came after their place was written, or twice.
@@ -110,6 +112,7 @@ impl StemFile {
                 }
                 self.sink.gap(media - next)?;
                 self.counts.gap_samples += media - next;
+                self.counts.samples += media - next;
                 self.next = Some(media);
             }
             let Some((media, (payload, samples))) = self.pending.pop_first() else {
@@ -117,6 +120,7 @@ impl StemFile {
             };
             self.sink.packet(&payload, samples)?;
             self.counts.frames += 1;
+            self.counts.samples += samples;
             self.next = Some(media + samples);
         }
         Ok(())

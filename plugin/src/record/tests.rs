@@ -75,9 +75,9 @@ fn a_take_is_placed_by_media_time_whatever_the_arrival() {
     }
     for i in order {
         let (media, payload) = &frames[i];
-        // Sent at its media time plus 1 ms (the one-way half of a 2 ms round trip) and a
-        // little jitter, on our clock.
-        let at = media + ahead + 48 + (i as u64 * 7 % 5) * 24;
+        // Sent once whole (its media time plus its 2.5 ms), 1 ms on the way (the one-way half
+        // of a 2 ms round trip) with a little jitter, on our clock.
+        let at = media + 120 + ahead + 48 + (i as u64 * 7 % 5) * 24;
         rec.frame(ANA, *media, at, payload);
     }
     let status = rec.stop();
@@ -118,10 +118,10 @@ fn two_senders_files_start_at_the_same_moment() {
     let ben = StemKey::Remote(ParticipantId(2), StemId(0));
     // Ben's clock is 0.3 s behind ana's; both 1 ms away.
     for (media, payload) in &frames {
-        rec.frame(ANA, *media, media + 48, payload);
+        rec.frame(ANA, *media, media + 120 + 48, payload);
         let bens = media.saturating_sub(14_400);
         if *media >= 14_400 {
-            rec.frame(ben, bens, media + 48, payload);
+            rec.frame(ben, bens, media + 120 + 48, payload);
         }
     }
     rec.frame(StemKey::Local, 0, 0, &frames[0].1);

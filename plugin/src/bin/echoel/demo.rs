@@ -53,6 +53,7 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 codec: CodecSettings::default(),
                 codec_change: None,
                 start_at: Some(start_at),
+                record: None,
             };
             std::thread::Builder::new()
                 .name(format!("musician-{name}"))

@@ -7,8 +7,9 @@ use echoel_net::session::PortMapStatus;
 use echoel_plugin::bridge::network_runtime;
 use echoel_plugin::engine::{CodecSettings, FrameDuration, INTERNAL_RATE_HZ};
 use echoel_plugin::headless::{
-    self, file_stem, measure_lag, DocEdit, HeadlessOptions, LossProtection, Source,
+    self, measure_lag, DocEdit, HeadlessOptions, LossProtection, Source,
 };
+use echoel_plugin::record::{Format, RecordStatus};
 
 /// Options of `echoel peer`.
 #[derive(clap::Args)]
@@ -25,9 +26,15 @@ pub struct PeerArgs {
     /// Send back what you hear (a latency partner) instead of a signal.
     #[arg(long, conflicts_with_all = ["input", "tone"])]
     echo: bool,
-    /// Folder to record each remote musician to, as NAME.wav.
+    /// Record a take into a new folder under this one (take-001, …): each other musician's
+    /// stem, and what we send, each to a file of its own, placed by media time so that stems
+    /// from different studios line up.
     #[arg(long)]
     record: Option<PathBuf>,
+    /// The take's file format: wav (32-bit float) or opus (Ogg Opus, the packets as they
+    /// came, never encoded twice).
+    #[arg(long, default_value = "wav", requires = "record")]
+    format: Format,
     /// How long to play.
     #[arg(long, default_value_t = 10.0)]
     seconds: f32,
@@ -130,6 +137,7 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
         },
         codec_change: None,
         start_at: None,
+        record: args.record.clone().map(|dir| (dir, args.format)),
     };
     let report = headless::run(opts, network_runtime().handle())?;
     println!(
@@ -174,13 +182,11 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
             }
         }
         println!();
-        if let Some(dir) = &args.record {
-            crate::wav::write(
-                &dir.join(format!("{}.wav", file_stem(&rec.name))),
-                INTERNAL_RATE_HZ,
-                &rec.samples,
-            )?;
-        }
+    }
+    match &report.take {
+        Some(Ok(take)) => print_take(take),
+        Some(Err(e)) => println!("not recorded: {e}"),
+        None => {}
     }
     for rec in report.recordings.values() {
         println!("path to {}: {}", rec.name, rec.route);
@@ -196,4 +202,30 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(())
+}
+
+/// What a take holds, file by file, and what went wrong.
+fn print_take(take: &RecordStatus) {
+    println!("recorded {}:", take.folder.display());
+    for f in &take.files {
+        let c = f.counts;
+        let name = f.path.file_name().unwrap_or_default().to_string_lossy();
+        print!(
+            "  {name:<24} {:>7.1} s  {:>6.1} MB  {} frames, {:.1} s of gaps",
+            c.samples as f64 / 48_000.0,
+            f.bytes as f64 / 1e6,
+            c.frames,
+            c.gap_samples as f64 / 48_000.0,
+        );
+        println!("{}", if f.failed { "  (stopped short)" } else { "" });
+    }
+    if take.dropped > 0 {
+        println!(
+            "  {} frames the recorder could not keep up with",
+            take.dropped
+        );
+    }
+    for e in &take.errors {
+        println!("  {e}");
+    }
 }
