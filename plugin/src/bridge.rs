@@ -92,6 +92,8 @@ struct Inner {
     mix: Mutex<(std::collections::BTreeMap<ParticipantId, f32>, f32)>,
     /// The take being recorded, if any: every frame heard and sent goes to it too.
     recorder: RwLock<Option<Recorder>>,
+    /// Whether one is: the audio thread holds the receive buffers' delay meanwhile.
+    recording: Arc<AtomicBool>,
 }
 
 /// Our clock's time in 48 kHz samples: what a take's frames are placed by.
@@ -186,6 +188,7 @@ impl Bridge {
             offline: Arc::new(AtomicBool::new(false)),
             mix: Mutex::new((Default::default(), 1.0)),
             recorder: RwLock::new(None),
+            recording: Arc::new(AtomicBool::new(false)),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let spawn = |name: &str, work: Box<dyn FnOnce() + Send>| {
@@ -364,7 +367,15 @@ impl Bridge {
             .recorder
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some(rec);
+        self.inner.recording.store(true, Relaxed);
         Ok(())
+    }
+
+    /// Set while a take is recorded, for the audio thread (see [`EngineParams::hold_depth`]).
+    ///
+    /// [`EngineParams::hold_depth`]: echoel_engine::EngineParams::hold_depth
+    pub fn recording_flag(&self) -> Arc<AtomicBool> {
+        self.inner.recording.clone()
     }
 
     /// Ends the take, closing every file; how it went, if one was running.
@@ -375,6 +386,7 @@ impl Bridge {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+        self.inner.recording.store(false, Relaxed);
         rec.map(Recorder::stop)
     }
 

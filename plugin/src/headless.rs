@@ -328,6 +328,7 @@ pub fn run(
     let mut protection = Vec::new();
     let mut port_mapping = PortMapStatus::Off;
     let mut take = None;
+    let recording = bridge.recording_flag();
     for block in 0..total_blocks {
         let deadline = start + period * block as u32;
         if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
@@ -336,6 +337,8 @@ pub fn run(
         if let (0, Some((folder, format))) = (block, &opts.record) {
             take = Some(bridge.start_recording(folder, *format, &opts.name));
         }
+        // As the plugin does: a recorded take's buffers hold their delay.
+        params.hold_depth = recording.load(std::sync::atomic::Ordering::Relaxed);
         let pos = block * BLOCK_FRAMES;
         match &opts.source {
             Source::Voice(_) => {

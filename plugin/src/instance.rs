@@ -20,6 +20,7 @@ pub struct Instance {
     /// Leaves the room when dropped, with the instance.
     control: Option<ControlThread>,
     offline: Option<Arc<AtomicBool>>,
+    recording: Option<Arc<AtomicBool>>,
 }
 
 impl Instance {
@@ -43,6 +44,7 @@ impl Instance {
                 match Bridge::new(link).map_err(|e| e.to_string()) {
                     Ok(bridge) => {
                         self.offline = Some(bridge.offline_switch());
+                        self.recording = Some(bridge.recording_flag());
                         match ControlThread::start(controls.clone(), params.clone(), bridge, stats)
                         {
                             Ok(control) => self.control = Some(control),
@@ -60,6 +62,11 @@ impl Instance {
             off.store(mode == ProcessMode::Offline, Relaxed);
         }
         Ok(())
+    }
+
+    /// A take is being recorded: the receive buffers hold their delay. An atomic load.
+    pub fn recording(&self) -> bool {
+        self.recording.as_ref().is_some_and(|r| r.load(Relaxed))
     }
 
     /// The engine, while active.

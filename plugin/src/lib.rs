@@ -16,7 +16,7 @@ pub mod record;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use echoel_engine::EngineConfig;
+use echoel_engine::{EngineConfig, EngineParams};
 use nice_plug::prelude::*;
 use nice_plug_egui::EguiEditorState;
 
@@ -127,10 +127,14 @@ impl Plugin for EchoelJam {
         _aux: &mut AuxiliaryBuffers,
         context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
+        let params = EngineParams {
+            hold_depth: self.instance.recording(),
+            ..self.params.engine_params()
+        };
         let Some(engine) = self.instance.engine() else {
             return ProcessStatus::Normal;
         };
-        engine.process(buffer.as_slice(), &self.params.engine_params());
+        engine.process(buffer.as_slice(), &params);
         // An atomic store: safe on the audio thread.
         self.controls.set_host_tempo(context.transport().tempo);
         // Remote musicians keep playing while this track is silent.

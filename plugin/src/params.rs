@@ -306,6 +306,8 @@ impl EchoelParams {
                     depth_ms: self.jitter_depth_ms.value(),
                 },
             },
+            // Set by the instance while a take is recorded.
+            hold_depth: false,
         }
     }
 }

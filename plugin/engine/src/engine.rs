@@ -74,6 +74,9 @@ pub struct EngineParams {
     pub codec: CodecSettings,
     /// Jitter-buffer depth.
     pub jitter: JitterMode,
+    /// Hold every receive buffer's delay where it is: a take is recorded from the outputs,
+    /// and a change of delay would shift what follows on it.
+    pub hold_depth: bool,
 }
 
 impl Default for EngineParams {
@@ -86,6 +89,7 @@ impl Default for EngineParams {
             loopback: false,
             codec: CodecSettings::default(),
             jitter: JitterMode::Auto,
+            hold_depth: false,
         }
     }
 }
@@ -521,7 +525,7 @@ impl Engine {
         self.read_input(channels, offset, n);
         self.send(n, params);
         self.receive();
-        self.render_remote(n, params.jitter, floor, horizon, tap);
+        self.render_remote(n, params, floor, horizon, tap);
         self.write_output(channels, offset, n, params);
     }
 
@@ -650,12 +654,12 @@ impl Engine {
     fn render_remote(
         &mut self,
         n: usize,
-        jitter: JitterMode,
+        params: &EngineParams,
         floor: usize,
         horizon: usize,
         tap: &mut dyn StemTap,
     ) {
-        let target = match jitter {
+        let target = match params.jitter {
             JitterMode::Auto => TargetDepth::Auto,
             JitterMode::Manual { depth_ms } => TargetDepth::Samples(
                 (depth_ms.clamp(0.0, MAX_DEPTH_MS as f32) * INTERNAL_RATE_HZ as f32 / 1000.0)
@@ -667,6 +671,7 @@ impl Engine {
             loopback: self.loopback_on.then_some(&mut self.loopback),
             stats: &self.stats,
             target,
+            hold: params.hold_depth,
             // Resampling renders what the block needs, give or take the converter's fraction.
             block_48k: floor + self.out_conv.as_ref().map_or(0, |_| 2),
             horizon,
@@ -738,6 +743,7 @@ struct Mixer<'a> {
     loopback: Option<&'a mut RemoteStream>,
     stats: &'a EngineStats,
     target: TargetDepth,
+    hold: bool,
     block_48k: usize,
     /// 48 kHz samples from this render's start beyond which packets cannot have arrived yet.
     horizon: usize,
@@ -753,6 +759,7 @@ impl Mixer<'_> {
         let active = self.streams.iter_mut().filter(|s| s.id().is_some());
         for s in loopback.into_iter().chain(active) {
             s.set_target(target);
+            s.set_hold(self.hold);
             s.set_block(self.block_48k);
             let alive = if tap.wants_stems() {
                 // Render alone first so the tap sees this stream only, then mix it in.

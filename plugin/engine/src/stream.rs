@@ -148,6 +148,11 @@ impl RemoteStream {
         self.skip_pending = false;
     }
 
+    /// Holds the playout delay where it is, or lets it adapt again.
+    pub fn set_hold(&mut self, on: bool) {
+        self.jitter.set_hold(on);
+    }
+
     /// Sets the playout depth.
     pub fn set_target(&mut self, target: TargetDepth) {
         if target != self.target {

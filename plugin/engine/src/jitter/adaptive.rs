@@ -144,6 +144,9 @@ pub struct JitterBuffer {
     since_hint: Option<u32>,
     /// `since_stall` before a first stall on a packet, restored if that packet proves lost.
     since_stall_saved: Option<u64>,
+    /// The delay holds where it is (a take is recorded from the outputs): no splice, no
+    /// slew, and a late packet is concealed rather than waited for.
+    hold: bool,
     stats: AdaptiveStats,
 }
 
@@ -190,8 +193,21 @@ impl JitterBuffer {
             last_error: 0,
             error_avg: 0.0,
             drift: DriftEstimator::default(),
+            hold: false,
             stats: AdaptiveStats::default(),
         }
+    }
+
+    /// Holds the delay where it is (`true`), e.g. while the outputs are recorded: anything
+    /// that moved it would shift what follows on the recording. Only the clock drift is still
+    /// played out (a few samples a minute). Late packets are concealed meanwhile. A stream
+    /// still learns its path first (its warm-up), held or not.
+    pub fn set_hold(&mut self, on: bool) {
+        self.hold = on;
+    }
+
+    fn holding(&self) -> bool {
+        self.hold && !self.warming_up()
     }
 
     /// The next packet to play is here: decoding it now never conceals.
@@ -219,7 +235,9 @@ impl JitterBuffer {
     pub fn stretch(&self) -> f64 {
         let e = self.error_avg;
         let pace = if e.abs() > FAST_SLEW_BEYOND { 4.0 } else { 1.0 } * SLEW_PPM;
-        let slew = if e > ON_TIME.1 {
+        let slew = if self.holding() {
+            0.0
+        } else if e > ON_TIME.1 {
             pace
         } else if e < ON_TIME.0 {
             -pace
@@ -234,7 +252,7 @@ impl JitterBuffer {
     /// dead band the delay holds still. Make it with [`crate::tsm`], then report it with
     /// [`Self::rescaled`].
     pub fn rescale(&self) -> Option<Rescale> {
-        if self.stats.played == 0 {
+        if self.stats.played == 0 || self.holding() {
             return None;
         }
         let e = self.last_error;
@@ -699,6 +717,8 @@ impl JitterBuffer {
             // is a gap in a playing stream — conceal without moving on.
             return if self.stats.played == 0 {
                 Decision::Idle
+            } else if self.holding() {
+                self.pass_over(seq)
             } else {
                 self.stall()
             };
@@ -724,9 +744,19 @@ impl JitterBuffer {
                 return self.next(now as u64, false);
             }
             Decision::Lost
+        } else if self.holding() {
+            self.pass_over(seq)
         } else {
             self.stall()
         }
+    }
+
+    /// While the delay holds: the due packet is not here, so it is concealed and playout moves
+    /// on (it counts as lost; if it comes, it is late).
+    fn pass_over(&mut self, seq: u32) -> Decision<'static> {
+        self.stats.lost += 1;
+        self.advance(seq, self.next_media + self.frame_samples);
+        Decision::Lost
     }
 
     /// The first two seconds of playout, while the path is being learnt.

@@ -362,3 +362,44 @@ fn a_passed_long_block_forgives_its_own_stalls_only() {
         "the late packet 3 s after the block was forgiven: target {before} → {after}, {s:?}"
     );
 }
+
+/// While a take is recorded the delay holds: the same spike that grows it otherwise is
+/// concealed in place (its packets come too late and are passed over), every later frame
+/// plays at its moment, and no change of delay is asked for. Let go, it adapts again.
+#[test]
+fn a_held_delay_conceals_a_spike_in_place_and_moves_nothing() {
+    let mut jb = JitterBuffer::new(AdaptiveConfig::default());
+    let arrival = |s: u64| {
+        if (1000..1010).contains(&s) {
+            1010 * F + 30
+        } else {
+            s * F + 30
+        }
+    };
+    let mut next = 0u64;
+    let mut offsets = Vec::new();
+    let mut asked = 0;
+    for tick in 0..1200u64 {
+        let now = tick * F;
+        while arrival(next) <= now {
+            jb.insert(arrival(next), &pkt(next as u32));
+            next += 1;
+        }
+        jb.set_hold(tick >= 900);
+        let played = match jb.next(now, false) {
+            Decision::Play(p) => Some(p.seq),
+            _ => None,
+        };
+        if tick >= 900 {
+            asked += usize::from(jb.rescale().is_some());
+            // Each frame plays as many ticks after it was made as the one before.
+            offsets.extend(played.map(|seq| tick - u64::from(seq)));
+        }
+    }
+    let s = jb.stats();
+    assert_eq!(s.stalled, 0, "it waited: {s:?}");
+    assert_eq!(s.lost, 10, "{s:?}");
+    assert_eq!(asked, 0, "a change of delay was asked for");
+    offsets.dedup();
+    assert_eq!(offsets.len(), 1, "playout moved: {offsets:?}");
+}
