@@ -168,6 +168,8 @@ fn run_engine(rate: u32, host_channels: usize, seed: u64, wall_clock: bool, bloc
                         depth_ms: rng.next(60) as f32,
                     }
                 },
+                // A take recorded now and then: the buffers hold their delay.
+                hold_depth: rng.next(3) == 0,
             };
         }
         if block == blocks / 2 {
