@@ -21,6 +21,33 @@ pub struct Snapshot {
     pub network: NetworkQuality,
     /// The host renders offline (a bounce): nothing is sent to the room or played from it.
     pub rendering_offline: bool,
+    /// The take being recorded, or how the last one ended.
+    pub recording: RecordingView,
+}
+
+/// A take: each stem heard and what we send, each to a file of its own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecordingView {
+    /// Recording now.
+    pub active: bool,
+    /// The take's folder, once one started.
+    pub take: String,
+    /// Seconds recorded.
+    pub elapsed_s: f32,
+    /// Files in the take.
+    pub files: usize,
+    /// Megabytes written.
+    pub written_mb: f64,
+    /// Free space where the takes go, megabytes, when known.
+    pub free_mb: Option<f64>,
+    /// What went wrong (a full, missing or read-only folder); the audio plays on.
+    pub error: Option<String>,
+}
+
+impl RecordingView {
+    /// Below this much free space (2 GB: about 45 minutes of four WAV stems) the editor
+    /// warns before the disk fills mid-take.
+    pub const LOW_SPACE_MB: f64 = 2048.0;
 }
 
 /// Where the connection stands.
@@ -357,6 +384,15 @@ pub enum Command {
         /// Solo.
         solo: bool,
     },
+    /// Record a take into a new folder under `folder`.
+    StartRecording {
+        /// Where takes go.
+        folder: String,
+        /// Ogg Opus (the packets as they came) rather than WAV.
+        opus: bool,
+    },
+    /// End the take.
+    StopRecording,
 }
 
 /// The single edit that turns `old` into `new`, in characters: common prefix and suffix kept.

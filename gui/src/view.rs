@@ -5,7 +5,7 @@ use egui::text_edit::TextEditState;
 use egui::{Color32, RichText, Sense, Ui, Vec2};
 
 use crate::model::{
-    chart_edit, Command, LinkStatus, PathKind, Person, Quality, Snapshot, TrackView,
+    chart_edit, Command, LinkStatus, PathKind, Person, Quality, RecordingView, Snapshot, TrackView,
 };
 
 /// Size the editor opens at; everything is readable there without scrolling.
@@ -25,6 +25,10 @@ pub struct EditorState {
     pub name: String,
     /// Instrument field.
     pub instrument: String,
+    /// Where takes go.
+    pub record_folder: String,
+    /// Takes in Ogg Opus rather than WAV.
+    pub record_opus: bool,
     tempo: f64,
     tempo_seen: f64,
     meter: String,
@@ -85,6 +89,8 @@ pub fn draw(
                 session_panel(&mut cols[0], snap, st, out);
                 cols[0].add_space(8.0);
                 network_panel(&mut cols[0], snap);
+                cols[0].add_space(8.0);
+                recording_panel(&mut cols[0], &snap.recording, st, out);
                 chart_section(&mut cols[1], snap, applied, st, out);
                 cols[1].add_space(8.0);
                 markers_section(&mut cols[1], snap, st, out);
@@ -414,6 +420,65 @@ fn network_panel(ui: &mut Ui, snap: &Snapshot) {
                 ui.end_row();
             }
         });
+}
+
+fn recording_panel(ui: &mut Ui, r: &RecordingView, st: &mut EditorState, out: &mut Vec<Command>) {
+    let red = Color32::from_rgb(230, 80, 70);
+    ui.heading("Recording");
+    ui.horizontal(|ui| {
+        ui.add_enabled_ui(!r.active, |ui| {
+            labelled_field(ui, "Folder", &mut st.record_folder, "where takes go", 170.0);
+            let l = ui.label("Format");
+            egui::ComboBox::from_id_salt("record-format")
+                .selected_text(if st.record_opus { "Ogg Opus" } else { "WAV" })
+                .show_ui(ui, |ui| {
+                    ui.selectable_value(&mut st.record_opus, false, "WAV");
+                    ui.selectable_value(&mut st.record_opus, true, "Ogg Opus");
+                })
+                .response
+                .labelled_by(l.id);
+        });
+        if r.active {
+            if ui
+                .button(RichText::new("Stop recording").color(red))
+                .clicked()
+            {
+                st.send(out, Command::StopRecording);
+            }
+        } else {
+            let folder = st.record_folder.trim().to_owned();
+            let record = ui.add_enabled(
+                !folder.is_empty(),
+                egui::Button::new(RichText::new("Record").color(red)),
+            );
+            if record.clicked() {
+                let opus = st.record_opus;
+                st.send(out, Command::StartRecording { folder, opus });
+            }
+        }
+    });
+    if r.active || !r.take.is_empty() {
+        let t = r.elapsed_s.max(0.0) as u32;
+        ui.label(format!(
+            "{} {}:{:02} — {}, {} file{}, {:.1} MB",
+            if r.active { "Recording" } else { "Last take:" },
+            t / 60,
+            t % 60,
+            r.take,
+            r.files,
+            if r.files == 1 { "" } else { "s" },
+            r.written_mb
+        ));
+    }
+    if let Some(free) = r.free_mb.filter(|&f| f < RecordingView::LOW_SPACE_MB) {
+        ui.colored_label(
+            Color32::from_rgb(230, 170, 40),
+            format!("Little disk space left where takes go: {free:.0} MB"),
+        );
+    }
+    if let Some(e) = &r.error {
+        ui.colored_label(red, format!("{e} — the audio plays on"));
+    }
 }
 
 fn session_panel(ui: &mut Ui, snap: &Snapshot, st: &mut EditorState, out: &mut Vec<Command>) {

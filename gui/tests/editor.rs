@@ -2,7 +2,7 @@
 //! rendered panels are kept as PNG snapshots under `docs/gui/` (shown in the README).
 
 use echoel_gui::model::{
-    NetworkQuality, NoteConflictView, PathKind, Person, ProtectionView, SessionView,
+    NetworkQuality, NoteConflictView, PathKind, Person, ProtectionView, RecordingView, SessionView,
     TempoNoticeView, TrackView,
 };
 use echoel_gui::{draw, egui, Command, EditorState, LinkStatus, Snapshot};
@@ -43,8 +43,13 @@ impl App {
 
 fn harness(snap: Snapshot) -> Harness<'static, App> {
     let (w, h) = echoel_gui::DEFAULT_SIZE;
+    harness_sized(snap, w as f32, h as f32)
+}
+
+/// A window of another size: a taller one shows the panels below the fold.
+fn harness_sized(snap: Snapshot, w: f32, h: f32) -> Harness<'static, App> {
     Harness::builder()
-        .with_size(egui::Vec2::new(w as f32, h as f32))
+        .with_size(egui::Vec2::new(w, h))
         .build_ui_state(
             |ui, app: &mut App| {
                 let App {
@@ -173,6 +178,7 @@ fn jam() -> Snapshot {
             port_mapping: "203.0.113.11:41641 (UPnP)".into(),
         },
         rendering_offline: false,
+        recording: RecordingView::default(),
     }
 }
 
@@ -393,4 +399,88 @@ fn the_network_panel_says_how_our_audio_is_protected_and_why() {
     };
     h.run();
     assert!(h.query_by_label_contains("off (set by hand)").is_some());
+}
+
+#[test]
+fn the_record_button_starts_and_stops_a_take_in_the_chosen_format() {
+    // Tall enough to show the recording panel, below the fold at the default size.
+    let mut h = harness_sized(jam(), 960.0, 1000.0);
+    h.run();
+    h.get_by_label("Record").click();
+    h.run();
+    assert_eq!(
+        h.state_mut().commands(),
+        vec![],
+        "no folder: nothing to record to"
+    );
+    h.state_mut().state.record_folder = "/home/mara/Music/Echoel Jam".into();
+    h.run();
+    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "Format")
+        .click();
+    h.run();
+    h.get_by_label("Ogg Opus").click();
+    h.run();
+    h.get_by_label("Record").click();
+    h.run();
+    assert_eq!(
+        h.state_mut().commands(),
+        vec![Command::StartRecording {
+            folder: "/home/mara/Music/Echoel Jam".into(),
+            opus: true,
+        }]
+    );
+    h.state_mut().snap.recording = RecordingView {
+        active: true,
+        take: "take-003".into(),
+        elapsed_s: 83.4,
+        files: 3,
+        written_mb: 96.2,
+        free_mb: Some(850.0),
+        error: None,
+    };
+    h.run();
+    assert!(h
+        .query_by_label_contains("1:23 — take-003, 3 files, 96.2 MB")
+        .is_some());
+    assert!(h
+        .query_by_label_contains("Little disk space left where takes go: 850 MB")
+        .is_some());
+    h.snapshot_options("recording", &snapshot_options());
+    h.get_by_label("Stop recording").click();
+    h.run();
+    assert_eq!(h.state_mut().commands(), vec![Command::StopRecording]);
+}
+
+#[test]
+fn a_recording_folder_that_fails_says_so_and_the_audio_plays_on() {
+    let mut snap = jam();
+    snap.recording = RecordingView {
+        active: true,
+        take: "take-001".into(),
+        elapsed_s: 12.0,
+        files: 2,
+        written_mb: 9.2,
+        free_mb: Some(0.0),
+        error: Some(
+            "the recording folder is full: /mnt/usb/take-001/ana.wav stopped at 12.0 s \
+             (what it holds plays)"
+                .into(),
+        ),
+    };
+    let mut h = harness(snap);
+    h.run();
+    assert!(h
+        .query_by_label_contains("(what it holds plays) — the audio plays on")
+        .is_some());
+    let mut missing = jam();
+    missing.recording.error = Some("the recording folder /nowhere does not exist".into());
+    let mut h = harness(missing);
+    h.run();
+    assert!(h
+        .query_by_label_contains("/nowhere does not exist")
+        .is_some());
+    assert!(
+        h.query_by_label("Record").is_some(),
+        "another folder can be tried"
+    );
 }

@@ -24,6 +24,7 @@ use echoel_net::{Invite, RotationPolicy};
 
 use crate::bridge::{network_runtime, Bridge, DocKeeping};
 use crate::params::{EchoelParams, SavedMix};
+use crate::take_control::TakeControl;
 
 /// How often commands are applied and the snapshot refreshed.
 const TICK: Duration = Duration::from_millis(50);
@@ -129,6 +130,7 @@ impl ControlThread {
             sent: (0, Instant::now(), 0.0),
             invite_in_use: String::new(),
             names: BTreeMap::new(),
+            takes: TakeControl::default(),
         };
         let handle = {
             let stop = stop.clone();
@@ -181,6 +183,8 @@ struct Control {
     invite_in_use: String,
     /// Each member's name as last seen, to keep our mix of them in the project by name.
     names: BTreeMap<u64, String>,
+    /// Takes started from the editor.
+    takes: TakeControl,
 }
 
 fn read_string(s: &std::sync::RwLock<String>) -> String {
@@ -366,6 +370,12 @@ impl Control {
             Command::SetPeerMuted { participant, muted } => {
                 self.set_peer_mix(participant, |m| m.muted = muted);
             }
+            Command::StartRecording { folder, opus } => {
+                write_string(&self.params.record_folder, &folder);
+                let name = read_string(&self.params.display_name);
+                self.takes.start(&self.bridge, &folder, opus, &name);
+            }
+            Command::StopRecording => self.takes.stop(&self.bridge),
             Command::SetPeerSolo { participant, solo } => {
                 self.set_peer_mix(participant, |m| m.solo = solo);
             }
@@ -494,6 +504,7 @@ impl Control {
             host_tempo: self.controls.host_tempo(),
             push_host_tempo: self.params.push_host_tempo.load(Relaxed),
             rendering_offline: self.bridge.is_offline(),
+            recording: self.takes.view(&self.bridge),
             me: Me {
                 name: read_string(&self.params.display_name),
                 instrument: read_string(&self.params.instrument),

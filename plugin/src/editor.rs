@@ -42,13 +42,20 @@ pub fn create(
     params: &EchoelParams,
 ) -> Option<EguiEditor<EditorApp>> {
     let read = |s: &std::sync::RwLock<String>| s.read().map(|v| v.clone()).unwrap_or_default();
+    let mut state = EditorState::new(
+        &read(&params.display_name),
+        &read(&params.instrument),
+        &read(&params.invite),
+    );
+    state.record_folder = match read(&params.record_folder) {
+        f if f.is_empty() => crate::record::default_folder()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        f => f,
+    };
     let app = EditorApp {
         controls,
-        state: EditorState::new(
-            &read(&params.display_name),
-            &read(&params.instrument),
-            &read(&params.invite),
-        ),
+        state,
         out: Vec::new(),
     };
     let settings = EguiNiceSettings::new()

@@ -12,6 +12,7 @@ pub mod instance;
 pub mod netem;
 pub mod params;
 pub mod record;
+pub mod take_control;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

@@ -144,6 +144,10 @@ pub struct EchoelParams {
     /// ids change from session to session, a bandmate's name does not.
     #[persist = "mix"]
     pub mix: Arc<RwLock<BTreeMap<String, SavedMix>>>,
+    /// Where this instance records its takes (empty: the default, see
+    /// [`crate::record::default_folder`]).
+    #[persist = "record-folder"]
+    pub record_folder: Arc<RwLock<String>>,
 }
 
 /// Our mix of one member, as kept in the project.
@@ -276,6 +280,7 @@ impl Default for EchoelParams {
             instrument: Arc::new(RwLock::new(String::new())),
             push_host_tempo: Arc::new(AtomicBool::new(false)),
             invite: Arc::new(RwLock::new(String::new())),
+            record_folder: Arc::new(RwLock::new(String::new())),
             session_doc: Arc::new(RwLock::new(CompactBytes::default())),
             mix: Arc::new(RwLock::new(BTreeMap::new())),
         }

@@ -32,6 +32,13 @@ const QUEUE: usize = 8_192;
 /// begins: the fastest of them puts its clock on ours.
 const GATHER: u64 = 24_000;
 
+/// Frames gathered at most before a file begins anyway (a sender whose media time jumps
+/// about must not make the recorder hold more).
+const GATHER_MAX_FRAMES: usize = 512;
+
+/// Files in one take at most: a member cannot make a take open files without end.
+const MAX_FILES: usize = 64;
+
 /// Take folders tried before giving up (`take-001` …).
 const MAX_TAKES: u32 = 9_999;
 
@@ -229,6 +236,34 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Where takes go unless the musician chose elsewhere: `~/Music/Echoel Jam` (the platform's
+/// music folder's name is the same on Linux, macOS and Windows).
+pub fn default_folder() -> Option<PathBuf> {
+    let home = std::env::var_os("HOME").or_else(|| std::env::var_os("USERPROFILE"))?;
+    Some(PathBuf::from(home).join("Music").join("Echoel Jam"))
+}
+
+/// Free space where `folder` is, in bytes; `None` where it cannot be told.
+pub fn free_bytes(folder: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(folder.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs is plain old data, for which all zeros is a valid value.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid NUL-terminated path and an out-parameter of the right type.
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some(st.f_bavail as u64 * st.f_frsize as u64)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = folder;
+        None
+    }
+}
+
 /// `parent/take-NNN`, the first number free.
 fn new_take_folder(parent: &Path) -> Result<PathBuf, RecordError> {
     if !parent.is_dir() {
@@ -299,6 +334,9 @@ impl Writer {
         // From the frame's end: it could not leave before it was whole, whatever its length.
         let samples = opus_packet_samples(&payload).unwrap_or(0) as u64;
         let lead_now = at as i64 - (media + samples) as i64;
+        if !self.files.contains_key(&key) && self.files.len() >= MAX_FILES {
+            return;
+        }
         let slot = self.files.entry(key).or_insert(Slot::Gathering {
             frames: Vec::new(),
             lead: lead_now,
@@ -313,7 +351,7 @@ impl Writer {
                 *lead = (*lead).min(lead_now);
                 let gathered = media.saturating_sub(*first_media) >= GATHER;
                 frames.push((media, payload));
-                if gathered || frames.len() > QUEUE {
+                if gathered || frames.len() >= GATHER_MAX_FRAMES {
                     let (frames, lead, first) = (std::mem::take(frames), *lead, *first_media);
                     self.begin(key, frames, lead, first);
                 }
