@@ -131,6 +131,8 @@ pub struct Person {
     pub typing: bool,
     /// Their chart cursor and selection end (character indices).
     pub cursor: Option<(usize, usize)>,
+    /// They only listen: they send nothing.
+    pub listening: bool,
 }
 
 /// The shared session document, read for display.

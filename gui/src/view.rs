@@ -333,7 +333,11 @@ fn person_row(
         RichText::new(format!("{} · {}", p.name, p.instrument)).color(person_color(p.participant))
     };
     ui.label(name);
-    ui.label(track_name(tracks, &p.track));
+    if p.listening {
+        ui.label(RichText::new("listening").italics());
+    } else {
+        ui.label(track_name(tracks, &p.track));
+    }
     let path = ui.label(match p.path {
         Some(PathKind::Direct) => "direct",
         Some(PathKind::Lan) => "LAN",

@@ -123,6 +123,15 @@ fn jam() -> Snapshot {
             ..Person::default()
         },
         Person {
+            participant: 12,
+            name: "Jo".into(),
+            instrument: "producer".into(),
+            path: Some(PathKind::Relay),
+            rtt_ms: Some(41.0),
+            listening: true,
+            ..Person::default()
+        },
+        Person {
             participant: 9,
             name: "Ren".into(),
             instrument: "guitar".into(),
@@ -483,4 +492,11 @@ fn a_recording_folder_that_fails_says_so_and_the_audio_plays_on() {
         h.query_by_label("Record").is_some(),
         "another folder can be tried"
     );
+}
+
+#[test]
+fn a_receive_only_member_is_shown_listening_not_on_a_track() {
+    let mut h = harness(jam());
+    h.run();
+    assert!(h.query_by_label("listening").is_some());
 }

@@ -40,6 +40,7 @@ fn main() {
             port_mapping: false,
             rotation: Default::default(),
             initial_doc: None,
+            role: Default::default(),
         };
         let _g = net.enter();
         let s2 = seen.clone();

@@ -29,6 +29,7 @@ fn main() {
                 port_mapping: false,
                 rotation: RotationPolicy::default(),
                 initial_doc: None,
+                role: Default::default(),
             },
             |_, _| {},
         )

@@ -191,6 +191,7 @@ fn joined_core() -> (RoomCore, DocReplica) {
         name: "other".into(),
         observed: std::net::SocketAddr::from(([192, 0, 2, 1], 4000)),
         local: Vec::new(),
+        role: crate::wire::Role::Performer,
     };
     core.handle_welcome(Instant::now(), MemberId(2), vec![other], &mut doc);
     (core, doc)

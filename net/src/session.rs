@@ -75,6 +75,9 @@ pub struct SessionConfig {
     /// The session document to start from (saved in the DAW project or the room's store);
     /// `None` starts from the room's genesis document.
     pub initial_doc: Option<Vec<u8>>,
+    /// A performer sends and hears; a listener only hears (its audio is never sent, and the
+    /// others see it as listening).
+    pub role: Role,
 }
 
 /// A path to another member.
@@ -273,6 +276,8 @@ struct Shared {
     protection: protection::Protection,
     /// Queueing delay reported by the congestion controllers of all our connections.
     congestion: Arc<CongestionSignal>,
+    /// We only listen: our frames are not sent.
+    listening: bool,
 }
 
 /// What the handles asked since the driver last looked: the latest of each, so nothing here
@@ -357,6 +362,9 @@ impl SessionHandle {
     /// in the nonce. A frame the driver has no room for is dropped and counted as stale.
     pub fn send_audio(&self, stem: StemId, media_time: u64, payload: &[u8]) {
         let s = &self.shared;
+        if s.listening {
+            return;
+        }
         if payload.len() > MAX_FRAME_BYTES {
             s.counters.malformed.fetch_add(1, Relaxed);
             return;
@@ -602,6 +610,7 @@ pub fn start(
         member: member.public(),
         protection: protection::Protection::default(),
         congestion: Arc::default(),
+        listening: config.role == Role::Listener,
     });
     let driver = driver::Driver {
         shared: shared.clone(),

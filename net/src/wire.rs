@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::crypto::{DocEnds, Epoch, KeyAnnounce, KeyGrant, MemberPublic};
 
 /// ALPN protocol id: the wire version.
-pub const ALPN: &[u8] = b"echoel/8";
+pub const ALPN: &[u8] = b"echoel/9";
 /// Audio header bytes before the ciphertext.
 pub const AUDIO_HEADER_LEN: usize = 4;
 /// Media-time bytes at the start of an audio datagram's plaintext.
@@ -300,6 +300,8 @@ pub struct MemberInfo {
     /// The addresses its socket has on its own networks (for a direct path over a LAN), and
     /// those its router forwards to it (a mapped port).
     pub local: Vec<SocketAddr>,
+    /// What it does in the room: a listener sends nothing.
+    pub role: Role,
 }
 
 /// Why the relay refused a join.
@@ -737,6 +739,7 @@ mod tests {
                 name,
                 observed: SocketAddr::from(([127, 0, 0, 1], port)),
                 local: vec![SocketAddr::from(([198, 18, 0, 2], port))],
+                role: if port % 2 == 0 { Role::Listener } else { Role::Performer },
             });
             let f = encode_frame(&m).unwrap();
             prop_assert_eq!(decode_body::<RelayMessage>(&f[2..]).unwrap(), m);

@@ -25,6 +25,7 @@ use echoel_net::{Invite, RotationPolicy};
 use crate::bridge::{network_runtime, Bridge, DocKeeping};
 use crate::params::{EchoelParams, SavedMix};
 use crate::take_control::TakeControl;
+use echoel_net::wire::Role;
 
 /// How often commands are applied and the snapshot refreshed.
 const TICK: Duration = Duration::from_millis(50);
@@ -131,6 +132,7 @@ impl ControlThread {
             invite_in_use: String::new(),
             names: BTreeMap::new(),
             takes: TakeControl::default(),
+            listening: false,
         };
         let handle = {
             let stop = stop.clone();
@@ -185,6 +187,8 @@ struct Control {
     names: BTreeMap<u64, String>,
     /// Takes started from the editor.
     takes: TakeControl,
+    /// Whether the session in use was joined to listen only.
+    listening: bool,
 }
 
 fn read_string(s: &std::sync::RwLock<String>) -> String {
@@ -214,6 +218,7 @@ impl Control {
             }
         };
         self.room = invite.room.as_str().to_owned();
+        self.listening = self.params.receive_only.value();
         let name = match read_string(&self.params.display_name) {
             n if n.is_empty() => "Echoel Jam".to_owned(),
             n => n,
@@ -221,6 +226,11 @@ impl Control {
         let store = DocStore::default_dir().map(|dir| DocStore::new(&dir, invite.room.as_str()));
         let config = SessionConfig {
             initial_doc: saved_session(&self.params, store.as_ref()),
+            role: if self.params.receive_only.value() {
+                Role::Listener
+            } else {
+                Role::Performer
+            },
             invite,
             name,
             force_relay: false,
@@ -244,9 +254,11 @@ impl Control {
             self.apply(c);
             self.applied += 1;
         }
-        // A project (or preset) loaded while we run: its room, not the one we were in.
+        // A project (or preset) loaded while we run: its room, not the one we were in. Receive
+        // Only switched: the room again, in the other role.
         let invite = read_string(&self.params.invite);
-        if invite != self.invite_in_use {
+        let listen = self.params.receive_only.value();
+        if invite != self.invite_in_use || (listen != self.listening && !invite.is_empty()) {
             if invite.is_empty() {
                 self.bridge.disconnect();
                 self.invite_in_use.clear();
@@ -586,6 +598,7 @@ impl Control {
                 cursor: p
                     .and_then(|p| p.presence.cursor)
                     .map(|(a, b)| (a as usize, b as usize)),
+                listening: m.info.role == Role::Listener,
             });
         }
         // Heard from lately but no longer in the room: shown as gone until forgotten.

@@ -14,6 +14,7 @@ pub use echoel_net::session::{LossProtection, ProtectionStatus};
 use echoel_net::session::{
     PortMapStatus, RelayWhy, Route, SessionConfig, SessionError, SessionState, SessionStatus,
 };
+use echoel_net::wire::Role;
 use echoel_net::{Invite, RotationPolicy};
 use thiserror::Error;
 
@@ -66,6 +67,8 @@ pub struct HeadlessOptions {
     pub start_at: Option<Instant>,
     /// Record a take into a new folder under this one, from the start instant on.
     pub record: Option<(std::path::PathBuf, Format)>,
+    /// Hear the room and send nothing.
+    pub listen: bool,
 }
 
 impl HeadlessOptions {
@@ -85,6 +88,7 @@ impl HeadlessOptions {
             codec_change: None,
             start_at: None,
             record: None,
+            listen: false,
         }
     }
 }
@@ -290,6 +294,11 @@ pub fn run(
             port_mapping: opts.port_mapping,
             rotation: RotationPolicy::default(),
             initial_doc: None,
+            role: if opts.listen {
+                Role::Listener
+            } else {
+                Role::Performer
+            },
         },
         runtime,
         None,

@@ -122,6 +122,10 @@ pub struct EchoelParams {
     /// routers defeat hole punching still get a direct path (on by default; read at connect).
     #[id = "port_mapping"]
     pub port_mapping: BoolParam,
+    /// Hear the room and send nothing (an instance on an empty track that picks up the band):
+    /// the others see it as listening.
+    #[id = "receive_only"]
+    pub receive_only: BoolParam,
 
     /// The name others see.
     #[persist = "display-name"]
@@ -265,6 +269,7 @@ impl Default for EchoelParams {
                 .non_automatable(),
             redundancy_auto: BoolParam::new("Auto Loss Protection", true).non_automatable(),
             port_mapping: BoolParam::new("Port Mapping", true).non_automatable(),
+            receive_only: BoolParam::new("Receive Only", false).non_automatable(),
             jitter_depth_ms: FloatParam::new(
                 "Jitter Depth",
                 10.0,

@@ -299,6 +299,7 @@ fn run_band(
             codec_change: None,
             start_at: None,
             record: None,
+            listen: false,
         })
         .collect();
     play_each(band, runtime)
@@ -346,6 +347,7 @@ pub fn join_room(
             port_mapping: false,
             rotation: echoel_net::RotationPolicy::default(),
             initial_doc: doc,
+            role: Default::default(),
         },
         |_, _| {},
     )

@@ -54,6 +54,7 @@ fn join(
             port_mapping: false,
             rotation: RotationPolicy::default(),
             initial_doc: None,
+            role: Default::default(),
         },
         move |from, frame| {
             let _ = inbox.send((from, frame.media_time, frame.payload.to_vec()));

@@ -79,6 +79,7 @@ fn info(i: usize, id: MemberId) -> MemberInfo {
         name: format!("m{i}"),
         observed: SocketAddr::from(([192, 0, 2, 1], 5000 + i as u16)),
         local: Vec::new(),
+        role: crate::wire::Role::Performer,
     }
 }
 

@@ -312,6 +312,7 @@ impl RelayCore {
                 name: join.name.chars().take(64).collect(),
                 observed: join.observed,
                 local: usable_local(&join.local),
+                role: join.role,
             },
             binding: join.binding,
             routing: Routing::joining(join.role),

@@ -728,7 +728,7 @@ async fn join(
             room: inv.room.to_string(),
             name: config.name.clone(),
             member: member.public(),
-            role: Role::Performer,
+            role: config.role,
             local,
         },
     )

@@ -54,6 +54,7 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 codec_change: None,
                 start_at: Some(start_at),
                 record: None,
+                listen: false,
             };
             std::thread::Builder::new()
                 .name(format!("musician-{name}"))

@@ -131,6 +131,7 @@ pub fn run(seconds: f64) -> anyhow::Result<()> {
                 port_mapping: false,
                 rotation: Default::default(),
                 initial_doc: None,
+                role: Default::default(),
             },
             |_, _| {},
         )?

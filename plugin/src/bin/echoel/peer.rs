@@ -26,6 +26,9 @@ pub struct PeerArgs {
     /// Send back what you hear (a latency partner) instead of a signal.
     #[arg(long, conflicts_with_all = ["input", "tone"])]
     echo: bool,
+    /// Hear the room and send nothing; the others see us as listening.
+    #[arg(long, conflicts_with_all = ["input", "tone", "echo"])]
+    listen: bool,
     /// Record a take into a new folder under this one (take-001, …): each other musician's
     /// stem, and what we send, each to a file of its own, placed by media time so that stems
     /// from different studios line up.
@@ -138,6 +141,7 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
         codec_change: None,
         start_at: None,
         record: args.record.clone().map(|dir| (dir, args.format)),
+        listen: args.listen,
     };
     let report = headless::run(opts, network_runtime().handle())?;
     println!(

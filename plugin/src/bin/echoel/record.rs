@@ -135,6 +135,7 @@ pub fn record(profile: Profile, seconds: f64, out: &Path) -> anyhow::Result<()> 
         port_mapping: false,
         rotation: RotationPolicy::default(),
         initial_doc: None,
+        role: Default::default(),
     };
     let receiver = {
         let _guard = rt.enter();

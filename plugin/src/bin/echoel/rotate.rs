@@ -27,6 +27,7 @@ pub fn run(invite: &str, name: &str) -> anyhow::Result<()> {
         port_mapping: false,
         rotation: RotationPolicy::default(),
         initial_doc: None,
+        role: Default::default(),
     };
     let handle = session::start(config, |_, _| {})?;
     let result = rotate(&handle, &old);
