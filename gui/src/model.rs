@@ -133,6 +133,8 @@ pub struct Person {
     pub cursor: Option<(usize, usize)>,
     /// They only listen: they send nothing.
     pub listening: bool,
+    /// The stems they send, by name, when they send several.
+    pub stems: Vec<String>,
 }
 
 /// The shared session document, read for display.

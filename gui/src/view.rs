@@ -329,8 +329,12 @@ fn person_row(
             .last_seen_s
             .map_or(String::new(), |s| format!(", seen {s:.0} s ago"));
         RichText::new(format!("{} (gone{ago})", p.name)).weak()
-    } else {
+    } else if p.stems.is_empty() {
         RichText::new(format!("{} · {}", p.name, p.instrument)).color(person_color(p.participant))
+    } else {
+        // One person, several tracks: their stems under their name.
+        RichText::new(format!("{} · {}", p.name, p.stems.join(", ")))
+            .color(person_color(p.participant))
     };
     ui.label(name);
     if p.listening {

@@ -500,3 +500,12 @@ fn a_receive_only_member_is_shown_listening_not_on_a_track() {
     h.run();
     assert!(h.query_by_label("listening").is_some());
 }
+
+#[test]
+fn a_member_who_sends_several_stems_is_one_row_with_their_stems() {
+    let mut snap = jam();
+    snap.people[0].stems = vec!["keys".into(), "vocals".into()];
+    let mut h = harness(snap);
+    h.run();
+    assert!(h.query_by_label("Ilse · keys, vocals").is_some());
+}

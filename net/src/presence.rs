@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::ParticipantId;
+use crate::wire::{ParticipantId, StemId};
 
 /// Updates per second, at most, from one member.
 pub const MAX_RATE_HZ: u32 = 10;
@@ -22,6 +22,8 @@ const FORGET_AFTER: Duration = Duration::from_secs(120);
 const MAX_LOSS_REPORTS: usize = 64;
 /// Longest name, instrument or track id kept from a peer.
 const MAX_TEXT: usize = 64;
+/// Named stems kept from a peer.
+const MAX_STEMS: usize = 16;
 
 /// What a member shows the others.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -41,6 +43,8 @@ pub struct Presence {
     /// What each sender's audio lost on its way to us lately, ‰, before redundancy: how each
     /// sender learns what its listeners lose.
     pub heard_loss: Vec<(ParticipantId, u16)>,
+    /// The stems this member sends, by name ("drums", "bass"): one person, several tracks.
+    pub stems: Vec<(StemId, String)>,
 }
 
 impl Presence {
@@ -57,6 +61,10 @@ impl Presence {
             cut(t);
         }
         self.heard_loss.truncate(MAX_LOSS_REPORTS);
+        self.stems.truncate(MAX_STEMS);
+        for (_, name) in &mut self.stems {
+            cut(name);
+        }
         for (_, permille) in &mut self.heard_loss {
             *permille = (*permille).min(1000);
         }
@@ -243,6 +251,7 @@ mod tests {
             seq,
             presence: Presence {
                 level: f32::NAN,
+                stems: (0..100).map(|i| (StemId(i), name.to_owned())).collect(),
                 ..named(name)
             },
         };
@@ -251,6 +260,8 @@ mod tests {
         assert!(!book.receive(a, up(1, "older"), t0));
         let l = book.list(t0 + Duration::from_secs(1));
         assert_eq!(l[0].presence.name.chars().count(), MAX_TEXT);
+        assert_eq!(l[0].presence.stems.len(), MAX_STEMS);
+        assert_eq!(l[0].presence.stems[3].1.chars().count(), MAX_TEXT);
         assert_eq!(l[0].presence.level, 0.0);
         assert!(!l[0].gone);
         assert!(book.list(t0 + Duration::from_secs(4))[0].gone);

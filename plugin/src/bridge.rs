@@ -301,6 +301,13 @@ impl Bridge {
         *lock(&self.inner.keep_doc) = None;
     }
 
+    /// Whose stem an engine stream plays.
+    pub fn stem_of(&self, stream: StreamId) -> Option<(ParticipantId, StemId)> {
+        lock(&self.inner.streams)
+            .get(usize::from(stream.0))
+            .copied()
+    }
+
     /// Who plays on an engine stream.
     pub fn participant_of(&self, stream: StreamId) -> Option<ParticipantId> {
         lock(&self.inner.streams)
@@ -432,6 +439,19 @@ impl Room for SessionRoom {
 
     fn rtt(&self, key: &StemKey) -> Option<Duration> {
         self.member(key, |m| m.rtt).flatten()
+    }
+
+    fn stem_name(&self, key: &StemKey) -> Option<String> {
+        let StemKey::Remote(p, stem) = key else {
+            return None;
+        };
+        let session = lock(&self.inner.upgrade()?.session).clone()?;
+        let shown = session
+            .presence()
+            .into_iter()
+            .find(|x| x.participant == *p)?;
+        let named = shown.presence.stems.iter().find(|(s, _)| s == stem)?;
+        Some(named.1.clone())
     }
 }
 

@@ -599,6 +599,9 @@ impl Control {
                     .and_then(|p| p.presence.cursor)
                     .map(|(a, b)| (a as usize, b as usize)),
                 listening: m.info.role == Role::Listener,
+                stems: p
+                    .map(|p| p.presence.stems.iter().map(|s| s.1.clone()).collect())
+                    .unwrap_or_default(),
             });
         }
         // Heard from lately but no longer in the room: shown as gone until forgotten.

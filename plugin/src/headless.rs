@@ -5,20 +5,21 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use echoel_engine::signal::TestSignal;
 use echoel_engine::{
     CodecSettings, Engine, EngineConfig, EngineError, EngineParams, StatsSnapshot, StemTap,
     StreamId, StreamSnapshot, INTERNAL_RATE_HZ,
 };
+use echoel_net::presence::Presence;
 pub use echoel_net::session::{LossProtection, ProtectionStatus};
 use echoel_net::session::{
     PortMapStatus, RelayWhy, Route, SessionConfig, SessionError, SessionState, SessionStatus,
 };
-use echoel_net::wire::Role;
+use echoel_net::wire::{Role, StemId};
 use echoel_net::{Invite, RotationPolicy};
 use thiserror::Error;
 
 use crate::bridge::Bridge;
+use crate::headless_stems::{ExtraStems, Signal};
 use crate::record::{Format, RecordError, RecordStatus};
 
 /// Host block of the headless peer: 32 frames (0.67 ms), what a low-latency studio runs.
@@ -27,7 +28,7 @@ pub const BLOCK_FRAMES: usize = 32;
 /// What the peer plays into the room.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// The test signal's voice `n` (distinct per musician, see [`TestSignal::voice`]).
+    /// The test signal's voice `n` (distinct per musician, see [`echoel_engine::signal::TestSignal::voice`]).
     Voice(u32),
     /// A sine at this frequency.
     Tone(f32),
@@ -69,6 +70,9 @@ pub struct HeadlessOptions {
     pub record: Option<(std::path::PathBuf, Format)>,
     /// Hear the room and send nothing.
     pub listen: bool,
+    /// Named stems, sent as one person: the first in place of `source` (through the engine),
+    /// the others beside it (stems 1, 2, …). Empty: `source` alone, unnamed.
+    pub stems: Vec<(String, Source)>,
 }
 
 impl HeadlessOptions {
@@ -89,6 +93,7 @@ impl HeadlessOptions {
             start_at: None,
             record: None,
             listen: false,
+            stems: Vec::new(),
         }
     }
 }
@@ -135,6 +140,8 @@ pub enum DocEdit {
 pub struct Recording {
     /// Their name.
     pub name: String,
+    /// The stem's name, when they named their stems.
+    pub stem: Option<String>,
     /// Left channel at 48 kHz from our start instant (silence until their first packet).
     pub samples: Vec<f32>,
     /// How their audio reached us.
@@ -322,10 +329,10 @@ pub fn run(
         tracks: BTreeMap::new(),
         capacity: total_frames,
     };
-    let mut voice = match opts.source {
-        Source::Voice(v) => Some(TestSignal::voice(INTERNAL_RATE_HZ, v)),
-        _ => None,
-    };
+    let main_source = opts.stems.first().map_or(&opts.source, |s| &s.1).clone();
+    let mut main_signal = Signal::new(&main_source);
+    let extra_sources: Vec<Source> = opts.stems.iter().skip(1).map(|s| s.1.clone()).collect();
+    let mut extra = ExtraStems::new(&extra_sources, opts.codec)?;
     let mut sent = Vec::with_capacity(total_frames);
     let (mut l, mut r) = (vec![0.0f32; BLOCK_FRAMES], vec![0.0f32; BLOCK_FRAMES]);
     // Participant → (name, direct path?), refreshed as the room changes.
@@ -349,27 +356,10 @@ pub fn run(
         // As the plugin does: a recorded take's buffers hold their delay.
         params.hold_depth = recording.load(std::sync::atomic::Ordering::Relaxed);
         let pos = block * BLOCK_FRAMES;
-        match &opts.source {
-            Source::Voice(_) => {
-                let v = voice.as_mut().expect("voice source has a generator");
-                l.iter_mut().for_each(|s| *s = v.next_sample());
-                r.copy_from_slice(&l);
-            }
-            Source::Tone(hz) => {
-                for (i, s) in l.iter_mut().enumerate() {
-                    let t = (pos + i) as f32 / INTERNAL_RATE_HZ as f32;
-                    *s = 0.3 * (std::f32::consts::TAU * hz * t).sin();
-                }
-                r.copy_from_slice(&l);
-            }
-            Source::Samples(samples) => {
-                for (i, s) in l.iter_mut().enumerate() {
-                    *s = samples.get(pos + i).copied().unwrap_or(0.0);
-                }
-                r.copy_from_slice(&l);
-            }
-            // The previous block's output (what we heard) is this block's input.
-            Source::Echo => {}
+        // An echo plays the previous block's output (what we heard) as this block's input.
+        if !matches!(main_source, Source::Echo) {
+            main_signal.fill(pos, &mut l);
+            r.copy_from_slice(&l);
         }
         if let Some((at, codec)) = change_at_block {
             if block == at {
@@ -379,7 +369,8 @@ pub fn run(
         sent.extend_from_slice(&l);
         recorder.position = pos;
         engine.process_tapped(&mut [&mut l[..], &mut r[..]], &params, &mut recorder);
-        if !matches!(opts.source, Source::Echo) {
+        extra.block(pos, BLOCK_FRAMES, &session);
+        if !matches!(main_source, Source::Echo) {
             l.fill(0.0);
             r.fill(0.0);
         }
@@ -412,6 +403,16 @@ pub fn run(
             if !edits_made && matches!(state, SessionState::Joined { .. }) {
                 edits_made = true;
                 apply_edits(&session, &opts.name, &opts.edits);
+                if !opts.stems.is_empty() {
+                    session.set_presence(Presence {
+                        name: opts.name.clone(),
+                        stems: (0..)
+                            .map(StemId)
+                            .zip(opts.stems.iter().map(|s| s.0.clone()))
+                            .collect(),
+                        ..Presence::default()
+                    });
+                }
             }
             // The way each member came until the last half second: one that finishes first
             // closes its paths while we still play.
@@ -435,6 +436,7 @@ pub fn run(
             .or_insert_with(|| (m.info.name.clone(), direct, m.route.clone()));
     }
     let streams = engine.stats().stream_snapshots();
+    let presence = session.presence();
     let recordings = recorder
         .tracks
         .into_iter()
@@ -452,10 +454,16 @@ pub fn run(
                     )
                 });
             let stream = streams.iter().copied().find(|s| s.stream == id);
+            let stem = bridge.stem_of(id).and_then(|(p, stem)| {
+                let shown = presence.iter().find(|x| x.participant == p)?;
+                let named = shown.presence.stems.iter().find(|(s, _)| *s == stem)?;
+                Some(named.1.clone())
+            });
             (
                 id.0,
                 Recording {
                     name,
+                    stem,
                     samples,
                     direct,
                     route,

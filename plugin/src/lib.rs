@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod control;
 pub mod editor;
 pub mod headless;
+mod headless_stems;
 pub mod instance;
 pub mod netem;
 pub mod params;

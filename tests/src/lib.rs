@@ -300,6 +300,7 @@ fn run_band(
             start_at: None,
             record: None,
             listen: false,
+            stems: Vec::new(),
         })
         .collect();
     play_each(band, runtime)

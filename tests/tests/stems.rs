@@ -1,9 +1,12 @@
 //! Stems between studios over real sockets: a receive-only member (an instance on an empty
-//! track that picks up the band) hears everyone, sends nothing, and is seen listening.
+//! track that picks up the band) hears everyone, sends nothing, and is seen listening; one
+//! person's named stems are heard, and recorded, apart.
 
 use echoel_net::wire::Role;
+use echoel_plugin::engine::signal::TestSignal;
 use echoel_plugin::engine::INTERNAL_RATE_HZ;
-use echoel_plugin::headless::{measure_lag, HeadlessOptions, HeadlessReport};
+use echoel_plugin::headless::{measure_lag, HeadlessOptions, HeadlessReport, Source};
+use echoel_plugin::record::Format;
 use echoel_tests::{musician, network_runtime, one_at_a_time, play_each, TestRelay};
 
 #[test]
@@ -68,4 +71,66 @@ fn a_receive_only_member_hears_everyone_sends_nothing_and_is_seen_listening() {
             .unwrap();
         assert_eq!(other.info.role, Role::Performer);
     }
+}
+
+/// Ana sends two named stems as one person; Ben hears each on a stream of its own, named,
+/// each the right signal, sees one Ana in the room, and a take he records holds a file per
+/// stem, named after it.
+#[test]
+fn one_person_sends_two_named_stems_heard_and_recorded_apart() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let room = relay.room("stems");
+    let folder = tempfile::tempdir().unwrap();
+    let seconds = 5.0;
+    let ana = HeadlessOptions {
+        stems: vec![
+            ("vocals".into(), Source::Voice(1)),
+            ("keys".into(), Source::Voice(4)),
+        ],
+        ..musician(&room, "ana", 1, seconds)
+    };
+    let ben = HeadlessOptions {
+        record: Some((folder.path().to_owned(), Format::Opus)),
+        ..musician(&room, "ben", 2, seconds)
+    };
+    let reports: Vec<HeadlessReport> = play_each(vec![ana, ben], &network_runtime())
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let (ana, ben) = (&reports[0], &reports[1]);
+    let keys = TestSignal::voice(INTERNAL_RATE_HZ, 4).take_mono(ana.sent.len());
+    let mut heard = Vec::new();
+    for rec in ben.recordings.values() {
+        assert_eq!(rec.name, "ana");
+        let stem = rec.stem.clone().expect("a named stem");
+        let sent = if stem == "keys" { &keys } else { &ana.sent };
+        let a = measure_lag(sent, &rec.samples, 200.0).expect("a signal");
+        println!("ana/{stem} → ben: correlation {:.4}", a.correlation);
+        assert!(
+            a.correlation > 0.9,
+            "ana/{stem} is not its own signal: {a:?}"
+        );
+        heard.push(stem);
+    }
+    heard.sort_unstable();
+    assert_eq!(heard, ["keys", "vocals"]);
+    let members: Vec<&str> = ben
+        .status
+        .members
+        .iter()
+        .map(|m| m.info.name.as_str())
+        .collect();
+    assert_eq!(members, ["ana"], "one person, not one per stem");
+    let Some(Ok(take)) = &ben.take else {
+        panic!("no take: {:?}", ben.take)
+    };
+    let mut files: Vec<String> = take
+        .files
+        .iter()
+        .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    files.sort_unstable();
+    assert_eq!(files, ["ana-keys.opus", "ana-vocals.opus", "ben-sent.opus"]);
 }

@@ -129,6 +129,10 @@ pub trait Room: Send + 'static {
     fn name(&self, key: &StemKey) -> Option<String>;
     /// The round trip to the member (none for our own).
     fn rtt(&self, key: &StemKey) -> Option<Duration>;
+    /// The stem's name, when its sender named its stems.
+    fn stem_name(&self, _key: &StemKey) -> Option<String> {
+        None
+    }
 }
 
 enum Msg {
@@ -503,10 +507,10 @@ impl Writer {
                 let n = n
                     .filter(|n| !n.is_empty())
                     .unwrap_or_else(|| format!("member-{:08x}", p.0 as u32));
-                if stem.0 == 0 {
-                    n
-                } else {
-                    format!("{n}-{}", stem.0)
+                match self.room.stem_name(key).map(|s| file_safe(&s)) {
+                    Some(s) if !s.is_empty() => format!("{n}-{s}"),
+                    _ if stem.0 == 0 => n,
+                    _ => format!("{n}-{}", stem.0),
                 }
             }
         };

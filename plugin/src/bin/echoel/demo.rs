@@ -55,6 +55,7 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 start_at: Some(start_at),
                 record: None,
                 listen: false,
+                stems: Vec::new(),
             };
             std::thread::Builder::new()
                 .name(format!("musician-{name}"))

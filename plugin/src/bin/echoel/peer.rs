@@ -29,6 +29,10 @@ pub struct PeerArgs {
     /// Hear the room and send nothing; the others see us as listening.
     #[arg(long, conflicts_with_all = ["input", "tone", "echo"])]
     listen: bool,
+    /// Send this WAV file as a named stem, NAME=FILE (repeatable): several stems go as one
+    /// person, each on a track of its own at the others'.
+    #[arg(long, value_name = "NAME=FILE", conflicts_with_all = ["input", "tone", "echo", "listen"])]
+    stem: Vec<String>,
     /// Record a take into a new folder under this one (take-001, …): each other musician's
     /// stem, and what we send, each to a file of its own, placed by media time so that stems
     /// from different studios line up.
@@ -116,6 +120,19 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.record {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    let stems = args
+        .stem
+        .iter()
+        .map(|s| {
+            let (name, file) = s
+                .split_once('=')
+                .filter(|(n, f)| !n.trim().is_empty() && !f.is_empty())
+                .ok_or_else(|| anyhow!("--stem wants NAME=FILE, not {s:?}"))?;
+            let samples = crate::wav::read_mono_48k(std::path::Path::new(file))?;
+            Ok((name.trim().to_owned(), Source::Samples(samples)))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(stems.len() <= 16, "at most 16 stems, not {}", stems.len());
     let opts = HeadlessOptions {
         invite,
         name: args.name.clone(),
@@ -142,6 +159,7 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
         start_at: None,
         record: args.record.clone().map(|dir| (dir, args.format)),
         listen: args.listen,
+        stems,
     };
     let report = headless::run(opts, network_runtime().handle())?;
     println!(
@@ -159,7 +177,11 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
     }
     for rec in report.recordings.values() {
         let path = if rec.direct { "direct" } else { "relay" };
-        print!("  {:<16} {:>6}", rec.name, path);
+        let who = rec
+            .stem
+            .as_ref()
+            .map_or_else(|| rec.name.clone(), |s| format!("{}/{s}", rec.name));
+        print!("  {who:<16} {path:>6}");
         if let Some(s) = rec.stream {
             print!(
                 "  {} frames, {} concealed ({} lost, {} late), {} skipped, buffer {:.2} ms, \
