@@ -124,20 +124,11 @@ impl Inner {
             });
             StreamId(i as u16)
         };
-        if let Some(r) = self
-            .recorder
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            let at = clock_samples(&self.clock);
-            r.frame(
-                StemKey::Remote(from, frame.stem),
-                frame.media_time,
-                at,
-                frame.payload,
-            );
-        }
+        self.record(
+            StemKey::Remote(from, frame.stem),
+            frame.media_time,
+            frame.payload,
+        );
         // The sender's own media time: its frame size may change mid-stream.
         let pushed = PacketSlot::new(stream, frame.seq, frame.media_time, frame.payload)
             .ok()
@@ -148,6 +139,14 @@ impl Inner {
             });
         if !pushed {
             self.dropped_incoming.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A frame heard or sent, for the take being recorded, if one is.
+    fn record(&self, key: StemKey, media_time: u64, payload: &[u8]) {
+        let rec = self.recorder.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = rec.as_ref() {
+            r.frame(key, media_time, clock_samples(&self.clock), payload);
         }
     }
 
@@ -217,15 +216,7 @@ impl Bridge {
                             // Out of a room, frames are dropped here so the ring never fills.
                             if let (Some(s), false) = (&session, inner.offline.load(Relaxed)) {
                                 s.send_audio(StemId(0), p.media_time, p.payload());
-                                if let Some(r) = inner
-                                    .recorder
-                                    .read()
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .as_ref()
-                                {
-                                    let at = clock_samples(&inner.clock);
-                                    r.frame(StemKey::Local, p.media_time, at, p.payload());
-                                }
+                                inner.record(StemKey::Local, p.media_time, p.payload());
                             }
                             sent = true;
                         }

@@ -320,6 +320,14 @@ fn a_direct_path_that_carries_again_pays_off_at_once_when_its_packets_say_so() {
     assert!(back - before > 10.0, "the control took the gain as well");
 }
 
+/// Inserts packets `next`, `next + 1`, … while `arrival` says they have come by `now`.
+fn arrive_until(jb: &mut JitterBuffer, next: &mut u64, now: u64, arrival: impl Fn(u64) -> u64) {
+    while arrival(*next) <= now {
+        jb.insert(arrival(*next), &pkt(*next as u32));
+        *next += 1;
+    }
+}
+
 /// A long host block that has passed forgives the stalls it caused, for a second: a late
 /// packet seconds later is the path's, and the delay keeps what it was late by.
 #[test]
@@ -340,10 +348,7 @@ fn a_passed_long_block_forgives_its_own_stalls_only() {
     let mut before = 0;
     for tick in 0..3400u64 {
         let now = tick * F;
-        while arrival(next) <= now {
-            jb.insert(arrival(next), &pkt(next as u32));
-            next += 1;
-        }
+        arrive_until(&mut jb, &mut next, now, arrival);
         if tick == 1600 {
             // A 2048-sample block at 4 s, then the host goes back to 64.
             jb.set_render_ahead(2048);
@@ -365,7 +370,7 @@ fn a_passed_long_block_forgives_its_own_stalls_only() {
 
 /// While a take is recorded the delay holds: the same spike that grows it otherwise is
 /// concealed in place (its packets come too late and are passed over), every later frame
-/// plays at its moment, and no change of delay is asked for. Let go, it adapts again.
+/// plays at its moment, and no change of delay is asked for.
 #[test]
 fn a_held_delay_conceals_a_spike_in_place_and_moves_nothing() {
     let mut jb = JitterBuffer::new(AdaptiveConfig::default());
@@ -381,10 +386,7 @@ fn a_held_delay_conceals_a_spike_in_place_and_moves_nothing() {
     let mut asked = 0;
     for tick in 0..1200u64 {
         let now = tick * F;
-        while arrival(next) <= now {
-            jb.insert(arrival(next), &pkt(next as u32));
-            next += 1;
-        }
+        arrive_until(&mut jb, &mut next, now, arrival);
         jb.set_hold(tick >= 900);
         let played = match jb.next(now, false) {
             Decision::Play(p) => Some(p.seq),
