@@ -295,7 +295,8 @@ fn new_take_folder(parent: &Path) -> Result<PathBuf, RecordError> {
 /// A stem's file: gathering its first frames, writing, or stopped.
 enum Slot {
     Gathering {
-        frames: Vec<(u64, Vec<u8>)>,
+        /// Media time, arrival, payload.
+        frames: Vec<(u64, u64, Vec<u8>)>,
         /// The least `arrival − media time` seen: its clock against ours, plus the fastest
         /// one-way delay.
         lead: i64,
@@ -337,7 +338,9 @@ impl Writer {
     fn frame(&mut self, key: StemKey, media: u64, at: u64, payload: Vec<u8>) {
         // From the frame's end: it could not leave before it was whole, whatever its length.
         let samples = opus_packet_samples(&payload).unwrap_or(0) as u64;
-        let lead_now = at as i64 - (media + samples) as i64;
+        // A hostile media time near the top of the range must not overflow.
+        let lead_now =
+            (at as i64).saturating_sub(media.saturating_add(samples).min(i64::MAX as u64) as i64);
         if !self.files.contains_key(&key) && self.files.len() >= MAX_FILES {
             return;
         }
@@ -354,14 +357,14 @@ impl Writer {
             } => {
                 *lead = (*lead).min(lead_now);
                 let gathered = media.saturating_sub(*first_media) >= GATHER;
-                frames.push((media, payload));
+                frames.push((media, at, payload));
                 if gathered || frames.len() >= GATHER_MAX_FRAMES {
                     let (frames, lead, first) = (std::mem::take(frames), *lead, *first_media);
                     self.begin(key, frames, lead, first);
                 }
             }
             Slot::Writing(file, path) => {
-                let result = file.push(media, &payload);
+                let result = file.push(media, at, &payload);
                 let path = path.clone();
                 self.after_write(key, result, &path);
             }
@@ -371,16 +374,17 @@ impl Writer {
 
     /// Opens the stem's file, its first sample the take's start on the sender's clock.
     /// `first`: a frame's media time, on the grid all of the sender's frames start on.
-    fn begin(&mut self, key: StemKey, frames: Vec<(u64, Vec<u8>)>, lead: i64, first: u64) {
+    fn begin(&mut self, key: StemKey, frames: Vec<(u64, u64, Vec<u8>)>, lead: i64, first: u64) {
         let one_way = self
             .room
             .rtt(&key)
-            .map_or(0, |rtt| rtt.as_nanos() as i64 * 48_000 / 2_000_000_000);
-        let origin = self.start as i64 - (lead - one_way);
+            .map_or(0, |rtt| rtt.as_nanos() as i128 * 48_000 / 2_000_000_000);
+        // Wide: a hostile sender's media times may sit anywhere in the range.
+        let origin = i128::from(self.start) - (i128::from(lead) - one_way);
         // Files hold whole frames: the one the take starts in is written from its start, and
         // the decoder skips what of it came before.
-        let into_frame = (origin - first as i64).rem_euclid(GRID as i64);
-        let origin = (origin - into_frame).max(0) as u64;
+        let into_frame = (origin - i128::from(first)).rem_euclid(i128::from(GRID));
+        let origin = (origin - into_frame).clamp(0, i128::from(u64::MAX)) as u64;
         let skip = PRE_SKIP + into_frame as u16;
         let path = self.file_path(&key);
         let sink: io::Result<Box<dyn sinks::Sink>> = match self.format {
@@ -391,7 +395,7 @@ impl Writer {
             }
         };
         let mut file = match sink {
-            Ok(sink) => StemFile::new(sink, Some(origin)),
+            Ok(sink) => StemFile::new(sink, Some(origin), lead, self.start),
             Err(e) => {
                 self.files.insert(key, Slot::Stopped);
                 self.failed(key, &path, e, None);
@@ -399,8 +403,8 @@ impl Writer {
             }
         };
         let mut result = Ok(());
-        for (media, payload) in frames {
-            result = file.push(media, &payload);
+        for (media, at, payload) in frames {
+            result = file.push(media, at, &payload);
             if result.is_err() {
                 break;
             }

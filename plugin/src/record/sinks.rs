@@ -23,6 +23,10 @@ const CONCEAL_AT_MOST: u64 = 4_800;
 /// Audio between checkpoints (Ogg page ends, WAV header patches): half a second.
 const CHECKPOINT_EVERY: u64 = 24_000;
 
+/// A WAV file's sizes are 32-bit: it stops here (4 000 MB, 2 h 53 min of stereo float) with
+/// a clear error rather than wrap; Ogg Opus takes have no such end.
+const WAV_MAX_BYTES: u64 = 4_000_000_000;
+
 /// One stem's file.
 pub trait Sink: Send {
     /// An Opus packet of `samples` (per channel, 48 kHz).
@@ -232,6 +236,11 @@ impl Wav {
     }
 
     fn write(&mut self, frames: usize) -> io::Result<()> {
+        if self.bytes() + frames as u64 * 4 * u64::from(CHANNELS) > WAV_MAX_BYTES {
+            return Err(io::Error::other(
+                "a WAV file ends at 4 GB (about 2 h 53 min); record long takes in Ogg Opus",
+            ));
+        }
         let skip = (self.skip as usize).min(frames);
         self.skip -= skip as u64;
         let ch = CHANNELS as usize;

@@ -16,11 +16,12 @@ const REORDER: u64 = 48_000;
 /// Frames held at most while waiting: a sender cannot make the recorder hold more.
 const MAX_PENDING: usize = 2_048;
 
-/// A jump of the sender's media time beyond this (10 minutes) ahead, or back past what was
-/// written, is its clock starting over (it rejoined with a new engine): the file goes on
-/// from where it is rather than writing ten minutes of nothing, or dropping all that
-/// follows as late.
-const RESTART: u64 = 10 * 60 * 48_000;
+/// A frame whose media time lies this far (2 s) from where our clock says the sender is,
+/// either way, shows its clock jumped (it rejoined with a new engine, rendered offline, or
+/// lies): the file goes on by our clock rather than writing a jump's worth of nothing or
+/// dropping all that follows as late. Whatever a sender does, its file grows no faster than
+/// real time.
+const JUMP: i128 = 2 * 48_000;
 
 /// What a stem's take met.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,8 +45,14 @@ pub struct StemFile {
     sink: Box<dyn Sink>,
     /// The media time of the file's next sample, in the sender's clock shifted by `shift`.
     next: Option<u64>,
-    /// Added to each frame's media time: grows when the sender's clock starts over.
+    /// Added to each frame's media time: moves when the sender's clock jumps.
     shift: i128,
+    /// Our clock less the sender's (as shifted) for its fastest frames: where it should be.
+    lead: i128,
+    /// Our clock when the take began, and at the newest arrival: the file never holds more
+    /// than the time between (and [`JUMP`]), whatever the sender's media times say.
+    start: u64,
+    newest_at: u64,
     /// Frames waiting for an earlier one: media time → (payload, samples).
     pending: BTreeMap<u64, (Vec<u8>, u64)>,
     /// End of the newest frame seen.
@@ -55,36 +62,43 @@ pub struct StemFile {
 
 impl StemFile {
     /// A take whose first sample is the sender's media time `origin` (`None`: its first
-    /// frame's), written to `sink`.
-    pub fn new(sink: Box<dyn Sink>, origin: Option<u64>) -> Self {
+    /// frame's), written to `sink`; `lead`: our clock's time less the sender's media time at
+    /// the end of a frame that came by the fastest path.
+    /// `start`: our clock when the take began.
+    pub fn new(sink: Box<dyn Sink>, origin: Option<u64>, lead: i64, start: u64) -> Self {
         Self {
             sink,
             next: origin,
             shift: 0,
+            lead: i128::from(lead),
+            start,
+            newest_at: start,
             pending: BTreeMap::new(),
             newest_end: origin.unwrap_or(0),
             counts: StemCounts::default(),
         }
     }
 
-    /// A frame the sender numbered `media_time`.
-    pub fn push(&mut self, media_time: u64, payload: &[u8]) -> io::Result<()> {
+    /// A frame the sender numbered `media_time`, arrived at `at` on our clock.
+    pub fn push(&mut self, media_time: u64, at: u64, payload: &[u8]) -> io::Result<()> {
         let Some(samples) = opus_packet_samples(payload).map(|n| n as u64) else {
             self.counts.invalid += 1;
             return Ok(());
         };
-        let mut media = (i128::from(media_time) + self.shift).max(0) as u64;
-        let next = *self.next.get_or_insert(media);
-        if media > self.newest_end.max(next).saturating_add(RESTART)
-            || media.saturating_add(RESTART) < next
-        {
-            // Its clock started over: what it held is written, and it goes on from there.
+        self.newest_at = self.newest_at.max(at);
+        let shifted = i128::from(media_time) + self.shift;
+        let expected = i128::from(at) - self.lead - i128::from(samples);
+        let shifted = if (shifted - expected).abs() > JUMP {
+            // Its clock jumped: what it held is written, and it goes on by ours.
             self.drain(true)?;
-            let at = self.next.unwrap_or(media);
-            self.shift += i128::from(at) - i128::from(media);
-            media = at;
+            self.shift += expected - shifted;
             self.counts.restarts += 1;
-        }
+            expected
+        } else {
+            shifted
+        };
+        let media = shifted.clamp(0, i128::from(u64::MAX)) as u64;
+        self.next.get_or_insert(media);
         let next = self.next.unwrap_or(media);
         if media < next {
             // Its place is written (a frame from before the take began counts here too).
@@ -96,7 +110,7 @@ impl StemFile {
             return Ok(());
         }
         self.pending.insert(media, (payload.to_vec(), samples));
-        self.newest_end = self.newest_end.max(media + samples);
+        self.newest_end = self.newest_end.max(media.saturating_add(samples));
         self.drain(false)
     }
 
@@ -110,9 +124,19 @@ impl StemFile {
                 if !(all || waited || self.pending.len() > MAX_PENDING) {
                     break;
                 }
-                self.sink.gap(media - next)?;
-                self.counts.gap_samples += media - next;
-                self.counts.samples += media - next;
+                // Never more than real time allows: a sender whose media times run ahead of
+                // the clock moves its frames up instead of growing the file.
+                let budget = (self
+                    .newest_at
+                    .saturating_sub(self.start)
+                    .saturating_add(JUMP as u64))
+                .saturating_sub(self.counts.samples);
+                let gap = (media - next).min(budget);
+                if gap > 0 {
+                    self.sink.gap(gap)?;
+                }
+                self.counts.gap_samples += gap;
+                self.counts.samples += gap;
                 self.next = Some(media);
             }
             let Some((media, (payload, samples))) = self.pending.pop_first() else {
@@ -121,7 +145,7 @@ impl StemFile {
             self.sink.packet(&payload, samples)?;
             self.counts.frames += 1;
             self.counts.samples += samples;
-            self.next = Some(media + samples);
+            self.next = Some(media.saturating_add(samples));
         }
         Ok(())
     }
@@ -189,15 +213,29 @@ mod tests {
         [28 << 3 | 1 << 2, tag]
     }
 
-    fn take(origin: Option<u64>, frames: &[(u64, u8)]) -> (Written, StemCounts) {
+    /// Frames as (media time, arrival, tag), from a sender on our clock (lead 0).
+    fn take_at(origin: Option<u64>, frames: &[(u64, u64, u8)]) -> (Written, StemCounts) {
         let log = Log::default();
-        let mut f = StemFile::new(Box::new(log.clone()), origin);
-        for &(m, tag) in frames {
-            f.push(m, &frame(tag)).unwrap();
+        let mut f = StemFile::new(Box::new(log.clone()), origin, 0, 0);
+        for &(m, at, tag) in frames {
+            f.push(m, at, &frame(tag)).unwrap();
         }
         let counts = f.finish().unwrap();
         let out = log.0.lock().unwrap().clone();
         (out, counts)
+    }
+
+    /// Frames as (media time, tag), each arriving once whole or just after the one before.
+    fn take(origin: Option<u64>, frames: &[(u64, u8)]) -> (Written, StemCounts) {
+        let mut at = 0;
+        let timed: Vec<(u64, u64, u8)> = frames
+            .iter()
+            .map(|&(m, tag)| {
+                at = (at + 1).max(m + 120);
+                (m, at, tag)
+            })
+            .collect();
+        take_at(origin, &timed)
     }
 
     #[test]
@@ -240,40 +278,62 @@ mod tests {
     }
 
     #[test]
-    fn a_sender_whose_clock_starts_over_goes_on_where_the_file_is() {
-        let far = 3 * RESTART;
-        let (out, c) = take(None, &[(far, 1), (far + 120, 2), (0, 3), (120, 4)]);
+    fn a_sender_whose_clock_jumps_goes_on_by_ours() {
+        // It rejoined 5 s later with a new engine (its media time starts over): the file
+        // holds the 5 s it was away, then goes on.
+        let back = 5 * 48_000;
+        let (out, c) = take_at(
+            None,
+            &[
+                (0, 120, 1),
+                (120, 240, 2),
+                (0, back, 3),
+                (120, back + 120, 4),
+            ],
+        );
         assert_eq!(
             out,
             [
                 (Some(1), 120),
                 (Some(2), 120),
+                (None, back - 120 - 240),
                 (Some(3), 120),
                 (Some(4), 120)
             ]
         );
         assert_eq!(c.restarts, 1);
-        let (out, _) = take(None, &[(0, 1), (far, 2)]);
-        assert_eq!(
-            out,
-            [(Some(1), 120), (Some(2), 120)],
-            "no ten minutes of nothing"
-        );
+        // Ten minutes ahead in a frame's time: no ten minutes of nothing.
+        let (out, c) = take_at(None, &[(0, 120, 1), (10 * 60 * 48_000, 240, 2)]);
+        assert_eq!(out, [(Some(1), 120), (Some(2), 120)]);
+        assert_eq!(c.restarts, 1);
     }
 
     #[test]
     fn a_hostile_sender_cannot_make_it_hold_more_than_the_window() {
         let log = Log::default();
-        let mut f = StemFile::new(Box::new(log.clone()), Some(0));
-        // Every other frame, far apart but within the restart bound: a gap is written as
-        // soon as the newest is a window past it, so little is held.
+        let mut f = StemFile::new(Box::new(log.clone()), Some(0), 0, 0);
+        // Every other frame: a gap is written as soon as the newest is a window past it, so
+        // little is held.
         for i in 1..5_000u64 {
-            f.push(i * 240, &frame(1)).unwrap();
+            f.push(i * 240, i * 240 + 120, &frame(1)).unwrap();
             assert!(f.pending.len() <= MAX_PENDING + 1);
         }
         assert!(f.pending.len() < 500, "{}", f.pending.len());
         // Not Opus at all.
-        f.push(10, &[]).unwrap();
+        f.push(10, 10, &[]).unwrap();
         assert_eq!(f.counts().invalid, 1);
+        // Media times at the top of the range neither overflow nor write a lifetime of gap.
+        let now = 5_000 * 240;
+        f.push(u64::MAX - 50, now, &frame(2)).unwrap();
+        f.push(u64::MAX, now + 120, &frame(3)).unwrap();
+        let gaps: u64 = log
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|w| w.0.is_none())
+            .map(|w| w.1)
+            .sum();
+        assert!(gaps < 5_000 * 120 + 48_000, "{gaps} samples of gap");
     }
 }

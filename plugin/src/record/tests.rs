@@ -177,3 +177,24 @@ fn takes_are_numbered_and_never_overwrite() {
     assert!(a.status().folder.ends_with("take-001"));
     assert!(b.status().folder.ends_with("take-002"));
 }
+
+#[test]
+fn hostile_media_times_and_payloads_cost_nothing_but_their_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = tone(0.1);
+    let rec = Recorder::start(dir.path(), Format::Wav, 0, Box::new(Names)).unwrap();
+    // Two clocks at once, one at the top of the range, and bytes that are not Opus: our
+    // clock (the arrival) is the only honest time here.
+    for (i, (_, p)) in frames.iter().enumerate() {
+        let at = 120 * (i as u64 + 1);
+        rec.frame(ANA, u64::MAX - i as u64, at, p);
+        rec.frame(ANA, i as u64 * 120, at, p);
+        rec.frame(ANA, 0, at, &[0xff; 3]);
+    }
+    let status = rec.stop();
+    assert!(status.errors.is_empty(), "{:?}", status.errors);
+    assert_eq!(status.files.len(), 1, "one file for the one stem");
+    // 0.1 s of frames came: the file holds no more than that and the 2 s a clock may be off.
+    let held = status.files[0].counts.samples;
+    assert!(held <= 4_800 + 96_000, "{held} samples from 0.1 s of frames");
+}
