@@ -196,5 +196,8 @@ fn hostile_media_times_and_payloads_cost_nothing_but_their_frames() {
     assert_eq!(status.files.len(), 1, "one file for the one stem");
     // 0.1 s of frames came: the file holds no more than that and the 2 s a clock may be off.
     let held = status.files[0].counts.samples;
-    assert!(held <= 4_800 + 96_000, "{held} samples from 0.1 s of frames");
+    assert!(
+        held <= 4_800 + 96_000,
+        "{held} samples from 0.1 s of frames"
+    );
 }
