@@ -23,9 +23,13 @@ const CONCEAL_AT_MOST: u64 = 4_800;
 /// Audio between checkpoints (Ogg page ends, WAV header patches): half a second.
 const CHECKPOINT_EVERY: u64 = 24_000;
 
-/// A WAV file's sizes are 32-bit: it stops here (4 000 MB, 2 h 53 min of stereo float) with
-/// a clear error rather than wrap; Ogg Opus takes have no such end.
+/// A WAV file's sizes are 32-bit: past this (4 000 MB, 2 h 53 min of stereo float) a take
+/// goes on in `NAME-2.wav`, `NAME-3.wav` …, sample-continuous, rather than wrap.
 const WAV_MAX_BYTES: u64 = 4_000_000_000;
+
+/// What hound writes before the samples of a 32-bit float WAV (RIFF, a fmt chunk of 18 bytes
+/// and a fact chunk, then the data chunk's header): its size counts in a file's.
+const WAV_HEADER: u64 = 68;
 
 /// One stem's file.
 pub trait Sink: Send {
@@ -200,7 +204,14 @@ impl Sink for OggOpus {
 
 /// 32-bit float WAV of the received packets' decode.
 pub struct Wav {
+    /// The part being written.
     path: PathBuf,
+    /// The first part's path, and which part this is (1 first).
+    first: PathBuf,
+    part: u32,
+    /// Bytes a part holds at most, and what the finished parts hold.
+    limit: u64,
+    finished: u64,
     out: hound::WavWriter<BufWriter<File>>,
     /// Samples (per channel and channel) whose header patch reached the disk.
     good: u32,
@@ -214,18 +225,20 @@ pub struct Wav {
 impl Wav {
     /// Creates the file. `pre_skip` as for [`OggOpus::create`].
     pub fn create(path: &Path, pre_skip: u16) -> io::Result<Self> {
-        let file = BufWriter::new(File::create_new(path)?);
-        let spec = hound::WavSpec {
-            channels: CHANNELS,
-            sample_rate: INTERNAL_RATE_HZ,
-            bits_per_sample: 32,
-            sample_format: hound::SampleFormat::Float,
-        };
-        let out = hound::WavWriter::new(file, spec).map_err(hound_io)?;
+        Self::create_parts(path, pre_skip, WAV_MAX_BYTES)
+    }
+
+    /// [`Wav::create`], a part holding at most `limit` bytes.
+    pub(super) fn create_parts(path: &Path, pre_skip: u16, limit: u64) -> io::Result<Self> {
+        let out = Self::open(path)?;
         let decoder = opus::Decoder::new(INTERNAL_RATE_HZ, opus::Channels::Stereo)
             .map_err(|e| io::Error::other(e.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
+            first: path.to_owned(),
+            part: 1,
+            limit,
+            finished: 0,
             out,
             good: 0,
             decoder,
@@ -235,11 +248,37 @@ impl Wav {
         })
     }
 
+    fn open(path: &Path) -> io::Result<hound::WavWriter<BufWriter<File>>> {
+        let file = BufWriter::new(File::create_new(path)?);
+        let spec = hound::WavSpec {
+            channels: CHANNELS,
+            sample_rate: INTERNAL_RATE_HZ,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        hound::WavWriter::new(file, spec).map_err(hound_io)
+    }
+
+    /// Closes this part whole and goes on in the next.
+    fn next_part(&mut self) -> io::Result<()> {
+        let stem = self.first.file_stem().unwrap_or_default().to_string_lossy();
+        let path = self
+            .first
+            .with_file_name(format!("{stem}-{}.wav", self.part + 1));
+        let old = std::mem::replace(&mut self.out, Self::open(&path)?);
+        self.finished += u64::from(old.len()) * 4 + WAV_HEADER;
+        old.finalize().map_err(hound_io)?;
+        self.path = path;
+        self.part += 1;
+        self.good = 0;
+        self.since_checkpoint = 0;
+        Ok(())
+    }
+
     fn write(&mut self, frames: usize) -> io::Result<()> {
-        if self.bytes() + frames as u64 * 4 * u64::from(CHANNELS) > WAV_MAX_BYTES {
-            return Err(io::Error::other(
-                "a WAV file ends at 4 GB (about 2 h 53 min); record long takes in Ogg Opus",
-            ));
+        let part_bytes = u64::from(self.out.len()) * 4 + WAV_HEADER;
+        if part_bytes + frames as u64 * 4 * u64::from(CHANNELS) > self.limit {
+            self.next_part()?;
         }
         let skip = (self.skip as usize).min(frames);
         self.skip -= skip as u64;
@@ -322,8 +361,8 @@ impl Sink for Wav {
     }
 
     fn bytes(&self) -> u64 {
-        // The samples written and the header.
-        u64::from(self.out.len()) * 4 + 44
+        // The parts before, and this one's header and samples.
+        self.finished + u64::from(self.out.len()) * 4 + WAV_HEADER
     }
 }
 
@@ -353,5 +392,57 @@ mod tests {
             );
             assert_eq!(d.decode_float(&p, &mut pcm, false).unwrap() as u64, f);
         }
+    }
+
+    /// A long take goes on in numbered parts: read one after another they are the take,
+    /// sample for sample.
+    #[test]
+    fn a_wav_past_its_size_goes_on_in_a_second_part_without_a_seam() {
+        let mut enc =
+            opus::Encoder::new(48_000, opus::Channels::Stereo, opus::Application::LowDelay)
+                .unwrap();
+        let packets: Vec<Vec<u8>> = (0..200)
+            .map(|f| {
+                let pcm: Vec<f32> = (0..240)
+                    .map(|i| (0.01 * (f * 240 + i) as f32).sin() * 0.3)
+                    .collect();
+                let mut out = [0u8; 1275];
+                let n = enc.encode_float(&pcm, &mut out).unwrap();
+                out[..n].to_vec()
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let write = |path: &Path, limit: u64| {
+            let mut w: Box<dyn Sink> = Box::new(Wav::create_parts(path, 120, limit).unwrap());
+            for p in &packets {
+                w.packet(p, 120).unwrap();
+            }
+            w.gap(480).unwrap();
+            let bytes = w.bytes();
+            w.finish().unwrap();
+            bytes
+        };
+        let read = |path: &Path| -> Vec<f32> {
+            hound::WavReader::open(path)
+                .unwrap()
+                .into_samples::<f32>()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let whole = dir.path().join("whole.wav");
+        write(&whole, WAV_MAX_BYTES);
+        let parted = dir.path().join("ana.wav");
+        let bytes = write(&parted, 44 + 8 * 9_000);
+        let mut joined = read(&parted);
+        for n in 2..=3 {
+            joined.extend(read(&dir.path().join(format!("ana-{n}.wav"))));
+        }
+        assert!(!dir.path().join("ana-4.wav").exists());
+        assert_eq!(joined, read(&whole), "the parts are the take");
+        let on_disk: u64 = ["ana.wav", "ana-2.wav", "ana-3.wav"]
+            .iter()
+            .map(|n| std::fs::metadata(dir.path().join(n)).unwrap().len())
+            .sum();
+        assert_eq!(bytes, on_disk, "its size counts every part");
     }
 }
