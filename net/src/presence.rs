@@ -86,6 +86,13 @@ pub struct PresenceUpdate {
     pub presence: Presence,
 }
 
+/// The name `p` gave its stem `stem`, in a presence list, if it named it.
+pub fn stem_name(shown: &[PeerPresence], p: ParticipantId, stem: StemId) -> Option<String> {
+    let member = shown.iter().find(|x| x.participant == p)?;
+    let named = member.presence.stems.iter().find(|(s, _)| *s == stem)?;
+    Some(named.1.clone())
+}
+
 /// Another member's presence as we last heard it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PeerPresence {

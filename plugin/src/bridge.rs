@@ -14,6 +14,7 @@ use echoel_engine::{EngineStats, MediaClock, NetworkLink, PacketSlot, StreamId};
 use crate::backoff::{self, Backoff};
 use crate::record::{Format, RecordError, RecordStatus, Recorder, Room, StemKey};
 use echoel_net::doc::{DocStore, Heads};
+use echoel_net::presence::stem_name;
 use echoel_net::session::{self, AudioFrame, SessionConfig, SessionError, SessionHandle};
 use echoel_net::wire::{ParticipantId, StemId};
 
@@ -301,9 +302,7 @@ impl Bridge {
 
     /// Who plays on an engine stream.
     pub fn participant_of(&self, stream: StreamId) -> Option<ParticipantId> {
-        lock(&self.inner.streams)
-            .get(usize::from(stream.0))
-            .map(|(p, _)| *p)
+        self.stem_of(stream).map(|(p, _)| p)
     }
 
     /// Sets our mix: `gains` per member, `others` for anyone not listed. Every stream of a
@@ -406,12 +405,15 @@ struct SessionRoom {
 }
 
 impl SessionRoom {
+    fn session(&self) -> Option<SessionHandle> {
+        lock(&self.inner.upgrade()?.session).clone()
+    }
+
     fn member<T>(&self, key: &StemKey, f: impl Fn(&session::MemberStatus) -> T) -> Option<T> {
         let StemKey::Remote(p, _) = key else {
             return None;
         };
-        let session = lock(&self.inner.upgrade()?.session).clone()?;
-        let status = session.status();
+        let status = self.session()?.status();
         status
             .members
             .iter()
@@ -436,13 +438,7 @@ impl Room for SessionRoom {
         let StemKey::Remote(p, stem) = key else {
             return None;
         };
-        let session = lock(&self.inner.upgrade()?.session).clone()?;
-        let shown = session
-            .presence()
-            .into_iter()
-            .find(|x| x.participant == *p)?;
-        let named = shown.presence.stems.iter().find(|(s, _)| s == stem)?;
-        Some(named.1.clone())
+        stem_name(&self.session()?.presence(), *p, *stem)
     }
 }
 

@@ -9,7 +9,7 @@ use echoel_engine::{
     CodecSettings, Engine, EngineConfig, EngineError, EngineParams, StatsSnapshot, StemTap,
     StreamId, StreamSnapshot, INTERNAL_RATE_HZ,
 };
-use echoel_net::presence::Presence;
+use echoel_net::presence::{stem_name, Presence};
 pub use echoel_net::session::{LossProtection, ProtectionStatus};
 use echoel_net::session::{
     PortMapStatus, RelayWhy, Route, SessionConfig, SessionError, SessionState, SessionStatus,
@@ -454,11 +454,9 @@ pub fn run(
                     )
                 });
             let stream = streams.iter().copied().find(|s| s.stream == id);
-            let stem = bridge.stem_of(id).and_then(|(p, stem)| {
-                let shown = presence.iter().find(|x| x.participant == p)?;
-                let named = shown.presence.stems.iter().find(|(s, _)| *s == stem)?;
-                Some(named.1.clone())
-            });
+            let stem = bridge
+                .stem_of(id)
+                .and_then(|(p, stem)| stem_name(&presence, p, stem));
             (
                 id.0,
                 Recording {

@@ -19,6 +19,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::headless::file_stem;
 use echoel_engine::packet::opus_packet_samples;
 use echoel_net::wire::{ParticipantId, StemId};
 use thiserror::Error;
@@ -503,7 +505,9 @@ impl Writer {
     /// `<name>.ext`, `<name>-<stem>.ext` for a second stem, `<name>-sent.ext` for ours; a
     /// name taken already gets a number.
     fn file_path(&self, key: &StemKey) -> PathBuf {
-        let name = self.room.name(key).map(|n| file_safe(&n));
+        // Empty names are told apart before `file_stem`, which would name them "musician".
+        let safe = |n: String| (!n.trim().is_empty()).then(|| file_stem(&n));
+        let name = self.room.name(key).and_then(safe);
         let base = match (key, name) {
             (StemKey::Local, Some(n)) if !n.is_empty() => format!("{n}-sent"),
             (StemKey::Local, _) => "sent".to_owned(),
@@ -511,7 +515,7 @@ impl Writer {
                 let n = n
                     .filter(|n| !n.is_empty())
                     .unwrap_or_else(|| format!("member-{:08x}", p.0 as u32));
-                match self.room.stem_name(key).map(|s| file_safe(&s)) {
+                match self.room.stem_name(key).and_then(safe) {
                     Some(s) if !s.is_empty() => format!("{n}-{s}"),
                     _ if stem.0 == 0 => n,
                     _ => format!("{n}-{}", stem.0),
@@ -539,20 +543,6 @@ const GRID: u64 = 120;
 
 /// `ENOSPC` on every platform Echoel Jam builds for.
 const ENOSPC: i32 = 28;
-
-/// A display name as a file name: letters, digits, `-` and `_`; anything else becomes `_`.
-fn file_safe(name: &str) -> String {
-    name.chars()
-        .take(64)
-        .map(|c| {
-            if c.is_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
 
 #[cfg(test)]
 mod tests;
