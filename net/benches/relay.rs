@@ -210,6 +210,7 @@ async fn connect(
             room: inv.room.to_string(),
             name: format!("m{i}"),
             member: member.public(),
+            instance: 0,
             role: Default::default(),
             local: Vec::new(),
         };

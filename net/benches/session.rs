@@ -41,6 +41,7 @@ fn main() {
             rotation: Default::default(),
             initial_doc: None,
             role: Default::default(),
+            identity: None,
         };
         let _g = net.enter();
         let s2 = seen.clone();

@@ -30,6 +30,7 @@ fn main() {
                 rotation: RotationPolicy::default(),
                 initial_doc: None,
                 role: Default::default(),
+                identity: None,
             },
             |_, _| {},
         )

@@ -186,8 +186,9 @@ fn joined_core() -> (RoomCore, DocReplica) {
     let key = keyed_pair().0.public();
     let other = MemberInfo {
         id: MemberId(1),
-        participant: key.participant(),
+        participant: key.participant(0),
         member: key,
+        instance: 0,
         name: "other".into(),
         observed: std::net::SocketAddr::from(([192, 0, 2, 1], 4000)),
         local: Vec::new(),
@@ -277,6 +278,7 @@ pub fn targets() -> Vec<Target> {
                 room: "fuzz".into(),
                 name: "m".into(),
                 member: crate::crypto::MemberPublic([5; 32]),
+                instance: 0,
                 role: Default::default(),
                 local: Vec::new(),
             })

@@ -495,6 +495,7 @@ async fn serve_connection(conn: Connection, directory: Arc<Directory>, slot: Pen
         room,
         name,
         member,
+        instance,
         role,
         local,
     }))) = join
@@ -528,6 +529,7 @@ async fn serve_connection(conn: Connection, directory: Arc<Directory>, slot: Pen
     let request = JoinRequest {
         name,
         member,
+        instance,
         role,
         observed: crate::session::canonical(conn.remote_address()),
         local,

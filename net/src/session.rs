@@ -78,6 +78,10 @@ pub struct SessionConfig {
     /// A performer sends and hears; a listener only hears (its audio is never sent, and the
     /// others see it as listening).
     pub role: Role,
+    /// Who we are: the room's member key kept in the user's data folder, at an instance of its
+    /// own (see [`crate::identity_store::IdentityStore::key_for`]). `None`: a key of this
+    /// session's own (a new person to the room).
+    pub identity: Option<Arc<MemberKey>>,
 }
 
 /// A path to another member.
@@ -566,9 +570,10 @@ pub fn start(
         .map_err(|e| SessionError::Setup(e.to_string()))?
         .map_or_else(SessionDoc::new, Ok)
         .map_err(|e| SessionError::Setup(e.to_string()))?;
-    // A member key of this session's own: two instances in one DAW are two members until
-    // they share a connection.
-    let member = Arc::new(MemberKey::generate(&mut rand_core::OsRng));
+    let member = config
+        .identity
+        .clone()
+        .unwrap_or_else(|| Arc::new(MemberKey::generate(&mut rand_core::OsRng)));
     let participant = member.participant();
     let (secret, room) = (&config.invite.secret, &config.invite.room);
     let counters = Arc::new(SessionCounters::default());

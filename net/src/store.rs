@@ -8,6 +8,38 @@ use std::path::Path;
 /// turns, and each writes its own temporary file, so two writers never mix their bytes or
 /// rename each other's half-written file.
 pub fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+    through_temporary(path, bytes, private, |tmp| std::fs::rename(tmp, path))
+}
+
+/// Writes `bytes` to `path` whole, unless a file is there already (written by another process
+/// meanwhile, say): then it is left as it is and this says `false`.
+pub fn create_atomically(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<bool> {
+    let mut created = false;
+    through_temporary(path, bytes, private, |tmp| {
+        // A hard link never replaces what is there; the temporary name goes after it.
+        match std::fs::hard_link(tmp, path) {
+            Ok(()) => created = true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // A file system without hard links: a rename, with a smaller window for a race.
+            Err(_) if !path.exists() => {
+                std::fs::rename(tmp, path)?;
+                created = true;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        std::fs::remove_file(tmp)
+    })?;
+    Ok(created)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then hands it to `finish`.
+fn through_temporary(
+    path: &Path,
+    bytes: &[u8],
+    private: bool,
+    finish: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     static WRITERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let _turn = WRITERS.lock().unwrap_or_else(|e| e.into_inner());
@@ -19,29 +51,26 @@ pub fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> std::io::Re
     tmp_name.push(&name);
     tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
-    let result = write_then_rename(&tmp, path, bytes, private);
+    let result = write_temporary(&tmp, bytes, private).and_then(|()| finish(&tmp));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
 }
 
-fn write_then_rename(tmp: &Path, path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        if private {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        #[cfg(not(unix))]
-        let _ = private;
-        let mut f = opts.open(tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+fn write_temporary(tmp: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
     }
-    std::fs::rename(tmp, path)
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut f = opts.open(tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// The relay's rooms: one line per room, `ROOM-ID ed25519:VERIFIER-HEX`, in `DIR/rooms`. Only

@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::crypto::{DocEnds, Epoch, KeyAnnounce, KeyGrant, MemberPublic};
 
 /// ALPN protocol id: the wire version.
-pub const ALPN: &[u8] = b"echoel/9";
+pub const ALPN: &[u8] = b"echoel/10";
 /// Audio header bytes before the ciphertext.
 pub const AUDIO_HEADER_LEN: usize = 4;
 /// Media-time bytes at the start of an audio datagram's plaintext.
@@ -289,10 +289,14 @@ pub const MAX_LOCAL_ADDRESSES: usize = 8;
 pub struct MemberInfo {
     /// The member's id.
     pub id: MemberId,
-    /// Who it is, across reconnections: its member key's (see [`MemberPublic::participant`]).
+    /// Who it is, across reconnections: its member key's as its instance (see
+    /// [`MemberPublic::participant`]).
     pub participant: ParticipantId,
-    /// Its member key, which signs what it says to the others.
+    /// Its member key, which signs what it says to the others. Members that share a key are
+    /// one person (plugins of one musician in several processes).
     pub member: MemberPublic,
+    /// Which of its key's participants it is.
+    pub instance: u32,
     /// Display name.
     pub name: String,
     /// The member's address as the relay sees it (for direct paths).
@@ -371,8 +375,11 @@ pub enum ClientMessage {
         /// Display name.
         name: String,
         /// The member's public key: its identity across reconnections (the participant id
-        /// is derived from it).
+        /// is derived from it and the instance).
         member: MemberPublic,
+        /// Which of the key's participants joins: one person's plugins in several processes
+        /// share a key, each as its own instance.
+        instance: u32,
         /// What it does in the room.
         role: Role,
         /// Its socket's addresses on its own networks, for members behind the same router
@@ -631,6 +638,7 @@ mod tests {
                 room: "band".into(),
                 name: "Ana".into(),
                 member: MemberPublic([7; 32]),
+                instance: 3,
                 role: Role::Performer,
                 local: vec![SocketAddr::from(([198, 18, 0, 2], 4433))],
             },
@@ -734,8 +742,9 @@ mod tests {
             let key = crate::crypto::MemberPublic([port as u8; 32]);
             let m = RelayMessage::Joined(MemberInfo {
                 id: MemberId(id),
-                participant: key.participant(),
+                participant: key.participant(u32::from(id)),
                 member: key,
+                instance: u32::from(id),
                 name,
                 observed: SocketAddr::from(([127, 0, 0, 1], port)),
                 local: vec![SocketAddr::from(([198, 18, 0, 2], port))],

@@ -199,6 +199,20 @@ fn write_string(s: &std::sync::RwLock<String>, v: &str) {
     *s.write().unwrap_or_else(|e| e.into_inner()) = v.to_owned();
 }
 
+/// The room's member key kept in the user's data folder, so that this musician is the same
+/// person in the room across sessions and across plugins in several processes. Where it cannot
+/// be had, the session joins as a new person (and says why in the log) rather than not at all.
+fn member_key(invite: &Invite) -> Option<Arc<echoel_net::crypto::MemberKey>> {
+    let store = echoel_net::identity_store::IdentityStore::user()?;
+    match store.key_for(invite) {
+        Ok(key) => Some(Arc::new(key)),
+        Err(err) => {
+            tracing::warn!("joining as a new member of the room: {err}");
+            None
+        }
+    }
+}
+
 impl Control {
     fn join_saved_room(&mut self) {
         let invite = read_string(&self.params.invite);
@@ -225,6 +239,7 @@ impl Control {
         };
         let store = DocStore::default_dir().map(|dir| DocStore::new(&dir, invite.room.as_str()));
         let config = SessionConfig {
+            identity: member_key(&invite),
             initial_doc: saved_session(&self.params, store.as_ref()),
             role: if self.params.receive_only.value() {
                 Role::Listener

@@ -3,12 +3,14 @@
 //! records each remote musician separately, and reports what happened.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use echoel_engine::{
     CodecSettings, Engine, EngineConfig, EngineError, EngineParams, StatsSnapshot, StemTap,
     StreamId, StreamSnapshot, INTERNAL_RATE_HZ,
 };
+use echoel_net::identity_store::{IdentityError, IdentityStore};
 use echoel_net::presence::{stem_name, Presence};
 pub use echoel_net::session::{LossProtection, ProtectionStatus};
 use echoel_net::session::{
@@ -73,6 +75,9 @@ pub struct HeadlessOptions {
     /// Named stems, sent as one person: the first in place of `source` (through the engine),
     /// the others beside it (stems 1, 2, …). Empty: `source` alone, unnamed.
     pub stems: Vec<(String, Source)>,
+    /// Keep this room's member key in this folder: peers given one folder are one person in
+    /// the room, each a participant of its own. `None`: a new person each run.
+    pub identity: Option<std::path::PathBuf>,
 }
 
 impl HeadlessOptions {
@@ -94,6 +99,7 @@ impl HeadlessOptions {
             record: None,
             listen: false,
             stems: Vec::new(),
+            identity: None,
         }
     }
 }
@@ -140,6 +146,9 @@ pub enum DocEdit {
 pub struct Recording {
     /// Their name.
     pub name: String,
+    /// Their member key: recordings with one key are one person's (their plugins in several
+    /// processes).
+    pub member: Option<echoel_net::crypto::MemberPublic>,
     /// The stem's name, when they named their stems.
     pub stem: Option<String>,
     /// Left channel at 48 kHz from our start instant (silence until their first packet).
@@ -256,6 +265,9 @@ pub enum HeadlessError {
     /// The relay refused us.
     #[error("{0}")]
     Refused(String),
+    /// This room's member key could not be had.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     /// The musician's thread panicked.
     #[error("a headless musician stopped unexpectedly")]
     Crashed,
@@ -292,6 +304,10 @@ pub fn run(
         host_channels: 2,
         max_block_frames: BLOCK_FRAMES,
     })?;
+    let identity = match &opts.identity {
+        Some(folder) => Some(Arc::new(IdentityStore::new(folder).key_for(&opts.invite)?)),
+        None => None,
+    };
     let bridge = Bridge::start(
         link,
         SessionConfig {
@@ -306,6 +322,7 @@ pub fn run(
             } else {
                 Role::Performer
             },
+            identity,
         },
         runtime,
         None,
@@ -335,8 +352,14 @@ pub fn run(
     let mut extra = ExtraStems::new(&extra_sources, opts.codec)?;
     let mut sent = Vec::with_capacity(total_frames);
     let (mut l, mut r) = (vec![0.0f32; BLOCK_FRAMES], vec![0.0f32; BLOCK_FRAMES]);
-    // Participant → (name, direct path?), refreshed as the room changes.
-    let mut names: BTreeMap<u64, (String, bool, Route)> = BTreeMap::new();
+    // Participant → (name, direct path?, route, member key), refreshed as the room changes.
+    type Who = (
+        String,
+        bool,
+        Route,
+        Option<echoel_net::crypto::MemberPublic>,
+    );
+    let mut names: BTreeMap<u64, Who> = BTreeMap::new();
     let period = Duration::from_secs_f64(BLOCK_FRAMES as f64 / f64::from(INTERNAL_RATE_HZ));
     let start = opts.start_at.unwrap_or_else(Instant::now);
     let mut edits_made = false;
@@ -380,7 +403,7 @@ pub fn run(
                 let direct = bridge
                     .participant_of(st.stream)
                     .and_then(|p| names.get(&p.0))
-                    .is_some_and(|(_, _, route)| matches!(route, Route::Direct { .. }));
+                    .is_some_and(|(_, _, route, _)| matches!(route, Route::Direct { .. }));
                 timelines.entry(st.stream).or_default().push(TimelinePoint {
                     at_s,
                     decoded: st.frames_decoded,
@@ -421,7 +444,8 @@ pub fn run(
                 let direct = m.path == echoel_net::session::Path::Direct;
                 let seen = names.contains_key(&m.info.participant.0);
                 if !(ending && seen) {
-                    names.insert(m.info.participant.0, (m.info.name, direct, m.route));
+                    let who = (m.info.name, direct, m.route, Some(m.info.member));
+                    names.insert(m.info.participant.0, who);
                 }
             }
         }
@@ -431,9 +455,14 @@ pub fn run(
     // closing their direct paths, which is not the path their audio took.
     for m in &status.members {
         let direct = m.path == echoel_net::session::Path::Direct;
-        names
-            .entry(m.info.participant.0)
-            .or_insert_with(|| (m.info.name.clone(), direct, m.route.clone()));
+        names.entry(m.info.participant.0).or_insert_with(|| {
+            (
+                m.info.name.clone(),
+                direct,
+                m.route.clone(),
+                Some(m.info.member),
+            )
+        });
     }
     let streams = engine.stats().stream_snapshots();
     let presence = session.presence();
@@ -443,7 +472,7 @@ pub fn run(
         .filter(|(id, _)| *id != echoel_engine::LOOPBACK_STREAM)
         .map(|(id, mut samples)| {
             samples.resize(total_frames, 0.0);
-            let (name, direct, route) = bridge
+            let (name, direct, route, member) = bridge
                 .participant_of(id)
                 .and_then(|p| names.get(&p.0).cloned())
                 .unwrap_or_else(|| {
@@ -451,6 +480,7 @@ pub fn run(
                         format!("stream-{}", id.0),
                         false,
                         Route::Relay(RelayWhy::Trying),
+                        None,
                     )
                 });
             let stream = streams.iter().copied().find(|s| s.stream == id);
@@ -461,6 +491,7 @@ pub fn run(
                 id.0,
                 Recording {
                     name,
+                    member,
                     stem,
                     samples,
                     direct,

@@ -301,6 +301,7 @@ fn run_band(
             record: None,
             listen: false,
             stems: Vec::new(),
+            identity: None,
         })
         .collect();
     play_each(band, runtime)
@@ -349,6 +350,7 @@ pub fn join_room(
             rotation: echoel_net::RotationPolicy::default(),
             initial_doc: doc,
             role: Default::default(),
+            identity: None,
         },
         |_, _| {},
     )

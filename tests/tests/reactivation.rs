@@ -49,6 +49,7 @@ fn listener(room: &echoel_net::Invite) -> (echoel_net::session::SessionHandle, H
             rotation: echoel_net::RotationPolicy::default(),
             initial_doc: None,
             role: Default::default(),
+            identity: None,
         },
         // Frames in their own datagrams: a frame recovered from a later one's redundancy (loss
         // protection switches itself on at the gap) fills in after it, out of order by design.

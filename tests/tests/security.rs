@@ -55,6 +55,7 @@ fn join(
             rotation: RotationPolicy::default(),
             initial_doc: None,
             role: Default::default(),
+            identity: None,
         },
         move |from, frame| {
             let _ = inbox.send((from, frame.media_time, frame.payload.to_vec()));

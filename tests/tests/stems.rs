@@ -2,6 +2,7 @@
 //! track that picks up the band) hears everyone, sends nothing, and is seen listening; one
 //! person's named stems are heard, and recorded, apart.
 
+use echoel_net::identity_store::IdentityStore;
 use echoel_net::wire::Role;
 use echoel_plugin::engine::signal::TestSignal;
 use echoel_plugin::engine::INTERNAL_RATE_HZ;
@@ -133,4 +134,67 @@ fn one_person_sends_two_named_stems_heard_and_recorded_apart() {
         .collect();
     files.sort_unstable();
     assert_eq!(files, ["ana-keys.opus", "ana-vocals.opus", "ben-sent.opus"]);
+}
+
+/// One musician's plugins in two processes (a DAW that runs each plugin in its own) keep the
+/// room's member key in one data folder: both join as that person, each a participant with
+/// its own stream; neither replaces the other; Ben hears each signal on its own track and sees
+/// one key behind both. The key stays in the folder for the next session.
+#[test]
+fn one_musicians_plugins_in_two_processes_are_one_person_with_two_streams() {
+    let _one = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let room = relay.room("one-person");
+    let data = tempfile::tempdir().unwrap();
+    let seconds = 5.0;
+    let ana = |voice| HeadlessOptions {
+        identity: Some(data.path().to_owned()),
+        ..musician(&room, "ana", voice, seconds)
+    };
+    let reports: Vec<HeadlessReport> = play_each(
+        vec![ana(1), ana(4), musician(&room, "ben", 2, seconds)],
+        &network_runtime(),
+    )
+    .into_iter()
+    .map(Result::unwrap)
+    .collect();
+    let kept = IdentityStore::new(data.path())
+        .key_for(&room)
+        .expect("the key kept")
+        .public();
+    for (i, r) in reports.iter().enumerate() {
+        assert_eq!(r.joins, 1, "{} ({i}) had to join again", r.name);
+    }
+    let ben = &reports[2];
+    let anas: Vec<_> = ben
+        .status
+        .members
+        .iter()
+        .filter(|m| m.info.name == "ana")
+        .collect();
+    assert_eq!(anas.len(), 2, "both of Ana's plugins are in the room");
+    assert!(anas.iter().all(|m| m.info.member == kept), "one person");
+    assert_ne!(anas[0].info.participant, anas[1].info.participant);
+    let mut matched = Vec::new();
+    for rec in ben.recordings.values() {
+        assert_eq!(rec.name, "ana");
+        assert_eq!(rec.member, Some(kept));
+        let best = [0, 1]
+            .into_iter()
+            .map(|i| {
+                let a = measure_lag(&reports[i].sent, &rec.samples, 200.0);
+                (i, a.map_or(0.0, |a| a.correlation))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
+        println!("ana's plugin {} → ben: correlation {:.4}", best.0, best.1);
+        assert!(
+            best.1 > 0.9,
+            "a stream of Ana's is neither signal: {best:?}"
+        );
+        matched.push(best.0);
+    }
+    matched.sort_unstable();
+    assert_eq!(matched, [0, 1], "each plugin on a track of its own");
 }

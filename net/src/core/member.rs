@@ -765,7 +765,7 @@ impl RoomCore {
     /// Whether the relay's word on a member holds together: the participant id is its key's.
     /// A relay that pairs one member's id with another's key is refused here.
     fn is_genuine(&mut self, info: &MemberInfo) -> bool {
-        if info.member.participant() == info.participant {
+        if info.member.participant(info.instance) == info.participant {
             return true;
         }
         self.counters.forged.fetch_add(1, Relaxed);

@@ -76,6 +76,7 @@ fn info(i: usize, id: MemberId) -> MemberInfo {
         id,
         participant: pid(i),
         member: key(i).public(),
+        instance: 0,
         name: format!("m{i}"),
         observed: SocketAddr::from(([192, 0, 2, 1], 5000 + i as u16)),
         local: Vec::new(),

@@ -57,8 +57,10 @@ pub struct JoinRequest {
     /// Display name (cut to 64 characters).
     pub name: String,
     /// Its member key: who it is across reconnections (the participant id is derived from
-    /// it, and it must sign the challenge).
+    /// it and the instance, and it must sign the challenge).
     pub member: MemberPublic,
+    /// Which of the key's participants joins.
+    pub instance: u32,
     /// What it does in the room.
     pub role: Role,
     /// Its address as the relay sees it.
@@ -307,8 +309,9 @@ impl RelayCore {
             },
             info: MemberInfo {
                 id: MemberId(0),
-                participant: join.member.participant(),
+                participant: join.member.participant(join.instance),
                 member: join.member,
+                instance: join.instance,
                 name: join.name.chars().take(64).collect(),
                 observed: join.observed,
                 local: usable_local(&join.local),
@@ -495,8 +498,9 @@ impl RelayCore {
         if !member.verify_admission(nonce, binding, signature) {
             return self.refuse(conn, Refusal::Impostor);
         }
-        // The same musician again (a reconnect the relay has not noticed the end of yet): the
-        // old connection goes, so the room never shows one musician twice.
+        // The same participant again (a reconnect the relay has not noticed the end of yet):
+        // the old connection goes, so the room never shows one twice. Another instance of the
+        // same key is another participant and stays.
         let participant = self.seats[&conn].info.participant;
         let stale: Vec<ConnId> = self
             .seats

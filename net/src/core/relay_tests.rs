@@ -67,18 +67,23 @@ impl Room {
     }
 
     fn connect(&mut self, name: &str, participant: u64) -> ConnId {
+        self.connect_as(name, key(participant))
+    }
+
+    fn connect_as(&mut self, name: &str, member: MemberKey) -> ConnId {
         let conn = ConnId(self.next);
         self.next += 1;
         let join = JoinRequest {
             name: name.into(),
-            member: key(participant).public(),
+            member: member.public(),
+            instance: member.instance(),
             role: Role::Performer,
             observed: SocketAddr::from(([192, 0, 2, 1], 4000 + conn.0 as u16)),
             local: Vec::new(),
             binding: [conn.0 as u8; 32],
         };
         self.core.handle_join(self.now, conn, join);
-        self.keys.insert(conn, key(participant));
+        self.keys.insert(conn, member);
         self.pump();
         conn
     }
@@ -362,6 +367,7 @@ fn direct_paths_listeners_and_subscriptions_decide_who_hears_whom() {
         JoinRequest {
             name: "Fan".into(),
             member: key(40).public(),
+            instance: 0,
             role: Role::Listener,
             observed: SocketAddr::from(([192, 0, 2, 9], 9)),
             local: Vec::new(),
@@ -430,6 +436,54 @@ fn a_member_that_leaves_is_told_to_the_rest_and_its_id_is_reused() {
     assert_eq!(r.metrics.members.load(Relaxed), 1);
     let (_, again) = r.join("Cy", 3);
     assert_eq!(again, idb, "lowest free id first");
+}
+
+/// One musician's plugins in several processes (a DAW that sandboxes each plugin) share the
+/// room's member key, each as its own instance: each is a participant with its own streams,
+/// and the others see one key behind both.
+#[test]
+fn two_instances_of_one_member_key_are_two_participants_of_one_person() {
+    let mut r = Room::new(RoomLimits::default());
+    let (a, _) = r.join("Ana", 1);
+    let mut ids = Vec::new();
+    for instance in [7, 8] {
+        let conn = r.connect_as("Bo", key(2).at_instance(instance));
+        r.prove(conn);
+        ids.push((conn, r.welcome(conn).0));
+    }
+    assert!(r.closed(ids[0].0).is_none(), "the first instance stays");
+    assert_ne!(ids[0].1, ids[1].1);
+    let joined: Vec<&MemberInfo> = r
+        .control(a)
+        .filter_map(|m| match m {
+            RelayMessage::Joined(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(joined.len(), 2);
+    assert_eq!(joined[0].member, joined[1].member, "one person");
+    assert_ne!(joined[0].participant, joined[1].participant);
+    assert_eq!(joined[1].participant, key(2).public().participant(8));
+    // Each has its own stream to the others.
+    r.clear();
+    for (conn, id) in &ids {
+        r.core.handle_datagram(r.now, *conn, &datagram(0, 1));
+        r.settle();
+        let heard = r.heard(a);
+        assert_eq!(heard.len(), 1, "{id:?}'s audio reaches Ana");
+        assert_eq!(heard[0].0, *id);
+        r.clear();
+    }
+    // Naming an instance does not make a stranger's key anyone's: a key that does not sign
+    // is refused whatever instance it names.
+    let conn = r.connect_as("Bo", key(2).at_instance(9));
+    r.keys.insert(conn, key(3));
+    r.prove(conn);
+    assert_eq!(
+        r.closed(conn),
+        Some(CloseReason::Refused(Refusal::Impostor))
+    );
+    assert_eq!(r.core.members().count(), 3);
 }
 
 #[test]
@@ -660,6 +714,7 @@ fn a_member_cannot_join_as_another_by_naming_their_key() {
         let join = JoinRequest {
             name: "Bo".into(),
             member: key(2).public(),
+            instance: 0,
             role: Role::Performer,
             observed: SocketAddr::from(([192, 0, 2, 66], 66)),
             local: Vec::new(),

@@ -1,5 +1,6 @@
 //! A member's identity: an Ed25519 signing key whose public half names the member in its room.
-//! The participant id is derived from the public key, so claiming someone's id means holding
+//! The participant id is derived from the public key and the instance (one person's plugins in
+//! several processes are several instances of one key), so claiming someone's id means holding
 //! their private key; the relay checks a signature bound to the TLS session at admission.
 
 use rand_core::CryptoRngCore;
@@ -17,9 +18,17 @@ pub const SIGNATURE_LEN: usize = 64;
 pub struct MemberPublic(pub [u8; 32]);
 
 impl MemberPublic {
-    /// The participant id this key speaks for: the first 8 bytes of its SHA-256.
-    pub fn participant(&self) -> ParticipantId {
-        let digest = Sha256::digest([b"echoel v1 participant".as_slice(), &self.0].concat());
+    /// The participant id this key speaks for as its `instance`: the first 8 bytes of the
+    /// SHA-256 of both.
+    pub fn participant(&self, instance: u32) -> ParticipantId {
+        let digest = Sha256::digest(
+            [
+                b"echoel v2 participant".as_slice(),
+                &self.0,
+                &instance.to_be_bytes(),
+            ]
+            .concat(),
+        );
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest[..8]);
         ParticipantId(u64::from_be_bytes(id))
@@ -51,10 +60,12 @@ impl MemberPublic {
     }
 }
 
-/// A member's private signing key: made once per session (or kept by the caller), never sent.
+/// A member's private signing key, as one of its instances: kept per room in the user's data
+/// folder (see [`crate::identity_store`]) or made for one session; never sent.
 pub struct MemberKey {
     pair: Ed25519KeyPair,
     public: MemberPublic,
+    instance: u32,
 }
 
 impl MemberKey {
@@ -74,7 +85,14 @@ impl MemberKey {
         Self {
             pair,
             public: MemberPublic(public),
+            instance: 0,
         }
+    }
+
+    /// The same key as its `instance`: another participant of the same person.
+    pub fn at_instance(mut self, instance: u32) -> Self {
+        self.instance = instance;
+        self
     }
 
     /// The public half.
@@ -82,9 +100,14 @@ impl MemberKey {
         self.public
     }
 
+    /// Which of its key's participants this is.
+    pub fn instance(&self) -> u32 {
+        self.instance
+    }
+
     /// The participant id this key speaks for.
     pub fn participant(&self) -> ParticipantId {
-        self.public.participant()
+        self.public.participant(self.instance)
     }
 
     /// Signs the relay's `challenge` on the TLS session with keying material `binding`: the
@@ -136,10 +159,17 @@ mod tests {
             MemberKey::generate(&mut rand_core::OsRng),
         );
         assert_ne!(a.participant(), b.participant());
-        assert_eq!(a.participant(), a.public().participant());
+        assert_eq!(a.participant(), a.public().participant(0));
         let sig = a.sign_admission(&[1; 32], &[2; 32]);
         assert_eq!(sig.len(), SIGNATURE_LEN);
         assert!(a.public().verify_admission(&[1; 32], &[2; 32], &sig));
+        let a1 = MemberKey::from_seed(&[7; 32]).at_instance(1);
+        assert_ne!(
+            a1.participant(),
+            MemberKey::from_seed(&[7; 32]).participant(),
+            "another instance of one key, another participant"
+        );
+        assert_eq!(a1.participant(), a1.public().participant(1));
         assert!(
             !b.public().verify_admission(&[1; 32], &[2; 32], &sig),
             "another key"

@@ -66,6 +66,7 @@ impl ScriptedMember {
             room: invite.room.to_string(),
             name: "scripted".into(),
             member,
+            instance: 0,
             role: Role::Performer,
             local: Vec::new(),
         };

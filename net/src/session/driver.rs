@@ -728,6 +728,7 @@ async fn join(
             room: inv.room.to_string(),
             name: config.name.clone(),
             member: member.public(),
+            instance: member.instance(),
             role: config.role,
             local,
         },

@@ -383,6 +383,7 @@ impl World {
         let request = JoinRequest {
             name: format!("m{i}"),
             member: m.key.public(),
+            instance: m.key.instance(),
             role: Role::Performer,
             observed: SocketAddr::from(([192, 0, 2, 1], 5000 + i as u16)),
             local: vec![lan],

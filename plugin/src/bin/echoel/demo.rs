@@ -56,6 +56,7 @@ pub fn run(seconds: f32, out: &Path, force_relay: bool) -> anyhow::Result<()> {
                 record: None,
                 listen: false,
                 stems: Vec::new(),
+                identity: None,
             };
             std::thread::Builder::new()
                 .name(format!("musician-{name}"))

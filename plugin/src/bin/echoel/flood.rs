@@ -132,6 +132,7 @@ pub fn run(seconds: f64) -> anyhow::Result<()> {
                 rotation: Default::default(),
                 initial_doc: None,
                 role: Default::default(),
+                identity: None,
             },
             |_, _| {},
         )?

@@ -33,6 +33,11 @@ pub struct PeerArgs {
     /// person, each on a track of its own at the others'.
     #[arg(long, value_name = "NAME=FILE", conflicts_with_all = ["input", "tone", "echo", "listen"])]
     stem: Vec<String>,
+    /// Join as the person whose member key for this room is kept in DIR (made there the first
+    /// time); without DIR, in the folder the plugin keeps it in, so that this peer and your
+    /// plugins are one person in the room. Without the option: a new person each run.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    identity: Option<PathBuf>,
     /// Record a take into a new folder under this one (take-001, …): each other musician's
     /// stem, and what we send, each to a file of its own, placed by media time so that stems
     /// from different studios line up.
@@ -160,6 +165,17 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
         record: args.record.clone().map(|dir| (dir, args.format)),
         listen: args.listen,
         stems,
+        identity: match &args.identity {
+            Some(dir) if dir.as_os_str().is_empty() => Some(
+                echoel_net::identity_store::IdentityStore::user()
+                    .ok_or_else(|| {
+                        anyhow!("this system names no data folder; give --identity DIR")
+                    })?
+                    .folder()
+                    .to_owned(),
+            ),
+            other => other.clone(),
+        },
     };
     let report = headless::run(opts, network_runtime().handle())?;
     println!(

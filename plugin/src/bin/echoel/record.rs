@@ -136,6 +136,7 @@ pub fn record(profile: Profile, seconds: f64, out: &Path) -> anyhow::Result<()> 
         rotation: RotationPolicy::default(),
         initial_doc: None,
         role: Default::default(),
+        identity: None,
     };
     let receiver = {
         let _guard = rt.enter();

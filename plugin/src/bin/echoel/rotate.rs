@@ -28,6 +28,7 @@ pub fn run(invite: &str, name: &str) -> anyhow::Result<()> {
         rotation: RotationPolicy::default(),
         initial_doc: None,
         role: Default::default(),
+        identity: None,
     };
     let handle = session::start(config, |_, _| {})?;
     let result = rotate(&handle, &old);
