@@ -372,6 +372,24 @@ pub fn targets() -> Vec<Target> {
             weight: 1.0,
         },
         Target {
+            name: "direct path proof, checked",
+            corpus: frames(&[&|| {
+                let key = crate::crypto::MemberKey::from_seed(&[6; 32]);
+                encode_frame(&crate::wire::PathProof {
+                    participant: key.participant(),
+                    signature: key.sign_path(&[7; 32]),
+                })
+                .ok()
+            }]),
+            parse: Box::new(|bytes| {
+                let key = crate::crypto::MemberKey::from_seed(&[6; 32]).public();
+                decode_body::<crate::wire::PathProof>(bytes)
+                    .is_ok_and(|p| key.verify_path(p.participant, &[7; 32], &p.signature))
+            }),
+            // Each input that decodes costs a signature check.
+            weight: 0.05,
+        },
+        Target {
             name: "peer message through a member's core",
             corpus: peer_corpus,
             parse: Box::new(move |bytes| {

@@ -171,6 +171,8 @@ pub struct SessionCounters {
     pub stale: AtomicU64,
     /// Datagrams dropped on arrival: the session's driver was too far behind to open them.
     pub overload: AtomicU64,
+    /// Direct paths closed because their far end did not prove it is the member it named.
+    pub unproven_paths: AtomicU64,
 }
 
 /// What quinn counts against its send buffer for each queued datagram besides its bytes (the

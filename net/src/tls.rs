@@ -339,6 +339,15 @@ pub fn direct_client_config(
     )
 }
 
+/// The keying material of a direct path's TLS session, the same at both ends: what each end's
+/// [`crate::wire::PathProof`] is bound to.
+pub fn path_binding(conn: &quinn::Connection) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    conn.export_keying_material(&mut out, b"EXPORTER-echoel-direct-path", b"")
+        .ok()?;
+    Some(out)
+}
+
 fn client_config(
     verifier: Arc<CertVerifier>,
     transport: Arc<TransportConfig>,

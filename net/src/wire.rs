@@ -552,6 +552,17 @@ pub enum PeerMessage {
     },
 }
 
+/// The first frame each end of a direct path writes on its stream: who it is, proven on this
+/// TLS session (see [`crate::crypto::MemberKey::sign_path`]). A path is a member's only once
+/// its proof holds for the key the relay named for that member; its address proves nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathProof {
+    /// The participant it is.
+    pub participant: ParticipantId,
+    /// Its member key's signature over the session's keying material and `participant`.
+    pub signature: Vec<u8>,
+}
+
 /// Encodes a control message as one length-prefixed frame.
 pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, WireError> {
     let body = postcard::to_stdvec(msg).map_err(|_| WireError::Malformed)?;

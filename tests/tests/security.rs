@@ -39,6 +39,20 @@ fn a_wrong_secret_is_refused_with_a_clear_error() {
     assert_eq!(relay.metric("echoel_relay_datagrams_forwarded_total"), 0);
 }
 
+/// A member through the relay.
+fn config(invite: &echoel_net::Invite, name: &str) -> SessionConfig {
+    SessionConfig {
+        invite: invite.clone(),
+        name: name.into(),
+        force_relay: true,
+        port_mapping: false,
+        rotation: RotationPolicy::default(),
+        initial_doc: None,
+        role: Default::default(),
+        identity: None,
+    }
+}
+
 fn join(
     rt: &tokio::runtime::Runtime,
     invite: &echoel_net::Invite,
@@ -46,21 +60,9 @@ fn join(
     inbox: std::sync::mpsc::Sender<(ParticipantId, u64, Vec<u8>)>,
 ) -> SessionHandle {
     let _guard = rt.enter();
-    session::start(
-        SessionConfig {
-            invite: invite.clone(),
-            name: name.into(),
-            force_relay: true,
-            port_mapping: false,
-            rotation: RotationPolicy::default(),
-            initial_doc: None,
-            role: Default::default(),
-            identity: None,
-        },
-        move |from, frame| {
-            let _ = inbox.send((from, frame.media_time, frame.payload.to_vec()));
-        },
-    )
+    session::start(config(invite, name), move |from, frame| {
+        let _ = inbox.send((from, frame.media_time, frame.payload.to_vec()));
+    })
     .unwrap()
 }
 
@@ -545,4 +547,105 @@ fn the_relays_stored_verifier_admits_no_one() {
         );
     }
     assert_eq!(relay.metric("echoel_relay_joins_total"), 0);
+}
+
+/// A stranger — or a member with a key of its own — dials Ben directly from the address of
+/// another member. Here all are on 127.0.0.1, as studios behind one router all are at its
+/// public address (and a member may name another's address as one of its own): a path was
+/// once matched to the member the relay saw at its address, so Ben took the stranger's path
+/// for Ana's and would have played what came over it as hers. Now a path is nobody's until
+/// its far end signs for the member it names, bound to that TLS session: a silent dialler and
+/// one that signs Ana's id with its own key are both closed, counted, and Ana stays on the
+/// relay.
+#[test]
+fn a_direct_path_from_a_members_address_is_no_ones_until_it_proves_who_it_is() {
+    use echoel_net::crypto::MemberKey;
+    use echoel_net::relay::scripted::ScriptedMember;
+    use echoel_net::session::Path;
+    use echoel_net::tls::{direct_client_config, path_binding, SERVER_NAME};
+    use echoel_net::transport::write_frame;
+    use echoel_net::wire::{PathProof, RelayMessage};
+    use std::sync::atomic::Ordering::Relaxed;
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let invite = relay.room("paths");
+    let rt = network_runtime();
+    let ben = {
+        let _guard = rt.enter();
+        session::start(
+            SessionConfig {
+                force_relay: false,
+                ..config(&invite, "ben")
+            },
+            |_, _| {},
+        )
+        .unwrap()
+    };
+    wait_for("Ben", || joined_with(&ben, 0));
+    // Ana: a member admitted with her own key, on a socket that takes no direct path.
+    let ana_key = MemberKey::generate(&mut rand_core::OsRng);
+    let mut ana = rt.block_on(async {
+        ScriptedMember::join(
+            "127.0.0.1:0".parse().unwrap(),
+            relay.addr,
+            &invite,
+            ana_key.public(),
+            |nonce, binding| {
+                (
+                    invite.secret.admission_proof(&invite.room, nonce, binding),
+                    ana_key.sign_admission(nonce, binding),
+                )
+            },
+        )
+        .await
+        .expect("Ana joins")
+    });
+    let ben_at = match rt.block_on(ana.next()) {
+        Some(RelayMessage::Welcome { members, .. }) => members[0].observed,
+        other => panic!("Ana was not welcomed: {other:?}"),
+    };
+    wait_for("Ana at Ben", || joined_with(&ben, 1));
+    let anas_path = || {
+        ben.status()
+            .members
+            .iter()
+            .find(|m| m.info.participant == ana_key.participant())
+            .map(|m| m.path)
+    };
+    let mallory = MemberKey::generate(&mut rand_core::OsRng);
+    for claim in [false, true] {
+        let closed = rt.block_on(async {
+            let signal = Default::default();
+            let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+            endpoint.set_default_client_config(direct_client_config(signal).unwrap());
+            let conn = endpoint
+                .connect(ben_at, SERVER_NAME)
+                .unwrap()
+                .await
+                .expect("Ben's socket takes direct paths");
+            if claim {
+                let binding = path_binding(&conn).unwrap();
+                let proof = PathProof {
+                    participant: ana_key.participant(),
+                    signature: mallory.sign_path(&binding),
+                };
+                let mut send = conn.open_uni().await.unwrap();
+                write_frame(&mut send, &proof).await.unwrap();
+            }
+            let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+            endpoint.close(0u32.into(), b"done");
+            closed
+        });
+        let path = anas_path();
+        println!("claiming Ana's id: {claim}; Ben closed it: {closed:?}; Ana's path: {path:?}");
+        match closed {
+            Ok(quinn::ConnectionError::ApplicationClosed(c)) => {
+                assert_eq!(c.error_code, quinn::VarInt::from_u32(4), "{c:?}")
+            }
+            other => panic!("Ben kept a path that proved nothing: {other:?}"),
+        }
+        assert_eq!(path, Some(Path::Relay), "Ben took the dialler for Ana");
+    }
+    assert_eq!(ben.counters().unproven_paths.load(Relaxed), 1);
+    ben.stop();
 }

@@ -40,6 +40,17 @@ impl MemberPublic {
         self.verify_challenge(MEMBER_LABEL, challenge, binding, signature)
     }
 
+    /// Whether `signature` proves the holder of this key is `participant` at the far end of
+    /// the direct path with keying material `binding`.
+    pub fn verify_path(
+        &self,
+        participant: ParticipantId,
+        binding: &[u8; 32],
+        signature: &[u8],
+    ) -> bool {
+        self.verify(&path_message(binding, participant), signature)
+    }
+
     /// Whether `signature` is this key's over `message`.
     pub(crate) fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         UnparsedPublicKey::new(&ED25519, self.0)
@@ -116,6 +127,12 @@ impl MemberKey {
         self.sign_challenge(MEMBER_LABEL, challenge, binding)
     }
 
+    /// Proves we are our participant at our end of the direct path with keying material
+    /// `binding`: worth nothing on any other connection, or for any other participant.
+    pub fn sign_path(&self, binding: &[u8; 32]) -> Vec<u8> {
+        self.sign(&path_message(binding, self.participant()))
+    }
+
     /// Signs `message`.
     pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
         self.pair.sign(message).as_ref().to_vec()
@@ -144,6 +161,13 @@ impl std::fmt::Debug for MemberKey {
 /// signature never stands for the other.
 const MEMBER_LABEL: &[u8] = b"echoel v1 member admission";
 
+/// What a member key signs to prove itself on a direct path.
+const PATH_LABEL: &[u8] = b"echoel v1 direct path";
+
+fn path_message(binding: &[u8; 32], participant: ParticipantId) -> Vec<u8> {
+    [PATH_LABEL, binding, &participant.0.to_be_bytes()].concat()
+}
+
 fn challenge_message(label: &[u8], challenge: &[u8; 32], binding: &[u8]) -> Vec<u8> {
     [label, challenge, binding].concat()
 }
@@ -170,6 +194,21 @@ mod tests {
             "another instance of one key, another participant"
         );
         assert_eq!(a1.participant(), a1.public().participant(1));
+        let path = a1.sign_path(&[3; 32]);
+        assert!(a1.public().verify_path(a1.participant(), &[3; 32], &path));
+        assert!(
+            !a1.public()
+                .verify_path(a.public().participant(0), &[3; 32], &path),
+            "another participant"
+        );
+        assert!(
+            !a1.public().verify_path(a1.participant(), &[4; 32], &path),
+            "another path"
+        );
+        assert!(
+            !b.public().verify_path(a1.participant(), &[3; 32], &path),
+            "another key"
+        );
         assert!(
             !b.public().verify_admission(&[1; 32], &[2; 32], &sig),
             "another key"

@@ -14,9 +14,10 @@ use super::socket::PunchSocket;
 use super::SessionCounters;
 use crate::congestion::CongestionSignal;
 use crate::core::member::Via;
-use crate::tls::{direct_client_config, SERVER_NAME};
+use crate::crypto::MemberKey;
+use crate::tls::{direct_client_config, path_binding, SERVER_NAME};
 use crate::transport::{read_frame, write_frame};
-use crate::wire::{MemberId, MemberInfo, PeerMessage, MAX_LOCAL_ADDRESSES};
+use crate::wire::{MemberId, MemberInfo, PathProof, PeerMessage, MAX_LOCAL_ADDRESSES};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// How long one try at a direct path may take before the relay carries that member's audio
@@ -242,6 +243,63 @@ pub(super) async fn accept(endpoint: quinn::Endpoint, driver: mpsc::Sender<Input
     }
 }
 
+/// A direct path whose far end has said who it is; the driver checks the proof against the
+/// key the relay named for that participant before the path carries anything.
+pub(super) struct ClaimedPath {
+    pub conn: Connection,
+    pub send: quinn::SendStream,
+    pub recv: quinn::RecvStream,
+    /// The connection's keying material the proofs are bound to.
+    pub binding: [u8; 32],
+    pub theirs: PathProof,
+    /// The member we dialled, if we did.
+    pub dialled: Option<MemberId>,
+}
+
+/// Each end writes its proof first on its stream and reads the other's: both at once, so it
+/// costs the path half a round trip. A far end that proves nothing in time is closed.
+pub(super) async fn exchange_proofs(
+    conn: Connection,
+    me: Arc<MemberKey>,
+    dialled: Option<MemberId>,
+    driver: mpsc::Sender<Input>,
+) {
+    let exchange = async {
+        let binding = path_binding(&conn)?;
+        let ours = PathProof {
+            participant: me.participant(),
+            signature: me.sign_path(&binding),
+        };
+        let mut send = conn.open_uni().await.ok()?;
+        write_frame(&mut send, &ours).await.ok()?;
+        let mut recv = conn.accept_uni().await.ok()?;
+        let theirs = read_frame::<PathProof>(&mut recv).await.ok()??;
+        Some((send, recv, binding, theirs))
+    };
+    match tokio::time::timeout(DIRECT_PATH_TIMEOUT, exchange).await {
+        Ok(Some((send, recv, binding, theirs))) => {
+            let claimed = ClaimedPath {
+                conn,
+                send,
+                recv,
+                binding,
+                theirs,
+                dialled,
+            };
+            let _ = driver.send(Input::Claimed(Box::new(claimed))).await;
+        }
+        _ => {
+            conn.close(UNPROVEN.into(), b"no proof of who you are");
+            if let Some(member) = dialled {
+                let _ = driver.send(Input::NoPath(member)).await;
+            }
+        }
+    }
+}
+
+/// The close code of a direct path whose far end did not prove who it is.
+pub(super) const UNPROVEN: u32 = 4;
+
 /// Hands the driver a connection's datagrams, each with the connection it came on,
 /// dropping (and counting) what it has no room for.
 pub(super) async fn forward_datagrams(
@@ -267,7 +325,7 @@ pub(super) async fn forward_datagrams(
 /// and the driver is told.
 pub(super) async fn serve_path(
     member: MemberId,
-    conn: Connection,
+    (conn, mut send, mut recv): (Connection, quinn::SendStream, quinn::RecvStream),
     mut outbox: mpsc::Receiver<PeerMessage>,
     driver: mpsc::Sender<Input>,
     datagrams: mpsc::Sender<(Via, Bytes)>,
@@ -275,9 +333,6 @@ pub(super) async fn serve_path(
 ) {
     let id = conn.stable_id();
     let writer = async {
-        let Ok(mut send) = conn.open_uni().await else {
-            return;
-        };
         while let Some(msg) = outbox.recv().await {
             if write_frame(&mut send, &msg).await.is_err() {
                 return;
@@ -285,9 +340,6 @@ pub(super) async fn serve_path(
         }
     };
     let reader = async {
-        let Ok(mut recv) = conn.accept_uni().await else {
-            return;
-        };
         while let Ok(Some(msg)) = read_frame::<PeerMessage>(&mut recv).await {
             if driver.send(Input::Direct(member, id, msg)).await.is_err() {
                 return;

@@ -49,10 +49,12 @@ pub(super) enum Input {
     RelayGone,
     /// A message on a direct path's control stream (path named by its connection's id).
     Direct(MemberId, usize, PeerMessage),
-    /// A direct path we dialled is up.
+    /// A direct path we dialled is up (not yet proven).
     Dialled(MemberId, Connection),
-    /// A member dialled us.
+    /// Someone dialled us (not yet proven).
     Incoming(Connection),
+    /// A direct path's far end said who it is.
+    Claimed(Box<direct::ClaimedPath>),
     /// A direct path ended.
     PathDown(MemberId, usize),
     /// A try at a direct path to this member is over, with no path from it.
@@ -97,8 +99,9 @@ struct Links {
     relay: Connection,
     control: mpsc::Sender<ClientMessage>,
     paths: BTreeMap<MemberId, DirectLink>,
-    /// Incoming direct paths not yet matched to a member, with when to give up on them.
-    unrecognised: Vec<(Connection, Instant)>,
+    /// Direct paths whose participant is not in the room as we know it yet (its news may
+    /// still be on its way from the relay), with when to give up on them.
+    unrecognised: Vec<(direct::ClaimedPath, Instant)>,
     inputs: mpsc::Sender<Input>,
     datagrams: mpsc::Sender<(Via, Bytes)>,
 }
@@ -343,7 +346,7 @@ impl Driver {
                     links.unrecognised.retain(|(c, until)| {
                         let keep = *until > now;
                         if !keep {
-                            c.close(2u32.into(), b"unknown member");
+                            c.conn.close(2u32.into(), b"unknown member");
                         }
                         keep
                     });
@@ -362,7 +365,7 @@ impl Driver {
         reader.abort();
         relay_datagrams.abort();
         for (c, _) in links.unrecognised.drain(..) {
-            c.close(0u32.into(), b"rejoining");
+            c.conn.close(0u32.into(), b"rejoining");
         }
         links.paths.clear();
         conn.close(0u32.into(), b"rejoining");
@@ -497,8 +500,8 @@ impl Driver {
                 let joined = matches!(msg, RelayMessage::Joined(_));
                 self.core.handle_relay(now, msg, &mut self.shared.doc());
                 if joined {
-                    for (conn, _) in std::mem::take(&mut links.unrecognised) {
-                        self.incoming(conn, now, links);
+                    for (claimed, _) in std::mem::take(&mut links.unrecognised) {
+                        self.claimed(claimed, now, links);
                     }
                 }
             }
@@ -513,8 +516,9 @@ impl Driver {
                         .handle_direct(now, member, &msg, &mut self.shared.doc());
                 }
             }
-            Input::Dialled(member, conn) => self.adopt(member, conn, links),
-            Input::Incoming(conn) => self.incoming(conn, now, links),
+            Input::Dialled(member, conn) => self.prove(conn, Some(member), links),
+            Input::Incoming(conn) => self.prove(conn, None, links),
+            Input::Claimed(claimed) => self.claimed(*claimed, now, links),
             Input::NoPath(member) => self.no_path(now, member, links),
             Input::PortMap(status) => {
                 let mapped = match status {

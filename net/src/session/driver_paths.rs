@@ -6,31 +6,64 @@ use std::collections::BTreeSet;
 use super::*;
 
 impl Driver {
-    /// A member dialled us: matched by the address the relay saw it at.
-    pub(super) fn incoming(&mut self, conn: Connection, now: Instant, links: &mut Links) {
-        let remote = canonical(conn.remote_address());
-        let exact = self
-            .core
-            .members()
-            .find(|m| m.observed == remote || m.local.contains(&remote));
-        // A router that gives each destination a new port dials from one the relay never
-        // saw: known by its address alone, if no one else is behind it.
-        let mut by_ip = self
-            .core
-            .members()
-            .filter(|m| m.observed.ip() == remote.ip());
-        let member = exact
-            .or_else(|| by_ip.next().filter(|_| by_ip.next().is_none()))
-            .map(|m| m.id);
-        drop(by_ip);
-        match member {
-            Some(member) => self.adopt(member, conn, links),
-            None => links.unrecognised.push((conn, now + RECOGNISE_TIMEOUT)),
-        }
+    /// A direct path came up (`dialled`: the member we dialled): both ends prove who they
+    /// are on it before it carries anything.
+    pub(super) fn prove(&mut self, conn: Connection, dialled: Option<MemberId>, links: &Links) {
+        tokio::spawn(direct::exchange_proofs(
+            conn,
+            self.member.clone(),
+            dialled,
+            links.inputs.clone(),
+        ));
     }
 
-    /// Uses `conn` for `member`'s audio and document, if it still needs one.
-    pub(super) fn adopt(&mut self, member: MemberId, conn: Connection, links: &mut Links) {
+    /// A direct path's far end said who it is: the path is that member's if the proof holds
+    /// for the key the relay named for it. Where the path came from proves nothing: a router,
+    /// a LAN or a member naming another's address could bring anyone.
+    pub(super) fn claimed(
+        &mut self,
+        claimed: direct::ClaimedPath,
+        now: Instant,
+        links: &mut Links,
+    ) {
+        let participant = claimed.theirs.participant;
+        let Some(info) = self.core.members().find(|m| m.participant == participant) else {
+            links.unrecognised.push((claimed, now + RECOGNISE_TIMEOUT));
+            return;
+        };
+        let (member, key) = (info.id, info.member);
+        // An address we dialled that another member answers on (it moved there): that
+        // member's path, and no path yet to the one we dialled.
+        if let Some(dialled) = claimed.dialled.filter(|&d| d != member) {
+            self.no_path(now, dialled, links);
+        }
+        if !key.verify_path(participant, &claimed.binding, &claimed.theirs.signature) {
+            self.shared.counters.unproven_paths.fetch_add(1, Relaxed);
+            tracing::warn!(
+                "a direct path from {} did not prove it is {member:?}; closed",
+                canonical(claimed.conn.remote_address())
+            );
+            claimed
+                .conn
+                .close(direct::UNPROVEN.into(), b"no proof of who you are");
+            if claimed.dialled == Some(member) {
+                self.no_path(now, member, links);
+            }
+            return;
+        }
+        let direct::ClaimedPath {
+            conn, send, recv, ..
+        } = claimed;
+        self.adopt(member, (conn, send, recv), links);
+    }
+
+    /// Uses a proven path for `member`'s audio and document, if it still needs one.
+    fn adopt(
+        &mut self,
+        member: MemberId,
+        (conn, send, recv): (Connection, quinn::SendStream, quinn::RecvStream),
+        links: &mut Links,
+    ) {
         let known = self.core.members().any(|m| m.id == member);
         if !known || links.paths.contains_key(&member) {
             conn.close(0u32.into(), b"not needed");
@@ -48,7 +81,7 @@ impl Driver {
         let (control, outbox) = mpsc::channel(CONTROL_QUEUE);
         let task = tokio::spawn(direct::serve_path(
             member,
-            conn.clone(),
+            (conn.clone(), send, recv),
             outbox,
             links.inputs.clone(),
             links.datagrams.clone(),
