@@ -135,6 +135,20 @@ pub struct Person {
     pub listening: bool,
     /// The stems they send, by name, when they send several.
     pub stems: Vec<String>,
+    /// Who they are: the rows of one musician's plugins in several processes (one member key)
+    /// share it; 0 where not known.
+    pub person: u64,
+}
+
+impl Person {
+    /// The musician this row is one plugin of: the same on every row of theirs.
+    pub fn musician(&self) -> u64 {
+        if self.person != 0 {
+            self.person
+        } else {
+            self.participant
+        }
+    }
 }
 
 /// The shared session document, read for display.

@@ -310,16 +310,28 @@ fn people_panel(ui: &mut Ui, snap: &Snapshot, st: &mut EditorState, out: &mut Ve
                 ui.label(RichText::new(h).strong());
             }
             ui.end_row();
-            for p in &snap.people {
-                person_row(ui, p, &snap.session.tracks, st, out);
+            // One musician's plugins in several processes sit together, where the first is.
+            let first = |m: u64| snap.people.iter().position(|o| o.musician() == m);
+            let mut rows: Vec<&Person> = snap.people.iter().collect();
+            rows.sort_by_key(|p| first(p.musician()));
+            for p in rows {
+                let plugins = snap
+                    .people
+                    .iter()
+                    .filter(|o| !o.gone && o.musician() == p.musician())
+                    .count();
+                person_row(ui, p, plugins, &snap.session.tracks, st, out);
                 ui.end_row();
             }
         });
 }
 
+/// One participant: `plugins` is how many rows its musician has (their plugins in several
+/// processes), shown together in one colour.
 fn person_row(
     ui: &mut Ui,
     p: &Person,
+    plugins: usize,
     tracks: &[TrackView],
     st: &mut EditorState,
     out: &mut Vec<Command>,
@@ -330,13 +342,16 @@ fn person_row(
             .map_or(String::new(), |s| format!(", seen {s:.0} s ago"));
         RichText::new(format!("{} (gone{ago})", p.name)).weak()
     } else if p.stems.is_empty() {
-        RichText::new(format!("{} · {}", p.name, p.instrument)).color(person_color(p.participant))
+        RichText::new(format!("{} · {}", p.name, p.instrument)).color(person_color(p.musician()))
     } else {
         // One person, several tracks: their stems under their name.
         RichText::new(format!("{} · {}", p.name, p.stems.join(", ")))
-            .color(person_color(p.participant))
+            .color(person_color(p.musician()))
     };
-    ui.label(name);
+    let name = ui.label(name);
+    if plugins > 1 && !p.gone {
+        name.on_hover_text(format!("one of {}'s {plugins} plugins", p.name));
+    }
     if p.listening {
         ui.label(RichText::new("listening").italics());
     } else {
@@ -673,7 +688,7 @@ fn chart_section(
             .galley
             .pos_from_cursor(CCursor::new(at))
             .translate(output.galley_pos.to_vec2());
-        let color = person_color(p.participant);
+        let color = person_color(p.musician());
         let painter = ui.painter_at(output.text_clip_rect.expand2(Vec2::new(2.0, 12.0)));
         painter.line_segment([rect.left_top(), rect.left_bottom()], (2.0, color));
         painter.text(

@@ -509,3 +509,41 @@ fn a_member_who_sends_several_stems_is_one_row_with_their_stems() {
     h.run();
     assert!(h.query_by_label("Ilse · keys, vocals").is_some());
 }
+
+#[test]
+fn one_musicians_plugins_in_two_processes_show_together_as_one_person() {
+    let mut snap = jam();
+    // Ilse's second plugin (another process, another participant, her member key) came
+    // after Tomás; her first already sits at the top.
+    snap.people[0].person = 70;
+    snap.people.insert(
+        2,
+        Person {
+            participant: 71,
+            person: 70,
+            name: "Ilse".into(),
+            instrument: "vocals".into(),
+            ..snap.people[0].clone()
+        },
+    );
+    let mut h = harness(snap);
+    h.run();
+    let y = |h: &Harness<'static, App>, row: &str| h.get_by_label(row).rect().center().y;
+    let (keys, vocals, drums) = (
+        y(&h, "Ilse · keys"),
+        y(&h, "Ilse · vocals"),
+        y(&h, "Tomás · drums"),
+    );
+    assert!(keys < vocals && vocals < drums, "{keys} {vocals} {drums}");
+    for row in ["Ilse · keys", "Ilse · vocals"] {
+        h.get_by_label(row).hover();
+        h.run();
+        assert!(
+            h.query_by_label("one of Ilse's 2 plugins").is_some(),
+            "{row} does not say it is one of Ilse's plugins"
+        );
+    }
+    h.get_by_label("Tomás · drums").hover();
+    h.run();
+    assert!(h.query_by_label_contains("plugins").is_none());
+}

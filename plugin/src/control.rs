@@ -199,6 +199,14 @@ fn write_string(s: &std::sync::RwLock<String>, v: &str) {
     *s.write().unwrap_or_else(|e| e.into_inner()) = v.to_owned();
 }
 
+/// The number the editor knows a member key by: one per musician, whatever process each of
+/// their plugins runs in.
+fn person_of(key: &echoel_net::crypto::MemberPublic) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key.0[..8]);
+    u64::from_be_bytes(b).max(1)
+}
+
 /// The room's member key kept in the user's data folder, so that this musician is the same
 /// person in the room across sessions and across plugins in several processes. Where it cannot
 /// be had, the session joins as a new person (and says why in the log) rather than not at all.
@@ -617,6 +625,7 @@ impl Control {
                 stems: p
                     .map(|p| p.presence.stems.iter().map(|s| s.1.clone()).collect())
                     .unwrap_or_default(),
+                person: person_of(&m.info.member),
             });
         }
         // Heard from lately but no longer in the room: shown as gone until forgotten.

@@ -225,6 +225,18 @@ pub fn run(args: PeerArgs) -> anyhow::Result<()> {
         }
         println!();
     }
+    // One musician's plugins in several processes share a member key: one person.
+    let mut people: Vec<(echoel_net::crypto::MemberPublic, &str, usize)> = Vec::new();
+    for rec in report.recordings.values() {
+        let Some(key) = rec.member else { continue };
+        match people.iter_mut().find(|p| p.0 == key) {
+            Some(p) => p.2 += 1,
+            None => people.push((key, &rec.name, 1)),
+        }
+    }
+    for (_, name, streams) in people.iter().filter(|p| p.2 > 1) {
+        println!("  {name} is one person with {streams} streams (plugins or stems)");
+    }
     match &report.take {
         Some(Ok(take)) => print_take(take),
         Some(Err(e)) => println!("not recorded: {e}"),
