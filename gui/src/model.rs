@@ -138,6 +138,9 @@ pub struct Person {
     /// Who they are: the rows of one musician's plugins in several processes (one member key)
     /// share it; 0 where not known.
     pub person: u64,
+    /// One of our own plugins in another process: its track is in this DAW, not heard from
+    /// the room.
+    pub yours: bool,
 }
 
 impl Person {

@@ -341,6 +341,8 @@ fn person_row(
             .last_seen_s
             .map_or(String::new(), |s| format!(", seen {s:.0} s ago"));
         RichText::new(format!("{} (gone{ago})", p.name)).weak()
+    } else if p.yours {
+        RichText::new(format!("{} · {} (your plugin)", p.name, p.instrument)).weak()
     } else if p.stems.is_empty() {
         RichText::new(format!("{} · {}", p.name, p.instrument)).color(person_color(p.musician()))
     } else {

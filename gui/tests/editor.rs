@@ -547,3 +547,19 @@ fn one_musicians_plugins_in_two_processes_show_together_as_one_person() {
     h.run();
     assert!(h.query_by_label_contains("plugins").is_none());
 }
+
+#[test]
+fn our_own_plugin_in_another_process_is_marked_as_ours() {
+    let mut snap = jam();
+    snap.people.push(Person {
+        participant: 72,
+        person: 5,
+        yours: true,
+        name: "Mara".into(),
+        instrument: "synth".into(),
+        ..Person::default()
+    });
+    let mut h = harness(snap);
+    h.run();
+    assert!(h.query_by_label("Mara · synth (your plugin)").is_some());
+}

@@ -626,6 +626,7 @@ impl Control {
                     .map(|p| p.presence.stems.iter().map(|s| s.1.clone()).collect())
                     .unwrap_or_default(),
                 person: person_of(&m.info.member),
+                yours: m.info.member == s.member(),
             });
         }
         // Heard from lately but no longer in the room: shown as gone until forgotten.

@@ -139,7 +139,8 @@ fn one_person_sends_two_named_stems_heard_and_recorded_apart() {
 /// One musician's plugins in two processes (a DAW that runs each plugin in its own) keep the
 /// room's member key in one data folder: both join as that person, each a participant with
 /// its own stream; neither replaces the other; Ben hears each signal on its own track and sees
-/// one key behind both. The key stays in the folder for the next session.
+/// one key behind both; neither of Ana's hears the other. The key stays in the folder for the
+/// next session.
 #[test]
 fn one_musicians_plugins_in_two_processes_are_one_person_with_two_streams() {
     let _one = one_at_a_time();
@@ -197,4 +198,9 @@ fn one_musicians_plugins_in_two_processes_are_one_person_with_two_streams() {
     }
     matched.sort_unstable();
     assert_eq!(matched, [0, 1], "each plugin on a track of its own");
+    // Each of Ana's plugins hears Ben, not her other plugin: that track is in her DAW already.
+    for ana in &reports[..2] {
+        let heard: Vec<&str> = ana.recordings.values().map(|r| r.name.as_str()).collect();
+        assert_eq!(heard, ["ben"], "one of Ana's plugins heard {heard:?}");
+    }
 }

@@ -476,9 +476,20 @@ impl RoomCore {
         };
         let doubled = |m: MemberId| paths.contains(&m);
         let loss = &mut self.loss;
+        let me = self.identity.public();
+        // Our own plugins in other processes (our key, other instances): their tracks are in
+        // this DAW already, and would come back a round trip late. Their loss is still
+        // reported, as anyone's.
+        let ours = |from: ParticipantId| {
+            members
+                .values()
+                .any(|i| i.participant == from && i.member == me)
+        };
         let sink = &mut |from: ParticipantId, frame: AudioFrame<'_>| {
             loss.heard(from, frame.stem, frame.seq, frame.recovered);
-            sink(from, frame);
+            if !ours(from) {
+                sink(from, frame);
+            }
         };
         let unkeyed = &mut j.unkeyed;
         let mut no_key = |m: MemberId| {

@@ -57,10 +57,15 @@ fn core_with(participant: u64, rotation: RotationPolicy, s: &RoomSecret) -> Room
     )
 }
 
-/// Member `i`'s key.
+/// Member `i`'s key. Member [`SECOND_PLUGIN`] is member 0's other plugin: the same key, as
+/// another instance.
 fn key(i: usize) -> Arc<crate::crypto::MemberKey> {
-    Arc::new(crate::crypto::MemberKey::from_seed(&[i as u8 + 1; 32]))
+    let (seed, instance) = if i == SECOND_PLUGIN { (0, 1) } else { (i, 0) };
+    Arc::new(crate::crypto::MemberKey::from_seed(&[seed as u8 + 1; 32]).at_instance(instance))
 }
+
+/// A band of eight or more has it.
+const SECOND_PLUGIN: usize = 7;
 
 /// Member `i`'s participant id: its key's.
 fn pid(i: usize) -> ParticipantId {
@@ -76,7 +81,7 @@ fn info(i: usize, id: MemberId) -> MemberInfo {
         id,
         participant: pid(i),
         member: key(i).public(),
-        instance: 0,
+        instance: key(i).instance(),
         name: format!("m{i}"),
         observed: SocketAddr::from(([192, 0, 2, 1], 5000 + i as u16)),
         local: Vec::new(),
@@ -289,6 +294,35 @@ fn members_welcomed_into_a_room_key_each_other_and_hear_each_other() {
     let heard = b.audio(0, 2, 0, 480);
     assert_eq!(heard, vec![(pid(0), StemId(0), 0, 480, vec![0; 20])]);
     assert_eq!(b.cores[2].counters.delivered.load(Relaxed), 1);
+}
+
+/// Ana's plugins in two processes (one key, two instances) are two participants: Bo hears
+/// both; neither hears the other from the room (its track is in Ana's DAW already), though
+/// the frames are opened (and counted) as any other's.
+#[test]
+fn a_musicians_own_plugins_do_not_hear_each_other_from_the_room() {
+    let mut b = Band::new(SECOND_PLUGIN + 1, RotationPolicy::default());
+    let (ana, bo, ana2) = (0, 1, SECOND_PLUGIN);
+    for i in [ana, bo, ana2] {
+        b.join(i);
+    }
+    b.settle_keys();
+    assert_ne!(pid(ana), pid(ana2));
+    assert_eq!(
+        b.audio(ana, bo, 0, 480).len(),
+        1,
+        "Bo hears Ana's first plugin"
+    );
+    assert_eq!(b.audio(ana2, bo, 0, 480).len(), 1, "and her second");
+    for (from, to) in [(ana, ana2), (ana2, ana)] {
+        for k in 0..50 {
+            assert!(
+                b.audio(from, to, 0, 480 * (k + 2)).is_empty(),
+                "Ana's plugin {to} hears her plugin {from}"
+            );
+        }
+    }
+    assert_eq!(b.cores[ana].counters.delivered.load(Relaxed), 50);
 }
 
 #[test]
