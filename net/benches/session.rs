@@ -34,14 +34,8 @@ fn main() {
         let epoch = Instant::now();
         let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
         let config = |name: &str| SessionConfig {
-            invite: invite.clone(),
-            name: name.into(),
             force_relay,
-            port_mapping: false,
-            rotation: Default::default(),
-            initial_doc: None,
-            role: Default::default(),
-            identity: None,
+            ..SessionConfig::new(invite.clone(), name)
         };
         let _g = net.enter();
         let s2 = seen.clone();

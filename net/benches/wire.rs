@@ -10,7 +10,6 @@ mod common;
 
 use echoel_net::session::{self, SessionConfig, SessionState};
 use echoel_net::wire::StemId;
-use echoel_net::RotationPolicy;
 
 const IPV4_UDP_HEADER: u64 = 20 + 8;
 const BITRATE_BPS: u64 = 128_000;
@@ -23,14 +22,8 @@ fn main() {
         let _g = rt.enter();
         session::start(
             SessionConfig {
-                invite: invite.clone(),
-                name: name.into(),
                 force_relay: true,
-                port_mapping: false,
-                rotation: RotationPolicy::default(),
-                initial_doc: None,
-                role: Default::default(),
-                identity: None,
+                ..SessionConfig::new(invite.clone(), name)
             },
             |_, _| {},
         )

@@ -84,6 +84,23 @@ pub struct SessionConfig {
     pub identity: Option<Arc<MemberKey>>,
 }
 
+impl SessionConfig {
+    /// A performer in `invite`'s room as `name`, a new person to it: direct paths where they
+    /// come up, no port mapping, the default key rotation, the room's genesis document.
+    pub fn new(invite: Invite, name: &str) -> Self {
+        Self {
+            invite,
+            name: name.to_owned(),
+            force_relay: false,
+            port_mapping: false,
+            rotation: RotationPolicy::default(),
+            initial_doc: None,
+            role: Role::Performer,
+            identity: None,
+        }
+    }
+}
+
 /// A path to another member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {

@@ -343,14 +343,8 @@ pub fn join_room(
     let _rt = echoel_plugin::bridge::network_runtime().enter();
     echoel_net::session::start(
         echoel_net::session::SessionConfig {
-            invite: invite.clone(),
-            name: name.into(),
-            force_relay: false,
-            port_mapping: false,
-            rotation: echoel_net::RotationPolicy::default(),
             initial_doc: doc,
-            role: Default::default(),
-            identity: None,
+            ..echoel_net::session::SessionConfig::new(invite.clone(), name)
         },
         |_, _| {},
     )

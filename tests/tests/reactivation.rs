@@ -41,16 +41,7 @@ fn listener(room: &echoel_net::Invite) -> (echoel_net::session::SessionHandle, H
     let log = heard.clone();
     let _rt = echoel_plugin::bridge::network_runtime().enter();
     let bo = echoel_net::session::start(
-        echoel_net::session::SessionConfig {
-            invite: room.clone(),
-            name: "Bo".into(),
-            force_relay: false,
-            port_mapping: false,
-            rotation: echoel_net::RotationPolicy::default(),
-            initial_doc: None,
-            role: Default::default(),
-            identity: None,
-        },
+        echoel_net::session::SessionConfig::new(room.clone(), "Bo"),
         // Frames in their own datagrams: a frame recovered from a later one's redundancy (loss
         // protection switches itself on at the gap) fills in after it, out of order by design.
         move |from, f| {

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use echoel_net::crypto::RotationPolicy;
 use echoel_net::session::{self, SessionConfig, SessionHandle, SessionState};
 use echoel_net::wire::ParticipantId;
 use echoel_net::wire::Refusal;
@@ -42,14 +41,8 @@ fn a_wrong_secret_is_refused_with_a_clear_error() {
 /// A member through the relay.
 fn config(invite: &echoel_net::Invite, name: &str) -> SessionConfig {
     SessionConfig {
-        invite: invite.clone(),
-        name: name.into(),
         force_relay: true,
-        port_mapping: false,
-        rotation: RotationPolicy::default(),
-        initial_doc: None,
-        role: Default::default(),
-        identity: None,
+        ..SessionConfig::new(invite.clone(), name)
     }
 }
 

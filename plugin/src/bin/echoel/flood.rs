@@ -125,14 +125,8 @@ pub fn run(seconds: f64) -> anyhow::Result<()> {
         let _guard = rt.enter();
         session::start(
             SessionConfig {
-                invite: invite.clone(),
-                name: "honest".into(),
                 force_relay: true,
-                port_mapping: false,
-                rotation: Default::default(),
-                initial_doc: None,
-                role: Default::default(),
-                identity: None,
+                ..SessionConfig::new(invite.clone(), "honest")
             },
             |_, _| {},
         )?

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use crate::local_relay::LocalRelay;
 use anyhow::Context;
-use echoel_net::crypto::RotationPolicy;
 use echoel_net::session::{self, SessionConfig};
 use echoel_net::wire::StemId;
 use echoel_plugin::bridge::network_runtime;
@@ -129,14 +128,8 @@ pub fn record(profile: Profile, seconds: f64, out: &Path) -> anyhow::Result<()> 
     let arrivals: Arc<Mutex<BTreeMap<u32, Instant>>> = Arc::default();
     let seen = arrivals.clone();
     let config = |invite, name: &str| SessionConfig {
-        invite,
-        name: name.to_owned(),
         force_relay: true,
-        port_mapping: false,
-        rotation: RotationPolicy::default(),
-        initial_doc: None,
-        role: Default::default(),
-        identity: None,
+        ..SessionConfig::new(invite, name)
     };
     let receiver = {
         let _guard = rt.enter();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use echoel_net::session::{self, SessionConfig, SessionState};
-use echoel_net::{Invite, RotationPolicy};
+use echoel_net::Invite;
 use echoel_plugin::bridge::network_runtime;
 
 /// How long joining may take (a relay far away, a retry or two).
@@ -21,14 +21,8 @@ pub fn run(invite: &str, name: &str) -> anyhow::Result<()> {
     let old: Invite = invite.parse().context("the invite is unusable")?;
     let _rt = network_runtime().enter();
     let config = SessionConfig {
-        invite: old.clone(),
-        name: name.to_owned(),
         force_relay: true,
-        port_mapping: false,
-        rotation: RotationPolicy::default(),
-        initial_doc: None,
-        role: Default::default(),
-        identity: None,
+        ..SessionConfig::new(old.clone(), name)
     };
     let handle = session::start(config, |_, _| {})?;
     let result = rotate(&handle, &old);
