@@ -363,6 +363,8 @@ pub enum Subscription {
     All,
     /// Only these.
     Only(Vec<StreamRef>),
+    /// Everyone's but these members' (our own plugins in other processes).
+    AllBut(Vec<MemberId>),
 }
 
 /// Client → relay.

@@ -30,7 +30,7 @@ use crate::presence::{PeerPresence, Presence, PresenceBook, PresenceOutbox, Pres
 use crate::session::{AudioFrame, SessionCounters};
 use crate::wire::{
     decode_body, encode_peer, ClientMessage, MemberId, MemberInfo, ParticipantId, PeerMessage,
-    RelayMessage, StemId,
+    RelayMessage, StemId, Subscription,
 };
 
 /// Key rotation and expiry are checked this often.
@@ -206,8 +206,30 @@ impl RoomCore {
             self.events.push_back(RoomEvent::MemberJoined(m.clone()));
             self.maybe_dial(&m);
         }
+        self.leave_out_our_own();
         doc.restart_all();
         self.sync_all(doc);
+    }
+
+    /// Asks the relay not to send us our own plugins' audio (other instances of our key): it
+    /// would be dropped on arrival (see [`Self::open_datagram`]). Said after the Welcome when
+    /// any is here, and whenever another comes in (the relay forgets those who leave).
+    fn leave_out_our_own(&mut self) {
+        let Some(j) = self.joined.as_ref() else {
+            return;
+        };
+        let me = self.identity.public();
+        let ours: Vec<MemberId> = j
+            .members
+            .values()
+            .filter(|m| m.member == me)
+            .map(|m| m.id)
+            .collect();
+        if !ours.is_empty() {
+            let subscription = Subscription::AllBut(ours);
+            self.transmits
+                .push_back(Transmit::Relay(ClientMessage::Subscribe(subscription)));
+        }
     }
 
     /// The relay connection ended: out of the room until the next Welcome.
@@ -241,6 +263,9 @@ impl RoomCore {
                 }
                 // A newcomer sees who is here at once, not at the next heartbeat.
                 self.presence_out.touch();
+                if info.member == self.identity.public() {
+                    self.leave_out_our_own();
+                }
                 self.maybe_dial(&info);
                 doc.restart(info.participant);
                 self.sync_to(&info, doc);

@@ -24,6 +24,8 @@ struct Band {
     /// Every control message sent by the relay, as the relay holds it: sender, recipient
     /// (none: all) and body.
     overheard: Vec<(usize, Option<MemberId>, Vec<u8>)>,
+    /// The subscriptions each member asked the relay for, in order.
+    subscriptions: Vec<(usize, crate::wire::Subscription)>,
 }
 
 fn secret() -> RoomSecret {
@@ -99,6 +101,7 @@ impl Band {
             next_id: 0,
             lose: Box::new(|_, _| false),
             overheard: Vec::new(),
+            subscriptions: Vec::new(),
         }
     }
 
@@ -181,6 +184,9 @@ impl Band {
                                     self.cores[k].handle_relay(now, msg, &mut self.docs[k]);
                                 }
                             }
+                        }
+                        Transmit::Relay(ClientMessage::Subscribe(s)) => {
+                            self.subscriptions.push((i, s));
                         }
                         Transmit::Relay(_) => {}
                         Transmit::Direct(to, msg) => {
@@ -303,10 +309,15 @@ fn members_welcomed_into_a_room_key_each_other_and_hear_each_other() {
 fn a_musicians_own_plugins_do_not_hear_each_other_from_the_room() {
     let mut b = Band::new(SECOND_PLUGIN + 1, RotationPolicy::default());
     let (ana, bo, ana2) = (0, 1, SECOND_PLUGIN);
-    for i in [ana, bo, ana2] {
-        b.join(i);
-    }
+    let ids: Vec<MemberId> = [ana, bo, ana2].into_iter().map(|i| b.join(i)).collect();
     b.settle_keys();
+    // Each asks the relay to leave the other out: its audio would only be dropped.
+    use crate::wire::Subscription::AllBut;
+    b.subscriptions.sort_by_key(|s| s.0);
+    assert_eq!(
+        b.subscriptions,
+        vec![(ana, AllBut(vec![ids[2]])), (ana2, AllBut(vec![ids[0]]))]
+    );
     assert_ne!(pid(ana), pid(ana2));
     assert_eq!(
         b.audio(ana, bo, 0, 480).len(),

@@ -38,15 +38,19 @@ impl Routing {
     /// Drops what names a member who left (its id will be given to someone else).
     pub fn forget(&mut self, member: MemberId) {
         self.direct.remove(&member);
-        if let Subscription::Only(streams) = &mut self.subscription {
-            streams.retain(|s| s.member != member);
+        match &mut self.subscription {
+            Subscription::All => {}
+            Subscription::Only(streams) => streams.retain(|s| s.member != member),
+            Subscription::AllBut(members) => members.retain(|&m| m != member),
         }
     }
 
     /// Takes a member's subscription.
     pub fn set_subscription(&mut self, mut subscription: Subscription) {
-        if let Subscription::Only(streams) = &mut subscription {
-            streams.truncate(MAX_ROUTE_ENTRIES);
+        match &mut subscription {
+            Subscription::All => {}
+            Subscription::Only(streams) => streams.truncate(MAX_ROUTE_ENTRIES),
+            Subscription::AllBut(members) => members.truncate(MAX_ROUTE_ENTRIES),
         }
         self.subscription = subscription;
     }
@@ -67,6 +71,7 @@ pub fn wants(subscription: &Subscription, sender: MemberId, stem: StemId) -> boo
         Subscription::Only(streams) => streams
             .iter()
             .any(|&StreamRef { member, stem: s }| member == sender && s.is_none_or(|s| s == stem)),
+        Subscription::AllBut(members) => !members.contains(&sender),
     }
 }
 
@@ -137,6 +142,28 @@ mod tests {
         assert!(!forwards((A, &p), StemId(0), (B, &picky)));
         assert!(forwards((C, &p), StemId(7), (B, &picky)));
         assert!(!forwards((MemberId(5), &p), StemId(0), (B, &picky)));
+    }
+
+    /// A musician's plugin leaves out its own other plugins; a member who leaves is forgotten,
+    /// so whoever is given its id later is heard.
+    #[test]
+    fn all_but_leaves_out_those_members_until_they_leave() {
+        let p = Routing::joining(Role::Performer);
+        let mut mine = Routing::joining(Role::Performer);
+        mine.set_subscription(Subscription::AllBut(vec![A]));
+        assert!(!forwards((A, &p), StemId(0), (B, &mine)));
+        assert!(!forwards((A, &p), StemId(3), (B, &mine)));
+        assert!(forwards((C, &p), StemId(0), (B, &mine)));
+        mine.forget(A);
+        assert!(
+            forwards((A, &p), StemId(0), (B, &mine)),
+            "a newcomer given A's id"
+        );
+        mine.set_subscription(Subscription::AllBut((0..5000).map(MemberId).collect()));
+        let Subscription::AllBut(m) = &mine.subscription else {
+            unreachable!()
+        };
+        assert_eq!(m.len(), MAX_ROUTE_ENTRIES);
     }
 
     #[test]
