@@ -80,6 +80,8 @@ pub enum CloseReason {
     TooSlow,
     /// The same musician joined again on another connection.
     Replaced,
+    /// It sent control messages faster than a member that reads could take them.
+    Flooding,
 }
 
 impl CloseReason {
@@ -89,6 +91,7 @@ impl CloseReason {
             Self::Refused(_) => 1,
             Self::TooSlow => 2,
             Self::Replaced => 3,
+            Self::Flooding => 5,
         }
     }
 
@@ -98,6 +101,9 @@ impl CloseReason {
             Self::Refused(r) => r.explain(),
             Self::TooSlow => "the relay dropped this connection: it fell too far behind",
             Self::Replaced => "this musician joined again from another connection",
+            Self::Flooding => {
+                "the relay dropped this connection: it sent more than the others could take"
+            }
         }
     }
 }
@@ -169,6 +175,8 @@ pub struct RelayMetrics {
     pub retried: AtomicU64,
     /// Members dropped for not reading their control stream.
     pub evicted_slow: AtomicU64,
+    /// Members dropped for filling the control backlog of a member that reads.
+    pub evicted_flooding: AtomicU64,
     /// Datagrams received from members.
     pub datagrams_in: AtomicU64,
     /// Datagram copies sent to members.
@@ -213,8 +221,16 @@ struct Seat {
     /// Control messages queued for it, and how many of them were written.
     queued: u64,
     written: u64,
+    /// Who sent each unwritten message (`None`: the relay), oldest first: at most
+    /// [`RoomLimits::max_unwritten`].
+    senders: VecDeque<Option<ConnId>>,
+    /// `queued` when one was last written: a member that wrote none of its last
+    /// `max_unwritten` messages has stopped reading.
+    queued_at_write: u64,
     /// Over its backlog: removed once the current input is handled.
     overflowed: bool,
+    /// Filled the backlog of a member that reads: removed once the current input is handled.
+    flooding: bool,
 }
 
 impl Seat {
@@ -322,7 +338,10 @@ impl RelayCore {
             batch: Batcher::default(),
             queued: 0,
             written: 0,
+            senders: VecDeque::new(),
+            queued_at_write: 0,
             overflowed: false,
+            flooding: false,
         };
         self.seats.insert(conn, seat);
         self.control(conn, RelayMessage::Challenge { nonce });
@@ -353,6 +372,8 @@ impl RelayCore {
             return;
         };
         seat.written += 1;
+        seat.senders.pop_front();
+        seat.queued_at_write = seat.queued;
         if let Stage::Welcomed { welcome } = seat.stage {
             if seat.written >= welcome {
                 self.promote(conn);
@@ -582,10 +603,15 @@ impl RelayCore {
                             .find(|(&c, s)| c != conn && s.has_id() && s.info.id == to)
                             .map(|(&c, _)| c);
                         if let Some(target) = target {
-                            self.control(target, msg);
+                            self.control_from(target, msg, Some(conn));
                         }
                     }
-                    None => self.broadcast(conn, &msg),
+                    None => {
+                        let targets = self.others(conn);
+                        for to in targets {
+                            self.control_from(to, msg.clone(), Some(conn));
+                        }
+                    }
                 }
                 self.metrics.control_forwarded.fetch_add(1, Relaxed);
             }
@@ -617,15 +643,18 @@ impl RelayCore {
     /// To every other connection that holds an id: those welcomed but not yet admitted too, so
     /// their view stays whole from their Welcome on.
     fn broadcast(&mut self, except: ConnId, msg: &RelayMessage) {
-        let targets: Vec<ConnId> = self
-            .seats
+        for to in self.others(except) {
+            self.control(to, msg.clone());
+        }
+    }
+
+    /// Every connection that holds an id but `except`.
+    fn others(&self, except: ConnId) -> Vec<ConnId> {
+        self.seats
             .iter()
             .filter(|(&c, s)| c != except && s.has_id())
             .map(|(&c, _)| c)
-            .collect();
-        for to in targets {
-            self.control(to, msg.clone());
-        }
+            .collect()
     }
 
     fn refuse(&mut self, conn: ConnId, refusal: Refusal) {
@@ -643,19 +672,46 @@ impl RelayCore {
         self.remove(conn);
     }
 
-    /// Queues a control message, counting it against the member's backlog.
+    /// Queues a control message of the relay's own, counting it against the member's backlog.
     fn control(&mut self, conn: ConnId, msg: RelayMessage) {
+        self.control_from(conn, msg, None);
+    }
+
+    /// Queues a control message `from` a member (`None`: the relay's own). A full backlog is
+    /// the recipient's fault if it stopped reading (it wrote none of its last `max_unwritten`
+    /// messages), and then it goes; if it reads, the member that sent at least half of its
+    /// backlog is flooding it, and that one goes instead. Until the flooder is gone (at the
+    /// end of this input) its messages are not queued and the others' still are: a backlog
+    /// may pass its bound by one input's worth.
+    fn control_from(&mut self, conn: ConnId, msg: RelayMessage, from: Option<ConnId>) {
+        let max = self.limits.max_unwritten;
         let Some(seat) = self.seats.get_mut(&conn) else {
             return;
         };
         if seat.overflowed {
             return;
         }
-        if seat.queued - seat.written >= self.limits.max_unwritten {
-            seat.overflowed = true;
+        if seat.queued - seat.written >= max {
+            let reading = seat.queued - seat.queued_at_write < max;
+            let flooder = reading.then(|| top_sender(&seat.senders)).flatten();
+            match flooder.filter(|&(_, n)| 2 * n as u64 >= max) {
+                Some((flooder, _)) => {
+                    if let Some(f) = self.seats.get_mut(&flooder) {
+                        f.flooding = true;
+                    }
+                }
+                None => {
+                    seat.overflowed = true;
+                    return;
+                }
+            }
+        }
+        if from.is_some_and(|f| self.seats.get(&f).is_some_and(|s| s.flooding)) {
             return;
         }
+        let seat = self.seats.get_mut(&conn).expect("looked up above");
         seat.queued += 1;
+        seat.senders.push_back(from);
         self.push(conn, Outgoing::Control(msg));
     }
 
@@ -679,22 +735,37 @@ impl RelayCore {
         }
     }
 
-    /// Drops the members that overflowed their backlog (telling the rest may overflow more).
+    /// Drops the members that overflowed their backlog or flooded another's (telling the
+    /// rest may overflow more).
     fn reap(&mut self) {
         for _ in 0..=self.seats.len() {
-            let Some(conn) = self
+            let Some((conn, flooding)) = self
                 .seats
                 .iter()
-                .find(|(_, s)| s.overflowed)
-                .map(|(&c, _)| c)
+                .find(|(_, s)| s.overflowed || s.flooding)
+                .map(|(&c, s)| (c, s.flooding))
             else {
                 return;
             };
-            self.metrics.evicted_slow.fetch_add(1, Relaxed);
+            let (counter, reason) = if flooding {
+                (&self.metrics.evicted_flooding, CloseReason::Flooding)
+            } else {
+                (&self.metrics.evicted_slow, CloseReason::TooSlow)
+            };
+            counter.fetch_add(1, Relaxed);
             self.remove(conn);
-            self.push(conn, Outgoing::Close(CloseReason::TooSlow));
+            self.push(conn, Outgoing::Close(reason));
         }
     }
+}
+
+/// The member that sent most of a backlog, and how many of its messages.
+fn top_sender(senders: &VecDeque<Option<ConnId>>) -> Option<(ConnId, usize)> {
+    let mut counts: BTreeMap<ConnId, usize> = BTreeMap::new();
+    for s in senders.iter().flatten() {
+        *counts.entry(*s).or_default() += 1;
+    }
+    counts.into_iter().max_by_key(|&(_, n)| n)
 }
 
 /// The local addresses worth passing on: unicast, with a port, at most

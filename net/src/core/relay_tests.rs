@@ -623,6 +623,52 @@ fn a_member_that_stops_reading_is_dropped_instead_of_buffered() {
     assert_eq!(r.core.members().count(), 2);
 }
 
+/// A member floods the room with control messages faster than Bo reads them (Bo reads, one in
+/// a while): the flooder is dropped, not the reader. Bo's backlog held at most one input past
+/// its bound, and Bo goes on hearing the relay (the flooder's leave) and Cy.
+#[test]
+fn a_member_flooding_a_reader_is_dropped_instead_of_the_reader() {
+    let limits = RoomLimits {
+        max_unwritten: 8,
+        ..RoomLimits::default()
+    };
+    let mut r = Room::new(limits);
+    let (flooder, id_flooder) = r.join("Mal", 1);
+    let (bo, _) = r.join("Bo", 2);
+    let (cy, _) = r.join("Cy", 3);
+    r.clear();
+    r.deaf.insert(bo);
+    let send = |r: &mut Room, from, body| {
+        let msg = ClientMessage::Send { to: None, body };
+        r.core.handle_message(r.now, from, msg);
+        r.pump();
+    };
+    for i in 0..40u8 {
+        send(&mut r, flooder, vec![i]);
+        if i % 4 == 0 {
+            // Bo reads one now and then: slower than the flood, but reading.
+            r.core.handle_written(r.now, bo);
+        }
+        if r.closed(flooder).is_some() {
+            break;
+        }
+    }
+    assert_eq!(r.closed(flooder), Some(CloseReason::Flooding));
+    assert_eq!(r.closed(bo), None, "the reader stays");
+    assert_eq!(r.metrics.evicted_flooding.load(Relaxed), 1);
+    assert_eq!(r.metrics.evicted_slow.load(Relaxed), 0);
+    assert!(r.control(bo).any(|m| *m == RelayMessage::Left(id_flooder)));
+    let queued = r.control(bo).count();
+    assert!(queued <= 8 + 4, "Bo's backlog: {queued}");
+    // Cy speaks; Bo, reading again, hears it.
+    r.deaf.remove(&bo);
+    send(&mut r, cy, vec![99]);
+    assert!(r
+        .control(bo)
+        .any(|m| matches!(m, RelayMessage::From { body, .. } if body == &[99])));
+    assert_eq!(r.core.members().count(), 2);
+}
+
 #[test]
 fn a_busy_recipient_gets_batches_within_the_window() {
     let mut r = Room::new(RoomLimits::default());

@@ -31,7 +31,7 @@ fn render(directory: &Directory) -> String {
         "Members in rooms.",
         m.members.load(Relaxed),
     );
-    let counters: [(&str, &str, &AtomicU64); 18] = [
+    let counters: [(&str, &str, &AtomicU64); 19] = [
         (
             "echoel_relay_batches_total",
             "Datagram batches handed to quinn.",
@@ -107,6 +107,11 @@ fn render(directory: &Directory) -> String {
             "echoel_relay_evicted_slow_total",
             "Members dropped for not reading their control stream.",
             &m.evicted_slow,
+        ),
+        (
+            "echoel_relay_evicted_flooding_total",
+            "Members dropped for filling the control backlog of a member that reads.",
+            &m.evicted_flooding,
         ),
         (
             "echoel_relay_dropped_overload_total",

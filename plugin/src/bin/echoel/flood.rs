@@ -190,6 +190,10 @@ pub fn run(seconds: f64) -> anyhow::Result<()> {
             "echoel_relay_evicted_slow_total",
         ),
         (
+            "members dropped for flooding",
+            "echoel_relay_evicted_flooding_total",
+        ),
+        (
             "datagrams dropped, room overloaded",
             "echoel_relay_dropped_overload_total",
         ),
