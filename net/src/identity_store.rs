@@ -73,7 +73,7 @@ impl IdentityStore {
             ]
             .concat(),
         );
-        let name: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+        let name = crate::hex::encode(&digest[..12]);
         self.folder.join(format!("{name}.key"))
     }
 
@@ -98,7 +98,8 @@ impl IdentityStore {
         create_private_dir(&self.folder).map_err(io)?;
         let mut seed = Zeroizing::new([0u8; 32]);
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed[..]);
-        let text = Zeroizing::new(format!("{HEADER}{}\n", hex(&seed[..])));
+        let hexed = Zeroizing::new(crate::hex::encode(&seed[..]));
+        let text = Zeroizing::new(format!("{HEADER}{}\n", hexed.as_str()));
         if crate::store::create_atomically(&path, text.as_bytes(), true).map_err(io)? {
             return Ok(MemberKey::from_seed(&seed));
         }
@@ -129,19 +130,8 @@ impl IdentityStore {
 fn parse(text: &[u8]) -> Option<Zeroizing<[u8; 32]>> {
     let body = text.strip_prefix(HEADER.as_bytes())?;
     let body = body.strip_suffix(b"\n").unwrap_or(body);
-    if body.len() != 64 {
-        return None;
-    }
     let mut seed = Zeroizing::new([0u8; 32]);
-    for (i, pair) in body.chunks_exact(2).enumerate() {
-        let pair = std::str::from_utf8(pair).ok()?;
-        seed[i] = u8::from_str_radix(pair, 16).ok()?;
-    }
-    Some(seed)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::decode_into(body, &mut seed[..]).then_some(seed)
 }
 
 fn create_private_dir(folder: &Path) -> std::io::Result<()> {

@@ -26,7 +26,7 @@ pub struct CertFingerprint(pub [u8; 32]);
 
 impl fmt::Display for CertFingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        f.write_str(&crate::hex::encode(&self.0))
     }
 }
 
@@ -39,16 +39,12 @@ impl fmt::Debug for CertFingerprint {
 impl FromStr for CertFingerprint {
     type Err = InviteError;
     fn from_str(s: &str) -> Result<Self, InviteError> {
-        let bytes = s.as_bytes();
-        if bytes.len() != 64 {
-            return Err(InviteError::Fingerprint);
-        }
         let mut out = [0u8; 32];
-        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-            let hex = std::str::from_utf8(pair).map_err(|_| InviteError::Fingerprint)?;
-            *o = u8::from_str_radix(hex, 16).map_err(|_| InviteError::Fingerprint)?;
+        if crate::hex::decode_into(s.as_bytes(), &mut out) {
+            Ok(Self(out))
+        } else {
+            Err(InviteError::Fingerprint)
         }
-        Ok(Self(out))
     }
 }
 

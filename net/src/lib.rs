@@ -7,6 +7,7 @@ pub mod core;
 pub mod crypto;
 pub mod doc;
 pub mod fuzz;
+mod hex;
 pub mod identity_store;
 pub mod invite;
 pub mod presence;
