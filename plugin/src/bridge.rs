@@ -98,8 +98,8 @@ struct Inner {
 }
 
 /// Our clock's time in 48 kHz samples: what a take's frames are placed by.
-fn clock_samples(clock: &MediaClock) -> u64 {
-    (u128::from(clock.now_ns()) * 48 / 1_000_000) as u64
+fn clock_samples(clock: &MediaClock, at: Instant) -> u64 {
+    (u128::from(clock.ns_at(at)) * 48 / 1_000_000) as u64
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,7 +147,12 @@ impl Inner {
     fn record(&self, key: StemKey, media_time: u64, payload: &[u8]) {
         let rec = self.recorder.read().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = rec.as_ref() {
-            r.frame(key, media_time, clock_samples(&self.clock), payload);
+            r.frame(
+                key,
+                media_time,
+                clock_samples(&self.clock, Instant::now()),
+                payload,
+            );
         }
     }
 
@@ -352,12 +357,24 @@ impl Bridge {
         format: Format,
         name: &str,
     ) -> Result<(), RecordError> {
+        self.start_recording_at(folder, format, name, Instant::now())
+    }
+
+    /// As [`Self::start_recording`], the take's first sample at `at` (a moment of the
+    /// caller's own timeline, not when this thread got to run).
+    pub fn start_recording_at(
+        &self,
+        folder: &std::path::Path,
+        format: Format,
+        name: &str,
+        at: Instant,
+    ) -> Result<(), RecordError> {
         self.stop_recording();
         let room = SessionRoom {
             inner: Arc::downgrade(&self.inner),
             name: name.to_owned(),
         };
-        let start = clock_samples(&self.inner.clock);
+        let start = clock_samples(&self.inner.clock, at);
         let rec = Recorder::start(folder, format, start, Box::new(room))?;
         *self
             .inner

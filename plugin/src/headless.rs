@@ -374,7 +374,8 @@ pub fn run(
             std::thread::sleep(wait);
         }
         if let (0, Some((folder, format))) = (block, &opts.record) {
-            take = Some(bridge.start_recording(folder, *format, &opts.name));
+            // At block 0's deadline: a late wake-up must not move the take's timeline.
+            take = Some(bridge.start_recording_at(folder, *format, &opts.name, deadline));
         }
         // As the plugin does: a recorded take's buffers hold their delay.
         params.hold_depth = recording.load(std::sync::atomic::Ordering::Relaxed);

@@ -28,6 +28,11 @@ impl MediaClock {
     pub fn now_ns(&self) -> u64 {
         (self.epoch.elapsed().as_nanos() as u64).max(1)
     }
+
+    /// `at` on this clock (never 0; an instant before the epoch reads as its start).
+    pub fn ns_at(&self, at: Instant) -> u64 {
+        (at.saturating_duration_since(self.epoch).as_nanos() as u64).max(1)
+    }
 }
 
 /// 48 kHz samples in `ns` nanoseconds.
