@@ -11,6 +11,7 @@ use crate::codec::{CodecSettings, FrameDuration, FrameEncoder};
 use crate::fifo::SampleFifo;
 use crate::jitter::MAX_DEPTH_MS;
 use crate::limits::SendLimits;
+use crate::mixer::{AuxOutputs, Mixer, NoTap, StemTap};
 use crate::packet::{PacketSlot, StreamId};
 use crate::resample::{FixedSide, RateConverter, MAX_RATE_HZ, MIN_RATE_HZ};
 use crate::stats::EngineStats;
@@ -77,6 +78,8 @@ pub struct EngineParams {
     /// Hold every receive buffer's delay where it is: a take is recorded from the outputs,
     /// and a change of delay would shift what follows on it.
     pub hold_depth: bool,
+    /// Streams routed to an auxiliary output leave the main mix (otherwise they play on both).
+    pub routed_leave_main: bool,
 }
 
 impl Default for EngineParams {
@@ -90,6 +93,7 @@ impl Default for EngineParams {
             codec: CodecSettings::default(),
             jitter: JitterMode::Auto,
             hold_depth: false,
+            routed_leave_main: false,
         }
     }
 }
@@ -114,32 +118,6 @@ pub struct NetworkLink {
     pub limits: Arc<SendLimits>,
     /// The engine's clock: stamp each packet's `arrival_ns` with it as it arrives.
     pub clock: MediaClock,
-}
-
-/// Receives each remote stream's own audio as it is mixed, for per-musician recording or
-/// aux outputs.
-///
-/// # Thread
-/// Called on the audio thread, inside [`Engine::process_tapped`]: implementations must not
-/// allocate, lock or block.
-pub trait StemTap {
-    /// `samples` is interleaved stereo at 48 kHz, in the order the mixer renders it.
-    fn stem(&mut self, stream: StreamId, samples: &[f32]);
-
-    /// Whether this tap wants stems at all (rendering them separately costs a copy).
-    fn wants_stems(&self) -> bool {
-        true
-    }
-}
-
-/// The tap of plain [`Engine::process`]: takes nothing.
-struct NoTap;
-
-impl StemTap for NoTap {
-    fn stem(&mut self, _: StreamId, _: &[f32]) {}
-    fn wants_stems(&self) -> bool {
-        false
-    }
 }
 
 /// Linear per-block gain ramp, so parameter moves never click.
@@ -197,6 +175,8 @@ pub struct Engine {
     /// One stream's render before it joins the mix, for [`StemTap`]s.
     stem48: Vec<f32>,
     conv_scratch: Vec<f32>,
+    /// The auxiliary outputs the host offered (none until [`Engine::enable_aux`]).
+    aux: AuxOutputs,
     packet: PacketSlot,
     streams: Vec<RemoteStream>,
     loopback: RemoteStream,
@@ -299,6 +279,7 @@ impl Engine {
             mix48: vec![0.0; 2 * render_max],
             stem48: vec![0.0; 2 * render_max],
             conv_scratch: vec![0.0; 2 * conv_out_max],
+            aux: AuxOutputs::none(),
             packet: PacketSlot::empty(),
             streams,
             loopback: RemoteStream::new(render_max, MAX_REMOTE_STREAMS)?,
@@ -338,6 +319,30 @@ impl Engine {
         &self.stats
     }
 
+    /// Gives the engine `buses` auxiliary stereo outputs (at most [`crate::AUX_BUSES`]), for
+    /// the streams routed to them ([`EngineStats::set_stream_route`]). Allocates: call it
+    /// where the engine is built, off the audio thread.
+    pub fn enable_aux(&mut self, buses: usize) -> Result<(), EngineError> {
+        let render_max = self.mix48.len() / 2;
+        self.aux = AuxOutputs::new(
+            buses,
+            self.config.sample_rate_hz,
+            render_max,
+            self.config.max_block_frames,
+        )?;
+        // A fresh start for the main converter too: the buses' converters follow it exactly.
+        if let Some(conv) = &mut self.out_conv {
+            conv.reset();
+        }
+        self.out_fifo.clear();
+        Ok(())
+    }
+
+    /// Auxiliary outputs in use.
+    pub fn aux_buses(&self) -> usize {
+        self.aux.count()
+    }
+
     /// Samples of look-ahead Opus adds to the send path.
     pub fn codec_lookahead_samples(&mut self) -> usize {
         self.encoder.lookahead_samples()
@@ -356,6 +361,7 @@ impl Engine {
         {
             conv.reset();
         }
+        self.aux.reset();
         self.loopback.reset(&self.stats);
         self.loopback_on = false;
     }
@@ -367,6 +373,7 @@ impl Engine {
     /// between the two, so everyone hears a gap, not a new or a shifted stream.
     pub fn reactivate(&mut self, config: EngineConfig) -> Result<(), EngineError> {
         let (mut fresh, _unused) = Engine::new(config)?;
+        fresh.enable_aux(self.aux.count())?;
         std::mem::swap(&mut fresh.stats, &mut self.stats);
         std::mem::swap(&mut fresh.to_net, &mut self.to_net);
         std::mem::swap(&mut fresh.from_net, &mut self.from_net);
@@ -401,6 +408,20 @@ impl Engine {
         self.process_tapped(channels, params, &mut NoTap);
     }
 
+    /// [`Engine::process`], also writing each auxiliary output the host passes (`None`: not
+    /// connected); a bus the engine does not have is written silent.
+    pub fn process_with_aux(
+        &mut self,
+        channels: &mut [&mut [f32]],
+        aux: &mut [Option<&mut [&mut [f32]]>],
+        params: &EngineParams,
+    ) {
+        let now = self.clock.now_ns();
+        self.last_block_at_ns = now;
+        let now = if self.wall_clock { now } else { 0 };
+        self.process_inner(channels, aux, params, &mut NoTap, now);
+    }
+
     /// [`Engine::process`], also handing every stream's own audio to `tap`.
     pub fn process_tapped(
         &mut self,
@@ -412,18 +433,20 @@ impl Engine {
         // spent away should the host re-activate us.
         let now = self.clock.now_ns();
         self.last_block_at_ns = now;
-        self.process_inner(channels, params, tap, if self.wall_clock { now } else { 0 });
+        let now = if self.wall_clock { now } else { 0 };
+        self.process_inner(channels, &mut [], params, tap, now);
     }
 
     /// [`Engine::process`] for a block that starts at `now_ns` on a clock of the caller's (which
     /// also stamps the packets' `arrival_ns`): simulations and tests of a host's timing.
     pub fn process_at(&mut self, channels: &mut [&mut [f32]], params: &EngineParams, now_ns: u64) {
-        self.process_inner(channels, params, &mut NoTap, now_ns.max(1));
+        self.process_inner(channels, &mut [], params, &mut NoTap, now_ns.max(1));
     }
 
     fn process_inner(
         &mut self,
         channels: &mut [&mut [f32]],
+        aux: &mut [Option<&mut [&mut [f32]]>],
         params: &EngineParams,
         tap: &mut dyn StemTap,
         now_ns: u64,
@@ -459,6 +482,7 @@ impl Engine {
         while offset < frames {
             let n = (frames - offset).min(self.config.max_block_frames);
             self.process_chunk(channels, offset, n, params, &mut *tap);
+            self.aux.write(aux, offset, n);
             offset += n;
         }
         if std::mem::take(&mut self.pushed) {
@@ -676,6 +700,8 @@ impl Engine {
             block_48k: floor + self.out_conv.as_ref().map_or(0, |_| 2),
             horizon,
             stem: &mut self.stem48,
+            aux: &mut self.aux,
+            routed_leave_main: params.routed_leave_main,
         };
         match &mut self.out_conv {
             None => mixer.render(&mut self.mix48[..2 * n], tap),
@@ -685,11 +711,13 @@ impl Engine {
                     let need = conv.input_frames_next();
                     mixer.render(&mut self.mix48[..2 * need], &mut *tap);
                     mixer.horizon = mixer.horizon.saturating_sub(need);
+                    let chunk = n - self.out_fifo.frames();
                     let (_, made) = conv.process(&self.mix48[..2 * need], &mut self.conv_scratch);
                     if made == 0 {
                         break;
                     }
                     self.out_fifo.push(&self.conv_scratch[..2 * made]);
+                    mixer.aux.convert(chunk, need, &mut self.conv_scratch);
                 }
             }
         }
@@ -734,54 +762,5 @@ impl Engine {
             self.out_fifo.consume(n);
         }
         self.stats.output_peak.store(peak, Relaxed);
-    }
-}
-
-/// Sums every active stream into a 48 kHz stereo buffer.
-struct Mixer<'a> {
-    streams: &'a mut [RemoteStream],
-    loopback: Option<&'a mut RemoteStream>,
-    stats: &'a EngineStats,
-    target: TargetDepth,
-    hold: bool,
-    block_48k: usize,
-    /// 48 kHz samples from this render's start beyond which packets cannot have arrived yet.
-    horizon: usize,
-    stem: &'a mut [f32],
-}
-
-impl Mixer<'_> {
-    fn render(&mut self, mix: &mut [f32], tap: &mut dyn StemTap) {
-        mix.fill(0.0);
-        let stats = self.stats;
-        let target = self.target;
-        let loopback = self.loopback.as_deref_mut();
-        let active = self.streams.iter_mut().filter(|s| s.id().is_some());
-        for s in loopback.into_iter().chain(active) {
-            s.set_target(target);
-            s.set_hold(self.hold);
-            s.set_block(self.block_48k);
-            let alive = if tap.wants_stems() {
-                // Render alone first so the tap sees this stream only, then mix it in.
-                {
-                    let stem = &mut self.stem[..mix.len()];
-                    stem.fill(0.0);
-                    let alive = s.render_into(stem, 1.0, self.horizon, stats);
-                    if let Some(id) = s.id() {
-                        tap.stem(id, stem);
-                    }
-                    mix.iter_mut().zip(stem.iter()).for_each(|(m, x)| *m += x);
-                    alive
-                }
-            } else {
-                s.render_into(mix, 1.0, self.horizon, stats)
-            };
-            stats
-                .jitter_depth_samples
-                .store(s.depth_samples().min(u64::from(u32::MAX)) as u32, Relaxed);
-            if !alive && s.id() != Some(LOOPBACK_STREAM) {
-                s.reset(stats);
-            }
-        }
     }
 }

@@ -17,6 +17,7 @@ pub mod fifo;
 pub mod jitter;
 pub mod limits;
 pub mod measure;
+mod mixer;
 pub mod packet;
 pub mod resample;
 pub mod signal;
@@ -30,10 +31,11 @@ use thiserror::Error;
 pub use clock::MediaClock;
 pub use codec::{CodecSettings, FrameDuration};
 pub use engine::{
-    Engine, EngineConfig, EngineParams, JitterMode, NetworkLink, StemTap, LOOPBACK_STREAM,
-    MAX_BLOCK_FRAMES, MAX_REMOTE_STREAMS, SUPPORTED_RATES_HZ,
+    Engine, EngineConfig, EngineParams, JitterMode, NetworkLink, LOOPBACK_STREAM, MAX_BLOCK_FRAMES,
+    MAX_REMOTE_STREAMS, SUPPORTED_RATES_HZ,
 };
 pub use limits::SendLimits;
+pub use mixer::{StemTap, AUX_BUSES};
 pub use packet::{opus_packet_samples, PacketSlot, StreamId, MAX_OPUS_PACKET_BYTES};
 pub use stats::{EngineStats, StatsSnapshot, StreamSnapshot, StreamStats};
 pub use wake::SendWake;

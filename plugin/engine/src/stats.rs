@@ -1,6 +1,6 @@
 //! Counters and meters the audio thread publishes for the GUI, the CLI and tests.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 use atomic_float::AtomicF32;
 
@@ -74,6 +74,9 @@ pub struct EngineStats {
     /// [`EngineStats::GAIN_IDS`], before and after it has a slot, so a stream's first block
     /// already plays at its member's level (a muted member is never heard, even for a block).
     pub stream_gains: Vec<AtomicF32>,
+    /// Written by the control thread: the output each stream id below
+    /// [`EngineStats::GAIN_IDS`] plays on (0: the main mix; `k`: auxiliary bus `k`).
+    pub stream_routes: Vec<AtomicU8>,
     /// Frames encoded and handed to the network ring.
     pub packets_sent: AtomicU64,
     /// Encoded frames dropped because the network side had not drained its ring.
@@ -125,6 +128,7 @@ impl EngineStats {
         Self {
             streams,
             stream_gains: (0..Self::GAIN_IDS).map(|_| AtomicF32::new(1.0)).collect(),
+            stream_routes: (0..Self::GAIN_IDS).map(|_| AtomicU8::new(0)).collect(),
             ..Self::default()
         }
     }
@@ -144,6 +148,20 @@ impl EngineStats {
         self.stream_gains
             .get(usize::from(id.0))
             .map_or(1.0, |g| g.load(Relaxed))
+    }
+
+    /// Routes stream `id` to output `bus` (0: the main mix).
+    pub fn set_stream_route(&self, id: crate::StreamId, bus: u8) {
+        if let Some(r) = self.stream_routes.get(usize::from(id.0)) {
+            r.store(bus, Relaxed);
+        }
+    }
+
+    /// The output stream `id` plays on (0: the main mix).
+    pub fn stream_route(&self, id: crate::StreamId) -> u8 {
+        self.stream_routes
+            .get(usize::from(id.0))
+            .map_or(0, |r| r.load(Relaxed))
     }
 
     /// Every stream slot in use.

@@ -7,7 +7,7 @@ use assert_no_alloc::{assert_no_alloc, reset_violation_count, violation_count, A
 use echoel_engine::signal::TestSignal;
 use echoel_engine::{
     CodecSettings, Engine, EngineConfig, EngineParams, FrameDuration, JitterMode, PacketSlot,
-    StreamId, MAX_REMOTE_STREAMS,
+    StreamId, AUX_BUSES, MAX_REMOTE_STREAMS,
 };
 use opus::{Application, Channels, Encoder};
 
@@ -68,11 +68,15 @@ fn run_engine(rate: u32, host_channels: usize, seed: u64, wall_clock: bool, bloc
         max_block_frames: max_block,
     })
     .unwrap();
+    engine.enable_aux(AUX_BUSES).unwrap();
+    let mut aux_bufs: Vec<Vec<f32>> = (0..2 * AUX_BUSES).map(|_| vec![0.0; max_block]).collect();
     let packets = [
         encoded_frames(FrameDuration::Ms2_5, 64),
         encoded_frames(FrameDuration::Ms10, 16),
     ];
     let mut rng = Lcg(seed);
+    // Its own draws, so the routes leave the rest of the scenario as it was.
+    let mut routes = Lcg(seed ^ 0x5eed);
     let mut chans: Vec<Vec<f32>> = (0..host_channels).map(|_| vec![0.0; max_block]).collect();
     let mut sig = TestSignal::new(rate);
     let mut seqs = [0u32; MAX_REMOTE_STREAMS + 4];
@@ -170,7 +174,14 @@ fn run_engine(rate: u32, host_channels: usize, seed: u64, wall_clock: bool, bloc
                 },
                 // A take recorded now and then: the buffers hold their delay.
                 hold_depth: (block / 50) % 3 == 1,
+                routed_leave_main: routes.next(2) == 0,
             };
+            // Some streams onto auxiliary buses (one past the last: refused, plays in main).
+            for _ in 0..4 {
+                let id = StreamId(routes.next(seqs.len()) as u16);
+                link.stats
+                    .set_stream_route(id, routes.next(AUX_BUSES + 2) as u8);
+            }
         }
         if block == blocks / 2 {
             // The host re-activates (off the audio thread); the rebuilt engine is as clean.
@@ -184,6 +195,20 @@ fn run_engine(rate: u32, host_channels: usize, seed: u64, wall_clock: bool, bloc
             engine.use_wall_clock(wall_clock);
         }
         let mut slices: Vec<&mut [f32]> = chans.iter_mut().map(|c| &mut c[..n]).collect();
+        // The host connects a few of the buses, one of them mono.
+        let mut aux_ch: Vec<Vec<&mut [f32]>> = aux_bufs
+            .chunks_mut(2)
+            .enumerate()
+            .map(|(b, pair)| {
+                let take = if b == 2 { 1 } else { 2 };
+                pair.iter_mut().take(take).map(|c| &mut c[..n]).collect()
+            })
+            .collect();
+        let mut aux: Vec<Option<&mut [&mut [f32]]>> = aux_ch
+            .iter_mut()
+            .enumerate()
+            .map(|(b, c)| (b % 3 != 1).then_some(&mut c[..]))
+            .collect();
         // The host keeps time, now and then pauses for up to half a second (an xrun, a render
         // in between), and on the wall-clock run reads the real clock.
         now += n as u64 * 1_000_000_000 / u64::from(rate);
@@ -191,8 +216,12 @@ fn run_engine(rate: u32, host_channels: usize, seed: u64, wall_clock: bool, bloc
             now += rng.next(500_000_000) as u64;
         }
         assert_no_alloc(|| {
-            if wall_clock {
+            if wall_clock && block % 2 == 0 {
+                engine.process_with_aux(&mut slices, &mut aux, &params);
+            } else if wall_clock {
                 engine.process(&mut slices, &params);
+            } else if block % 3 == 0 {
+                engine.process_with_aux(&mut slices, &mut aux, &params);
             } else {
                 engine.process_at(&mut slices, &params, now);
             }
