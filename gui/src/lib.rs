@@ -2,6 +2,7 @@
 //! audio thread's state directly (see DESIGN.md, "Threads").
 
 pub mod model;
+mod routing;
 pub mod view;
 
 pub use egui;

@@ -23,6 +23,10 @@ pub struct Snapshot {
     pub rendering_offline: bool,
     /// The take being recorded, or how the last one ended.
     pub recording: RecordingView,
+    /// Auxiliary outputs the host gave this plugin (0: none; routing is not offered).
+    pub aux_buses: usize,
+    /// Stems routed to an auxiliary output leave the main output.
+    pub routed_leave_main: bool,
 }
 
 /// A take: each stem heard and what we send, each to a file of its own.
@@ -141,6 +145,19 @@ pub struct Person {
     /// One of our own plugins in another process: its track is in this DAW, not heard from
     /// the room.
     pub yours: bool,
+    /// Where each stream they send plays here.
+    pub outputs: Vec<StemOut>,
+}
+
+/// One stream a member sends, and the output it plays on here.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StemOut {
+    /// The stem's number within its sender.
+    pub stem: u16,
+    /// Its name (empty for a plugin's one stream).
+    pub name: String,
+    /// 0: the main output; `k`: auxiliary output `k`.
+    pub bus: u8,
 }
 
 impl Person {
@@ -334,6 +351,17 @@ pub enum Command {
     },
     /// Follow the host's tempo.
     SetPushHostTempo(bool),
+    /// Play one of a member's stems on an output (0: main, `k`: auxiliary output `k`).
+    SetStemRoute {
+        /// Who.
+        participant: u64,
+        /// Which of their stems.
+        stem: u16,
+        /// Where.
+        bus: u8,
+    },
+    /// Stems routed to an auxiliary output leave the main output (otherwise they play on both).
+    SetRoutedLeaveMain(bool),
     /// Add a track.
     AddTrack {
         /// Name.

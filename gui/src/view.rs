@@ -7,6 +7,7 @@ use egui::{Color32, RichText, Sense, Ui, Vec2};
 use crate::model::{
     chart_edit, Command, LinkStatus, PathKind, Person, Quality, RecordingView, Snapshot, TrackView,
 };
+use crate::routing;
 
 /// Size the editor opens at; everything is readable there without scrolling.
 pub const DEFAULT_SIZE: (u32, u32) = (960, 640);
@@ -57,7 +58,7 @@ impl EditorState {
         }
     }
 
-    fn send(&mut self, out: &mut Vec<Command>, c: Command) {
+    pub(crate) fn send(&mut self, out: &mut Vec<Command>, c: Command) {
         self.sent += 1;
         out.push(c);
     }
@@ -309,6 +310,9 @@ fn people_panel(ui: &mut Ui, snap: &Snapshot, st: &mut EditorState, out: &mut Ve
             ] {
                 ui.label(RichText::new(h).strong());
             }
+            if snap.aux_buses > 0 {
+                ui.label(RichText::new("Output").strong());
+            }
             ui.end_row();
             // One musician's plugins in several processes sit together, where the first is.
             let first = |m: u64| snap.people.iter().position(|o| o.musician() == m);
@@ -321,9 +325,13 @@ fn people_panel(ui: &mut Ui, snap: &Snapshot, st: &mut EditorState, out: &mut Ve
                     .filter(|o| !o.gone && o.musician() == p.musician())
                     .count();
                 person_row(ui, p, plugins, &snap.session.tracks, st, out);
+                if snap.aux_buses > 0 {
+                    routing::outputs_cell(ui, p, snap.aux_buses, st, out);
+                }
                 ui.end_row();
             }
         });
+    routing::leave_main_toggle(ui, snap, st, out);
 }
 
 /// One participant: `plugins` is how many rows its musician has (their plugins in several

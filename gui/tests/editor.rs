@@ -188,6 +188,8 @@ fn jam() -> Snapshot {
         },
         rendering_offline: false,
         recording: RecordingView::default(),
+        aux_buses: 0,
+        routed_leave_main: false,
     }
 }
 
@@ -562,4 +564,57 @@ fn our_own_plugin_in_another_process_is_marked_as_ours() {
     let mut h = harness(snap);
     h.run();
     assert!(h.query_by_label("Mara · synth (your plugin)").is_some());
+}
+
+#[test]
+fn each_stem_is_routed_to_an_output_of_its_own_and_can_leave_the_main_one() {
+    use echoel_gui::model::StemOut;
+    let mut snap = jam();
+    // Without auxiliary outputs from the host, nothing to route.
+    let mut h = harness(snap.clone());
+    h.run();
+    assert!(h.query_by_label("Output of Ilse").is_none());
+    assert!(h
+        .query_by_label("Routed stems leave the main output")
+        .is_none());
+
+    snap.aux_buses = 8;
+    snap.people[0].stems = vec!["keys".into(), "vocals".into()];
+    snap.people[0].outputs = vec![
+        StemOut {
+            stem: 0,
+            name: "keys".into(),
+            bus: 1,
+        },
+        StemOut {
+            stem: 1,
+            name: "vocals".into(),
+            bus: 0,
+        },
+    ];
+    snap.people[1].outputs = vec![StemOut::default()];
+    let mut h = harness_sized(snap, 1100.0, 700.0);
+    h.run();
+    let keys = h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "Output of Ilse's keys");
+    assert_eq!(keys.value().as_deref(), Some("keys: Aux 1"));
+    h.get_by_role_and_label(egui::accesskit::Role::ComboBox, "Output of Ilse's vocals")
+        .click();
+    h.run();
+    h.get_by_label("Aux 2").click();
+    h.run();
+    h.get_by_label("Routed stems leave the main output").click();
+    h.run();
+    let participant = h.state().snap.people[0].participant;
+    assert_eq!(
+        h.state_mut().commands(),
+        vec![
+            Command::SetStemRoute {
+                participant,
+                stem: 1,
+                bus: 2,
+            },
+            Command::SetRoutedLeaveMain(true),
+        ]
+    );
+    h.snapshot_options("routing", &snapshot_options());
 }

@@ -91,11 +91,17 @@ struct Inner {
     /// Our mix: each member's gain, and the gain of anyone not listed (0 while someone is
     /// soloed). Set by the control thread.
     mix: Mutex<(std::collections::BTreeMap<ParticipantId, f32>, f32)>,
+    /// Our routing: the output each stem plays on (absent: the main output). Set by the
+    /// control thread.
+    routes: Mutex<StemRoutes>,
     /// The take being recorded, if any: every frame heard and sent goes to it too.
     recorder: RwLock<Option<Recorder>>,
     /// Whether one is: the audio thread holds the receive buffers' delay meanwhile.
     recording: Arc<AtomicBool>,
 }
+
+/// The output each stem plays on.
+pub type StemRoutes = std::collections::BTreeMap<(ParticipantId, StemId), u8>;
 
 /// Our clock's time in 48 kHz samples: what a take's frames are placed by.
 fn clock_samples(clock: &MediaClock, at: Instant) -> u64 {
@@ -119,8 +125,10 @@ impl Inner {
                 t.push(key);
                 // Before its first frame reaches the engine: it starts at its member's level.
                 let gain = self.gain_of(from);
-                self.stats
-                    .set_stream_gain(StreamId((t.len() - 1) as u16), gain);
+                let id = StreamId((t.len() - 1) as u16);
+                self.stats.set_stream_gain(id, gain);
+                let bus = lock(&self.routes).get(&key).copied().unwrap_or(0);
+                self.stats.set_stream_route(id, bus);
                 t.len() - 1
             });
             StreamId(i as u16)
@@ -192,6 +200,7 @@ impl Bridge {
             stats,
             offline: Arc::new(AtomicBool::new(false)),
             mix: Mutex::new((Default::default(), 1.0)),
+            routes: Mutex::new(StemRoutes::new()),
             recorder: RwLock::new(None),
             recording: Arc::new(AtomicBool::new(false)),
         });
@@ -319,6 +328,19 @@ impl Bridge {
             self.inner
                 .stats
                 .set_stream_gain(StreamId(i as u16), self.inner.gain_of(*p));
+        }
+    }
+
+    /// Sets our routing: the output each stem plays on (absent: the main output), for the
+    /// streams heard already and those to come.
+    pub fn set_routes(&self, routes: StemRoutes) {
+        // In the order `deliver` takes them, so a stream heard meanwhile gets the new route.
+        let streams = lock(&self.inner.streams);
+        let mut held = lock(&self.inner.routes);
+        *held = routes;
+        for (i, key) in streams.iter().enumerate() {
+            let bus = held.get(key).copied().unwrap_or(0);
+            self.inner.stats.set_stream_route(StreamId(i as u16), bus);
         }
     }
 

@@ -4,13 +4,13 @@
 //! bounded channel and reads the last snapshot; the audio thread only stores atomics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use echoel_engine::{EngineStats, StreamId, StreamStats};
+use echoel_engine::{EngineStats, StreamId, StreamStats, AUX_BUSES};
 use echoel_gui::model::{
     Me, NetworkQuality, NoteConflictView, PathKind, Person, ProtectionView, SessionView,
     TempoNoticeView, TrackView,
@@ -19,11 +19,12 @@ use echoel_gui::{Command, LinkStatus, Snapshot};
 use echoel_net::doc::{DocError, DocStore, SessionDoc};
 use echoel_net::presence::Presence;
 use echoel_net::session::{LossProtection, Route, SessionConfig, SessionHandle, SessionState};
-use echoel_net::wire::ParticipantId;
+use echoel_net::wire::{ParticipantId, StemId};
 use echoel_net::{Invite, RotationPolicy};
 
 use crate::bridge::{network_runtime, Bridge, DocKeeping};
 use crate::params::{EchoelParams, SavedMix};
+use crate::routing::Routes;
 use crate::take_control::TakeControl;
 use echoel_net::wire::Role;
 
@@ -41,6 +42,8 @@ pub struct Controls {
     rx: Receiver<Command>,
     /// The host's tempo as f64 bits; 0 when the host reports none.
     host_tempo: AtomicU64,
+    /// Auxiliary outputs the host gave the plugin.
+    aux_buses: AtomicUsize,
 }
 
 impl Controls {
@@ -52,6 +55,7 @@ impl Controls {
             tx,
             rx,
             host_tempo: AtomicU64::new(0),
+            aux_buses: AtomicUsize::new(0),
         })
     }
 
@@ -74,6 +78,11 @@ impl Controls {
             .filter(|b| b.is_finite() && *b > 0.0)
             .map_or(0, f64::to_bits);
         self.host_tempo.store(bits, Relaxed);
+    }
+
+    /// At activation: how many auxiliary outputs the engine has, for the editor's routing.
+    pub fn set_aux_buses(&self, buses: usize) {
+        self.aux_buses.store(buses, Relaxed);
     }
 
     fn host_tempo(&self) -> Option<f64> {
@@ -133,6 +142,7 @@ impl ControlThread {
             names: BTreeMap::new(),
             takes: TakeControl::default(),
             listening: false,
+            routes: Routes::default(),
         };
         let handle = {
             let stop = stop.clone();
@@ -189,6 +199,8 @@ struct Control {
     takes: TakeControl,
     /// Whether the session in use was joined to listen only.
     listening: bool,
+    /// Where each of the others' stems plays here.
+    routes: Routes,
 }
 
 fn read_string(s: &std::sync::RwLock<String>) -> String {
@@ -414,6 +426,12 @@ impl Control {
             Command::SetPeerSolo { participant, solo } => {
                 self.set_peer_mix(participant, |m| m.solo = solo);
             }
+            Command::SetStemRoute {
+                participant,
+                stem,
+                bus,
+            } => self.set_route(participant, stem, bus),
+            Command::SetRoutedLeaveMain(on) => self.params.routed_leave_main.store(on, Relaxed),
         }
     }
 
@@ -438,6 +456,30 @@ impl Control {
         }
     }
 
+    /// Plays one of a member's stems on an output, and keeps that in the project.
+    fn set_route(&mut self, participant: u64, stem: u16, bus: u8) {
+        let (Ok(stem), true) = (u8::try_from(stem), usize::from(bus) <= AUX_BUSES) else {
+            return;
+        };
+        let p = ParticipantId(participant);
+        let key = self.names.get(&participant).map(|name| {
+            let presence = self
+                .bridge
+                .session()
+                .map(|s| s.presence())
+                .unwrap_or_default();
+            let theirs = presence.iter().find(|x| x.participant == p);
+            Routes::key_of(name, theirs, StemId(stem))
+        });
+        self.routes.set(
+            &self.params.routing,
+            (p, StemId(stem)),
+            key,
+            bus,
+            &self.bridge,
+        );
+    }
+
     /// A member we have no mix for yet, whose name the project knows: their saved mix, from
     /// their first frame on.
     fn restore_saved_mix(&mut self, s: &SessionHandle) {
@@ -449,6 +491,9 @@ impl Control {
                 .find(|x| x.participant == p && !x.presence.name.is_empty())
                 .map_or(m.info.name, |x| x.presence.name.clone());
             self.names.insert(p.0, name.clone());
+            let theirs = presence.iter().find(|x| x.participant == p);
+            self.routes
+                .restore(&self.params.routing, p, &name, theirs, &self.bridge);
             if self.mix.contains_key(&p.0) {
                 continue;
             }
@@ -540,6 +585,8 @@ impl Control {
             push_host_tempo: self.params.push_host_tempo.load(Relaxed),
             rendering_offline: self.bridge.is_offline(),
             recording: self.takes.view(&self.bridge),
+            aux_buses: self.controls.aux_buses.load(Relaxed),
+            routed_leave_main: self.params.routed_leave_main.load(Relaxed),
             me: Me {
                 name: read_string(&self.params.display_name),
                 instrument: read_string(&self.params.instrument),
@@ -627,6 +674,7 @@ impl Control {
                     .unwrap_or_default(),
                 person: person_of(&m.info.member),
                 yours: m.info.member == s.member(),
+                outputs: self.routes.outputs_of(m, p),
             });
         }
         // Heard from lately but no longer in the room: shown as gone until forgotten.

@@ -64,6 +64,22 @@ impl Instance {
         Ok(())
     }
 
+    /// Gives the engine the host layout's `buses` auxiliary outputs (kept through later
+    /// activations) and tells the editor, which offers routing only where there are some.
+    pub fn set_aux_outputs(&mut self, buses: usize, controls: &Controls) -> Result<(), String> {
+        let Some(engine) = &mut self.engine else {
+            return Ok(());
+        };
+        if engine.aux_buses() != buses {
+            if let Err(e) = engine.enable_aux(buses) {
+                controls.set_aux_buses(0);
+                return Err(e.to_string());
+            }
+        }
+        controls.set_aux_buses(engine.aux_buses());
+        Ok(())
+    }
+
     /// A take is being recorded: the receive buffers hold their delay. An atomic load.
     pub fn recording(&self) -> bool {
         self.recording.as_ref().is_some_and(|r| r.load(Relaxed))

@@ -13,12 +13,13 @@ pub mod instance;
 pub mod netem;
 pub mod params;
 pub mod record;
+pub mod routing;
 pub mod take_control;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use echoel_engine::{EngineConfig, EngineParams};
+use echoel_engine::{EngineConfig, EngineParams, AUX_BUSES};
 use nice_plug::prelude::*;
 use nice_plug_egui::EguiEditorState;
 
@@ -27,6 +28,14 @@ use instance::Instance;
 
 pub use echoel_engine as engine;
 use params::EchoelParams;
+
+const AUX_PORTS: [NonZeroU32; AUX_BUSES] = [new_nonzero_u32(2); AUX_BUSES];
+const AUX_NAMES: PortNames = PortNames {
+    aux_outputs: &[
+        "Aux 1", "Aux 2", "Aux 3", "Aux 4", "Aux 5", "Aux 6", "Aux 7", "Aux 8",
+    ],
+    ..PortNames::const_default()
+};
 
 /// The plugin instance.
 pub struct EchoelJam {
@@ -60,7 +69,23 @@ impl Plugin for EchoelJam {
     const EMAIL: &'static str = "hello@echoel.org";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
+    // With eight stereo auxiliary outputs first (the others' stems on tracks of their own);
+    // without them for hosts that take a plain insert only.
     const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[
+        AudioIOLayout {
+            main_input_channels: NonZeroU32::new(2),
+            main_output_channels: NonZeroU32::new(2),
+            aux_output_ports: &AUX_PORTS,
+            names: AUX_NAMES,
+            ..AudioIOLayout::const_default()
+        },
+        AudioIOLayout {
+            main_input_channels: NonZeroU32::new(1),
+            main_output_channels: NonZeroU32::new(1),
+            aux_output_ports: &AUX_PORTS,
+            names: AUX_NAMES,
+            ..AudioIOLayout::const_default()
+        },
         AudioIOLayout {
             main_input_channels: NonZeroU32::new(2),
             main_output_channels: NonZeroU32::new(2),
@@ -109,7 +134,14 @@ impl Plugin for EchoelJam {
             &self.controls,
             &self.params,
         ) {
-            Ok(()) => true,
+            Ok(()) => {
+                let buses = layout.aux_output_ports.len();
+                if let Err(err) = self.instance.set_aux_outputs(buses, &self.controls) {
+                    // The main output plays on; the others' stems stay in it.
+                    nice_error!("Echoel Jam cannot start its auxiliary outputs: {err}");
+                }
+                true
+            }
             Err(err) => {
                 nice_error!("Echoel Jam cannot start: {err}");
                 false
@@ -126,7 +158,7 @@ impl Plugin for EchoelJam {
     fn process(
         &mut self,
         buffer: &mut Buffer,
-        _aux: &mut AuxiliaryBuffers,
+        aux: &mut AuxiliaryBuffers,
         context: &mut impl ProcessContext<Self>,
     ) -> ProcessStatus {
         let params = EngineParams {
@@ -136,7 +168,10 @@ impl Plugin for EchoelJam {
         let Some(engine) = self.instance.engine() else {
             return ProcessStatus::Normal;
         };
-        engine.process(buffer.as_slice(), &params);
+        let mut outs = aux.outputs.iter_mut();
+        let mut buses: [Option<&mut [&mut [f32]]>; AUX_BUSES] =
+            std::array::from_fn(|_| outs.next().map(|b| b.as_slice()));
+        engine.process_with_aux(buffer.as_slice(), &mut buses, &params);
         // An atomic store: safe on the audio thread.
         self.controls.set_host_tempo(context.transport().tempo);
         // Remote musicians keep playing while this track is silent.

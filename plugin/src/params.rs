@@ -5,7 +5,7 @@
 //! non-automatable setting: changing it mid-phrase is never musical.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use echoel_engine::{CodecSettings, EngineParams, FrameDuration, JitterMode};
@@ -148,6 +148,13 @@ pub struct EchoelParams {
     /// ids change from session to session, a bandmate's name does not.
     #[persist = "mix"]
     pub mix: Arc<RwLock<BTreeMap<String, SavedMix>>>,
+    /// Our routing of the others' stems to auxiliary outputs (bus 1–8), by the name they play
+    /// under and the stem's name ([`crate::routing::saved_key`]); absent: the main output.
+    #[persist = "routing"]
+    pub routing: Arc<RwLock<BTreeMap<String, u8>>>,
+    /// Stems routed to an auxiliary output leave the main output (otherwise heard on both).
+    #[persist = "routed-leave-main"]
+    pub routed_leave_main: Arc<AtomicBool>,
     /// Where this instance records its takes (empty: the default, see
     /// [`crate::record::default_folder`]).
     #[persist = "record-folder"]
@@ -286,6 +293,8 @@ impl Default for EchoelParams {
             push_host_tempo: Arc::new(AtomicBool::new(false)),
             invite: Arc::new(RwLock::new(String::new())),
             record_folder: Arc::new(RwLock::new(String::new())),
+            routing: Arc::new(RwLock::new(BTreeMap::new())),
+            routed_leave_main: Arc::new(AtomicBool::new(false)),
             session_doc: Arc::new(RwLock::new(CompactBytes::default())),
             mix: Arc::new(RwLock::new(BTreeMap::new())),
         }
@@ -318,6 +327,7 @@ impl EchoelParams {
             },
             // Set by the instance while a take is recorded.
             hold_depth: false,
+            routed_leave_main: self.routed_leave_main.load(Ordering::Relaxed),
         }
     }
 }
@@ -354,6 +364,12 @@ mod tests {
                 solo: false,
             },
         );
+        saved
+            .routing
+            .write()
+            .unwrap()
+            .insert("Ilse/vocals".into(), 3);
+        saved.routed_leave_main.store(true, Ordering::Relaxed);
         let fields = saved.serialize_fields();
         // Compact: base64 is 4/3 of the bytes, never the ~4× of a JSON array of numbers.
         let stored = fields.get("session").unwrap();
@@ -370,6 +386,11 @@ mod tests {
         assert_eq!(back.to_json(), doc.to_json());
         assert_eq!(back.tempo(), 87.0);
         assert_eq!(*restored.mix.read().unwrap(), *saved.mix.read().unwrap());
+        assert_eq!(
+            restored.routing.read().unwrap().get("Ilse/vocals"),
+            Some(&3)
+        );
+        assert!(restored.engine_params().routed_leave_main);
     }
 
     #[test]

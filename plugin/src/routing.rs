@@ -1,0 +1,116 @@
+//! Our routing of the others' stems to the plugin's auxiliary outputs, kept in the project by
+//! the name each stem's sender plays under (participant ids change from session to session).
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use echoel_gui::model::StemOut;
+use echoel_net::presence::PeerPresence;
+use echoel_net::session::MemberStatus;
+use echoel_net::wire::{ParticipantId, StemId};
+
+use crate::bridge::Bridge;
+
+/// The project's key for one stem: the sender's name, and the stem's name when it has one.
+pub fn saved_key(name: &str, stem: &str) -> String {
+    if stem.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}/{stem}")
+    }
+}
+
+/// The output each stem plays on here (absent: the main output).
+#[derive(Debug, Default)]
+pub struct Routes {
+    routes: BTreeMap<(ParticipantId, StemId), u8>,
+    /// The project's keys looked up for each member already: a stem's name may come with a
+    /// later presence than the member's first.
+    restored: std::collections::BTreeSet<(ParticipantId, String)>,
+}
+
+/// The stems a member sends as (number, name): their presence's list, else their one stream.
+fn stems_of(presence: Option<&PeerPresence>) -> Vec<(StemId, String)> {
+    match presence {
+        Some(p) if !p.presence.stems.is_empty() => p.presence.stems.clone(),
+        _ => vec![(StemId(0), String::new())],
+    }
+}
+
+impl Routes {
+    /// Routes one stem and keeps it in `saved` under its sender's name.
+    pub fn set(
+        &mut self,
+        saved: &RwLock<BTreeMap<String, u8>>,
+        who: (ParticipantId, StemId),
+        key: Option<String>,
+        bus: u8,
+        bridge: &Bridge,
+    ) {
+        self.routes.insert(who, bus);
+        if let Some(key) = key {
+            let mut saved = saved.write().unwrap_or_else(|e| e.into_inner());
+            if bus == 0 {
+                saved.remove(&key);
+            } else {
+                saved.insert(key, bus);
+            }
+        }
+        bridge.set_routes(self.routes.clone());
+    }
+
+    /// The project's key for `who`'s stem `stem`.
+    pub fn key_of(name: &str, presence: Option<&PeerPresence>, stem: StemId) -> String {
+        let stems = stems_of(presence);
+        let stem_name = stems
+            .iter()
+            .find(|(s, _)| *s == stem)
+            .map_or("", |(_, n)| n.as_str());
+        saved_key(name, stem_name)
+    }
+
+    /// A member we have not routed yet, whose name the project knows: their saved routes, in
+    /// force from their first frame on. Once their stems are known (their presence came).
+    pub fn restore(
+        &mut self,
+        saved: &RwLock<BTreeMap<String, u8>>,
+        member: ParticipantId,
+        name: &str,
+        presence: Option<&PeerPresence>,
+        bridge: &Bridge,
+    ) {
+        if presence.is_none() {
+            return;
+        }
+        let saved = saved.read().unwrap_or_else(|e| e.into_inner());
+        let mut changed = false;
+        for (stem, stem_name) in stems_of(presence) {
+            let key = saved_key(name, &stem_name);
+            if !self.restored.insert((member, key.clone())) {
+                continue;
+            }
+            if let Some(&bus) = saved.get(&key) {
+                changed |= self.routes.insert((member, stem), bus) != Some(bus);
+            }
+        }
+        if changed {
+            bridge.set_routes(self.routes.clone());
+        }
+    }
+
+    /// Where each stem `m` sends plays here, for the editor.
+    pub fn outputs_of(&self, m: &MemberStatus, presence: Option<&PeerPresence>) -> Vec<StemOut> {
+        if m.info.role == echoel_net::wire::Role::Listener {
+            return Vec::new();
+        }
+        let p = m.info.participant;
+        stems_of(presence)
+            .into_iter()
+            .map(|(stem, name)| StemOut {
+                stem: u16::from(stem.0),
+                name,
+                bus: self.routes.get(&(p, stem)).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+}
