@@ -151,6 +151,10 @@ fn editor_commands_reach_the_room_and_the_room_comes_back_in_the_snapshot() {
         bo.read_doc(|d| d.to_json())
     );
     // Bo sees Ana's presence: name, instrument, her track and her caret while typing.
+    assert!(wait_until(Duration::from_secs(5), || !snap(&p)
+        .session
+        .tracks
+        .is_empty()));
     let track = snap(&p).session.tracks[0].id.clone();
     assert!(p
         .controls
@@ -185,8 +189,11 @@ fn editor_commands_reach_the_room_and_the_room_comes_back_in_the_snapshot() {
     assert!(wait_until(Duration::from_secs(5), || bo
         .read_doc(|d| d.tempo())
         == 90.0));
-    let s = snap(&p);
-    assert!(s.push_host_tempo && s.host_tempo == Some(90.0));
+    // The snapshot is stored at the end of the tick that pushed: Bo may hear it first.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let s = snap(&p);
+        s.push_host_tempo && s.host_tempo == Some(90.0)
+    }));
 
     // Leaving: offline in the editor, out of the room for Bo, the document kept in the
     // project state.
