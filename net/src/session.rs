@@ -26,6 +26,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, Notify};
 
 use crate::congestion::CongestionSignal;
+pub use crate::core::member::TakeFrames;
 use crate::core::member::{RoomCore, RoomEvent, RoomSetup, Transmit, Via};
 use crate::core::sync::DocReplica;
 use crate::crypto::{MemberKey, MemberPublic, RotationPolicy};
@@ -310,9 +311,22 @@ struct Asks {
     doc_edited: bool,
     rotate: bool,
     presence: Option<Presence>,
+    /// Asks for a take's frames, to send to their senders.
+    takes: Vec<TakeAsk>,
     #[cfg(feature = "danger-test-hooks")]
     seal: Option<SealAsk>,
 }
+
+/// An ask for frames of a take: whose, which stem, which stretches, where the answers go.
+type TakeAsk = (
+    ParticipantId,
+    StemId,
+    Vec<(u64, u64)>,
+    std::sync::mpsc::Sender<TakeFrames>,
+);
+
+/// Asks for a take's frames queued at most before the driver takes them.
+const MAX_TAKE_ASKS: usize = 64;
 
 /// A test's request to seal a frame without sending it: media time, payload, where to answer.
 #[cfg(feature = "danger-test-hooks")]
@@ -410,6 +424,35 @@ impl SessionHandle {
         } else {
             s.counters.stale.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Asks `from` for the frames of its stem `stem` that start within `ranges` (its media
+    /// time, `[from, to)`), from what it kept of its stream: a recorder fills the gaps of a
+    /// take with what was played. The answers come on the returned channel, the last with
+    /// `last` set (an empty one if `from` is not in the room, left, or did not answer within a
+    /// minute); the channel closes if the session stops.
+    pub fn ask_take(
+        &self,
+        from: ParticipantId,
+        stem: StemId,
+        ranges: Vec<(u64, u64)>,
+    ) -> std::sync::mpsc::Receiver<TakeFrames> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut asks = self.shared.asks();
+        if asks.takes.len() >= MAX_TAKE_ASKS {
+            let _ = tx.send(TakeFrames {
+                id: 0,
+                from,
+                stem,
+                frames: Vec::new(),
+                last: true,
+            });
+        } else {
+            asks.takes.push((from, stem, ranges, tx));
+        }
+        drop(asks);
+        self.shared.wake.notify_one();
+        rx
     }
 
     /// How audio datagrams carry the frames before them (up to [`crate::wire::MAX_REDUNDANT`]), so a
@@ -645,6 +688,7 @@ pub fn start(
         identity,
         member,
         protection: Default::default(),
+        take_answers: BTreeMap::new(),
     };
     tokio::spawn(driver.run());
     Ok(SessionHandle { shared })

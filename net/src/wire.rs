@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::crypto::{DocEnds, Epoch, KeyAnnounce, KeyGrant, MemberPublic};
 
 /// ALPN protocol id: the wire version.
-pub const ALPN: &[u8] = b"echoel/10";
+pub const ALPN: &[u8] = b"echoel/11";
 /// Audio header bytes before the ciphertext.
 pub const AUDIO_HEADER_LEN: usize = 4;
 /// Media-time bytes at the start of an audio datagram's plaintext.
@@ -551,6 +551,42 @@ pub enum PeerMessage {
         nonce: [u8; 12],
         /// Ciphertext and tag.
         sealed: Vec<u8>,
+    },
+    /// A [`TakeMessage`], sealed to one member (as a document message is).
+    Take {
+        /// Whose ephemerals the key is of.
+        ends: DocEnds,
+        /// AEAD nonce.
+        nonce: [u8; 12],
+        /// Ciphertext and tag.
+        sealed: Vec<u8>,
+    },
+}
+
+/// Filling a recorded take's gaps: a recorder asks a sender for the frames it missed, the
+/// sender answers from what it kept of its own stream. Sealed to the one member it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TakeMessage {
+    /// Send me the frames of your stem `stem` that start within these media-time stretches
+    /// (`[from, to)`, 48 kHz samples).
+    Ask {
+        /// The asker's number for this request; the answer carries it.
+        id: u32,
+        /// Which stem.
+        stem: StemId,
+        /// The stretches.
+        ranges: Vec<(u64, u64)>,
+    },
+    /// Frames asked for: (media time, Opus payload), oldest first.
+    Frames {
+        /// The request's number.
+        id: u32,
+        /// Which stem.
+        stem: StemId,
+        /// The frames.
+        frames: Vec<(u64, Vec<u8>)>,
+        /// Nothing more follows for this request.
+        last: bool,
     },
 }
 

@@ -99,6 +99,8 @@ pub enum RoomEvent {
     SecretRotated(RoomSecret),
     /// A rotation we asked for did not happen.
     RotationRefused,
+    /// Frames of a take we asked a sender for ([`RoomCore::ask_take`]).
+    TakeFrames(TakeFrames),
 }
 
 /// Our state while joined.
@@ -137,6 +139,8 @@ pub struct RoomCore {
     loss: LossMeter,
     next_loss_report: Option<Instant>,
     audio: AudioOut,
+    /// What we sent lately, and the takes' asks either way.
+    takes: Takes,
     counters: Arc<SessionCounters>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<RoomEvent>,
@@ -162,6 +166,7 @@ impl RoomCore {
             loss: LossMeter::default(),
             next_loss_report: None,
             audio: AudioOut::new(),
+            takes: Takes::default(),
             counters,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -322,6 +327,7 @@ impl RoomCore {
 
     /// Time passed: held edits go out, keys rotate and expire, presence goes out when due.
     pub fn handle_timeout(&mut self, now: Instant, doc: &mut DocReplica) {
+        self.expire_asks(now);
         if self.doc_pending && self.doc_hold.is_none_or(|t| now >= t) {
             self.edited(now, doc);
         }
@@ -474,6 +480,7 @@ impl RoomCore {
     ) -> Option<(&[u8], usize, bool)> {
         let j = self.joined.as_mut()?;
         let relay = !j.members.is_empty();
+        self.takes.archive.keep(stem, media_time, payload);
         let (datagram, prefix) =
             self.audio
                 .seal(&mut j.keys, j.me, (stem, media_time), payload, redundancy);
@@ -580,6 +587,11 @@ impl RoomCore {
         };
         let result = match &msg {
             PeerMessage::Doc { .. } => return self.doc_message(now, from, &msg, false, doc),
+            PeerMessage::Take {
+                ends,
+                nonce,
+                sealed,
+            } => return self.take_message(now, from, (ends, nonce, sealed)),
             PeerMessage::Presence {
                 epoch,
                 nonce,
@@ -709,7 +721,12 @@ mod doc_sync;
 
 #[path = "member_rotation.rs"]
 mod rotation;
+
+#[path = "member_take.rs"]
+mod take;
 use rotation::SecretRotation;
+use take::Takes;
+pub use take::{SentArchive, TakeFrames, ARCHIVE_BYTES, MAX_RANGES};
 
 #[cfg(test)]
 #[path = "member_tests.rs"]

@@ -774,3 +774,6 @@ mod security;
 
 #[path = "member_paths_tests.rs"]
 mod paths;
+
+#[path = "member_take_tests.rs"]
+mod take;

@@ -28,6 +28,22 @@ impl MemberKeys {
         self.pair_opener(b"echoel v2 room secret", from, signer, ends)
     }
 
+    /// A key to seal a take's frames (or the asking for them) to `to` under, as
+    /// [`Self::doc_sealer`] but for that use only.
+    pub fn take_sealer(&self, to: MemberId) -> Result<(DocCipher, DocEnds), CryptoError> {
+        self.pair_sealer(b"echoel v2 take", to)
+    }
+
+    /// The key a take message from `from` opens with (see [`Self::doc_opener`]).
+    pub fn take_opener(
+        &self,
+        from: MemberId,
+        signer: &MemberPublic,
+        ends: &DocEnds,
+    ) -> Result<DocCipher, CryptoError> {
+        self.pair_opener(b"echoel v2 take", from, signer, ends)
+    }
+
     /// The key our document messages to `to` are sealed under, and what names it: our newest
     /// ephemeral and `to`'s newest announced one. Only the two of us can derive it, so a
     /// member that left (or any other) reads none of them, and none can be made as ours.

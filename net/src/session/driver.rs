@@ -77,6 +77,8 @@ pub(super) struct Driver {
     pub(super) member: std::sync::Arc<MemberKey>,
     /// Loss protection by the listeners' reports.
     pub(super) protection: super::protection::AutoProtection,
+    /// Where the answers to each of our asks for a take's frames go.
+    pub(super) take_answers: BTreeMap<u32, std::sync::mpsc::Sender<TakeFrames>>,
 }
 
 /// The connections of one stay in the room.
@@ -445,6 +447,22 @@ impl Driver {
         if let Some(p) = asks.presence {
             self.core.set_presence(p);
         }
+        for (from, stem, ranges, answers) in asks.takes {
+            match self.core.ask_take(now, from, stem, ranges) {
+                Some(id) => {
+                    self.take_answers.insert(id, answers);
+                }
+                None => {
+                    let _ = answers.send(TakeFrames {
+                        id: 0,
+                        from,
+                        stem,
+                        frames: Vec::new(),
+                        last: true,
+                    });
+                }
+            }
+        }
         #[cfg(feature = "danger-test-hooks")]
         if let Some((media_time, payload, reply)) = asks.seal {
             let mut out = Vec::new();
@@ -612,6 +630,15 @@ impl Driver {
                     self.config.invite.secret = secret;
                     let invite = self.config.invite.clone();
                     self.shared.publish(|p| p.invite = invite);
+                }
+                RoomEvent::TakeFrames(t) => {
+                    let (id, last) = (t.id, t.last);
+                    if let Some(answers) = self.take_answers.get(&id) {
+                        let _ = answers.send(t);
+                    }
+                    if last {
+                        self.take_answers.remove(&id);
+                    }
                 }
                 RoomEvent::RotationRefused => {
                     tracing::warn!("the relay did not rotate the room's secret; nothing changed")
