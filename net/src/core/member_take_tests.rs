@@ -148,3 +148,20 @@ fn an_ask_to_a_sender_who_leaves_ends_empty() {
         .ask_take(b.now, pid(0), StemId(0), vec![(0, 1)])
         .is_none());
 }
+
+#[test]
+fn the_archive_keeps_the_newest_within_its_size_and_the_newer_of_a_time_sent_twice() {
+    let mut a = SentArchive::with_cap(1 << 20);
+    for k in 0..100_000u64 {
+        a.keep(StemId(0), k * 120, &[k as u8; 100]);
+    }
+    let kept = a.find(StemId(0), &[(0, u64::MAX)], usize::MAX);
+    let bytes: usize = kept.iter().map(|(_, p)| p.len() + 16).sum();
+    assert!(bytes <= 1 << 20, "{bytes} bytes kept");
+    assert!(kept.len() > 5_000, "{} frames kept", kept.len());
+    assert_eq!(kept.last().map(|(m, _)| *m), Some(99_999 * 120), "the newest");
+    // An engine that started over sends a media time again: the newer is what was played.
+    a.keep(StemId(0), 99_999 * 120, &[0xFF; 10]);
+    let again = a.find(StemId(0), &[(99_999 * 120, u64::MAX)], usize::MAX);
+    assert_eq!(again, vec![(99_999 * 120, vec![0xFF; 10])]);
+}
