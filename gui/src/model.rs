@@ -46,6 +46,10 @@ pub struct RecordingView {
     pub free_mb: Option<f64>,
     /// What went wrong (a full, missing or read-only folder); the audio plays on.
     pub error: Option<String>,
+    /// The take has ended and its gaps are being filled from their senders.
+    pub filling: bool,
+    /// Seconds of the take's gaps filled with what was played.
+    pub filled_s: f32,
 }
 
 impl RecordingView {

@@ -502,6 +502,15 @@ fn recording_panel(ui: &mut Ui, r: &RecordingView, st: &mut EditorState, out: &m
             if r.files == 1 { "" } else { "s" },
             r.written_mb
         ));
+        // The network's losses, put back from what each sender kept.
+        if r.filling {
+            ui.label(RichText::new("Filling the take's gaps from what was played…").italics());
+        } else if r.filled_s > 0.0 {
+            ui.label(format!(
+                "{:.2} s the network lost, filled with what was played",
+                r.filled_s
+            ));
+        }
     }
     if let Some(free) = r.free_mb.filter(|&f| f < RecordingView::LOW_SPACE_MB) {
         ui.colored_label(

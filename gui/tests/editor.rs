@@ -448,6 +448,7 @@ fn the_record_button_starts_and_stops_a_take_in_the_chosen_format() {
         written_mb: 96.2,
         free_mb: Some(850.0),
         error: None,
+        ..RecordingView::default()
     };
     h.run();
     assert!(h
@@ -477,6 +478,7 @@ fn a_recording_folder_that_fails_says_so_and_the_audio_plays_on() {
              (what it holds plays)"
                 .into(),
         ),
+        ..RecordingView::default()
     };
     let mut h = harness(snap);
     h.run();
@@ -617,4 +619,27 @@ fn each_stem_is_routed_to_an_output_of_its_own_and_can_leave_the_main_one() {
         ]
     );
     h.snapshot_options("routing", &snapshot_options());
+}
+
+#[test]
+fn a_takes_gaps_filled_from_what_was_played_are_said() {
+    let mut snap = jam();
+    snap.recording = RecordingView {
+        take: "take-002".into(),
+        elapsed_s: 30.0,
+        files: 3,
+        filling: true,
+        ..RecordingView::default()
+    };
+    let mut h = harness_sized(snap, 960.0, 1000.0);
+    h.run();
+    assert!(h
+        .query_by_label_contains("Filling the take's gaps")
+        .is_some());
+    h.state_mut().snap.recording.filling = false;
+    h.state_mut().snap.recording.filled_s = 1.25;
+    h.run();
+    assert!(h
+        .query_by_label_contains("1.25 s the network lost, filled with what was played")
+        .is_some());
 }

@@ -426,6 +426,21 @@ impl Bridge {
         rec.map(Recorder::stop)
     }
 
+    /// Ends the take; its gaps are filled on the recorder's thread meanwhile (see
+    /// [`Recorder::stop_in_background`]): what it returns follows how that goes.
+    pub fn stop_recording_in_background(
+        &self,
+    ) -> Option<std::sync::Arc<std::sync::Mutex<RecordStatus>>> {
+        let rec = self
+            .inner
+            .recorder
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        self.inner.recording.store(false, Relaxed);
+        rec.map(Recorder::stop_in_background)
+    }
+
     /// Where the take stands, if one is running.
     pub fn recording(&self) -> Option<RecordStatus> {
         self.inner
@@ -479,6 +494,17 @@ impl Room for SessionRoom {
         };
         stem_name(&self.session()?.presence(), *p, *stem)
     }
+
+    fn ask_take(
+        &self,
+        key: &StemKey,
+        ranges: Vec<(u64, u64)>,
+    ) -> Option<std::sync::mpsc::Receiver<echoel_net::session::TakeFrames>> {
+        let StemKey::Remote(p, stem) = key else {
+            return None;
+        };
+        Some(self.session()?.ask_take(*p, *stem, ranges))
+    }
 }
 
 impl Drop for Bridge {
@@ -488,8 +514,9 @@ impl Drop for Bridge {
             t.thread().unpark();
             let _ = t.join();
         }
-        // Closes the take's files whole, and keeps the document one last time.
-        self.stop_recording();
+        // Closes the take's files whole, and keeps the document one last time. Leaving ends
+        // the gap fill's asks at once: the files keep what they hold.
+        self.stop_recording_in_background();
         self.disconnect();
     }
 }

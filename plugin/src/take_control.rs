@@ -2,6 +2,7 @@
 //! bridge, and what the editor shows of them (time, files, free space, what went wrong).
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use echoel_gui::model::RecordingView;
@@ -16,8 +17,8 @@ const FREE_SPACE_EVERY: Duration = Duration::from_secs(2);
 #[derive(Default)]
 pub struct TakeControl {
     started: Option<Instant>,
-    /// How the last take ended, shown until the next one starts.
-    last: Option<(RecordStatus, f32)>,
+    /// How the last take ended (its gaps filled meanwhile), shown until the next one starts.
+    last: Option<(Arc<Mutex<RecordStatus>>, f32)>,
     /// Why a take could not start.
     error: Option<String>,
     folder: PathBuf,
@@ -43,11 +44,11 @@ impl TakeControl {
         self.folder = folder;
     }
 
-    /// Ends the take; every file is closed whole.
+    /// Ends the take; every file is closed whole, and its gaps are filled meanwhile.
     pub fn stop(&mut self, bridge: &Bridge) {
         let elapsed = self.elapsed();
         self.started = None;
-        self.last = bridge.stop_recording().map(|s| (s, elapsed));
+        self.last = bridge.stop_recording_in_background().map(|s| (s, elapsed));
     }
 
     fn elapsed(&self) -> f32 {
@@ -59,7 +60,11 @@ impl TakeControl {
         let (status, elapsed, active) = match bridge.recording() {
             Some(s) => (Some(s), self.elapsed(), true),
             None => match &self.last {
-                Some((s, t)) => (Some(s.clone()), *t, false),
+                Some((s, t)) => (
+                    Some(s.lock().unwrap_or_else(|e| e.into_inner()).clone()),
+                    *t,
+                    false,
+                ),
                 None => (None, 0.0, false),
             },
         };
@@ -88,6 +93,9 @@ impl TakeControl {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             v.files = s.files.len();
+            v.filling = s.filling;
+            v.filled_s =
+                s.files.iter().map(|f| f.counts.filled_samples).sum::<u64>() as f32 / 48_000.0;
             v.written_mb = s.files.iter().map(|f| f.bytes).sum::<u64>() as f64 / 1e6;
             if let Some(e) = s.errors.last() {
                 v.error = Some(e.to_string());

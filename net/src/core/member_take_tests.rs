@@ -159,7 +159,11 @@ fn the_archive_keeps_the_newest_within_its_size_and_the_newer_of_a_time_sent_twi
     let bytes: usize = kept.iter().map(|(_, p)| p.len() + 16).sum();
     assert!(bytes <= 1 << 20, "{bytes} bytes kept");
     assert!(kept.len() > 5_000, "{} frames kept", kept.len());
-    assert_eq!(kept.last().map(|(m, _)| *m), Some(99_999 * 120), "the newest");
+    assert_eq!(
+        kept.last().map(|(m, _)| *m),
+        Some(99_999 * 120),
+        "the newest"
+    );
     // An engine that started over sends a media time again: the newer is what was played.
     a.keep(StemId(0), 99_999 * 120, &[0xFF; 10]);
     let again = a.find(StemId(0), &[(99_999 * 120, u64::MAX)], usize::MAX);

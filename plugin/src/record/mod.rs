@@ -7,6 +7,7 @@
 //! clock is put on ours by the fastest its frames ever came, less half the path's round
 //! trip: sample 0 of every file of a take is then the same moment.
 
+mod fill;
 mod sinks;
 mod stem_file;
 
@@ -123,6 +124,8 @@ pub struct RecordStatus {
     pub errors: Vec<RecordError>,
     /// Frames the recorder thread could not keep up with.
     pub dropped: u64,
+    /// The take has ended and its gaps are being filled from their senders.
+    pub filling: bool,
 }
 
 /// Names a stem's file and tells the path's round trip, from the session.
@@ -133,6 +136,15 @@ pub trait Room: Send + 'static {
     fn rtt(&self, key: &StemKey) -> Option<Duration>;
     /// The stem's name, when its sender named its stems.
     fn stem_name(&self, _key: &StemKey) -> Option<String> {
+        None
+    }
+    /// Asks the stem's sender for the frames it played within `ranges` (its media time,
+    /// `[from, to)`); `None` where there is no one to ask.
+    fn ask_take(
+        &self,
+        _key: &StemKey,
+        _ranges: Vec<(u64, u64)>,
+    ) -> Option<std::sync::mpsc::Receiver<echoel_net::session::TakeFrames>> {
         None
     }
 }
@@ -181,6 +193,7 @@ impl Recorder {
             room,
             files: HashMap::new(),
             status: status.clone(),
+            fills: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("echoel-recorder".into())
@@ -217,10 +230,23 @@ impl Recorder {
         s
     }
 
-    /// Ends the take: every file is closed, complete. Returns how it went.
+    /// Ends the take: every file is closed, complete, and its gaps filled with what their
+    /// senders kept (waiting up to 10 s for them). Returns how it went.
     pub fn stop(mut self) -> RecordStatus {
         self.finish();
         self.status()
+    }
+
+    /// Ends the take without waiting for its gaps to be filled: they are filled on the
+    /// recorder's own thread, and the status returned shows how that goes
+    /// ([`RecordStatus::filling`] until it is done).
+    pub fn stop_in_background(mut self) -> Arc<Mutex<RecordStatus>> {
+        if let Some(t) = self.thread.take() {
+            let _ = self.tx.send(Msg::Stop);
+            drop(t);
+        }
+        lock(&self.status).dropped = self.dropped.load(Relaxed);
+        self.status.clone()
     }
 
     fn finish(&mut self) {
@@ -316,6 +342,15 @@ struct Writer {
     room: Box<dyn Room>,
     files: HashMap<StemKey, Slot>,
     status: Arc<Mutex<RecordStatus>>,
+    /// Files closed with gaps, to fill once the take is done.
+    fills: Vec<FillJob>,
+}
+
+/// A remote stem's file closed with gaps.
+struct FillJob {
+    key: StemKey,
+    path: PathBuf,
+    gaps: Vec<stem_file::Gap>,
 }
 
 impl Writer {
@@ -334,6 +369,11 @@ impl Writer {
         let keys: Vec<StemKey> = self.files.keys().copied().collect();
         for key in keys {
             self.close(key);
+        }
+        if !self.fills.is_empty() {
+            lock(&self.status).filling = true;
+            self.fill_gaps();
+            lock(&self.status).filling = false;
         }
     }
 
@@ -389,9 +429,16 @@ impl Writer {
         let origin = (origin - into_frame).clamp(0, i128::from(u64::MAX)) as u64;
         let skip = PRE_SKIP + into_frame as u16;
         let path = self.file_path(&key);
-        let sink: io::Result<Box<dyn sinks::Sink>> = match self.format {
-            Format::Wav => sinks::Wav::create(&path, skip).map(|s| Box::new(s) as _),
-            Format::Opus => {
+        let sink: io::Result<Box<dyn sinks::Sink>> = match (self.format, key) {
+            // A remote stem's packets are kept beside its WAV, for filling its gaps.
+            (Format::Wav, StemKey::Remote(..)) => {
+                sinks::WavWithPackets::create(&path, &fill::packets_beside(&path), skip)
+                    .map(|s| Box::new(s) as _)
+            }
+            (Format::Wav, StemKey::Local) => {
+                sinks::Wav::create(&path, skip).map(|s| Box::new(s) as _)
+            }
+            (Format::Opus, _) => {
                 let title = self.room.name(&key).unwrap_or_default();
                 sinks::OggOpus::create(&path, skip, &title).map(|s| Box::new(s) as _)
             }
@@ -449,7 +496,12 @@ impl Writer {
             Some(Slot::Writing(file, path)) => {
                 let bytes = file.bytes();
                 match file.finish() {
-                    Ok(counts) => self.update(key, &path, bytes, counts, false),
+                    Ok((counts, gaps)) => {
+                        self.update(key, &path, bytes, counts, false);
+                        if matches!(key, StemKey::Remote(..)) {
+                            self.fills.push(FillJob { key, path, gaps });
+                        }
+                    }
                     Err(e) => self.failed(key, &path, e, None),
                 }
             }

@@ -366,6 +366,50 @@ impl Sink for Wav {
     }
 }
 
+/// A WAV take of a remote stem with its packets kept beside it in a hidden Ogg Opus file:
+/// what a gap fill rebuilds the WAV from once the take is done (then the packets go).
+pub struct WavWithPackets {
+    wav: Wav,
+    packets: OggOpus,
+}
+
+impl WavWithPackets {
+    /// The WAV at `path`, its packets at `packets`.
+    pub fn create(path: &Path, packets: &Path, pre_skip: u16) -> io::Result<Self> {
+        let wav = Wav::create(path, pre_skip)?;
+        let packets = OggOpus::create(packets, pre_skip, "")?;
+        Ok(Self { wav, packets })
+    }
+}
+
+impl Sink for WavWithPackets {
+    fn packet(&mut self, payload: &[u8], samples: u64) -> io::Result<()> {
+        self.wav.packet(payload, samples)?;
+        self.packets.packet(payload, samples)
+    }
+
+    fn gap(&mut self, samples: u64) -> io::Result<()> {
+        self.wav.gap(samples)?;
+        self.packets.gap(samples)
+    }
+
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        let Self { wav, packets } = *self;
+        Box::new(packets).finish()?;
+        Box::new(wav).finish()
+    }
+
+    fn abandon(self: Box<Self>) -> io::Result<()> {
+        let Self { wav, packets } = *self;
+        let _ = Box::new(packets).abandon();
+        Box::new(wav).abandon()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.wav.bytes() + self.packets.bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

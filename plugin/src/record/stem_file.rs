@@ -23,6 +23,18 @@ const MAX_PENDING: usize = 2_048;
 /// real time.
 const JUMP: i128 = 2 * 48_000;
 
+/// Gaps a file remembers for filling: more than an hour of single lost 2.5 ms frames at 5 %.
+const MAX_GAPS: usize = 200_000;
+
+/// A stretch written as a gap: where in the file (samples from its first packet), the
+/// sender's media time there, and how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub at: u64,
+    pub media: u64,
+    pub samples: u64,
+}
+
 /// What a stem's take met.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StemCounts {
@@ -38,6 +50,8 @@ pub struct StemCounts {
     pub invalid: u64,
     /// Times the sender's clock started over.
     pub restarts: u64,
+    /// Samples (per channel) of gaps filled afterwards with what the sender played.
+    pub filled_samples: u64,
 }
 
 /// One stem's file, fed frames as they come.
@@ -58,6 +72,8 @@ pub struct StemFile {
     /// End of the newest frame seen.
     newest_end: u64,
     counts: StemCounts,
+    /// Where the gaps are, for filling them after the take.
+    gaps: Vec<Gap>,
 }
 
 impl StemFile {
@@ -76,6 +92,7 @@ impl StemFile {
             pending: BTreeMap::new(),
             newest_end: origin.unwrap_or(0),
             counts: StemCounts::default(),
+            gaps: Vec::new(),
         }
     }
 
@@ -134,6 +151,14 @@ impl StemFile {
                 let gap = (media - next).min(budget);
                 if gap > 0 {
                     self.sink.gap(gap)?;
+                    if self.gaps.len() < MAX_GAPS {
+                        let media = (i128::from(next) - self.shift).clamp(0, i128::from(u64::MAX));
+                        self.gaps.push(Gap {
+                            at: self.counts.samples,
+                            media: media as u64,
+                            samples: gap,
+                        });
+                    }
                 }
                 self.counts.gap_samples += gap;
                 self.counts.samples += gap;
@@ -150,11 +175,11 @@ impl StemFile {
         Ok(())
     }
 
-    /// Writes what is held and closes the file.
-    pub fn finish(mut self) -> io::Result<StemCounts> {
+    /// Writes what is held and closes the file; its counts and where its gaps are.
+    pub fn finish(mut self) -> io::Result<(StemCounts, Vec<Gap>)> {
         self.drain(true)?;
         self.sink.finish()?;
-        Ok(self.counts)
+        Ok((self.counts, self.gaps))
     }
 
     /// After a failed write: closes the file at its last checkpoint.
@@ -220,7 +245,7 @@ mod tests {
         for &(m, at, tag) in frames {
             f.push(m, at, &frame(tag)).unwrap();
         }
-        let counts = f.finish().unwrap();
+        let (counts, _) = f.finish().unwrap();
         let out = log.0.lock().unwrap().clone();
         (out, counts)
     }

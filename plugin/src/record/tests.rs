@@ -201,3 +201,92 @@ fn hostile_media_times_and_payloads_cost_nothing_but_their_frames() {
         "{held} samples from 0.1 s of frames"
     );
 }
+
+/// A room whose sender kept what it played, and answers asks for it.
+struct Keeper(Vec<(u64, Vec<u8>)>);
+
+impl Room for Keeper {
+    fn name(&self, key: &StemKey) -> Option<String> {
+        Names.name(key)
+    }
+    fn rtt(&self, key: &StemKey) -> Option<Duration> {
+        Names.rtt(key)
+    }
+    fn ask_take(
+        &self,
+        key: &StemKey,
+        ranges: Vec<(u64, u64)>,
+    ) -> Option<std::sync::mpsc::Receiver<echoel_net::session::TakeFrames>> {
+        let StemKey::Remote(from, stem) = *key else {
+            return None;
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let frames = self
+            .0
+            .iter()
+            .filter(|(m, _)| ranges.iter().any(|(a, b)| (*a..*b).contains(m)))
+            .cloned()
+            .collect();
+        let _ = tx.send(echoel_net::session::TakeFrames {
+            id: 1,
+            from,
+            stem,
+            frames,
+            last: true,
+        });
+        Some(rx)
+    }
+}
+
+/// A WAV take with frames lost: after the fill from what the sender kept, sample for sample
+/// the decode of every frame it played (a null against the sender's own decode), and the
+/// packets kept beside it for the fill are gone.
+#[test]
+fn a_wav_take_after_the_gap_fill_nulls_against_the_senders_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = tone(3.0);
+    let ahead = 5 * 48_000;
+    let start = ahead + 24_000;
+    let rec = Recorder::start(
+        dir.path(),
+        Format::Wav,
+        start,
+        Box::new(Keeper(frames.clone())),
+    )
+    .unwrap();
+    for (i, (media, payload)) in frames.iter().enumerate() {
+        if i % 23 == 7 || (500..530).contains(&i) {
+            continue;
+        }
+        rec.frame(ANA, *media, media + 120 + ahead + 48, payload);
+    }
+    let status = rec.stop();
+    assert!(status.errors.is_empty(), "{:?}", status.errors);
+    let file = &status.files[0];
+    let lost = (200..frames.len())
+        .filter(|i| i % 23 == 7 || (500..530).contains(i))
+        .count() as u64;
+    assert_eq!(file.counts.filled_samples, lost * 120, "{:?}", file.counts);
+    assert_eq!(file.counts.gap_samples, 0);
+    let got = read_wav(&file.path);
+    let mut d = opus::Decoder::new(48_000, opus::Channels::Stereo).unwrap();
+    let mut pcm = vec![0.0f32; 2 * 960];
+    let mut want: Vec<f32> = Vec::new();
+    for (_, p) in frames.iter().skip(200) {
+        let n = d.decode_float(p, &mut pcm[..240], false).unwrap();
+        want.extend(pcm[..2 * n].iter().step_by(2));
+    }
+    let want = &want[120..];
+    assert_eq!(got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert_eq!(worst, 0.0, "the filled take does not null");
+    let left: Vec<_> = std::fs::read_dir(&status.folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("ana.wav")], "{left:?}");
+}

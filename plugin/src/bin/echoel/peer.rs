@@ -265,11 +265,12 @@ fn print_take(take: &RecordStatus) {
         let c = f.counts;
         let name = f.path.file_name().unwrap_or_default().to_string_lossy();
         print!(
-            "  {name:<24} {:>7.1} s  {:>6.1} MB  {} frames, {:.1} s of gaps",
+            "  {name:<24} {:>7.1} s  {:>6.1} MB  {} frames, {:.2} s of gaps ({:.2} s filled from the sender)",
             c.samples as f64 / 48_000.0,
             f.bytes as f64 / 1e6,
             c.frames,
             c.gap_samples as f64 / 48_000.0,
+            c.filled_samples as f64 / 48_000.0,
         );
         println!("{}", if f.failed { "  (stopped short)" } else { "" });
     }
