@@ -262,6 +262,15 @@ pub fn targets() -> Vec<Target> {
             nonce: [8; 12],
             sealed: vec![2; 48],
         },
+        PeerMessage::Take {
+            ends: crate::crypto::DocEnds {
+                from: sender.announce(),
+                to_epoch: 0,
+                to_public: [6; 32],
+            },
+            nonce: [5; 12],
+            sealed: vec![4; 64],
+        },
     ]
     .iter()
     .map(encode_peer)
