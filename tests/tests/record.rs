@@ -210,6 +210,14 @@ fn a_recording_folder_that_fills_up_stops_the_file_not_the_audio() {
     assert!(full_error
         .to_string()
         .contains("the recording folder is full"));
+    // The packets kept beside the WAV files for filling their gaps do not outlive them.
+    let hidden: Vec<_> = std::fs::read_dir(&take.folder)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(hidden.is_empty(), "left behind: {hidden:?}");
     // What each stopped file holds reads to its end and is ana's audio (or ben's own).
     let ana_file = take
         .files

@@ -476,6 +476,10 @@ impl Writer {
                     // What it held is cut back to its last checkpoint; failing that too, the
                     // file is as the disk left it.
                     let _ = file.abandon();
+                    // The packets kept for filling its gaps go too: they only take space now.
+                    if self.format == Format::Wav {
+                        let _ = std::fs::remove_file(fill::packets_beside(path));
+                    }
                     self.update(key, path, bytes, counts, true);
                     self.failed(key, path, e, Some(counts));
                 }
