@@ -416,6 +416,10 @@ impl Bridge {
 
     /// Ends the take, closing every file; how it went, if one was running.
     pub fn stop_recording(&self) -> Option<RecordStatus> {
+        self.take_recorder().map(Recorder::stop)
+    }
+
+    fn take_recorder(&self) -> Option<Recorder> {
         let rec = self
             .inner
             .recorder
@@ -423,7 +427,7 @@ impl Bridge {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         self.inner.recording.store(false, Relaxed);
-        rec.map(Recorder::stop)
+        rec
     }
 
     /// Ends the take; its gaps are filled on the recorder's thread meanwhile (see
@@ -431,14 +435,7 @@ impl Bridge {
     pub fn stop_recording_in_background(
         &self,
     ) -> Option<std::sync::Arc<std::sync::Mutex<RecordStatus>>> {
-        let rec = self
-            .inner
-            .recorder
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        self.inner.recording.store(false, Relaxed);
-        rec.map(Recorder::stop_in_background)
+        self.take_recorder().map(Recorder::stop_in_background)
     }
 
     /// Where the take stands, if one is running.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use echoel_gui::{Command, LinkStatus};
 use echoel_plugin::control::Controls;
+use echoel_plugin::engine::host_block::HostBlock;
 use echoel_plugin::engine::{EngineConfig, EngineParams, AUX_BUSES};
 use echoel_plugin::headless::{HeadlessOptions, HeadlessReport, Source};
 use echoel_plugin::instance::{Instance, ProcessMode};
@@ -31,6 +32,7 @@ struct Plugin {
     params: Arc<EchoelParams>,
     tone_hz: Option<f32>,
     phase: f64,
+    host: HostBlock,
     /// Main output then the aux buses, left channel.
     heard: Vec<Vec<f32>>,
 }
@@ -62,6 +64,7 @@ impl Plugin {
             params,
             tone_hz,
             phase: 0.0,
+            host: HostBlock::new(BLOCK, AUX_BUSES),
             heard: vec![Vec::new(); AUX_BUSES + 1],
         }
     }
@@ -72,14 +75,12 @@ impl Plugin {
 
     /// One host block: our track's tone in, the main output and every bus out.
     fn block(&mut self, keep: bool) {
-        let mut bufs = vec![vec![0.0f32; BLOCK]; 2 * (AUX_BUSES + 1)];
+        let mut tone = vec![0.0f32; BLOCK];
         if let Some(hz) = self.tone_hz {
             let step = std::f64::consts::TAU * f64::from(hz) / f64::from(RATE);
-            let tone: Vec<f32> = (0..BLOCK)
-                .map(|i| (0.3 * (self.phase + step * i as f64).sin()) as f32)
-                .collect();
-            bufs[0].copy_from_slice(&tone);
-            bufs[1].copy_from_slice(&tone);
+            for (i, x) in tone.iter_mut().enumerate() {
+                *x = (0.3 * (self.phase + step * i as f64).sin()) as f32;
+            }
             self.phase += step * BLOCK as f64;
         }
         let params = EngineParams {
@@ -87,20 +88,13 @@ impl Plugin {
             monitor_gain: 0.0,
             ..self.params.engine_params()
         };
-        let (main, aux) = bufs.split_at_mut(2);
-        let mut main: Vec<&mut [f32]> = main.iter_mut().map(|b| &mut b[..]).collect();
-        let mut aux_ch: Vec<Vec<&mut [f32]>> = aux
-            .chunks_mut(2)
-            .map(|pair| pair.iter_mut().map(|b| &mut b[..]).collect())
-            .collect();
-        let mut aux: Vec<Option<&mut [&mut [f32]]>> =
-            aux_ch.iter_mut().map(|c| Some(&mut c[..])).collect();
-        let engine = self.instance.engine().expect("active");
-        engine.process_with_aux(&mut main, &mut aux, &params);
+        self.host.input(&tone, &tone);
+        self.host
+            .process(self.instance.engine().expect("active"), &params);
         if keep {
-            self.heard[0].extend_from_slice(main[0]);
-            for (b, out) in self.heard.iter_mut().skip(1).enumerate() {
-                out.extend_from_slice(&bufs[2 * (b + 1)]);
+            self.heard[0].extend_from_slice(self.host.main());
+            for (b, out) in self.heard.iter_mut().enumerate().skip(1) {
+                out.extend_from_slice(self.host.aux(b));
             }
         }
     }

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod codec;
 mod engine;
 pub mod fifo;
+pub mod host_block;
 pub mod jitter;
 pub mod limits;
 pub mod measure;

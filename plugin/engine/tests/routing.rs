@@ -3,6 +3,7 @@
 //! at a host rate the buses convert to; an unrouted bus stays silent.
 
 use echoel_engine::analysis::align;
+use echoel_engine::host_block::HostBlock;
 use echoel_engine::signal::TestSignal;
 use echoel_engine::{Engine, EngineConfig, EngineParams, PacketSlot, StreamId, AUX_BUSES};
 use opus::{Application, Channels, Encoder};
@@ -74,7 +75,8 @@ fn play(rate: u32, block: usize, routes: &[(u16, u8)], leave_main: bool) -> Outp
         aux: vec![Vec::new(); AUX_BUSES],
     };
     let (mut sent48, mut played) = (0usize, 0usize);
-    let mut bufs = vec![vec![0.0f32; block]; 2 * (AUX_BUSES + 1)];
+    let mut host = HostBlock::new(block, AUX_BUSES);
+    let input = vec![0.3f32; block];
     for _ in 0..blocks {
         // Packets a frame ahead of what the block plays, as a steady network would bring them.
         played += block;
@@ -84,19 +86,11 @@ fn play(rate: u32, block: usize, routes: &[(u16, u8)], leave_main: bool) -> Outp
             }
             sent48 += FRAME;
         }
-        bufs.iter_mut().for_each(|b| b.fill(0.3));
-        let (main, aux) = bufs.split_at_mut(2);
-        let mut main: Vec<&mut [f32]> = main.iter_mut().map(|b| &mut b[..]).collect();
-        let mut aux_ch: Vec<Vec<&mut [f32]>> = aux
-            .chunks_mut(2)
-            .map(|pair| pair.iter_mut().map(|b| &mut b[..]).collect())
-            .collect();
-        let mut aux: Vec<Option<&mut [&mut [f32]]>> =
-            aux_ch.iter_mut().map(|c| Some(&mut c[..])).collect();
-        engine.process_with_aux(&mut main, &mut aux, &params);
-        got.main.extend_from_slice(main[0]);
+        host.input(&input, &input);
+        host.process(&mut engine, &params);
+        got.main.extend_from_slice(host.main());
         for (b, out) in got.aux.iter_mut().enumerate() {
-            out.extend_from_slice(&bufs[2 * (b + 1)]);
+            out.extend_from_slice(host.aux(b + 1));
         }
     }
     got
