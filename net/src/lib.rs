@@ -12,6 +12,7 @@ pub mod identity_store;
 pub mod invite;
 pub mod presence;
 pub mod relay;
+pub mod room_clock;
 pub mod session;
 pub mod sim;
 pub mod store;

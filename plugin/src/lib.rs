@@ -69,31 +69,38 @@ impl Plugin for EchoelJam {
     const EMAIL: &'static str = "hello@echoel.org";
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
 
-    // With eight stereo auxiliary outputs first (the others' stems on tracks of their own);
-    // without them for hosts that take a plain insert only.
+    // A plain insert first (what VST3 hosts get: a VST3 plugin's bus count is fixed), then
+    // the same with eight stereo auxiliary outputs, which a CLAP host offers as a port
+    // configuration to choose (the others' stems on tracks of their own).
     const AUDIO_IO_LAYOUTS: &'static [AudioIOLayout] = &[
         AudioIOLayout {
             main_input_channels: NonZeroU32::new(2),
             main_output_channels: NonZeroU32::new(2),
-            aux_output_ports: &AUX_PORTS,
-            names: AUX_NAMES,
             ..AudioIOLayout::const_default()
         },
         AudioIOLayout {
             main_input_channels: NonZeroU32::new(1),
             main_output_channels: NonZeroU32::new(1),
-            aux_output_ports: &AUX_PORTS,
-            names: AUX_NAMES,
             ..AudioIOLayout::const_default()
         },
         AudioIOLayout {
             main_input_channels: NonZeroU32::new(2),
             main_output_channels: NonZeroU32::new(2),
+            aux_output_ports: &AUX_PORTS,
+            names: PortNames {
+                layout: Some("Stereo, 8 aux outputs"),
+                ..AUX_NAMES
+            },
             ..AudioIOLayout::const_default()
         },
         AudioIOLayout {
             main_input_channels: NonZeroU32::new(1),
             main_output_channels: NonZeroU32::new(1),
+            aux_output_ports: &AUX_PORTS,
+            names: PortNames {
+                layout: Some("Mono, 8 aux outputs"),
+                ..AUX_NAMES
+            },
             ..AudioIOLayout::const_default()
         },
     ];
