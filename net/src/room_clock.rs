@@ -51,7 +51,8 @@ impl ClockTrack {
     /// A frame whose sender's media time ended at `media_end` arrived at `arrival` (both in
     /// 48 kHz samples, `arrival` on our clock).
     pub fn observe(&mut self, media_end: u64, arrival: u64) {
-        let lead = (arrival as i128 - media_end as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        let lead =
+            (arrival as i128 - media_end as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
         let w = media_end / WINDOW;
         match &mut self.current {
             Some((cw, least)) if *cw == w => *least = (*least).min(lead),
@@ -141,7 +142,11 @@ mod tests {
         for k in 0..seconds * 400 {
             let end = (k + 1) * 120;
             let ours = end as f64 * (1.0 + ppm * 1e-6) + offset as f64;
-            let late = if rng.below(8) == 0 { 0 } else { rng.below(jitter + 1) };
+            let late = if rng.below(8) == 0 {
+                0
+            } else {
+                rng.below(jitter + 1)
+            };
             t.observe(end, ours as u64 + base + late);
         }
         t
@@ -155,7 +160,10 @@ mod tests {
             for media in [20 * 48_000u64, 39 * 48_000] {
                 let truth = media as f64 * (1.0 + ppm * 1e-6) + 1_000_000.0;
                 let err = map.ours(media) - truth;
-                assert!(err.abs() <= 24.0, "seed {seed}, {ppm} ppm: {err} samples off ({map:?})");
+                assert!(
+                    err.abs() <= 24.0,
+                    "seed {seed}, {ppm} ppm: {err} samples off ({map:?})"
+                );
             }
             assert!((map.drift_ppm - ppm).abs() < 5.0, "{map:?}");
         }
@@ -170,6 +178,9 @@ mod tests {
             t.observe(end, end + 10 * 48_000 * 2 + 100);
         }
         let map = t.map(100.0).unwrap();
-        assert!((map.ours(48_000) - (48_000.0 + 960_000.0)).abs() <= 2.0, "{map:?}");
+        assert!(
+            (map.ours(48_000) - (48_000.0 + 960_000.0)).abs() <= 2.0,
+            "{map:?}"
+        );
     }
 }
