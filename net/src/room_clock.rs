@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 const WINDOW: u64 = 48_000;
 /// Points the line is fitted through: the last 30 s.
 const POINTS: usize = 30;
+/// The two points the drift is measured between lie at least this far apart (5 s).
+const MIN_SPAN: u64 = 5 * 48_000;
 /// A lead this far (1 s) from the line's is a sender that started over, not a queue.
 const RESTART: u64 = 48_000;
 /// Drift beyond this (parts per million) is a clock that jumped, not one that drifts.
@@ -96,36 +98,37 @@ impl ClockTrack {
     pub fn map(&self, one_way: f64) -> Option<ClockMap> {
         let n = self.points.len();
         let &(last_m, last_l) = self.points.back()?;
-        // The line under the envelope: least squares through its points.
-        let drift = if n >= 3 {
-            let mean_m = self.points.iter().map(|p| p.0 as f64).sum::<f64>() / n as f64;
-            let mean_l = self.points.iter().map(|p| p.1 as f64).sum::<f64>() / n as f64;
-            let (mut sxy, mut sxx) = (0.0, 0.0);
-            for &(m, l) in &self.points {
-                let dx = m as f64 - mean_m;
-                sxy += dx * (l as f64 - mean_l);
-                sxx += dx * dx;
+        // The line under the envelope, through the lowest point of its older half and that of
+        // its newer: windows a queue held up lie above it and move neither (a line fitted
+        // through every point would tilt toward them).
+        let lowest = |pts: &mut dyn Iterator<Item = &(u64, i64)>| pts.min_by_key(|p| p.1).copied();
+        let half = n / 2;
+        let drift = match (
+            lowest(&mut self.points.iter().take(half)),
+            lowest(&mut self.points.iter().skip(half)),
+        ) {
+            (Some(a), Some(b)) if n >= 4 && b.0 >= a.0 + MIN_SPAN => {
+                let slope = (b.1 - a.1) as f64 / (b.0 - a.0) as f64;
+                (slope * 1e6).clamp(-MAX_DRIFT_PPM, MAX_DRIFT_PPM)
             }
-            let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
-            (slope * 1e6).clamp(-MAX_DRIFT_PPM, MAX_DRIFT_PPM)
-        } else {
-            0.0
+            _ => 0.0,
         };
-        // The line's value at the newest point, lowered to the envelope there: the least
-        // lead of the last few windows, each carried to the newest along the slope.
+        // The line's value at the newest point: the least lead of all, each carried to the
+        // newest along the slope.
         let at = |&(m, l): &(u64, i64)| l as f64 + drift * 1e-6 * (last_m as f64 - m as f64);
-        let floor = self
-            .points
-            .iter()
-            .rev()
-            .take(5)
-            .map(at)
-            .fold(last_l as f64, f64::min);
+        let floor = self.points.iter().map(at).fold(last_l as f64, f64::min);
         Some(ClockMap {
             offset: floor - one_way,
             at_media: last_m,
             drift_ppm: drift,
         })
+    }
+}
+
+impl ClockTrack {
+    /// The envelope's points, for diagnostics.
+    pub fn points(&self) -> Vec<(u64, i64)> {
+        self.points.iter().copied().collect()
     }
 }
 

@@ -65,6 +65,9 @@ pub struct SimReport {
     pub replayed: u64,
     /// Honest members that show something a colluding insider made in another's name.
     pub taken_in: usize,
+    /// The worst error, over the settled tail, of putting a sender's frame on a receiver's
+    /// clock by the room clock ([`crate::room_clock`]), in 48 kHz samples.
+    pub clock_error_samples: f64,
 }
 
 impl SimReport {

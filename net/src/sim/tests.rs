@@ -449,3 +449,43 @@ fn a_direct_path_that_falls_silent_costs_no_audio() {
         );
     }
 }
+
+/// The room clock in the simulator: five members, on direct paths where their routers let them
+/// and through the relay otherwise, over links with 10 ms of delay, up to 5 ms of jitter, loss,
+/// reordering and duplicates; each receiver puts every sender's frames on its own clock within
+/// 1 ms of when they were sent (the one-way delay taken from the links' delays, as a session
+/// takes it from the round trips it measures).
+#[test]
+fn the_room_clock_puts_every_senders_frames_on_each_receivers_clock_within_a_millisecond() {
+    let link = LinkConfig {
+        delay: Duration::from_millis(10),
+        jitter: Duration::from_millis(5),
+        // A queue that never empties cannot be told from a later clock: none here.
+        wander: Duration::ZERO,
+        ..LinkConfig::default()
+    };
+    for seed in 0..3 {
+        let config = SimConfig {
+            members: 5,
+            edits_per_member: 5,
+            chaos: Duration::from_secs(4),
+            settle: Duration::from_secs(24),
+            disconnects: 0,
+            partitions: 0,
+            relay_restart: false,
+            link,
+            ..SimConfig::default()
+        };
+        let r = run(seed, &config);
+        println!(
+            "seed {seed}: worst clock error {:.1} samples",
+            r.clock_error_samples
+        );
+        assert!(
+            r.clock_error_samples > 0.0 && r.clock_error_samples <= 48.0,
+            "seed {seed}: {:.1} samples off ({})",
+            r.clock_error_samples,
+            replay(seed)
+        );
+    }
+}

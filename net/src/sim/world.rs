@@ -174,6 +174,10 @@ pub(super) struct World {
     /// The longest any direct path took from the later of its two members joining.
     pub(super) slowest_direct: Duration,
     pub(super) direct_pairs: BTreeSet<(usize, usize)>,
+    /// Each receiver's clock track of each sender (receiver, sender), and the worst error in
+    /// the settled tail of putting a sender's frame on the receiver's clock by it.
+    pub(super) clocks: BTreeMap<(usize, usize), crate::room_clock::ClockTrack>,
+    pub(super) clock_error: f64,
     /// Audio over the settled tail (from then on), frame by frame.
     pub(super) tail_start: Instant,
     pub(super) ledger: AudioLedger,
@@ -243,6 +247,8 @@ impl World {
         Self {
             depth: config.link.worst_datagram() * 2 + Duration::from_millis(5),
             tail_start,
+            clocks: BTreeMap::new(),
+            clock_error: 0.0,
             config,
             seed,
             rng,
@@ -484,7 +490,17 @@ impl World {
                     }
                     m.joined = true;
                     m.core.handle_welcome(now, you, members, &mut m.doc);
-                    m.next_frame = now;
+                    // Its engine played on meanwhile: the media clock runs with time, and the
+                    // frames of the time away were never sent.
+                    if m.welcomes > 0 {
+                        let frame = self.config.frame;
+                        while m.next_frame < now {
+                            m.next_frame += frame;
+                            m.media += (frame.as_secs_f64() * 48_000.0) as u64;
+                        }
+                    } else {
+                        m.next_frame = now;
+                    }
                     m.welcomes += 1;
                     m.joined_at = now;
                     self.drain_member(i);
@@ -559,6 +575,39 @@ impl World {
             if self.in_tail(sent_at) {
                 self.ledger.handed_on(sender, i, media, now - sent_at);
             }
+            self.clock_check(sender, i, media, sent_at);
+        }
+    }
+
+    /// Puts the sender's frame on the receiver's clock (virtual time since the start, in 48
+    /// kHz samples) as a session does, the one-way delay from its route's round trips, and in
+    /// the settled tail notes how far that is from when the frame was sent.
+    fn clock_check(&mut self, sender: usize, i: usize, media: u64, sent_at: Instant) {
+        let samples = |t: Instant| t.duration_since(self.start).as_secs_f64() * 48_000.0;
+        let frame = (self.config.frame.as_secs_f64() * 48_000.0) as u64;
+        let arrival = samples(self.now) as u64;
+        // Half a direct path's round trip; by the relay, half of each end's round trip to it.
+        // By the pair's way, as a session takes its route's: a doubled stream's faster copies
+        // come by the direct path.
+        let link = |l: &super::link::LinkConfig| l.delay.as_secs_f64() * 48_000.0;
+        let direct = self.paths.contains_key(&(i, sender)) || self.paths.contains_key(&(sender, i));
+        let one_way = if direct {
+            link(
+                self.config
+                    .direct_link
+                    .as_ref()
+                    .unwrap_or(&self.config.link),
+            )
+        } else {
+            2.0 * link(&self.config.link)
+        };
+        let tail = self.in_tail(sent_at);
+        let sent = samples(sent_at);
+        let track = self.clocks.entry((i, sender)).or_default();
+        track.observe(media + frame, arrival);
+        if let (true, Some(map)) = (tail, track.map(one_way)) {
+            let err = map.ours(media + frame) - sent;
+            self.clock_error = self.clock_error.max(err.abs());
         }
     }
 
@@ -760,6 +809,7 @@ impl World {
             refused: h.refused,
             replayed: h.replayed,
             taken_in,
+            clock_error_samples: self.clock_error,
         }
     }
 }
