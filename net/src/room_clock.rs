@@ -19,6 +19,24 @@ const RESTART: u64 = 48_000;
 /// Drift beyond this (parts per million) is a clock that jumped, not one that drifts.
 const MAX_DRIFT_PPM: f64 = 1_000.0;
 
+/// Samples (48 kHz, per channel) an Opus packet holds, from its table of contents (RFC 6716
+/// §3.1); `None` for what is not one.
+pub fn opus_samples(packet: &[u8]) -> Option<u64> {
+    let toc = *packet.first()?;
+    let config = toc >> 3;
+    let per_frame: u64 = match config {
+        0..=11 => [480, 960, 1920, 2880][usize::from(config % 4)],
+        12..=15 => [480, 960][usize::from(config % 2)],
+        _ => [120, 240, 480, 960][usize::from(config % 4)],
+    };
+    let frames = match toc & 3 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u64::from(*packet.get(1)? & 0x3F),
+    };
+    (frames > 0).then_some(per_frame * frames)
+}
+
 /// A sender's media time on our clock: `ours(media) = media + offset + drift × (media −
 /// at_media)`, all in 48 kHz samples.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -170,6 +188,24 @@ mod tests {
             }
             assert!((map.drift_ppm - ppm).abs() < 5.0, "{map:?}");
         }
+    }
+
+    #[test]
+    fn an_opus_packets_length_is_read_from_its_table_of_contents() {
+        assert_eq!(opus_samples(&[28 << 3]), Some(120), "CELT 2.5 ms");
+        assert_eq!(
+            opus_samples(&[31 << 3 | 1, 0, 0]),
+            Some(1920),
+            "two CELT 20 ms"
+        );
+        assert_eq!(
+            opus_samples(&[1 << 3 | 3, 3]),
+            Some(2880),
+            "three SILK 20 ms"
+        );
+        assert_eq!(opus_samples(&[13 << 3]), Some(960), "hybrid 20 ms");
+        assert_eq!(opus_samples(&[]), None);
+        assert_eq!(opus_samples(&[3]), None, "code 3 without its count");
     }
 
     #[test]

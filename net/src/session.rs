@@ -302,7 +302,14 @@ struct Shared {
     congestion: Arc<CongestionSignal>,
     /// We only listen: our frames are not sent.
     listening: bool,
+    /// Each sender's stems' clocks as their frames told them, on ours (see
+    /// [`SessionHandle::clock_of`]); and our clock's start.
+    clocks: Mutex<BTreeMap<(ParticipantId, StemId), crate::room_clock::ClockTrack>>,
+    epoch: Instant,
 }
+
+/// Stems whose clocks a session follows at most.
+const MAX_CLOCKS: usize = 256;
 
 /// What the handles asked since the driver last looked: the latest of each, so nothing here
 /// grows however often they ask.
@@ -453,6 +460,34 @@ impl SessionHandle {
         drop(asks);
         self.shared.wake.notify_one();
         rx
+    }
+
+    /// Where `from`'s stem `stem` puts its media time on our clock ([`Self::clock_epoch`] on,
+    /// 48 kHz samples): the room's clock, so that what members in different studios played at
+    /// one moment can be laid side by side. The one-way delay is half the route's least round
+    /// trip (by the relay, our least round trip to it: the sender's own leg is taken to be like
+    /// ours).
+    /// `None` before a second of its frames came.
+    pub fn clock_of(
+        &self,
+        from: ParticipantId,
+        stem: StemId,
+    ) -> Option<crate::room_clock::ClockMap> {
+        let p = self.shared.published();
+        let (info, _) = p.members.iter().find(|(m, _)| m.participant == from)?;
+        // The least round trip: the envelope is made of the frames that met no queue too.
+        let min_rtt = |c: &Connection| c.stats().path.min_rtt.as_secs_f64() * 48_000.0;
+        let one_way = match p.direct.get(&info.id) {
+            Some(path) => min_rtt(path) / 2.0,
+            None => p.relay.as_ref().map_or(0.0, min_rtt),
+        };
+        let clocks = self.shared.clocks.lock().unwrap_or_else(|e| e.into_inner());
+        clocks.get(&(from, stem))?.map(one_way)
+    }
+
+    /// Where [`Self::clock_of`]'s clock starts.
+    pub fn clock_epoch(&self) -> Instant {
+        self.shared.epoch
     }
 
     /// How audio datagrams carry the frames before them (up to [`crate::wire::MAX_REDUNDANT`]), so a
@@ -678,6 +713,8 @@ pub fn start(
         protection: protection::Protection::default(),
         congestion: Arc::default(),
         listening: config.role == Role::Listener,
+        clocks: Mutex::default(),
+        epoch: Instant::now(),
     });
     let driver = driver::Driver {
         shared: shared.clone(),

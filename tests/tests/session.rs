@@ -312,3 +312,58 @@ fn the_document_travels_on_direct_paths_when_there_are_some() {
     a.stop();
     b.stop();
 }
+
+/// The room's clock on loopback: Bo puts each of Ana's frames on his clock (by the session's
+/// `clock_of`) within a millisecond of when she handed it to her session, her media clock a
+/// long way from his.
+#[test]
+fn the_room_clock_puts_a_senders_frames_on_ours_within_a_millisecond() {
+    let _one = echoel_tests::one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(dir.path());
+    let room = relay.room("clock");
+    let a = join_room(&room, "Ana", None);
+    let b = join_room(&room, "Bo", None);
+    assert!(wait_until(Duration::from_secs(10), || {
+        joined(&a, 1) && joined(&b, 1) && a.status().members[0].keyed && b.status().members[0].keyed
+    }));
+    let ana = b.status().members[0].info.participant;
+    // 2.5 ms CELT frames (the session only reads their length), Ana's media clock 20 s on.
+    let mut payload = vec![28u8 << 3];
+    payload.extend_from_slice(&[0x55; 40]);
+    let period = Duration::from_micros(2_500);
+    let start = Instant::now();
+    let mut sent = Vec::new();
+    for k in 0..2_400u32 {
+        if let Some(wait) = (start + period * k).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let media = 960_000 + u64::from(k) * 120;
+        let at = Instant::now();
+        a.send_audio(echoel_net::wire::StemId(0), media, &payload);
+        sent.push((media, at));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let map = b
+        .clock_of(ana, echoel_net::wire::StemId(0))
+        .expect("Bo follows Ana's clock");
+    let epoch = b.clock_epoch();
+    // The last two seconds: how far from when each frame was whole Bo puts it.
+    let mut errors: Vec<f64> = sent[sent.len() - 800..]
+        .iter()
+        .map(|(media, at)| {
+            let truth = at.duration_since(epoch).as_secs_f64() * 48_000.0;
+            map.ours(media + 120) - truth
+        })
+        .collect();
+    errors.sort_by(f64::total_cmp);
+    let median = errors[errors.len() / 2];
+    println!(
+        "room clock on loopback: median error {:.1} samples ({:.2} ms), {map:?}",
+        median,
+        median / 48.0
+    );
+    assert!(median.abs() <= 48.0, "{median:.1} samples off");
+    a.stop();
+    b.stop();
+}

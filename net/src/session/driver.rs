@@ -418,8 +418,28 @@ impl Driver {
             }
         }
         let on_audio = &mut self.on_audio;
-        self.core
-            .open_datagram(via, datagram, &mut |from, frame| on_audio(from, frame));
+        let shared = &self.shared;
+        let arrival = (Instant::now()
+            .saturating_duration_since(shared.epoch)
+            .as_secs_f64()
+            * 48_000.0) as u64;
+        self.core.open_datagram(via, datagram, &mut |from, frame| {
+            // Frames that came late by design (recovered from a later one) tell nothing of
+            // the sender's clock.
+            if let (false, Some(n)) = (
+                frame.recovered,
+                crate::room_clock::opus_samples(frame.payload),
+            ) {
+                let mut clocks = shared.clocks.lock().unwrap_or_else(|e| e.into_inner());
+                if clocks.len() < MAX_CLOCKS || clocks.contains_key(&(from, frame.stem)) {
+                    clocks
+                        .entry((from, frame.stem))
+                        .or_default()
+                        .observe(frame.media_time + n, arrival);
+                }
+            }
+            on_audio(from, frame)
+        });
     }
 
     /// Takes what the handles asked for.
