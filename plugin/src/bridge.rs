@@ -492,6 +492,18 @@ impl Room for SessionRoom {
         stem_name(&self.session()?.presence(), *p, *stem)
     }
 
+    fn on_our_clock(&self, key: &StemKey, media: u64) -> Option<f64> {
+        let StemKey::Remote(p, stem) = key else {
+            return None;
+        };
+        let session = self.session()?;
+        let map = session.clock_of(*p, *stem)?;
+        // The session's clock starts at its own epoch; the recorder's is the engine's.
+        let inner = self.inner.upgrade()?;
+        let epoch = inner.clock.ns_at(session.clock_epoch()) as f64 * 48_000.0 / 1e9;
+        Some(map.ours(media) + epoch)
+    }
+
     fn ask_take(
         &self,
         key: &StemKey,

@@ -138,6 +138,11 @@ pub trait Room: Send + 'static {
     fn stem_name(&self, _key: &StemKey) -> Option<String> {
         None
     }
+    /// Where the room's clock puts the stem's media time `media` on our clock (48 kHz samples
+    /// of the recorder's clock); `None` before the session has followed its sender a while.
+    fn on_our_clock(&self, _key: &StemKey, _media: u64) -> Option<f64> {
+        None
+    }
     /// Asks the stem's sender for the frames it played within `ranges` (its media time,
     /// `[from, to)`); `None` where there is no one to ask.
     fn ask_take(
@@ -421,8 +426,15 @@ impl Writer {
             .room
             .rtt(&key)
             .map_or(0, |rtt| rtt.as_nanos() as i128 * 48_000 / 2_000_000_000);
-        // Wide: a hostile sender's media times may sit anywhere in the range.
-        let origin = i128::from(self.start) - (i128::from(lead) - one_way);
+        // Wide: a hostile sender's media times may sit anywhere in the range. The room's clock
+        // where the session has followed the sender long enough (its least round trips, its
+        // drift); else what these first frames and the round trip tell.
+        let origin = match self.room.on_our_clock(&key, first) {
+            Some(ours) if ours.is_finite() => {
+                i128::from(first) + (i128::from(self.start) - ours.round() as i128)
+            }
+            _ => i128::from(self.start) - (i128::from(lead) - one_way),
+        };
         // Files hold whole frames: the one the take starts in is written from its start, and
         // the decoder skips what of it came before.
         let into_frame = (origin - i128::from(first)).rem_euclid(i128::from(GRID));

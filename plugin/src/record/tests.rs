@@ -290,3 +290,49 @@ fn a_wav_take_after_the_gap_fill_nulls_against_the_senders_decode() {
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("ana.wav")], "{left:?}");
 }
+
+/// A room whose clock knows where the sender is: 5 s ahead of it.
+struct Clocked;
+
+impl Room for Clocked {
+    fn name(&self, key: &StemKey) -> Option<String> {
+        Names.name(key)
+    }
+    fn rtt(&self, key: &StemKey) -> Option<Duration> {
+        Names.rtt(key)
+    }
+    fn on_our_clock(&self, _key: &StemKey, media: u64) -> Option<f64> {
+        Some(media as f64 + 5.0 * 48_000.0)
+    }
+}
+
+/// Where the room's clock knows the sender, a take is placed by it, not by how late the first
+/// frames came: here every frame is 30 ms later than the round trip says, and the file still
+/// starts at the sender's 0.5 s, sample for sample.
+#[test]
+fn a_take_is_placed_by_the_rooms_clock_where_there_is_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = tone(2.0);
+    let ahead = 5 * 48_000;
+    let rec = Recorder::start(dir.path(), Format::Wav, ahead + 24_000, Box::new(Clocked)).unwrap();
+    for (media, payload) in &frames {
+        rec.frame(ANA, *media, media + 120 + ahead + 48 + 1_440, payload);
+    }
+    let status = rec.stop();
+    let got = read_wav(&status.files[0].path);
+    let mut d = opus::Decoder::new(48_000, opus::Channels::Stereo).unwrap();
+    let mut pcm = vec![0.0f32; 2 * 960];
+    let mut want: Vec<f32> = Vec::new();
+    for (_, p) in frames.iter().skip(200) {
+        let n = d.decode_float(p, &mut pcm[..240], false).unwrap();
+        want.extend(pcm[..2 * n].iter().step_by(2));
+    }
+    let want = &want[120..];
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "placed {} samples off",
+        got.len() as i64 - want.len() as i64
+    );
+    assert!(got.iter().zip(want).all(|(a, b)| a == b));
+}
