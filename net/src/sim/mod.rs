@@ -5,6 +5,7 @@
 //! sleeps: a run is a pure function of its seed and [`SimConfig`], so a failing seed replays
 //! exactly.
 
+mod clock;
 mod direct;
 mod hostile;
 mod link;

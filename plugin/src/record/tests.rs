@@ -43,6 +43,20 @@ fn tone(seconds: f64) -> Vec<(u64, Vec<u8>)> {
         .collect()
 }
 
+/// The decode of `frames` from frame `from` on in their order (each `lost` one concealed), the
+/// encoder's lookahead skipped: sample 0 is what the sender played at that frame's start.
+fn decoded_from(frames: &[(u64, Vec<u8>)], from: usize, lost: impl Fn(usize) -> bool) -> Vec<f32> {
+    let mut d = opus::Decoder::new(48_000, opus::Channels::Stereo).unwrap();
+    let mut pcm = vec![0.0f32; 2 * 960];
+    let mut out: Vec<f32> = Vec::new();
+    for (i, (_, p)) in frames.iter().enumerate().skip(from) {
+        let p: &[u8] = if lost(i) { &[] } else { p };
+        let n = d.decode_float(p, &mut pcm[..240], false).unwrap();
+        out.extend(pcm[..2 * n].iter().step_by(2));
+    }
+    out.split_off(usize::from(PRE_SKIP))
+}
+
 fn read_wav(path: &Path) -> Vec<f32> {
     hound::WavReader::open(path)
         .unwrap()
@@ -93,15 +107,7 @@ fn a_take_is_placed_by_media_time_whatever_the_arrival() {
     // Sample-exact: the decode of the frames from the take's start in their order, each lost
     // one concealed where it was, the encoder's lookahead skipped (sample 0 is then what the
     // sender played at its 0.5 s: see the test above).
-    let mut d = opus::Decoder::new(48_000, opus::Channels::Stereo).unwrap();
-    let mut pcm = vec![0.0f32; 2 * 960];
-    let mut want: Vec<f32> = Vec::new();
-    for (i, (_, p)) in frames.iter().enumerate().skip(200) {
-        let p: &[u8] = if i % 37 == 5 { &[] } else { p };
-        let n = d.decode_float(p, &mut pcm[..240], false).unwrap();
-        want.extend(pcm[..2 * n].iter().step_by(2));
-    }
-    let want = &want[120..];
+    let want = &decoded_from(&frames, 200, |i| i % 37 == 5);
     let differ = got.iter().zip(want).filter(|(a, b)| a != b).count();
     assert_eq!(
         differ, 0,
@@ -269,14 +275,7 @@ fn a_wav_take_after_the_gap_fill_nulls_against_the_senders_decode() {
     assert_eq!(file.counts.filled_samples, lost * 120, "{:?}", file.counts);
     assert_eq!(file.counts.gap_samples, 0);
     let got = read_wav(&file.path);
-    let mut d = opus::Decoder::new(48_000, opus::Channels::Stereo).unwrap();
-    let mut pcm = vec![0.0f32; 2 * 960];
-    let mut want: Vec<f32> = Vec::new();
-    for (_, p) in frames.iter().skip(200) {
-        let n = d.decode_float(p, &mut pcm[..240], false).unwrap();
-        want.extend(pcm[..2 * n].iter().step_by(2));
-    }
-    let want = &want[120..];
+    let want = &decoded_from(&frames, 200, |_| false);
     assert_eq!(got.len(), want.len());
     let worst = got
         .iter()
@@ -320,14 +319,7 @@ fn a_take_is_placed_by_the_rooms_clock_where_there_is_one() {
     }
     let status = rec.stop();
     let got = read_wav(&status.files[0].path);
-    let mut d = opus::Decoder::new(48_000, opus::Channels::Stereo).unwrap();
-    let mut pcm = vec![0.0f32; 2 * 960];
-    let mut want: Vec<f32> = Vec::new();
-    for (_, p) in frames.iter().skip(200) {
-        let n = d.decode_float(p, &mut pcm[..240], false).unwrap();
-        want.extend(pcm[..2 * n].iter().step_by(2));
-    }
-    let want = &want[120..];
+    let want = &decoded_from(&frames, 200, |_| false);
     assert_eq!(
         got.len(),
         want.len(),
