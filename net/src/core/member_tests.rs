@@ -680,12 +680,10 @@ fn an_edit_that_reached_one_member_before_its_author_left_for_good_reaches_every
     b.docs[0].doc().add_marker(4.0, "last words").unwrap();
     let now = b.now;
     b.cores[0].edited(now, &mut b.docs[0]);
-    // Member 0's connection drops after its first message.
-    let mut sent = 0;
-    b.lose = Box::new(move |from, _| {
-        sent += u32::from(from == 0);
-        from == 0 && sent > 1
-    });
+    // Member 0's edit reaches member 1 only: its way to member 2 is cut. (Cutting it after
+    // its first message instead lost the edit now and then: a sync may open with a message
+    // that does not carry the change, when the bloom filter says the peer has it.)
+    b.lose = Box::new(|from, to| from == 0 && to == 2);
     b.run();
     b.lose = Box::new(|_, _| false);
     let holds = |b: &mut Band, i: usize| {
