@@ -1,5 +1,6 @@
 //! Engine cost against raw libopus for the same frames: 1 encoder + 8 decoders, stereo,
-//! 2.5 ms frames, one second of audio per pass. Prints a table; asserts nothing (timings on a
+//! 2.5 ms frames, one second of audio per pass (the last two rows with each remote stream on
+//! an auxiliary output of its own). Prints a table; asserts nothing (timings on a
 //! shared machine are noisy, so the ratio of two measurements taken in one run is the figure).
 //!
 //! `cargo bench -p echoel-engine --bench engine`
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use echoel_engine::signal::TestSignal;
 use echoel_engine::{
     CodecSettings, Engine, EngineConfig, EngineParams, NetworkLink, PacketSlot, StreamId,
-    INTERNAL_RATE_HZ, MAX_OPUS_PACKET_BYTES,
+    AUX_BUSES, INTERNAL_RATE_HZ, MAX_OPUS_PACKET_BYTES,
 };
 use opus::{Application, Bitrate, Channels, Decoder, Encoder};
 
@@ -75,9 +76,16 @@ fn raw_pass(input: &[f32], packets: &[Vec<Vec<u8>>]) -> Duration {
     t.elapsed()
 }
 
-/// The engine at `rate` with `block`-frame host blocks; only `process` is timed. Packets are
-/// delivered as the network thread would, just before the block that plays them.
-fn engine_pass(rate: u32, block: usize, input: &[f32], packets: &[Vec<Vec<u8>>]) -> Duration {
+/// The engine at `rate` with `block`-frame host blocks, each remote stream on an auxiliary
+/// output of its own when `aux` (eight); only `process` is timed. Packets are delivered as the
+/// network thread would, just before the block that plays them.
+fn engine_pass(
+    rate: u32,
+    block: usize,
+    aux: bool,
+    input: &[f32],
+    packets: &[Vec<Vec<u8>>],
+) -> Duration {
     let (
         mut engine,
         NetworkLink {
@@ -91,8 +99,17 @@ fn engine_pass(rate: u32, block: usize, input: &[f32], packets: &[Vec<Vec<u8>>])
         max_block_frames: block,
     })
     .unwrap();
+    if aux {
+        engine.enable_aux(AUX_BUSES).unwrap();
+        for s in 0..REMOTES {
+            engine
+                .stats()
+                .set_stream_route(StreamId(s as u16), (s % AUX_BUSES + 1) as u8);
+        }
+    }
     let params = EngineParams::default();
     let (mut l, mut r) = (vec![0.0f32; block], vec![0.0f32; block]);
+    let mut aux_bufs = vec![vec![0.0f32; block]; 2 * AUX_BUSES];
     let mut elapsed = Duration::ZERO;
     let mut delivered = 0;
     let frames = input.len() / 2;
@@ -121,8 +138,18 @@ fn engine_pass(rate: u32, block: usize, input: &[f32], packets: &[Vec<Vec<u8>>])
             l[i] = f[0];
             r[i] = f[1];
         }
+        let mut aux_ch: Vec<Vec<&mut [f32]>> = aux_bufs
+            .chunks_mut(2)
+            .map(|pair| pair.iter_mut().map(|b| &mut b[..n]).collect())
+            .collect();
+        let mut buses: Vec<Option<&mut [&mut [f32]]>> =
+            aux_ch.iter_mut().map(|c| Some(&mut c[..])).collect();
         let t = Instant::now();
-        engine.process(&mut [&mut l[..n], &mut r[..n]], &params);
+        if aux {
+            engine.process_with_aux(&mut [&mut l[..n], &mut r[..n]], &mut buses, &params);
+        } else {
+            engine.process(&mut [&mut l[..n], &mut r[..n]], &params);
+        }
         elapsed += t.elapsed();
         black_box(&l);
         while outgoing.pop().is_ok() {}
@@ -153,13 +180,15 @@ fn main() {
         "{:<26} {:>14} {:>14} {:>8} {:>12}",
         "case", "engine ms/s", "libopus ms/s", "ratio", "% real time"
     );
-    let cases: [(&str, u32, usize); 4] = [
-        ("48 kHz, 128-frame blocks", 48_000, 128),
-        ("48 kHz, 32-frame blocks", 48_000, 32),
-        ("48 kHz, 1024-frame blocks", 48_000, 1024),
-        ("44.1 kHz, 256 (resampled)", 44_100, 256),
+    let cases: [(&str, u32, usize, bool); 6] = [
+        ("48 kHz, 128-frame blocks", 48_000, 128, false),
+        ("48 kHz, 32-frame blocks", 48_000, 32, false),
+        ("48 kHz, 1024-frame blocks", 48_000, 1024, false),
+        ("44.1 kHz, 256 (resampled)", 44_100, 256, false),
+        ("48 kHz, 128, 8 aux outs", 48_000, 128, true),
+        ("44.1 kHz, 256, 8 aux outs", 44_100, 256, true),
     ];
-    for (name, rate, block) in cases {
+    for (name, rate, block, aux) in cases {
         let input = if rate == INTERNAL_RATE_HZ {
             input48.clone()
         } else {
@@ -167,7 +196,7 @@ fn main() {
         };
         let (mut eng, mut raw) = (Vec::new(), Vec::new());
         for _ in 0..PASSES {
-            eng.push(engine_pass(rate, block, &input, &packets));
+            eng.push(engine_pass(rate, block, aux, &input, &packets));
             raw.push(raw_pass(&input48, &packets));
         }
         let (e, r) = (median(eng), median(raw));
