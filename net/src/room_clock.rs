@@ -143,13 +143,6 @@ impl ClockTrack {
     }
 }
 
-impl ClockTrack {
-    /// The envelope's points, for diagnostics.
-    pub fn points(&self) -> Vec<(u64, i64)> {
-        self.points.iter().copied().collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

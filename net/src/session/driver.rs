@@ -423,6 +423,8 @@ impl Driver {
             .saturating_duration_since(shared.epoch)
             .as_secs_f64()
             * 48_000.0) as u64;
+        // Once per datagram (a relay bundle holds several frames), not per frame.
+        let mut clocks = shared.clocks.lock().unwrap_or_else(|e| e.into_inner());
         self.core.open_datagram(via, datagram, &mut |from, frame| {
             // Frames that came late by design (recovered from a later one) tell nothing of
             // the sender's clock.
@@ -430,7 +432,6 @@ impl Driver {
                 frame.recovered,
                 crate::room_clock::opus_samples(frame.payload),
             ) {
-                let mut clocks = shared.clocks.lock().unwrap_or_else(|e| e.into_inner());
                 if clocks.len() < MAX_CLOCKS || clocks.contains_key(&(from, frame.stem)) {
                     clocks
                         .entry((from, frame.stem))
