@@ -89,6 +89,10 @@ pub struct Me {
     pub active_track: Option<String>,
     /// Peak input level, 0–1 (linear).
     pub input_level: f32,
+    /// The name this instance's track goes to the room under; `None` while it only listens.
+    pub stem: Option<String>,
+    /// Every stem this musician sends from this DAW (its plugins share one connection).
+    pub stems: Vec<String>,
 }
 
 /// How another member's audio reaches us.
@@ -366,6 +370,8 @@ pub enum Command {
     },
     /// Stems routed to an auxiliary output leave the main output (otherwise they play on both).
     SetRoutedLeaveMain(bool),
+    /// Name this instance's stem (empty: the host's track name, else the instrument).
+    SetStemName(String),
     /// Add a track.
     AddTrack {
         /// Name.

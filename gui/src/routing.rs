@@ -69,6 +69,34 @@ pub(crate) fn outputs_cell(
     });
 }
 
+/// This instance's stem: its name, editable, and the others this DAW sends beside it.
+pub(crate) fn stem_row(ui: &mut Ui, snap: &Snapshot, st: &mut EditorState, out: &mut Vec<Command>) {
+    ui.horizontal(|ui| {
+        let Some(stem) = &snap.me.stem else {
+            ui.label(RichText::new("Receive only: this track sends nothing.").weak());
+            return;
+        };
+        let l = ui.label("Sends as stem");
+        let r = ui
+            .add(
+                egui::TextEdit::singleline(&mut st.stem_name)
+                    .hint_text(stem.as_str())
+                    .desired_width(110.0),
+            )
+            .labelled_by(l.id)
+            .on_hover_text("the name the others see this track under; empty: the track's own");
+        let typed = st.stem_name.trim().to_owned();
+        if r.lost_focus() && st.stem_sent.as_ref() != Some(&typed) {
+            st.stem_sent = Some(typed.clone());
+            st.send(out, Command::SetStemName(typed));
+        }
+        if snap.me.stems.len() > 1 {
+            let all = snap.me.stems.join(", ");
+            ui.label(RichText::new(format!("this DAW sends {all}")).weak());
+        }
+    });
+}
+
 /// The choice of whether routed stems also stay in the main output.
 pub(crate) fn leave_main_toggle(
     ui: &mut Ui,

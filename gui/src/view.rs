@@ -30,6 +30,10 @@ pub struct EditorState {
     pub record_folder: String,
     /// Takes in Ogg Opus rather than WAV.
     pub record_opus: bool,
+    /// The stem name field.
+    pub stem_name: String,
+    /// The stem name last sent.
+    pub(crate) stem_sent: Option<String>,
     tempo: f64,
     tempo_seen: f64,
     meter: String,
@@ -297,6 +301,7 @@ fn people_panel(ui: &mut Ui, snap: &Snapshot, st: &mut EditorState, out: &mut Ve
         ));
         level_meter(ui, snap.me.input_level);
     });
+    crate::routing::stem_row(ui, snap, st, out);
     if snap.people.is_empty() {
         ui.label(RichText::new("Nobody else is here yet.").italics());
         return;

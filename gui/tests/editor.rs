@@ -149,6 +149,8 @@ fn jam() -> Snapshot {
             invite: "echoel://relay.example:4433/friday-band?fp=00&secret=00".into(),
             active_track: Some("t1".into()),
             input_level: 0.3,
+            stem: Some("bass".into()),
+            stems: vec!["bass".into(), "synth".into()],
         },
         people,
         session: SessionView {
@@ -619,6 +621,34 @@ fn each_stem_is_routed_to_an_output_of_its_own_and_can_leave_the_main_one() {
         ]
     );
     h.snapshot_options("routing", &snapshot_options());
+}
+
+#[test]
+fn our_stem_is_renamed_in_the_editor_and_the_daws_other_stems_are_shown() {
+    let mut h = harness(jam());
+    h.run();
+    // Mara's two plugins in this DAW send on one connection: the editor says so.
+    assert!(h.query_by_label("this DAW sends bass, synth").is_some());
+    h.get_by_label("Sends as stem").click();
+    h.run();
+    h.get_by_label("Sends as stem").type_text("bass DI");
+    h.run();
+    h.key_press(egui::Key::Enter);
+    h.run();
+    assert_eq!(
+        h.state_mut().commands(),
+        vec![Command::SetStemName("bass DI".into())]
+    );
+
+    // A receive-only instance has no stem to name.
+    let mut snap = jam();
+    snap.me.stem = None;
+    let mut h = harness(snap);
+    h.run();
+    assert!(h.query_by_label("Sends as stem").is_none());
+    assert!(h
+        .query_by_label("Receive only: this track sends nothing.")
+        .is_some());
 }
 
 #[test]

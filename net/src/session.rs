@@ -264,8 +264,9 @@ type AudioCallback = Box<dyn FnMut(ParticipantId, AudioFrame<'_>) + Send>;
 /// Largest encoded frame the send ring carries (a datagram holds no more).
 const MAX_FRAME_BYTES: usize = 1400;
 /// Frames the send ring holds: the driver takes them at once, so more waiting means it is
-/// behind, and older frames would play late anyway.
-const SEND_RING_FRAMES: usize = 32;
+/// behind, and older frames would play late anyway. Room for a few frames of each of the
+/// stems one person may send from one process.
+const SEND_RING_FRAMES: usize = 128;
 
 /// One encoded frame on its way from the pump thread to the driver.
 struct OutFrame {

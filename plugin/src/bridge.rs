@@ -18,6 +18,8 @@ use echoel_net::presence::stem_name;
 use echoel_net::session::{self, AudioFrame, SessionConfig, SessionError, SessionHandle};
 use echoel_net::wire::{ParticipantId, StemId};
 
+use crate::shared_room::{FrameSink, Seat};
+
 /// The pump sleeps until the engine wakes it; this is only the fallback should a wake be
 /// missed (the engine not running yet, a host that stopped calling it).
 const PUMP_FALLBACK: Duration = Duration::from_millis(5);
@@ -73,7 +75,8 @@ pub struct Bridge {
 }
 
 struct Inner {
-    session: Mutex<Option<SessionHandle>>,
+    /// Our seat in the room we are in, if any.
+    seat: Mutex<Option<Arc<Seat>>>,
     /// Taken by the network thread for each opened frame; nothing else waits on it.
     incoming: Mutex<rtrb::Producer<PacketSlot>>,
     /// Remote frames dropped because the engine's incoming ring was full.
@@ -112,7 +115,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Inner {
+impl FrameSink for Inner {
     /// A frame the session opened: into the engine's ring on the participant's stream.
     fn deliver(&self, from: ParticipantId, frame: AudioFrame<'_>) {
         if self.offline.load(Relaxed) {
@@ -149,6 +152,12 @@ impl Inner {
         if !pushed {
             self.dropped_incoming.fetch_add(1, Relaxed);
         }
+    }
+}
+
+impl Inner {
+    fn session(&self) -> Option<SessionHandle> {
+        lock(&self.seat).as_ref().map(|s| s.session())
     }
 
     /// A frame heard or sent, for the take being recorded, if one is.
@@ -191,7 +200,7 @@ impl Bridge {
             stats,
         } = link;
         let inner = Arc::new(Inner {
-            session: Mutex::new(None),
+            seat: Mutex::new(None),
             incoming: Mutex::new(incoming),
             dropped_incoming: AtomicU64::new(0),
             streams: Mutex::new(Vec::new()),
@@ -220,17 +229,18 @@ impl Bridge {
                     let mut backoff = Backoff::default();
                     let mut next_look = Instant::now() + backoff::PERIOD;
                     while !stop.load(Relaxed) {
-                        let session = lock(&inner.session).clone();
-                        if let (Some(s), true) = (&session, Instant::now() >= next_look) {
+                        let seat = lock(&inner.seat).clone();
+                        if let (Some(s), true) = (&seat, Instant::now() >= next_look) {
                             next_look = Instant::now() + backoff::PERIOD;
-                            let (ceiling, shortest) = backoff.observe(s.take_queue_delay());
+                            let (ceiling, shortest) =
+                                backoff.observe(s.session().take_queue_delay());
                             limits.set(ceiling, shortest);
                         }
                         let mut sent = false;
                         while let Ok(p) = outgoing.pop() {
                             // Out of a room, frames are dropped here so the ring never fills.
-                            if let (Some(s), false) = (&session, inner.offline.load(Relaxed)) {
-                                s.send_audio(StemId(0), p.media_time, p.payload());
+                            if let (Some(s), false) = (&seat, inner.offline.load(Relaxed)) {
+                                s.send_audio(p.media_time, p.payload());
                                 inner.record(StemKey::Local, p.media_time, p.payload());
                             }
                             sent = true;
@@ -250,7 +260,7 @@ impl Bridge {
                     let mut seen = Vec::new();
                     while !stop.load(Relaxed) {
                         std::thread::park_timeout(DOC_SAVE_INTERVAL);
-                        if let Some(s) = lock(&inner.session).clone() {
+                        if let Some(s) = inner.session() {
                             inner.keep_doc(&s, &mut seen);
                         }
                     }
@@ -277,34 +287,58 @@ impl Bridge {
         Ok(bridge)
     }
 
-    /// Joins the room of `config` on `runtime`, leaving any other first. With `keep_doc`, the
-    /// session document is copied there whenever it changed (once a second at most) and when
-    /// leaving.
+    /// Joins the room of `config` on `runtime` in a session of its own, leaving any other
+    /// first. With `keep_doc`, the session document is copied there whenever it changed (once
+    /// a second at most) and when leaving.
     pub fn connect(
         &self,
         config: SessionConfig,
         runtime: &tokio::runtime::Handle,
         keep_doc: Option<DocKeeping>,
     ) -> Result<(), SessionError> {
+        self.join(config, runtime, keep_doc, false)
+    }
+
+    /// As [`Self::connect`], sharing one session with the process's other instances of the
+    /// same person in that room (see [`crate::shared_room`]): one participant to the room,
+    /// this instance's track one of its named stems.
+    pub fn connect_shared(
+        &self,
+        config: SessionConfig,
+        runtime: &tokio::runtime::Handle,
+        keep_doc: Option<DocKeeping>,
+    ) -> Result<(), SessionError> {
+        self.join(config, runtime, keep_doc, true)
+    }
+
+    fn join(
+        &self,
+        config: SessionConfig,
+        runtime: &tokio::runtime::Handle,
+        keep_doc: Option<DocKeeping>,
+        share: bool,
+    ) -> Result<(), SessionError> {
         self.disconnect();
-        let inner = self.inner.clone();
-        let session = {
-            let _entered = runtime.enter();
-            session::start(config, move |from, frame| inner.deliver(from, frame))?
-        };
+        let sink: Weak<dyn FrameSink> = Arc::downgrade(&self.inner) as Weak<Inner>;
+        let seat = Seat::take(config, runtime, sink, share)?;
         *lock(&self.inner.keep_doc) = keep_doc;
-        *lock(&self.inner.session) = Some(session);
+        *lock(&self.inner.seat) = Some(Arc::new(seat));
         Ok(())
     }
 
-    /// Leaves the room, keeping the document one last time. The engine plays on.
+    /// Leaves the room (the session ends with the last instance in it), keeping the document
+    /// one last time. The engine plays on.
     pub fn disconnect(&self) {
-        let old = lock(&self.inner.session).take();
+        let old = lock(&self.inner.seat).take();
         if let Some(s) = old {
-            self.inner.keep_doc(&s, &mut Vec::new());
-            s.stop();
+            self.inner.keep_doc(&s.session(), &mut Vec::new());
         }
         *lock(&self.inner.keep_doc) = None;
+    }
+
+    /// Our seat in the room, if in one: what the room sees of this instance.
+    pub fn seat(&self) -> Option<Arc<Seat>> {
+        lock(&self.inner.seat).clone()
     }
 
     /// Whose stem an engine stream plays.
@@ -362,7 +396,7 @@ impl Bridge {
 
     /// The current session, if in a room.
     pub fn session(&self) -> Option<SessionHandle> {
-        lock(&self.inner.session).clone()
+        self.inner.session()
     }
 
     /// Remote frames dropped because the engine's incoming ring was full.
@@ -457,7 +491,7 @@ struct SessionRoom {
 
 impl SessionRoom {
     fn session(&self) -> Option<SessionHandle> {
-        lock(&self.inner.upgrade()?.session).clone()
+        self.inner.upgrade()?.session()
     }
 
     fn member<T>(&self, key: &StemKey, f: impl Fn(&session::MemberStatus) -> T) -> Option<T> {

@@ -11,10 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use echoel_engine::{EngineStats, StreamId, StreamStats, AUX_BUSES};
-use echoel_gui::model::{
-    Me, NetworkQuality, NoteConflictView, PathKind, Person, ProtectionView, SessionView,
-    TempoNoticeView, TrackView,
-};
+use echoel_gui::model::{Me, NetworkQuality, PathKind, Person, ProtectionView};
 use echoel_gui::{Command, LinkStatus, Snapshot};
 use echoel_net::doc::{DocError, DocStore, SessionDoc};
 use echoel_net::presence::Presence;
@@ -25,6 +22,7 @@ use echoel_net::{Invite, RotationPolicy};
 use crate::bridge::{network_runtime, Bridge, DocKeeping};
 use crate::params::{EchoelParams, SavedMix};
 use crate::routing::Routes;
+use crate::session_doc::{saved_session, session_view};
 use crate::take_control::TakeControl;
 use echoel_net::wire::Role;
 
@@ -44,6 +42,8 @@ pub struct Controls {
     host_tempo: AtomicU64,
     /// Auxiliary outputs the host gave the plugin.
     aux_buses: AtomicUsize,
+    /// The name of the host's track the plugin is on, when the host says.
+    host_track: Mutex<String>,
 }
 
 impl Controls {
@@ -56,6 +56,7 @@ impl Controls {
             rx,
             host_tempo: AtomicU64::new(0),
             aux_buses: AtomicUsize::new(0),
+            host_track: Mutex::new(String::new()),
         })
     }
 
@@ -83,6 +84,18 @@ impl Controls {
     /// At activation: how many auxiliary outputs the engine has, for the editor's routing.
     pub fn set_aux_buses(&self, buses: usize) {
         self.aux_buses.store(buses, Relaxed);
+    }
+
+    /// The host's name for the plugin's track (CLAP track info): the stem's name by default.
+    pub fn set_host_track(&self, name: &str) {
+        *self.host_track.lock().unwrap_or_else(|e| e.into_inner()) = name.trim().to_owned();
+    }
+
+    fn host_track(&self) -> String {
+        self.host_track
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn host_tempo(&self) -> Option<f64> {
@@ -278,7 +291,7 @@ impl Control {
         };
         if let Err(err) = self
             .bridge
-            .connect(config, network_runtime().handle(), Some(keep))
+            .connect_shared(config, network_runtime().handle(), Some(keep))
         {
             self.error = Some(err.to_string());
         }
@@ -305,16 +318,16 @@ impl Control {
         if let Some(s) = &session {
             self.restore_saved_mix(s);
             self.keep_rotated_invite(s);
+            self.push_host_tempo(s);
         }
-        if let Some(s) = &session {
+        if let Some(seat) = self.bridge.seat() {
             // Parameters are atomics: read here, not relayed by the audio thread.
-            s.set_loss_protection(if self.params.redundancy_auto.value() {
+            seat.set_loss_protection(if self.params.redundancy_auto.value() {
                 LossProtection::Auto
             } else {
                 LossProtection::Frames(self.params.redundancy.value().clamp(0, 2) as u8)
             });
-            self.push_host_tempo(s);
-            s.set_presence(Presence {
+            let presence = Presence {
                 name: read_string(&self.params.display_name),
                 instrument: read_string(&self.params.instrument),
                 track: self.track.clone(),
@@ -322,7 +335,8 @@ impl Control {
                 typing: self.typing,
                 level: self.stats.input_peak.load(Relaxed),
                 ..Presence::default()
-            });
+            };
+            seat.set_presence(presence, &self.stem_name(seat.stem()));
         }
         self.set_mix_gains();
         let snap = self.snapshot(session.as_ref());
@@ -331,6 +345,19 @@ impl Control {
             .snapshot
             .lock()
             .unwrap_or_else(|e| e.into_inner()) = (snap, self.applied);
+    }
+
+    /// What this instance's stem is called: as the musician named it, else the host's track,
+    /// else the instrument, else by its number.
+    fn stem_name(&self, stem: Option<StemId>) -> String {
+        [
+            read_string(&self.params.stem_name),
+            self.controls.host_track(),
+            read_string(&self.params.instrument),
+        ]
+        .into_iter()
+        .find(|n| !n.is_empty())
+        .unwrap_or_else(|| format!("stem {}", stem.map_or(1, |s| u16::from(s.0) + 1)))
     }
 
     /// The room moved to a new secret (a member rotated it): the project keeps the new invite,
@@ -432,6 +459,7 @@ impl Control {
                 bus,
             } => self.set_route(participant, stem, bus),
             Command::SetRoutedLeaveMain(on) => self.params.routed_leave_main.store(on, Relaxed),
+            Command::SetStemName(name) => write_string(&self.params.stem_name, name.trim()),
         }
     }
 
@@ -594,6 +622,8 @@ impl Control {
                 invite: String::new(),
                 active_track: self.track.clone(),
                 input_level: self.stats.input_peak.load(Relaxed),
+                stem: None,
+                stems: Vec::new(),
             },
             ..Snapshot::default()
         };
@@ -620,6 +650,10 @@ impl Control {
             }
             SessionState::Retrying(why) => LinkStatus::Retrying(why),
         };
+        if let Some(seat) = self.bridge.seat() {
+            snap.me.stem = seat.stem().map(|stem| self.stem_name(Some(stem)));
+            snap.me.stems = seat.stems();
+        }
         snap.me.room = self.room.clone();
         snap.me.invite = s.invite().to_string();
         snap.session = s.read_doc(session_view);
@@ -714,78 +748,4 @@ impl Control {
         snap.people = people;
         snap
     }
-}
-
-/// The document as the editor shows it.
-fn session_view(d: &mut SessionDoc) -> SessionView {
-    let tracks = d.tracks();
-    let (meter, key) = d.meter_and_key();
-    SessionView {
-        tempo: d.tempo(),
-        meter,
-        key,
-        tracks: tracks
-            .iter()
-            .map(|t| TrackView {
-                id: t.id.clone(),
-                name: t.name.clone(),
-                owner: t.owner.clone(),
-                instrument: t.instrument.clone(),
-                muted: t.muted,
-                notes: d.notes(&t.id).len(),
-            })
-            .collect(),
-        chart: d.chart(),
-        markers: d.markers(),
-        tempo_notice: d.tempo_notice().map(|n| TempoNoticeView {
-            mine: n.mine,
-            theirs: n.theirs,
-        }),
-        note_conflicts: d
-            .note_conflicts()
-            .into_iter()
-            .map(|c| NoteConflictView {
-                track_name: tracks
-                    .iter()
-                    .find(|t| t.id == c.track)
-                    .map_or_else(|| c.track.clone(), |t| t.name.clone()),
-                track: c.track,
-                note: c.note,
-                field: c.field,
-                values: c.values,
-            })
-            .collect(),
-    }
-}
-
-/// The session document to start from: the project's copy merged with the room's store
-/// (edits made without this project). An unreadable project copy is logged and skipped (its
-/// bytes stay in the project until the session replaces them); a corrupt store file is moved
-/// aside by the store.
-pub fn saved_session(params: &EchoelParams, store: Option<&DocStore>) -> Option<Vec<u8>> {
-    let project = params.session_doc.read().ok()?.0.clone();
-    let mut doc = if project.is_empty() {
-        None
-    } else {
-        match SessionDoc::load(&project) {
-            Ok(d) => Some(d),
-            Err(err) => {
-                tracing::warn!(
-                    "the session saved in this project is unreadable ({err}); using the room's"
-                );
-                None
-            }
-        }
-    };
-    if let Some(mut stored) = store.and_then(DocStore::load) {
-        match &mut doc {
-            Some(d) => {
-                if let Err(err) = d.merge(&mut stored) {
-                    tracing::warn!("cannot merge the local session store: {err}");
-                }
-            }
-            None => doc = Some(stored),
-        }
-    }
-    doc.map(|mut d| d.save())
 }

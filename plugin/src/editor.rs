@@ -33,6 +33,10 @@ impl NiceEguiApp for EditorApp {
         }
         ui.ctx().request_repaint_after(REFRESH);
     }
+
+    fn track_info_changed(&mut self, info: nice_plug::prelude::TrackInfo) {
+        self.controls.set_host_track(info.name());
+    }
 }
 
 /// The editor, starting with the saved name, instrument and invite filled in.
@@ -47,6 +51,7 @@ pub fn create(
         &read(&params.instrument),
         &read(&params.invite),
     );
+    state.stem_name = read(&params.stem_name);
     state.record_folder = match read(&params.record_folder) {
         f if f.is_empty() => crate::record::default_folder()
             .map(|p| p.display().to_string())

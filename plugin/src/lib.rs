@@ -14,6 +14,8 @@ pub mod netem;
 pub mod params;
 pub mod record;
 pub mod routing;
+pub mod session_doc;
+pub mod shared_room;
 pub mod take_control;
 
 use std::num::NonZeroU32;

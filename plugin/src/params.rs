@@ -133,6 +133,10 @@ pub struct EchoelParams {
     /// The instrument others see.
     #[persist = "instrument"]
     pub instrument: Arc<RwLock<String>>,
+    /// The name of the stem this instance sends (empty: the host's track name, else the
+    /// instrument, else "stem N").
+    #[persist = "stem-name"]
+    pub stem_name: Arc<RwLock<String>>,
     /// Propose the host's tempo to the room whenever it changes.
     #[persist = "push-host-tempo"]
     pub push_host_tempo: Arc<AtomicBool>,
@@ -290,6 +294,7 @@ impl Default for EchoelParams {
             .non_automatable(),
             display_name: Arc::new(RwLock::new(String::new())),
             instrument: Arc::new(RwLock::new(String::new())),
+            stem_name: Arc::new(RwLock::new(String::new())),
             push_host_tempo: Arc::new(AtomicBool::new(false)),
             invite: Arc::new(RwLock::new(String::new())),
             record_folder: Arc::new(RwLock::new(String::new())),

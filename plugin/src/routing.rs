@@ -84,12 +84,18 @@ impl Routes {
         }
         let saved = saved.read().unwrap_or_else(|e| e.into_inner());
         let mut changed = false;
-        for (stem, stem_name) in stems_of(presence) {
+        let stems = stems_of(presence);
+        let single = stems.len() == 1;
+        for (stem, stem_name) in stems {
             let key = saved_key(name, &stem_name);
             if !self.restored.insert((member, key.clone())) {
                 continue;
             }
-            if let Some(&bus) = saved.get(&key) {
+            // A project saved when the member's one track had no stem name kept it by name.
+            let found = saved
+                .get(&key)
+                .or_else(|| single.then(|| saved.get(name)).flatten());
+            if let Some(&bus) = found {
                 changed |= self.routes.insert((member, stem), bus) != Some(bus);
             }
         }

@@ -1,8 +1,8 @@
 //! Four plugin instances of one musician in one process (two on tracks that send, two
 //! receive-only on empty tracks, one of them from a saved project) and a remote member who
-//! sends two named stems: each
-//! remote stem arrives on the output it was routed to and nowhere else, the receive-only
-//! instance sends nothing, and the remote member sees one person with two streams.
+//! sends two named stems: each remote stem arrives on the output it was routed to and nowhere
+//! else, the receive-only instances send nothing, and the remote member sees one person — one
+//! connection — with two named stems.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -275,19 +275,40 @@ fn each_remote_stem_plays_on_the_output_it_was_routed_to_and_nowhere_else() {
         .map(Result::unwrap)
         .collect();
     let ana = &reports[0];
-    // Ana heard Mara's two sending tracks, one person (one key), and nothing of B.
-    let mara: Vec<_> = ana
-        .recordings
-        .values()
-        .filter(|r| r.name == "Mara")
-        .collect();
-    assert_eq!(mara.len(), 2, "Ana heard {} streams of Mara's", mara.len());
-    assert!(mara[0].member.is_some() && mara[0].member == mara[1].member);
-    let listening = ana
+    // Ana saw one Mara: one participant, a performer, whose two stems are the two sending
+    // tracks (named by their instruments), each carrying its own track's tone; nothing of the
+    // receive-only B and D.
+    let maras: Vec<_> = ana
         .status
         .members
         .iter()
-        .filter(|m| m.info.role == echoel_net::wire::Role::Listener)
-        .count();
-    assert_eq!(listening, 2, "B and D are seen listening");
+        .filter(|m| m.info.name == "Mara")
+        .collect();
+    assert_eq!(maras.len(), 1, "Mara's instances share one connection");
+    assert_eq!(maras[0].info.role, echoel_net::wire::Role::Performer);
+    let mut heard: Vec<(String, Vec<f32>)> = ana
+        .recordings
+        .values()
+        .filter(|r| r.name == "Mara")
+        .map(|r| (r.stem.clone().unwrap_or_default(), tones_in(&r.samples)))
+        .collect();
+    heard.sort_by(|a, b| a.0.cmp(&b.0));
+    println!("Ana heard of Mara: {heard:?}");
+    assert_eq!(
+        heard,
+        [
+            ("guitar".to_owned(), vec![TRACK_C_HZ]),
+            ("keys".to_owned(), vec![TRACK_A_HZ]),
+        ]
+    );
+    // Each of Mara's editors shows the stems this DAW sends, its own named.
+    let stems = |p: &Plugin| {
+        let mut all = p.snapshot().me.stems;
+        all.sort_unstable();
+        (p.snapshot().me.stem, all)
+    };
+    let both = vec!["guitar".to_owned(), "keys".to_owned()];
+    assert_eq!(stems(a), (Some("keys".into()), both.clone()));
+    assert_eq!(stems(b), (None, both.clone()));
+    assert_eq!(stems(c), (Some("guitar".into()), both));
 }

@@ -1,0 +1,360 @@
+//! One room connection per person per process. Every plugin instance of a DAW process that
+//! joins a room with the room's kept member key takes a *seat* in one shared session: the room
+//! sees one participant, each sending instance a named stem of it (its own stem id), and no
+//! instance hears the others of its process, since the relay never returns a participant's own
+//! audio. What the room sees of the person is composed from the seats: the first sending
+//! instance's name, every sending instance's stem, the loudest input.
+//!
+//! The session's role follows the seats: it listens only while every seat is receive-only, and
+//! is joined again (same participant, the document as it stands) when that changes.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use echoel_net::crypto::MemberPublic;
+use echoel_net::presence::Presence;
+use echoel_net::session::{self, AudioFrame, LossProtection, SessionConfig, SessionError};
+use echoel_net::session::{SessionHandle, SessionState};
+use echoel_net::wire::{ParticipantId, Role, StemId};
+
+/// Stems one person can send (the others keep at most 16 names of a member).
+pub const MAX_SEATED_STEMS: u8 = 16;
+
+/// Where a seat's share of the room's audio goes: its instance's engine.
+pub trait FrameSink: Send + Sync {
+    /// A frame the session opened, from `from`.
+    fn deliver(&self, from: ParticipantId, frame: AudioFrame<'_>);
+}
+
+type Sinks = Arc<RwLock<Vec<(u64, Weak<dyn FrameSink>)>>>;
+
+/// What makes two joins one connection: the same room of the same relay, the same person.
+#[derive(PartialEq, Eq)]
+struct RoomKey {
+    host: String,
+    port: u16,
+    room: String,
+    fingerprint: [u8; 32],
+    member: MemberPublic,
+}
+
+impl RoomKey {
+    fn of(config: &SessionConfig) -> Option<Self> {
+        let i = &config.invite;
+        Some(Self {
+            host: i.host.clone(),
+            port: i.port,
+            room: i.room.as_str().to_owned(),
+            fingerprint: i.fingerprint.0,
+            member: config.identity.as_ref()?.public(),
+        })
+    }
+}
+
+/// One instance's part in the shared session.
+struct SeatState {
+    id: u64,
+    /// `None`: receive-only.
+    stem: Option<StemId>,
+    stem_name: String,
+    presence: Presence,
+    protection: Option<LossProtection>,
+}
+
+struct Seats {
+    list: Vec<SeatState>,
+    /// Stem ids given out in this session: a new instance gets one never used before while
+    /// there is one, so nobody's jitter buffer mistakes it for the stream it replaces.
+    used: u32,
+    config: SessionConfig,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Seats {
+    fn role(&self) -> Role {
+        if self.list.iter().any(|s| s.stem.is_some()) {
+            Role::Performer
+        } else {
+            Role::Listener
+        }
+    }
+
+    fn free_stem(&mut self) -> Option<StemId> {
+        let taken = |id: u8| self.list.iter().any(|s| s.stem == Some(StemId(id)));
+        let fresh = (0..MAX_SEATED_STEMS).find(|&i| self.used & (1 << i) == 0 && !taken(i));
+        let id = fresh.or_else(|| (0..MAX_SEATED_STEMS).find(|&i| !taken(i)))?;
+        self.used |= 1 << id;
+        Some(StemId(id))
+    }
+
+    /// The seat that speaks for the person: the first that sends, else the first.
+    fn lead(&self) -> Option<&SeatState> {
+        self.list
+            .iter()
+            .find(|s| s.stem.is_some())
+            .or(self.list.first())
+    }
+
+    fn presence(&self) -> Presence {
+        let Some(lead) = self.lead() else {
+            return Presence::default();
+        };
+        let mut p = Presence {
+            level: 0.0,
+            ..lead.presence.clone()
+        };
+        for s in &self.list {
+            p.level = p.level.max(s.presence.level);
+            if s.presence.typing || (p.cursor.is_none() && s.presence.cursor.is_some()) {
+                p.cursor = s.presence.cursor;
+                p.typing = s.presence.typing;
+            }
+        }
+        let mut stems: Vec<(StemId, String)> = self
+            .list
+            .iter()
+            .filter_map(|s| Some((s.stem?, s.stem_name.clone())))
+            .collect();
+        stems.sort_unstable_by_key(|s| s.0);
+        p.stems = stems;
+        p
+    }
+}
+
+/// A session several instances may sit in.
+struct SharedRoom {
+    key: Option<RoomKey>,
+    session: RwLock<SessionHandle>,
+    sinks: Sinks,
+    seats: Mutex<Seats>,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The shared rooms of this process; a room goes when its last seat does.
+static ROOMS: Mutex<Vec<Weak<SharedRoom>>> = Mutex::new(Vec::new());
+
+fn start_session(config: SessionConfig, sinks: &Sinks) -> Result<SessionHandle, SessionError> {
+    let sinks = sinks.clone();
+    session::start(config, move |from, frame| {
+        for (_, sink) in sinks.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if let Some(sink) = sink.upgrade() {
+                sink.deliver(from, frame);
+            }
+        }
+    })
+}
+
+impl SharedRoom {
+    fn session(&self) -> SessionHandle {
+        self.session
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Another instance can sit here: the session still runs, on the same secret.
+    fn takes(&self, config: &SessionConfig) -> bool {
+        let s = self.session();
+        let stopped = matches!(
+            s.status().state,
+            SessionState::Refused(_) | SessionState::WrongRelay
+        );
+        !stopped && s.invite().secret == config.invite.secret
+    }
+
+    /// After the seats changed: the role they call for (joining again if it changed), and what
+    /// the room sees of the person.
+    fn seats_changed(&self, seats: &mut Seats) -> Result<(), SessionError> {
+        let role = seats.role();
+        if !seats.list.is_empty() && role != seats.config.role {
+            let old = self.session();
+            let mut config = seats.config.clone();
+            config.role = role;
+            config.initial_doc = Some(old.read_doc(|d| d.save()));
+            let fresh = {
+                let _entered = seats.runtime.enter();
+                start_session(config.clone(), &self.sinks)?
+            };
+            old.stop();
+            seats.config = config;
+            *self.session.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        }
+        let session = self.session();
+        session.set_presence(seats.presence());
+        if let Some(p) = seats.lead().and_then(|s| s.protection) {
+            session.set_loss_protection(p);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SharedRoom {
+    fn drop(&mut self) {
+        self.session().stop();
+    }
+}
+
+/// One instance's seat in a room; leaving it (dropping) gives its stem back, and leaves the
+/// room with the last seat.
+pub struct Seat {
+    room: Arc<SharedRoom>,
+    id: u64,
+    stem: Option<StemId>,
+}
+
+impl Seat {
+    /// Takes a seat in the room of `config` on `runtime`: beside this process's other
+    /// instances of the same person in that room when `share` (and `config` names the person's
+    /// kept key), else in a session of its own. A receive-only instance (`config.role` is
+    /// [`Role::Listener`]) sends nothing; frames heard go to `sink`.
+    pub fn take(
+        config: SessionConfig,
+        runtime: &tokio::runtime::Handle,
+        sink: Weak<dyn FrameSink>,
+        share: bool,
+    ) -> Result<Self, SessionError> {
+        let key = share.then(|| RoomKey::of(&config)).flatten();
+        let listening = config.role == Role::Listener;
+        let mut rooms = lock(&ROOMS);
+        rooms.retain(|r| r.strong_count() > 0);
+        let found = key.as_ref().and_then(|key| {
+            rooms
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find(|r| r.key.as_ref() == Some(key) && r.takes(&config))
+        });
+        let room = match found {
+            Some(room) => room,
+            None => {
+                let sinks = Sinks::default();
+                let session = {
+                    let _entered = runtime.enter();
+                    start_session(config.clone(), &sinks)?
+                };
+                let room = Arc::new(SharedRoom {
+                    key,
+                    session: RwLock::new(session),
+                    sinks,
+                    seats: Mutex::new(Seats {
+                        list: Vec::new(),
+                        used: 0,
+                        config: config.clone(),
+                        runtime: runtime.clone(),
+                    }),
+                    next_id: AtomicU64::new(0),
+                });
+                if room.key.is_some() {
+                    rooms.push(Arc::downgrade(&room));
+                }
+                room
+            }
+        };
+        drop(rooms);
+        let id = room.next_id.fetch_add(1, Relaxed);
+        let mut seats = lock(&room.seats);
+        let stem = if listening {
+            None
+        } else {
+            Some(seats.free_stem().ok_or_else(|| {
+                SessionError::Setup(format!(
+                    "this DAW already sends {MAX_SEATED_STEMS} stems to the room"
+                ))
+            })?)
+        };
+        seats.list.push(SeatState {
+            id,
+            stem,
+            stem_name: String::new(),
+            presence: Presence {
+                name: config.name.clone(),
+                ..Presence::default()
+            },
+            protection: None,
+        });
+        room.sinks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, sink));
+        let changed = room.seats_changed(&mut seats);
+        drop(seats);
+        let seat = Self { room, id, stem };
+        changed.map(|()| seat)
+    }
+
+    /// The session as it stands (a change of role joins again: ask each time).
+    pub fn session(&self) -> SessionHandle {
+        self.room.session()
+    }
+
+    /// The stem this instance sends as; `None` when it only listens.
+    pub fn stem(&self) -> Option<StemId> {
+        self.stem
+    }
+
+    /// Sends one of this instance's frames as its stem (nothing when it only listens).
+    pub fn send_audio(&self, media_time: u64, payload: &[u8]) {
+        if let Some(stem) = self.stem {
+            self.session().send_audio(stem, media_time, payload);
+        }
+    }
+
+    /// This instance's part of what the room sees: its presence and its stem's name.
+    pub fn set_presence(&self, presence: Presence, stem_name: &str) {
+        self.update(|s| {
+            s.presence = presence;
+            s.stem_name = stem_name.to_owned();
+        });
+    }
+
+    /// This instance's loss protection setting; the room follows the lead instance's.
+    pub fn set_loss_protection(&self, p: LossProtection) {
+        self.update(|s| s.protection = Some(p));
+    }
+
+    /// The names of the stems this person sends from this process, in stem order.
+    pub fn stems(&self) -> Vec<String> {
+        lock(&self.room.seats)
+            .presence()
+            .stems
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut SeatState)) {
+        let mut seats = lock(&self.room.seats);
+        let before = seats.presence();
+        let lead_protection = seats.lead().and_then(|s| s.protection);
+        if let Some(s) = seats.list.iter_mut().find(|s| s.id == self.id) {
+            change(s);
+        }
+        let session = self.room.session();
+        let after = seats.presence();
+        if after != before {
+            session.set_presence(after);
+        }
+        match seats.lead().and_then(|s| s.protection) {
+            Some(p) if Some(p) != lead_protection => session.set_loss_protection(p),
+            _ => {}
+        }
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.room
+            .sinks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _)| *id != self.id);
+        let mut seats = lock(&self.room.seats);
+        seats.list.retain(|s| s.id != self.id);
+        if let Err(e) = self.room.seats_changed(&mut seats) {
+            tracing::warn!("the room cannot be joined again after an instance left it: {e}");
+        }
+    }
+}
