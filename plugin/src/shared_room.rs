@@ -61,16 +61,16 @@ struct SeatState {
     protection: Option<LossProtection>,
 }
 
-struct Seats {
+/// The instances in a room and what they make of the person.
+#[derive(Default)]
+struct Roster {
     list: Vec<SeatState>,
     /// Stem ids given out in this session: a new instance gets one never used before while
     /// there is one, so nobody's jitter buffer mistakes it for the stream it replaces.
     used: u32,
-    config: SessionConfig,
-    runtime: tokio::runtime::Handle,
 }
 
-impl Seats {
+impl Roster {
     fn role(&self) -> Role {
         if self.list.iter().any(|s| s.stem.is_some()) {
             Role::Performer
@@ -121,6 +121,13 @@ impl Seats {
     }
 }
 
+struct Seats {
+    roster: Roster,
+    /// What the session was joined with (the role as the roster last called for).
+    config: SessionConfig,
+    runtime: tokio::runtime::Handle,
+}
+
 /// A session several instances may sit in.
 struct SharedRoom {
     key: Option<RoomKey>,
@@ -169,8 +176,8 @@ impl SharedRoom {
     /// After the seats changed: the role they call for (joining again if it changed), and what
     /// the room sees of the person.
     fn seats_changed(&self, seats: &mut Seats) -> Result<(), SessionError> {
-        let role = seats.role();
-        if !seats.list.is_empty() && role != seats.config.role {
+        let role = seats.roster.role();
+        if !seats.roster.list.is_empty() && role != seats.config.role {
             let old = self.session();
             let mut config = seats.config.clone();
             config.role = role;
@@ -184,8 +191,8 @@ impl SharedRoom {
             *self.session.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         }
         let session = self.session();
-        session.set_presence(seats.presence());
-        if let Some(p) = seats.lead().and_then(|s| s.protection) {
+        session.set_presence(seats.roster.presence());
+        if let Some(p) = seats.roster.lead().and_then(|s| s.protection) {
             session.set_loss_protection(p);
         }
         Ok(())
@@ -240,8 +247,7 @@ impl Seat {
                     session: RwLock::new(session),
                     sinks,
                     seats: Mutex::new(Seats {
-                        list: Vec::new(),
-                        used: 0,
+                        roster: Roster::default(),
                         config: config.clone(),
                         runtime: runtime.clone(),
                     }),
@@ -259,13 +265,13 @@ impl Seat {
         let stem = if listening {
             None
         } else {
-            Some(seats.free_stem().ok_or_else(|| {
+            Some(seats.roster.free_stem().ok_or_else(|| {
                 SessionError::Setup(format!(
                     "this DAW already sends {MAX_SEATED_STEMS} stems to the room"
                 ))
             })?)
         };
-        seats.list.push(SeatState {
+        seats.roster.list.push(SeatState {
             id,
             stem,
             stem_name: String::new(),
@@ -318,6 +324,7 @@ impl Seat {
     /// The names of the stems this person sends from this process, in stem order.
     pub fn stems(&self) -> Vec<String> {
         lock(&self.room.seats)
+            .roster
             .presence()
             .stems
             .into_iter()
@@ -327,17 +334,17 @@ impl Seat {
 
     fn update(&self, change: impl FnOnce(&mut SeatState)) {
         let mut seats = lock(&self.room.seats);
-        let before = seats.presence();
-        let lead_protection = seats.lead().and_then(|s| s.protection);
-        if let Some(s) = seats.list.iter_mut().find(|s| s.id == self.id) {
+        let before = seats.roster.presence();
+        let lead_protection = seats.roster.lead().and_then(|s| s.protection);
+        if let Some(s) = seats.roster.list.iter_mut().find(|s| s.id == self.id) {
             change(s);
         }
         let session = self.room.session();
-        let after = seats.presence();
+        let after = seats.roster.presence();
         if after != before {
             session.set_presence(after);
         }
-        match seats.lead().and_then(|s| s.protection) {
+        match seats.roster.lead().and_then(|s| s.protection) {
             Some(p) if Some(p) != lead_protection => session.set_loss_protection(p),
             _ => {}
         }
@@ -352,9 +359,68 @@ impl Drop for Seat {
             .unwrap_or_else(|e| e.into_inner())
             .retain(|(id, _)| *id != self.id);
         let mut seats = lock(&self.room.seats);
-        seats.list.retain(|s| s.id != self.id);
+        seats.roster.list.retain(|s| s.id != self.id);
         if let Err(e) = self.room.seats_changed(&mut seats) {
             tracing::warn!("the room cannot be joined again after an instance left it: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seat(id: u64, stem: Option<StemId>, name: &str, level: f32) -> SeatState {
+        SeatState {
+            id,
+            stem,
+            stem_name: name.into(),
+            presence: Presence {
+                name: format!("instance {id}"),
+                level,
+                ..Presence::default()
+            },
+            protection: None,
+        }
+    }
+
+    #[test]
+    fn a_new_sender_gets_a_stem_never_used_in_the_session_while_there_is_one() {
+        let mut r = Roster::default();
+        let a = r.free_stem().unwrap();
+        r.list.push(seat(0, Some(a), "a", 0.0));
+        let b = r.free_stem().unwrap();
+        assert_eq!((a, b), (StemId(0), StemId(1)));
+        // `a` leaves: the next sender does not take its stream over.
+        r.list.retain(|s| s.id != 0);
+        assert_eq!(r.free_stem(), Some(StemId(2)));
+        // Once every id was used, a free one comes back; with all taken, none.
+        r.used = u32::MAX;
+        assert_eq!(r.free_stem(), Some(StemId(0)));
+        r.list = (0..MAX_SEATED_STEMS)
+            .map(|i| seat(u64::from(i), Some(StemId(i)), "x", 0.0))
+            .collect();
+        assert_eq!(r.free_stem(), None);
+    }
+
+    #[test]
+    fn the_person_is_the_first_sender_with_every_senders_stem_and_the_loudest_input() {
+        let mut r = Roster::default();
+        r.list.push(seat(0, None, "", 0.9));
+        assert_eq!(r.role(), Role::Listener);
+        assert!(r.presence().stems.is_empty());
+        r.list.push(seat(1, Some(StemId(1)), "bass", 0.2));
+        r.list.push(seat(2, Some(StemId(0)), "drums", 0.1));
+        let p = r.presence();
+        assert_eq!(r.role(), Role::Performer);
+        assert_eq!(p.name, "instance 1", "the first sending instance speaks");
+        assert_eq!(
+            p.stems,
+            [
+                (StemId(0), "drums".to_owned()),
+                (StemId(1), "bass".to_owned())
+            ]
+        );
+        assert_eq!(p.level, 0.9);
     }
 }
