@@ -120,3 +120,67 @@ impl Routes {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use echoel_engine::{Engine, EngineConfig};
+    use echoel_net::presence::Presence;
+
+    fn presence(stems: &[&str]) -> PeerPresence {
+        PeerPresence {
+            participant: ParticipantId(7),
+            presence: Presence {
+                name: "ana".into(),
+                stems: stems
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (StemId(i as u8), (*s).to_owned()))
+                    .collect(),
+                ..Presence::default()
+            },
+            age: std::time::Duration::ZERO,
+            gone: false,
+        }
+    }
+
+    #[test]
+    fn a_route_saved_by_name_alone_applies_to_a_member_with_one_named_stem_only() {
+        let (_engine, link) = Engine::new(EngineConfig {
+            sample_rate_hz: 48_000,
+            host_channels: 2,
+            max_block_frames: 64,
+        })
+        .unwrap();
+        let bridge = Bridge::new(link).unwrap();
+        let saved = RwLock::new(BTreeMap::from([("ana".to_owned(), 4u8)]));
+        let who = ParticipantId(7);
+
+        let mut one = Routes::default();
+        one.restore(&saved, who, "ana", Some(&presence(&["keys"])), &bridge);
+        assert_eq!(one.routes.get(&(who, StemId(0))), Some(&4));
+
+        // Two stems: the bare name says which of them no longer.
+        let mut two = Routes::default();
+        two.restore(
+            &saved,
+            who,
+            "ana",
+            Some(&presence(&["keys", "bass"])),
+            &bridge,
+        );
+        assert!(two.routes.is_empty());
+        // Saved by stem, it is that stem's.
+        saved.write().unwrap().insert("ana/bass".into(), 2);
+        let mut by_stem = Routes::default();
+        by_stem.restore(
+            &saved,
+            who,
+            "ana",
+            Some(&presence(&["keys", "bass"])),
+            &bridge,
+        );
+        assert_eq!(by_stem.routes.get(&(who, StemId(1))), Some(&2));
+        assert_eq!(by_stem.routes.get(&(who, StemId(0))), None);
+    }
+}
