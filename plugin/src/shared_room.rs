@@ -8,7 +8,6 @@
 //! The session's role follows the seats: it listens only while every seat is receive-only, and
 //! is joined again (same participant, the document as it stands) when that changes.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use echoel_net::crypto::MemberPublic;
@@ -68,6 +67,8 @@ struct Roster {
     /// Stem ids given out in this session: a new instance gets one never used before while
     /// there is one, so nobody's jitter buffer mistakes it for the stream it replaces.
     used: u32,
+    /// The next seat's number.
+    next_id: u64,
 }
 
 impl Roster {
@@ -110,14 +111,19 @@ impl Roster {
                 p.typing = s.presence.typing;
             }
         }
+        p.stems = self.stems();
+        p
+    }
+
+    /// Every sending seat's stem and its name, in stem order.
+    fn stems(&self) -> Vec<(StemId, String)> {
         let mut stems: Vec<(StemId, String)> = self
             .list
             .iter()
             .filter_map(|s| Some((s.stem?, s.stem_name.clone())))
             .collect();
         stems.sort_unstable_by_key(|s| s.0);
-        p.stems = stems;
-        p
+        stems
     }
 }
 
@@ -134,7 +140,6 @@ struct SharedRoom {
     session: RwLock<SessionHandle>,
     sinks: Sinks,
     seats: Mutex<Seats>,
-    next_id: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -190,12 +195,17 @@ impl SharedRoom {
             seats.config = config;
             *self.session.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         }
+        self.publish(seats);
+        Ok(())
+    }
+
+    /// Tells the session what the seats make of the person (it sends only what changed).
+    fn publish(&self, seats: &Seats) {
         let session = self.session();
         session.set_presence(seats.roster.presence());
         if let Some(p) = seats.roster.lead().and_then(|s| s.protection) {
             session.set_loss_protection(p);
         }
-        Ok(())
     }
 }
 
@@ -251,7 +261,6 @@ impl Seat {
                         config: config.clone(),
                         runtime: runtime.clone(),
                     }),
-                    next_id: AtomicU64::new(0),
                 });
                 if room.key.is_some() {
                     rooms.push(Arc::downgrade(&room));
@@ -260,8 +269,9 @@ impl Seat {
             }
         };
         drop(rooms);
-        let id = room.next_id.fetch_add(1, Relaxed);
         let mut seats = lock(&room.seats);
+        let id = seats.roster.next_id;
+        seats.roster.next_id += 1;
         let stem = if listening {
             None
         } else {
@@ -323,31 +333,16 @@ impl Seat {
 
     /// The names of the stems this person sends from this process, in stem order.
     pub fn stems(&self) -> Vec<String> {
-        lock(&self.room.seats)
-            .roster
-            .presence()
-            .stems
-            .into_iter()
-            .map(|(_, name)| name)
-            .collect()
+        let seats = lock(&self.room.seats);
+        seats.roster.stems().into_iter().map(|(_, n)| n).collect()
     }
 
     fn update(&self, change: impl FnOnce(&mut SeatState)) {
         let mut seats = lock(&self.room.seats);
-        let before = seats.roster.presence();
-        let lead_protection = seats.roster.lead().and_then(|s| s.protection);
         if let Some(s) = seats.roster.list.iter_mut().find(|s| s.id == self.id) {
             change(s);
         }
-        let session = self.room.session();
-        let after = seats.roster.presence();
-        if after != before {
-            session.set_presence(after);
-        }
-        match seats.roster.lead().and_then(|s| s.protection) {
-            Some(p) if Some(p) != lead_protection => session.set_loss_protection(p),
-            _ => {}
-        }
+        self.room.publish(&seats);
     }
 }
 
