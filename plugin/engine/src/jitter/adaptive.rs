@@ -61,6 +61,10 @@ pub const URGENT_AT: i64 = 480;
 /// few others between, show a shorter path: no jitter makes a path faster than its fastest.
 const NEW_PATH_SAMPLES: i64 = 120;
 const NEW_PATH_RUN: u32 = 8;
+/// Packets the window holds before a faster run can mean a shorter path (160 ms): before that
+/// nothing of a path is known, and the newer packets of a burst the stream began in are not
+/// faster than their path, only less held up.
+const KNOWN_PATH: usize = 64;
 
 /// After a path hint (the sender's [`PacketSlot::path_epoch`] changed: a direct path came up
 /// or carries again), the packets that may still be the old way's stragglers, and then how many
@@ -71,6 +75,15 @@ const HINT_KEEP: usize = 64;
 /// What [`JitterBuffer::straggler_peak`] keeps per refresh (every 16 packets, 40 ms at 2.5 ms
 /// frames): half of it after 30 s.
 const STRAGGLER_MEMORY: f64 = 0.999_08;
+
+/// Packets beyond the quantile this close (100 ms) belong to one spike.
+const SPIKE_GAP: u64 = 4_800;
+/// How long (60 s) a spike counts towards a recurrence.
+const SPIKE_MEMORY: u64 = 60 * 48_000;
+
+/// After a wait, playout this long (50 ms) before a shrink: the packets that follow show
+/// whether the path got slower (a shrink would only wait again) or a burst came in.
+const SHRINK_AFTER_WAIT: u64 = 2_400;
 
 /// The most one late packet raises the target for good (5 ms).
 const MAX_BUMP: i64 = 240;
@@ -142,8 +155,14 @@ pub struct JitterBuffer {
     /// rebuilt from the new way's).
     path_epoch: Option<u8>,
     since_hint: Option<u32>,
+    /// Samples played since the last frame concealed while waiting.
+    since_wait: u64,
     /// `since_stall` before a first stall on a packet, restored if that packet proves lost.
     since_stall_saved: Option<u64>,
+    /// The latest two delay spikes beyond the quantile: (height above the fastest path, when
+    /// it began), the older first; and when the last packet beyond the quantile came.
+    spikes: [Option<(i64, u64)>; 2],
+    beyond_at: u64,
     /// The delay holds where it is (a take is recorded from the outputs): no splice, no
     /// slew, and a late packet is concealed rather than waited for.
     hold: bool,
@@ -183,6 +202,7 @@ impl JitterBuffer {
             render_ahead: 0,
             since_stall: u64::MAX,
             since_stall_saved: None,
+            since_wait: u64::MAX,
             forgive_for: 0,
             straggler_peak: 0.0,
             faster_run: 0,
@@ -193,6 +213,8 @@ impl JitterBuffer {
             last_error: 0,
             error_avg: 0.0,
             drift: DriftEstimator::default(),
+            spikes: [None; 2],
+            beyond_at: 0,
             hold: false,
             stats: AdaptiveStats::default(),
         }
@@ -257,7 +279,7 @@ impl JitterBuffer {
         }
         let e = self.last_error;
         let urgent = e.unsigned_abs() > URGENT_AT as u64;
-        if e > SHRINK_AT {
+        if e > SHRINK_AT && self.since_wait >= SHRINK_AFTER_WAIT {
             // Never so far that it would ask to grow again.
             let want = e as usize;
             Some(Rescale {
@@ -337,6 +359,8 @@ impl JitterBuffer {
             self.since_stall = u64::MAX;
             self.since_stall_saved = None;
             self.forgive_for = FORGIVE_SAMPLES;
+            // The block's late stamps looked like spikes.
+            self.spikes = [None; 2];
         }
         self.target = self.target.max(self.render_ahead);
     }
@@ -362,11 +386,13 @@ impl JitterBuffer {
         self.stall_credit = 0;
         self.since_stall = u64::MAX;
         self.since_stall_saved = None;
+        self.since_wait = u64::MAX;
         self.faster_run = 0;
         self.path_epoch = None;
         self.since_hint = None;
         self.forgive_for = 0;
         self.straggler_peak = 0.0;
+        self.spikes = [None; 2];
         self.last_error = 0;
         self.error_avg = 0.0;
         self.drift.reset();
@@ -488,7 +514,10 @@ impl JitterBuffer {
         } else {
             self.run_floor
         };
-        if self.base != i64::MAX && delay.saturating_add(NEW_PATH_SAMPLES) < floor {
+        if self.base != i64::MAX
+            && self.delays_len >= KNOWN_PATH
+            && delay.saturating_add(NEW_PATH_SAMPLES) < floor
+        {
             if self.faster_run == 0 {
                 self.run_floor = self.base;
             }
@@ -512,6 +541,7 @@ impl JitterBuffer {
         if delay < self.base {
             self.rebase(delay);
         }
+        self.note_spike(delay, now);
         if let Some(n) = self.since_hint.as_mut() {
             *n += 1;
             if *n >= HINT_SKIP + HINT_KEEP as u32 {
@@ -525,6 +555,41 @@ impl JitterBuffer {
         if self.since_quantile >= 16 || self.delays_len < 16 {
             self.since_quantile = 0;
             self.refresh_quantile(now);
+        }
+    }
+
+    /// A packet later than the quantile and its headroom allow is part of a spike: a new one
+    /// when [`SPIKE_GAP`] has passed since the last such packet, else the current one, as high
+    /// as its slowest packet.
+    fn note_spike(&mut self, delay: i64, now: u64) {
+        let height = delay.saturating_sub(self.base) + self.config.margin_samples as i64;
+        if self.delays_len < START_AFTER_PACKETS || height <= self.path_target + HEADROOM {
+            return;
+        }
+        match &mut self.spikes[1] {
+            Some((h, _)) if now.saturating_sub(self.beyond_at) <= SPIKE_GAP => {
+                *h = (*h).max(height)
+            }
+            _ => self.spikes = [self.spikes[1], Some((height, now))],
+        }
+        self.beyond_at = now;
+    }
+
+    /// The least the target may fall to at `now`. A spike that recurs within
+    /// [`SPIKE_MEMORY`] is the path's (a Wi-Fi link's periodic scan): the target keeps covering
+    /// the lesser of the last two, its packets here a render block before they are heard. A
+    /// one-off spike is a hiccup and holds the target up only for the settle time. Nothing
+    /// falls while a spike's packets are still coming in.
+    fn spike_floor(&self, now: u64) -> i64 {
+        let most = self.config.max_target_samples as i64;
+        if self.spikes[1].is_some() && now.saturating_sub(self.beyond_at) <= SPIKE_GAP {
+            return most;
+        }
+        match self.spikes {
+            [Some((a, at)), Some((b, _))] if now.saturating_sub(at) <= SPIKE_MEMORY => {
+                (a.min(b) + self.render_ahead).min(most)
+            }
+            _ => 0,
         }
     }
 
@@ -579,6 +644,7 @@ impl JitterBuffer {
         self.since_stall_saved = None;
         self.forgive_for = FORGIVE_SAMPLES;
         self.faster_run = 0;
+        self.spikes = [None; 2];
         self.drift.reset();
     }
 
@@ -622,12 +688,15 @@ impl JitterBuffer {
         }
         if wanted > self.target {
             self.target = wanted;
-        } else if wanted + i64::from(self.config.shrink_hysteresis_samples) < self.target
+            return;
+        }
+        let lowest = wanted.max(self.spike_floor(now));
+        if lowest + i64::from(self.config.shrink_hysteresis_samples) < self.target
             && self.since_stall >= u64::from(self.config.settle_samples)
         {
             // Down at once: the stream's time-scaling takes the delay out inaudibly, a period
             // at a time, so a shorter path pays off within a second or two.
-            self.target = wanted;
+            self.target = lowest;
         }
     }
 
@@ -706,6 +775,7 @@ impl JitterBuffer {
             let alpha = (self.frame_samples as f64 / 12_000.0).min(1.0);
             self.error_avg += ((now - due) as f64 - self.error_avg) * alpha;
             self.since_stall = self.since_stall.saturating_add(self.frame_samples);
+            self.since_wait = self.since_wait.saturating_add(self.frame_samples);
             self.forgive_for = self.forgive_for.saturating_sub(self.frame_samples);
             self.stall_credit = 0;
             self.advance(seq, end);
@@ -775,6 +845,7 @@ impl JitterBuffer {
             self.since_stall = 0;
         }
         self.stall_credit += 1;
+        self.since_wait = 0;
         Decision::Stall
     }
 

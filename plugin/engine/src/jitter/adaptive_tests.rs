@@ -405,3 +405,28 @@ fn a_held_delay_conceals_a_spike_in_place_and_moves_nothing() {
     offsets.dedup();
     assert_eq!(offsets.len(), 1, "playout moved: {offsets:?}");
 }
+
+/// The stream starts in the middle of a 50 ms stall: its first 20 packets come together, the
+/// oldest 50 ms late, then the rest on time. The newer ones of that burst are not a shorter
+/// path (nothing was known of a path yet); the spread is the path's, and the delay covers it.
+#[test]
+fn a_burst_at_the_start_is_the_paths_spread_not_a_shorter_path() {
+    let mut jb = JitterBuffer::new(AdaptiveConfig::default());
+    jb.set_render_ahead(64);
+    // The older half first, then the newer from the newest: each far faster than the first.
+    let burst = 20 * F + 240;
+    for seq in (0..10).chain((10..20).rev()) {
+        jb.insert(burst, &pkt(seq));
+    }
+    let mut next = 20;
+    for tick in 20..120 {
+        arrive_until(&mut jb, &mut next, tick * F, |s| s * F + 240);
+        let _ = jb.next(tick * F, false);
+    }
+    let target = jb.target_samples();
+    assert!(
+        target >= 17 * F,
+        "target {target} samples forgets the start's {} of spread",
+        20 * F
+    );
+}

@@ -407,6 +407,43 @@ pub fn delay_for_loss(points: &[(f64, f64)], concealed: f64) -> Option<f64> {
     Some(a.0 + f * (b.0 - a.0))
 }
 
+/// One baseline's delay–loss curve on a trace, against ours at equal loss.
+#[derive(Debug, Clone)]
+pub struct EqualLoss {
+    /// The baseline.
+    pub baseline: &'static str,
+    /// (mean delay ms, concealed %) at each setting of its knob.
+    pub curve: Vec<(f64, f64)>,
+    /// The mean delay it needs to conceal no more than ours; `None`: no setting does.
+    pub needs_ms: Option<f64>,
+    /// Ours lies on or below the curve: no more delay than it needs for our loss.
+    pub pass: bool,
+}
+
+/// Each baseline swept over its own knob on `trace` (what a listener hears: losses, late
+/// packets and waits), against `ours` there.
+pub fn equal_loss(trace: &Trace, ours: &Outcome, block: u64) -> Vec<EqualLoss> {
+    let mut rows: Vec<EqualLoss> = Vec::new();
+    for (name, _setting, mut algo) in sweeps(trace.frame) {
+        let b = simulate(trace, algo.as_mut(), block);
+        let point = (b.mean_delay_ms, b.concealed_pct);
+        match rows.iter_mut().find(|r| r.baseline == name) {
+            Some(r) => r.curve.push(point),
+            None => rows.push(EqualLoss {
+                baseline: name,
+                curve: vec![point],
+                needs_ms: None,
+                pass: false,
+            }),
+        }
+    }
+    for r in &mut rows {
+        r.needs_ms = delay_for_loss(&r.curve, ours.concealed_pct);
+        r.pass = r.needs_ms.is_none_or(|d| ours.mean_delay_ms <= d);
+    }
+    rows
+}
+
 /// Our algorithm with its default configuration, for a receiver rendering `block` samples.
 pub fn ours(block: u64) -> Ours {
     let mut jb = JitterBuffer::new(AdaptiveConfig::default());

@@ -1,7 +1,7 @@
 //! `echoel bench jitter`: playout algorithms on the same network traces.
 
 use echoel_plugin::engine::jitter::sim::{
-    baselines, best_fixed, delay_for_loss, ours, simulate, sweeps, Outcome, Trace, Verdict,
+    baselines, best_fixed, equal_loss, ours, simulate, Outcome, Trace, Verdict,
 };
 
 /// Receiver host block for the comparison: 64 frames at 48 kHz.
@@ -65,13 +65,13 @@ pub fn jitter(seconds: f64, seed: u64) -> anyhow::Result<()> {
         "{pass} of {rows} rows pass (ours: mean delay <= 1.15x the hindsight-optimal fixed \
          depth; against each adaptive baseline no more late loss and no more mean delay)"
     );
-    equal_loss(&traces, &ours_at);
+    at_equal_loss(&traces, &ours_at);
     Ok(())
 }
 
 /// Each baseline swept over its own knob: the mean delay it needs to conceal no more than ours
 /// does (what a listener hears: losses, late packets and waits), against ours.
-fn equal_loss(traces: &[Trace], ours_at: &[Outcome]) {
+fn at_equal_loss(traces: &[Trace], ours_at: &[Outcome]) {
     println!();
     println!("At equal loss: each baseline swept over its knob; the delay it needs to conceal no more than ours");
     println!(
@@ -80,28 +80,22 @@ fn equal_loss(traces: &[Trace], ours_at: &[Outcome]) {
     );
     let (mut pass, mut rows) = (0, 0);
     for (trace, o) in traces.iter().zip(ours_at) {
-        let mut curves: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
-        for (name, _setting, mut algo) in sweeps(trace.frame) {
-            let b = simulate(trace, algo.as_mut(), BLOCK);
-            match curves.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, pts)) => pts.push((b.mean_delay_ms, b.concealed_pct)),
-                None => curves.push((name, vec![(b.mean_delay_ms, b.concealed_pct)])),
-            }
-        }
-        for (name, pts) in curves {
-            let needs = delay_for_loss(&pts, o.concealed_pct);
-            let ok = needs.is_none_or(|d| o.mean_delay_ms <= d);
+        for r in equal_loss(trace, o, BLOCK) {
             rows += 1;
-            pass += usize::from(ok);
-            let curve: Vec<String> = pts.iter().map(|(d, c)| format!("{d:.1}/{c:.2}")).collect();
+            pass += usize::from(r.pass);
+            let curve: Vec<String> = r
+                .curve
+                .iter()
+                .map(|(d, c)| format!("{d:.1}/{c:.2}"))
+                .collect();
             println!(
                 "{:<14} {:<14} {:>11.3} {:>9.2} {:>12} {} {}",
                 trace.name,
-                name,
+                r.baseline,
                 o.concealed_pct,
                 o.mean_delay_ms,
-                needs.map_or("never".into(), |d| format!("{d:.2}")),
-                if ok { "pass" } else { "FAIL" },
+                r.needs_ms.map_or("never".into(), |d| format!("{d:.2}")),
+                if r.pass { "pass" } else { "FAIL" },
                 curve.join(" ")
             );
         }
