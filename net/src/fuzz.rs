@@ -154,14 +154,14 @@ fn keyed_pair() -> (MemberKeys, MemberKeys) {
         now,
         &mut rng,
     );
-    let g = b
+    let to_a = b
         .accept_announce(&a.announce(), &a.public())
         .expect("announce");
-    a.accept_grant(&g, now).expect("grant");
-    let g = a
+    let to_b = a
         .accept_announce(&b.announce(), &b.public())
         .expect("announce");
-    b.accept_grant(&g, now).expect("grant");
+    a.accept_grant(&to_a, now).expect("grant");
+    b.accept_grant(&to_b, now).expect("grant");
     (a, b)
 }
 

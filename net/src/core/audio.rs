@@ -9,12 +9,17 @@ use crate::crypto::{CryptoError, MemberKeys};
 use crate::session::{AudioFrame, SessionCounters};
 use crate::wire::{
     encode_sender, forwarded_items, pack_frames, unpack_frames, Forwarded, MemberId, OlderFrame,
-    ParticipantId, StemId, MAX_REDUNDANT, MEDIA_UNIT_SAMPLES,
+    ParticipantId, StemId, AUDIO_HEADER_LEN, MAX_REDUNDANT, MEDIA_TIME_LEN, MEDIA_UNIT_SAMPLES,
+    TAG_LEN,
 };
 use std::sync::atomic::Ordering::Relaxed;
 
 /// The last frames sent on one stream, newest first, with their media times.
 type SentFrames = [(Option<u64>, Vec<u8>); MAX_REDUNDANT];
+
+/// The most a sealed datagram may be: QUIC carries about 1,150 bytes of datagram on a path of
+/// 1,200, and the relay puts a sender prefix of up to 2 bytes in front.
+pub const MAX_DATAGRAM: usize = 1_140;
 
 /// The send path's reusable buffers.
 #[derive(Default)]
@@ -60,11 +65,16 @@ impl AudioOut {
             .entry(stem)
             .or_insert_with(|| std::array::from_fn(|_| (None, Vec::with_capacity(1500))));
         let redundancy = redundancy.min(MAX_REDUNDANT);
+        // Earlier frames only as far as the datagram still fits a path (long frames at a high
+        // bitrate): past that it would be dropped whole.
+        let room = MAX_DATAGRAM
+            .saturating_sub(AUDIO_HEADER_LEN + MEDIA_TIME_LEN + TAG_LEN + 1)
+            .saturating_sub(payload.len());
         if redundancy == 0 {
             keys.seal_audio(stem, media_time, payload, false, buf);
         } else {
             plain.clear();
-            let (older, n) = older_frames(sent, media_time, redundancy);
+            let (older, n) = older_frames(sent, media_time, (redundancy, room));
             pack_frames(payload, &older[..n], plain);
             keys.seal_audio(stem, media_time, plain, true, buf);
         }
@@ -82,12 +92,12 @@ impl AudioOut {
 }
 
 /// The frames of `history` that fit in a container before a frame at `media_time`, newest
-/// first, and how many there are: each must start earlier, by at most 255 media units. No
-/// allocation: this runs for every datagram.
+/// first, and how many there are: at most `n`, in `room` bytes of container; each must start
+/// earlier, by at most 255 media units. No allocation: this runs for every datagram.
 fn older_frames<'a>(
     history: &'a SentFrames,
     media_time: u64,
-    n: usize,
+    (n, mut room): (usize, usize),
 ) -> ([OlderFrame<'a>; MAX_REDUNDANT], usize) {
     let mut older = [OlderFrame {
         units_back: 1,
@@ -104,6 +114,10 @@ fn older_frames<'a>(
         else {
             break;
         };
+        let Some(left) = room.checked_sub(3 + frame.len()) else {
+            break;
+        };
+        room = left;
         older[count] = OlderFrame { units_back, frame };
         count += 1;
     }

@@ -90,6 +90,38 @@ fn a_member_cannot_speak_as_another_over_its_direct_path() {
     );
 }
 
+/// A member with the relay on its side grants its own sender key to Bob as Alice's next
+/// epoch, from its own ephemeral, sealed to Bob's: refused and counted, as no grant is taken
+/// from an ephemeral its member did not announce (and sign). Had Bob taken it, Alice's own key
+/// would stand superseded and Mallory's frames sealed with its key would open as hers. Alice's
+/// frames still play.
+#[test]
+fn a_member_with_the_relay_on_its_side_cannot_grant_a_key_as_another() {
+    let mut b = Band::new(3, RotationPolicy::default());
+    let ids: Vec<MemberId> = (0..3).map(|i| b.join(i)).collect();
+    b.settle_keys();
+    let (alice, bob, mallory) = (0, 1, 2);
+    assert_eq!(b.audio(alice, bob, 0, 480).len(), 1, "Alice is heard");
+    let grant = b.cores[mallory]
+        .danger_keys_mut()
+        .and_then(|k| k.danger_grant_as(ids[alice], ids[bob]))
+        .expect("Mallory knows Bob's ephemeral");
+    let unkeyed = b.cores[bob].counters.unkeyed.load(Relaxed);
+    let msg = RelayMessage::From {
+        from: ids[alice],
+        body: encode_peer(&PeerMessage::Grant(grant)),
+    };
+    let now = b.now;
+    b.cores[bob].handle_relay(now, msg, &mut b.docs[bob]);
+    assert_eq!(
+        b.cores[bob].counters.unkeyed.load(Relaxed),
+        unkeyed + 1,
+        "the grant was taken"
+    );
+    b.run();
+    assert_eq!(b.audio(alice, bob, 0, 960).len(), 1, "Alice is still heard");
+}
+
 /// A departed member that kept its keys and goes on receiving (the relay forwarding to it,
 /// or a recording) opens what was sealed before the others held the new key, and nothing
 /// after; a newcomer opens nothing sealed before it came in.

@@ -656,6 +656,16 @@ impl MemberKeys {
             .iter()
             .find(|o| o.epoch == g.to_epoch && o.public.as_bytes() == &g.to_public)
             .ok_or(CryptoError::UnknownKey)?;
+        // Only from an ephemeral its member announced (and signed): a grant names the sender
+        // and its ephemeral in the clear, and the relay could deliver anyone's as theirs.
+        let announced = self.remotes.get(&g.from).is_some_and(|r| {
+            r.announced
+                .iter()
+                .any(|(e, p)| *e == g.from_epoch && p.as_bytes() == &g.from_public)
+        });
+        if !announced {
+            return Err(CryptoError::UnknownKey);
+        }
         let from_pub = PublicKey::from(g.from_public);
         let dh = own.secret.diffie_hellman(&from_pub);
         let from = KeyEnd {

@@ -7,7 +7,8 @@ use rand_core::CryptoRngCore;
 use x25519_dalek::PublicKey;
 
 use super::{
-    derive_key, CryptoError, Epoch, KeyAnnounce, KeyEnd, MemberKeys, MemberPublic, SIGNATURE_LEN,
+    derive_key, CryptoError, Epoch, KeyAnnounce, KeyEnd, KeyGrant, MemberKeys, MemberPublic,
+    SIGNATURE_LEN,
 };
 use crate::wire::{MemberId, TAG_LEN};
 
@@ -185,6 +186,44 @@ impl MemberKeys {
                 .identity
                 .sign(&super::announce_message(victim, cur.epoch, &public)),
         }
+    }
+
+    /// Our own sender key granted to `to` as `victim`'s next epoch, from our ephemeral: it
+    /// opens at `to` unless the grant's ephemeral is checked against what `victim` announced.
+    pub(crate) fn danger_grant_as(&self, victim: MemberId, to: MemberId) -> Option<KeyGrant> {
+        let (to_epoch, to_pub) = self.latest_announced(to).ok()?;
+        let cur = self.current();
+        let epoch = self
+            .remotes
+            .get(&victim)
+            .and_then(|r| r.announced.last())
+            .map_or(0, |(e, _)| (e + 1) % super::EPOCH_MODULUS);
+        let from = KeyEnd {
+            member: victim,
+            epoch,
+            public: *cur.public.as_bytes(),
+        };
+        let to_end = KeyEnd {
+            member: to,
+            epoch: to_epoch,
+            public: *to_pub.as_bytes(),
+        };
+        let dh = cur.secret.diffie_hellman(&to_pub);
+        let cipher = self.pair_key(dh.as_bytes(), from, to_end);
+        let mut sealed = cur.sender_key.to_vec();
+        let tag = cipher
+            .encrypt_in_place_detached(&Nonce::default(), b"", &mut sealed)
+            .ok()?;
+        sealed.extend_from_slice(&tag);
+        Some(KeyGrant {
+            from: victim,
+            from_epoch: epoch,
+            from_public: *cur.public.as_bytes(),
+            to,
+            to_epoch,
+            to_public: *to_pub.as_bytes(),
+            sealed,
+        })
     }
 
     /// A document key to `to` as if we were `victim`: it opens at `to` unless the

@@ -23,8 +23,9 @@ pub struct Hostile {
     /// paths (sealing with the keys they granted it), and never answers a document sync.
     pub member: bool,
     /// The relay is on the insider's side: it delivers, as coming from another member, key
-    /// announcements, presence ("FORGED") and document messages (a chart saying "FORGED")
-    /// the insider makes in that member's name with everything it holds.
+    /// announcements, key grants (the insider's own key), presence ("FORGED") and document
+    /// messages (a chart saying "FORGED") the insider makes in that member's name with
+    /// everything it holds.
     pub collude: bool,
     /// The relay sends this share of the datagrams and members' control messages it forwards
     /// again, later, to the same member or another.
@@ -161,13 +162,17 @@ impl World {
             return;
         };
         let to = self.members[t].participant;
-        let kind = self.rng.below(3);
+        let kind = self.rng.below(4);
         let mut rng = self.rng.fork();
         let Some(keys) = self.members[i].core.danger_keys_mut() else {
             return;
         };
         let msgs = match kind {
             0 => vec![PeerMessage::Announce(keys.danger_announce_as(vid))],
+            3 => match keys.danger_grant_as(vid, tid) {
+                Some(g) => vec![PeerMessage::Grant(g)],
+                None => return,
+            },
             1 => {
                 let lie = PresenceUpdate {
                     seq: u64::MAX / 2,
