@@ -1,4 +1,5 @@
-//! The member core and direct paths: which copy of a frame plays, and which way is faster.
+//! The member core and its paths: which copy of a frame plays, which way is faster, and what
+//! fits a path.
 
 use super::*;
 
@@ -84,4 +85,35 @@ fn a_direct_path_slower_than_the_relay_is_not_the_way_we_hear() {
     );
     let took = faster_after(&mut b, false, 2000).expect("the direct path is never ours again");
     assert!(took <= 600, "direct found faster again after {took} frames");
+}
+
+/// Redundancy carries the earlier frames only as far as the datagram fits a path: 20 ms frames
+/// at 256 kbit/s (640 bytes) go alone rather than as a datagram of 1,900 bytes that no path
+/// carries; 2.5 ms frames carry both earlier ones.
+#[test]
+fn redundancy_never_makes_a_datagram_too_large_for_a_path() {
+    let mut b = Band::new(2, RotationPolicy::default());
+    b.join(0);
+    b.join(1);
+    b.settle_keys();
+    for (frame, carried) in [(40usize, 2usize), (640, 0), (320, 2)] {
+        let mut longest = 0;
+        let mut media = 0;
+        for _ in 0..4 {
+            media += 960;
+            let (datagram, prefix, _) = b.cores[0]
+                .seal_audio(StemId(0), media, &vec![7; frame], 2)
+                .expect("joined");
+            longest = longest.max(datagram.len() - prefix);
+        }
+        assert!(
+            longest <= crate::core::audio::MAX_DATAGRAM,
+            "{frame}: {longest} bytes"
+        );
+        assert_eq!(
+            longest,
+            4 + 2 + 16 + 1 + frame + carried * (3 + frame),
+            "{frame}-byte frames carry {carried} earlier"
+        );
+    }
 }

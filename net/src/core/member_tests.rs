@@ -474,37 +474,6 @@ fn a_member_with_two_streams_is_heard_on_both_each_numbered_on_its_own() {
     assert!(heard.iter().all(|h| h.0 == pid(0)));
 }
 
-/// Redundancy carries the earlier frames only as far as the datagram fits a path: 20 ms frames
-/// at 256 kbit/s (640 bytes) go alone rather than as a datagram of 1,900 bytes that no path
-/// carries; 2.5 ms frames carry both earlier ones.
-#[test]
-fn redundancy_never_makes_a_datagram_too_large_for_a_path() {
-    let mut b = Band::new(2, RotationPolicy::default());
-    b.join(0);
-    b.join(1);
-    b.settle_keys();
-    for (frame, carried) in [(40usize, 2usize), (640, 0), (320, 2)] {
-        let mut longest = 0;
-        let mut media = 0;
-        for _ in 0..4 {
-            media += 960;
-            let (datagram, prefix, _) = b.cores[0]
-                .seal_audio(StemId(0), media, &vec![7; frame], 2)
-                .expect("joined");
-            longest = longest.max(datagram.len() - prefix);
-        }
-        assert!(
-            longest <= crate::core::audio::MAX_DATAGRAM,
-            "{frame}: {longest} bytes"
-        );
-        assert_eq!(
-            longest,
-            4 + 2 + 16 + 1 + frame + carried * (3 + frame),
-            "{frame}-byte frames carry {carried} earlier"
-        );
-    }
-}
-
 #[test]
 fn a_member_that_leaves_is_forgotten_and_its_path_closed() {
     let mut b = Band::new(2, RotationPolicy::default());

@@ -21,6 +21,7 @@
 pub use super::decision::{AdaptiveConfig, AdaptiveStats, Decision, Rescale};
 use super::drift::DriftEstimator;
 use super::seq_ahead;
+use super::spikes::Spikes;
 use crate::packet::PacketSlot;
 
 /// Packets held at most (see [`super::JITTER_CAPACITY`]).
@@ -75,11 +76,6 @@ const HINT_KEEP: usize = 64;
 /// What [`JitterBuffer::straggler_peak`] keeps per refresh (every 16 packets, 40 ms at 2.5 ms
 /// frames): half of it after 30 s.
 const STRAGGLER_MEMORY: f64 = 0.999_08;
-
-/// Packets beyond the quantile this close (100 ms) belong to one spike.
-const SPIKE_GAP: u64 = 4_800;
-/// How long (60 s) a spike counts towards a recurrence.
-const SPIKE_MEMORY: u64 = 60 * 48_000;
 
 /// After a wait, playout this long (50 ms) before a shrink: the packets that follow show
 /// whether the path got slower (a shrink would only wait again) or a burst came in.
@@ -159,10 +155,8 @@ pub struct JitterBuffer {
     since_wait: u64,
     /// `since_stall` before a first stall on a packet, restored if that packet proves lost.
     since_stall_saved: Option<u64>,
-    /// The latest two delay spikes beyond the quantile: (height above the fastest path, when
-    /// it began), the older first; and when the last packet beyond the quantile came.
-    spikes: [Option<(i64, u64)>; 2],
-    beyond_at: u64,
+    /// The delay spikes lately beyond the quantile.
+    spikes: Spikes,
     /// The delay holds where it is (a take is recorded from the outputs): no splice, no
     /// slew, and a late packet is concealed rather than waited for.
     hold: bool,
@@ -213,8 +207,7 @@ impl JitterBuffer {
             last_error: 0,
             error_avg: 0.0,
             drift: DriftEstimator::default(),
-            spikes: [None; 2],
-            beyond_at: 0,
+            spikes: Spikes::default(),
             hold: false,
             stats: AdaptiveStats::default(),
         }
@@ -360,7 +353,7 @@ impl JitterBuffer {
             self.since_stall_saved = None;
             self.forgive_for = FORGIVE_SAMPLES;
             // The block's late stamps looked like spikes.
-            self.spikes = [None; 2];
+            self.spikes.clear();
         }
         self.target = self.target.max(self.render_ahead);
     }
@@ -392,7 +385,7 @@ impl JitterBuffer {
         self.since_hint = None;
         self.forgive_for = 0;
         self.straggler_peak = 0.0;
-        self.spikes = [None; 2];
+        self.spikes.clear();
         self.last_error = 0;
         self.error_avg = 0.0;
         self.drift.reset();
@@ -558,94 +551,12 @@ impl JitterBuffer {
         }
     }
 
-    /// A packet later than the quantile and its headroom allow is part of a spike: a new one
-    /// when [`SPIKE_GAP`] has passed since the last such packet, else the current one, as high
-    /// as its slowest packet.
+    /// A packet later than the quantile and its headroom allow: part of a delay spike.
     fn note_spike(&mut self, delay: i64, now: u64) {
         let height = delay.saturating_sub(self.base) + self.config.margin_samples as i64;
-        if self.delays_len < START_AFTER_PACKETS || height <= self.path_target + HEADROOM {
-            return;
+        if self.delays_len >= START_AFTER_PACKETS && height > self.path_target + HEADROOM {
+            self.spikes.note(height, now);
         }
-        match &mut self.spikes[1] {
-            Some((h, _)) if now.saturating_sub(self.beyond_at) <= SPIKE_GAP => {
-                *h = (*h).max(height)
-            }
-            _ => self.spikes = [self.spikes[1], Some((height, now))],
-        }
-        self.beyond_at = now;
-    }
-
-    /// The least the target may fall to at `now`. A spike that recurs within
-    /// [`SPIKE_MEMORY`] is the path's (a Wi-Fi link's periodic scan): the target keeps covering
-    /// the lesser of the last two, its packets here a render block before they are heard. A
-    /// one-off spike is a hiccup and holds the target up only for the settle time. Nothing
-    /// falls while a spike's packets are still coming in.
-    fn spike_floor(&self, now: u64) -> i64 {
-        let most = self.config.max_target_samples as i64;
-        if self.spikes[1].is_some() && now.saturating_sub(self.beyond_at) <= SPIKE_GAP {
-            return most;
-        }
-        match self.spikes {
-            [Some((a, at)), Some((b, _))] if now.saturating_sub(at) <= SPIKE_MEMORY => {
-                (a.min(b) + self.render_ahead).min(most)
-            }
-            _ => 0,
-        }
-    }
-
-    /// Moves the fastest-path reference. A creep (the clock drift, a minimum that left the
-    /// window) moves the schedule with it; a jump (a slower path's packets now the fastest
-    /// left) keeps the schedule where it is, the target taking up the difference, so the
-    /// statistics, not a bookkeeping step, decide when the delay changes. A shorter path is
-    /// [`Self::new_path`]'s.
-    fn rebase(&mut self, base: i64) {
-        let moved = base.saturating_sub(self.base);
-        if self.base != i64::MAX
-            && moved.abs() > REBASE_JUMP
-            && self.config.manual_target_samples.is_none()
-        {
-            self.target = (self.target - moved).clamp(0, self.config.max_target_samples as i64);
-        }
-        self.base = base;
-    }
-
-    /// [`NEW_PATH_RUN`] packets came well below the fastest delay the window knew: a
-    /// shorter path (relay → direct). What the window holds describes the old one, so it is
-    /// forgotten, all but that run (not the old path's stragglers that came among them).
-    fn new_path(&mut self) {
-        let floor = self.run_floor - NEW_PATH_SAMPLES;
-        self.forget_all_but(5 * NEW_PATH_RUN as usize, NEW_PATH_RUN as usize, floor);
-    }
-
-    /// Forgets the window but the newest `most` packets below `below` among the last
-    /// `look_back`, and what held the delay up (stalls on the old path) with it: a shorter
-    /// path's gain is taken within a second or two instead of once the window has turned over.
-    fn forget_all_but(&mut self, look_back: usize, most: usize, below: i64) {
-        let w = self.config.window;
-        let mut recent = [(0i64, 0u64); HINT_KEEP];
-        let most = most.min(recent.len());
-        let mut keep = 0;
-        for back in 1..=self.delays_len.min(look_back) {
-            let at = (self.delays_at + w - back) % w;
-            if self.delays[at] < below && keep < most {
-                recent[keep] = (self.delays[at], self.arrivals[at]);
-                keep += 1;
-            }
-        }
-        recent[..keep].reverse();
-        for (k, &(d, a)) in recent.iter().take(keep).enumerate() {
-            self.delays[k] = d;
-            self.arrivals[k] = a;
-        }
-        self.delays_len = keep;
-        self.delays_at = keep % w;
-        self.base = recent[..keep].iter().map(|r| r.0).min().unwrap_or(i64::MAX);
-        self.since_stall = u64::MAX;
-        self.since_stall_saved = None;
-        self.forgive_for = FORGIVE_SAMPLES;
-        self.faster_run = 0;
-        self.spikes = [None; 2];
-        self.drift.reset();
     }
 
     /// Recomputes base (window minimum) and the quantile target: up at once, down past a dead band once the path has been clean a while.
@@ -690,9 +601,13 @@ impl JitterBuffer {
             self.target = wanted;
             return;
         }
-        let lowest = wanted.max(self.spike_floor(now));
+        // A spike that recurs is the path's: the target keeps covering it. Nothing falls while
+        // a spike's packets are still coming in.
+        let floor = self.spikes.floor(now, self.render_ahead);
+        let lowest = wanted.max(floor.min(self.config.max_target_samples as i64));
         if lowest + i64::from(self.config.shrink_hysteresis_samples) < self.target
             && self.since_stall >= u64::from(self.config.settle_samples)
+            && !self.spikes.under_way(now)
         {
             // Down at once: the stream's time-scaling takes the delay out inaudibly, a period
             // at a time, so a shorter path pays off within a second or two.
@@ -859,6 +774,9 @@ impl JitterBuffer {
         self.frame_samples = samples.max(1);
     }
 }
+
+#[path = "adaptive_path.rs"]
+mod path;
 
 #[cfg(test)]
 #[path = "adaptive_tests.rs"]

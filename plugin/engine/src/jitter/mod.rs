@@ -3,6 +3,7 @@
 //! - [`adaptive`]: the playout schedule the engine uses, learned from arrival statistics
 //!   (or fixed, in manual mode);
 //! - [`drift`]: the sender's clock rate against ours, from the same arrivals;
+//! - `spikes`: delay spikes the path has shown, kept while they recur;
 //! - [`sim`]: trace-driven comparison with baseline algorithms (in `baselines`).
 
 pub mod adaptive;
@@ -10,6 +11,7 @@ mod baselines;
 mod decision;
 pub mod drift;
 pub mod sim;
+mod spikes;
 
 pub use adaptive::{AdaptiveConfig, AdaptiveStats, Decision, JitterBuffer};
 
