@@ -613,34 +613,7 @@ impl MemberKeys {
     }
 
     fn seal_grant(&self, to: MemberId) -> Result<KeyGrant, CryptoError> {
-        let (to_epoch, to_pub) = self.latest_announced(to)?;
-        let cur = self.current();
-        let dh = cur.secret.diffie_hellman(&to_pub);
-        let from = KeyEnd {
-            member: self.me,
-            epoch: cur.epoch,
-            public: *cur.public.as_bytes(),
-        };
-        let to_end = KeyEnd {
-            member: to,
-            epoch: to_epoch,
-            public: *to_pub.as_bytes(),
-        };
-        let cipher = self.pair_key(dh.as_bytes(), from, to_end);
-        let mut sealed = cur.sender_key.to_vec();
-        let tag = cipher
-            .encrypt_in_place_detached(&Nonce::default(), b"", &mut sealed)
-            .map_err(|_| CryptoError::Malformed)?;
-        sealed.extend_from_slice(&tag);
-        Ok(KeyGrant {
-            from: self.me,
-            from_epoch: cur.epoch,
-            from_public: *cur.public.as_bytes(),
-            to,
-            to_epoch,
-            to_public: *to_pub.as_bytes(),
-            sealed,
-        })
+        self.seal_grant_as(self.me, self.current().epoch, to)
     }
 
     /// Accepts a sender key granted to us.

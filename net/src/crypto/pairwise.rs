@@ -65,6 +65,44 @@ impl MemberKeys {
         self.pair_opener(DOC_LABEL, from, signer, ends)
     }
 
+    /// Our newest sender key sealed from our newest ephemeral to `to`'s newest announced one,
+    /// naming `from` and `from_epoch` as its sender (ourselves, but for a test's forger).
+    pub(super) fn seal_grant_as(
+        &self,
+        from: MemberId,
+        from_epoch: Epoch,
+        to: MemberId,
+    ) -> Result<KeyGrant, CryptoError> {
+        let (to_epoch, to_pub) = self.latest_announced(to)?;
+        let cur = self.current();
+        let dh = cur.secret.diffie_hellman(&to_pub);
+        let from_end = KeyEnd {
+            member: from,
+            epoch: from_epoch,
+            public: *cur.public.as_bytes(),
+        };
+        let to_end = KeyEnd {
+            member: to,
+            epoch: to_epoch,
+            public: *to_pub.as_bytes(),
+        };
+        let cipher = self.pair_key(dh.as_bytes(), from_end, to_end);
+        let mut sealed = cur.sender_key.to_vec();
+        let tag = cipher
+            .encrypt_in_place_detached(&Nonce::default(), b"", &mut sealed)
+            .map_err(|_| CryptoError::Malformed)?;
+        sealed.extend_from_slice(&tag);
+        Ok(KeyGrant {
+            from,
+            from_epoch,
+            from_public: *cur.public.as_bytes(),
+            to,
+            to_epoch,
+            to_public: *to_pub.as_bytes(),
+            sealed,
+        })
+    }
+
     fn pair_sealer(&self, label: &[u8], to: MemberId) -> Result<(DocCipher, DocEnds), CryptoError> {
         let (to_epoch, to_pub) = self.latest_announced(to)?;
         let cur = self.current();
@@ -191,39 +229,12 @@ impl MemberKeys {
     /// Our own sender key granted to `to` as `victim`'s next epoch, from our ephemeral: it
     /// opens at `to` unless the grant's ephemeral is checked against what `victim` announced.
     pub(crate) fn danger_grant_as(&self, victim: MemberId, to: MemberId) -> Option<KeyGrant> {
-        let (to_epoch, to_pub) = self.latest_announced(to).ok()?;
-        let cur = self.current();
         let epoch = self
             .remotes
             .get(&victim)
             .and_then(|r| r.announced.last())
             .map_or(0, |(e, _)| (e + 1) % super::EPOCH_MODULUS);
-        let from = KeyEnd {
-            member: victim,
-            epoch,
-            public: *cur.public.as_bytes(),
-        };
-        let to_end = KeyEnd {
-            member: to,
-            epoch: to_epoch,
-            public: *to_pub.as_bytes(),
-        };
-        let dh = cur.secret.diffie_hellman(&to_pub);
-        let cipher = self.pair_key(dh.as_bytes(), from, to_end);
-        let mut sealed = cur.sender_key.to_vec();
-        let tag = cipher
-            .encrypt_in_place_detached(&Nonce::default(), b"", &mut sealed)
-            .ok()?;
-        sealed.extend_from_slice(&tag);
-        Some(KeyGrant {
-            from: victim,
-            from_epoch: epoch,
-            from_public: *cur.public.as_bytes(),
-            to,
-            to_epoch,
-            to_public: *to_pub.as_bytes(),
-            sealed,
-        })
+        self.seal_grant_as(victim, epoch, to).ok()
     }
 
     /// A document key to `to` as if we were `victim`: it opens at `to` unless the
