@@ -53,18 +53,29 @@ pub struct CongestionSignal {
     /// The largest queueing delay (smoothed round trip minus the base round trip) any path
     /// reported since it was last taken, µs.
     queue_delay_us: AtomicU32,
+    /// The largest the listeners report our audio meets on its way to them (a queue on their
+    /// side that our controllers cannot see), µs: as it stands, not a peak.
+    reported_us: AtomicU32,
 }
 
 impl CongestionSignal {
-    /// The largest queueing delay on any path since the last [`Self::take_peak`]: how far a
-    /// round trip was above its recent minimum.
+    /// The largest queueing delay on any path since the last [`Self::take_peak`] (how far a
+    /// round trip was above its recent minimum), or the listeners report, if more.
     pub fn queue_delay(&self) -> Duration {
-        Duration::from_micros(u64::from(self.queue_delay_us.load(Relaxed)))
+        let own = self.queue_delay_us.load(Relaxed);
+        Duration::from_micros(u64::from(own.max(self.reported_us.load(Relaxed))))
     }
 
-    /// [`Self::queue_delay`], starting the next period from zero.
+    /// [`Self::queue_delay`], starting the next period of our own paths' from zero.
     pub fn take_peak(&self) -> Duration {
-        Duration::from_micros(u64::from(self.queue_delay_us.swap(0, Relaxed)))
+        let own = self.queue_delay_us.swap(0, Relaxed);
+        Duration::from_micros(u64::from(own.max(self.reported_us.load(Relaxed))))
+    }
+
+    /// What the listeners now report our audio queues on its way to them, at worst.
+    pub fn set_reported(&self, queue: Duration) {
+        let us = queue.as_micros().min(u128::from(u32::MAX)) as u32;
+        self.reported_us.store(us, Relaxed);
     }
 }
 

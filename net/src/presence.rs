@@ -43,6 +43,9 @@ pub struct Presence {
     /// What each sender's audio lost on its way to us lately, ‰, before redundancy: how each
     /// sender learns what its listeners lose.
     pub heard_loss: Vec<(ParticipantId, u16)>,
+    /// How far each sender's audio queued on its way to us lately, ms: how a sender learns
+    /// that it sends more than a listener's downlink carries.
+    pub heard_queue: Vec<(ParticipantId, u16)>,
     /// The stems this member sends, by name ("drums", "bass"): one person, several tracks.
     pub stems: Vec<(StemId, String)>,
 }
@@ -61,6 +64,7 @@ impl Presence {
             cut(t);
         }
         self.heard_loss.truncate(MAX_LOSS_REPORTS);
+        self.heard_queue.truncate(MAX_LOSS_REPORTS);
         self.stems.truncate(MAX_STEMS);
         for (_, name) in &mut self.stems {
             cut(name);
@@ -163,10 +167,11 @@ impl PresenceOutbox {
         }
     }
 
-    /// Replaces our state (all but the loss report, which is ours to keep); sent at the next
-    /// opportunity the rate allows.
+    /// Replaces our state (all but the loss and queue reports, which are ours to keep); sent
+    /// at the next opportunity the rate allows.
     pub fn set(&mut self, mut p: Presence) {
         p.heard_loss.clone_from(&self.current.heard_loss);
+        p.heard_queue.clone_from(&self.current.heard_queue);
         if p != self.current {
             self.current = p;
             self.dirty = true;
@@ -198,6 +203,14 @@ impl PresenceOutbox {
     pub fn set_loss(&mut self, report: Vec<(ParticipantId, u16)>) {
         if report != self.current.heard_loss {
             self.current.heard_loss = report;
+            self.dirty = true;
+        }
+    }
+
+    /// Replaces our queue report; it goes with the next update.
+    pub fn set_queue(&mut self, report: Vec<(ParticipantId, u16)>) {
+        if report != self.current.heard_queue {
+            self.current.heard_queue = report;
             self.dirty = true;
         }
     }

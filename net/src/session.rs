@@ -554,9 +554,10 @@ impl SessionHandle {
             .is_some_and(|c| c.send_datagram(Bytes::copy_from_slice(datagram)).is_ok())
     }
 
-    /// The largest queueing delay any of our paths showed since the last call: how far a
-    /// round trip rose above its recent minimum. A growing queue means the path carries less
-    /// than we send; the caller should ask its encoder for less.
+    /// The largest queueing delay any of our paths showed since the last call (how far a
+    /// round trip rose above its recent minimum), or a listener reports our audio meets on
+    /// its way to it, if more. A growing queue means a path carries less than we send; the
+    /// caller should ask its encoder for less.
     pub fn take_queue_delay(&self) -> Duration {
         self.shared.congestion.take_peak()
     }

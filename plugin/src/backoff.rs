@@ -1,5 +1,6 @@
-//! What the sender asks of its encoder while a path is congested: a queue that keeps growing
-//! means the path carries less than we send, and queueing audio only makes it late. Step by
+//! What the sender asks of its encoder while a path is congested (one of ours, or a
+//! listener's downlink as the listener reports it): a queue that keeps growing means the path
+//! carries less than we send, and queueing audio only makes it late. Step by
 //! step, a lower bitrate, then longer frames (at 2.5 ms frames the packet headers cost more
 //! than the audio); back up one step at a time once the queue has stayed empty a while.
 

@@ -38,6 +38,7 @@ fn presence_is_seen_within_a_second_and_a_vanished_member_is_shown_gone() {
         typing: true,
         level: 0.25,
         heard_loss: Vec::new(),
+        heard_queue: Vec::new(),
         stems: vec![(echoel_net::wire::StemId(1), "sax 2".into())],
     };
     let t0 = Instant::now();

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 pub use super::audio::Via;
 use super::audio::{open_datagram, AudioOut};
 use super::loss::LossMeter;
+use super::queue::{self, QueueMeter};
 use super::sync::{DocPart, DocReplica, Received};
 use crate::crypto::{
     AdmissionVerifier, CryptoError, DocEnds, KeyAnnounce, KeyGrant, MemberAuthKey, MemberKey,
@@ -138,6 +139,9 @@ pub struct RoomCore {
     /// What each sender's audio loses on its way to us, reported in our presence.
     loss: LossMeter,
     next_loss_report: Option<Instant>,
+    /// How far each sender's audio queues on its way to us, reported the same way.
+    queue: QueueMeter,
+    next_queue_report: Option<Instant>,
     audio: AudioOut,
     /// What we sent lately, and the takes' asks either way.
     takes: Takes,
@@ -165,6 +169,8 @@ impl RoomCore {
             presence_in: PresenceBook::default(),
             loss: LossMeter::default(),
             next_loss_report: None,
+            queue: QueueMeter::default(),
+            next_queue_report: None,
             audio: AudioOut::new(),
             takes: Takes::default(),
             counters,
@@ -375,6 +381,11 @@ impl RoomCore {
                 *report_due = now + LOSS_REPORT_EVERY;
                 self.presence_out.set_loss(self.loss.report());
             }
+            let report_due = self.next_queue_report.get_or_insert(now + queue::PERIOD);
+            if now >= *report_due {
+                *report_due = now + queue::PERIOD;
+                self.presence_out.set_queue(self.queue.report(now));
+            }
             if let Some(update) = self.presence_out.due(now) {
                 if let Ok(plain) = postcard::to_stdvec(&update) {
                     let (epoch, nonce, sealed) = j.keys.seal_presence(&plain, &mut *self.rng);
@@ -431,14 +442,30 @@ impl RoomCore {
     /// The worst loss (‰, before redundancy) any member present reports of our audio lately;
     /// `None` while nobody has said.
     pub fn loss_reported(&mut self, now: Instant) -> Option<u16> {
+        self.reported(now, |p| &p.heard_loss)
+    }
+
+    /// The worst queueing delay a listener reports our audio meets on its way to it (a
+    /// downlink we send more than it carries), if any listener reports one.
+    pub fn queue_reported(&mut self, now: Instant) -> Option<Duration> {
+        self.reported(now, |p| &p.heard_queue)
+            .map(|ms| Duration::from_millis(u64::from(ms)))
+    }
+
+    /// The worst of what the listeners present report about us in `field`.
+    fn reported(
+        &mut self,
+        now: Instant,
+        field: fn(&Presence) -> &[(ParticipantId, u16)],
+    ) -> Option<u16> {
         let me = self.identity.participant();
         self.presence_in
             .list(now)
             .iter()
             .filter(|p| !p.gone)
-            .flat_map(|p| p.presence.heard_loss.iter())
+            .flat_map(|p| field(&p.presence).iter())
             .filter(|(about, _)| *about == me)
-            .map(|(_, permille)| *permille)
+            .map(|(_, value)| *value)
             .max()
     }
 
@@ -491,6 +518,7 @@ impl RoomCore {
     /// `sink`.
     pub fn open_datagram(
         &mut self,
+        now: Instant,
         via: Via,
         bytes: &[u8],
         sink: &mut dyn FnMut(ParticipantId, AudioFrame<'_>),
@@ -507,7 +535,7 @@ impl RoomCore {
             members.get(&m).map(|i| (i.participant, epoch))
         };
         let doubled = |m: MemberId| paths.contains(&m);
-        let loss = &mut self.loss;
+        let (loss, queue) = (&mut self.loss, &mut self.queue);
         let me = self.identity.public();
         // Our own plugins in other processes (our key, other instances): their tracks are in
         // this DAW already, and would come back a round trip late. Their loss is still
@@ -519,6 +547,9 @@ impl RoomCore {
         };
         let sink = &mut |from: ParticipantId, frame: AudioFrame<'_>| {
             loss.heard(from, frame.stem, frame.seq, frame.recovered);
+            if !frame.recovered {
+                queue.heard(from, frame.stem, via, frame.media_time, now);
+            }
             if !ours(from) {
                 sink(from, frame);
             }

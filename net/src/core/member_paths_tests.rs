@@ -31,8 +31,8 @@ fn the_relays_copy_of_a_frame_a_direct_path_brought_is_a_duplicate_not_a_replay(
             (Via::Relay, &fwd)
         };
         let mut heard = 0;
-        b.cores[1].open_datagram(via, first, &mut |_, _| heard += 1);
-        b.cores[1].open_datagram(Via::Relay, &fwd, &mut |_, _| heard += 1);
+        b.cores[1].open_datagram(b.now, via, first, &mut |_, _| heard += 1);
+        b.cores[1].open_datagram(b.now, Via::Relay, &fwd, &mut |_, _| heard += 1);
         assert_eq!(heard, 1, "one copy plays");
         let c = &b.cores[1].counters;
         let (dup, replay) = (c.duplicates.load(Relaxed), c.replayed.load(Relaxed));
@@ -67,7 +67,7 @@ fn a_direct_path_slower_than_the_relay_is_not_the_way_we_hear() {
                 copies.reverse();
             }
             for (via, d) in &copies {
-                b.cores[1].open_datagram(*via, d, &mut |_, _| {});
+                b.cores[1].open_datagram(b.now, *via, d, &mut |_, _| {});
             }
             b.cores[1].relay_faster(id0) == relay_first
         })
@@ -116,4 +116,33 @@ fn redundancy_never_makes_a_datagram_too_large_for_a_path() {
             "{frame}-byte frames carry {carried} earlier"
         );
     }
+}
+
+/// Ana's stream overflows Bo's downlink: only the relay's side of that link sees the queue,
+/// so Bo's presence tells Ana, who asks her encoder for less (`queue_reported`).
+#[test]
+fn a_listener_tells_the_sender_its_audio_queues_on_the_way() {
+    let mut b = Band::new(2, RotationPolicy::default());
+    b.join(0);
+    b.join(1);
+    b.settle_keys();
+    let frame = Duration::from_micros(2500);
+    let mut media = 0u64;
+    let worst = |b: &mut Band, seconds: u64, per_frame: u64, media: &mut u64| {
+        let mut worst = Duration::ZERO;
+        for _ in 0..seconds * 400 {
+            let d = sealed(b, 0, *media);
+            assert_eq!(heard_at(b, 1, 0, &d), 1);
+            *media += per_frame;
+            b.tick(frame);
+            let now = b.now;
+            worst = worst.max(b.cores[0].queue_reported(now).unwrap_or_default());
+        }
+        worst
+    };
+    // Steady: nothing to tell.
+    assert_eq!(worst(&mut b, 4, 120, &mut media), Duration::ZERO);
+    // Frames arrive 4 % slower than they are played: a queue that grows 40 ms a second.
+    let grew = worst(&mut b, 3, 115, &mut media);
+    assert!(grew >= Duration::from_millis(80), "{grew:?}");
 }

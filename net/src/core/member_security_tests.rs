@@ -59,7 +59,9 @@ fn a_member_cannot_speak_as_another_over_its_direct_path() {
     };
     let heard_by_bob = |b: &mut Band, via, d: &[u8]| {
         let mut heard = Vec::new();
-        b.cores[bob].open_datagram(via, d, &mut |p, f| heard.push((p, f.payload.to_vec())));
+        b.cores[bob].open_datagram(b.now, via, d, &mut |p, f| {
+            heard.push((p, f.payload.to_vec()))
+        });
         heard
     };
 

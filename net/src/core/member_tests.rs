@@ -266,7 +266,9 @@ impl Band {
         crate::wire::encode_sender(self.ids[from].unwrap(), &mut fwd);
         fwd.extend_from_slice(&datagram[prefix..]);
         let mut heard = Vec::new();
-        self.cores[to].open_datagram(Via::Relay, &fwd, &mut |p, f| heard.push(pick(p, &f)));
+        self.cores[to].open_datagram(self.now, Via::Relay, &fwd, &mut |p, f| {
+            heard.push(pick(p, &f))
+        });
         heard
     }
 
@@ -726,7 +728,7 @@ fn heard_at(b: &mut Band, to: usize, from: usize, datagram: &[u8]) -> usize {
     crate::wire::encode_sender(b.ids[from].unwrap(), &mut fwd);
     fwd.extend_from_slice(datagram);
     let mut heard = 0;
-    b.cores[to].open_datagram(Via::Relay, &fwd, &mut |_, _| heard += 1);
+    b.cores[to].open_datagram(b.now, Via::Relay, &fwd, &mut |_, _| heard += 1);
     heard
 }
 

@@ -7,6 +7,7 @@ pub mod audio;
 pub mod batch;
 pub mod loss;
 pub mod member;
+pub mod queue;
 pub mod relay;
 pub mod router;
 pub mod sync;

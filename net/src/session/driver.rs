@@ -366,6 +366,8 @@ impl Driver {
         writer.abort();
         reader.abort();
         relay_datagrams.abort();
+        // Reports from a room we are out of no longer hold us back.
+        self.shared.congestion.set_reported(Duration::ZERO);
         for (c, _) in links.unrecognised.drain(..) {
             c.conn.close(0u32.into(), b"rejoining");
         }
@@ -393,6 +395,9 @@ impl Driver {
         let reported = self.core.loss_reported(now);
         self.protection
             .update(&self.shared.protection, reported, now);
+        self.shared
+            .congestion
+            .set_reported(self.core.queue_reported(now).unwrap_or_default());
         let direct = links
             .paths
             .iter()
@@ -419,28 +424,27 @@ impl Driver {
         }
         let on_audio = &mut self.on_audio;
         let shared = &self.shared;
-        let arrival = (Instant::now()
-            .saturating_duration_since(shared.epoch)
-            .as_secs_f64()
-            * 48_000.0) as u64;
+        let now = Instant::now();
+        let arrival = (now.saturating_duration_since(shared.epoch).as_secs_f64() * 48_000.0) as u64;
         // Once per datagram (a relay bundle holds several frames), not per frame.
         let mut clocks = shared.clocks.lock().unwrap_or_else(|e| e.into_inner());
-        self.core.open_datagram(via, datagram, &mut |from, frame| {
-            // Frames that came late by design (recovered from a later one) tell nothing of
-            // the sender's clock.
-            if let (false, Some(n)) = (
-                frame.recovered,
-                crate::room_clock::opus_samples(frame.payload),
-            ) {
-                if clocks.len() < MAX_CLOCKS || clocks.contains_key(&(from, frame.stem)) {
-                    clocks
-                        .entry((from, frame.stem))
-                        .or_default()
-                        .observe(frame.media_time + n, arrival);
+        self.core
+            .open_datagram(now, via, datagram, &mut |from, frame| {
+                // Frames that came late by design (recovered from a later one) tell nothing of
+                // the sender's clock.
+                if let (false, Some(n)) = (
+                    frame.recovered,
+                    crate::room_clock::opus_samples(frame.payload),
+                ) {
+                    if clocks.len() < MAX_CLOCKS || clocks.contains_key(&(from, frame.stem)) {
+                        clocks
+                            .entry((from, frame.stem))
+                            .or_default()
+                            .observe(frame.media_time + n, arrival);
+                    }
                 }
-            }
-            on_audio(from, frame)
-        });
+                on_audio(from, frame)
+            });
     }
 
     /// Takes what the handles asked for.

@@ -540,9 +540,11 @@ impl World {
             return;
         }
         let mut heard = Vec::new();
-        self.members[i].core.open_datagram(via, d, &mut |from, f| {
-            heard.push((from, f.media_time, f.payload.to_vec(), f.path_epoch))
-        });
+        self.members[i]
+            .core
+            .open_datagram(now, via, d, &mut |from, f| {
+                heard.push((from, f.media_time, f.payload.to_vec(), f.path_epoch))
+            });
         for (from, media, payload, epoch) in heard {
             // Frames played as no member of the run, or with another's payload, are forged.
             let sender = self.members.iter().position(|m| m.participant == from);
