@@ -227,7 +227,11 @@ pub fn targets() -> Vec<Target> {
     for (i, redundant) in [(0u64, false), (1, true), (2, false)] {
         let mut d = Vec::new();
         encode_sender(MemberId(1), &mut d);
-        sender.seal_audio(StemId(i as u8), i * 120, &[i as u8; 40], redundant, &mut d);
+        let start = d.len();
+        let seq = sender.seal_audio(StemId(i as u8), i * 120, &[i as u8; 40], redundant, &mut d);
+        let mut macs = Vec::new();
+        sender.seal_audio_macs(&d[start..], seq, &mut macs);
+        d.extend_from_slice(&macs);
         datagrams.push(d);
     }
     let mut receiver = receiver;
@@ -361,6 +365,8 @@ pub fn targets() -> Vec<Target> {
             parse: Box::new(move |bytes| {
                 let mut any = false;
                 for item in crate::wire::forwarded_items(bytes).flatten() {
+                    let mut d = item.datagram.to_vec();
+                    any |= receiver.open_relayed_audio(item.sender, &mut d).is_ok();
                     let mut d = item.datagram.to_vec();
                     any |= receiver.open_audio(item.sender, &mut d).is_ok();
                 }

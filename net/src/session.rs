@@ -534,8 +534,8 @@ impl SessionHandle {
         read(self.shared.doc().doc())
     }
 
-    /// Test hook: seals `payload` as our next audio frame of stream 0 at `media_time` without
-    /// sending it.
+    /// Test hook: seals `payload` as our next audio frame of stream 0 at `media_time`, as the
+    /// relay gets it (the recipients' MACs behind it), without sending it.
     #[cfg(feature = "danger-test-hooks")]
     pub fn danger_seal(&self, media_time: u64, payload: &[u8]) -> Option<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);

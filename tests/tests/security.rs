@@ -104,11 +104,12 @@ fn tampered_replayed_and_forged_datagrams_are_dropped_and_counted_and_the_relay_
     flipped[7] ^= 0x08;
     assert!(bob.danger_send_raw(&flipped));
     // Forgery, as the relay can make one: it holds no key, so it takes a genuine header
-    // (Bob's epoch and stream), numbers it past what Alice has seen, so only the seal can
-    // refuse it, and makes up the rest.
+    // (Bob's epoch and stream), numbers it past what Alice has seen and keeps the count of
+    // the recipients' MACs at the end, so only the seals can refuse it, and makes up the rest.
     let mut forged = sealed.clone();
     forged[3] = forged[3].wrapping_add(5);
-    for (i, b) in forged[4..].iter_mut().enumerate() {
+    let count = forged.len() - 1;
+    for (i, b) in forged[4..count].iter_mut().enumerate() {
         *b = (i as u8).wrapping_mul(97) ^ 0x5a;
     }
     assert!(bob.danger_send_raw(&forged));

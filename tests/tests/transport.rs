@@ -210,7 +210,9 @@ fn thirty_percent_loss_with_wandering_jitter_keeps_audio_coming_without_reconnec
 
 /// A bottleneck below the stream's own rate (200 kbit/s each way; 2.5 ms frames at 128 kbit/s
 /// take ~330 kbit/s on the wire): the sender's queue grows, so it asks its encoder for less —
-/// a lower bitrate, then longer frames — until the path carries it, instead of queueing.
+/// a lower bitrate, then longer frames — until the path carries it, instead of queueing. The
+/// member on the other side of the relay sees no queue of its own (its uplink is clear) but
+/// overflows the far member's downlink: far reports it, and it asks for less too.
 #[test]
 fn a_bottleneck_below_the_stream_rate_makes_the_sender_ask_for_less_instead_of_queueing() {
     let _one = one_at_a_time();
@@ -243,6 +245,16 @@ fn a_bottleneck_below_the_stream_rate_makes_the_sender_ask_for_less_instead_of_q
     );
     // The buffer's depth is left out: it learnt the queue's delays while the path was
     // congested, and its window (2000 packets) is 40 s long at 20 ms frames.
+
+    // Near's stream overflowed far's downlink, a queue only the relay's side of that link
+    // sees: far reported it, and near asked for less too.
+    let far = reports.iter().find(|r| r.name == "far").unwrap();
+    let (decoded, concealed) = only_recording(far).frames_between(from, to);
+    println!("far heard near from {from} s: {decoded} decoded, {concealed} concealed");
+    assert!(
+        concealed * 50 <= decoded,
+        "{concealed} of {decoded} frames concealed"
+    );
 }
 
 fn joined(s: &SessionHandle, others: usize) -> bool {

@@ -28,6 +28,8 @@ pub struct AudioOut {
     buf: Vec<u8>,
     /// The plaintext container when frames are sent redundantly.
     plain: Vec<u8>,
+    /// The recipients' MACs of the relay's copy.
+    macs: Vec<u8>,
     /// Each stream's last frames, for redundancy.
     history: BTreeMap<StemId, SentFrames>,
 }
@@ -38,24 +40,26 @@ impl AudioOut {
         Self {
             buf: Vec::with_capacity(1500),
             plain: Vec::with_capacity(1500),
+            macs: Vec::with_capacity(1500),
             history: BTreeMap::new(),
         }
     }
 
-    /// Seals one frame of `stem` as `me`, carrying up to `redundancy` earlier frames. Returns
-    /// the datagram behind our sender prefix (as a direct path carries it) and the prefix's
-    /// length (the relay gets what follows it).
+    /// Seals one frame of `stem` as `me`, carrying up to `redundancy` earlier frames: the
+    /// datagram as a direct path carries it (behind our sender prefix) and, when `relay`, as
+    /// the relay gets it (no prefix; the recipients' MACs behind it).
     pub fn seal(
         &mut self,
         keys: &mut MemberKeys,
         me: MemberId,
         (stem, media_time): (StemId, u64),
         payload: &[u8],
-        redundancy: usize,
-    ) -> (&[u8], usize) {
+        (redundancy, relay): (usize, bool),
+    ) -> SealedAudio<'_> {
         let Self {
             buf,
             plain,
+            macs,
             history,
         } = self;
         buf.clear();
@@ -66,29 +70,48 @@ impl AudioOut {
             .or_insert_with(|| std::array::from_fn(|_| (None, Vec::with_capacity(1500))));
         let redundancy = redundancy.min(MAX_REDUNDANT);
         // Earlier frames only as far as the datagram still fits a path (long frames at a high
-        // bitrate): past that it would be dropped whole.
+        // bitrate), the relay's copy with its MACs: past that it would be dropped whole.
         let room = MAX_DATAGRAM
             .saturating_sub(AUDIO_HEADER_LEN + MEDIA_TIME_LEN + TAG_LEN + 1)
+            .saturating_sub(if relay { keys.audio_macs_len() } else { 0 })
             .saturating_sub(payload.len());
-        if redundancy == 0 {
-            keys.seal_audio(stem, media_time, payload, false, buf);
+        let seq = if redundancy == 0 {
+            keys.seal_audio(stem, media_time, payload, false, buf)
         } else {
             plain.clear();
             let (older, n) = older_frames(sent, media_time, (redundancy, room));
             pack_frames(payload, &older[..n], plain);
-            keys.seal_audio(stem, media_time, plain, true, buf);
-        }
+            keys.seal_audio(stem, media_time, plain, true, buf)
+        };
         sent.rotate_right(1);
         sent[0].0 = Some(media_time);
         sent[0].1.clear();
         sent[0].1.extend_from_slice(payload);
-        (buf, prefix)
+        let direct = buf.len();
+        if relay {
+            macs.clear();
+            keys.seal_audio_macs(&buf[prefix..], seq, macs);
+            buf.extend_from_slice(macs);
+        }
+        SealedAudio {
+            direct: &buf[..direct],
+            relay: relay.then(|| &buf[prefix..]),
+        }
     }
 
     /// Forgets what was sent (a new key state numbers from zero).
     pub fn reset(&mut self) {
         self.history.clear();
     }
+}
+
+/// One sealed frame, as each way carries it.
+#[derive(Debug, Clone, Copy)]
+pub struct SealedAudio<'a> {
+    /// For a direct path: our sender prefix, then the sealed datagram.
+    pub direct: &'a [u8],
+    /// For the relay, if it carries it: the sealed datagram, then the recipients' MACs.
+    pub relay: Option<&'a [u8]>,
 }
 
 /// The frames of `history` that fit in a container before a frame at `media_time`, newest
@@ -162,7 +185,7 @@ pub fn open_datagram(
                 keys,
                 (&mut participant_of, &doubled),
                 counters,
-                fwd,
+                (via, fwd),
                 sink,
                 no_key,
             ),
@@ -181,14 +204,18 @@ fn open_forwarded(
         &impl Fn(MemberId) -> bool,
     ),
     c: &SessionCounters,
-    fwd: Forwarded<'_>,
+    (via, fwd): (Via, Forwarded<'_>),
     sink: &mut dyn FnMut(ParticipantId, AudioFrame<'_>),
     no_key: &mut dyn FnMut(MemberId),
 ) {
     let mut buf = fwd.datagram.to_vec();
     // Earlier frames the datagram carries that we never had (redundancy), newest first.
     let mut fresh = [false; MAX_REDUNDANT];
-    let o = match keys.open_audio(fwd.sender, &mut buf) {
+    let opened = match via {
+        Via::Relay => keys.open_relayed_audio(fwd.sender, &mut buf),
+        Via::Direct(_) => keys.open_audio(fwd.sender, &mut buf),
+    };
+    let o = match opened {
         Ok(o) => o,
         Err(e) => {
             if e == CryptoError::UnknownKey {

@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use super::audio::Via;
 use super::audio::{open_datagram, AudioOut};
+pub use super::audio::{SealedAudio, Via};
 use super::loss::LossMeter;
 use super::queue::{self, QueueMeter};
 use super::sync::{DocPart, DocReplica, Received};
@@ -491,10 +491,9 @@ impl RoomCore {
             .is_some_and(|j| j.keys.can_open_from(member))
     }
 
-    /// Seals one frame of our stream `stem` at `media_time` with `redundancy` earlier frames.
-    /// Returns the datagram as direct paths carry it, the length of its sender prefix (the
-    /// relay gets what follows), and whether the relay must carry it: whenever anyone else is
-    /// in the room. The relay's copy is a standby for the direct paths: a path that stops
+    /// Seals one frame of our stream `stem` at `media_time` with `redundancy` earlier frames:
+    /// the datagram as direct paths carry it and, whenever anyone else is in the room, as the
+    /// relay carries it. The relay's copy is a standby for the direct paths: a path that stops
     /// carrying (a router's rule, a Wi-Fi drop) costs no more than the relay's detour, where
     /// noticing it first would cost tens of milliseconds of silence; the receiver drops the
     /// second copy. `None` while not joined.
@@ -504,14 +503,17 @@ impl RoomCore {
         media_time: u64,
         payload: &[u8],
         redundancy: usize,
-    ) -> Option<(&[u8], usize, bool)> {
+    ) -> Option<SealedAudio<'_>> {
         let j = self.joined.as_mut()?;
         let relay = !j.members.is_empty();
         self.takes.archive.keep(stem, media_time, payload);
-        let (datagram, prefix) =
-            self.audio
-                .seal(&mut j.keys, j.me, (stem, media_time), payload, redundancy);
-        Some((datagram, prefix, relay))
+        Some(self.audio.seal(
+            &mut j.keys,
+            j.me,
+            (stem, media_time),
+            payload,
+            (redundancy, relay),
+        ))
     }
 
     /// Opens what the relay or a direct path delivered (`via`: which) and hands each frame to

@@ -17,14 +17,14 @@ fn the_relays_copy_of_a_frame_a_direct_path_brought_is_a_duplicate_not_a_replay(
         if direct {
             b.cores[1].handle_path_up(b.now, id0, &mut b.docs[1]);
         }
-        let (datagram, prefix, relay) = b.cores[0]
+        let (datagram, relayed) = b.cores[0]
             .seal_audio(StemId(0), media, &[7; 20], 0)
-            .map(|(d, p, r)| (d.to_vec(), p, r))
+            .map(|s| (s.direct.to_vec(), s.relay.map(<[u8]>::to_vec)))
             .unwrap();
-        assert!(relay, "the relay stands by");
+        let relayed = relayed.expect("the relay stands by");
         let mut fwd = Vec::new();
         crate::wire::encode_sender(id0, &mut fwd);
-        fwd.extend_from_slice(&datagram[prefix..]);
+        fwd.extend_from_slice(&relayed);
         let (via, first) = if direct {
             (Via::Direct(id0), &datagram)
         } else {
@@ -55,13 +55,13 @@ fn a_direct_path_slower_than_the_relay_is_not_the_way_we_hear() {
     let mut faster_after = |b: &mut Band, relay_first: bool, frames: usize| {
         (0..frames).position(|_| {
             media += 120;
-            let (datagram, prefix, _) = b.cores[0]
+            let (datagram, relayed) = b.cores[0]
                 .seal_audio(StemId(0), media, &[7; 20], 0)
-                .map(|(d, p, r)| (d.to_vec(), p, r))
+                .map(|s| (s.direct.to_vec(), s.relay.unwrap_or_default().to_vec()))
                 .unwrap();
             let mut fwd = Vec::new();
             crate::wire::encode_sender(id0, &mut fwd);
-            fwd.extend_from_slice(&datagram[prefix..]);
+            fwd.extend_from_slice(&relayed);
             let mut copies = [(Via::Relay, fwd), (Via::Direct(id0), datagram)];
             if !relay_first {
                 copies.reverse();
@@ -87,24 +87,27 @@ fn a_direct_path_slower_than_the_relay_is_not_the_way_we_hear() {
     assert!(took <= 600, "direct found faster again after {took} frames");
 }
 
-/// Redundancy carries the earlier frames only as far as the datagram fits a path: 20 ms frames
-/// at 256 kbit/s (640 bytes) go alone rather than as a datagram of 1,900 bytes that no path
-/// carries; 2.5 ms frames carry both earlier ones.
+/// Redundancy carries the earlier frames only as far as the datagram fits a path, the relay's
+/// copy with its MACs: 20 ms frames at 256 kbit/s (640 bytes) go alone rather than as a
+/// datagram of 1,900 bytes that no path carries; 2.5 ms frames carry both earlier ones; 369
+/// bytes would carry both but for the MACs.
 #[test]
 fn redundancy_never_makes_a_datagram_too_large_for_a_path() {
     let mut b = Band::new(2, RotationPolicy::default());
     b.join(0);
     b.join(1);
     b.settle_keys();
-    for (frame, carried) in [(40usize, 2usize), (640, 0), (320, 2)] {
+    let macs = 1 + crate::crypto::AUDIO_MAC_ENTRY;
+    for (frame, carried) in [(40usize, 2usize), (640, 0), (320, 2), (369, 1)] {
         let mut longest = 0;
         let mut media = 0;
         for _ in 0..4 {
             media += 960;
-            let (datagram, prefix, _) = b.cores[0]
+            let relayed = b.cores[0]
                 .seal_audio(StemId(0), media, &vec![7; frame], 2)
-                .expect("joined");
-            longest = longest.max(datagram.len() - prefix);
+                .and_then(|s| s.relay)
+                .expect("joined, with Bo in the room");
+            longest = longest.max(relayed.len());
         }
         assert!(
             longest <= crate::core::audio::MAX_DATAGRAM,
@@ -112,7 +115,7 @@ fn redundancy_never_makes_a_datagram_too_large_for_a_path() {
         );
         assert_eq!(
             longest,
-            4 + 2 + 16 + 1 + frame + carried * (3 + frame),
+            4 + 2 + 16 + 1 + frame + carried * (3 + frame) + macs,
             "{frame}-byte frames carry {carried} earlier"
         );
     }

@@ -256,15 +256,16 @@ impl Band {
         pick: impl Fn(ParticipantId, &AudioFrame<'_>) -> T,
     ) -> Vec<T> {
         let payload = vec![stem; 20];
-        let Some((datagram, prefix, _)) =
-            self.cores[from].seal_audio(StemId(stem), media, &payload, 0)
+        let Some(relayed) = self.cores[from]
+            .seal_audio(StemId(stem), media, &payload, 0)
+            .and_then(|s| s.relay)
         else {
             return Vec::new();
         };
         // As the relay forwards it: its own prefix of the sender's id.
         let mut fwd = Vec::new();
         crate::wire::encode_sender(self.ids[from].unwrap(), &mut fwd);
-        fwd.extend_from_slice(&datagram[prefix..]);
+        fwd.extend_from_slice(relayed);
         let mut heard = Vec::new();
         self.cores[to].open_datagram(self.now, Via::Relay, &fwd, &mut |p, f| {
             heard.push(pick(p, &f))
@@ -424,7 +425,12 @@ fn the_relay_stands_by_while_a_direct_path_carries() {
             .filter(|t| matches!(t, Transmit::Relay(ClientMessage::Route { .. })))
             .count()
     };
-    let needs_relay = |c: &mut RoomCore| c.seal_audio(StemId(0), 0, &[0; 20], 0).unwrap().2;
+    let needs_relay = |c: &mut RoomCore| {
+        c.seal_audio(StemId(0), 0, &[0; 20], 0)
+            .unwrap()
+            .relay
+            .is_some()
+    };
     // Each frame says how often a shorter way from its sender opened, for the playout.
     let mut media = 0;
     let mut epoch = |b: &mut Band| {
@@ -525,9 +531,9 @@ fn a_direct_path_carries_the_document_until_it_is_lost_and_the_relay_stands_by_w
     b.cores[0].handle_path_up(now, id1, &mut b.docs[0]);
     b.cores[1].handle_path_up(now, id0, &mut b.docs[1]);
     while b.cores[0].poll_transmit().is_some() {}
-    let (_, _, relay) = b.cores[0].seal_audio(StemId(0), 0, b"x", 0).unwrap();
+    let relay = b.cores[0].seal_audio(StemId(0), 0, b"x", 0).unwrap().relay;
     assert!(
-        relay,
+        relay.is_some(),
         "the relay stands by though everyone is reached directly"
     );
     b.docs[0].doc().set_tempo(133.0).unwrap();
@@ -547,8 +553,11 @@ fn a_direct_path_carries_the_document_until_it_is_lost_and_the_relay_stands_by_w
     assert!(b.cores[1].counters.doc_direct.load(Relaxed) > 0);
 
     b.cores[0].handle_path_down(now, id1, &mut b.docs[0]);
-    let (_, _, relay) = b.cores[0].seal_audio(StemId(0), 240, b"x", 0).unwrap();
-    assert!(relay);
+    let relay = b.cores[0]
+        .seal_audio(StemId(0), 240, b"x", 0)
+        .unwrap()
+        .relay;
+    assert!(relay.is_some());
     b.docs[0].doc().set_tempo(90.0).unwrap();
     b.cores[0].edited(now, &mut b.docs[0]);
     b.tick(DOC_HOLD);
@@ -734,10 +743,11 @@ fn heard_at(b: &mut Band, to: usize, from: usize, datagram: &[u8]) -> usize {
 
 /// A frame member `from` seals now, without its sender prefix (as the relay receives it).
 fn sealed(b: &mut Band, from: usize, media: u64) -> Vec<u8> {
-    let (d, prefix, _) = b.cores[from]
+    b.cores[from]
         .seal_audio(StemId(0), media, &[from as u8; 20], 0)
-        .expect("joined");
-    d[prefix..].to_vec()
+        .and_then(|s| s.relay)
+        .expect("joined, with others in the room")
+        .to_vec()
 }
 
 /// Cy's connection goes dead without the relay noticing yet: it answers nothing. The next

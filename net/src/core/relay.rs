@@ -18,7 +18,7 @@ use rand_core::CryptoRngCore;
 
 use super::batch::Batcher;
 use super::router::{forwards, sends_audio, Routing};
-use crate::crypto::{AdmissionVerifier, MemberPublic};
+use crate::crypto::{AdmissionVerifier, MemberPublic, Relayed};
 use crate::wire::{
     encode_sender, AudioHeader, ClientMessage, MemberId, MemberInfo, Refusal, RelayMessage, Role,
     AUDIO_HEADER_LEN, MAX_LOCAL_ADDRESSES, TAG_LEN,
@@ -401,8 +401,11 @@ impl RelayCore {
             m.dropped_not_member.fetch_add(1, Relaxed);
             return;
         }
-        let header = match AudioHeader::decode(datagram) {
-            Ok(h) if datagram.len() >= AUDIO_HEADER_LEN + TAG_LEN => h,
+        let parts = AudioHeader::decode(datagram)
+            .ok()
+            .zip(Relayed::parse(datagram).ok());
+        let (header, relayed) = match parts {
+            Some(p) if datagram.len() >= AUDIO_HEADER_LEN + TAG_LEN => p,
             _ => {
                 m.dropped_malformed.fetch_add(1, Relaxed);
                 return;
@@ -420,13 +423,13 @@ impl RelayCore {
             })
             .map(|(&c, _)| c)
             .collect();
-        let mut out = Vec::with_capacity(2 + datagram.len());
-        encode_sender(from.info.id, &mut out);
-        out.extend_from_slice(datagram);
-        let out = Bytes::from(out);
+        let from_id = from.info.id;
         for to in targets {
             let seat = self.seats.get_mut(&to).expect("target just seen");
-            if seat.batch.push(now, out.clone()) {
+            let mut out = Vec::with_capacity(2 + datagram.len());
+            encode_sender(from_id, &mut out);
+            relayed.copy_for(seat.info.id, &mut out);
+            if seat.batch.push(now, Bytes::from(out)) {
                 let held = seat.batch.take();
                 self.push(to, Outgoing::Datagrams(held));
             }

@@ -186,6 +186,8 @@ fn datagram(stem: u8, tag: u8) -> Vec<u8> {
     .encode()
     .to_vec();
     d.extend_from_slice(&[tag; 40]);
+    // No recipients' MACs: a copy goes to each as it came.
+    d.push(0);
     d
 }
 
@@ -303,23 +305,41 @@ fn a_wrong_proof_a_silent_joiner_and_a_full_room_are_refused_and_leave_nothing_b
 fn audio_reaches_everyone_else_prefixed_with_the_sender_and_nothing_else_gets_through() {
     let mut r = Room::new(RoomLimits::default());
     let (a, ida) = r.join("Ana", 1);
-    let (b, _) = r.join("Bo", 2);
-    let (c, _) = r.join("Cy", 3);
+    let (b, idb) = r.join("Bo", 2);
+    let (c, idc) = r.join("Cy", 3);
     let sent = r.send(a, 0, 1);
     r.settle();
     assert_eq!(r.heard(b), vec![(ida, sent.clone())]);
-    assert_eq!(r.heard(c), vec![(ida, sent)]);
+    assert_eq!(r.heard(c), vec![(ida, sent.clone())]);
     assert!(r.heard(a).is_empty(), "no echo to the sender");
+
+    // Behind the sealed datagram, each recipient's MAC: each gets its own only.
+    r.clear();
+    let sealed = &sent[..sent.len() - 1];
+    let entry = |id: MemberId| {
+        let mut e = id.to_be_bytes().to_vec();
+        e.extend_from_slice(&[id.0 as u8; crate::crypto::AUDIO_MAC_LEN]);
+        e
+    };
+    let with_macs = [sealed, &entry(idb), &entry(idc), &[2]].concat();
+    r.core.handle_datagram(r.now, a, &with_macs);
+    r.settle();
+    for (to, id) in [(b, idb), (c, idc)] {
+        let own = [sealed, &entry(id), &[1]].concat();
+        assert_eq!(r.heard(to), vec![(ida, own)]);
+    }
 
     r.clear();
     r.core.handle_datagram(r.now, a, &[0x10, 0, 0]);
     r.core.handle_datagram(r.now, a, &[0x70; 40]);
+    // A MAC block longer than the datagram.
+    r.core.handle_datagram(r.now, a, &[sealed, &[30]].concat());
     let stranger = r.connect("Eve", 9);
     r.core.handle_datagram(r.now, stranger, &datagram(0, 2));
     r.core.handle_datagram(r.now, ConnId(999), &datagram(0, 2));
     r.settle();
     assert!(r.heard(b).is_empty());
-    assert_eq!(r.metrics.dropped_malformed.load(Relaxed), 2);
+    assert_eq!(r.metrics.dropped_malformed.load(Relaxed), 3);
     assert_eq!(r.metrics.dropped_not_member.load(Relaxed), 2);
 }
 

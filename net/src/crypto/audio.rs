@@ -103,7 +103,7 @@ pub fn widen_media(reference: u64, low: u16) -> u64 {
 
 /// Nonce of a datagram: (sender, epoch, stream, sequence number). Each stream counts on its own
 /// and every epoch has a fresh key, so a nonce never repeats under one key.
-fn nonce(member: MemberId, epoch: Epoch, stem: StemId, seq: u32) -> Nonce {
+pub(super) fn nonce(member: MemberId, epoch: Epoch, stem: StemId, seq: u32) -> Nonce {
     let mut n = [0u8; 12];
     n[0..2].copy_from_slice(&member.to_be_bytes());
     n[2] = epoch;
@@ -212,22 +212,47 @@ impl MemberKeys {
         true
     }
 
-    /// Opens an audio datagram from `from` (decrypted in place inside `datagram`).
+    /// Opens an audio datagram from `from` (decrypted in place inside `datagram`), as a
+    /// direct path carries it: the path's member is the sender.
     pub fn open_audio<'a>(
         &mut self,
         from: MemberId,
         datagram: &'a mut [u8],
     ) -> Result<OpenedAudio<'a>, CryptoError> {
+        self.open_sealed(from, datagram, None)
+    }
+
+    /// Opens an audio datagram the relay carried as `from`'s, once our MAC among those that
+    /// follow it shows `from` sealed it (see [`super::audio_mac`]).
+    pub fn open_relayed_audio<'a>(
+        &mut self,
+        from: MemberId,
+        datagram: &'a mut [u8],
+    ) -> Result<OpenedAudio<'a>, CryptoError> {
+        let (sealed, entries) = super::audio_mac::split_macs(datagram)?;
+        self.open_sealed(from, sealed, Some(entries))
+    }
+
+    fn open_sealed<'a>(
+        &mut self,
+        from: MemberId,
+        datagram: &'a mut [u8],
+        macs: Option<&[u8]>,
+    ) -> Result<OpenedAudio<'a>, CryptoError> {
         if datagram.len() < AUDIO_HEADER_LEN + MEDIA_TIME_LEN + TAG_LEN {
             return Err(CryptoError::Malformed);
         }
         let header = AudioHeader::decode(datagram).map_err(|_| CryptoError::Malformed)?;
-        let remote = self.remotes.get_mut(&from).ok_or(CryptoError::UnknownKey)?;
+        let remote = self.remotes.get(&from).ok_or(CryptoError::UnknownKey)?;
         let known = remote.stems.get(&header.stem).copied();
         let seq = widen_seq(
             known.map_or(u32::from(header.seq_low), |p| p.seq),
             header.seq_low,
         );
+        if let Some(entries) = macs {
+            self.check_audio_mac(from, &header, seq, datagram, entries)?;
+        }
+        let remote = self.remotes.get_mut(&from).ok_or(CryptoError::UnknownKey)?;
         let key = remote
             .keys
             .iter_mut()

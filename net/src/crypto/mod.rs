@@ -19,11 +19,13 @@
 //! is also why a member can move the room to a new secret without anyone rekeying.
 
 mod audio;
+mod audio_mac;
 mod identity;
 mod pairwise;
 
 pub(crate) use audio::ReplayWindow;
 pub use audio::{widen_media, widen_seq, OpenedAudio};
+pub use audio_mac::{Relayed, AUDIO_MAC_ENTRY, AUDIO_MAC_LEN, MAX_AUDIO_MACS};
 pub use identity::{MemberKey, MemberPublic, SIGNATURE_LEN};
 pub use pairwise::{DocCipher, DocEnds};
 
@@ -334,6 +336,8 @@ struct RemoteMember {
 
 struct RemoteKey {
     epoch: Epoch,
+    /// The sender's ephemeral of that epoch, as it announced it (signed).
+    public: PublicKey,
     cipher: ChaCha20Poly1305,
     presence: DocCipher,
     /// One replay window per stream: each stream numbers its datagrams on its own.
@@ -377,6 +381,8 @@ pub struct MemberKeys {
     /// two datagrams under one key share a nonce, whatever the audio engine does.
     next_seq: audio::StemCounters,
     remotes: std::collections::BTreeMap<MemberId, RemoteMember>,
+    /// Pairwise keys of the MACs that say who sealed a datagram the relay carries.
+    macs: audio_mac::MacKeys,
 }
 
 impl MemberKeys {
@@ -403,6 +409,7 @@ impl MemberKeys {
             sent_in_epoch: 0,
             next_seq: audio::StemCounters::default(),
             remotes: Default::default(),
+            macs: Default::default(),
         }
     }
 
@@ -585,7 +592,15 @@ impl MemberKeys {
         }
         self.check_announce(a, a.member, signer)?;
         let remote = self.remotes.entry(a.member).or_default();
-        if !remote.announced.iter().any(|(e, _)| *e == a.epoch) {
+        // An epoch behind the newest is an old announcement again (the relay replaying it):
+        // taken as the newest, our grants and audio MACs would go to an ephemeral its member
+        // no longer opens with.
+        let behind = remote
+            .announced
+            .last()
+            .map(|(newest, _)| newest.wrapping_sub(a.epoch) % EPOCH_MODULUS)
+            .is_some_and(|back| (1..EPOCH_MODULUS / 2).contains(&back));
+        if !behind && !remote.announced.iter().any(|(e, _)| *e == a.epoch) {
             remote.announced.push((a.epoch, PublicKey::from(a.public)));
             if remote.announced.len() > 2 {
                 remote.announced.remove(0);
@@ -668,6 +683,7 @@ impl MemberKeys {
         }
         remote.keys.push(RemoteKey {
             epoch: g.from_epoch,
+            public: from_pub,
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
             presence: DocCipher::presence(&key),
             windows: audio::ReplayWindows::default(),

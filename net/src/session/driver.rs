@@ -492,7 +492,10 @@ impl Driver {
         if let Some((media_time, payload, reply)) = asks.seal {
             let mut out = Vec::new();
             let sealed = self.core.danger_keys().map(|k| {
-                k.seal_audio(StemId(0), media_time, &payload, false, &mut out);
+                let seq = k.seal_audio(StemId(0), media_time, &payload, false, &mut out);
+                let mut macs = Vec::new();
+                k.seal_audio_macs(&out, seq, &mut macs);
+                out.extend_from_slice(&macs);
                 out
             });
             let _ = reply.try_send(sealed);
@@ -511,27 +514,25 @@ impl Driver {
             .map(|p| queued_bytes(&p.conn))
             .collect();
         while let Ok(f) = self.audio_in.pop() {
-            let Some((datagram, prefix, needs_relay)) =
+            let Some(sealed) =
                 self.core
                     .seal_audio(f.stem, f.media_time, &f.bytes[..f.len], redundancy)
             else {
                 continue;
             };
-            let with_id = Bytes::copy_from_slice(datagram);
-            for (p, &queued) in links.paths.values().zip(&path_queued) {
-                if send_fresh(&p.conn, queued, with_id.clone(), counters) {
-                    counters.sent.fetch_add(1, Relaxed);
+            if !links.paths.is_empty() {
+                let with_id = Bytes::copy_from_slice(sealed.direct);
+                for (p, &queued) in links.paths.values().zip(&path_queued) {
+                    if send_fresh(&p.conn, queued, with_id.clone(), counters) {
+                        counters.sent.fetch_add(1, Relaxed);
+                    }
                 }
             }
-            if needs_relay
-                && send_fresh(
-                    &links.relay,
-                    relay_queued,
-                    with_id.slice(prefix..),
-                    counters,
-                )
-            {
-                counters.sent.fetch_add(1, Relaxed);
+            if let Some(relayed) = sealed.relay {
+                let relayed = Bytes::copy_from_slice(relayed);
+                if send_fresh(&links.relay, relay_queued, relayed, counters) {
+                    counters.sent.fetch_add(1, Relaxed);
+                }
             }
         }
     }

@@ -23,9 +23,9 @@ pub struct Hostile {
     /// paths (sealing with the keys they granted it), and never answers a document sync.
     pub member: bool,
     /// The relay is on the insider's side: it delivers, as coming from another member, key
-    /// announcements, key grants (the insider's own key), presence ("FORGED") and document
-    /// messages (a chart saying "FORGED") the insider makes in that member's name with
-    /// everything it holds.
+    /// announcements, key grants (the insider's own key), presence ("FORGED"), document
+    /// messages (a chart saying "FORGED") and audio the insider makes in that member's name
+    /// with everything it holds.
     pub collude: bool,
     /// The relay sends this share of the datagrams and members' control messages it forwards
     /// again, later, to the same member or another.
@@ -162,14 +162,18 @@ impl World {
             return;
         };
         let to = self.members[t].participant;
-        let kind = self.rng.below(4);
+        let kind = self.rng.below(5);
+        if kind == 3 {
+            self.forge_audio_through_relay(i, (vid, t, conn));
+            return;
+        }
         let mut rng = self.rng.fork();
         let Some(keys) = self.members[i].core.danger_keys_mut() else {
             return;
         };
         let msgs = match kind {
             0 => vec![PeerMessage::Announce(keys.danger_announce_as(vid))],
-            3 => match keys.danger_grant_as(vid, tid) {
+            4 => match keys.danger_grant_as(vid, tid) {
                 Some(g) => vec![PeerMessage::Grant(g)],
                 None => return,
             },
@@ -209,6 +213,30 @@ impl World {
             let msg = RelayMessage::From { from: vid, body };
             self.schedule(self.now, Delivery::ToMember(t, conn, Down::Msg(msg)));
         }
+    }
+
+    /// The insider seals a frame as `vid` with the sender key `vid` granted it, behind MACs it
+    /// makes with its own pairwise keys (a receiver that took any MAC would take it), and the
+    /// relay delivers it to member `t` as `vid`'s. Its payload is no member's, so the report
+    /// fails the run if anyone plays it.
+    fn forge_audio_through_relay(&mut self, i: usize, (vid, t, conn): (MemberId, usize, ConnId)) {
+        let Some(keys) = self.members[i].core.danger_keys_mut() else {
+            return;
+        };
+        let mut d = Vec::new();
+        crate::wire::encode_sender(vid, &mut d);
+        let start = d.len();
+        if !keys.danger_seal_as(vid, crate::wire::StemId(0), 3, 0, &[0xEE; 40], &mut d) {
+            return;
+        }
+        let header = crate::wire::AudioHeader::decode(&d[start..]).ok();
+        let Some(seq) = header.map(|h| u32::from(h.seq_low)) else {
+            return;
+        };
+        let mut macs = Vec::new();
+        keys.seal_audio_macs(&d[start..], seq, &mut macs);
+        d.extend_from_slice(&macs);
+        self.schedule(self.now, Delivery::ToMember(t, conn, Down::Datagram(d)));
     }
 
     /// Whether the insider keeps `t` to itself (it answers no document sync).

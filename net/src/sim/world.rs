@@ -14,6 +14,7 @@ use super::report::{report, AudioLedger, SimReport};
 use super::rng::DangerSeededRng;
 use crate::core::member::{RoomEvent, Transmit, Via};
 use crate::core::relay::{ConnId, JoinRequest, Outgoing, RelayCore, RoomLimits};
+use crate::crypto::Relayed;
 use crate::invite::RoomId;
 use crate::wire::{
     decode_sender, encode_frame, AudioHeader, ClientMessage, RelayMessage, Role, StemId,
@@ -643,7 +644,12 @@ impl World {
                     .members
                     .iter()
                     .position(|m| m.core.me().is_some() && m.joined && m.core.me() == Some(sender));
-                if let (Some(from), Ok(h)) = (from, AudioHeader::decode(rest)) {
+                // A copy the relay made for another member carries no MAC of ours: it is
+                // no frame we are owed.
+                let ours = self.members[i].core.me().is_some_and(|me| {
+                    Relayed::parse(rest).is_ok_and(|r| r.entry_for(me).is_some())
+                });
+                if let (Some(from), Ok(h), true) = (from, AudioHeader::decode(rest), ours) {
                     let sent = self.members[from]
                         .sent
                         .iter()
@@ -708,13 +714,13 @@ impl World {
         let media = m.media;
         m.media += (frame.as_secs_f64() * 48_000.0) as u64;
         let payload = [i as u8; 40];
-        let Some((datagram, prefix, needs_relay)) =
-            m.core.seal_audio(StemId(0), media, &payload, 1)
-        else {
+        let Some(sealed) = m.core.seal_audio(StemId(0), media, &payload, 1) else {
             return;
         };
-        let (whole, to_relay) = (datagram.to_vec(), datagram[prefix..].to_vec());
-        if let Ok(h) = AudioHeader::decode(&to_relay) {
+        let whole = sealed.direct.to_vec();
+        let needs_relay = sealed.relay.is_some();
+        let to_relay = sealed.relay.unwrap_or_default().to_vec();
+        if let Ok(h) = decode_sender(&whole).and_then(|(_, d)| AudioHeader::decode(d)) {
             m.sent.push_back((h.seq_low, media, self.now));
             if m.sent.len() > 4096 {
                 m.sent.pop_front();
