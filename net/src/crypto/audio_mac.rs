@@ -8,7 +8,9 @@
 //! Layout of a relayed datagram: `[sealed datagram][entry]*[count]`, each entry the
 //! recipient's id (2 bytes) and the MAC ([`AUDIO_MAC_LEN`] bytes of Poly1305 over the sealed
 //! datagram, under the datagram's own nonce). The key is made with the recipient's newest
-//! announced ephemeral; the recipient tries its newest two (one may be in flight).
+//! announced ephemeral; the recipient tries the ephemerals it keeps, newest first (its
+//! announcements of the last rotations may still be on their way to the sender: a DAW that
+//! opens a project joins several plugins at once, and each join rotates every member).
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -246,7 +248,7 @@ impl MemberKeys {
             public: *theirs.as_bytes(),
         };
         let nonce = nonce(from, h.epoch, h.stem, seq);
-        for mine in own.iter().rev().take(2) {
+        for mine in own.iter().rev() {
             let us = End {
                 member: *me,
                 epoch: mine.epoch,
@@ -362,6 +364,24 @@ mod tests {
         }
         a.accept_announce(&old, &b.public())
             .expect("signed, if old");
+        let mut d = relayed(&mut a, 0);
+        assert_eq!(
+            b.open_relayed_audio(MemberId(1), &mut d)
+                .map(|o| o.body.to_vec()),
+            Ok(b"frame".to_vec())
+        );
+    }
+
+    /// Two joins within a round trip rotate Bo twice before Ana hears of either: her MACs
+    /// still go to the ephemeral she knows, and Bo, who keeps it, opens her audio.
+    #[test]
+    fn rotations_still_on_their_way_to_the_sender_cost_no_frame() {
+        let now = Instant::now();
+        let (mut a, mut b) = pair(now);
+        introduce(&mut a, &mut b, now);
+        for _ in 0..3 {
+            b.rotate(now, &mut rand_core::OsRng);
+        }
         let mut d = relayed(&mut a, 0);
         assert_eq!(
             b.open_relayed_audio(MemberId(1), &mut d)
