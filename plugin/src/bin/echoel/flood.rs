@@ -141,7 +141,12 @@ pub fn run(seconds: f64) -> anyhow::Result<()> {
     let datagrams = {
         let (stop, sent) = (stop.clone(), sent_datagrams.clone());
         rt.spawn(async move {
-            let junk = Bytes::from(vec![0xEE; 1100]);
+            // Shaped as audio (a header, no recipients' MACs) so the relay forwards it to
+            // everyone: the honest member's and the deaf one's queues take the flood.
+            let mut junk = vec![0xEE; 1100];
+            junk[0] = 0x10;
+            junk[1099] = 0;
+            let junk = Bytes::from(junk);
             while !stop.load(Relaxed) {
                 if conn.send_datagram(junk.clone()).is_ok() {
                     sent.fetch_add(1, Relaxed);
@@ -192,6 +197,10 @@ pub fn run(seconds: f64) -> anyhow::Result<()> {
         (
             "members dropped for flooding",
             "echoel_relay_evicted_flooding_total",
+        ),
+        (
+            "datagram copies forwarded",
+            "echoel_relay_datagrams_forwarded_total",
         ),
         (
             "datagrams dropped, room overloaded",
