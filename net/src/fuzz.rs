@@ -229,9 +229,7 @@ pub fn targets() -> Vec<Target> {
         encode_sender(MemberId(1), &mut d);
         let start = d.len();
         let seq = sender.seal_audio(StemId(i as u8), i * 120, &[i as u8; 40], redundant, &mut d);
-        let mut macs = Vec::new();
-        sender.seal_audio_macs(&d[start..], seq, &mut macs);
-        d.extend_from_slice(&macs);
+        sender.seal_audio_macs(&mut d, start, seq);
         datagrams.push(d);
     }
     let mut receiver = receiver;

@@ -28,8 +28,6 @@ pub struct AudioOut {
     buf: Vec<u8>,
     /// The plaintext container when frames are sent redundantly.
     plain: Vec<u8>,
-    /// The recipients' MACs of the relay's copy.
-    macs: Vec<u8>,
     /// Each stream's last frames, for redundancy.
     history: BTreeMap<StemId, SentFrames>,
 }
@@ -40,7 +38,6 @@ impl AudioOut {
         Self {
             buf: Vec::with_capacity(1500),
             plain: Vec::with_capacity(1500),
-            macs: Vec::with_capacity(1500),
             history: BTreeMap::new(),
         }
     }
@@ -59,7 +56,6 @@ impl AudioOut {
         let Self {
             buf,
             plain,
-            macs,
             history,
         } = self;
         buf.clear();
@@ -89,9 +85,7 @@ impl AudioOut {
         sent[0].1.extend_from_slice(payload);
         let direct = buf.len();
         if relay {
-            macs.clear();
-            keys.seal_audio_macs(&buf[prefix..], seq, macs);
-            buf.extend_from_slice(macs);
+            keys.seal_audio_macs(buf, prefix, seq);
         }
         SealedAudio {
             direct: &buf[..direct],

@@ -61,12 +61,9 @@ impl Stream {
         }
     }
 
+    /// The least floor of the earlier periods.
     fn base(&self) -> Option<i64> {
-        self.floors[..self.filled]
-            .iter()
-            .copied()
-            .chain(self.floor)
-            .min()
+        self.floors[..self.filled].iter().copied().min()
     }
 }
 
@@ -132,7 +129,7 @@ impl QueueMeter {
             let Some(floor) = s.floor.take() else {
                 continue;
             };
-            let queue = floor - s.base().unwrap_or(floor).min(floor);
+            let queue = floor - s.base().map_or(floor, |b| b.min(floor));
             s.floors[s.next] = floor;
             s.next = (s.next + 1) % BASE_PERIODS;
             s.filled = (s.filled + 1).min(BASE_PERIODS);

@@ -127,6 +127,13 @@ pub struct Relayed<'a> {
     entries: &'a [u8],
 }
 
+/// `to`'s entry among `entries`.
+fn entry_for(entries: &[u8], to: MemberId) -> Option<&[u8]> {
+    entries
+        .chunks_exact(AUDIO_MAC_ENTRY)
+        .find(|e| e[..2] == to.to_be_bytes())
+}
+
 impl<'a> Relayed<'a> {
     /// Splits `datagram`; an error for a malformed MAC block.
     pub fn parse(datagram: &'a [u8]) -> Result<Self, CryptoError> {
@@ -139,9 +146,7 @@ impl<'a> Relayed<'a> {
 
     /// `to`'s MAC entry, if the sender made one.
     pub fn entry_for(&self, to: MemberId) -> Option<&'a [u8]> {
-        self.entries
-            .chunks_exact(AUDIO_MAC_ENTRY)
-            .find(|e| e[..2] == to.to_be_bytes())
+        entry_for(self.entries, to)
     }
 
     /// Appends the copy for recipient `to`: the sealed datagram with only `to`'s MAC entry
@@ -165,10 +170,10 @@ impl MemberKeys {
         1 + AUDIO_MAC_ENTRY * named.min(MAX_AUDIO_MACS)
     }
 
-    /// Appends the MAC entries and their count for a datagram we sealed (`sealed`, number
-    /// `seq` on its stream), for the relay to carry: one for each member whose ephemeral we
-    /// know, up to [`MAX_AUDIO_MACS`].
-    pub fn seal_audio_macs(&mut self, sealed: &[u8], seq: u32, out: &mut Vec<u8>) {
+    /// Appends the MAC entries and their count to a datagram we sealed (`datagram[start..]`,
+    /// number `seq` on its stream), for the relay to carry: one for each member whose
+    /// ephemeral we know, up to [`MAX_AUDIO_MACS`].
+    pub fn seal_audio_macs(&mut self, datagram: &mut Vec<u8>, start: usize, seq: u32) {
         let Self {
             me,
             own,
@@ -176,10 +181,13 @@ impl MemberKeys {
             macs,
             ..
         } = self;
-        let header = AudioHeader::decode(sealed).ok();
+        let end = datagram.len();
+        let header = datagram
+            .get(start..)
+            .and_then(|d| AudioHeader::decode(d).ok());
         let ours = header.and_then(|h| own.iter().find(|o| o.epoch == h.epoch));
         let (Some(h), Some(ours)) = (header, ours) else {
-            out.push(0);
+            datagram.push(0);
             return;
         };
         let nonce = nonce(*me, h.epoch, h.stem, seq);
@@ -196,17 +204,18 @@ impl MemberKeys {
             if usize::from(count) == MAX_AUDIO_MACS {
                 break;
             }
-            let end = End {
+            let recipient = End {
                 member: to,
                 epoch,
                 public: *public.as_bytes(),
             };
-            let key = macs.get(from, end, &ours.secret, &public);
-            out.extend_from_slice(&to.to_be_bytes());
-            out.extend_from_slice(&mac(key, &nonce, sealed));
+            let key = macs.get(from, recipient, &ours.secret, &public);
+            let tag = mac(key, &nonce, &datagram[start..end]);
+            datagram.extend_from_slice(&to.to_be_bytes());
+            datagram.extend_from_slice(&tag);
             count += 1;
         }
-        out.push(count);
+        datagram.push(count);
     }
 
     /// Whether `entries` hold our MAC of `sealed` (header `h`, full sequence number `seq`)
@@ -227,10 +236,7 @@ impl MemberKeys {
             macs,
             ..
         } = self;
-        let ours = entries
-            .chunks_exact(AUDIO_MAC_ENTRY)
-            .find(|e| e[..2] == me.to_be_bytes());
-        let Some(entry) = ours else {
+        let Some(entry) = entry_for(entries, *me) else {
             return if remotes.len() > MAX_AUDIO_MACS {
                 Ok(())
             } else {
@@ -275,9 +281,7 @@ mod tests {
     fn relayed(k: &mut MemberKeys, media: u64) -> Vec<u8> {
         let mut d = Vec::new();
         let seq = k.seal_audio(StemId(0), media, b"frame", false, &mut d);
-        let mut macs = Vec::new();
-        k.seal_audio_macs(&d, seq, &mut macs);
-        d.extend_from_slice(&macs);
+        k.seal_audio_macs(&mut d, 0, seq);
         d
     }
 
@@ -331,9 +335,7 @@ mod tests {
         let mut forged = Vec::new();
         assert!(c.danger_seal_as(MemberId(1), StemId(0), 5, 960, b"lies!", &mut forged));
         let seq = u32::from(AudioHeader::decode(&forged).unwrap().seq_low);
-        let mut macs = Vec::new();
-        c.seal_audio_macs(&forged, seq, &mut macs);
-        forged.extend_from_slice(&macs);
+        c.seal_audio_macs(&mut forged, 0, seq);
         let mut copy = forged.clone();
         assert_eq!(
             b.open_relayed_audio(MemberId(1), &mut copy).unwrap_err(),

@@ -493,9 +493,7 @@ impl Driver {
             let mut out = Vec::new();
             let sealed = self.core.danger_keys().map(|k| {
                 let seq = k.seal_audio(StemId(0), media_time, &payload, false, &mut out);
-                let mut macs = Vec::new();
-                k.seal_audio_macs(&out, seq, &mut macs);
-                out.extend_from_slice(&macs);
+                k.seal_audio_macs(&mut out, 0, seq);
                 out
             });
             let _ = reply.try_send(sealed);

@@ -233,9 +233,7 @@ impl World {
         let Some(seq) = header.map(|h| u32::from(h.seq_low)) else {
             return;
         };
-        let mut macs = Vec::new();
-        keys.seal_audio_macs(&d[start..], seq, &mut macs);
-        d.extend_from_slice(&macs);
+        keys.seal_audio_macs(&mut d, start, seq);
         self.schedule(self.now, Delivery::ToMember(t, conn, Down::Datagram(d)));
     }
 
